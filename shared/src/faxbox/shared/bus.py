@@ -1,0 +1,476 @@
+"""The message bus: RabbitMQ through aio-pika, with every message settled on purpose.
+
+Topology (all declared idempotently, names from ``faxbox.shared.routing``):
+
+- one durable topic exchange for every contract;
+- per service one durable quorum queue bound to the routing keys it subscribes to,
+  with a delivery limit whose overflow dead-letters (a message that keeps killing its
+  consumer ends up in the dead-letter queue instead of looping forever);
+- a direct dead-letter exchange and per service a dead-letter queue;
+- per service TTL retry queues, one per delay, that dead-letter back to the service's
+  queue through the default exchange (the broker holds the message for the delay,
+  never a sleep in the process).
+
+Settling, after the handler returns or raises:
+
+- returns → ack;
+- ``PermanentError`` (and anything undecodable) → a copy goes to the dead-letter queue
+  with the reason in headers, confirmed, then the original is acked;
+- ``TransientError`` or any unexpected exception → a copy goes to the next retry queue
+  with the attempt count incremented; once the attempts are used up, to the dead-letter
+  queue; ``RetryLater`` picks its own delay (redials);
+- if even that publish fails, the original is nacked with requeue, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+    DeliveryMode,
+    ExchangeType,
+)
+from aio_pika.exceptions import AMQPConnectionError, ChannelInvalidStateError
+from pamqp.common import Arguments
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from faxbox.shared.contracts import Message, contract_by_name
+from faxbox.shared.logs import fax_context
+from faxbox.shared.routing import Topology, routing_key, subscriptions
+from faxbox.shared.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+ATTEMPT_HEADER: Final = "x-faxbox-attempt"
+REASON_HEADER: Final = "x-faxbox-reason"
+ERROR_KIND_HEADER: Final = "x-faxbox-error-kind"
+ORIGIN_QUEUE_HEADER: Final = "x-faxbox-origin-queue"
+ORIGIN_ROUTING_KEY_HEADER: Final = "x-faxbox-origin-routing-key"
+DEAD_LETTERED_AT_HEADER: Final = "x-faxbox-dead-lettered-at"
+SCHEMA_VERSION_HEADER: Final = "x-faxbox-schema-version"
+
+CONSUMED = Counter(
+    "faxbox_messages_consumed_total",
+    "Messages settled by consumers",
+    ["queue", "type", "outcome"],
+)
+PUBLISHED = Counter("faxbox_messages_published_total", "Messages confirmed by the broker", ["type"])
+HANDLER_SECONDS = Histogram(
+    "faxbox_handler_seconds", "Time spent in message handlers", ["queue", "type"]
+)
+
+
+class SettleError(Exception):
+    """Raised by handlers to choose how their message is settled."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PermanentError(SettleError):
+    """Retrying cannot help: dead-letter the message with this reason."""
+
+
+class TransientError(SettleError):
+    """Something outside was unavailable: retry later with backoff, bounded."""
+
+
+class RetryLater(SettleError):
+    """Retry after this exact delay (used for redials); counts as an attempt."""
+
+    def __init__(self, reason: str, delay_s: int) -> None:
+        super().__init__(reason)
+        self.delay_s = max(1, delay_s)
+
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a handler may want to know about the delivery besides the message."""
+
+    attempt: int
+    redelivered: bool
+
+
+def encode(message: Message) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.model_dump_json().encode(),
+        content_type="application/json",
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.fax_id,
+        type=type(message).__name__,
+        timestamp=message.occurred_at,
+        headers={SCHEMA_VERSION_HEADER: message.schema_version, ATTEMPT_HEADER: 1},
+    )
+
+
+def decode(incoming: AbstractIncomingMessage) -> Message:
+    """Parse a delivery into its contract; raises ``PermanentError`` if it cannot."""
+    if not incoming.type:
+        raise PermanentError("message has no type property; cannot tell which contract it is")
+    try:
+        contract = contract_by_name(incoming.type)
+    except KeyError as exc:
+        raise PermanentError(str(exc.args[0])) from None
+    try:
+        return contract.model_validate_json(incoming.body)
+    except ValidationError as exc:
+        raise PermanentError(f"body is not a valid {incoming.type}: {exc}") from None
+
+
+class Bus:
+    """One connection, one publishing channel with confirms, consumers on their own channel."""
+
+    def __init__(self, settings: BrokerSettings, *, topology: Topology | None = None) -> None:
+        self.settings = settings
+        self.topology = topology or Topology(settings.exchange_prefix)
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._events: AbstractExchange | None = None
+        self._dead_letter: AbstractExchange | None = None
+        self._declared_retry_queues: set[str] = set()
+        self._publish_lock = asyncio.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((AMQPConnectionError, OSError)),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(self.settings.connect_timeout_s),
+            reraise=True,
+        ):
+            with attempt:
+                self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        # on_return_raises makes an unroutable mandatory publish an error, not a silent drop.
+        self._publish_channel = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._events = await self._publish_channel.declare_exchange(
+            self.topology.events_exchange, ExchangeType.TOPIC, durable=True
+        )
+        self._dead_letter = await self._publish_channel.declare_exchange(
+            self.topology.dead_letter_exchange, ExchangeType.DIRECT, durable=True
+        )
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._connection
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    # --- topology ----------------------------------------------------------------------
+
+    def _queue_arguments(self, service: str) -> Arguments:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.topology.dead_letter_exchange,
+            "x-dead-letter-routing-key": self.topology.queue(service),
+            "x-delivery-limit": self.settings.delivery_limit,
+        }
+
+    async def declare_service(self, service: str) -> None:
+        """Declare the service's queue, bindings, dead-letter queue and retry queues."""
+        channel = self._channel()
+        queue = await channel.declare_queue(
+            self.topology.queue(service), durable=True, arguments=self._queue_arguments(service)
+        )
+        for key in self.topology.bindings(service):
+            await queue.bind(self.topology.events_exchange, routing_key=key)
+        dlq = await channel.declare_queue(
+            self.topology.dead_letter_queue(service),
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
+        )
+        await dlq.bind(self.topology.dead_letter_exchange, routing_key=self.topology.queue(service))
+        for delay in self.settings.retry_delays_s:
+            await self._declare_retry_queue(service, delay)
+
+    async def _declare_retry_queue(self, service: str, delay_s: int) -> str:
+        name = self.topology.retry_queue(service, delay_s)
+        if name in self._declared_retry_queues:
+            return name
+        await self._channel().declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-message-ttl": delay_s * 1000,
+                # The default exchange routes by queue name: expiry sends it home.
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.topology.queue(service),
+                # At-least-once dead-lettering so an expiring retry can't be lost.
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+        self._declared_retry_queues.add(name)
+        return name
+
+    def _channel(self) -> AbstractChannel:
+        if self._publish_channel is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._publish_channel
+
+    # --- publishing --------------------------------------------------------------------
+
+    async def publish(self, message: Message) -> None:
+        """Publish and wait for the broker's confirm; unroutable is an error."""
+        await self._publish_raw(self._exchange(), encode(message), routing_key(type(message)))
+        PUBLISHED.labels(type(message).__name__).inc()
+
+    async def _publish_raw(
+        self, exchange: AbstractExchange, message: aio_pika.Message, key: str
+    ) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(
+                (AMQPConnectionError, ChannelInvalidStateError, ConnectionError)
+            ),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(self.settings.publish_timeout_s),
+            reraise=True,
+        ):
+            with attempt:
+                await exchange.publish(
+                    message,
+                    routing_key=key,
+                    mandatory=True,
+                    timeout=self.settings.publish_timeout_s,
+                )
+
+    def _exchange(self) -> AbstractExchange:
+        if self._events is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        return self._events
+
+    async def dead_letter(
+        self, incoming: AbstractIncomingMessage, queue: str, reason: str, kind: str
+    ) -> None:
+        """Copy a delivery to the queue's dead-letter queue with why, confirmed."""
+        if self._dead_letter is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        headers = dict(incoming.headers or {})
+        headers.update(
+            {
+                REASON_HEADER: reason[:4000],
+                ERROR_KIND_HEADER: kind,
+                ORIGIN_QUEUE_HEADER: queue,
+                ORIGIN_ROUTING_KEY_HEADER: incoming.routing_key or "",
+                DEAD_LETTERED_AT_HEADER: datetime.now(UTC).isoformat(),
+            }
+        )
+        await self._publish_raw(self._dead_letter, _copy(incoming, headers), queue)
+
+    async def retry(
+        self, incoming: AbstractIncomingMessage, service: str, delay_s: int, attempt: int
+    ) -> None:
+        """Park a copy in the retry queue of that delay; it comes back with ``attempt``."""
+        name = await self._declare_retry_queue(service, delay_s)
+        headers = dict(incoming.headers or {})
+        headers[ATTEMPT_HEADER] = attempt
+        await self._publish_raw(self._channel().default_exchange, _copy(incoming, headers), name)
+
+    async def redrive(self, service: str, limit: int | None = None) -> int:
+        """Move dead-lettered messages back to the service's queue; returns how many."""
+        queue = await self._channel().get_queue(self.topology.dead_letter_queue(service))
+        moved = 0
+        while limit is None or moved < limit:
+            incoming = await queue.get(no_ack=False, fail=False)
+            if incoming is None:
+                break
+            headers = {
+                k: v
+                for k, v in (incoming.headers or {}).items()
+                if not k.startswith("x-faxbox-") or k == SCHEMA_VERSION_HEADER
+            }
+            headers[ATTEMPT_HEADER] = 1
+            await self._publish_raw(
+                self._channel().default_exchange,
+                _copy(incoming, headers),
+                self.topology.queue(service),
+            )
+            await incoming.ack()
+            moved += 1
+        return moved
+
+    # --- consuming ---------------------------------------------------------------------
+
+    def consumer(self, service: str, handlers: Mapping[type[Message], Handler]) -> Consumer:
+        expected = set(subscriptions(service))
+        unknown = [t.__name__ for t in handlers if t not in expected]
+        if unknown:
+            raise ValueError(f"{service} does not subscribe to {unknown}")
+        return Consumer(self, service, dict(handlers))
+
+
+def _copy(incoming: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=incoming.body,
+        headers=headers,
+        content_type=incoming.content_type,
+        content_encoding=incoming.content_encoding,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=incoming.message_id,
+        correlation_id=incoming.correlation_id,
+        type=incoming.type,
+        timestamp=incoming.timestamp,
+    )
+
+
+def _attempt_of(incoming: AbstractIncomingMessage) -> int:
+    raw = (incoming.headers or {}).get(ATTEMPT_HEADER, 1)
+    return raw if isinstance(raw, int) and raw >= 1 else 1
+
+
+class Consumer:
+    """Consumes a service's queue and settles every delivery on purpose."""
+
+    def __init__(self, bus: Bus, service: str, handlers: dict[type[Message], Handler]) -> None:
+        self.bus = bus
+        self.service = service
+        self.queue_name = bus.topology.queue(service)
+        self._handlers = handlers
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self.bus.declare_service(self.service)
+        self._channel = await self.bus.connection.channel()
+        await self._channel.set_qos(prefetch_count=self.bus.settings.prefetch)
+        self._queue = await self._channel.get_queue(self.queue_name)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop taking messages, let the ones in hand finish, then close the channel.
+
+        Anything still unfinished after the grace period is abandoned unacked, so the
+        broker redelivers it to another consumer.
+        """
+        self._stopping = True
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        pending = {t for t in self._in_flight if not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=grace_s)
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            if self._stopping:
+                await incoming.nack(requeue=True)
+                return
+            await self._settle(incoming)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _settle(self, incoming: AbstractIncomingMessage) -> None:
+        type_name = incoming.type or "unknown"
+        attempt = _attempt_of(incoming)
+        with fax_context(incoming.correlation_id):
+            started = time.perf_counter()
+            try:
+                message = decode(incoming)
+                handler = self._handlers.get(type(message))
+                if handler is None:
+                    raise PermanentError(f"{self.service} has no handler for {type_name}")
+                await handler(message)
+            except PermanentError as exc:
+                await self._to_dead_letter(incoming, exc.reason, "permanent")
+                outcome = "dead_lettered"
+            except RetryLater as exc:
+                outcome = await self._to_retry(incoming, attempt, exc.reason, exc.delay_s)
+            except TransientError as exc:
+                outcome = await self._to_retry(incoming, attempt, exc.reason, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("handler failed on %s (attempt %d)", type_name, attempt)
+                outcome = await self._to_retry(
+                    incoming, attempt, f"{type(exc).__name__}: {exc}", None
+                )
+            else:
+                await incoming.ack()
+                outcome = "acked"
+            HANDLER_SECONDS.labels(self.queue_name, type_name).observe(
+                time.perf_counter() - started
+            )
+            CONSUMED.labels(self.queue_name, type_name, outcome).inc()
+
+    async def _to_dead_letter(
+        self, incoming: AbstractIncomingMessage, reason: str, kind: str
+    ) -> None:
+        log.error("dead-lettering %s: %s", incoming.type, reason)
+        try:
+            await self.bus.dead_letter(incoming, self.queue_name, reason, kind)
+        except Exception:
+            log.exception("could not dead-letter; leaving the message to the broker")
+            await incoming.nack(requeue=True)
+            return
+        await incoming.ack()
+
+    async def _to_retry(
+        self, incoming: AbstractIncomingMessage, attempt: int, reason: str, delay_s: int | None
+    ) -> str:
+        limit = self.bus.settings.max_transient_attempts
+        if delay_s is None and attempt >= limit:
+            await self._to_dead_letter(
+                incoming, f"gave up after {attempt} attempts: {reason}", "exhausted"
+            )
+            return "dead_lettered"
+        if delay_s is None:
+            delays = self.bus.settings.retry_delays_s
+            delay_s = delays[min(attempt - 1, len(delays) - 1)]
+        log.warning("retrying %s in %ds (attempt %d): %s", incoming.type, delay_s, attempt, reason)
+        try:
+            await self.bus.retry(incoming, self.service, delay_s, attempt + 1)
+        except Exception:
+            log.exception("could not park the message for retry; requeueing it")
+            await incoming.nack(requeue=True)
+            return "requeued"
+        await incoming.ack()
+        return "retried"

@@ -1,0 +1,297 @@
+"""Every message that crosses the bus, as frozen pydantic models.
+
+Rules (see docs/architecture.md):
+- commands are imperative (``OutboundFaxRequested`` is the one command: "fax this"),
+  events are past tense;
+- every message carries ``message_id``, ``occurred_at``, ``schema_version`` and the fax id
+  as correlation id; every fax message also carries the account id and the month
+  (``YYYYMM``) of the fax's creation, which together name its history collection and
+  document bucket;
+- messages carry references to documents in GridFS, never document bytes;
+- changes are additive; a breaking change is a new type.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MonthKey = Annotated[str, StringConstraints(pattern=r"^\d{4}(0[1-9]|1[0-2])$")]
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9]\d{6,14}$")]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def _require_aware(value: datetime) -> datetime:
+    # Naive datetimes silently shift by the host's offset once stored; refuse them.
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must carry a time zone")
+    return value.astimezone(UTC)
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_require_aware)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def month_of(moment: datetime) -> str:
+    return _require_aware(moment).strftime("%Y%m")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DocumentRef(Frozen):
+    """Where a document lives: the GridFS bucket of one account-month, and its file id."""
+
+    account_id: Identifier
+    month: MonthKey
+    file_id: Identifier
+    filename: str
+    content_type: str
+    length: int = Field(ge=0)
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Message(Frozen):
+    """Envelope fields shared by every contract."""
+
+    message_id: Identifier = Field(default_factory=new_id)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    schema_version: int = Field(default=1, ge=1)
+    fax_id: Identifier = Field(description="Correlation id: the fax this message is about.")
+
+
+class FaxMessage(Message):
+    """A message about a fax that belongs to an account; the month names its storage."""
+
+    account_id: Identifier
+    month: MonthKey
+
+
+# --- intake -----------------------------------------------------------------------------
+
+
+class MailReceived(Message):
+    """A raw email was taken from an intake mailbox and stored; the validator decides.
+
+    The account is not known yet (the validator finds it from the recipient's realm),
+    so this is the one message without an account id: the raw mail lives in the
+    intake bucket of the month it arrived.
+    """
+
+    mailbox: str
+    uid_validity: int = Field(ge=0)
+    uid: int = Field(ge=1)
+    rfc822_message_id: str | None = None
+    raw: DocumentRef
+    received_at: AwareDatetime
+
+
+class FaxSettings(Frozen):
+    """How the fax is presented on the line, copied from the faxbox at request time."""
+
+    caller_id: str | None = None
+    identity: Annotated[str, StringConstraints(max_length=20)] = ""
+    header_name: str = ""
+    timezone: str = "UTC"
+    resolution: Literal["fine", "standard"] = "fine"
+
+
+class RetryPolicy(Frozen):
+    attempts: int = Field(default=3, ge=1, le=10)
+    delays_s: tuple[int, ...] = (120, 300)
+
+    def delay_before_attempt(self, attempt: int) -> int:
+        """Seconds to wait before attempt number ``attempt`` (2 = the first redial)."""
+        if attempt < 2:
+            return 0
+        index = min(attempt - 2, len(self.delays_s) - 1)
+        return self.delays_s[index] if self.delays_s else 0
+
+
+class OutboundFaxRequested(FaxMessage):
+    """Command: fax this rendered document to this number."""
+
+    user_id: Identifier
+    faxbox_id: Identifier
+    sender_email: str
+    destination: E164
+    settings: FaxSettings
+    retry_policy: RetryPolicy = RetryPolicy()
+    original: DocumentRef
+    fax_tiff: DocumentRef
+    pages: int = Field(ge=1)
+    source_message_id: str | None = Field(
+        default=None, description="RFC 5322 Message-ID of the user's email, for threading."
+    )
+    attempt: int = Field(default=1, ge=1)
+
+
+class RejectionCode(StrEnum):
+    invalid_number = "invalid_number"
+    blocked_number = "blocked_number"
+    no_attachment = "no_attachment"
+    too_many_attachments = "too_many_attachments"
+    empty_attachment = "empty_attachment"
+    attachment_too_large = "attachment_too_large"
+    encrypted_pdf = "encrypted_pdf"
+    unreadable_document = "unreadable_document"
+    too_many_pages = "too_many_pages"
+    faxbox_disabled = "faxbox_disabled"
+    unauthenticated_sender = "unauthenticated_sender"
+    daily_page_limit = "daily_page_limit"
+    rendering_failed = "rendering_failed"
+
+
+class RejectionReason(Frozen):
+    code: RejectionCode
+    message: str = Field(min_length=1, description="Plain-language text for the user.")
+
+
+class OutboundFaxRejected(FaxMessage):
+    """A known sender's email could not become a fax; every reason is listed."""
+
+    user_id: Identifier
+    faxbox_id: Identifier | None = None
+    sender_email: str
+    destination_raw: str
+    reasons: tuple[RejectionReason, ...] = Field(min_length=1)
+    source_message_id: str | None = None
+    raw: DocumentRef
+
+
+# --- transmission -------------------------------------------------------------------------
+
+
+class FailureClass(StrEnum):
+    line = "line"
+    protocol = "protocol"
+    document = "document"
+    resources = "resources"
+
+
+class FaxFailure(Frozen):
+    failure_class: FailureClass
+    code: int = Field(description="spandsp T.30 completion code, or a negative internal code.")
+    text: str = Field(min_length=1)
+    sip_status: int | None = None
+
+
+class TransferStatistics(Frozen):
+    pages_transferred: int = Field(ge=0)
+    pages_total: int = Field(ge=0)
+    bit_rate: int = Field(ge=0)
+    ecm: bool
+    x_resolution: int = Field(ge=0, description="Pixels per metre, as T.30 reports it.")
+    y_resolution: int = Field(ge=0)
+    remote_station_id: str = ""
+    duration_s: float = Field(ge=0)
+
+
+class FaxAttemptFailed(FaxMessage):
+    destination: E164
+    attempt: int = Field(ge=1)
+    attempts_allowed: int = Field(ge=1)
+    failure: FaxFailure
+    pages_sent: int = Field(ge=0)
+    carrier_id: str | None = None
+    next_attempt_at: AwareDatetime | None
+
+
+class FaxSent(FaxMessage):
+    user_id: Identifier
+    faxbox_id: Identifier
+    destination: E164
+    attempts: int = Field(ge=1)
+    carrier_id: str
+    statistics: TransferStatistics
+    transmitted_tiff: DocumentRef
+    source_message_id: str | None = None
+
+
+class FaxFailed(FaxMessage):
+    user_id: Identifier
+    faxbox_id: Identifier
+    destination: E164
+    attempts: int = Field(ge=0)
+    failure: FaxFailure
+    pages_sent: int = Field(ge=0)
+    pages_total: int = Field(ge=0)
+    source_message_id: str | None = None
+
+
+# --- reception ---------------------------------------------------------------------------
+
+
+class InboundFaxReceived(FaxMessage):
+    faxbox_id: Identifier
+    user_id: Identifier
+    caller_number: str
+    called_number: str
+    statistics: TransferStatistics
+    tiff: DocumentRef
+    pdf: DocumentRef
+
+
+class InboundFaxFailed(FaxMessage):
+    faxbox_id: Identifier
+    user_id: Identifier
+    caller_number: str
+    called_number: str
+    failure: FaxFailure
+    pages_received: int = Field(ge=0)
+    partial_pdf: DocumentRef | None = None
+
+
+# --- notification ------------------------------------------------------------------------
+
+
+class NotificationKind(StrEnum):
+    sent = "sent"
+    failed = "failed"
+    rejected = "rejected"
+    received = "received"
+    inbound_failed = "inbound_failed"
+
+
+class NotificationSent(FaxMessage):
+    kind: NotificationKind
+    recipients: tuple[str, ...] = Field(min_length=1)
+    smtp_message_id: str
+
+
+ALL_CONTRACTS: tuple[type[Message], ...] = (
+    MailReceived,
+    OutboundFaxRequested,
+    OutboundFaxRejected,
+    FaxAttemptFailed,
+    FaxSent,
+    FaxFailed,
+    InboundFaxReceived,
+    InboundFaxFailed,
+    NotificationSent,
+)
+
+_BY_NAME: dict[str, type[Message]] = {contract.__name__: contract for contract in ALL_CONTRACTS}
+
+
+def contract_by_name(name: str) -> type[Message]:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown message type {name!r}") from None
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {name: contract.model_json_schema() for name, contract in _BY_NAME.items()}

@@ -1,0 +1,119 @@
+"""Every exchange, routing key and queue name, derived from the contract types.
+
+Services never spell a name themselves: they ask this module. A service's queue
+receives exactly the message types listed for it in ``SUBSCRIPTIONS``; adding a
+consumer of an existing event is one line here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from faxbox.shared.contracts import (
+    ALL_CONTRACTS,
+    FaxAttemptFailed,
+    FaxFailed,
+    FaxSent,
+    InboundFaxFailed,
+    InboundFaxReceived,
+    MailReceived,
+    Message,
+    NotificationSent,
+    OutboundFaxRejected,
+    OutboundFaxRequested,
+)
+
+_ROUTING_KEYS: dict[type[Message], str] = {
+    MailReceived: "mail.received",
+    OutboundFaxRequested: "fax.outbound.requested",
+    OutboundFaxRejected: "fax.outbound.rejected",
+    FaxAttemptFailed: "fax.outbound.attempt_failed",
+    FaxSent: "fax.outbound.sent",
+    FaxFailed: "fax.outbound.failed",
+    InboundFaxReceived: "fax.inbound.received",
+    InboundFaxFailed: "fax.inbound.failed",
+    NotificationSent: "notification.sent",
+}
+
+_FAX_EVENTS: tuple[type[Message], ...] = (
+    OutboundFaxRequested,
+    OutboundFaxRejected,
+    FaxAttemptFailed,
+    FaxSent,
+    FaxFailed,
+    InboundFaxReceived,
+    InboundFaxFailed,
+    NotificationSent,
+)
+
+SUBSCRIPTIONS: dict[str, tuple[type[Message], ...]] = {
+    "validator": (MailReceived,),
+    "transmitter": (OutboundFaxRequested,),
+    "notifier": (OutboundFaxRejected, FaxSent, FaxFailed, InboundFaxReceived, InboundFaxFailed),
+    "history": _FAX_EVENTS,
+}
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+
+
+def routing_key(contract: type[Message]) -> str:
+    try:
+        return _ROUTING_KEYS[contract]
+    except KeyError:
+        raise KeyError(f"{contract.__name__} has no routing key") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Names for one deployment; ``prefix`` isolates tests and side-by-side stacks."""
+
+    prefix: str = "faxbox"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", self.prefix):
+            raise ValueError(f"invalid topology prefix {self.prefix!r}")
+
+    @property
+    def events_exchange(self) -> str:
+        """The one topic exchange every contract is published to."""
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        """Direct exchange; the routing key is the origin queue, bound to its .dlq."""
+        return f"{self.prefix}.dead-letter"
+
+    def queue(self, service: str) -> str:
+        _check_service(service)
+        return f"{self.prefix}.{service}"
+
+    def dead_letter_queue(self, service: str) -> str:
+        return f"{self.queue(service)}.dlq"
+
+    def retry_queue(self, service: str, delay_s: int) -> str:
+        if delay_s < 1:
+            raise ValueError("retry delay must be at least one second")
+        return f"{self.queue(service)}.retry.{delay_s}s"
+
+    def bindings(self, service: str) -> tuple[str, ...]:
+        return tuple(routing_key(contract) for contract in subscriptions(service))
+
+
+def subscriptions(service: str) -> tuple[type[Message], ...]:
+    _check_service(service)
+    return SUBSCRIPTIONS.get(service, ())
+
+
+def _check_service(service: str) -> None:
+    if not _NAME.fullmatch(service):
+        raise ValueError(f"invalid service name {service!r}")
+
+
+def _assert_every_contract_routed() -> None:
+    missing = [c.__name__ for c in ALL_CONTRACTS if c not in _ROUTING_KEYS]
+    if missing:
+        raise RuntimeError(f"contracts without routing key: {missing}")
+
+
+_assert_every_contract_routed()

@@ -1,0 +1,131 @@
+"""Process life of a service: logging, signals, the health and metrics endpoint.
+
+A service's ``__main__`` builds its settings and calls ``run(name, settings, service)``
+where ``service`` is an async context manager factory: entering it connects and starts
+consuming, leaving it stops gracefully. SIGTERM or SIGINT ends the wait in between.
+
+The HTTP endpoint (``FAXBOX_HTTP_PORT``) answers:
+- ``GET /healthz``: 200 while the process runs (liveness);
+- ``GET /readyz``: 200 when every registered check passes, else 503, with a JSON body;
+- ``GET /metrics``: Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from faxbox.shared.logs import configure_logging
+from faxbox.shared.settings import RunnerSettings
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], bool | Awaitable[bool]]
+
+
+class Runtime:
+    """What a running service shares with the runner."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.checks: dict[str, HealthCheck] = {}
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self.http_port: int | None = None
+
+    def add_check(self, name: str, check: HealthCheck) -> None:
+        self.checks[name] = check
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def health(self) -> tuple[bool, dict[str, bool]]:
+        results: dict[str, bool] = {}
+        for name, check in self.checks.items():
+            try:
+                outcome = check()
+                if inspect.isawaitable(outcome):
+                    outcome = await asyncio.wait_for(outcome, timeout=5)
+                results[name] = bool(outcome)
+            except Exception:
+                log.warning("health check %s failed", name, exc_info=True)
+                results[name] = False
+        return self.ready and all(results.values()), results
+
+
+ServiceFactory = Callable[[Runtime], AbstractAsyncContextManager[None]]
+
+
+async def serve_http(runtime: Runtime, host: str, port: int) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), timeout=5)
+            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b""):
+                pass
+            parts = request_line.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else "/"
+            status, content_type, body = await _respond(runtime, path)
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, host, port)
+    runtime.http_port = server.sockets[0].getsockname()[1]
+    return server
+
+
+async def _respond(runtime: Runtime, path: str) -> tuple[str, str, bytes]:
+    if path == "/metrics":
+        return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+    if path == "/healthz":
+        return "200 OK", "application/json", b'{"status": "alive"}'
+    if path == "/readyz":
+        healthy, checks = await runtime.health()
+        body = json.dumps({"service": runtime.name, "ready": healthy, "checks": checks}).encode()
+        return ("200 OK" if healthy else "503 Service Unavailable"), "application/json", body
+    return "404 Not Found", "text/plain", b"not found"
+
+
+async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory) -> None:
+    runtime = Runtime(name)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, runtime.request_stop)
+    server = await serve_http(runtime, settings.http_host, settings.http_port)
+    log.info(
+        "service starting",
+        extra={"http": f"http://{settings.http_host}:{runtime.http_port}"},
+    )
+    try:
+        async with service(runtime):
+            runtime.ready = True
+            log.info("service ready")
+            await runtime.stopping.wait()
+            runtime.ready = False
+            log.info("service stopping")
+    finally:
+        server.close()
+        await server.wait_closed()
+        log.info("service stopped")
+
+
+def run(name: str, settings: RunnerSettings, service: ServiceFactory) -> None:
+    configure_logging(name, settings.log_level)
+    asyncio.run(run_async(name, settings, service))

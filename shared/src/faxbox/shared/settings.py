@@ -1,0 +1,53 @@
+"""Settings shared by every service, read from the environment with the ``FAXBOX_`` prefix.
+
+Each service composes its own ``Settings`` class from these parts, so one variable
+(``FAXBOX_AMQP_URL``, ``FAXBOX_MONGO_URL`` …) means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FAXBOX_"
+
+
+class _FaxboxSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+
+class BrokerSettings(_FaxboxSettings):
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange_prefix: str = Field(
+        default="faxbox",
+        description="Prefix of every exchange and queue name; tests use a unique one.",
+    )
+    prefetch: int = Field(default=16, ge=1, le=1000)
+    retry_delays_s: tuple[int, ...] = Field(
+        default=(5, 30, 120),
+        description="Delays of the transient-retry queues; the last one repeats.",
+    )
+    max_transient_attempts: int = Field(default=5, ge=1)
+    delivery_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Redeliveries (e.g. consumer crashes) before the broker dead-letters.",
+    )
+    connect_timeout_s: float = Field(default=60.0, gt=0)
+    publish_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class MongoSettings(_FaxboxSettings):
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    mongo_db: str = "faxbox"
+
+
+class RunnerSettings(_FaxboxSettings):
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    log_level: str = "INFO"
+    shutdown_grace_s: float = 30.0
+
+
+class ServiceSettings(BrokerSettings, MongoSettings, RunnerSettings):
+    """The parts most workers need: broker, database and the runner."""

@@ -1,0 +1,306 @@
+"""Documents of the global collections, as pydantic models.
+
+Conventions, chosen so documents read the same on MongoDB 8 and on FerretDB v1:
+
+* ``_id`` is a string generated here (:func:`new_id`), not an ObjectId, so ids
+  serialize to JSON, logs and CLI output unchanged. In Python the field is ``id``;
+  :meth:`StoreModel.to_doc` writes it as ``_id``.
+* Models are frozen: a change is made with ``model_copy(update=...)`` and written with
+  a single-document update, never by mutating a shared instance.
+* Timestamps are aware UTC datetimes truncated to milliseconds, BSON's precision, so a
+  model read back compares equal to the one written.
+* No field name contains ``.`` or starts with ``$`` (FerretDB refuses such keys).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+
+from faxbox.shared.numbers import NumberCategory, NumberPolicy
+from faxbox.shared.store.monthly import MAX_ACCOUNT_ID_LENGTH, validate_account_id
+
+# Crockford's base32 alphabet, lower-cased: ids end up inside collection names
+# (account ids do) and FerretDB's SQLite backend lower-cases those anyway.
+_ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_id(prefix: str) -> str:
+    """A short, time-ordered, URL- and collection-name-safe id: ``<prefix>_<26 chars>``.
+
+    ULID layout: 48 bits of milliseconds then 80 random bits, so ids sort roughly by
+    creation time (handy in listings) and never collide in practice.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_ID_ALPHABET[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def utc_now() -> datetime:
+    """Now, in UTC, truncated to BSON's millisecond precision."""
+    return _ms(datetime.now(UTC))
+
+
+def _ms(dt: datetime) -> datetime:
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+# E.164 (``+`` then up to 15 digits) or an internal extension (digits, ``*``, ``#``).
+_NUMBER_RE = re.compile(r"^(\+[1-9][0-9]{1,14}|[0-9*#]{1,16})$")
+_PRINTABLE_ASCII = set(string.printable) - set("\t\n\r\x0b\x0c")
+
+
+def _email(value: str) -> str:
+    value = value.strip()
+    if not _EMAIL_RE.match(value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def _lower_email(value: str) -> str:
+    return _email(value).lower()
+
+
+def validate_number_key(value: str) -> str:
+    """Check a fax number: E.164 (``+4930123456``) or an extension (``1001``)."""
+    if not _NUMBER_RE.match(value):
+        raise ValueError(f"{value!r} is not an E.164 number (+<digits>) or an extension")
+    return value
+
+
+def _permission_entry(value: str) -> str:
+    """An allowed sender: ``user@example.com``, ``@example.com`` or ``example.com``."""
+    value = value.strip().lower()
+    if "@" in value and not value.startswith("@"):
+        return _email(value)
+    if not _DOMAIN_RE.match(value.removeprefix("@")):
+        raise ValueError(f"{value!r} is neither an e-mail address nor a domain")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_email)]
+LowerEmail = Annotated[str, AfterValidator(_lower_email)]
+NumberKey = Annotated[str, AfterValidator(validate_number_key)]
+PermissionEntry = Annotated[str, AfterValidator(_permission_entry)]
+UtcDatetime = Annotated[datetime, AfterValidator(_ms)]
+
+
+class StoreModel(BaseModel):
+    """Base of every stored document."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        # Documents may carry fields a newer version added; ignore them, don't fail.
+        extra="ignore",
+        # ``id`` in Python, ``_id`` in the database: accept both when validating.
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    def to_doc(self) -> dict[str, Any]:
+        """The BSON-ready document (``id`` becomes ``_id``)."""
+        return self.model_dump(mode="python", by_alias=True)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Self:
+        return cls.model_validate(doc)
+
+
+class Account(StoreModel):
+    id: str = Field(
+        default_factory=lambda: new_id("acc"), alias="_id", max_length=MAX_ACCOUNT_ID_LENGTH
+    )
+    name: str = Field(min_length=1, max_length=200)
+    realm: str = Field(description="Lower-cased; unique across accounts.")
+    reseller_id: str | None = None
+    months_to_keep: int | None = Field(
+        default=None, ge=1, description="History/document retention; None keeps forever."
+    )
+    # Number policy: which destinations this account's faxes may dial.
+    blocked_categories: list[str] = Field(default_factory=lambda: ["premium_rate"])
+    allowed_countries: list[str] = Field(
+        default_factory=list, description="ISO 3166 alpha-2 codes; empty allows every country."
+    )
+    daily_page_limit: int | None = Field(default=None, ge=0)
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    def number_policy(self) -> NumberPolicy:
+        """The destination rules this account's faxes are held to."""
+        return NumberPolicy(
+            blocked_categories=frozenset(NumberCategory(c) for c in self.blocked_categories),
+            allowed_countries=frozenset(self.allowed_countries),
+        )
+
+    @field_validator("blocked_categories")
+    @classmethod
+    def _known_categories(cls, value: list[str]) -> list[str]:
+        known = {c.value for c in NumberCategory}
+        unknown = [c for c in value if c not in known]
+        if unknown:
+            raise ValueError(f"unknown number categories {unknown}; known: {sorted(known)}")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_name_safe(cls, value: str) -> str:
+        # The id is part of per-month collection names.
+        return validate_account_id(value)
+
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not value or any(c.isspace() for c in value) or len(value) > 253:
+            raise ValueError(f"{value!r} is not a valid realm")
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _countries(cls, value: list[str]) -> list[str]:
+        out = [c.strip().upper() for c in value]
+        for c in out:
+            if len(c) != 2 or not c.isascii() or not c.isalpha():
+                raise ValueError(f"{c!r} is not an ISO 3166 alpha-2 country code")
+        return out
+
+
+class Role(StrEnum):
+    USER = "user"
+    ACCOUNT_ADMIN = "account_admin"
+    RESELLER_ADMIN = "reseller_admin"
+
+
+class User(StoreModel):
+    id: str = Field(default_factory=lambda: new_id("usr"), alias="_id")
+    account_id: str
+    email: Email = Field(description="As entered; see email_lower for lookups.")
+    role: Role = Role.USER
+    alternate_email: Email | None = None
+    password_hash: str | None = Field(default=None, repr=False)
+    daily_page_limit: int | None = Field(default=None, ge=0)
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    # FerretDB has no collation, so case-insensitive uniqueness and lookup use a stored
+    # lower-cased copy with a plain unique index. Derived, so it can never disagree.
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def email_lower(self) -> str:
+        return self.email.lower()
+
+
+class RetryPolicy(StoreModel):
+    attempts: int = Field(default=3, ge=1, le=20, description="Total attempts, first included.")
+    delays_s: list[int] = Field(
+        default_factory=lambda: [120, 300],
+        description="Delay before each retry; the last one repeats.",
+    )
+
+    @field_validator("delays_s")
+    @classmethod
+    def _delays(cls, value: list[int]) -> list[int]:
+        if not value or any(d < 0 for d in value):
+            raise ValueError("delays_s needs at least one non-negative delay")
+        return value
+
+
+class Faxbox(StoreModel):
+    id: str = Field(default_factory=lambda: new_id("fbx"), alias="_id")
+    account_id: str
+    owner_user_id: str
+    name: str = ""
+    enabled: bool = True
+    numbers: list[NumberKey] = Field(
+        default_factory=list,
+        description="Mirror of the numbers collection; change it with assign/unassign only.",
+    )
+    caller_id: str | None = Field(default=None, description="Number presented on outbound calls.")
+    identity: str = Field(default="", max_length=20, description="T.30 TSI/CSI.")
+    header_name: str = Field(default="", max_length=60, description="Name in the page header.")
+    timezone: str = "UTC"
+    permission_list: list[PermissionEntry] = Field(default_factory=list)
+    require_authenticated_sender: bool = False
+    success_notifications: bool = True
+    extra_recipients: list[LowerEmail] = Field(default_factory=list)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    merge_attachments: bool = False
+    resolution: Literal["fine", "standard"] = "fine"
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    @field_validator("identity")
+    @classmethod
+    def _identity(cls, value: str) -> str:
+        # T.30 identities are 20 characters from a printable ASCII set; anything else
+        # is mangled or rejected by the far end.
+        bad = sorted({c for c in value if c not in _PRINTABLE_ASCII})
+        if bad:
+            raise ValueError(f"identity may only hold printable ASCII, not {''.join(bad)!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("caller_id")
+    @classmethod
+    def _caller_id(cls, value: str | None) -> str | None:
+        return None if value is None else validate_number_key(value)
+
+
+class NumberAssignment(StoreModel):
+    """One assigned number; ``_id`` is the number, which makes it unique everywhere."""
+
+    number: NumberKey = Field(alias="_id")
+    faxbox_id: str
+    account_id: str
+    assigned_at: UtcDatetime = Field(default_factory=utc_now)
+
+
+class Carrier(StoreModel):
+    id: str = Field(default_factory=lambda: new_id("car"), alias="_id")
+    name: str = Field(min_length=1, max_length=100)
+    flags: list[str] = Field(default_factory=list, description="What it offers, e.g. 'fax'.")
+    require_flags: list[str] = Field(
+        default_factory=list, description="Flags a route must ask for to use this carrier."
+    )
+    priority: int = Field(default=100, description="Lower is tried first.")
+    channel_cap: int = Field(default=1, ge=0, description="Concurrent calls allowed.")
+    sip_uri: str | None = None
+    sip_host: str | None = None
+    sip_port: int | None = Field(default=None, ge=1, le=65535)
+    sip_username: str | None = None
+    sip_password: str | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _flags_are_keys_safe(self) -> Self:
+        # Flags may end up as keys of counters or metric labels; keep them plain.
+        for flag in (*self.flags, *self.require_flags):
+            if not re.fullmatch(r"[a-z0-9_-]{1,40}", flag):
+                raise ValueError(f"carrier flag {flag!r} must match [a-z0-9_-]{{1,40}}")
+        return self

@@ -1,0 +1,383 @@
+"""The store: global collections (accounts, users, faxboxes, numbers, carriers).
+
+Everything stays inside what both MongoDB 8 and FerretDB v1.24 support: no
+transactions, so every change is a single-document write, and operations that touch
+two documents (assigning a number) are ordered so a failure between the writes leaves
+nothing that routes wrongly, and a retry repairs it.
+
+Naming convention of the read methods: ``get_*`` raises :class:`NotFound`, ``find_*``
+returns ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any, Self
+
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from faxbox.shared.settings import MongoSettings
+from faxbox.shared.store.documents import DocumentStore
+from faxbox.shared.store.errors import (
+    DuplicateCarrier,
+    DuplicateEmail,
+    DuplicateRealm,
+    NotFound,
+    NumberAlreadyAssigned,
+    StoreError,
+)
+from faxbox.shared.store.history import HistoryStore
+from faxbox.shared.store.models import (
+    Account,
+    Carrier,
+    Faxbox,
+    NumberAssignment,
+    User,
+    validate_number_key,
+)
+
+Doc = dict[str, Any]
+
+# Index definitions per global collection. Names are explicit so that re-running
+# create_indexes is a no-op on both servers (same name, same spec). Number uniqueness
+# needs no index: the number is the ``_id`` of its document in ``numbers``.
+INDEXES: dict[str, list[IndexModel]] = {
+    "accounts": [
+        IndexModel([("realm", ASCENDING)], name="realm_unique", unique=True),
+        IndexModel([("reseller_id", ASCENDING)], name="reseller_id"),
+    ],
+    "users": [
+        IndexModel([("email_lower", ASCENDING)], name="email_lower_unique", unique=True),
+        IndexModel([("account_id", ASCENDING)], name="account_id"),
+    ],
+    "faxboxes": [
+        IndexModel([("owner_user_id", ASCENDING)], name="owner_user_id"),
+        IndexModel([("account_id", ASCENDING)], name="account_id"),
+    ],
+    "numbers": [
+        IndexModel([("faxbox_id", ASCENDING)], name="faxbox_id"),
+        IndexModel([("account_id", ASCENDING)], name="account_id"),
+    ],
+    "carriers": [
+        IndexModel([("name", ASCENDING)], name="name_unique", unique=True),
+        IndexModel([("priority", ASCENDING), ("name", ASCENDING)], name="priority_name"),
+    ],
+}
+
+# Fields of a faxbox that update_faxbox must not touch: identity and ownership are
+# fixed, and ``numbers`` mirrors the numbers collection (assign/unassign keep both).
+_FROZEN_FAXBOX_FIELDS = frozenset({"id", "_id", "account_id", "numbers", "created_at"})
+
+
+class Store:
+    """Access to the Faxbox database. Build with :meth:`connect`, end with :meth:`close`."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc]) -> None:
+        self.client = client
+        self.db = db
+        self.documents = DocumentStore(db)
+        self.history = HistoryStore(db)
+
+    @classmethod
+    async def connect(cls, settings: MongoSettings, *, timeout_s: float = 10.0) -> Self:
+        """Connect and check the server answers, so a bad URL fails here, not later."""
+        client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            settings.mongo_url,
+            # Aware UTC datetimes everywhere: history ordering and month keys depend
+            # on comparing them, and naive/aware mixes raise at runtime.
+            tz_aware=True,
+            tzinfo=UTC,
+            serverSelectionTimeoutMS=int(timeout_s * 1000),
+        )
+        try:
+            await client.admin.command("ping")
+        except BaseException:
+            await client.close()
+            raise
+        return cls(client, client[settings.mongo_db])
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- collections ---------------------------------------------------------------
+
+    @property
+    def accounts(self) -> AsyncCollection[Doc]:
+        return self.db["accounts"]
+
+    @property
+    def users(self) -> AsyncCollection[Doc]:
+        return self.db["users"]
+
+    @property
+    def faxboxes(self) -> AsyncCollection[Doc]:
+        return self.db["faxboxes"]
+
+    @property
+    def numbers(self) -> AsyncCollection[Doc]:
+        return self.db["numbers"]
+
+    @property
+    def carriers(self) -> AsyncCollection[Doc]:
+        return self.db["carriers"]
+
+    async def ensure_indexes(self) -> None:
+        """Create the global collections' indexes; safe to run at every start-up."""
+        for name, indexes in INDEXES.items():
+            for index in indexes:
+                # One index per createIndexes command: FerretDB v1.24 panics and drops
+                # the connection ("slice bounds out of range") when one command names
+                # two or more indexes that already exist, i.e. on every restart.
+                await self.db[name].create_indexes([index])
+
+    # -- accounts ------------------------------------------------------------------
+
+    async def create_account(self, account: Account) -> Account:
+        try:
+            await self.accounts.insert_one(account.to_doc())
+        except DuplicateKeyError:
+            # FerretDB's duplicate-key error does not say which index clashed
+            # (no keyPattern), so look at the data instead.
+            if await self.accounts.find_one({"realm": account.realm}, {"_id": 1}):
+                raise DuplicateRealm(account.realm) from None
+            raise StoreError(f"account id {account.id!r} already exists") from None
+        return account
+
+    async def get_account(self, account_id: str) -> Account:
+        doc = await self.accounts.find_one({"_id": account_id})
+        if doc is None:
+            raise NotFound("account", account_id)
+        return Account.from_doc(doc)
+
+    async def get_account_by_realm(self, realm: str) -> Account:
+        realm = realm.strip().lower()
+        doc = await self.accounts.find_one({"realm": realm})
+        if doc is None:
+            raise NotFound("account with realm", realm)
+        return Account.from_doc(doc)
+
+    async def list_accounts(self, *, reseller_id: str | None = None) -> list[Account]:
+        query: Doc = {} if reseller_id is None else {"reseller_id": reseller_id}
+        cursor = self.accounts.find(query).sort("realm", ASCENDING)
+        return [Account.from_doc(doc) async for doc in cursor]
+
+    # -- users ---------------------------------------------------------------------
+
+    async def create_user(self, user: User) -> User:
+        await self.get_account(user.account_id)  # NotFound rather than an orphan user
+        try:
+            await self.users.insert_one(user.to_doc())
+        except DuplicateKeyError:
+            if await self.users.find_one({"email_lower": user.email_lower}, {"_id": 1}):
+                raise DuplicateEmail(user.email) from None
+            raise StoreError(f"user id {user.id!r} already exists") from None
+        return user
+
+    async def get_user(self, user_id: str) -> User:
+        doc = await self.users.find_one({"_id": user_id})
+        if doc is None:
+            raise NotFound("user", user_id)
+        return User.from_doc(doc)
+
+    async def find_user_by_email(self, email: str) -> User | None:
+        """Case-insensitive lookup through the stored lower-cased address."""
+        doc = await self.users.find_one({"email_lower": email.strip().lower()})
+        return None if doc is None else User.from_doc(doc)
+
+    async def list_users(self, account_id: str) -> list[User]:
+        cursor = self.users.find({"account_id": account_id}).sort("email_lower", ASCENDING)
+        return [User.from_doc(doc) async for doc in cursor]
+
+    async def set_alternate_email(self, user_id: str, alternate_email: str | None) -> User:
+        """Set (or clear, with None) where the user's notifications go instead."""
+        current = await self.get_user(user_id)
+        checked = User.model_validate(current.model_dump() | {"alternate_email": alternate_email})
+        doc = await self.users.find_one_and_update(
+            {"_id": user_id},
+            {"$set": {"alternate_email": checked.alternate_email}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise NotFound("user", user_id)
+        return User.from_doc(doc)
+
+    # -- faxboxes ------------------------------------------------------------------
+
+    async def create_faxbox(self, faxbox: Faxbox) -> Faxbox:
+        """Insert a faxbox without numbers; add numbers with :meth:`assign_number`."""
+        if faxbox.numbers:
+            # Numbers live in two places; only assign_number writes both safely.
+            raise ValueError("create the faxbox without numbers, then use assign_number")
+        owner = await self.get_user(faxbox.owner_user_id)
+        if owner.account_id != faxbox.account_id:
+            raise StoreError(
+                f"user {owner.id} belongs to account {owner.account_id}, not to {faxbox.account_id}"
+            )
+        await self.faxboxes.insert_one(faxbox.to_doc())
+        return faxbox
+
+    async def get_faxbox(self, faxbox_id: str) -> Faxbox:
+        doc = await self.faxboxes.find_one({"_id": faxbox_id})
+        if doc is None:
+            raise NotFound("faxbox", faxbox_id)
+        return Faxbox.from_doc(doc)
+
+    async def list_faxboxes(
+        self, *, account_id: str | None = None, owner_user_id: str | None = None
+    ) -> list[Faxbox]:
+        query: Doc = {}
+        if account_id is not None:
+            query["account_id"] = account_id
+        if owner_user_id is not None:
+            query["owner_user_id"] = owner_user_id
+        cursor = self.faxboxes.find(query).sort("_id", ASCENDING)
+        return [Faxbox.from_doc(doc) async for doc in cursor]
+
+    async def delete_faxbox(self, faxbox_id: str) -> None:
+        """Remove a faxbox that has no numbers (unassign them first)."""
+        faxbox = await self.get_faxbox(faxbox_id)
+        if faxbox.numbers or await self.numbers.find_one({"faxbox_id": faxbox_id}, {"_id": 1}):
+            raise StoreError(f"faxbox {faxbox_id} still has numbers; unassign them first")
+        await self.faxboxes.delete_one({"_id": faxbox_id})
+
+    async def enable_faxbox(self, faxbox_id: str) -> Faxbox:
+        return await self._set_faxbox(faxbox_id, {"enabled": True})
+
+    async def disable_faxbox(self, faxbox_id: str) -> Faxbox:
+        return await self._set_faxbox(faxbox_id, {"enabled": False})
+
+    async def update_faxbox(self, faxbox_id: str, **changes: Any) -> Faxbox:
+        """Change settings of a faxbox, validated as a whole, writing only those fields.
+
+        Only the named fields are ``$set``, so a concurrent assign_number (which
+        touches ``numbers``) is never overwritten by a stale copy.
+        """
+        frozen = _FROZEN_FAXBOX_FIELDS.intersection(changes)
+        if frozen:
+            raise ValueError(f"update_faxbox cannot change {', '.join(sorted(frozen))}")
+        unknown = set(changes) - set(Faxbox.model_fields)
+        if unknown:
+            raise ValueError(f"unknown faxbox field(s): {', '.join(sorted(unknown))}")
+        current = await self.get_faxbox(faxbox_id)
+        updated = Faxbox.model_validate({**current.model_dump(), **changes})
+        doc = updated.to_doc()
+        return await self._set_faxbox(faxbox_id, {name: doc[name] for name in changes})
+
+    async def _set_faxbox(self, faxbox_id: str, fields: Mapping[str, Any]) -> Faxbox:
+        doc = await self.faxboxes.find_one_and_update(
+            {"_id": faxbox_id}, {"$set": dict(fields)}, return_document=ReturnDocument.AFTER
+        )
+        if doc is None:
+            raise NotFound("faxbox", faxbox_id)
+        return Faxbox.from_doc(doc)
+
+    # -- numbers -------------------------------------------------------------------
+
+    async def assign_number(self, faxbox_id: str, number: str) -> NumberAssignment:
+        """Give ``number`` to a faxbox; raises NumberAlreadyAssigned if another has it.
+
+        Order matters without transactions: the ``numbers`` document is the lock
+        (its ``_id`` is the number), so it is written first; the faxbox's ``numbers``
+        list is only a mirror for display. If the mirror update fails, the lock is
+        released again so nothing stays half-written. Assigning a number again to the
+        same faxbox is a no-op that also repairs a missing mirror entry.
+        """
+        number = validate_number_key(number)
+        faxbox = await self.get_faxbox(faxbox_id)
+        assignment = NumberAssignment(
+            number=number, faxbox_id=faxbox.id, account_id=faxbox.account_id
+        )
+        try:
+            await self.numbers.insert_one(assignment.to_doc())
+        except DuplicateKeyError:
+            existing_doc = await self.numbers.find_one({"_id": number})
+            if existing_doc is None:  # unassigned in between: let the caller retry
+                raise StoreError(f"number {number} changed while assigning; retry") from None
+            existing = NumberAssignment.from_doc(existing_doc)
+            if existing.faxbox_id != faxbox.id:
+                raise NumberAlreadyAssigned(number, existing.faxbox_id) from None
+            await self.faxboxes.update_one({"_id": faxbox.id}, {"$addToSet": {"numbers": number}})
+            return existing
+
+        try:
+            result = await self.faxboxes.update_one(
+                {"_id": faxbox.id}, {"$addToSet": {"numbers": number}}
+            )
+            if result.matched_count == 0:
+                raise NotFound("faxbox", faxbox.id)  # deleted since we read it
+        except BaseException:
+            # Conditional on our faxbox so a concurrent reassignment is never undone.
+            await self.numbers.delete_one({"_id": number, "faxbox_id": faxbox.id})
+            raise
+        return assignment
+
+    async def unassign_number(self, number: str, *, faxbox_id: str | None = None) -> None:
+        """Take ``number`` away from its faxbox (checking it is ``faxbox_id``'s, if given).
+
+        The mirror entry goes first: if we stop between the writes, the number still
+        routes to its faxbox and another unassign finishes the job, whereas deleting
+        the lock first could let a second faxbox take the number while the first
+        still lists it.
+        """
+        doc = await self.numbers.find_one({"_id": number})
+        if doc is None:
+            raise NotFound("number", number)
+        assignment = NumberAssignment.from_doc(doc)
+        if faxbox_id is not None and assignment.faxbox_id != faxbox_id:
+            raise NumberAlreadyAssigned(number, assignment.faxbox_id)
+        await self.faxboxes.update_one(
+            {"_id": assignment.faxbox_id}, {"$pull": {"numbers": number}}
+        )
+        await self.numbers.delete_one({"_id": number, "faxbox_id": assignment.faxbox_id})
+
+    async def find_number(self, number: str) -> NumberAssignment | None:
+        doc = await self.numbers.find_one({"_id": number})
+        return None if doc is None else NumberAssignment.from_doc(doc)
+
+    async def faxbox_for_number(self, number: str) -> tuple[Faxbox, Account] | None:
+        """The faxbox a number is assigned to, with its account; None if unassigned.
+
+        The caller decides what a disabled faxbox means; it is returned as is.
+        """
+        assignment = await self.find_number(number)
+        if assignment is None:
+            return None
+        faxbox_doc = await self.faxboxes.find_one({"_id": assignment.faxbox_id})
+        if faxbox_doc is None:
+            return None
+        account_doc = await self.accounts.find_one({"_id": assignment.account_id})
+        if account_doc is None:
+            return None
+        return Faxbox.from_doc(faxbox_doc), Account.from_doc(account_doc)
+
+    # -- carriers ------------------------------------------------------------------
+
+    async def add_carrier(self, carrier: Carrier) -> Carrier:
+        try:
+            await self.carriers.insert_one(carrier.to_doc())
+        except DuplicateKeyError:
+            if await self.carriers.find_one({"name": carrier.name}, {"_id": 1}):
+                raise DuplicateCarrier(carrier.name) from None
+            raise StoreError(f"carrier id {carrier.id!r} already exists") from None
+        return carrier
+
+    async def list_carriers(self, *, flag: str | None = None) -> list[Carrier]:
+        """Carriers in the order to try them (priority, then name)."""
+        query: Doc = {} if flag is None else {"flags": flag}
+        cursor = self.carriers.find(query).sort([("priority", ASCENDING), ("name", ASCENDING)])
+        return [Carrier.from_doc(doc) async for doc in cursor]
+
+    async def remove_carrier(self, carrier_id: str) -> None:
+        result = await self.carriers.delete_one({"_id": carrier_id})
+        if result.deleted_count == 0:
+            raise NotFound("carrier", carrier_id)

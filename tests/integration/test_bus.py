@@ -1,0 +1,367 @@
+"""The bus against a real RabbitMQ, each test under its own prefix in a fresh vhost."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import DeliveryError, PublishError
+
+from faxbox.shared.bus import (
+    ATTEMPT_HEADER,
+    ERROR_KIND_HEADER,
+    ORIGIN_QUEUE_HEADER,
+    REASON_HEADER,
+    Bus,
+    PermanentError,
+    RetryLater,
+    TransientError,
+)
+from faxbox.shared.contracts import (
+    DocumentRef,
+    MailReceived,
+    NotificationKind,
+    NotificationSent,
+)
+from faxbox.shared.settings import BrokerSettings
+
+pytestmark = pytest.mark.integration
+
+
+def mail(n: int = 1) -> MailReceived:
+    return MailReceived(
+        fax_id=f"fax{n}",
+        mailbox="INBOX",
+        uid_validity=1,
+        uid=n,
+        raw=DocumentRef(
+            account_id="intake",
+            month="202611",
+            file_id=f"raw{n}",
+            filename="mail.eml",
+            content_type="message/rfc822",
+            length=10,
+            sha256=hashlib.sha256(b"x").hexdigest(),
+        ),
+        received_at=datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+async def bus(broker_settings: BrokerSettings) -> AsyncIterator[Bus]:
+    b = Bus(broker_settings)
+    await b.connect()
+    await b.declare_service("validator")
+    yield b
+    await b.close()
+
+
+async def get_one(bus: Bus, queue_name: str, within_s: float = 10.0) -> AbstractIncomingMessage:
+    """Poll a queue with basic.get until a message is there (acked on return)."""
+    channel = await bus.connection.channel()
+    queue = await channel.get_queue(queue_name)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        incoming = await queue.get(no_ack=True, fail=False)
+        if incoming is not None:
+            await channel.close()
+            return incoming
+        await asyncio.sleep(0.05)
+    await channel.close()
+    raise AssertionError(f"nothing arrived on {queue_name} within {within_s}s")
+
+
+async def queue_depth(bus: Bus, queue_name: str) -> int:
+    channel = await bus.connection.channel()
+    queue = await channel.declare_queue(queue_name, passive=True)
+    await channel.close()
+    return queue.declaration_result.message_count or 0
+
+
+async def test_publish_is_confirmed_and_routed_to_the_subscribed_queue(bus: Bus) -> None:
+    message = mail()
+    await bus.publish(message)
+    incoming = await get_one(bus, bus.topology.queue("validator"))
+    assert incoming.type == "MailReceived"
+    assert incoming.correlation_id == "fax1"
+    assert incoming.message_id == message.message_id
+    assert MailReceived.model_validate_json(incoming.body) == message
+
+
+async def test_unroutable_publish_is_an_error(bus: Bus) -> None:
+    # Nobody subscribes to NotificationSent except history, which is not declared here.
+    note = NotificationSent(
+        fax_id="fax1",
+        account_id="a1",
+        month="202611",
+        kind=NotificationKind.sent,
+        recipients=("a@example.com",),
+        smtp_message_id="<m@x>",
+    )
+    with pytest.raises((DeliveryError, PublishError)):
+        await bus.publish(note)
+
+
+async def test_handled_message_is_acked(bus: Bus) -> None:
+    seen: list[MailReceived] = []
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        seen.append(message)
+        done.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(7))
+    await asyncio.wait_for(done.wait(), 10)
+    await consumer.stop()
+    assert [m.uid for m in seen] == [7]
+    assert await queue_depth(bus, bus.topology.queue("validator")) == 0
+    assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0
+
+
+async def test_permanent_error_lands_in_dead_letter_queue_with_reason(bus: Bus) -> None:
+    async def handle(message: MailReceived) -> None:
+        raise PermanentError("the sender is not known to any account")
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(2))
+    dead = await get_one(bus, bus.topology.dead_letter_queue("validator"))
+    await consumer.stop()
+    headers = dead.headers or {}
+    assert headers[REASON_HEADER] == "the sender is not known to any account"
+    assert headers[ERROR_KIND_HEADER] == "permanent"
+    assert headers[ORIGIN_QUEUE_HEADER] == bus.topology.queue("validator")
+    assert MailReceived.model_validate_json(dead.body).uid == 2
+    assert await queue_depth(bus, bus.topology.queue("validator")) == 0
+
+
+async def test_transient_error_comes_back_after_the_retry_delay_with_attempt_count(
+    bus: Bus,
+) -> None:
+    arrivals: list[tuple[float, int]] = []
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        arrivals.append((time.monotonic(), len(arrivals) + 1))
+        if len(arrivals) < 3:
+            raise TransientError("database briefly unavailable")
+        done.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(3))
+    await asyncio.wait_for(done.wait(), 20)
+    await consumer.stop()
+    assert len(arrivals) == 3
+    first_gap = arrivals[1][0] - arrivals[0][0]
+    second_gap = arrivals[2][0] - arrivals[1][0]
+    # retry_delays_s=(1, 2): the broker holds the copy for the TTL of each retry queue.
+    assert 0.9 <= first_gap < 5
+    assert 1.9 <= second_gap < 6
+    assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0
+
+
+async def test_attempt_header_is_counted_on_each_retry(bus: Bus) -> None:
+    attempts: list[int] = []
+    done = asyncio.Event()
+    channel = await bus.connection.channel()
+    queue = await channel.get_queue(bus.topology.queue("validator"))
+
+    async def spy(incoming: AbstractIncomingMessage) -> None:
+        attempt = (incoming.headers or {}).get(ATTEMPT_HEADER, 0)
+        assert isinstance(attempt, int)
+        attempts.append(attempt)
+        if len(attempts) < 2:
+            await bus.retry(incoming, "validator", 1, attempts[-1] + 1)
+        else:
+            done.set()
+        await incoming.ack()
+
+    tag = await queue.consume(spy)
+    await bus.publish(mail(4))
+    await asyncio.wait_for(done.wait(), 10)
+    await queue.cancel(tag)
+    await channel.close()
+    assert attempts == [1, 2]
+
+
+async def test_exhausted_transient_retries_are_dead_lettered(bus: Bus) -> None:
+    calls = 0
+
+    async def handle(message: MailReceived) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(5))
+    dead = await get_one(bus, bus.topology.dead_letter_queue("validator"), within_s=20)
+    await consumer.stop()
+    assert calls == bus.settings.max_transient_attempts
+    headers = dead.headers or {}
+    assert headers[ERROR_KIND_HEADER] == "exhausted"
+    assert "RuntimeError: boom" in str(headers[REASON_HEADER])
+
+
+async def test_retry_later_uses_its_own_delay(bus: Bus) -> None:
+    times: list[float] = []
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            raise RetryLater("line busy, redial", delay_s=3)
+        done.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(6))
+    await asyncio.wait_for(done.wait(), 15)
+    await consumer.stop()
+    assert 2.9 <= times[1] - times[0] < 8
+    channel = await bus.connection.channel()
+    await channel.declare_queue(bus.topology.retry_queue("validator", 3), passive=True)
+    await channel.close()
+
+
+async def test_undecodable_message_is_dead_lettered_and_consumer_goes_on(bus: Bus) -> None:
+    handled = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        handled.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    channel = await bus.connection.channel()
+    default = channel.default_exchange
+    await default.publish(
+        aio_pika.Message(body=b"{not json", type="MailReceived"),
+        routing_key=bus.topology.queue("validator"),
+    )
+    await default.publish(
+        aio_pika.Message(body=b"{}", type="NoSuchContract"),
+        routing_key=bus.topology.queue("validator"),
+    )
+    await channel.close()
+    await bus.publish(mail(8))
+    await asyncio.wait_for(handled.wait(), 10)
+    first = await get_one(bus, bus.topology.dead_letter_queue("validator"))
+    second = await get_one(bus, bus.topology.dead_letter_queue("validator"))
+    await consumer.stop()
+    reasons = sorted(str((m.headers or {})[REASON_HEADER]) for m in (first, second))
+    assert "body is not a valid MailReceived" in reasons[0]
+    assert "unknown message type 'NoSuchContract'" in reasons[1]
+
+
+CRASHING_CONSUMER = """
+import asyncio, sys
+from faxbox.shared.bus import Bus
+from faxbox.shared.contracts import MailReceived
+from faxbox.shared.settings import BrokerSettings
+
+async def main() -> None:
+    bus = Bus(BrokerSettings.model_validate_json(sys.argv[1]))
+    await bus.connect()
+
+    async def hang(message: MailReceived) -> None:
+        print("got", message.uid, flush=True)
+        await asyncio.sleep(3600)
+
+    await bus.consumer("validator", {MailReceived: hang}).start()
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_unacked_message_is_redelivered_after_the_consumer_process_dies(
+    broker_settings: BrokerSettings, bus: Bus
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CRASHING_CONSUMER,
+        broker_settings.model_dump_json(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+        await bus.publish(mail(9))
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"got 9\n"
+    finally:
+        proc.kill()  # SIGKILL: no ack, no clean close, as in a crash
+        await proc.wait()
+
+    redelivered: list[AbstractIncomingMessage] = []
+    got = asyncio.Event()
+    channel = await bus.connection.channel()
+    queue = await channel.get_queue(bus.topology.queue("validator"))
+
+    async def watch(incoming: AbstractIncomingMessage) -> None:
+        redelivered.append(incoming)
+        await incoming.ack()
+        got.set()
+
+    tag = await queue.consume(watch)
+    await asyncio.wait_for(got.wait(), 15)
+    await queue.cancel(tag)
+    await channel.close()
+    assert len(redelivered) == 1
+    assert redelivered[0].redelivered
+    assert MailReceived.model_validate_json(redelivered[0].body).uid == 9
+
+
+async def test_graceful_stop_finishes_the_message_in_hand(bus: Bus) -> None:
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    async def slow(message: MailReceived) -> None:
+        started.set()
+        await asyncio.sleep(1)
+        finished.append(message.uid)
+
+    consumer = bus.consumer("validator", {MailReceived: slow})
+    await consumer.start()
+    await bus.publish(mail(10))
+    await asyncio.wait_for(started.wait(), 10)
+    await consumer.stop(grace_s=10)
+    assert finished == [10]
+    assert await queue_depth(bus, bus.topology.queue("validator")) == 0
+
+
+async def test_redrive_moves_dead_letters_back_to_the_queue(bus: Bus) -> None:
+    fixed = False
+    handled: list[int] = []
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        if not fixed:
+            raise PermanentError("template missing")
+        handled.append(message.uid)
+        done.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(11))
+    deadline = time.monotonic() + 10
+    while await queue_depth(bus, bus.topology.dead_letter_queue("validator")) < 1:
+        assert time.monotonic() < deadline, "message never reached the dead-letter queue"
+        await asyncio.sleep(0.05)
+    fixed = True
+    assert await bus.redrive("validator") == 1
+    await asyncio.wait_for(done.wait(), 10)
+    await consumer.stop()
+    assert handled == [11]
+    assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0

@@ -1,0 +1,224 @@
+"""The admin CLI as an operator runs it: a separate process against the real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from faxbox.shared.settings import MongoSettings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture(scope="module")
+def faxbox_cli(mongo_settings: MongoSettings) -> Any:
+    env = os.environ | {
+        "FAXBOX_MONGO_URL": mongo_settings.mongo_url,
+        "FAXBOX_MONGO_DB": mongo_settings.mongo_db,
+    }
+
+    def run(*args: str) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "faxbox.shared.cli", "--json", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    yield run
+    import asyncio
+
+    from pymongo import AsyncMongoClient
+
+    async def drop() -> None:
+        client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_settings.mongo_url)
+        await client.drop_database(mongo_settings.mongo_db)
+        await client.close()
+
+    asyncio.run(drop())
+
+
+def one_line_error(result: Result, *fragments: str) -> None:
+    assert result.code != 0, result
+    assert result.out == ""
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_account_user_faxbox_carrier_lifecycle(faxbox_cli: Any) -> None:
+    run = faxbox_cli
+    acme = run("account", "create", "--name", "Acme", "--realm", "Fax.Acme.test")
+    assert acme.code == 0, acme.err
+    assert acme.json()["realm"] == "fax.acme.test"
+
+    one_line_error(
+        run("account", "create", "--name", "Other", "--realm", "fax.acme.test"),
+        "fax.acme.test",
+    )
+
+    alice = run(
+        "user",
+        "create",
+        "--realm",
+        "fax.acme.test",
+        "--email",
+        "Alice@Acme.test",
+        "--alternate-email",
+        "faxes@acme.test",
+    )
+    assert alice.code == 0, alice.err
+    assert alice.json()["alternate_email"] == "faxes@acme.test"
+    assert "password_hash" not in alice.json()
+    one_line_error(
+        run("user", "create", "--realm", "fax.acme.test", "--email", "alice@ACME.test"),
+        "already used",
+    )
+    assert run("user", "create", "--realm", "fax.acme.test", "--email", "bob@acme.test").code == 0
+
+    box = run(
+        "faxbox",
+        "enable",
+        "--user",
+        "ALICE@acme.test",
+        "--number",
+        "+12125551234",
+        "--number",
+        "1001",
+        "--identity",
+        "ACME FAX",
+        "--header-name",
+        "Acme Inc",
+        "--timezone",
+        "America/New_York",
+        "--permit",
+        "@acme.test",
+        "--no-success-mails",
+    )
+    assert box.code == 0, box.err
+    data = box.json()
+    assert sorted(data["numbers"]) == ["+12125551234", "1001"]
+    assert data["enabled"] is True
+    assert data["success_notifications"] is False
+    assert data["timezone"] == "America/New_York"
+
+    # Bob cannot take Alice's number, and Bob's faxbox is not created half-way.
+    taken = run("faxbox", "enable", "--user", "bob@acme.test", "--number", "2125551234")
+    one_line_error(taken, "+12125551234", "already assigned")
+    one_line_error(run("faxbox", "show", "--user", "bob@acme.test"), "has no faxbox")
+
+    # An invalid number among valid ones: nothing written.
+    bad = run(
+        "faxbox",
+        "enable",
+        "--user",
+        "bob@acme.test",
+        "--number",
+        "+13125550188",
+        "--number",
+        "+44 20 7946 0958",
+    )
+    one_line_error(bad, "cannot be assigned")
+    one_line_error(run("faxbox", "show", "--user", "bob@acme.test"), "has no faxbox")
+    free = run("faxbox", "enable", "--user", "bob@acme.test", "--number", "+13125550188")
+    assert free.code == 0, free.err
+
+    disabled = run("faxbox", "disable", "--user", "alice@acme.test")
+    assert disabled.json()["enabled"] is False
+    assert sorted(disabled.json()["numbers"]) == ["+12125551234", "1001"]
+    again = run("faxbox", "enable", "--user", "alice@acme.test", "--identity", "ACME 2")
+    assert again.json()["enabled"] is True
+    assert again.json()["identity"] == "ACME 2"
+    assert again.json()["header_name"] == "Acme Inc"
+
+    one_line_error(
+        run("faxbox", "enable", "--user", "alice@acme.test", "--identity", "x" * 21), "identity"
+    )
+    one_line_error(
+        run("faxbox", "enable", "--user", "alice@acme.test", "--timezone", "Mars/Olympus"),
+        "time zone",
+    )
+    one_line_error(run("faxbox", "enable", "--user", "nobody@acme.test"), "no user")
+
+    assert run("faxbox", "unassign", "--number", "1001").code == 0
+    shown = run("faxbox", "show", "--user", "alice@acme.test").json()
+    assert shown["numbers"] == ["+12125551234"]
+    assert run("faxbox", "assign", "--user", "bob@acme.test", "--number", "1001").code == 0
+
+    carrier = run(
+        "carrier",
+        "add",
+        "--name",
+        "sim",
+        "--flag",
+        "fax",
+        "--priority",
+        "10",
+        "--channels",
+        "30",
+        "--sip-host",
+        "127.0.0.1",
+        "--sip-port",
+        "5070",
+        "--sip-password",
+        "secret",
+    )
+    assert carrier.code == 0, carrier.err
+    assert "sip_password" not in carrier.json()
+    listed = run("carrier", "list").json()
+    assert [c["name"] for c in listed] == ["sim"]
+    one_line_error(run("carrier", "add", "--name", "sim"), "sim")
+    one_line_error(run("carrier", "add", "--name", "x", "--flag", "Fax!"), "flag")
+
+
+def test_show_help_prints_the_address_or_why_not(faxbox_cli: Any) -> None:
+    run = faxbox_cli
+    assert run("account", "create", "--name", "Help", "--realm", "help.test").code == 0
+    ok = run("show-help", "00442079460958", "--realm", "help.test")
+    assert ok.code == 0, ok.err
+    assert ok.json()["to"] == "+442079460958@help.test"
+
+    plain = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "faxbox.shared.cli",
+            "show-help",
+            "2125551234",
+            "--realm",
+            "help.test",
+        ],
+        env=os.environ | {"FAXBOX_MONGO_DB": "unused"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # Different database: the realm is unknown there, and that is said plainly.
+    assert plain.returncode != 0
+    assert "help.test" in plain.stderr
+
+    one_line_error(run("show-help", "19005551234", "--realm", "help.test"), "premium")
+    one_line_error(run("show-help", "555123456", "--realm", "help.test"), "cannot be faxed")
+    one_line_error(run("show-help", "+1212555123x", "--realm", "help.test"), "cannot be faxed")
+    one_line_error(run("show-help", "2125551234", "--realm", "nowhere.test"), "nowhere.test")

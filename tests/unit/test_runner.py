@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from faxbox.shared.logs import JsonFormatter, fax_context
+from faxbox.shared.runner import Runtime, run_async
+from faxbox.shared.settings import RunnerSettings
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_service_lifecycle_health_metrics_and_graceful_stop() -> None:
+    events: list[str] = []
+    runtimes: list[Runtime] = []
+    database_up = True
+
+    @contextlib.asynccontextmanager
+    async def service(runtime: Runtime) -> AsyncIterator[None]:
+        runtimes.append(runtime)
+        runtime.add_check("database", lambda: database_up)
+        events.append("started")
+        yield
+        events.append("stopped")
+
+    task = asyncio.create_task(run_async("demo", RunnerSettings(http_port=0), service))
+    while not runtimes or not runtimes[0].ready:
+        await asyncio.sleep(0.01)
+    runtime = runtimes[0]
+    assert runtime.http_port
+
+    status, body = await http_get(runtime.http_port, "/readyz")
+    assert status == 200
+    assert json.loads(body) == {"service": "demo", "ready": True, "checks": {"database": True}}
+
+    database_up = False
+    status, body = await http_get(runtime.http_port, "/readyz")
+    assert status == 503
+    assert json.loads(body)["checks"] == {"database": False}
+
+    status, body = await http_get(runtime.http_port, "/healthz")
+    assert status == 200
+
+    status, body = await http_get(runtime.http_port, "/metrics")
+    assert status == 200
+    assert "python_info" in body or "process_" in body or "# HELP" in body
+
+    status, _ = await http_get(runtime.http_port, "/nope")
+    assert status == 404
+
+    runtime.request_stop()
+    await asyncio.wait_for(task, 5)
+    assert events == ["started", "stopped"]
+
+
+def test_json_logs_carry_the_fax_id_of_the_work_in_hand() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("validator"))
+    logger = logging.getLogger("test.jsonlogs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    with fax_context("fax42"):
+        logger.info("rendered %d pages", 3, extra={"pages": 3})
+    logger.info("outside")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["fax_id"] == "fax42"
+    assert first["msg"] == "rendered 3 pages"
+    assert first["pages"] == 3
+    assert first["service"] == "validator"
+    assert "fax_id" not in second
