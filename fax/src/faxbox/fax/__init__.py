@@ -1,0 +1,1 @@
+"""Faxbox T.30 fax engine."""
