@@ -7,64 +7,22 @@ server is unreachable they skip on a developer's machine, but fail when
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import pytest
 from pymongo.uri_parser import parse_uri
 
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Store
-
-
-def servers_required() -> bool:
-    return bool(os.environ.get("FAXBOX_REQUIRE_SERVERS") or os.environ.get("CI"))
-
-
-def require_server(name: str, host: str, port: int) -> None:
-    """Skip (developer machine) or fail (CI) when nothing listens on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return
-    except OSError as exc:
-        message = f"{name} is not reachable on {host}:{port} ({exc}); run deploy/local/up"
-    if servers_required():
-        pytest.fail(message)
-    pytest.skip(message)
-
+from tests.support import ImapServer, RabbitServer, require_server
 
 # --- RabbitMQ ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RabbitServer:
-    amqp_url: str
-    api_url: str
-    user: str
-    password: str
-
-    def api(self, method: str, path: str, body: object | None = None) -> object:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.api_url}{path}", data=data, method=method)
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-        return json.loads(raw) if raw else None
-
-    def url_for_vhost(self, vhost: str) -> str:
-        parts = urllib.parse.urlsplit(self.amqp_url)
-        return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, "")))
 
 
 @pytest.fixture(scope="session")
@@ -138,3 +96,20 @@ async def store(mongo_settings: MongoSettings) -> AsyncIterator[Store]:
     finally:
         await s.client.drop_database(mongo_settings.mongo_db)
         await s.close()
+
+
+# --- IMAP (Dovecot locally) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def imap_server() -> ImapServer:
+    host = os.environ.get("FAXBOX_IMAP_HOST", "127.0.0.1")
+    port = int(os.environ.get("FAXBOX_IMAP_PORT", "1143"))
+    require_server("Dovecot IMAP", host, port)
+    users = os.environ.get("FAXBOX_IMAP_TEST_USERS", "fax@faxbox.test,fax2@faxbox.test")
+    return ImapServer(
+        host=host,
+        port=port,
+        users=tuple(users.split(",")),
+        password=os.environ.get("FAXBOX_IMAP_TEST_PASSWORD", "faxbox-test"),
+    )
