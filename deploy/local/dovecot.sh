@@ -40,7 +40,7 @@ if ! runuser -u "$MAIL_USER" -- test -w "$VAR/mail/"; then
         rm -rf "$VAR/mail"
     fi
     ln -sfn "$shared_mail" "$VAR/mail"
-    runuser -u "$MAIL_USER" -- test -w "$VAR/mail/" || die "dovecot: $MAIL_USER cannot write $shared_mail"
+    runuser -u "$MAIL_USER" -- test -w "$shared_mail/" || die "dovecot: $MAIL_USER cannot write $shared_mail"
 fi
 
 # Dovecot's mail processes open this path as $MAIL_USER: give them the real one.
