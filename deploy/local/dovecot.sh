@@ -4,17 +4,12 @@
 # Config var/dovecot/dovecot.conf, log var/log/dovecot.log, pid var/run/dovecot/master.pid.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-DOVE="$VAR/dovecot"
-CONF="$DOVE/dovecot.conf"
-USERS="$DOVE/users"
-LOG_FILE="$LOG_DIR/dovecot.log"
+# Mail processes run as this system user; it owns the maildirs.
+MAIL_USER=faxbox
 TEST_PASSWORD=faxbox-test
 TEST_USERS=(fax@faxbox.test fax2@faxbox.test alice@faxbox.test bob@faxbox.test)
-# Mail processes run as this system user; it owns var/mail.
-MAIL_USER=faxbox
-
+LOG_FILE="$LOG_DIR/dovecot.log"
 BASE="$DOVECOT_BASE"
-mkdirs "$DOVE/state" "$VAR/mail" "$BASE"
 
 if ! id -u "$MAIL_USER" >/dev/null 2>&1; then
     log "dovecot: creating system user $MAIL_USER"
@@ -23,28 +18,35 @@ if ! id -u "$MAIL_USER" >/dev/null 2>&1; then
 fi
 MAIL_UID="$(id -u "$MAIL_USER")"
 MAIL_GID="$(id -g "$MAIL_USER")"
-# The mail user must reach var/mail, so every parent directory needs o+x. A clone in a
-# private directory (CI may clone under /root) gets its maildirs in a machine-wide
-# place instead, reached through the var/mail symlink.
-if [[ ! -L "$VAR/mail" ]]; then
-    chown "$MAIL_USER:$MAIL_USER" "$VAR/mail"
-fi
-if ! runuser -u "$MAIL_USER" -- test -w "$VAR/mail/"; then
-    shared_mail="/var/lib/faxbox/mail/$(printf '%s' "$REPO" | md5sum | cut -c1-12)"
-    warn "dovecot: $MAIL_USER cannot reach $VAR/mail (a parent directory is private); keeping maildirs in $shared_mail"
-    mkdir -p "$shared_mail"
-    chmod 755 /var/lib/faxbox /var/lib/faxbox/mail
-    chown "$MAIL_USER:$MAIL_USER" "$shared_mail"
-    if [[ -d "$VAR/mail" && ! -L "$VAR/mail" ]]; then
-        cp -a "$VAR/mail/." "$shared_mail/" 2>/dev/null || true
-        rm -rf "$VAR/mail"
-    fi
-    ln -sfn "$shared_mail" "$VAR/mail"
-    runuser -u "$MAIL_USER" -- test -w "$shared_mail/" || die "dovecot: $MAIL_USER cannot write $shared_mail"
-fi
 
-# Dovecot's mail processes open this path as $MAIL_USER: give them the real one.
+# Dovecot's auth (user dovecot) and mail processes (user faxbox) open the users file and
+# the maildirs themselves, so every parent directory needs o+x. A clone in a private
+# directory (CI may clone under /root) keeps both in a machine-wide place instead,
+# reached through the var/dovecot and var/mail symlinks.
+if runuser -u nobody -- test -x "$VAR/"; then
+    mkdirs "$VAR/dovecot" "$VAR/mail"
+else
+    shared="/var/lib/faxbox/$(printf '%s' "$REPO" | md5sum | cut -c1-12)"
+    warn "dovecot: $VAR is private; keeping the users file and maildirs in $shared"
+    mkdir -p "$shared/dovecot" "$shared/mail"
+    chmod 755 /var/lib/faxbox "$shared"
+    for part in dovecot mail; do
+        if [[ -d "$VAR/$part" && ! -L "$VAR/$part" ]]; then
+            cp -a "$VAR/$part/." "$shared/$part/" 2>/dev/null || true
+            rm -rf "${VAR:?}/$part"
+        fi
+        ln -sfn "$shared/$part" "$VAR/$part"
+    done
+fi
+DOVE="$(readlink -f "$VAR/dovecot")"
 MAIL_DIR="$(readlink -f "$VAR/mail")"
+CONF="$DOVE/dovecot.conf"
+USERS="$DOVE/users"
+mkdirs "$DOVE/state" "$BASE"
+chmod 755 "$DOVE"
+chown "$MAIL_USER:$MAIL_USER" "$MAIL_DIR"
+runuser -u "$MAIL_USER" -- test -w "$MAIL_DIR/" ||
+    die "dovecot: user $MAIL_USER cannot write $MAIL_DIR"
 
 # Users: generated once (SHA512-CRYPT hashes are salted, so not rewritten every run).
 touch "$USERS"
