@@ -149,7 +149,8 @@ for pid in $(listen_pids "$IMAP_PORT"); do
         die "dovecot: port $IMAP_PORT is held by pid $pid ($cmd), not a faxbox dovecot; stop it or set FAXBOX_LOCAL_IMAP_PORT"
     fi
     master="$pid"
-    while [[ "$(cmdline "$master")" != *dovecot*" -c "*/var/dovecot/dovecot.conf* ]]; do
+    while [[ "$(cmdline "$master")" != *dovecot*" -c "*/var/dovecot/dovecot.conf* &&
+        "$(cmdline "$master")" != *dovecot*" -c /var/lib/faxbox/"*/dovecot/dovecot.conf* ]]; do
         master="$(awk '/^PPid:/ {print $2}' "/proc/$master/status" 2>/dev/null || echo 1)"
         [[ "$master" -gt 1 ]] || die "dovecot: port $IMAP_PORT is held by dovecot pid $pid ($cmd), not a faxbox instance; stop it or set FAXBOX_LOCAL_IMAP_PORT"
     done
