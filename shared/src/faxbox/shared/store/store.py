@@ -103,6 +103,14 @@ class Store:
     async def close(self) -> None:
         await self.client.close()
 
+    async def ping(self) -> bool:
+        """True when the server answers; used by readiness checks."""
+        try:
+            await self.client.admin.command("ping")
+        except Exception:
+            return False
+        return True
+
     async def __aenter__(self) -> Self:
         return self
 

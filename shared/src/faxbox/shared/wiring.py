@@ -1,0 +1,54 @@
+"""The connections every worker service opens, with their health checks.
+
+A service's wiring module does::
+
+    @contextlib.asynccontextmanager
+    async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+        async with infrastructure(settings, runtime) as infra:
+            consumer = infra.bus.consumer("notifier", {FaxSent: partial(on_sent, deps)})
+            await consumer.start()
+            try:
+                yield
+            finally:
+                await consumer.stop(settings.shutdown_grace_s)
+
+    def run(settings: Settings) -> None:
+        runner.run("notifier", settings, partial(service, settings=settings))
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from faxbox.shared.bus import Bus
+from faxbox.shared.runner import Runtime
+from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Infrastructure:
+    bus: Bus
+    store: Store
+
+
+@contextlib.asynccontextmanager
+async def infrastructure(
+    settings: ServiceSettings, runtime: Runtime
+) -> AsyncIterator[Infrastructure]:
+    """Connect to the database (indexes ensured) and the broker; close both on exit."""
+    store = await Store.connect(settings)
+    try:
+        await store.ensure_indexes()
+        bus = Bus(settings)
+        await bus.connect()
+        try:
+            runtime.add_check("broker", lambda: bus.is_connected)
+            runtime.add_check("database", store.ping)
+            yield Infrastructure(bus=bus, store=store)
+        finally:
+            await bus.close()
+    finally:
+        await store.close()
