@@ -1,0 +1,1 @@
+"""Faxbox validator: checks outgoing documents and renders them for fax."""

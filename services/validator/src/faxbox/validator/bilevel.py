@@ -1,0 +1,140 @@
+"""Grey page to 1-bit fax page: threshold or clustered-dot halftone, chosen per page.
+
+Text and line art are thresholded: rendered without anti-aliasing they are already
+pure black and white, and a threshold keeps them solid with the fewest G4 codes.
+Photographs are screened with a 45-degree clustered-dot halftone: it keeps the tones,
+and its dots form short runs that G4 codes compactly, unlike error diffusion
+(Floyd-Steinberg), whose scattered single pixels make pages ~2.7 times larger and
+so minutes longer on the line.
+
+Everything here is whole-array numpy: 1-3 ms for a 1728 x 2300 page.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from functools import lru_cache
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+GreyPage = npt.NDArray[np.uint8]
+PackedPage = npt.NDArray[np.uint8]
+
+THRESHOLD: Final = 128
+# A page is photo-like when more than this fraction of its (sampled) area is mid-grey.
+# Text rendered without anti-aliasing has none; a scanned text page has a few percent
+# of grey edge pixels, which a threshold turns into cleaner letters than a screen does.
+PHOTO_FRACTION: Final = 0.04
+_MID_GREY_LOW: Final = 40
+_MID_GREY_HIGH: Final = 215
+_SAMPLE_STEP: Final = 4
+
+# The screen leaves near-white paper white and near-black solid, so that JPEG noise in
+# backgrounds and text on a photo page does not become speckle.
+_SCREEN_LOW: Final = 12
+_SCREEN_HIGH: Final = 236
+# Screen period: 8 pixels at 204 dpi is ~36 lines per inch at 45 degrees, coarse enough
+# to survive a fax machine's print head and to compress well.
+_SCREEN_PERIOD_X: Final = 8
+
+
+class Conversion(StrEnum):
+    """How grey becomes black and white."""
+
+    AUTO = "auto"
+    THRESHOLD = "threshold"
+    HALFTONE = "halftone"
+
+
+def mid_grey_fraction(grey: GreyPage) -> float:
+    """Share of a coarse sample of the page that is neither near-white nor near-black."""
+    sample = grey[::_SAMPLE_STEP, ::_SAMPLE_STEP]
+    if sample.size == 0:
+        return 0.0
+    mid = np.count_nonzero((sample > _MID_GREY_LOW) & (sample < _MID_GREY_HIGH))
+    return mid / sample.size
+
+
+def choose(grey: GreyPage, conversion: Conversion) -> Conversion:
+    if conversion is not Conversion.AUTO:
+        return conversion
+    if mid_grey_fraction(grey) > PHOTO_FRACTION:
+        return Conversion.HALFTONE
+    return Conversion.THRESHOLD
+
+
+@lru_cache(maxsize=4)
+def screen_tile(x_dpi: int, y_dpi: int) -> npt.NDArray[np.uint8]:
+    """One period of a 45-degree round-dot screen, as per-pixel thresholds.
+
+    The spot function is evaluated in physical units, so at standard resolution
+    (pixels twice as tall as wide) the tile is half as many rows and dots stay round.
+    Ranking the spot values makes every grey level switch the same number of pixels,
+    so tones are reproduced evenly.
+    """
+    period_inches = _SCREEN_PERIOD_X / x_dpi
+    cols = _SCREEN_PERIOD_X
+    rows = max(2, round(period_inches * y_dpi))
+    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    # The product of two cosines peaks at the tile's corner and at its centre: two dots a
+    # tile, on a lattice turned by 45 degrees, where the eye notices a screen least.
+    spot = np.cos(2 * math.pi * xs / cols) * np.cos(2 * math.pi * ys / rows)
+    # Dot centres turn black first. Ties (the two dots are alike) are broken by position
+    # so that the two dots grow alternately, not together.
+    order = np.lexsort((np.arange(spot.size), -spot.ravel()))
+    ranks = np.empty(spot.size, dtype=np.float64)
+    ranks[order] = np.arange(spot.size)
+    levels = _SCREEN_LOW + (ranks + 0.5) * (_SCREEN_HIGH - _SCREEN_LOW) / spot.size
+    tile: npt.NDArray[np.uint8] = np.rint(levels).astype(np.uint8).reshape(rows, cols)
+    return tile
+
+
+@lru_cache(maxsize=4)
+def _screen_rows(x_dpi: int, y_dpi: int, width: int) -> npt.NDArray[np.uint8]:
+    """One tile-height band of the screen across the whole page width."""
+    tile = screen_tile(x_dpi, y_dpi)
+    reps = -(-width // tile.shape[1])
+    band = np.tile(tile, (1, reps))[:, :width]
+    band.flags.writeable = False
+    return band
+
+
+_screens: dict[tuple[int, int, int], npt.NDArray[np.uint8]] = {}
+
+
+def _screen(x_dpi: int, y_dpi: int, rows: int, width: int) -> npt.NDArray[np.uint8]:
+    """The screen for a whole page, kept between pages: a broadcast view would make the
+    comparison strided and slower, and tiling it again costs as much as the comparison."""
+    key = (x_dpi, y_dpi, width)
+    screen = _screens.get(key)
+    if screen is None or screen.shape[0] < rows:
+        band = _screen_rows(x_dpi, y_dpi, width)
+        reps = -(-max(rows, 2400) // band.shape[0])
+        screen = np.tile(band, (reps, 1))
+        screen.flags.writeable = False
+        _screens[key] = screen
+    return screen[:rows]
+
+
+def to_bits(
+    grey: GreyPage,
+    conversion: Conversion,
+    x_dpi: int = 204,
+    y_dpi: int = 196,
+    scratch: npt.NDArray[np.bool_] | None = None,
+) -> tuple[PackedPage, Conversion]:
+    """Pack a grey page (0 black .. 255 white) into G4-ready rows: 1 bit a pixel, 1 = black.
+
+    ``scratch``, a boolean array at least as large as the page, saves allocating (and
+    page-faulting in) 4 MB for every page.
+    """
+    chosen = choose(grey, conversion)
+    black = None if scratch is None else scratch.reshape(-1)[: grey.size].reshape(grey.shape)
+    if chosen is Conversion.HALFTONE:
+        black = np.less(grey, _screen(x_dpi, y_dpi, grey.shape[0], grey.shape[1]), out=black)
+    else:
+        black = np.less(grey, THRESHOLD, out=black)
+    return np.packbits(black, axis=1), chosen

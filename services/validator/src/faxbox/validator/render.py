@@ -1,0 +1,621 @@
+"""Document (PDF or TIFF) to a fax-ready multi-page Group 4 TIFF.
+
+Every page comes out 1728 pixels wide at 204 x 196 dpi ("fine") or 204 x 98
+("standard"), the content scaled to that width with its aspect ratio kept (so A4 and
+US Letter both fill the fax width, each with its own height) and landscape pages turned
+to portrait.
+
+Speed matters, because this runs for every page of every outgoing fax: PDF pages are
+rendered by PDFium straight into an 8-bit grey buffer at the fax's unequal horizontal
+and vertical resolutions (one matrix, no resampling), without anti-aliasing so that
+hairlines and small text stay solid when thresholded; the grey page becomes bits in
+numpy (see ``bilevel``) and libtiff encodes Group 4 (see ``g4tiff``). Encoding runs on a
+second thread while PDFium renders the next page: both release the GIL, so a document
+uses two cores within one process.
+
+``render_document`` runs all of this in a child process that is killed when it takes
+too long; ``render`` is the same work in the calling process, for callers that provide
+their own isolation (and for benchmarks).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+from PIL import Image
+
+from faxbox.validator.bilevel import Conversion, GreyPage, to_bits
+from faxbox.validator.errors import RefusalCode, RenderRefused
+from faxbox.validator.g4tiff import FAX_WIDTH, G4TiffWriter
+
+log = logging.getLogger("faxbox.validator.render")
+
+X_DPI: Final = 204
+DEFAULT_MAX_PAGES: Final = 100
+DEFAULT_TIMEOUT_S: Final = 120.0
+# Longest page accepted, as height / width once portrait: 5 is a 8.5 x 42 inch strip,
+# longer than any paper a fax machine will print on. A fine page of that shape is
+# ~14 M pixels, so the cap also bounds the memory a page can take.
+MAX_ASPECT: Final = 5.0
+# A TIFF frame is decoded whole before scaling; 1 G pixel would be 1 GB of grey.
+MAX_SOURCE_PIXELS: Final = 150_000_000
+# Pages smaller than this (about 1/4 inch) are damaged or not meant to be pages.
+MIN_PAGE_POINTS: Final = 18.0
+
+_RENDER_FLAGS: Final = (
+    pdfium_c.FPDF_ANNOT
+    | pdfium_c.FPDF_PRINTING
+    | pdfium_c.FPDF_GRAYSCALE
+    | pdfium_c.FPDF_RENDER_NO_SMOOTHTEXT
+    | pdfium_c.FPDF_RENDER_NO_SMOOTHIMAGE
+    | pdfium_c.FPDF_RENDER_NO_SMOOTHPATH
+)
+# PDFium is not thread-safe: one document at a time per process. Workers started by
+# ``render_document`` each have their own PDFium, so they run in parallel.
+_PDFIUM = threading.Lock()
+# Pages handed to the encoder thread and not yet written: bounds memory to a few pages.
+_ENCODE_QUEUE: Final = 2
+
+
+class Resolution(StrEnum):
+    FINE = "fine"
+    STANDARD = "standard"
+
+    @property
+    def y_dpi(self) -> int:
+        return 196 if self is Resolution.FINE else 98
+
+
+class DocumentKind(StrEnum):
+    PDF = "pdf"
+    TIFF = "tiff"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPage:
+    number: int  # 1-based
+    rows: int
+    conversion: Conversion  # what was used: THRESHOLD or HALFTONE
+    rotated: bool  # a landscape page turned to portrait
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedDocument:
+    tiff: bytes
+    resolution: Resolution
+    pages: tuple[RenderedPage, ...]
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages)
+
+
+@dataclass(frozen=True, slots=True)
+class _Geometry:
+    rows: int
+    rotated: bool
+    # Portrait size in points (PDF) or inches (TIFF): what is scaled to FAX_WIDTH.
+    width: float
+    height: float
+
+
+# --- detection and inspection ------------------------------------------------------------
+
+
+def detect_kind(data: bytes) -> DocumentKind:
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return DocumentKind.TIFF
+    # The PDF header may follow up to 1 KB of junk; readers accept that, so do we.
+    if b"%PDF-" in data[:1024]:
+        return DocumentKind.PDF
+    raise RenderRefused(
+        RefusalCode.UNSUPPORTED_DOCUMENT,
+        "The attachment is not a PDF or TIFF file. Only PDF and TIFF documents can be faxed.",
+    )
+
+
+def inspect_document(data: bytes) -> tuple[DocumentKind, int]:
+    """Kind and page count, without rendering anything; raises ``RenderRefused``."""
+    kind = detect_kind(data)
+    if kind is DocumentKind.PDF:
+        with _PDFIUM, _open_pdf(data) as pdf:
+            return kind, len(pdf)
+    with _open_tiff(data) as image:
+        return kind, _frame_count(image)
+
+
+def _unreadable(what: str = "document") -> RenderRefused:
+    return RenderRefused(
+        RefusalCode.UNREADABLE_DOCUMENT,
+        f"The {what} could not be read: it is damaged or incomplete. "
+        "Please save or export it again and resend it.",
+    )
+
+
+def _too_many_pages(pages: int, max_pages: int) -> RenderRefused:
+    return RenderRefused(
+        RefusalCode.TOO_MANY_PAGES,
+        f"The document has {pages} pages; at most {max_pages} pages can be sent in one fax. "
+        "Please split it into smaller documents.",
+    )
+
+
+def _empty() -> RenderRefused:
+    return RenderRefused(RefusalCode.EMPTY_DOCUMENT, "The document has no pages to fax.")
+
+
+class _OpenPdf:
+    def __init__(self, data: bytes) -> None:
+        # PDFium rebuilds a damaged cross-reference table by scanning the file, so a cut
+        # off PDF would open and silently lose its last pages; the end-of-file marker
+        # (within the last 1 KB, or further when a mail gateway appended junk) is the
+        # only sign that the file is whole.
+        if b"%%EOF" not in data[-4096:]:
+            raise _unreadable("PDF")
+        try:
+            self.pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            if exc.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+                raise RenderRefused(
+                    RefusalCode.ENCRYPTED_PDF,
+                    "The PDF is protected with a password, so it cannot be opened for "
+                    "faxing. Please send a copy without password protection.",
+                ) from exc
+            raise _unreadable("PDF") from exc
+
+    def __enter__(self) -> pdfium.PdfDocument:
+        return self.pdf
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pdf.close()
+
+
+def _open_pdf(data: bytes) -> _OpenPdf:
+    return _OpenPdf(data)
+
+
+class _OpenTiff:
+    def __init__(self, data: bytes) -> None:
+        try:
+            self.image = Image.open(io.BytesIO(data), formats=["TIFF"])
+        except Image.DecompressionBombError as exc:
+            raise _page_too_large(None) from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise _unreadable("TIFF image") from exc
+
+    def __enter__(self) -> Image.Image:
+        return self.image
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.image.close()
+
+
+def _open_tiff(data: bytes) -> _OpenTiff:
+    return _OpenTiff(data)
+
+
+def _frame_count(image: Image.Image) -> int:
+    try:
+        return int(getattr(image, "n_frames", 1))
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _unreadable("TIFF image") from exc
+
+
+def _page_too_large(page: int | None) -> RenderRefused:
+    where = f"Page {page} of the document" if page is not None else "A page of the document"
+    return RenderRefused(
+        RefusalCode.PAGE_TOO_LARGE,
+        f"{where} has a size or shape no fax machine can print (for example a very long "
+        "strip or an enormous image). Please resend it on ordinary A4 or Letter pages.",
+        page,
+    )
+
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+def fit_rows(width: float, height: float, y_dpi: int) -> int:
+    """Rows of a page whose portrait ``width`` x ``height`` is scaled to the fax width."""
+    return max(1, round(FAX_WIDTH * (height / width) * (y_dpi / X_DPI)))
+
+
+def _geometry(width: float, height: float, y_dpi: int, page: int, minimum: float) -> _Geometry:
+    if not (math.isfinite(width) and math.isfinite(height)):
+        raise _unreadable()
+    if width < minimum or height < minimum:
+        raise _page_too_large(page)
+    rotated = width > height
+    if rotated:
+        width, height = height, width
+    if height / width > MAX_ASPECT:
+        raise _page_too_large(page)
+    return _Geometry(fit_rows(width, height, y_dpi), rotated, width, height)
+
+
+# --- the pipeline --------------------------------------------------------------------------
+
+
+class _Encoder:
+    """Turns grey pages into bits and G4 on one background thread, in order."""
+
+    def __init__(self, page_count: int, resolution: Resolution, conversion: Conversion) -> None:
+        self._writer = G4TiffWriter(page_count)
+        self._resolution = resolution
+        self._conversion = conversion
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fax-encode")
+        self._pending: list[Future[RenderedPage]] = []
+        self.pages: list[RenderedPage] = []
+        self._scratch: npt.NDArray[np.bool_] | None = None
+
+    def _encode(
+        self, grey: GreyPage, number: int, rotated: bool, conversion: Conversion
+    ) -> RenderedPage:
+        if self._scratch is None or self._scratch.size < grey.size:
+            self._scratch = np.empty(grey.size, dtype=np.bool_)
+        bits, used = to_bits(grey, conversion, X_DPI, self._resolution.y_dpi, self._scratch)
+        self._writer.add_page(bits, X_DPI, self._resolution.y_dpi)
+        return RenderedPage(number, grey.shape[0], used, rotated)
+
+    def submit(
+        self, grey: GreyPage, number: int, rotated: bool, conversion: Conversion | None = None
+    ) -> None:
+        while len(self._pending) >= _ENCODE_QUEUE:
+            self.pages.append(self._pending.pop(0).result())
+        self._pending.append(
+            self._pool.submit(self._encode, grey, number, rotated, conversion or self._conversion)
+        )
+
+    def finish(self) -> list[RenderedPage]:
+        try:
+            for future in self._pending:
+                self.pages.append(future.result())
+            self._pending.clear()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._writer.close()
+        return self.pages
+
+    @property
+    def tiff(self) -> bytes:
+        return self._writer.getvalue()
+
+    def abandon(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._writer.close()
+
+
+def _pdf_page_sizes(pdf: pdfium.PdfDocument) -> Iterator[tuple[float, float]]:
+    size = pdfium_c.FS_SIZEF()
+    for index in range(len(pdf)):
+        # Reads the page dictionary only, with /Rotate applied: no page content is parsed.
+        if not pdfium_c.FPDF_GetPageSizeByIndexF(pdf.raw, index, ctypes.byref(size)):
+            raise _unreadable("PDF")
+        yield float(size.width), float(size.height)
+
+
+class _PageBuffers:
+    """Grey page buffers reused round-robin: a fresh 4 MB array per page costs more in
+    page faults than filling a warm one. One more than the encoder can hold, plus the
+    page being rendered, so a buffer is never overwritten while still being encoded."""
+
+    def __init__(self, rows: int) -> None:
+        self._buffers = [
+            np.empty(rows * FAX_WIDTH, dtype=np.uint8) for _ in range(_ENCODE_QUEUE + 2)
+        ]
+        self._next = 0
+
+    def take(self, rows: int) -> GreyPage:
+        buffer = self._buffers[self._next]
+        self._next = (self._next + 1) % len(self._buffers)
+        if buffer.size < rows * FAX_WIDTH:
+            buffer = np.empty(rows * FAX_WIDTH, dtype=np.uint8)
+            self._buffers[self._next - 1] = buffer
+        grey = buffer[: rows * FAX_WIDTH].reshape(rows, FAX_WIDTH)
+        grey.fill(255)
+        return grey
+
+
+def _render_pdf_page(page: pdfium.PdfPage, geometry: _Geometry, grey: GreyPage) -> GreyPage:
+    rows = geometry.rows
+    bitmap = pdfium_c.FPDFBitmap_CreateEx(
+        FAX_WIDTH, rows, pdfium_c.FPDFBitmap_Gray, ctypes.c_void_p(grey.ctypes.data), FAX_WIDTH
+    )
+    if not bitmap:
+        raise MemoryError("PDFium could not set up a page bitmap")
+    try:
+        sx = FAX_WIDTH / geometry.width
+        sy = rows / geometry.height
+        # PDFium first maps the page (its /Rotate applied) onto a canvas of its size in
+        # points, y downwards; this matrix then scales that canvas to the fax's unequal
+        # resolutions, turning a landscape canvas a quarter turn clockwise.
+        if geometry.rotated:
+            matrix = pdfium_c.FS_MATRIX(0.0, sy, -sx, 0.0, sx * geometry.width, 0.0)
+        else:
+            matrix = pdfium_c.FS_MATRIX(sx, 0.0, 0.0, sy, 0.0, 0.0)
+        clip = pdfium_c.FS_RECTF(0.0, 0.0, float(FAX_WIDTH), float(rows))
+        pdfium_c.FPDF_RenderPageBitmapWithMatrix(
+            bitmap, page.raw, ctypes.byref(matrix), ctypes.byref(clip), _RENDER_FLAGS
+        )
+    finally:
+        pdfium_c.FPDFBitmap_Destroy(bitmap)
+    return grey
+
+
+def _render_pdf(
+    data: bytes, resolution: Resolution, max_pages: int, conversion: Conversion
+) -> RenderedDocument:
+    with _PDFIUM, _open_pdf(data) as pdf:
+        count = len(pdf)
+        if count == 0:
+            raise _empty()
+        if count > max_pages:
+            raise _too_many_pages(count, max_pages)
+        # Every page's size is checked before the first is rendered: a refusal costs
+        # nothing, and never comes after minutes of work.
+        geometries = [
+            _geometry(w, h, resolution.y_dpi, number, MIN_PAGE_POINTS)
+            for number, (w, h) in enumerate(_pdf_page_sizes(pdf), start=1)
+        ]
+        encoder = _Encoder(count, resolution, conversion)
+        buffers = _PageBuffers(max(g.rows for g in geometries))
+        try:
+            for index, geometry in enumerate(geometries):
+                try:
+                    page = pdf[index]
+                except pdfium.PdfiumError as exc:
+                    raise _unreadable("PDF") from exc
+                try:
+                    grey = _render_pdf_page(page, geometry, buffers.take(geometry.rows))
+                finally:
+                    page.close()
+                encoder.submit(grey, index + 1, geometry.rotated)
+            pages = encoder.finish()
+        except BaseException:
+            encoder.abandon()
+            raise
+    return RenderedDocument(encoder.tiff, resolution, tuple(pages))
+
+
+def _frame_dpi(frame: Image.Image) -> tuple[float, float]:
+    """The frame's resolution. Without one, a 1728-pixel-wide frame is taken as a fax page:
+    fine, or standard when it is too short for a fine page (a standard A4 or Letter page
+    has ~1100 rows, a fine one ~2200); anything else as a 200 dpi scan."""
+    dpi = frame.info.get("dpi")
+    if isinstance(dpi, tuple) and len(dpi) == 2:
+        try:
+            x, y = float(dpi[0]), float(dpi[1])
+        except (TypeError, ValueError):
+            x = y = 0.0
+        if 20.0 <= x <= 10_000.0 and 20.0 <= y <= 10_000.0:
+            return x, y
+    if frame.width == FAX_WIDTH:
+        return float(X_DPI), 98.0 if frame.height <= 1400 else 196.0
+    return 200.0, 200.0
+
+
+def _frame_to_grey(frame: Image.Image) -> tuple[Image.Image, bool]:
+    """The frame in mode "L", and whether it was black and white to begin with."""
+    if frame.mode == "1":
+        return frame.convert("L"), True
+    if frame.mode in ("RGBA", "LA", "PA") or (frame.mode == "P" and "transparency" in frame.info):
+        rgba = frame.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba).convert("L"), False
+    if frame.mode.startswith("I;16") or frame.mode in ("I", "F"):
+        # Scale 16-bit and float samples by their actual range, not by clipping at 255.
+        values = np.asarray(frame, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0 + 255
+        return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L"), False
+    return frame.convert("L"), False
+
+
+def _tiff_frame_grey(
+    image: Image.Image, index: int, resolution: Resolution
+) -> tuple[GreyPage, bool, bool]:
+    """Frame ``index`` scaled to the fax page: (grey, rotated, was black and white)."""
+    try:
+        image.seek(index)
+    except (OSError, ValueError, EOFError) as exc:
+        raise _unreadable("TIFF image") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise _unreadable("TIFF image")
+    if width * height > MAX_SOURCE_PIXELS:
+        raise _page_too_large(index + 1)
+    x_dpi, y_dpi = _frame_dpi(image)
+    geometry = _geometry(width / x_dpi, height / y_dpi, resolution.y_dpi, index + 1, 0.25)
+    try:
+        image.load()
+        grey, bilevel = _frame_to_grey(image)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _unreadable("TIFF image") from exc
+    if geometry.rotated:
+        # A quarter turn clockwise, as for PDF pages.
+        grey = grey.transpose(Image.Transpose.ROTATE_270)
+    target = (FAX_WIDTH, geometry.rows)
+    if grey.size != target:
+        grey = grey.resize(target, Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(grey, dtype=np.uint8), geometry.rotated, bilevel
+
+
+def _render_tiff(
+    data: bytes, resolution: Resolution, max_pages: int, conversion: Conversion
+) -> RenderedDocument:
+    with _open_tiff(data) as image:
+        count = _frame_count(image)
+        if count == 0:
+            raise _empty()
+        if count > max_pages:
+            raise _too_many_pages(count, max_pages)
+        encoder = _Encoder(count, resolution, conversion)
+        try:
+            for index in range(count):
+                grey, rotated, bilevel = _tiff_frame_grey(image, index, resolution)
+                # A black-and-white source (a fax, a scan) screened again would turn its
+                # own dither into moire; its scaled edges only need a threshold.
+                forced = Conversion.THRESHOLD if bilevel else None
+                encoder.submit(grey, index + 1, rotated, forced)
+            pages = encoder.finish()
+        except BaseException:
+            encoder.abandon()
+            raise
+    return RenderedDocument(encoder.tiff, resolution, tuple(pages))
+
+
+def render(
+    data: bytes,
+    kind: DocumentKind | str | None = None,
+    resolution: Resolution | str = Resolution.FINE,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    conversion: Conversion | str = Conversion.AUTO,
+) -> RenderedDocument:
+    """Render in this process, with no time limit; raises ``RenderRefused``."""
+    # The declared kind is checked but the bytes decide: mail clients often get it wrong.
+    if kind is not None:
+        DocumentKind(kind)
+    found = detect_kind(data)
+    resolution = Resolution(resolution)
+    conversion = Conversion(conversion)
+    if found is DocumentKind.PDF:
+        return _render_pdf(data, resolution, max_pages, conversion)
+    return _render_tiff(data, resolution, max_pages, conversion)
+
+
+# --- isolation: a child process per document -------------------------------------------------
+
+
+def _child_main(
+    conn: multiprocessing.connection.Connection,
+    data: bytes,
+    kind: str | None,
+    resolution: str,
+    max_pages: int,
+    conversion: str,
+) -> None:
+    try:
+        result: tuple[str, object] = ("ok", render(data, kind, resolution, max_pages, conversion))
+    except RenderRefused as exc:
+        result = ("refused", exc)
+    except MemoryError:
+        result = ("refused", _page_too_large(None))
+    except Exception as exc:
+        # Anything else is a damaged file that PDFium or Pillow could not cope with.
+        result = ("error", f"{type(exc).__name__}: {exc}")
+    conn.send(result)
+    conn.close()
+
+
+_context_lock = threading.Lock()
+_context: multiprocessing.context.BaseContext | None = None
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """A forkserver with this module preloaded: a new worker is a fork of a small, idle,
+    thread-free process that has PDFium loaded already, so it starts in milliseconds and
+    is safe to start from a process running threads (the service's event loop, its bus
+    client), where a plain fork is not."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context(
+                "forkserver" if "forkserver" in methods else "spawn"
+            )
+            if isinstance(context, multiprocessing.context.ForkServerContext):
+                context.set_forkserver_preload([__name__])
+            _context = context
+        return _context
+
+
+def render_document(
+    data: bytes,
+    kind: DocumentKind | str | None = None,
+    resolution: Resolution | str = Resolution.FINE,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    conversion: Conversion | str = Conversion.AUTO,
+) -> RenderedDocument:
+    """Render in a child process, killed after ``timeout_s``; raises ``RenderRefused``.
+
+    Blocking: from asyncio, call it through ``asyncio.to_thread``.
+    """
+    context = _worker_context()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(  # type: ignore[attr-defined]
+        target=_child_main,
+        args=(
+            sender,
+            data,
+            None if kind is None else DocumentKind(kind).value,
+            Resolution(resolution).value,
+            max_pages,
+            Conversion(conversion).value,
+        ),
+        name="fax-render",
+        daemon=True,
+    )
+    try:
+        process.start()
+        sender.close()
+        try:
+            ready = receiver.poll(timeout_s)
+            message = receiver.recv() if ready else None
+        except (EOFError, OSError):
+            # The worker died without a word: PDFium or Pillow crashed on the file.
+            process.join(1.0)
+            log.warning("the rendering worker died (exit code %s)", process.exitcode)
+            raise _unreadable() from None
+        if message is None:
+            raise RenderRefused(
+                RefusalCode.RENDERING_TIMEOUT,
+                f"The document took too long to prepare for faxing (more than "
+                f"{timeout_s:g} seconds). It may be unusually complex; please send a simpler "
+                "version, for example printed to PDF again or split into parts.",
+            )
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        process.close()
+        receiver.close()
+    status, payload = message
+    if status == "ok" and isinstance(payload, RenderedDocument):
+        return payload
+    if status == "refused" and isinstance(payload, RenderRefused):
+        raise payload
+    log.warning("rendering failed in the worker: %s", payload)
+    raise _unreadable()
+
+
+__all__: list[str] = [
+    "DEFAULT_MAX_PAGES",
+    "DEFAULT_TIMEOUT_S",
+    "Conversion",
+    "DocumentKind",
+    "RenderRefused",
+    "RenderedDocument",
+    "RenderedPage",
+    "Resolution",
+    "detect_kind",
+    "fit_rows",
+    "inspect_document",
+    "render",
+    "render_document",
+]
