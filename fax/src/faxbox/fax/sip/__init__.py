@@ -1,0 +1,1 @@
+"""SIP over UDP for fax calls: signalling (``message``, ``ua``) and media (``rtp``, ``udptl``)."""
