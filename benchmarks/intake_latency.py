@@ -1,0 +1,296 @@
+"""Intake latency with IMAP IDLE: APPEND → MailReceived confirmed and consumed.
+
+Against the real local servers (``deploy/local/up``, then ``. var/env``): Dovecot,
+RabbitMQ, FerretDB. A mail-poller process (``python -m faxbox.mail_poller``, IDLE mode,
+as in production) watches a fresh folder of its own; this script APPENDs a mail over an
+already logged-in IMAP connection and stops the clock when the ``MailReceived`` is
+consumed from the validator's queue (so the time covers: Dovecot noticing the mail and
+pushing EXISTS, the poller fetching it, storing it in GridFS, the ledger writes, the
+confirmed publish, and the broker delivering it to a consumer). The next mail is
+appended once the previous one was moved out of the folder.
+
+Anchor, in the same run: a second IDLE connection on the same folder records when
+Dovecot pushes EXISTS for each mail. Dovecot 2.3 delays every IDLE notification by a
+fixed 0.5 s (``NOTIFY_DELAY_MSECS`` in its mailbox-watch code, not configurable), so no
+IDLE client of this server can get below that; ``poller_share_*`` is what remains.
+
+Several runs, each with a fresh poller process; p50/p99 are over all samples, and
+the per-run medians are reported too. Writes benchmarks/results/intake_latency.json.
+
+    uv run python benchmarks/intake_latency.py [--runs 3] [--samples 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aioimaplib
+from aioimaplib.aioimaplib import quoted
+from pymongo import AsyncMongoClient
+
+from faxbox.shared.bus import Bus
+from faxbox.shared.contracts import MailReceived
+from faxbox.shared.settings import BrokerSettings
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT = REPO / "benchmarks" / "results" / "intake_latency.json"
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+AMQP_URL = env("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+API_URL = env("FAXBOX_RABBITMQ_API_URL", "http://127.0.0.1:15672").rstrip("/")
+MONGO_URL = env("FAXBOX_MONGO_URL", "mongodb://127.0.0.1:27017/")
+IMAP_HOST = env("FAXBOX_IMAP_HOST", "127.0.0.1")
+IMAP_PORT = int(env("FAXBOX_IMAP_PORT", "1143"))
+IMAP_PASSWORD = env("FAXBOX_IMAP_TEST_PASSWORD", "faxbox-test")
+_USERS = env("FAXBOX_IMAP_TEST_USERS", "bob@faxbox.test").split(",")
+IMAP_USER = "bob@faxbox.test" if "bob@faxbox.test" in _USERS else _USERS[-1]
+
+
+def rabbit_api(method: str, path: str, body: object | None = None) -> None:
+    parts = urllib.parse.urlsplit(AMQP_URL)
+    user = urllib.parse.unquote(parts.username or "guest")
+    password = urllib.parse.unquote(parts.password or "guest")
+    request = urllib.request.Request(
+        f"{API_URL}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+    )
+    request.add_header(
+        "Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    )
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    return None
+
+
+def vhost_url(vhost: str) -> str:
+    parts = urllib.parse.urlsplit(AMQP_URL)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, "")))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))  # nearest rank
+    return ordered[rank - 1]
+
+
+async def imap_login() -> aioimaplib.IMAP4:
+    client = aioimaplib.IMAP4(IMAP_HOST, IMAP_PORT, timeout=10)
+    await client.wait_hello_from_server()
+    response = await client.login(IMAP_USER, IMAP_PASSWORD)
+    assert response.result == "OK", response
+    return client
+
+
+class Observer:
+    """A plain IDLE client on the folder: when does Dovecot push EXISTS?"""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.pushes: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.client = await imap_login()
+        await self.client.select(quoted(self.folder))
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            idle = await self.client.idle_start(timeout=600)
+            lines = await self.client.wait_server_push()
+            stamp = time.perf_counter()
+            if any(isinstance(x, bytes) and x.endswith(b"EXISTS") for x in lines):
+                self.pushes.append(stamp)
+            self.client.idle_done()
+            await asyncio.wait_for(idle, 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.logout(), 5)
+
+    async def push_after(self, t0: float, timeout_s: float = 10) -> float | None:
+        deadline = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline:
+            later = [p for p in self.pushes if p >= t0]
+            if later:
+                return later[0] - t0
+            await asyncio.sleep(0.005)
+        return None
+
+
+async def one_run(run: int, samples: int, warmup: int) -> dict[str, Any]:
+    vhost = f"bench-{uuid.uuid4().hex[:8]}"
+    quoted_vhost = urllib.parse.quote(vhost, "")
+    rabbit_api("PUT", f"/api/vhosts/{quoted_vhost}", {})
+    rabbit_user = urllib.parse.quote(urllib.parse.urlsplit(AMQP_URL).username or "guest", "")
+    rabbit_api(
+        "PUT",
+        f"/api/permissions/{quoted_vhost}/{rabbit_user}",
+        {"configure": ".*", "write": ".*", "read": ".*"},
+    )
+    db_name = f"bench_{uuid.uuid4().hex[:8]}"
+    folder = f"bench-{uuid.uuid4().hex[:8]}"
+    broker = BrokerSettings(amqp_url=vhost_url(vhost), exchange_prefix="bench")
+    bus = Bus(broker)
+    arrivals: dict[str, float] = {}
+
+    async def on_mail(message: MailReceived) -> None:
+        arrivals[message.rfc822_message_id or ""] = time.perf_counter()
+
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
+    ledger = mongo[db_name]["intake_ledger"]
+    appender = await imap_login()
+    assert (await appender.create(quoted(folder))).result == "OK"
+    observer = Observer(folder)
+    poller: asyncio.subprocess.Process | None = None
+    latencies: list[float] = []
+    pushes: list[float] = []
+    try:
+        await bus.connect()
+        consumer = bus.consumer("validator", {MailReceived: on_mail})
+        await consumer.start()
+        mailbox = {
+            "name": f"bench/{folder}",
+            "host": IMAP_HOST,
+            "port": IMAP_PORT,
+            "security": "none",
+            "username": IMAP_USER,
+            "password": IMAP_PASSWORD,
+            "folder": folder,
+            "processed_folder": f"{folder}-processed",
+        }
+        poller = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "faxbox.mail_poller",
+            env={
+                **os.environ,
+                "FAXBOX_AMQP_URL": broker.amqp_url,
+                "FAXBOX_EXCHANGE_PREFIX": broker.exchange_prefix,
+                "FAXBOX_MONGO_URL": MONGO_URL,
+                "FAXBOX_MONGO_DB": db_name,
+                "FAXBOX_MAILBOXES": json.dumps([mailbox]),
+                "FAXBOX_LOG_LEVEL": "WARNING",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        await observer.start()
+        for index in range(warmup + samples):
+            token = uuid.uuid4().hex
+            message_id = f"<{token}@bench.example>"
+            raw = (
+                f"From: alice@example.com\r\nTo: +12125551234@fax.example.com\r\n"
+                f"Subject: bench {index}\r\nMessage-ID: {message_id}\r\n\r\nfax me\r\n"
+            ).encode()
+            # Dovecot starts its 0.5 s notification timer at the first change it sees in
+            # the folder's directory; a pause lets the timers of the previous mail lapse,
+            # so each sample starts from a quiet folder, as a real intake mailbox is.
+            await asyncio.sleep(1.0)
+            t0 = time.perf_counter()
+            response = await appender.append(raw, mailbox=quoted(folder))
+            assert response.result == "OK", response
+            deadline = t0 + (60 if index == 0 else 20)
+            while message_id not in arrivals:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"no MailReceived for sample {index}")
+                await asyncio.sleep(0.002)
+            latency = arrivals[message_id] - t0
+            push = await observer.push_after(t0)
+            # Moved? Asked of the ledger, not over IMAP, to leave the folder quiet.
+            while not await ledger.find_one({"rfc822_message_id": message_id, "state": "moved"}):
+                await asyncio.sleep(0.02)
+            if index >= warmup:
+                latencies.append(latency)
+                if push is not None:
+                    pushes.append(push)
+        await consumer.stop(5)
+    finally:
+        if poller is not None:
+            poller.terminate()
+            await asyncio.wait_for(poller.wait(), 30)
+        await observer.stop()
+        await bus.close()
+        for name in (folder, f"{folder}-processed"):
+            await appender.delete(quoted(name))
+        await appender.logout()
+        await mongo.drop_database(db_name)
+        await mongo.close()
+        rabbit_api("DELETE", f"/api/vhosts/{quoted_vhost}")
+    print(
+        f"run {run}: p50 {statistics.median(latencies):.3f} s, max {max(latencies):.3f} s, "
+        f"Dovecot IDLE push p50 {statistics.median(pushes):.3f} s",
+        flush=True,
+    )
+    return {"latencies": latencies, "pushes": pushes}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=20, help="per run")
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    runs = [await one_run(r + 1, args.samples, args.warmup) for r in range(args.runs)]
+    latencies = [x for run in runs for x in run["latencies"]]
+    pushes = [x for run in runs for x in run["pushes"]]
+    shares = [
+        lat - push
+        for run in runs
+        for lat, push in zip(run["latencies"], run["pushes"], strict=False)
+    ]
+    result = {
+        "benchmark": "intake_latency",
+        "what": "APPEND to Dovecot -> MailReceived confirmed and consumed from the "
+        "validator queue; mail-poller process in IDLE mode",
+        "samples": len(latencies),
+        "runs": args.runs,
+        "p50_s": round(statistics.median(latencies), 4),
+        "p99_s": round(percentile(latencies, 0.99), 4),
+        "max_s": round(max(latencies), 4),
+        "run_p50s_s": [round(statistics.median(r["latencies"]), 4) for r in runs],
+        "median_of_run_p50s_s": round(
+            statistics.median(statistics.median(r["latencies"]) for r in runs), 4
+        ),
+        "anchor": "Dovecot's own IDLE push (APPEND -> EXISTS on a second idling "
+        "connection), same mails, same run",
+        "idle_push_p50_s": round(statistics.median(pushes), 4),
+        "idle_push_p99_s": round(percentile(pushes, 0.99), 4),
+        "poller_share_p50_s": round(statistics.median(shares), 4),
+        "poller_share_p99_s": round(percentile(shares, 0.99), 4),
+        "targets": {"p50_s": 0.5, "p99_s": 2.0},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,204 @@
+"""Taking one message into the pipeline: store, publish (confirmed), then move.
+
+Every step is driven by the ledger entry's state, so running ``take_message`` again on
+the same UID after a crash at any point continues where the last run stopped and never
+publishes a second time once the publish was recorded. A republish (crash between the
+broker's confirm and the ledger update) carries the same message id and fax id, so the
+validator's own idempotency absorbs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from faxbox.mail_poller import metrics
+from faxbox.mail_poller.keys import ledger_id, message_key
+from faxbox.mail_poller.ledger import (
+    DuplicateLedgerId,
+    DuplicateMessageKey,
+    LedgerEntry,
+    State,
+)
+from faxbox.mail_poller.ports import Ledger, MailFolder, Publisher, RawStore
+from faxbox.shared.contracts import MailReceived, new_id
+from faxbox.shared.logs import fax_context
+from faxbox.shared.store import new_id as new_fax_id
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    published = "published"  # first publish of this mail
+    republished = "republished"  # stored earlier, publish had not been recorded
+    duplicate = "duplicate"  # same mail taken before: moved, not published
+    moved_only = "moved_only"  # published earlier, only the move was missing
+    vanished = "vanished"  # gone from the folder before it could be read
+
+
+class LeaseLost(Exception):
+    """This replica no longer holds the mailbox's lease: stop before touching anything."""
+
+
+def _noop() -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeDeps:
+    ledger: Ledger
+    raw_store: RawStore
+    publisher: Publisher
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Raises LeaseLost when this replica must stop; called before publish and move.
+    ensure_active: Callable[[], None] = _noop
+    # Test hook only (see Settings.test_crash_after_publish): runs once a publish is
+    # confirmed and recorded, before the move.
+    after_publish: Callable[[], None] = _noop
+
+
+async def take_message(folder: MailFolder, uid: int, deps: IntakeDeps) -> Outcome:
+    entry_id = ledger_id(folder.mailbox, folder.uid_validity, uid)
+    entry = await deps.ledger.get(entry_id)
+    created = False
+    if entry is None:
+        fetched = await folder.fetch(uid)
+        if fetched is None:
+            return Outcome.vanished
+        entry, created = await _record(folder, uid, fetched.raw, fetched.internal_date, deps)
+    with fax_context(entry.fax_id):
+        if entry.state is State.stored:
+            entry = await _publish(entry, deps)
+            outcome = Outcome.published if created else Outcome.republished
+        elif entry.state is State.duplicate:
+            outcome = Outcome.duplicate
+        else:
+            outcome = Outcome.moved_only
+        deps.ensure_active()
+        await folder.move_to_processed(uid)
+        await deps.ledger.advance(
+            entry.id, (State.published, State.duplicate, State.moved), State.moved, deps.clock()
+        )
+        metrics.MESSAGES_TAKEN.labels(folder.mailbox, outcome.value).inc()
+        log.info(
+            "mail taken",
+            extra={"mailbox": folder.mailbox, "uid": uid, "outcome": outcome.value},
+        )
+    return outcome
+
+
+async def _record(
+    folder: MailFolder,
+    uid: int,
+    raw: bytes,
+    internal_date: datetime | None,
+    deps: IntakeDeps,
+) -> tuple[LedgerEntry, bool]:
+    """The entry for this UID, and whether this call created it in state stored."""
+    entry_id = ledger_id(folder.mailbox, folder.uid_validity, uid)
+    key, header = message_key(raw)
+    now = deps.clock()
+    received_at = internal_date or now
+    earlier = await deps.ledger.find_by_message_key(key)
+    if earlier is not None and earlier.id != entry_id:
+        return await _record_duplicate(folder, uid, earlier, header, received_at, deps), False
+    ref = await deps.raw_store.put_raw(
+        raw,
+        received_at,
+        {"mailbox": folder.mailbox, "uid_validity": folder.uid_validity, "uid": uid},
+    )
+    entry = LedgerEntry(
+        id=entry_id,
+        mailbox=folder.mailbox,
+        uid_validity=folder.uid_validity,
+        uid=uid,
+        message_key=key,
+        rfc822_message_id=header,
+        state=State.stored,
+        received_at=received_at,
+        created_at=now,
+        fax_id=new_fax_id("fax"),
+        message_id=new_id(),
+        raw=ref,
+    )
+    try:
+        await deps.ledger.insert(entry)
+    except DuplicateLedgerId:
+        # Another run got here first; its stored copy is the one that counts.
+        await deps.raw_store.discard(ref)
+        existing = await deps.ledger.get(entry_id)
+        assert existing is not None
+        return existing, False
+    except DuplicateMessageKey:
+        await deps.raw_store.discard(ref)
+        earlier = await deps.ledger.find_by_message_key(key)
+        assert earlier is not None
+        return await _record_duplicate(folder, uid, earlier, header, received_at, deps), False
+    return entry, True
+
+
+async def _record_duplicate(
+    folder: MailFolder,
+    uid: int,
+    earlier: LedgerEntry,
+    header: str | None,
+    received_at: datetime,
+    deps: IntakeDeps,
+) -> LedgerEntry:
+    entry_id = ledger_id(folder.mailbox, folder.uid_validity, uid)
+    log.info(
+        "mail taken before; moving it without publishing",
+        extra={"mailbox": folder.mailbox, "uid": uid, "duplicate_of": earlier.id},
+    )
+    if earlier.state is State.stored:
+        # The first copy was stored but never published (and may be gone from its
+        # folder): publish it now, under its own ids, so the mail is not lost.
+        with fax_context(earlier.fax_id):
+            await _publish(earlier, deps)
+    entry = LedgerEntry(
+        id=entry_id,
+        mailbox=folder.mailbox,
+        uid_validity=folder.uid_validity,
+        uid=uid,
+        message_key=f"dup:{entry_id}",
+        rfc822_message_id=header,
+        state=State.duplicate,
+        received_at=received_at,
+        created_at=deps.clock(),
+        fax_id=earlier.fax_id,
+        duplicate_of=earlier.id,
+    )
+    try:
+        await deps.ledger.insert(entry)
+    except DuplicateLedgerId:
+        existing = await deps.ledger.get(entry_id)
+        assert existing is not None
+        return existing
+    return entry
+
+
+async def _publish(entry: LedgerEntry, deps: IntakeDeps) -> LedgerEntry:
+    assert entry.fax_id
+    assert entry.message_id
+    assert entry.raw is not None
+    deps.ensure_active()
+    await deps.publisher.publish(
+        MailReceived(
+            message_id=entry.message_id,
+            fax_id=entry.fax_id,
+            mailbox=entry.mailbox,
+            uid_validity=entry.uid_validity,
+            uid=entry.uid,
+            rfc822_message_id=entry.rfc822_message_id,
+            raw=entry.raw,
+            received_at=entry.received_at,
+        )
+    )
+    now = deps.clock()
+    metrics.INTAKE_LATENCY.observe(max(0.0, (now - entry.received_at).total_seconds()))
+    updated = await deps.ledger.advance(entry.id, (State.stored,), State.published, now)
+    deps.after_publish()
+    return updated or entry.with_state(State.published)

@@ -1,0 +1,141 @@
+"""Wiring of the mail-poller: settings, adapters, one watcher per configured mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from functools import partial
+from typing import Any, Final
+
+from pydantic import Field
+
+from faxbox.mail_poller.auth import TokenSource
+from faxbox.mail_poller.config import MailboxConfig
+from faxbox.mail_poller.imap import ImapSession
+from faxbox.mail_poller.intake import IntakeDeps
+from faxbox.mail_poller.lease import MongoLease
+from faxbox.mail_poller.ledger import MongoLedger
+from faxbox.mail_poller.watcher import MailboxWatcher, Timing
+from faxbox.shared import runner
+from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.runner import Runtime
+from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.store import DocumentStore, NotFound
+from faxbox.shared.wiring import infrastructure
+
+log = logging.getLogger(__name__)
+
+SERVICE: Final = "mail-poller"
+# The raw mails live in the intake bucket of their arrival month: the account is only
+# known once the validator has read the recipient's realm.
+INTAKE_ACCOUNT: Final = "intake"
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Settings(ServiceSettings):
+    mailboxes: tuple[MailboxConfig, ...] = Field(
+        default=(), description="FAXBOX_MAILBOXES: a JSON list of mailbox objects."
+    )
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    lease_renew_s: float = Field(default=3.0, gt=0)
+    lease_retry_s: float = Field(default=1.0, gt=0)
+    reconnect_base_s: float = Field(default=0.5, gt=0)
+    reconnect_cap_s: float = Field(default=30.0, gt=0)
+    replica_id: str = Field(default_factory=_default_replica_id)
+    test_crash_after_publish: bool = Field(
+        default=False,
+        description=(
+            "TEST HOOK ONLY (FAXBOX_TEST_CRASH_AFTER_PUBLISH): exit the process with "
+            "status 137 right after a publish is confirmed and recorded, before the move."
+        ),
+    )
+
+
+class GridFsRawStore:
+    def __init__(self, documents: DocumentStore) -> None:
+        self.documents = documents
+
+    async def put_raw(
+        self, raw: bytes, received_at: datetime, metadata: Mapping[str, Any]
+    ) -> DocumentRef:
+        return await self.documents.put(
+            INTAKE_ACCOUNT,
+            received_at,
+            raw,
+            filename="message.eml",
+            content_type="message/rfc822",
+            metadata=metadata,
+        )
+
+    async def discard(self, ref: DocumentRef) -> None:
+        with contextlib.suppress(NotFound):
+            await self.documents.delete(ref)
+
+
+def _crash_after_publish() -> None:
+    log.critical("FAXBOX_TEST_CRASH_AFTER_PUBLISH is set: exiting after the publish")
+    os._exit(137)
+
+
+def _noop() -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    if not settings.mailboxes:
+        raise ValueError("no mailbox configured: set FAXBOX_MAILBOXES to a JSON list")
+    names = [m.name for m in settings.mailboxes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"mailbox names must be unique: {names}")
+    async with infrastructure(settings, runtime) as infra:
+        ledger = MongoLedger(infra.store.db)
+        await ledger.ensure_indexes()
+        deps = IntakeDeps(
+            ledger=ledger,
+            raw_store=GridFsRawStore(infra.store.documents),
+            publisher=infra.bus,
+            after_publish=_crash_after_publish if settings.test_crash_after_publish else _noop,
+        )
+        timing = Timing(
+            lease_renew_s=settings.lease_renew_s,
+            lease_retry_s=settings.lease_retry_s,
+            reconnect_base_s=settings.reconnect_base_s,
+            reconnect_cap_s=settings.reconnect_cap_s,
+        )
+        watchers: list[MailboxWatcher] = []
+        for config in settings.mailboxes:
+            tokens = TokenSource(config) if config.auth == "xoauth2" else None
+            watcher = MailboxWatcher(
+                config,
+                MongoLease(infra.store.db, config.name, settings.replica_id, settings.lease_ttl_s),
+                deps,
+                partial(ImapSession, config, tokens),
+                timing,
+            )
+            runtime.add_check(f"imap {config.name}", watcher.healthy)
+            watchers.append(watcher)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(w.run(stop), name=f"watch {w.name}") for w in watchers]
+        log.info("watching", extra={"mailboxes": names, "replica": settings.replica_id})
+        try:
+            yield
+        finally:
+            stop.set()
+            _, pending = await asyncio.wait(tasks, timeout=settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run(settings: Settings) -> None:
+    runner.run(SERVICE, settings, partial(service, settings=settings))

@@ -1,0 +1,377 @@
+"""The mail-poller as a process against real Dovecot, RabbitMQ and FerretDB."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from faxbox.mail_poller.keys import ledger_id
+from faxbox.mail_poller.lease import COLLECTION as LEASES
+from faxbox.mail_poller.ledger import COLLECTION as LEDGER
+from faxbox.shared.bus import Bus
+from faxbox.shared.settings import BrokerSettings, MongoSettings
+from faxbox.shared.store import Store
+from tests.integration.mail_poller.mail_poller_support import (
+    REPO,
+    Imap,
+    MailInbox,
+    PollerProcess,
+    eventually,
+    mailbox_json,
+    make_mail,
+    poller_env,
+    poller_user,
+    pollers,
+)
+from tests.support import ImapServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def imap(imap_server: ImapServer) -> Imap:
+    return Imap(imap_server, poller_user(imap_server))
+
+
+@pytest.fixture
+async def folder(imap: Imap) -> AsyncIterator[str]:
+    """A watched folder of this test's own; the poller creates '<folder>-processed'."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    await imap.create(name)
+    yield name
+    await imap.delete(name)
+    await imap.delete(f"{name}-processed")
+
+
+@pytest.fixture
+async def inbox(broker_settings: BrokerSettings) -> AsyncIterator[MailInbox]:
+    bus = Bus(broker_settings)
+    await bus.connect()
+    inbox = MailInbox(bus)
+    await inbox.start()
+    try:
+        yield inbox
+    finally:
+        await inbox.stop()
+        await bus.close()
+
+
+def _poller(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    **extra: str,
+) -> PollerProcess:
+    env = poller_env(
+        broker_settings,
+        mongo_settings,
+        [mailbox_json(imap_server, imap.user, folder)],
+        **extra,
+    )
+    return PollerProcess(env, tmp_path / f"poller-{uuid.uuid4().hex[:6]}.log")
+
+
+async def _moved(imap: Imap, folder: str, count: int) -> bool:
+    return (
+        len(await imap.messages(f"{folder}-processed")) == count
+        and len(await imap.messages(folder)) == 0
+    )
+
+
+async def test_append_is_stored_published_and_then_moved(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    store: Store,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    token = uuid.uuid4().hex
+    raw = make_mail(token, body="x" * 300_000)  # more than one GridFS chunk
+    with pollers() as started:
+        poller = _poller(
+            tmp_path, broker_settings, mongo_settings, imap_server, imap, folder
+        ).start()
+        started.append(poller)
+        await eventually(lambda: (poller.ready() or {}).get("ready") is True, 30, "ready")
+        assert await imap.exists(f"{folder}-processed"), "processed folder not created"
+
+        await imap.append(folder, raw)
+        await eventually(lambda: inbox.about(token), 20, "MailReceived")
+        await eventually(lambda: _moved(imap, folder, 1), 20, "the move")
+
+        [message] = inbox.about(token)
+        assert message.mailbox == f"{imap.user}/{folder}"
+        assert message.rfc822_message_id == f"<{token}@sender.example>"
+        assert message.raw.account_id == "intake"
+        assert message.raw.content_type == "message/rfc822"
+        stored = await store.documents.get(message.raw)
+        assert stored == raw
+        assert message.raw.sha256 == hashlib.sha256(raw).hexdigest()
+        assert (await imap.messages(f"{folder}-processed"))[0] == raw
+
+        entry = await store.db[LEDGER].find_one(
+            {"_id": ledger_id(message.mailbox, message.uid_validity, message.uid)}
+        )
+        assert entry is not None
+        assert entry["state"] == "moved"
+        assert (entry["fax_id"], entry["message_id"]) == (message.fax_id, message.message_id)
+
+        ready = poller.ready()
+        assert ready is not None
+        assert ready["checks"] == {
+            "broker": True,
+            "database": True,
+            f"imap {message.mailbox}": True,
+        }
+        metrics = poller.metrics()
+        assert "faxbox_mail_poller_messages_taken_total" in metrics
+        assert 'outcome="published"' in metrics
+        assert "faxbox_mail_poller_intake_latency_seconds_count 1.0" in metrics
+        assert poller.terminate() == 0, poller.log_tail()
+
+
+async def test_crash_between_publish_and_move_publishes_exactly_once(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    store: Store,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    token = uuid.uuid4().hex
+    with pollers() as started:
+        crashing = _poller(
+            tmp_path,
+            broker_settings,
+            mongo_settings,
+            imap_server,
+            imap,
+            folder,
+            FAXBOX_TEST_CRASH_AFTER_PUBLISH="1",
+        ).start()
+        started.append(crashing)
+        await imap.append(folder, make_mail(token))
+        await eventually(lambda: not crashing.alive(), 30, "the crash after the publish")
+        assert crashing.process is not None
+        assert crashing.process.returncode == 137, crashing.log_tail()
+        # Published, not moved: the mail is still in the watched folder.
+        assert len(inbox.about(token)) == 1
+        assert len(await imap.messages(folder)) == 1
+
+        restarted = _poller(
+            tmp_path, broker_settings, mongo_settings, imap_server, imap, folder
+        ).start()
+        started.append(restarted)
+        await eventually(lambda: _moved(imap, folder, 1), 30, "the move after the restart")
+        await asyncio.sleep(2)  # time for a second publish to show up, if there were one
+        [message] = inbox.about(token)
+        entry = await store.db[LEDGER].find_one(
+            {"_id": ledger_id(message.mailbox, message.uid_validity, message.uid)}
+        )
+        assert entry is not None
+        assert entry["state"] == "moved"
+        assert restarted.terminate() == 0, restarted.log_tail()
+
+
+async def test_same_message_id_twice_is_published_once(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    store: Store,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    token = uuid.uuid4().hex
+    no_id_a, no_id_b = make_mail(message_id=None), make_mail(message_id=None)
+    with pollers() as started:
+        poller = _poller(
+            tmp_path, broker_settings, mongo_settings, imap_server, imap, folder
+        ).start()
+        started.append(poller)
+        await imap.append(folder, make_mail(token))
+        await eventually(lambda: _moved(imap, folder, 1), 30, "the first copy moved")
+        # The MTA resends the same mail (other Received headers, same Message-ID).
+        await imap.append(folder, b"Received: from relay2\r\n" + make_mail(token))
+        await imap.append(folder, no_id_a)
+        await imap.append(folder, no_id_b)
+        await imap.append(folder, no_id_a)  # the same bytes again, no Message-ID
+        await eventually(lambda: _moved(imap, folder, 5), 30, "every copy moved")
+        await asyncio.sleep(1)
+
+        assert len(inbox.about(token)) == 1
+        without_id = [m for _, m in inbox.received if m.rfc822_message_id is None]
+        assert len(without_id) == 2
+        states = [
+            doc["state"]
+            async for doc in store.db[LEDGER].find({"mailbox": f"{imap.user}/{folder}"})
+        ]
+        assert sorted(states) == ["moved"] * 5
+        duplicates = await store.db[LEDGER].count_documents(
+            {"mailbox": f"{imap.user}/{folder}", "duplicate_of": {"$ne": None}}
+        )
+        assert duplicates == 2
+        assert poller.terminate() == 0, poller.log_tail()
+
+
+def _dovecot_master_pid_file() -> Path:
+    # Same rule as deploy/local/lib.sh: base_dir is var/run/dovecot unless that path is
+    # too long for unix sockets.
+    base = REPO / "var" / "run" / "dovecot"
+    if len(str(base)) > 60:
+        digest = hashlib.md5(str(REPO).encode()).hexdigest()[:12]
+        base = Path(f"/run/faxbox-dovecot-{digest}")
+    return base / "master.pid"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # pid (comm) state ppid …; comm may hold spaces, so split after the ')'.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+async def _restart_dovecot() -> None:
+    pid = int(_dovecot_master_pid_file().read_text().strip())
+    children = _children(pid)
+    os.kill(pid, signal.SIGTERM)
+    await eventually(lambda: not Path(f"/proc/{pid}").exists(), 20, "dovecot to stop")
+    # Dovecot 2.3 leaves running imap sessions behind when its master stops; a real
+    # server restart (or crash, or failover) takes them down, so end them too.
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    # The step of deploy/local/up that starts Dovecot; the shared RabbitMQ and FerretDB
+    # (and the shared .venv) are left alone.
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", str(REPO / "deploy" / "local" / "dovecot.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_reconnects_after_a_dovecot_restart_mid_idle(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    before, after = uuid.uuid4().hex, uuid.uuid4().hex
+    with pollers() as started:
+        poller = _poller(
+            tmp_path, broker_settings, mongo_settings, imap_server, imap, folder
+        ).start()
+        started.append(poller)
+        await imap.append(folder, make_mail(before))
+        await eventually(lambda: _moved(imap, folder, 1), 30, "the first mail")
+        await asyncio.sleep(1)  # idling now
+
+        await _restart_dovecot()
+        await imap.append(folder, make_mail(after))
+        await eventually(lambda: inbox.about(after), 60, "the mail appended after the restart")
+        await eventually(lambda: _moved(imap, folder, 2), 30, "its move")
+
+        assert poller.alive()
+        assert "IMAP session ended" in poller.log_path.read_text()
+        assert len(inbox.about(before)) == 1
+        assert len(inbox.about(after)) == 1
+        assert poller.terminate() == 0, poller.log_tail()
+
+
+async def _holder(store: Store, mailbox: str) -> str | None:
+    doc = await store.db[LEASES].find_one({"_id": mailbox})
+    return None if doc is None else doc.get("holder")
+
+
+async def test_standby_takes_over_within_15_s_of_a_sigkill(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    store: Store,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    mailbox = f"{imap.user}/{folder}"
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    with pollers() as started:
+        replicas = {}
+        for name in ("replica-a", "replica-b"):
+            replicas[name] = _poller(
+                tmp_path,
+                broker_settings,
+                mongo_settings,
+                imap_server,
+                imap,
+                folder,
+                FAXBOX_REPLICA_ID=name,
+            ).start()
+            started.append(replicas[name])
+        await eventually(lambda: _holder(store, mailbox), 30, "a lease holder")
+        active_name = await _holder(store, mailbox)
+        assert active_name in replicas
+        standby_name = next(n for n in replicas if n != active_name)
+        await imap.append(folder, make_mail(first))
+        await eventually(lambda: _moved(imap, folder, 1), 30, "the first mail")
+
+        killed_at = time.monotonic()
+        replicas[active_name].kill()
+        await imap.append(folder, make_mail(second))
+        await eventually(
+            lambda: _holder_is(store, mailbox, standby_name), 20, "the standby to take the lease"
+        )
+        takeover_s = time.monotonic() - killed_at
+        await eventually(lambda: inbox.about(second), 20, "the mail sent after the kill")
+        handled_s = time.monotonic() - killed_at
+        print(
+            f"lease takeover {takeover_s:.2f} s, new mail published {handled_s:.2f} s after SIGKILL"
+        )
+        assert takeover_s <= 15
+        assert handled_s <= 15
+        await eventually(lambda: _moved(imap, folder, 2), 20, "the move")
+        assert len(inbox.about(first)) == 1
+        assert len(inbox.about(second)) == 1
+
+        # A graceful stop hands the lease back at once: no need to wait for the TTL.
+        survivor = replicas[standby_name]
+        assert survivor.terminate() == 0, survivor.log_tail()
+        doc = await store.db[LEASES].find_one({"_id": mailbox})
+        assert doc is not None
+        assert doc["holder"] is None
+
+
+async def _holder_is(store: Store, mailbox: str, name: str) -> bool:
+    return await _holder(store, mailbox) == name

@@ -1,0 +1,147 @@
+"""In-memory fakes of the mail-poller's own ports (ledger, raw store, publisher, folder)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from faxbox.mail_poller.ledger import (
+    DuplicateLedgerId,
+    DuplicateMessageKey,
+    LedgerEntry,
+    State,
+)
+from faxbox.mail_poller.ports import FetchedMessage
+from faxbox.shared.contracts import DocumentRef, MailReceived
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=10)
+        return self.now
+
+
+class FakeLedger:
+    """Keeps the two uniqueness rules of the real one: ``_id`` and ``message_key``."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, LedgerEntry] = {}
+        self.fail_next_advance_to: State | None = None
+        self.fail_next_insert_with: Exception | None = None
+
+    async def get(self, entry_id: str) -> LedgerEntry | None:
+        return self.entries.get(entry_id)
+
+    async def find_by_message_key(self, key: str) -> LedgerEntry | None:
+        return next((e for e in self.entries.values() if e.message_key == key), None)
+
+    async def insert(self, entry: LedgerEntry) -> None:
+        if self.fail_next_insert_with is not None:
+            exc, self.fail_next_insert_with = self.fail_next_insert_with, None
+            raise exc
+        if entry.id in self.entries:
+            raise DuplicateLedgerId(entry.id)
+        if any(e.message_key == entry.message_key for e in self.entries.values()):
+            raise DuplicateMessageKey(entry.message_key)
+        self.entries[entry.id] = entry
+
+    async def advance(
+        self, entry_id: str, from_states: tuple[State, ...], to: State, at: datetime
+    ) -> LedgerEntry | None:
+        if self.fail_next_advance_to is to:
+            self.fail_next_advance_to = None
+            raise ConnectionError("database went away")
+        entry = self.entries.get(entry_id)
+        if entry is None or entry.state not in from_states:
+            return None
+        self.entries[entry_id] = replace(entry, state=to)
+        return self.entries[entry_id]
+
+
+class FakeRawStore:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.puts = 0
+
+    async def put_raw(
+        self, raw: bytes, received_at: datetime, metadata: Mapping[str, Any]
+    ) -> DocumentRef:
+        self.puts += 1
+        file_id = f"doc_{self.puts}"
+        self.files[file_id] = raw
+        return DocumentRef(
+            account_id="intake",
+            month=received_at.strftime("%Y%m"),
+            file_id=file_id,
+            filename="message.eml",
+            content_type="message/rfc822",
+            length=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+
+    async def discard(self, ref: DocumentRef) -> None:
+        self.files.pop(ref.file_id, None)
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[MailReceived] = []
+        self.fail_next: Exception | None = None
+
+    async def publish(self, message: MailReceived) -> None:
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+        self.published.append(message)
+
+
+class FakeFolder:
+    def __init__(self, mailbox: str = "intake@example.test/INBOX", uid_validity: int = 7) -> None:
+        self._mailbox = mailbox
+        self._uid_validity = uid_validity
+        self.messages: dict[int, bytes] = {}
+        self.processed: list[bytes] = []
+        self.fail_next_move = False
+        self.fetches = 0
+        self._next_uid = 1
+
+    @property
+    def mailbox(self) -> str:
+        return self._mailbox
+
+    @property
+    def uid_validity(self) -> int:
+        return self._uid_validity
+
+    def deliver(self, raw: bytes) -> int:
+        # UIDs only grow within one UIDVALIDITY, even after messages leave the folder.
+        uid, self._next_uid = self._next_uid, self._next_uid + 1
+        self.messages[uid] = raw
+        return uid
+
+    async def fetch(self, uid: int) -> FetchedMessage | None:
+        self.fetches += 1
+        raw = self.messages.get(uid)
+        if raw is None:
+            return None
+        return FetchedMessage(uid=uid, raw=raw, internal_date=datetime(2026, 11, 27, tzinfo=UTC))
+
+    async def move_to_processed(self, uid: int) -> None:
+        if self.fail_next_move:
+            self.fail_next_move = False
+            raise ConnectionError("connection reset during MOVE")
+        self.processed.append(self.messages.pop(uid))
+
+
+def mail(message_id: str | None = "<abc@Example.COM>", body: str = "hello") -> bytes:
+    header = f"Message-ID: {message_id}\r\n" if message_id else ""
+    return (
+        f"From: alice@example.com\r\nTo: +12125551234@fax.example.com\r\n{header}"
+        f"Subject: test\r\n\r\n{body}\r\n"
+    ).encode()

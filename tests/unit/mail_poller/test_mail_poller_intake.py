@@ -1,0 +1,264 @@
+"""Ledger state logic of the intake: store → publish (confirmed) → move, exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from faxbox.mail_poller.intake import IntakeDeps, LeaseLost, Outcome, take_message
+from faxbox.mail_poller.keys import ledger_id
+from faxbox.mail_poller.ledger import DuplicateMessageKey, State
+from tests.unit.mail_poller.mail_poller_fakes import (
+    FakeClock,
+    FakeFolder,
+    FakeLedger,
+    FakePublisher,
+    FakeRawStore,
+    mail,
+)
+
+
+class Crash(Exception):
+    """Stands for the process dying at that point."""
+
+
+@pytest.fixture
+def ledger() -> FakeLedger:
+    return FakeLedger()
+
+
+@pytest.fixture
+def raw_store() -> FakeRawStore:
+    return FakeRawStore()
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def folder() -> FakeFolder:
+    return FakeFolder()
+
+
+@pytest.fixture
+def deps(ledger: FakeLedger, raw_store: FakeRawStore, publisher: FakePublisher) -> IntakeDeps:
+    return IntakeDeps(ledger=ledger, raw_store=raw_store, publisher=publisher, clock=FakeClock())
+
+
+async def test_new_message_is_stored_published_then_moved(
+    folder: FakeFolder,
+    deps: IntakeDeps,
+    ledger: FakeLedger,
+    raw_store: FakeRawStore,
+    publisher: FakePublisher,
+) -> None:
+    raw = mail()
+    uid = folder.deliver(raw)
+
+    assert await take_message(folder, uid, deps) is Outcome.published
+
+    assert folder.processed == [raw]
+    [message] = publisher.published
+    entry = ledger.entries[ledger_id(folder.mailbox, 7, uid)]
+    assert entry.state is State.moved
+    assert entry.message_key == "mid:abc@example.com"
+    assert (message.fax_id, message.message_id) == (entry.fax_id, entry.message_id)
+    assert (message.mailbox, message.uid_validity, message.uid) == (folder.mailbox, 7, uid)
+    assert message.rfc822_message_id == "<abc@Example.COM>"
+    assert raw_store.files[message.raw.file_id] == raw
+    assert message.raw.account_id == "intake"
+
+
+async def test_nothing_is_moved_when_the_publish_fails(
+    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+) -> None:
+    uid = folder.deliver(mail())
+    publisher.fail_next = ConnectionError("broker down")
+
+    with pytest.raises(ConnectionError):
+        await take_message(folder, uid, deps)
+
+    assert uid in folder.messages
+    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.stored
+    # The next run publishes the stored copy, without fetching or storing it again.
+    fetches = folder.fetches
+    assert await take_message(folder, uid, deps) is Outcome.republished
+    assert len(publisher.published) == 1
+    assert folder.fetches == fetches
+    assert folder.processed
+
+
+async def test_crash_after_recorded_publish_only_moves_on_restart(
+    folder: FakeFolder,
+    ledger: FakeLedger,
+    raw_store: FakeRawStore,
+    publisher: FakePublisher,
+) -> None:
+    def crash() -> None:
+        raise Crash
+
+    uid = folder.deliver(mail())
+    crashing = IntakeDeps(ledger, raw_store, publisher, clock=FakeClock(), after_publish=crash)
+    with pytest.raises(Crash):
+        await take_message(folder, uid, crashing)
+    assert uid in folder.messages
+
+    restarted = IntakeDeps(ledger, raw_store, publisher, clock=FakeClock())
+    assert await take_message(folder, uid, restarted) is Outcome.moved_only
+
+    assert len(publisher.published) == 1
+    assert uid not in folder.messages
+    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.moved
+
+
+async def test_confirmed_but_unrecorded_publish_is_repeated_with_the_same_ids(
+    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+) -> None:
+    uid = folder.deliver(mail())
+    ledger.fail_next_advance_to = State.published
+
+    with pytest.raises(ConnectionError):
+        await take_message(folder, uid, deps)
+    assert await take_message(folder, uid, deps) is Outcome.republished
+
+    first, second = publisher.published
+    assert (first.message_id, first.fax_id, first.raw) == (
+        second.message_id,
+        second.fax_id,
+        second.raw,
+    )
+
+
+async def test_failed_move_is_retried_without_publishing_again(
+    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+) -> None:
+    uid = folder.deliver(mail())
+    folder.fail_next_move = True
+
+    with pytest.raises(ConnectionError):
+        await take_message(folder, uid, deps)
+    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.published
+
+    assert await take_message(folder, uid, deps) is Outcome.moved_only
+    assert len(publisher.published) == 1
+    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.moved
+
+
+async def test_same_message_id_again_is_moved_without_a_second_publish(
+    folder: FakeFolder,
+    deps: IntakeDeps,
+    ledger: FakeLedger,
+    raw_store: FakeRawStore,
+    publisher: FakePublisher,
+) -> None:
+    first = folder.deliver(mail("<abc@example.com>"))
+    await take_message(folder, first, deps)
+    # Resent by the MTA: same Message-ID (domain case differs), other bytes, new UID.
+    second = folder.deliver(mail("< abc@EXAMPLE.com >", body="resent"))
+
+    assert await take_message(folder, second, deps) is Outcome.duplicate
+
+    assert len(publisher.published) == 1
+    assert len(folder.processed) == 2
+    entry = ledger.entries[ledger_id(folder.mailbox, 7, second)]
+    assert entry.state is State.moved
+    assert entry.duplicate_of == ledger_id(folder.mailbox, 7, first)
+    assert entry.message_key == f"dup:{entry.id}"
+    assert raw_store.puts == 1
+
+
+async def test_same_mail_in_a_new_uidvalidity_is_not_published_again(
+    deps: IntakeDeps, publisher: FakePublisher
+) -> None:
+    before = FakeFolder(uid_validity=1)
+    await take_message(before, before.deliver(mail()), deps)
+    # The folder was recreated: UIDs restart, the mail is put back by someone.
+    after = FakeFolder(uid_validity=2)
+    assert await take_message(after, after.deliver(mail()), deps) is Outcome.duplicate
+    assert len(publisher.published) == 1
+
+
+async def test_mail_without_message_id_is_keyed_by_its_bytes(
+    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+) -> None:
+    a = folder.deliver(mail(None, body="one"))
+    b = folder.deliver(mail(None, body="two"))
+    c = folder.deliver(mail(None, body="one"))
+
+    outcomes = [await take_message(folder, uid, deps) for uid in (a, b, c)]
+
+    assert outcomes == [Outcome.published, Outcome.published, Outcome.duplicate]
+    assert len(publisher.published) == 2
+    keys = [e.message_key for e in ledger.entries.values()]
+    assert all(k.startswith(("sha256:", "dup:")) for k in keys)
+    assert None not in keys
+
+
+async def test_duplicate_of_a_never_published_mail_publishes_the_first_copy(
+    deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+) -> None:
+    folder = FakeFolder()
+    first = folder.deliver(mail())
+    publisher.fail_next = ConnectionError("broker down")
+    with pytest.raises(ConnectionError):
+        await take_message(folder, first, deps)
+    del folder.messages[first]  # someone removed it from the folder meanwhile
+
+    second = folder.deliver(mail())
+    assert await take_message(folder, second, deps) is Outcome.duplicate
+
+    [message] = publisher.published
+    assert message.uid == first
+    assert ledger.entries[ledger_id(folder.mailbox, 7, first)].state is State.published
+
+
+async def test_racing_insert_of_the_same_mail_discards_the_extra_copy(
+    folder: FakeFolder,
+    deps: IntakeDeps,
+    ledger: FakeLedger,
+    raw_store: FakeRawStore,
+    publisher: FakePublisher,
+) -> None:
+    first = folder.deliver(mail())
+    await take_message(folder, first, deps)
+    second = folder.deliver(mail())
+    # Another poller's entry appears between our lookup and our insert.
+    original_find = ledger.find_by_message_key
+    calls = 0
+
+    async def find_late(key: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return None if calls == 1 else await original_find(key)
+
+    ledger.find_by_message_key = find_late  # type: ignore[method-assign]
+    ledger.fail_next_insert_with = DuplicateMessageKey("mid:abc@example.com")
+
+    assert await take_message(folder, second, deps) is Outcome.duplicate
+    assert len(publisher.published) == 1
+    assert len(raw_store.files) == 1
+
+
+async def test_lost_lease_stops_before_publish_and_move(
+    folder: FakeFolder,
+    ledger: FakeLedger,
+    raw_store: FakeRawStore,
+    publisher: FakePublisher,
+) -> None:
+    def lost() -> None:
+        raise LeaseLost(folder.mailbox)
+
+    uid = folder.deliver(mail())
+    deps = IntakeDeps(ledger, raw_store, publisher, clock=FakeClock(), ensure_active=lost)
+
+    with pytest.raises(LeaseLost):
+        await take_message(folder, uid, deps)
+
+    assert publisher.published == []
+    assert uid in folder.messages
+    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.stored
+
+
+async def test_vanished_message_is_skipped(folder: FakeFolder, deps: IntakeDeps) -> None:
+    assert await take_message(folder, 42, deps) is Outcome.vanished
