@@ -1,0 +1,103 @@
+"""Exclusive claims and leases on the real MongoDB-wire server, under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from faxbox.shared.settings import MongoSettings
+from faxbox.shared.store import Store
+from faxbox.shared.store.claims import GenerationLease, claim
+
+pytestmark = pytest.mark.integration
+
+RACERS = 12
+
+
+async def clients(settings: MongoSettings, n: int) -> list[AsyncMongoClient[dict[str, object]]]:
+    # Separate connections, as separate processes would have.
+    return [AsyncMongoClient(settings.mongo_url) for _ in range(n)]
+
+
+async def test_exactly_one_concurrent_claim_wins(
+    store: Store, mongo_settings: MongoSettings
+) -> None:
+    pool = await clients(mongo_settings, 4)
+    try:
+        for round_ in range(5):
+            key = f"job-{uuid.uuid4().hex}"
+            results = await asyncio.gather(
+                *(
+                    claim(pool[i % 4][mongo_settings.mongo_db]["claims"], key, racer=i)
+                    for i in range(RACERS)
+                )
+            )
+            assert sum(results) == 1, f"round {round_}: {results}"
+    finally:
+        for client in pool:
+            await client.close()
+
+
+async def test_exactly_one_concurrent_lease_taker_wins(
+    store: Store, mongo_settings: MongoSettings
+) -> None:
+    pool = await clients(mongo_settings, 4)
+    name = f"mailbox-{uuid.uuid4().hex[:8]}"
+    try:
+        leases = [
+            GenerationLease(
+                pool[i % 4][mongo_settings.mongo_db]["leases"], name, timedelta(seconds=30)
+            )
+            for i in range(RACERS)
+        ]
+        await leases[0].ensure_indexes()
+        held = await asyncio.gather(*(lease.acquire(f"r{i}") for i, lease in enumerate(leases)))
+        winners = [h for h in held if h is not None]
+        assert len(winners) == 1
+        assert winners[0].generation == 1
+        # The winner renews; nobody else can take it while it is valid.
+        renewed = await leases[0].renew(winners[0])
+        assert renewed is not None
+        again = await asyncio.gather(
+            *(lease.acquire(f"other{i}") for i, lease in enumerate(leases))
+        )
+        assert [h for h in again if h is not None and h.holder.startswith("other")] == []
+    finally:
+        for client in pool:
+            await client.close()
+
+
+async def test_expired_lease_is_taken_once_and_the_old_holder_learns_it(store: Store) -> None:
+    name = f"mailbox-{uuid.uuid4().hex[:8]}"
+    short = GenerationLease(store.db["leases"], name, timedelta(milliseconds=300))
+    first = await short.acquire("a")
+    assert first is not None
+    assert await short.acquire("b") is None
+    await asyncio.sleep(0.4)
+    takers = await asyncio.gather(*(short.acquire(f"t{i}") for i in range(RACERS)))
+    won = [h for h in takers if h is not None]
+    assert len(won) == 1
+    assert won[0].generation == first.generation + 1
+    assert not await short.still_held(first)
+    assert await short.renew(first) is None
+
+
+async def test_released_lease_can_be_taken_at_once(store: Store) -> None:
+    name = f"mailbox-{uuid.uuid4().hex[:8]}"
+    lease = GenerationLease(store.db["leases"], name, timedelta(seconds=60))
+    held = await lease.acquire("a")
+    assert held is not None
+    await lease.release(held)
+    successor = await lease.acquire("b")
+    assert successor is not None
+    assert successor.holder == "b"
+    assert successor.generation == held.generation + 1
+
+
+def test_lease_names_cannot_contain_the_separator(store: Store) -> None:
+    with pytest.raises(ValueError, match="#"):
+        GenerationLease(store.db["leases"], "a#b", timedelta(seconds=1))
