@@ -365,3 +365,27 @@ async def test_redrive_moves_dead_letters_back_to_the_queue(bus: Bus) -> None:
     await consumer.stop()
     assert handled == [11]
     assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0
+
+
+async def test_retry_later_does_not_use_up_the_transient_budget(bus: Bus) -> None:
+    calls = 0
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        nonlocal calls
+        calls += 1
+        # More scheduled retries than the transient limit (3), then one transient error:
+        # the message must still be handled, not dead-lettered.
+        if calls <= 4:
+            raise RetryLater("line busy, redial", delay_s=1)
+        if calls == 5:
+            raise TransientError("database blip")
+        done.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(12))
+    await asyncio.wait_for(done.wait(), 30)
+    await consumer.stop()
+    assert calls == 6
+    assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0

@@ -457,6 +457,10 @@ class Consumer:
         self, incoming: AbstractIncomingMessage, attempt: int, reason: str, delay_s: int | None
     ) -> str:
         limit = self.bus.settings.max_transient_attempts
+        # The attempt header counts transient failures only: a RetryLater (a redial, a
+        # busy channel) is the handler's own schedule and must not use up the budget
+        # that protects against a broken dependency.
+        next_attempt = attempt if delay_s is not None else attempt + 1
         if delay_s is None and attempt >= limit:
             await self._to_dead_letter(
                 incoming, f"gave up after {attempt} attempts: {reason}", "exhausted"
@@ -467,7 +471,7 @@ class Consumer:
             delay_s = delays[min(attempt - 1, len(delays) - 1)]
         log.warning("retrying %s in %ds (attempt %d): %s", incoming.type, delay_s, attempt, reason)
         try:
-            await self.bus.retry(incoming, self.service, delay_s, attempt + 1)
+            await self.bus.retry(incoming, self.service, delay_s, next_attempt)
         except Exception:
             log.exception("could not park the message for retry; requeueing it")
             await incoming.nack(requeue=True)
