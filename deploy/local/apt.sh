@@ -13,6 +13,7 @@ PACKAGES=(
     poppler-utils
     curl
     iproute2
+    chromium
 )
 
 missing=()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 
-from faxbox.shared import numbers
+from faxbox.shared import numbers, passwords
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import (
     Account,
@@ -28,7 +28,10 @@ from faxbox.shared.store import (
     Store,
     StoreError,
     User,
+    apply_retention,
+    drop_month,
 )
+from faxbox.shared.store.monthly import parse_month, validate_account_id
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -36,12 +39,7 @@ EXIT_INPUT = 2
 EXIT_CONFLICT = 1
 EXIT_UNAVAILABLE = 3
 
-# Extensions are short internal numbers (PBX style); anything longer must be a real,
-# dialable number and goes through the destination rules.
-MAX_EXTENSION_DIGITS = 8
-
-# Numbers we receive on are not destinations: nothing is blocked when assigning them.
-_INBOUND_POLICY = numbers.NumberPolicy(blocked_categories=frozenset())
+MAX_EXTENSION_DIGITS = numbers.MAX_EXTENSION_DIGITS
 
 
 class CliError(Exception):
@@ -52,11 +50,8 @@ class CliError(Exception):
 
 def assignable_number(raw: str) -> str:
     """An inbound number for a faxbox: E.164 (normalized) or a short extension."""
-    text = raw.strip()
-    if text.isdigit() and len(text) <= MAX_EXTENSION_DIGITS:
-        return text
     try:
-        return numbers.normalize(text, _INBOUND_POLICY).e164
+        return numbers.assignable(raw)
     except numbers.NumberRefused as refused:
         raise CliError(f"{raw!r} cannot be assigned: {refused.message}") from None
 
@@ -96,6 +91,17 @@ async def user_create(store: Store, args: argparse.Namespace) -> Any:
 async def user_list(store: Store, args: argparse.Namespace) -> Any:
     account = await store.get_account_by_realm(args.realm)
     return [_public_user(u) for u in await store.list_users(account.id)]
+
+
+async def user_set_password(store: Store, args: argparse.Namespace) -> Any:
+    """Set a user's portal password, read from stdin so it never shows in `ps` or history."""
+    user = await _user(store, args.email)
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        hashed = passwords.hash_password(password)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return _public_user(await store.set_password_hash(user.id, hashed))
 
 
 async def user_set_alternate(store: Store, args: argparse.Namespace) -> Any:
@@ -227,6 +233,20 @@ async def show_help(store: Store, args: argparse.Namespace) -> Any:
     }
 
 
+async def history_drop_month(store: Store, args: argparse.Namespace) -> Any:
+    try:
+        account_id, month = validate_account_id(args.account), parse_month(args.month)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    await drop_month(store, account_id, month)
+    return {"dropped": [{"account": account_id, "month": month}]}
+
+
+async def history_apply_retention(store: Store, args: argparse.Namespace) -> Any:
+    dropped = await apply_retention(store, account_id=args.account)
+    return {"dropped": [{"account": a, "month": m} for a, m in dropped]}
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -297,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = user.add_parser("list")
     p.add_argument("--realm", required=True)
     p.set_defaults(command=user_list)
+    p = user.add_parser("set-password", help="set the portal password (read from stdin)")
+    p.add_argument("--email", required=True)
+    p.set_defaults(command=user_set_password)
     p = user.add_parser("set-alternate", help="set or clear the alternate notification address")
     p.add_argument("--email", required=True)
     p.add_argument("--alternate-email", help="omit to clear")
@@ -342,11 +365,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(command=carrier_add)
     carrier.add_parser("list").set_defaults(command=carrier_list)
 
+    history = groups.add_parser("history", help="fax history retention").add_subparsers(
+        required=True
+    )
+    p = history.add_parser("drop-month", help="drop one month of an account's faxes and documents")
+    p.add_argument("--account", required=True, help="account id")
+    p.add_argument("--month", required=True, help="YYYYMM")
+    p.set_defaults(command=history_drop_month)
+    p = history.add_parser("apply-retention", help="drop the months older than months-to-keep")
+    p.add_argument("--account", help="only this account id (default: every account)")
+    p.set_defaults(command=history_apply_retention)
+
     p = groups.add_parser("show-help", help="the To address to fax NUMBER, or why not")
     p.add_argument("number")
     p.add_argument("--realm", required=True)
     p.set_defaults(command=show_help)
+
+    p = groups.add_parser("check-email", help="the validator's decision on an email (dry run)")
+    p.add_argument("file", help="the email, as an .eml file")
     return parser
+
+
+def _check_email(args: argparse.Namespace) -> int:
+    # The validator depends on shared, never the other way: imported only when asked for.
+    try:
+        from faxbox.validator import check_email
+    except ImportError:
+        print("faxbox: check-email needs the validator (package faxbox-validator)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return check_email.main([args.file])
 
 
 async def _run(command: Command, args: argparse.Namespace) -> Any:
@@ -360,6 +407,8 @@ async def _run(command: Command, args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.group == "check-email":
+        return _check_email(args)
     try:
         result = asyncio.run(_run(args.command, args))
     except CliError as exc:

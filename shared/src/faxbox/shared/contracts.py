@@ -136,6 +136,13 @@ class OutboundFaxRequested(FaxMessage):
         default=None, description="RFC 5322 Message-ID of the user's email, for threading."
     )
     attempt: int = Field(default=1, ge=1)
+    route_flags: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,40}$")], ...] = (
+        Field(
+            default=(),
+            description="Flags the route grants this fax: a carrier with require_flags takes "
+            "the call only if it carries all of them; none means carriers without.",
+        )
+    )
 
 
 class RejectionCode(StrEnum):

@@ -26,11 +26,13 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "MAX_EXTENSION_DIGITS",
     "NormalizedNumber",
     "NumberCategory",
     "NumberPolicy",
     "NumberRefused",
     "RefusalCode",
+    "assignable",
     "check",
     "fax_address",
     "normalize",
@@ -525,3 +527,23 @@ def _join(items: list[str], conjunction: str = "and") -> str:
     if len(items) <= 1:
         return "".join(items)
     return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+# Extensions are short internal numbers (PBX style); anything longer must be a real,
+# dialable number and goes through the destination rules.
+MAX_EXTENSION_DIGITS: Final = 8
+
+# Numbers we receive on are not destinations: nothing is blocked when assigning them.
+_INBOUND_POLICY: Final = NumberPolicy(blocked_categories=frozenset())
+
+
+def assignable(raw: str) -> str:
+    """An inbound number for a faxbox: E.164 (normalized) or a short extension.
+
+    The CLI and the portal both assign numbers through this, so a number typed either
+    way is stored under the same key. Raises :class:`NumberRefused`.
+    """
+    text = raw.strip()
+    if text.isdigit() and len(text) <= MAX_EXTENSION_DIGITS:
+        return text
+    return normalize(text, _INBOUND_POLICY).e164

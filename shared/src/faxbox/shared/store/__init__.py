@@ -23,6 +23,8 @@ from faxbox.shared.store.models import (
     User,
     new_id,
 )
+from faxbox.shared.store.records import FaxStatus, HistoryRecord, StatusRank
+from faxbox.shared.store.retention import apply_retention, drop_month, stored_months
 from faxbox.shared.store.store import Store
 
 __all__ = [
@@ -34,7 +36,9 @@ __all__ = [
     "DuplicateCarrier",
     "DuplicateEmail",
     "DuplicateRealm",
+    "FaxStatus",
     "Faxbox",
+    "HistoryRecord",
     "HistoryStore",
     "InvalidCursor",
     "NotFound",
@@ -43,9 +47,13 @@ __all__ = [
     "Page",
     "RetryPolicy",
     "Role",
+    "StatusRank",
     "Store",
     "StoreError",
     "User",
+    "apply_retention",
+    "drop_month",
     "new_id",
     "query_range",
+    "stored_months",
 ]

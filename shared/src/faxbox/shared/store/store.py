@@ -219,6 +219,17 @@ class Store:
             raise NotFound("user", user_id)
         return User.from_doc(doc)
 
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> User:
+        """Store (or clear, with None) the user's password hash; hashing is the caller's."""
+        doc = await self.users.find_one_and_update(
+            {"_id": user_id},
+            {"$set": {"password_hash": password_hash}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise NotFound("user", user_id)
+        return User.from_doc(doc)
+
     # -- faxboxes ------------------------------------------------------------------
 
     async def create_faxbox(self, faxbox: Faxbox) -> Faxbox:
