@@ -1,0 +1,210 @@
+"""``MailReceived`` → ``OutboundFaxRequested`` or ``OutboundFaxRejected`` (or nothing).
+
+Idempotent on the fax id: the decision message is recorded in a ledger before it is
+published and marked once the broker confirmed it. A redelivery finds it there: if it
+was confirmed, nothing more happens; if not, that same message (same ``message_id``)
+is published again, so downstream services, which deduplicate on it, see one
+decision. Work done before a crash is not repeated either: page reservations are keyed
+by fax id and stored documents are found again by their fax id and role.
+
+Settling: returning acks (after the broker confirmed the publish); unknown senders and
+mail for no account raise ``PermanentError`` (dead-letter with the reason: admins see
+it, the sender hears nothing); database or broker trouble propagates and is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from faxbox.shared.bus import PermanentError
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FaxSettings,
+    MailReceived,
+    Message,
+    OutboundFaxRejected,
+    OutboundFaxRequested,
+    RetryPolicy,
+    month_of,
+)
+from faxbox.shared.store import DocumentCorrupt, NotFound
+from faxbox.validator.decision import Decision, Limits, Outcome, evaluate
+from faxbox.validator.mime import DocumentKind
+from faxbox.validator.ports import Directory, Documents, Ledger, PageCounters, Publisher, Renderer
+
+log = logging.getLogger(__name__)
+
+_DECISION_NAMESPACE: Final = uuid.UUID("6f1d2a8e-6a53-4f0e-9b0e-2f6c1f0b8a11")
+_CONTENT_TYPES: Final = {DocumentKind.PDF: "application/pdf", DocumentKind.TIFF: "image/tiff"}
+_MAX_ATTEMPTS_ON_CONTRACT: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    directory: Directory
+    counters: PageCounters
+    renderer: Renderer
+    documents: Documents
+    ledger: Ledger
+    publisher: Publisher
+    limits: Limits
+
+
+def decision_message_id(fax_id: str) -> str:
+    """The same id for every delivery of one mail, even if the ledger were lost."""
+    return uuid.uuid5(_DECISION_NAMESPACE, f"validator-decision:{fax_id}").hex
+
+
+async def _load_raw(documents: Documents, ref: DocumentRef) -> bytes:
+    try:
+        return await documents.get(ref)
+    except NotFound as exc:
+        raise PermanentError(f"the raw mail {ref.file_id} is not in the store: {exc}") from exc
+    except DocumentCorrupt as exc:
+        raise PermanentError(str(exc)) from exc
+
+
+async def _stored(
+    deps: Deps,
+    account_id: str,
+    month: str,
+    fax_id: str,
+    role: str,
+    data: bytes,
+    filename: str,
+    content_type: str,
+) -> DocumentRef:
+    existing = await deps.documents.find(account_id, month, fax_id, role)
+    if existing is not None:
+        return existing
+    return await deps.documents.put(
+        account_id,
+        month,
+        data,
+        filename=filename,
+        content_type=content_type,
+        metadata={"fax_id": fax_id, "role": role},
+    )
+
+
+async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> Message:
+    account, faxbox, owner = decision.account, decision.faxbox, decision.owner
+    assert account
+    assert faxbox
+    assert owner
+    assert decision.number
+    assert decision.mail
+    assert decision.fax_tiff is not None
+    assert decision.pages is not None
+    month = month_of(message.received_at)
+    fax_id = message.fax_id
+    first = decision.documents[0]
+    assert first.kind is not None
+    # Merged documents: every original is kept (role original-N); the message names the
+    # first, as it names one fax TIFF.
+    originals: list[DocumentRef] = []
+    for index, doc in enumerate(decision.documents):
+        assert doc.kind is not None
+        role = "original" if index == 0 else f"original-{index + 1}"
+        name = doc.filename or f"document.{doc.kind.value}"
+        originals.append(
+            await _stored(
+                deps, account.id, month, fax_id, role, doc.data, name, _CONTENT_TYPES[doc.kind]
+            )
+        )
+    fax_tiff = await _stored(
+        deps, account.id, month, fax_id, "fax_tiff", decision.fax_tiff, "fax.tif", "image/tiff"
+    )
+    retry = faxbox.retry
+    return OutboundFaxRequested(
+        message_id=decision_message_id(fax_id),
+        fax_id=fax_id,
+        account_id=account.id,
+        month=month,
+        user_id=owner.id,
+        faxbox_id=faxbox.id,
+        sender_email=decision.mail.sender or owner.email,
+        destination=decision.number.e164,
+        settings=FaxSettings(
+            caller_id=faxbox.caller_id,
+            identity=faxbox.identity,
+            header_name=faxbox.header_name,
+            timezone=faxbox.timezone,
+            resolution=faxbox.resolution,
+        ),
+        retry_policy=RetryPolicy(
+            attempts=min(retry.attempts, _MAX_ATTEMPTS_ON_CONTRACT),
+            delays_s=tuple(retry.delays_s),
+        ),
+        original=originals[0],
+        fax_tiff=fax_tiff,
+        pages=decision.pages,
+        source_message_id=decision.mail.message_id,
+    )
+
+
+def _rejected(message: MailReceived, decision: Decision) -> Message:
+    account, faxbox, owner = decision.account, decision.faxbox, decision.owner
+    assert account
+    assert owner
+    assert decision.mail
+    return OutboundFaxRejected(
+        message_id=decision_message_id(message.fax_id),
+        fax_id=message.fax_id,
+        account_id=account.id,
+        month=month_of(message.received_at),
+        user_id=owner.id,
+        faxbox_id=faxbox.id if faxbox else None,
+        sender_email=decision.mail.sender or owner.email,
+        destination_raw=decision.destination_raw or "",
+        reasons=decision.reasons,
+        source_message_id=decision.mail.message_id,
+        raw=message.raw,
+    )
+
+
+async def on_mail_received(message: MailReceived, deps: Deps) -> None:
+    earlier = await deps.ledger.get(message.fax_id)
+    if earlier is not None:
+        name = type(earlier.message).__name__
+        if earlier.published:
+            log.info("mail decided and published before (%s); nothing to do", name)
+            return
+        # Decided, but the confirm may never have come: the same message once more.
+        log.info("mail decided before (%s); publishing that decision again", name)
+        await deps.publisher.publish(earlier.message)
+        await deps.ledger.mark_published(message.fax_id)
+        return
+
+    raw = await _load_raw(deps.documents, message.raw)
+    decision = await evaluate(
+        raw,
+        directory=deps.directory,
+        counters=deps.counters,
+        renderer=deps.renderer,
+        limits=deps.limits,
+        day=message.received_at.date(),
+        reserve_for=message.fax_id,
+    )
+    if decision.outcome is Outcome.IGNORED:
+        assert decision.ignored is not None
+        if decision.ignored.dead_letter:
+            raise PermanentError(f"{decision.ignored.code}: {decision.ignored.message}")
+        log.info("ignored: %s", decision.ignored.message)
+        return
+
+    if decision.outcome is Outcome.ACCEPTED:
+        outcome = await _requested(message, decision, deps)
+    else:
+        outcome = _rejected(message, decision)
+    recorded = await deps.ledger.record(message.fax_id, outcome)
+    await deps.publisher.publish(recorded)
+    await deps.ledger.mark_published(message.fax_id)
+    log.info(
+        "decided %s",
+        decision.outcome.value,
+        extra={"reasons": [r.code.value for r in decision.reasons]},
+    )

@@ -1,0 +1,247 @@
+"""The validator's ports on MongoDB (FerretDB v1 locally), through ``faxbox.shared.store``.
+
+Collections owned here (no indexes beyond ``_id`` needed):
+
+- ``validator_decisions``: one document per fax id with the message decided, so a
+  redelivered ``MailReceived`` republishes the same message instead of deciding again;
+- ``daily_pages``: one counter per user or account and UTC day
+  (``_id`` = ``user:<id>:YYYYMMDD``), holding the pages and the fax ids counted;
+  ``daily_pages_locks``: the short-lived lock under which a counter changes (see
+  :class:`MongoPageCounters` for why not a conditional update).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from faxbox.shared.contracts import DocumentRef, Message, contract_by_name
+from faxbox.shared.store import Account, Faxbox, NotFound, Store, User
+from faxbox.shared.store.monthly import document_bucket_name
+from faxbox.validator.authz import Candidate, permission_match
+from faxbox.validator.ports import LedgerEntry
+
+DECISIONS = "validator_decisions"
+DAILY_PAGES = "daily_pages"
+DAILY_PAGES_LOCKS = "daily_pages_locks"
+
+
+class MongoDirectory:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def account_by_realm(self, realm: str) -> Account | None:
+        try:
+            return await self._store.get_account_by_realm(realm)
+        except (NotFound, ValueError):
+            return None
+
+    async def sender_candidates(self, account_id: str, sender: str) -> list[Candidate]:
+        """Faxboxes the sender owns, is the alternate of, or is permitted on.
+
+        The owner is found through the unique ``email_lower`` index; alternates and
+        permission lists are read per account (no index: FerretDB has no collation,
+        and accounts hold few faxboxes with permission lists).
+        """
+        store = self._store
+        owners: dict[str, User] = {}
+        user = await store.find_user_by_email(sender)
+        if user is not None and user.account_id == account_id:
+            owners[user.id] = user
+        async for doc in store.users.find(
+            {"account_id": account_id, "alternate_email": {"$ne": None}}
+        ):
+            other = User.from_doc(doc)
+            if other.alternate_email is not None and other.alternate_email.lower() == sender:
+                owners[other.id] = other
+        boxes: dict[str, Faxbox] = {}
+        for owner_id in owners:
+            for faxbox in await store.list_faxboxes(owner_user_id=owner_id):
+                if faxbox.account_id == account_id:
+                    boxes[faxbox.id] = faxbox
+        async for doc in store.faxboxes.find(
+            {"account_id": account_id, "permission_list": {"$ne": []}}
+        ):
+            faxbox = Faxbox.from_doc(doc)
+            if any(permission_match(entry, sender) for entry in faxbox.permission_list):
+                boxes[faxbox.id] = faxbox
+        candidates: list[Candidate] = []
+        for faxbox in boxes.values():
+            owner = owners.get(faxbox.owner_user_id)
+            if owner is None:
+                try:
+                    owner = await store.get_user(faxbox.owner_user_id)
+                except NotFound:
+                    continue
+            candidates.append(Candidate(faxbox, owner))
+        return candidates
+
+
+class CounterBusy(RuntimeError):
+    """Another process held the day's counter for too long; the delivery is retried."""
+
+
+class MongoPageCounters:
+    """Daily page counters, changed under a per-counter lock document.
+
+    A conditional ``find_one_and_update`` would be the natural tool, but FerretDB v1.24
+    (SQLite backend) does not isolate concurrent updates of one document: measured here,
+    12 concurrent conditional ``$inc`` against a limit of 5 all reported success and
+    updates were lost. Inserting a document with a given ``_id`` is atomic there (the
+    primary key decides), so the counter is changed only by the holder of a lock
+    document; a holder that died leaves a lock that expires after ``lock_ttl_s``.
+    """
+
+    def __init__(self, store: Store, *, lock_ttl_s: float = 10.0, wait_s: float = 15.0) -> None:
+        self._collection = store.db[DAILY_PAGES]
+        self._locks = store.db[DAILY_PAGES_LOCKS]
+        self._lock_ttl_s = lock_ttl_s
+        self._wait_s = wait_s
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, key: str) -> AsyncIterator[None]:
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self._wait_s
+        delay = 0.005
+        while True:
+            now = datetime.now(UTC)
+            try:
+                await self._locks.insert_one(
+                    {
+                        "_id": key,
+                        "token": token,
+                        "expires_at": now + timedelta(seconds=self._lock_ttl_s),
+                    }
+                )
+                break
+            except DuplicateKeyError:
+                holder = await self._locks.find_one({"_id": key})
+                if holder is not None and holder["expires_at"] < now:
+                    await self._locks.delete_one({"_id": key, "token": holder["token"]})
+                    continue
+            if time.monotonic() > deadline:
+                raise CounterBusy(f"the page counter {key} stayed locked for {self._wait_s:g}s")
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.2)
+        try:
+            yield
+        finally:
+            await self._locks.delete_one({"_id": key, "token": token})
+
+    async def used(self, key: str) -> int:
+        doc = await self._collection.find_one({"_id": key}, {"pages": 1})
+        return int(doc["pages"]) if doc else 0
+
+    async def reserve(self, key: str, fax_id: str, pages: int, limit: int) -> bool:
+        async with self._locked(key):
+            doc = await self._collection.find_one({"_id": key})
+            if doc is not None and fax_id in doc.get("fax_ids", []):
+                return True  # this fax was counted before a redelivery
+            used = int(doc["pages"]) if doc else 0
+            if used + pages > limit:
+                return False
+            if doc is None:
+                await self._collection.insert_one(
+                    {
+                        "_id": key,
+                        "pages": pages,
+                        "fax_ids": [fax_id],
+                        "created_at": datetime.now(UTC),
+                    }
+                )
+            else:
+                await self._collection.update_one(
+                    {"_id": key}, {"$inc": {"pages": pages}, "$push": {"fax_ids": fax_id}}
+                )
+            return True
+
+    async def release(self, key: str, fax_id: str, pages: int) -> None:
+        async with self._locked(key):
+            doc = await self._collection.find_one({"_id": key}, {"fax_ids": 1})
+            if doc is None or fax_id not in doc.get("fax_ids", []):
+                return
+            await self._collection.update_one(
+                {"_id": key}, {"$inc": {"pages": -pages}, "$pull": {"fax_ids": fax_id}}
+            )
+
+
+class MongoDocuments:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, ref: DocumentRef) -> bytes:
+        return await self._store.documents.get(ref)
+
+    async def put(
+        self,
+        account_id: str,
+        month: str,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: Mapping[str, Any],
+    ) -> DocumentRef:
+        return await self._store.documents.put(
+            account_id, month, data, filename=filename, content_type=content_type, metadata=metadata
+        )
+
+    async def find(self, account_id: str, month: str, fax_id: str, role: str) -> DocumentRef | None:
+        files = self._store.db[f"{document_bucket_name(account_id, month)}.files"]
+        doc = await files.find_one({"metadata.fax_id": fax_id, "metadata.role": role})
+        if doc is None or "sha256" not in doc:
+            return None
+        return DocumentRef(
+            account_id=account_id,
+            month=month,
+            file_id=str(doc["_id"]),
+            filename=str(doc.get("filename") or ""),
+            content_type=str(doc.get("metadata", {}).get("content_type", "")),
+            length=int(doc["length"]),
+            sha256=str(doc["sha256"]),
+        )
+
+
+class MongoLedger:
+    def __init__(self, store: Store) -> None:
+        self._collection = store.db[DECISIONS]
+
+    async def get(self, fax_id: str) -> LedgerEntry | None:
+        doc = await self._collection.find_one({"_id": fax_id})
+        if doc is None:
+            return None
+        contract = contract_by_name(str(doc["type"]))
+        message = contract.model_validate_json(str(doc["message"]))
+        return LedgerEntry(message, doc.get("published_at") is not None)
+
+    async def record(self, fax_id: str, message: Message) -> Message:
+        try:
+            await self._collection.insert_one(
+                {
+                    "_id": fax_id,
+                    "type": type(message).__name__,
+                    "message": message.model_dump_json(),
+                    "decided_at": datetime.now(UTC),
+                    "published_at": None,
+                }
+            )
+        except DuplicateKeyError:
+            # Another delivery of the same mail decided first: its message is the one.
+            existing = await self.get(fax_id)
+            if existing is None:
+                raise
+            return existing.message
+        return message
+
+    async def mark_published(self, fax_id: str) -> None:
+        await self._collection.update_one(
+            {"_id": fax_id}, {"$set": {"published_at": datetime.now(UTC)}}
+        )

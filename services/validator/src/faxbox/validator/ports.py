@@ -1,0 +1,89 @@
+"""The validator's own interfaces to the outside: unit tests supply in-memory versions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from faxbox.shared.contracts import DocumentRef, Message
+from faxbox.shared.store import Account
+from faxbox.validator.authz import Candidate
+from faxbox.validator.render import RenderedDocument
+
+
+class Directory(Protocol):
+    async def account_by_realm(self, realm: str) -> Account | None:
+        """The account whose realm is this (lower-cased) domain."""
+        ...
+
+    async def sender_candidates(self, account_id: str, sender: str) -> list[Candidate]:
+        """Faxboxes of the account the (lower-cased) sender might match, with owners.
+
+        May return more than match (the caller decides); must not miss a match.
+        """
+        ...
+
+
+class PageCounters(Protocol):
+    """Pages faxed per key (user or account) and UTC day, reserved atomically."""
+
+    async def used(self, key: str) -> int: ...
+
+    async def reserve(self, key: str, fax_id: str, pages: int, limit: int) -> bool:
+        """Add ``pages`` for ``fax_id`` unless the total would pass ``limit``.
+
+        True if reserved (or reserved already for this fax id: redeliveries count once).
+        """
+        ...
+
+    async def release(self, key: str, fax_id: str, pages: int) -> None: ...
+
+
+class Renderer(Protocol):
+    async def render(
+        self, data: bytes, kind: str, resolution: str, max_pages: int
+    ) -> RenderedDocument:
+        """The fax TIFF; raises ``RenderRefused`` for a document that cannot be faxed."""
+        ...
+
+
+class Documents(Protocol):
+    async def get(self, ref: DocumentRef) -> bytes: ...
+
+    async def put(
+        self,
+        account_id: str,
+        month: str,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: Mapping[str, Any],
+    ) -> DocumentRef: ...
+
+    async def find(self, account_id: str, month: str, fax_id: str, role: str) -> DocumentRef | None:
+        """A document stored earlier for this fax in this role (after a redelivery)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    message: Message
+    published: bool  # the broker confirmed it once
+
+
+class Ledger(Protocol):
+    """The decision taken for each fax id, so a redelivery repeats it exactly."""
+
+    async def get(self, fax_id: str) -> LedgerEntry | None: ...
+
+    async def record(self, fax_id: str, message: Message) -> Message:
+        """Store the decision; if one is stored already, return that one instead."""
+        ...
+
+    async def mark_published(self, fax_id: str) -> None: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, message: Message) -> None: ...

@@ -1,0 +1,43 @@
+"""Renderer ports over ``faxbox.validator.render``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from faxbox.validator.render import RenderedDocument, render, render_document
+
+
+class ProcessRenderer:
+    """Each document in a child process killed after ``timeout_s``; ``concurrency`` at once.
+
+    The children do the CPU work, so the event loop only waits in a thread; the
+    semaphore bounds how many cores (and how much memory) rendering takes.
+    """
+
+    def __init__(self, timeout_s: float, concurrency: int) -> None:
+        self._timeout_s = timeout_s
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def render(
+        self, data: bytes, kind: str, resolution: str, max_pages: int
+    ) -> RenderedDocument:
+        async with self._slots:
+            return await asyncio.to_thread(
+                render_document,
+                data,
+                kind=kind,
+                resolution=resolution,
+                timeout_s=self._timeout_s,
+                max_pages=max_pages,
+            )
+
+
+class InlineRenderer:
+    """Renders in this process (no time limit): for tests and tools that isolate themselves."""
+
+    async def render(
+        self, data: bytes, kind: str, resolution: str, max_pages: int
+    ) -> RenderedDocument:
+        return await asyncio.to_thread(
+            render, data, kind=kind, resolution=resolution, max_pages=max_pages
+        )

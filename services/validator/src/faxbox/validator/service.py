@@ -1,0 +1,87 @@
+"""Wiring of the validator: settings, ports on MongoDB, the renderer pool, the consumer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from functools import partial
+
+from pydantic import Field
+
+from faxbox.shared import runner
+from faxbox.shared.bus import Handler
+from faxbox.shared.contracts import MailReceived, Message
+from faxbox.shared.runner import Runtime
+from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.store import Store
+from faxbox.shared.wiring import infrastructure
+from faxbox.validator.decision import DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_PAGES, Limits
+from faxbox.validator.handler import Deps, on_mail_received
+from faxbox.validator.mongo import MongoDirectory, MongoDocuments, MongoLedger, MongoPageCounters
+from faxbox.validator.ports import Publisher, Renderer
+from faxbox.validator.render import DEFAULT_TIMEOUT_S
+from faxbox.validator.renderer import ProcessRenderer
+
+SERVICE = "validator"
+
+
+class Settings(ServiceSettings):
+    # Each message in hand may hold a rendering worker; more than the cores just queues.
+    prefetch: int = Field(default=4, ge=1, le=1000)
+    validator_max_attachment_bytes: int = Field(default=DEFAULT_MAX_ATTACHMENT_BYTES, ge=1)
+    validator_max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=1)
+    validator_render_timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    validator_render_concurrency: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1), ge=1
+    )
+    validator_authserv_ids: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "authserv-ids of our own MTAs; only their Authentication-Results are trusted "
+            '(JSON list in FAXBOX_VALIDATOR_AUTHSERV_IDS, e.g. ["mx.faxbox.example"]).'
+        ),
+    )
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_attachment_bytes=self.validator_max_attachment_bytes,
+            max_pages=self.validator_max_pages,
+            trusted_authserv_ids=frozenset(i.lower() for i in self.validator_authserv_ids),
+        )
+
+
+def build_deps(
+    store: Store, publisher: Publisher, settings: Settings, renderer: Renderer | None = None
+) -> Deps:
+    return Deps(
+        directory=MongoDirectory(store),
+        counters=MongoPageCounters(store),
+        renderer=renderer
+        or ProcessRenderer(
+            settings.validator_render_timeout_s, settings.validator_render_concurrency
+        ),
+        documents=MongoDocuments(store),
+        ledger=MongoLedger(store),
+        publisher=publisher,
+        limits=settings.limits(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    async with infrastructure(settings, runtime) as infra:
+        deps = build_deps(infra.store, infra.bus, settings)
+        handlers: dict[type[Message], Handler] = {
+            MailReceived: partial(on_mail_received, deps=deps)
+        }
+        consumer = infra.bus.consumer(SERVICE, handlers)
+        await consumer.start()
+        try:
+            yield
+        finally:
+            await consumer.stop(settings.shutdown_grace_s)
+
+
+def run(settings: Settings) -> None:
+    runner.run(SERVICE, settings, partial(service, settings=settings))
