@@ -1,0 +1,1 @@
+"""pstn-sim: the stand-in phone network for development, tests and the demo."""

@@ -1,0 +1,156 @@
+"""The scenario table and the control API's routing, without sockets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from faxbox.pstn_sim.control import ControlServer
+from faxbox.pstn_sim.records import CallLog
+from faxbox.pstn_sim.scenarios import (
+    DEFAULT_ROW,
+    DEFAULT_SCENARIOS,
+    Behaviour,
+    Scenario,
+    choose,
+    load_table,
+    parse_table,
+    table_json,
+)
+from faxbox.pstn_sim.settings import PstnSettings
+from faxbox.pstn_sim.sim import Simulator, dialled_number
+from faxbox.shared.numbers import NormalizedNumber, check
+
+EXAMPLES = {
+    "+12125550100": Behaviour.RECEIVE,
+    "+12125550110": Behaviour.BUSY,
+    "+12125550129": Behaviour.NO_ANSWER,
+    "+12125550130": Behaviour.REJECT,
+    "+12125550141": Behaviour.DROP_ON_PAGE,
+    "+12125550155": Behaviour.LOSSY,
+    "+12125550160": Behaviour.HUMAN,
+    "+12125550177": Behaviour.REFUSE_T38,
+    "+16465550123": Behaviour.FORWARD,
+    "+16465550199": Behaviour.FORWARD,
+    "+12125550199": Behaviour.RECEIVE,
+    "+442079460958": Behaviour.RECEIVE,
+}
+
+
+@pytest.mark.parametrize(("number", "behaviour"), EXAMPLES.items())
+def test_default_table(number: str, behaviour: Behaviour) -> None:
+    assert choose(DEFAULT_SCENARIOS, number).behaviour is behaviour
+
+
+@pytest.mark.parametrize("number", EXAMPLES)
+def test_default_numbers_pass_our_number_rules(number: str) -> None:
+    # The end-to-end tests dial them through the whole system.
+    assert isinstance(check(number), NormalizedNumber)
+
+
+def test_first_match_wins_and_defaults() -> None:
+    table = parse_table(
+        json.dumps(
+            [
+                {"pattern": r"^\+1212", "behaviour": "busy", "status": 600},
+                {"pattern": r"^\+1", "behaviour": "reject"},
+            ]
+        )
+    )
+    assert choose(table, "+12125550100").final_status == 600
+    assert choose(table, "+13125550100").final_status == 603
+    assert choose(table, "+442079460958") == DEFAULT_ROW
+    assert choose((), "+1").behaviour is Behaviour.RECEIVE
+    assert Scenario(pattern="", behaviour=Behaviour.BUSY).final_status == 486
+
+
+def test_table_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "table.json"
+    path.write_text(table_json(DEFAULT_SCENARIOS))
+    assert load_table(path) == DEFAULT_SCENARIOS
+    assert load_table(None) == DEFAULT_SCENARIOS
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"pattern": "(", "behaviour": "busy"},
+        {"pattern": "", "behaviour": "explode"},
+        {"pattern": "", "behaviour": "lossy", "loss": 1.5},
+        {"pattern": "", "behaviour": "drop_on_page", "page": 0},
+        {"pattern": "", "behaviour": "busy", "colour": "red"},
+    ],
+)
+def test_bad_rows_are_refused(row: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        parse_table(json.dumps([row]))
+
+
+def test_dialled_number() -> None:
+    assert dialled_number("12125550100") == "+12125550100"
+    assert dialled_number("+12125550100") == "+12125550100"
+    assert dialled_number("alice") == "alice"
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAXBOX_PSTN_SIP_PORT", "5999")
+    monkeypatch.setenv("FAXBOX_PSTN_PACE", "20")
+    monkeypatch.setenv("FAXBOX_PSTN_INBOUND_URI", "sip:10.0.0.1:5080")
+    settings = PstnSettings()
+    assert (settings.sip_port, settings.pace, settings.inbound_uri) == (
+        5999,
+        20.0,
+        "sip:10.0.0.1:5080",
+    )
+    assert (settings.sip_host, settings.http_port) == ("127.0.0.1", 8070)
+
+
+async def test_control_routes(tmp_path: Path) -> None:
+    sim = Simulator(PstnSettings(data_dir=tmp_path))
+    control = ControlServer(sim)
+    record = sim.calls.new("to_sim", "+12125550100", "+12125550110", "busy")
+    record.sip_status = 486
+    sim.calls.end(record)
+
+    other = sim.calls.new("from_sim", "+12125550100", "+16465550123", "originate")
+    status, _, body = await control.route("GET", "/calls?to=+12125550110", b"")
+    assert status == 200
+    [listed] = json.loads(body)
+    assert listed["from"] == "+12125550100"
+    assert listed["sip_status"] == 486
+    assert listed["ended_at"] is not None
+    assert len(json.loads((await control.route("GET", "/calls", b""))[2])) == 2
+    status, _, body = await control.route("GET", "/calls?direction=from_sim&to=%2B16465550123", b"")
+    assert [c["id"] for c in json.loads(body)] == [other.id]
+    assert (await control.route("GET", f"/calls/{record.id}", b""))[0] == 200
+    assert (await control.route("GET", f"/calls/{record.id}/tiff", b""))[0] == 404
+    assert (await control.route("GET", "/calls/unknown", b""))[0] == 404
+    assert (await control.route("DELETE", "/calls", b""))[0] == 405
+    assert (await control.route("GET", "/nowhere", b""))[0] == 404
+    status, _, body = await control.route("GET", "/scenarios", b"")
+    assert len(json.loads(body)) == len(DEFAULT_SCENARIOS)
+
+    status, _, body = await control.route("POST", "/originate", b'{"to": "+1"}')
+    assert status == 400
+    missing = json.dumps({"from": "+1", "to": "+2", "document": str(tmp_path / "none.tif")})
+    assert (await control.route("POST", "/originate", missing.encode()))[0] == 400
+
+    assert (await control.route("POST", "/reset", b""))[0] == 200
+    assert json.loads((await control.route("GET", "/calls", b""))[2]) == []
+
+
+async def test_the_log_forgets_the_oldest_ended_calls() -> None:
+    calls = CallLog(max_records=3)
+    first = calls.new("to_sim", "+1", "+2", "busy")
+    live = calls.new("to_sim", "+1", "+2", "receive")  # still in progress: kept
+    calls.end(first)
+    for _ in range(3):
+        calls.end(calls.new("to_sim", "+1", "+2", "busy"))
+    ids = [r.id for r in calls.all()]
+    assert len(ids) == 3
+    assert first.id not in ids
+    assert live.id in ids
+    assert calls.get(first.id) is None
