@@ -1,0 +1,331 @@
+"""One inbound call: decide whether to answer, receive the fax, store it, announce it.
+
+- the called number must be assigned to a faxbox (else 404) that is enabled (else
+  480); when every line of this process is taken, 486;
+- each answered call gets its own fax id; its month is the month of the call;
+- whatever pages arrived are stored (TIFF as received, and a PDF) and announced: a
+  complete fax as ``InboundFaxReceived``, anything else as ``InboundFaxFailed`` with
+  the pages that did arrive as ``partial_pdf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from faxbox.fax.outcome import FailureClass as EngineClass
+from faxbox.fax.outcome import FaxOutcome
+from faxbox.fax.session import CallSettings, FaxSession, T38Session
+from faxbox.fax.sip.message import MediaKind
+from faxbox.fax.sip.ua import Call, CallEnded, FaxEngine, IncomingCall, run_fax_over_call
+from faxbox.fax.tiffcheck import count_pages
+from faxbox.inbound import metrics
+from faxbox.inbound.outbox import Outbox, deliver
+from faxbox.inbound.pdf import tiff_to_pdf
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FailureClass,
+    FaxFailure,
+    InboundFaxFailed,
+    InboundFaxReceived,
+    Message,
+    TransferStatistics,
+    month_of,
+)
+from faxbox.shared.logs import fax_context
+from faxbox.shared.store import Account, Faxbox, new_id
+
+log = logging.getLogger(__name__)
+
+CODE_NOTHING_STORED = -5
+CONCLUDE_TRIES = 12  # about eight minutes of backing off
+
+
+class NumberDirectory(Protocol):
+    async def faxbox_for_number(self, number: str) -> tuple[Faxbox, Account] | None: ...
+
+
+class DocumentSink(Protocol):
+    async def put(
+        self,
+        account_id: str,
+        month: str,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> DocumentRef: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, message: Message) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    directory: NumberDirectory
+    documents: DocumentSink
+    publisher: Publisher
+    outbox: Outbox
+    calls: asyncio.Semaphore
+    pace: float = 1.0
+    max_call_s: float = 1800.0  # call time
+    media_silence_s: float = 60.0  # call time without any media before we hang up
+    spool_dir: Path | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    new_fax_id: Callable[[], str] = lambda: new_id("fax")
+
+
+def _candidates(number: str) -> list[str]:
+    # Carriers send the called number with or without the +; numbers are stored E.164.
+    out = [number]
+    if number and number.isdigit():
+        out.append(f"+{number}")
+    return out
+
+
+async def _lookup(deps: Deps, number: str) -> tuple[Faxbox, Account] | None:
+    for candidate in _candidates(number):
+        found = await deps.directory.faxbox_for_number(candidate)
+        if found is not None:
+            return found
+    return None
+
+
+async def handle_call(incoming: IncomingCall, deps: Deps) -> None:
+    called = incoming.to_number
+    caller = incoming.from_number
+    found = await _lookup(deps, called)
+    if found is None:
+        log.info("call from %s to unassigned number %s: 404", caller, called)
+        metrics.CALLS_REFUSED.labels("404").inc()
+        await incoming.reject(404)
+        return
+    faxbox, account = found
+    if not faxbox.enabled:
+        log.info("call from %s to %s: faxbox %s is disabled: 480", caller, called, faxbox.id)
+        metrics.CALLS_REFUSED.labels("480").inc()
+        await incoming.reject(480)
+        return
+    if deps.calls.locked():
+        metrics.CALLS_REFUSED.labels("486").inc()
+        await incoming.reject(486, "All Lines Busy")
+        return
+    async with deps.calls:
+        fax_id = deps.new_fax_id()
+        with fax_context(fax_id):
+            await _receive(incoming, deps, faxbox, account, fax_id, caller, called)
+
+
+async def _receive(
+    incoming: IncomingCall,
+    deps: Deps,
+    faxbox: Faxbox,
+    account: Account,
+    fax_id: str,
+    caller: str,
+    called: str,
+) -> None:
+    month = month_of(deps.clock())
+    incoming.ring()
+    try:
+        call = await incoming.answer()
+    except CallEnded:
+        log.info("caller %s gave up before we answered", caller)
+        return
+    log.info("answered %s → %s for faxbox %s", caller, called, faxbox.id)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    metrics.CALLS_IN_PROGRESS.inc()
+    try:
+        with tempfile.TemporaryDirectory(prefix="faxbox-rx-", dir=deps.spool_dir) as tmp:
+            path = Path(tmp) / "received.tif"
+            settings = CallSettings(
+                file=path,
+                local_identity=(faxbox.identity or called)[:20],
+                ecm=True,
+            )
+
+            def session(kind: MediaKind) -> FaxEngine:
+                if kind == "t38":
+                    return T38Session("receive", settings, name=f"t38-{fax_id}")
+                return FaxSession("receive", settings, name=f"fax-{fax_id}")
+
+            watchdog = asyncio.create_task(_hang_up_when_silent(call, deps.media_silence_s))
+            try:
+                outcome = await run_fax_over_call(call, session, max_seconds=deps.max_call_s)
+            finally:
+                watchdog.cancel()
+            elapsed = loop.time() - started
+            duration = elapsed * deps.pace if deps.pace > 0 else elapsed
+            delay = 1.0
+            for attempt in range(1, CONCLUDE_TRIES + 1):
+                try:
+                    await _conclude(
+                        deps,
+                        faxbox,
+                        account,
+                        fax_id,
+                        month,
+                        caller,
+                        called,
+                        outcome,
+                        path,
+                        duration,
+                    )
+                    break
+                except Exception:
+                    # The pages exist only in this file: keep trying to store them.
+                    log.exception("could not store or announce the fax (try %d)", attempt)
+                    if attempt == CONCLUDE_TRIES:
+                        await asyncio.to_thread(_keep_for_operator, path, deps.spool_dir, fax_id)
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
+    finally:
+        metrics.CALLS_IN_PROGRESS.dec()
+
+
+async def _conclude(
+    deps: Deps,
+    faxbox: Faxbox,
+    account: Account,
+    fax_id: str,
+    month: str,
+    caller: str,
+    called: str,
+    outcome: FaxOutcome,
+    path: Path,
+    duration_s: float,
+) -> None:
+    pages = outcome.pages_transferred
+    data, in_file = await asyncio.to_thread(_read_received, path)
+    tiff_ref: DocumentRef | None = None
+    pdf_ref: DocumentRef | None = None
+    if pages > 0 and in_file > 0:
+        meta = {"fax_id": fax_id, "faxbox_id": faxbox.id, "caller": caller}
+        tiff_ref = await deps.documents.put(
+            account.id,
+            month,
+            data,
+            filename=f"fax-{fax_id}.tif",
+            content_type="image/tiff",
+            metadata={**meta, "role": "received_tiff"},
+        )
+        pdf = await asyncio.to_thread(tiff_to_pdf, path, outcome.y_resolution)
+        pdf_ref = await deps.documents.put(
+            account.id,
+            month,
+            pdf,
+            filename=f"fax-{fax_id}.pdf",
+            content_type="application/pdf",
+            metadata={**meta, "role": "received_pdf"},
+        )
+        metrics.PAGES_RECEIVED.inc(pages)
+    statistics = TransferStatistics(
+        pages_transferred=pages,
+        pages_total=pages,
+        bit_rate=outcome.bit_rate,
+        ecm=outcome.ecm,
+        x_resolution=outcome.x_resolution,
+        y_resolution=outcome.y_resolution,
+        remote_station_id=outcome.remote_id,
+        duration_s=round(duration_s, 3),
+    )
+    event: Message
+    if outcome.success and tiff_ref is not None and pdf_ref is not None:
+        event = InboundFaxReceived(
+            fax_id=fax_id,
+            account_id=account.id,
+            month=month,
+            faxbox_id=faxbox.id,
+            user_id=faxbox.owner_user_id,
+            caller_number=caller,
+            called_number=called,
+            statistics=statistics,
+            tiff=tiff_ref,
+            pdf=pdf_ref,
+        )
+        metrics.OUTCOMES.labels("received", "").inc()
+        log.info("received %d page(s) from %r", pages, outcome.remote_id)
+    else:
+        failure = _failure(outcome)
+        event = InboundFaxFailed(
+            fax_id=fax_id,
+            account_id=account.id,
+            month=month,
+            faxbox_id=faxbox.id,
+            user_id=faxbox.owner_user_id,
+            caller_number=caller,
+            called_number=called,
+            failure=failure,
+            pages_received=pages if pdf_ref else 0,
+            partial_pdf=pdf_ref,
+        )
+        metrics.OUTCOMES.labels("failed", failure.failure_class.value).inc()
+        log.info("reception failed after %d page(s): %s", pages, failure.text)
+    await deliver(deps.outbox, deps.publisher, event)
+
+
+async def _hang_up_when_silent(call: Call, silence_s: float) -> None:
+    # A caller that vanishes without a BYE leaves a T.38 terminal waiting forever.
+    def packets() -> int:
+        return call.rtp.packets_received + (call.udptl.packets_received if call.udptl else 0)
+
+    pace = call.pace or 1.0
+    step = max(silence_s / 6, 0.5) / pace
+    last, quiet = packets(), 0.0
+    while not call.is_ended:
+        await asyncio.sleep(step)
+        now = packets()
+        quiet = 0.0 if now != last else quiet + step * pace
+        last = now
+        if quiet >= silence_s:
+            log.warning("no media for %.0f s of call time, hanging up", quiet)
+            await call.hangup()
+            return
+
+
+def _keep_for_operator(path: Path, spool_dir: Path | None, fax_id: str) -> None:
+    if not path.exists():
+        return
+    target = (spool_dir or Path(tempfile.gettempdir())) / "unstored"
+    target.mkdir(parents=True, exist_ok=True)
+    kept = target / f"{fax_id}.tif"
+    shutil.copyfile(path, kept)
+    log.critical("received fax kept at %s: it could not be stored", kept)
+
+
+def _read_received(path: Path) -> tuple[bytes, int]:
+    if not path.exists():
+        return b"", 0
+    return path.read_bytes(), count_pages(path)
+
+
+_CLASSES = {
+    EngineClass.LINE: FailureClass.line,
+    EngineClass.PROTOCOL: FailureClass.protocol,
+    EngineClass.DOCUMENT: FailureClass.document,
+}
+
+
+def _failure(outcome: FaxOutcome) -> FaxFailure:
+    if outcome.success:  # T.30 finished, yet nothing could be stored
+        return FaxFailure(
+            failure_class=FailureClass.protocol,
+            code=CODE_NOTHING_STORED,
+            text="The fax ended without a page we could read.",
+        )
+    return FaxFailure(
+        failure_class=_CLASSES[outcome.failure_class or EngineClass.PROTOCOL],
+        code=outcome.completion_code,
+        text=outcome.message,
+    )

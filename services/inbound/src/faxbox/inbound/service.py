@@ -1,0 +1,133 @@
+"""Wiring of the inbound receiver: settings, the SIP listener, store and bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from faxbox.fax.sip.ua import IncomingCall, UserAgent
+from faxbox.inbound.handler import Deps, handle_call
+from faxbox.inbound.outbox import COLLECTION as OUTBOX
+from faxbox.inbound.outbox import MongoOutbox, sweep_forever
+from faxbox.shared import runner
+from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.runner import Runtime
+from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.store import Store
+from faxbox.shared.wiring import infrastructure
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inbound"
+
+
+class Settings(ServiceSettings):
+    inbound_sip_host: str = "127.0.0.1"
+    inbound_sip_port: int = Field(default=5080, ge=0, le=65535, description="0: any free port.")
+    line_pace: float = Field(
+        default=1.0, ge=0, description="Media clock: 1 real time, N times faster (tests)."
+    )
+    max_calls: int = Field(default=100, ge=1, description="Concurrent calls; more get 486.")
+    inbound_max_call_s: float = Field(default=1800.0, gt=0, description="In call time.")
+    inbound_accept_t38: bool = True
+    inbound_media_silence_s: float = Field(
+        default=60.0, gt=0, description="Hang up when no media arrived for this long (call time)."
+    )
+    inbound_spool_dir: Path | None = None
+    inbound_outbox_interval_s: float = Field(default=30.0, gt=0)
+    inbound_outbox_grace_s: float = Field(
+        default=60.0, ge=0, description="Age before another replica publishes a leftover event."
+    )
+
+
+class GridFsSink:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def put(
+        self,
+        account_id: str,
+        month: str,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> DocumentRef:
+        return await self.store.documents.put(
+            account_id, month, data, filename=filename, content_type=content_type, metadata=metadata
+        )
+
+
+@contextlib.asynccontextmanager
+async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    async with infrastructure(settings, runtime) as infra:
+        outbox = MongoOutbox(infra.store.db[OUTBOX])
+        await outbox.ensure_indexes()
+        deps = Deps(
+            directory=infra.store,
+            documents=GridFsSink(infra.store),
+            publisher=infra.bus,
+            outbox=outbox,
+            calls=asyncio.Semaphore(settings.max_calls),
+            pace=settings.line_pace,
+            max_call_s=settings.inbound_max_call_s,  # call time, as run_fax_over_call counts
+            media_silence_s=settings.inbound_media_silence_s,
+            spool_dir=settings.inbound_spool_dir,
+        )
+        ua = await UserAgent.start(
+            settings.inbound_sip_host,
+            settings.inbound_sip_port,
+            pace=settings.line_pace,
+            user="faxbox-inbound",
+            accept_t38=settings.inbound_accept_t38 and settings.line_pace > 0,
+        )
+        runtime.add_check("sip", lambda: ua._transport is not None)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def on_invite(incoming: IncomingCall) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                in_flight.add(task)
+            try:
+                await handle_call(incoming, deps)
+            finally:
+                if task is not None:
+                    in_flight.discard(task)
+
+        ua.listen(on_invite)
+        log.info("inbound receiver listening for SIP on %s:%d", ua.host, ua.port)
+        sweeper = asyncio.create_task(
+            sweep_forever(
+                outbox,
+                infra.bus,
+                settings.inbound_outbox_interval_s,
+                settings.inbound_outbox_grace_s,
+            )
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            ua.listen(_refuse)  # no new calls while the ones in progress finish
+            pending = {t for t in in_flight if not t.done()}
+            if pending:
+                await asyncio.wait(pending, timeout=settings.shutdown_grace_s)
+            await ua.close()
+
+
+async def _refuse(incoming: IncomingCall) -> None:
+    await incoming.reject(503)
+
+
+def run(settings: Settings) -> None:
+    runner.run(SERVICE, settings, partial(service, settings=settings))

@@ -1,0 +1,1 @@
+"""Faxbox transmitter service."""

@@ -1,0 +1,494 @@
+"""Handling one ``OutboundFaxRequested``: claim, check, choose a carrier, call, conclude.
+
+Settling rules (see docs/architecture.md, transmitter):
+
+- already ``sent``/``failed`` → ack, republishing the stored final event (same
+  ``message_id``): the earlier publish may not have been confirmed before a crash;
+- ``in_call`` on a live lease → ``RetryLater`` until the lease ends: never acked away
+  (that worker may die), never dialled (it is on the line);
+- ``waiting_retry`` before its time (a duplicate copy) → ``RetryLater`` until then;
+- otherwise claim it (atomic, with our lease) and make one attempt.
+
+A failed attempt that may be retried publishes ``FaxAttemptFailed`` and raises
+``RetryLater(delay)``: the broker holds the message for the redial delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from aio_pika.exceptions import AMQPError
+from pymongo.errors import PyMongoError
+
+from faxbox.fax.tiffcheck import TiffRejected, check_tiff
+from faxbox.shared.bus import RetryLater
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FailureClass,
+    FaxAttemptFailed,
+    FaxFailed,
+    FaxFailure,
+    FaxSent,
+    Message,
+    OutboundFaxRequested,
+    contract_by_name,
+)
+from faxbox.shared.store import Carrier, NotFound
+from faxbox.transmitter import metrics
+from faxbox.transmitter.carriers import CarrierSlots, Slot, eligible_carriers
+from faxbox.transmitter.jobs import TERMINAL, Finish, Job, JobLedger, JobState
+from faxbox.transmitter.line import CallReport, Dial, FaxLine
+
+log = logging.getLogger(__name__)
+
+# Internal failure codes are negative; SIP failures use -status (≤ -100).
+CODE_BAD_DOCUMENT = -1
+CODE_NO_DOCUMENT = -2
+CODE_NO_RESOURCES = -3
+CODE_INTERNAL = -4
+
+NO_RESOURCES = "no available resources"
+
+
+class Publisher(Protocol):
+    async def publish(self, message: Message) -> None: ...
+
+
+class CarrierSource(Protocol):
+    async def list_carriers(self, *, flag: str | None = None) -> list[Carrier]: ...
+
+
+class DocumentSource(Protocol):
+    async def fetch(self, ref: DocumentRef, path: Path) -> None:
+        """Write the document to ``path``; ``NotFound`` if it is gone."""
+        ...
+
+
+def utc_now() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # BSON precision
+
+
+@dataclass(frozen=True)
+class Deps:
+    ledger: JobLedger
+    slots: CarrierSlots
+    carriers: CarrierSource
+    documents: DocumentSource
+    line: FaxLine
+    publisher: Publisher
+    worker_id: str
+    calls: asyncio.Semaphore  # max_calls
+    lease_s: float = 60.0
+    busy_retry_s: int = 15
+    busy_give_up_s: float = 1800.0
+    spool_dir: Path | None = None
+    clock: Callable[[], datetime] = utc_now
+    # Test hook only: runs after the final FaxSent was published, before the ack.
+    after_sent_published: Callable[[], None] | None = None
+
+
+def _seconds_until(moment: datetime | None, now: datetime) -> int:
+    if moment is None:
+        return 1
+    return max(1, math.ceil((moment - now).total_seconds()))
+
+
+# Broker and database trouble. Turned into RetryLater: the bus counts every RetryLater
+# (redials, busy channels) as a delivery attempt, so after a few redials one database
+# hiccup would otherwise use up the transient-retry budget and dead-letter a fax.
+_INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    PyMongoError,
+    AMQPError,
+    ConnectionError,
+    TimeoutError,
+)
+INFRASTRUCTURE_RETRY_S = 15
+FINISH_TRIES = 25  # about ten minutes of backing off
+
+
+async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> None:
+    try:
+        await _handle(message, deps)
+    except _INFRASTRUCTURE_ERRORS as exc:
+        log.warning("infrastructure error, retrying: %r", exc)
+        raise RetryLater(f"{type(exc).__name__}: {exc}", INFRASTRUCTURE_RETRY_S) from exc
+
+
+async def _handle(message: OutboundFaxRequested, deps: Deps) -> None:
+    now = deps.clock()
+    job = await deps.ledger.ensure(message.fax_id, now)
+    if job.state in TERMINAL:
+        await _publish_pending(job, deps)
+        await _republish(job, deps)
+        return
+    if job.state is JobState.IN_CALL and job.lease_live(now):
+        raise RetryLater(
+            f"fax is on the line with {job.worker_id}", _seconds_until(job.lease_until, now) + 1
+        )
+    if job.state is JobState.WAITING_RETRY and job.next_attempt_at and job.next_attempt_at > now:
+        await _publish_pending(job, deps)
+        raise RetryLater("redial not due yet", _seconds_until(job.next_attempt_at, now))
+    async with deps.calls:
+        now = deps.clock()
+        claimed = await deps.ledger.claim(message.fax_id, deps.worker_id, now, deps.lease_s)
+        if claimed is None:  # another copy got there first: look again shortly
+            raise RetryLater("job changed while claiming it", 1)
+        await _publish_pending(claimed, deps)
+        await _attempt(message, claimed, deps)
+
+
+async def _republish(job: Job, deps: Deps) -> None:
+    if job.result_type and job.result_json:
+        event = contract_by_name(job.result_type).model_validate_json(job.result_json)
+        log.info("job already %s; republishing its %s", job.state.value, job.result_type)
+        await deps.publisher.publish(event)
+        metrics.REPUBLISHED.inc()
+
+
+async def _publish_pending(job: Job, deps: Deps) -> None:
+    # The FaxAttemptFailed of the previous attempt, if its publish was never confirmed.
+    if not job.pending_event_published and job.pending_event_json:
+        await deps.publisher.publish(FaxAttemptFailed.model_validate_json(job.pending_event_json))
+        await deps.ledger.mark_event_published(job.fax_id)
+
+
+async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> None:
+    with tempfile.TemporaryDirectory(prefix="faxbox-tx-", dir=deps.spool_dir) as tmp:
+        path = Path(tmp) / "fax.tif"
+        failure = await _load_document(message.fax_tiff, path, deps)
+        if failure is not None:
+            await _fail(message, job, failure, deps, pages_sent=0, calls=job.attempt - 1)
+            return
+        carriers = eligible_carriers(
+            await deps.carriers.list_carriers(flag="fax"), message.route_flags
+        )
+        if not carriers:
+            await _fail(message, job, _no_resources(), deps, pages_sent=0, calls=job.attempt - 1)
+            return
+        now = deps.clock()
+        holder = f"{deps.worker_id}:{job.fax_id}:{job.attempt}"
+        slot = await deps.slots.acquire(carriers, holder, now, deps.lease_s)
+        if slot is None:
+            await _all_busy(message, job, carriers, deps, now)
+            return
+        try:
+            report = await _call_with_lease(message, job, slot, path, deps)
+        finally:
+            await deps.slots.release(slot)
+    if report is not None:
+        await _conclude(message, job, slot.carrier, report, deps)
+
+
+async def _load_document(ref: DocumentRef, path: Path, deps: Deps) -> FaxFailure | None:
+    try:
+        await deps.documents.fetch(ref, path)
+    except NotFound:
+        return FaxFailure(
+            failure_class=FailureClass.document,
+            code=CODE_NO_DOCUMENT,
+            text="The document to fax could no longer be found.",
+        )
+    try:
+        await asyncio.to_thread(check_tiff, path)
+    except TiffRejected as exc:
+        log.warning("refusing the document before dialling: %s", exc.message)
+        return FaxFailure(
+            failure_class=FailureClass.document, code=CODE_BAD_DOCUMENT, text=exc.message
+        )
+    return None
+
+
+def _no_resources() -> FaxFailure:
+    return FaxFailure(
+        failure_class=FailureClass.resources, code=CODE_NO_RESOURCES, text=NO_RESOURCES
+    )
+
+
+async def _all_busy(
+    message: OutboundFaxRequested, job: Job, carriers: Sequence[Carrier], deps: Deps, now: datetime
+) -> None:
+    # Busy channels are our own capacity, not the fax's fault: not an attempt, and a
+    # short wait, until it has lasted so long that the sender should hear about it.
+    if job.busy_since is not None and (now - job.busy_since).total_seconds() > deps.busy_give_up_s:
+        await _fail(message, job, _no_resources(), deps, pages_sent=0, calls=job.attempt - 1)
+        return
+    metrics.CARRIER_BUSY.inc()
+    retry_at = now + timedelta(seconds=deps.busy_retry_s)
+    await deps.ledger.put_back(job.fax_id, deps.worker_id, job.attempt, retry_at, now)
+    names = ", ".join(c.name for c in carriers)
+    raise RetryLater(f"every channel of {names} is in use", deps.busy_retry_s)
+
+
+async def _call_with_lease(
+    message: OutboundFaxRequested, job: Job, slot: Slot, path: Path, deps: Deps
+) -> CallReport | None:
+    """Run the call while renewing our leases; None if the job stopped being ours."""
+    settings = message.settings
+    dial = Dial(
+        fax_id=message.fax_id,
+        destination=message.destination,
+        caller_id=settings.caller_id,
+        carrier=slot.carrier,
+        tiff=path,
+        pages_total=message.pages,
+        identity=settings.identity or (settings.caller_id or ""),
+        header_name=settings.header_name,
+        timezone=settings.timezone,
+        degrade=job.degrade,
+    )
+    metrics.CALLS_IN_PROGRESS.inc()
+    task = asyncio.create_task(_transmit(deps.line, dial))
+    try:
+        interval = max(0.2, deps.lease_s / 3)
+        good_until = deps.clock() + timedelta(seconds=deps.lease_s)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            if done:
+                return task.result()
+            now = deps.clock()
+            until = now + timedelta(seconds=deps.lease_s)
+            try:
+                # Bounded: a database that stops answering must not freeze the lease check.
+                async with asyncio.timeout(interval):
+                    ours = await deps.ledger.renew(job.fax_id, deps.worker_id, job.attempt, until)
+                    await deps.slots.renew(slot, until)
+                good_until = until
+            except Exception:
+                log.warning("could not renew the call's lease", exc_info=True)
+                # Past our lease someone else may take the job: stop before that.
+                if now + timedelta(seconds=interval) >= good_until:
+                    log.error("no contact with the job ledger for a whole lease; hanging up")
+                    await _cancel(task)
+                    # Nobody else took the job: the message must come back, never be acked.
+                    raise RetryLater(
+                        "lost contact with the job ledger mid-call", max(1, int(deps.lease_s))
+                    ) from None
+                continue
+            if not ours:
+                # Another worker holds the job now (and the message copy it came with).
+                log.error("lost the lease on the job mid-call; hanging up")
+                await _cancel(task)
+                return None
+    finally:
+        await _cancel(task)
+        metrics.CALLS_IN_PROGRESS.dec()
+
+
+async def _record(deps: Deps, job: Job, finish: Finish) -> bool:
+    """Write the end of our attempt, insisting through database trouble.
+
+    The call is over: if this write were lost, the lease would run out and the fax
+    would be dialled again. Nobody else can take the job while the database is away
+    either, so waiting for it is safe.
+    """
+    delay = 0.5
+    for _ in range(FINISH_TRIES - 1):
+        try:
+            return await deps.ledger.finish(job.fax_id, deps.worker_id, job.attempt, finish)
+        except _INFRASTRUCTURE_ERRORS:
+            log.warning("could not record the attempt's end; retrying in %.1fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    return await deps.ledger.finish(job.fax_id, deps.worker_id, job.attempt, finish)
+
+
+async def _cancel(task: asyncio.Task[CallReport]) -> None:
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _transmit(line: FaxLine, dial: Dial) -> CallReport:
+    try:
+        return await line.transmit(dial)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # An engine or socket fault: count it as a failed attempt, not a lost message.
+        log.exception("the fax call failed internally")
+        failure = FaxFailure(
+            failure_class=FailureClass.protocol,
+            code=CODE_INTERNAL,
+            text="The call failed because of a fault on our side.",
+        )
+        return CallReport(failure=failure, pages_sent=0)
+
+
+def _outcome_doc(report: CallReport, carrier: Carrier | None, at: datetime) -> dict[str, Any]:
+    failure = report.failure
+    return {
+        "success": failure is None,
+        "failure_class": failure.failure_class.value if failure else None,
+        "code": failure.code if failure else 0,
+        "text": failure.text if failure else "sent",
+        "sip_status": failure.sip_status if failure else None,
+        "pages_sent": report.pages_sent,
+        "media": report.media,
+        "carrier_id": carrier.id if carrier else None,
+        "at": at,
+    }
+
+
+async def _conclude(
+    message: OutboundFaxRequested, job: Job, carrier: Carrier, report: CallReport, deps: Deps
+) -> None:
+    now = deps.clock()
+    metrics.CALLS.labels(report.media, "sent" if report.success else "failed").inc()
+    metrics.PAGES_SENT.inc(report.pages_sent)
+    if report.success:
+        assert report.statistics is not None
+        sent = FaxSent(
+            fax_id=message.fax_id,
+            account_id=message.account_id,
+            month=message.month,
+            user_id=message.user_id,
+            faxbox_id=message.faxbox_id,
+            destination=message.destination,
+            attempts=job.attempt,
+            carrier_id=carrier.id,
+            statistics=report.statistics,
+            # The TIFF we fed spandsp is the document as transmitted; it is already in
+            # the fax's account-month bucket, so it is referenced, not copied.
+            transmitted_tiff=message.fax_tiff,
+            source_message_id=message.source_message_id,
+        )
+        finish = Finish(
+            JobState.SENT,
+            _outcome_doc(report, carrier, now),
+            result_type="FaxSent",
+            result_json=sent.model_dump_json(),
+        )
+        if not await _record(deps, job, finish):
+            log.error("fax went through but the job was no longer ours; not publishing")
+            return
+        metrics.OUTCOMES.labels("sent", "").inc()
+        await deps.publisher.publish(sent)
+        if deps.after_sent_published is not None:
+            deps.after_sent_published()
+        return
+
+    failure = report.failure
+    assert failure is not None
+    policy = message.retry_policy
+    final = (
+        not report.retryable
+        or failure.failure_class in (FailureClass.document, FailureClass.resources)
+        or job.failed_attempts + 1 >= policy.attempts
+    )
+    if final:
+        await _fail(
+            message,
+            job,
+            failure,
+            deps,
+            pages_sent=report.pages_sent,
+            calls=job.attempt,
+            carrier=carrier,
+            report=report,
+        )
+        return
+    delay = max(1, policy.delay_before_attempt(job.failed_attempts + 2))
+    next_at = now + timedelta(seconds=delay)
+    degrade = job.degrade + 1 if failure.failure_class is FailureClass.protocol else job.degrade
+    event = _attempt_failed(message, job, carrier, report, next_at)
+    finish = Finish(
+        JobState.WAITING_RETRY,
+        _outcome_doc(report, carrier, now),
+        next_attempt_at=next_at,
+        failed=True,
+        degrade=degrade,
+        pending_event_json=event.model_dump_json(),
+    )
+    if not await _record(deps, job, finish):
+        log.error("attempt ended but the job was no longer ours")
+        return
+    metrics.OUTCOMES.labels("retry", failure.failure_class.value).inc()
+    await deps.publisher.publish(event)
+    await deps.ledger.mark_event_published(job.fax_id)
+    raise RetryLater(
+        f"attempt {job.attempt} failed ({failure.failure_class.value}: {failure.text}); "
+        f"redial in {delay}s",
+        delay,
+    )
+
+
+def _attempt_failed(
+    message: OutboundFaxRequested,
+    job: Job,
+    carrier: Carrier,
+    report: CallReport,
+    next_at: datetime | None,
+) -> FaxAttemptFailed:
+    assert report.failure is not None
+    return FaxAttemptFailed(
+        fax_id=message.fax_id,
+        account_id=message.account_id,
+        month=message.month,
+        destination=message.destination,
+        attempt=job.attempt,
+        attempts_allowed=message.retry_policy.attempts,
+        failure=report.failure,
+        pages_sent=report.pages_sent,
+        carrier_id=carrier.id,
+        next_attempt_at=next_at,
+    )
+
+
+async def _fail(
+    message: OutboundFaxRequested,
+    job: Job,
+    failure: FaxFailure,
+    deps: Deps,
+    *,
+    pages_sent: int,
+    calls: int,
+    carrier: Carrier | None = None,
+    report: CallReport | None = None,
+) -> None:
+    failed = FaxFailed(
+        fax_id=message.fax_id,
+        account_id=message.account_id,
+        month=message.month,
+        user_id=message.user_id,
+        faxbox_id=message.faxbox_id,
+        destination=message.destination,
+        attempts=max(0, calls),
+        failure=failure,
+        pages_sent=pages_sent,
+        pages_total=message.pages,
+        source_message_id=message.source_message_id,
+    )
+    outcome = _outcome_doc(report or CallReport(failure, pages_sent), carrier, deps.clock())
+    # A call that was made is an attempt like the others (with no next one); a fax
+    # refused before dialling made no attempt.
+    attempt_event = None
+    if report is not None and carrier is not None:
+        attempt_event = _attempt_failed(message, job, carrier, report, None)
+    finish = Finish(
+        JobState.FAILED,
+        outcome,
+        result_type="FaxFailed",
+        result_json=failed.model_dump_json(),
+        failed=report is not None,
+        pending_event_json=attempt_event.model_dump_json() if attempt_event else None,
+    )
+    if not await _record(deps, job, finish):
+        log.error("fax failed but the job was no longer ours; not publishing")
+        return
+    metrics.OUTCOMES.labels("failed", failure.failure_class.value).inc()
+    log.info("fax failed for good: %s (%s)", failure.text, failure.failure_class.value)
+    if attempt_event is not None:
+        await deps.publisher.publish(attempt_event)
+        await deps.ledger.mark_event_published(job.fax_id)
+    await deps.publisher.publish(failed)

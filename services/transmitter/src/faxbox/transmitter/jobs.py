@@ -1,0 +1,242 @@
+"""The job ledger: one document per fax (``_id`` = fax id) that decides who may dial.
+
+Every state change is one ``find_one_and_update`` conditioned on the current state
+(FerretDB has no transactions), so two workers holding two copies of the same
+request can never both get a call slot for the fax:
+
+- ``queued`` → ``in_call``: the first claim, attempt 1;
+- ``waiting_retry`` → ``in_call``: the redial, once ``next_attempt_at`` has come;
+- ``in_call`` (lease expired: the worker died) → ``in_call``: a new attempt by another
+  worker; while the lease is live nobody else may touch the job;
+- ``in_call`` → ``sent`` / ``failed`` / ``waiting_retry``: only by the holder of the
+  lease for that attempt, with the terminal event's payload stored in the same write,
+  so a redelivery republishes exactly that message (same ``message_id``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+Doc = dict[str, Any]
+
+COLLECTION = "transmitter_jobs"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    IN_CALL = "in_call"
+    WAITING_RETRY = "waiting_retry"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+TERMINAL = (JobState.SENT, JobState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    fax_id: str
+    state: JobState
+    attempt: int = 0  # calls started (a crash-resumed call counts)
+    failed_attempts: int = 0  # calls that ended in a fax failure: the retry budget
+    degrade: int = 0  # protocol fallback level for the next call (ECM off, slower modem)
+    worker_id: str | None = None
+    lease_until: datetime | None = None
+    next_attempt_at: datetime | None = None
+    busy_since: datetime | None = None
+    last_outcome: dict[str, Any] | None = None
+    result_type: str | None = None
+    result_json: str | None = None
+    pending_event_json: str | None = None
+    pending_event_published: bool = True
+
+    def lease_live(self, now: datetime) -> bool:
+        return self.lease_until is not None and self.lease_until > now
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> Job:
+        return cls(
+            fax_id=str(doc["_id"]),
+            state=JobState(doc["state"]),
+            attempt=int(doc.get("attempt", 0)),
+            failed_attempts=int(doc.get("failed_attempts", 0)),
+            degrade=int(doc.get("degrade", 0)),
+            worker_id=doc.get("worker_id"),
+            lease_until=doc.get("lease_until"),
+            next_attempt_at=doc.get("next_attempt_at"),
+            busy_since=doc.get("busy_since"),
+            last_outcome=doc.get("last_outcome"),
+            result_type=doc.get("result_type"),
+            result_json=doc.get("result_json"),
+            pending_event_json=doc.get("pending_event_json"),
+            pending_event_published=bool(doc.get("pending_event_published", True)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How one attempt ended, as written by the lease holder."""
+
+    state: JobState
+    last_outcome: dict[str, Any]
+    result_type: str | None = None
+    result_json: str | None = None
+    next_attempt_at: datetime | None = None
+    failed: bool = False  # counts against the retry budget
+    degrade: int | None = None
+    pending_event_json: str | None = None
+
+
+class JobLedger(Protocol):
+    async def ensure(self, fax_id: str, now: datetime) -> Job:
+        """The job, created as ``queued`` on first sight."""
+        ...
+
+    async def get(self, fax_id: str) -> Job | None: ...
+
+    async def claim(self, fax_id: str, worker_id: str, now: datetime, lease_s: float) -> Job | None:
+        """Take the job for a new attempt; None when it is not claimable now."""
+        ...
+
+    async def renew(self, fax_id: str, worker_id: str, attempt: int, until: datetime) -> bool:
+        """Extend our lease; False when the job is no longer ours."""
+        ...
+
+    async def finish(self, fax_id: str, worker_id: str, attempt: int, finish: Finish) -> bool:
+        """Record the end of our attempt; False when the job is no longer ours."""
+        ...
+
+    async def put_back(
+        self, fax_id: str, worker_id: str, attempt: int, retry_at: datetime, now: datetime
+    ) -> bool:
+        """Undo our claim without a call (every carrier busy): not an attempt."""
+        ...
+
+    async def mark_event_published(self, fax_id: str) -> None: ...
+
+
+def claimable_filter(fax_id: str, now: datetime) -> Doc:
+    return {
+        "_id": fax_id,
+        "$or": [
+            {"state": JobState.QUEUED.value},
+            {"state": JobState.WAITING_RETRY.value, "next_attempt_at": {"$lte": now}},
+            {"state": JobState.IN_CALL.value, "lease_until": {"$lt": now}},
+        ],
+    }
+
+
+class MongoJobLedger:
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self.collection = collection
+
+    async def ensure_indexes(self) -> None:
+        # Operators look for stuck calls by state and lease; one index per command
+        # (FerretDB v1.24 crashes on a createIndexes naming several existing indexes).
+        await self.collection.create_index(
+            [("state", ASCENDING), ("lease_until", ASCENDING)], name="state_lease"
+        )
+
+    async def ensure(self, fax_id: str, now: datetime) -> Job:
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.insert_one(
+                {
+                    "_id": fax_id,
+                    "state": JobState.QUEUED.value,
+                    "attempt": 0,
+                    "failed_attempts": 0,
+                    "degrade": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        job = await self.get(fax_id)
+        if job is None:  # deleted in between by an operator: start again
+            raise RuntimeError(f"job {fax_id} vanished while being read")
+        return job
+
+    async def get(self, fax_id: str) -> Job | None:
+        doc = await self.collection.find_one({"_id": fax_id})
+        return None if doc is None else Job.from_doc(doc)
+
+    async def claim(self, fax_id: str, worker_id: str, now: datetime, lease_s: float) -> Job | None:
+        doc = await self.collection.find_one_and_update(
+            claimable_filter(fax_id, now),
+            {
+                "$set": {
+                    "state": JobState.IN_CALL.value,
+                    "worker_id": worker_id,
+                    "lease_until": now + timedelta(seconds=lease_s),
+                    "updated_at": now,
+                },
+                "$inc": {"attempt": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else Job.from_doc(doc)
+
+    def _ours(self, fax_id: str, worker_id: str, attempt: int) -> Doc:
+        return {
+            "_id": fax_id,
+            "state": JobState.IN_CALL.value,
+            "worker_id": worker_id,
+            "attempt": attempt,
+        }
+
+    async def renew(self, fax_id: str, worker_id: str, attempt: int, until: datetime) -> bool:
+        result = await self.collection.update_one(
+            self._ours(fax_id, worker_id, attempt), {"$set": {"lease_until": until}}
+        )
+        return result.matched_count == 1
+
+    async def finish(self, fax_id: str, worker_id: str, attempt: int, finish: Finish) -> bool:
+        fields: Doc = {
+            "state": finish.state.value,
+            "last_outcome": finish.last_outcome,
+            "lease_until": None,
+            "next_attempt_at": finish.next_attempt_at,
+        }
+        if finish.result_type is not None:
+            fields["result_type"] = finish.result_type
+            fields["result_json"] = finish.result_json
+        if finish.degrade is not None:
+            fields["degrade"] = finish.degrade
+        if finish.pending_event_json is not None:
+            fields["pending_event_json"] = finish.pending_event_json
+            fields["pending_event_published"] = False
+        update: Doc = {"$set": fields, "$unset": {"busy_since": ""}}
+        if finish.failed:
+            update["$inc"] = {"failed_attempts": 1}
+        result = await self.collection.update_one(self._ours(fax_id, worker_id, attempt), update)
+        return result.matched_count == 1
+
+    async def put_back(
+        self, fax_id: str, worker_id: str, attempt: int, retry_at: datetime, now: datetime
+    ) -> bool:
+        result = await self.collection.update_one(
+            self._ours(fax_id, worker_id, attempt),
+            {
+                "$set": {
+                    "state": JobState.WAITING_RETRY.value,
+                    "lease_until": None,
+                    "next_attempt_at": retry_at,
+                    "updated_at": now,
+                },
+                "$inc": {"attempt": -1},
+                "$min": {"busy_since": now},
+            },
+        )
+        return result.matched_count == 1
+
+    async def mark_event_published(self, fax_id: str) -> None:
+        await self.collection.update_one(
+            {"_id": fax_id}, {"$set": {"pending_event_published": True}}
+        )

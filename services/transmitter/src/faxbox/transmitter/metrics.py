@@ -1,0 +1,22 @@
+"""Prometheus metrics of the transmitter (served by the runner's /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+CALLS_IN_PROGRESS = Gauge("faxbox_transmitter_calls_in_progress", "Fax calls on the line now")
+CALLS = Counter(
+    "faxbox_transmitter_calls_total", "Fax calls placed, by media and result", ["media", "result"]
+)
+PAGES_SENT = Counter("faxbox_transmitter_pages_sent_total", "Pages the far end accepted")
+OUTCOMES = Counter(
+    "faxbox_transmitter_outcomes_total",
+    "Attempts and jobs by outcome (sent, retry, failed) and failure class",
+    ["outcome", "failure_class"],
+)
+REPUBLISHED = Counter(
+    "faxbox_transmitter_republished_total", "Stored final events republished on redelivery"
+)
+CARRIER_BUSY = Counter(
+    "faxbox_transmitter_all_carriers_busy_total", "Jobs put back because every channel was taken"
+)

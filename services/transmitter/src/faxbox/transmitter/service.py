@@ -1,0 +1,140 @@
+"""Wiring of the transmitter: settings, the SIP user agent, the ledger, the consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+from pydantic import Field
+
+from faxbox.fax.sip.ua import UserAgent
+from faxbox.shared import runner
+from faxbox.shared.contracts import DocumentRef, OutboundFaxRequested
+from faxbox.shared.runner import Runtime
+from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.store import Store
+from faxbox.shared.wiring import infrastructure
+from faxbox.transmitter import carriers, jobs
+from faxbox.transmitter.handler import Deps, handle_outbound
+from faxbox.transmitter.line import SipFaxLine
+
+log = logging.getLogger(__name__)
+
+SERVICE = "transmitter"
+# Exit status of the crash test hook, so a test can tell it from a real crash.
+TEST_CRASH_EXIT_CODE = 75
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Settings(ServiceSettings):
+    # Back-pressure: the broker hands us at most this many requests at a time; keep it a
+    # little above max_calls so a freed channel finds the next job already here.
+    prefetch: int = Field(default=64, ge=1, le=1000)
+    # SIGTERM lets the calls on the line finish (a fax takes minutes); what is still
+    # unfinished after this is hung up and redelivered to another worker.
+    shutdown_grace_s: float = 900.0
+    max_calls: int = Field(default=50, ge=1, description="Concurrent fax calls per process.")
+    line_pace: float = Field(
+        default=1.0, ge=0, description="Media clock: 1 real time, N times faster (tests)."
+    )
+    transmitter_sip_host: str = "127.0.0.1"
+    transmitter_sip_port: int = Field(default=0, ge=0, le=65535, description="0: any free port.")
+    transmitter_request_t38: bool = True
+    transmitter_answer_timeout_s: float = Field(default=60.0, gt=0, description="In call time.")
+    transmitter_max_call_s: float = Field(default=1800.0, gt=0, description="In call time.")
+    transmitter_media_silence_s: float = Field(
+        default=60.0, gt=0, description="Hang up when no media arrived for this long (call time)."
+    )
+    transmitter_lease_s: float = Field(
+        default=60.0, gt=0, description="A job or channel not renewed for this long is free."
+    )
+    transmitter_busy_retry_s: int = Field(default=15, ge=1)
+    transmitter_busy_give_up_s: float = Field(default=1800.0, ge=0)
+    transmitter_worker_id: str = Field(default_factory=_default_worker_id)
+    transmitter_spool_dir: Path | None = None
+    # TEST HOOK, off by default: exit abruptly after FaxSent is published, before the ack.
+    transmitter_test_crash_before_ack: bool = False
+
+
+class GridFsDocuments:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def fetch(self, ref: DocumentRef, path: Path) -> None:
+        with path.open("wb") as f:
+            async for chunk in self.store.documents.stream(ref):
+                f.write(chunk)
+
+
+def _crash_now() -> None:
+    log.critical("test hook: exiting before the ack")
+    logging.shutdown()
+    os._exit(TEST_CRASH_EXIT_CODE)
+
+
+@contextlib.asynccontextmanager
+async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    async with infrastructure(settings, runtime) as infra:
+        ledger = jobs.MongoJobLedger(infra.store.db[jobs.COLLECTION])
+        await ledger.ensure_indexes()
+        ua = await UserAgent.start(
+            settings.transmitter_sip_host,
+            settings.transmitter_sip_port,
+            pace=settings.line_pace,
+            user="faxbox-transmitter",
+            accept_t38=settings.line_pace > 0,
+        )
+        runtime.add_check("sip", lambda: ua._transport is not None)
+        line = SipFaxLine(
+            ua,
+            answer_timeout_s=settings.transmitter_answer_timeout_s,
+            max_call_s=settings.transmitter_max_call_s,
+            request_t38=settings.transmitter_request_t38,
+            media_silence_s=settings.transmitter_media_silence_s,
+        )
+        deps = Deps(
+            ledger=ledger,
+            slots=carriers.MongoCarrierSlots(infra.store.db[carriers.COLLECTION]),
+            carriers=infra.store,
+            documents=GridFsDocuments(infra.store),
+            line=line,
+            publisher=infra.bus,
+            worker_id=settings.transmitter_worker_id,
+            calls=asyncio.Semaphore(settings.max_calls),
+            lease_s=settings.transmitter_lease_s,
+            busy_retry_s=settings.transmitter_busy_retry_s,
+            busy_give_up_s=settings.transmitter_busy_give_up_s,
+            spool_dir=settings.transmitter_spool_dir,
+            after_sent_published=_crash_now if settings.transmitter_test_crash_before_ack else None,
+        )
+        log.info(
+            "transmitter %s: SIP on %s:%d, pace %s, up to %d calls",
+            settings.transmitter_worker_id,
+            ua.host,
+            ua.port,
+            settings.line_pace,
+            settings.max_calls,
+        )
+        consumer = infra.bus.consumer(
+            SERVICE, {OutboundFaxRequested: partial(handle_outbound, deps=deps)}
+        )
+        await consumer.start()
+        try:
+            yield
+        finally:
+            await consumer.stop(settings.shutdown_grace_s)
+            await ua.close()
+
+
+def run(settings: Settings) -> None:
+    runner.run(SERVICE, settings, partial(service, settings=settings))

@@ -1,0 +1,232 @@
+"""The inbound receiver's storing and announcing, with fakes of its own ports."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pikepdf
+import pytest
+from PIL import Image
+
+from faxbox.fax.outcome import FailureClass as EngineClass
+from faxbox.fax.outcome import FaxOutcome
+from faxbox.inbound.handler import Deps, _candidates, _conclude
+from faxbox.inbound.outbox import deliver, sweep
+from faxbox.inbound.pdf import tiff_to_pdf
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FailureClass,
+    FaxFailure,
+    InboundFaxFailed,
+    InboundFaxReceived,
+    Message,
+)
+from faxbox.shared.store import Account, Faxbox
+
+A4_W = 1728 / 204 * 72
+A4_H = 2292 / 196 * 72
+
+
+def fax_tiff(
+    path: Path, pages: int, rows: int = 2292, dpi: tuple[int, int] | None = (204, 196)
+) -> Path:
+    frames = [Image.new("1", (1728, rows), 1) for _ in range(pages)]
+    options: dict[str, Any] = {"compression": "group4", "save_all": True}
+    if dpi is not None:
+        options["dpi"] = dpi
+    frames[0].save(path, append_images=frames[1:], **options)
+    return path
+
+
+def sizes(pdf: bytes) -> list[tuple[float, float]]:
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        return [(float(p.mediabox[2]), float(p.mediabox[3])) for p in doc.pages]
+
+
+def test_fine_and_standard_pages_keep_their_shape(tmp_path: Path) -> None:
+    fine = sizes(tiff_to_pdf(fax_tiff(tmp_path / "f.tif", 2)))
+    assert fine == [pytest.approx((A4_W, A4_H), abs=0.5)] * 2
+    standard = sizes(tiff_to_pdf(fax_tiff(tmp_path / "s.tif", 1, rows=1146, dpi=(204, 98))))
+    assert standard == [pytest.approx((A4_W, A4_H), abs=1)]
+
+
+def test_missing_resolution_tags_fall_back_to_the_negotiated_resolution(tmp_path: Path) -> None:
+    path = fax_tiff(tmp_path / "n.tif", 1, rows=1146, dpi=None)
+    assert sizes(tiff_to_pdf(path, y_resolution_ppm=3850)) == [pytest.approx((A4_W, A4_H), abs=1)]
+
+
+def test_called_numbers_without_plus_are_tried_as_e164() -> None:
+    assert _candidates("16465550101") == ["16465550101", "+16465550101"]
+    assert _candidates("+16465550101") == ["+16465550101"]
+    assert _candidates("1001*") == ["1001*"]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.stored: dict[str, tuple[str, str, bytes]] = {}
+
+    async def put(
+        self,
+        account_id: str,
+        month: str,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> DocumentRef:
+        ref = DocumentRef(
+            account_id=account_id,
+            month=month,
+            file_id=f"doc{len(self.stored)}",
+            filename=filename,
+            content_type=content_type,
+            length=len(data),
+            sha256="0" * 64,
+        )
+        self.stored[ref.file_id] = (content_type, month, data)
+        return ref
+
+
+class Bus:
+    def __init__(self) -> None:
+        self.published: list[Message] = []
+
+    async def publish(self, message: Message) -> None:
+        self.published.append(message)
+
+
+class MemoryOutbox:
+    def __init__(self) -> None:
+        self.kept: dict[str, tuple[datetime, Message]] = {}
+
+    async def add(self, message: Message) -> None:
+        self.kept[message.message_id] = (datetime.now(UTC), message)
+
+    async def remove(self, message: Message) -> None:
+        self.kept.pop(message.message_id, None)
+
+    async def pending(self, older_than: datetime) -> list[Message]:
+        return [m for at, m in self.kept.values() if at < older_than]
+
+
+class BrokenBus(Bus):
+    async def publish(self, message: Message) -> None:
+        raise ConnectionError("broker away")
+
+
+async def test_an_event_the_broker_did_not_take_is_published_by_the_sweeper() -> None:
+    outbox, broken, bus = MemoryOutbox(), BrokenBus(), Bus()
+    event = InboundFaxFailed(
+        fax_id="fax_1",
+        account_id="acc1",
+        month="202611",
+        faxbox_id="fbx1",
+        user_id="usr1",
+        caller_number="+12125550100",
+        called_number="+16465550101",
+        failure=FaxFailure(failure_class=FailureClass.line, code=2, text="no fax"),
+        pages_received=0,
+    )
+    await deliver(outbox, broken, event)
+    assert list(outbox.kept) == [event.message_id]
+    assert await sweep(outbox, bus, grace_s=0) == 1
+    assert bus.published == [event]
+    assert not outbox.kept
+    await deliver(outbox, bus, event)
+    assert not outbox.kept
+
+
+class NoDirectory:
+    async def faxbox_for_number(self, number: str) -> tuple[Faxbox, Account] | None:
+        return None
+
+
+def outcome(success: bool, pages: int, code: int = 0) -> FaxOutcome:
+    return FaxOutcome(
+        role="receive",
+        success=success,
+        completion_code=code,
+        completion_name="X",
+        completion_text="x",
+        failure_class=None if success else EngineClass.LINE,
+        message="The telephone call was cut off before the fax finished.",
+        hint="",
+        pages_transferred=pages,
+        pages_in_file=pages,
+        bit_rate=14400,
+        ecm=True,
+        x_resolution=8031,
+        y_resolution=7700,
+        remote_id="CALLER",
+        pages=[],
+    )
+
+
+@pytest.fixture
+def parts() -> tuple[Deps, Sink, Bus, Faxbox, Account]:
+    sink, bus = Sink(), Bus()
+    account = Account(id="acc1", name="Acme", realm="acme.example")
+    faxbox = Faxbox(id="fbx1", account_id="acc1", owner_user_id="usr1")
+    deps = Deps(
+        directory=NoDirectory(),
+        documents=sink,
+        publisher=bus,
+        outbox=MemoryOutbox(),
+        calls=asyncio.Semaphore(1),
+    )
+    return deps, sink, bus, faxbox, account
+
+
+async def conclude(
+    parts: tuple[Deps, Sink, Bus, Faxbox, Account], result: FaxOutcome, path: Path
+) -> Message:
+    deps, _, bus, faxbox, account = parts
+    await _conclude(
+        deps, faxbox, account, "fax_1", "202611", "+12125550100", "+16465550101", result, path, 61.5
+    )
+    (event,) = bus.published
+    return event
+
+
+async def test_a_complete_fax_is_stored_as_tiff_and_pdf_and_announced(
+    parts: tuple[Deps, Sink, Bus, Faxbox, Account], tmp_path: Path
+) -> None:
+    event = await conclude(parts, outcome(True, 2), fax_tiff(tmp_path / "rx.tif", 2))
+    assert isinstance(event, InboundFaxReceived)
+    assert (event.fax_id, event.account_id, event.month) == ("fax_1", "acc1", "202611")
+    assert (event.faxbox_id, event.user_id) == ("fbx1", "usr1")
+    assert (event.caller_number, event.called_number) == ("+12125550100", "+16465550101")
+    assert event.statistics.pages_transferred == 2
+    assert event.statistics.remote_station_id == "CALLER"
+    assert event.statistics.duration_s == 61.5
+    stored = parts[1].stored
+    assert stored[event.tiff.file_id][0] == "image/tiff"
+    assert stored[event.pdf.file_id][0] == "application/pdf"
+    assert len(sizes(stored[event.pdf.file_id][2])) == 2
+
+
+async def test_a_partial_fax_keeps_its_pages(
+    parts: tuple[Deps, Sink, Bus, Faxbox, Account], tmp_path: Path
+) -> None:
+    event = await conclude(parts, outcome(False, 1, code=49), fax_tiff(tmp_path / "rx.tif", 1))
+    assert isinstance(event, InboundFaxFailed)
+    assert event.pages_received == 1
+    assert event.failure.failure_class is FailureClass.line
+    assert event.failure.code == 49
+    assert event.partial_pdf is not None
+    assert len(sizes(parts[1].stored[event.partial_pdf.file_id][2])) == 1
+
+
+async def test_a_call_without_pages_is_reported_without_documents(
+    parts: tuple[Deps, Sink, Bus, Faxbox, Account], tmp_path: Path
+) -> None:
+    event = await conclude(parts, outcome(False, 0, code=2), tmp_path / "never-written.tif")
+    assert isinstance(event, InboundFaxFailed)
+    assert (event.pages_received, event.partial_pdf) == (0, None)
+    assert not parts[1].stored

@@ -1,0 +1,430 @@
+"""The transmitter's handler against fakes of its own ports: ledger, redial, carrier choice."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from faxbox.fax.outcome import FailureClass as EngineClass
+from faxbox.fax.outcome import FaxOutcome
+from faxbox.fax.session import Compression, Modem
+from faxbox.fax.sip.ua import CallFailed
+from faxbox.shared.bus import RetryLater
+from faxbox.shared.contracts import (
+    FailureClass,
+    FaxAttemptFailed,
+    FaxFailed,
+    FaxSent,
+)
+from faxbox.transmitter.carriers import eligible_carriers
+from faxbox.transmitter.handler import NO_RESOURCES, handle_outbound, utc_now
+from faxbox.transmitter.jobs import Job, JobState
+from faxbox.transmitter.line import (
+    CallReport,
+    Dial,
+    call_settings,
+    carrier_uri,
+    report_from_outcome,
+    sip_failure,
+)
+from tests.unit.transmitter.transmitter_fakes import (
+    Clock,
+    FakeBus,
+    FakeLedger,
+    FakeLine,
+    FakeSlots,
+    carrier,
+    deps,
+    failed_report,
+    request,
+    sent_report,
+)
+
+# --- carrier choice --------------------------------------------------------------------
+
+
+def test_only_fax_carriers_whose_require_flags_the_call_carries_in_priority_order() -> None:
+    plain = carrier("plain", priority=50)
+    cheap = carrier("cheap", priority=10)
+    premium = carrier("premium", priority=1, require_flags=["premium"])
+    both = carrier("both", priority=5, require_flags=["premium", "intl"])
+    voice = carrier("voice", flags=["voice"])
+    capped = carrier("capped", channel_cap=0)
+    nowhere = carrier("nowhere", sip_host=None, sip_port=None)
+    every = [plain, cheap, premium, both, voice, capped, nowhere]
+    assert eligible_carriers(every, []) == [cheap, plain]
+    assert eligible_carriers(every, ["premium"]) == [premium, cheap, plain]
+    assert eligible_carriers(every, ["premium", "intl"]) == [premium, both, cheap, plain]
+    assert eligible_carriers([voice, premium], []) == []
+
+
+def test_carrier_uri_from_host_and_port() -> None:
+    assert carrier_uri(carrier(sip_host="10.0.0.1", sip_port=None)) == "sip:10.0.0.1:5060"
+    assert carrier_uri(carrier(sip_host=None, sip_uri="sip:trunk.example:5080")) == (
+        "sip:trunk.example:5080"
+    )
+
+
+# --- outcomes --------------------------------------------------------------------------
+
+
+def _dial(tmp_path: Path, degrade: int) -> Dial:
+    return Dial("fax_1", "+12125550100", None, carrier(), tmp_path / "x.tif", 1, degrade=degrade)
+
+
+def test_protocol_fallback_turns_ecm_off_then_slows_the_modem(tmp_path: Path) -> None:
+    first = call_settings(_dial(tmp_path, 0))
+    assert first.ecm
+    assert Modem.V17 in first.modems
+    assert Compression.T6 in first.compressions
+    second = call_settings(_dial(tmp_path, 1))
+    assert not second.ecm
+    assert Compression.T6 not in second.compressions
+    assert Modem.V17 in second.modems
+    third = call_settings(_dial(tmp_path, 2))
+    assert third.modems == {Modem.V29, Modem.V27TER}
+    assert call_settings(_dial(tmp_path, 5)).modems == {Modem.V27TER}
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "retryable"),
+    [
+        (486, "The line was busy.", True),
+        (408, "Nobody answered the call.", True),
+        (603, "The call was refused by the telephone network.", True),
+        (503, "The telephone network could not place the call right now.", True),
+        (404, "The number does not exist or cannot be reached.", False),
+    ],
+)
+def test_sip_failures_are_line_failures(status: int, text: str, retryable: bool) -> None:
+    report = sip_failure(CallFailed(status, "x"))
+    assert report.failure is not None
+    assert report.failure.failure_class is FailureClass.line
+    assert (report.failure.code, report.failure.sip_status) == (-status, status)
+    assert report.failure.text == text
+    assert report.retryable is retryable
+
+
+def _outcome(success: bool, pages: int, cls: EngineClass | None, code: int) -> FaxOutcome:
+    return FaxOutcome(
+        role="send",
+        success=success,
+        completion_code=code,
+        completion_name="X",
+        completion_text="x",
+        failure_class=cls,
+        message="The receiving fax machine hung up after we sent a page.",
+        hint="",
+        pages_transferred=pages,
+        pages_in_file=3,
+        bit_rate=9600,
+        ecm=False,
+        x_resolution=8031,
+        y_resolution=3850,
+        remote_id="FAR",
+        pages=[],
+    )
+
+
+def test_an_outcome_is_sent_only_when_every_page_went() -> None:
+    ok = report_from_outcome(_outcome(True, 3, None, 0), pages_total=3, duration_s=1, media="t38")
+    assert ok.success
+    assert ok.statistics is not None
+    assert ok.statistics.remote_station_id == "FAR"
+    short = report_from_outcome(_outcome(True, 2, None, 0), pages_total=3, duration_s=1, media="x")
+    assert short.failure is not None
+    assert "2 of 3" in short.failure.text
+    dropped = report_from_outcome(
+        _outcome(False, 1, EngineClass.PROTOCOL, 21), pages_total=3, duration_s=1, media="audio"
+    )
+    assert dropped.failure is not None
+    assert dropped.failure.failure_class is FailureClass.protocol
+    assert (dropped.pages_sent, dropped.failure.code) == (1, 21)
+
+
+# --- the handler: ledger ---------------------------------------------------------------
+
+
+async def test_sent_once_and_a_redelivery_republishes_the_same_fax_sent(tmp_path: Path) -> None:
+    line = FakeLine(sent_report())
+    d = deps(tmp_path, line)
+    bus = cast(FakeBus, d.publisher)
+    await handle_outbound(request(), d)
+    (sent,) = bus.of(FaxSent)
+    assert (sent.attempts, sent.carrier_id, sent.statistics.pages_transferred) == (1, "car_c1", 2)
+    assert sent.transmitted_tiff == request().fax_tiff
+    await handle_outbound(request(), d)
+    again = bus.of(FaxSent)
+    assert len(again) == 2
+    assert again[1] == sent
+    assert len(line.dials) == 1
+    slots = cast(FakeSlots, d.slots)
+    assert not slots.held
+    assert slots.released == ["car_c1:0"]
+
+
+async def test_a_job_on_a_live_lease_is_left_alone_then_resumed_when_it_expires(
+    tmp_path: Path,
+) -> None:
+    ledger, clock = FakeLedger(), Clock()
+    # Worker w0 claimed the job and then went silent.
+    await ledger.ensure("fax_1", clock())
+    await ledger.claim("fax_1", "w0", clock(), 60)
+    line = FakeLine(sent_report())
+    d = deps(tmp_path, line, ledger=ledger, clock=clock)
+    clock.advance(20)
+    with pytest.raises(RetryLater) as later:
+        await handle_outbound(request(), d)
+    assert later.value.delay_s == 41
+    assert not line.dials
+    clock.advance(41)
+    await handle_outbound(request(), d)
+    assert len(line.dials) == 1
+    job = ledger.jobs["fax_1"]
+    assert (job.state, job.attempt, job.worker_id) == (JobState.SENT, 2, "w1")
+    (sent,) = cast(FakeBus, d.publisher).of(FaxSent)
+    assert sent.attempts == 2
+
+
+async def test_a_copy_arriving_before_the_redial_is_due_waits(tmp_path: Path) -> None:
+    clock = Clock()
+    line = FakeLine(failed_report("line", -486, sip=486), sent_report())
+    d = deps(tmp_path, line, clock=clock)
+    with pytest.raises(RetryLater) as first:
+        await handle_outbound(request(), d)
+    assert first.value.delay_s == 120
+    clock.advance(30)
+    with pytest.raises(RetryLater) as early:
+        await handle_outbound(request(), d)
+    assert early.value.delay_s == 90
+    assert len(line.dials) == 1
+    clock.advance(90)
+    await handle_outbound(request(), d)
+    assert len(line.dials) == 2
+
+
+async def test_an_unconfirmed_attempt_failed_event_is_published_on_the_next_delivery(
+    tmp_path: Path,
+) -> None:
+    clock, ledger = Clock(), FakeLedger()
+    line = FakeLine(failed_report("line", -486, sip=486))
+    d = deps(tmp_path, line, clock=clock, ledger=ledger)
+    with pytest.raises(RetryLater):
+        await handle_outbound(request(), d)
+    # As if the process died between the ledger write and the publish.
+    bus = cast(FakeBus, d.publisher)
+    bus.published.clear()
+    ledger.jobs["fax_1"] = dataclasses.replace(ledger.jobs["fax_1"], pending_event_published=False)
+    with pytest.raises(RetryLater):
+        await handle_outbound(request(), d)
+    (event,) = bus.of(FaxAttemptFailed)
+    assert event.attempt == 1
+    assert ledger.jobs["fax_1"].pending_event_published
+
+
+# --- the handler: redial by failure class ------------------------------------------------
+
+
+async def test_line_failures_redial_after_the_policy_delays_then_fail(tmp_path: Path) -> None:
+    clock = Clock()
+    busy = failed_report("line", -486, sip=486)
+    line = FakeLine(busy, busy, busy)
+    d = deps(tmp_path, line, clock=clock)
+    bus = cast(FakeBus, d.publisher)
+    delays = []
+    for _ in range(2):
+        with pytest.raises(RetryLater) as later:
+            await handle_outbound(request(), d)
+        delays.append(later.value.delay_s)
+        clock.advance(later.value.delay_s)
+    await handle_outbound(request(), d)
+    assert delays == [120, 300]
+    attempts = bus.of(FaxAttemptFailed)
+    assert [(a.attempt, a.attempts_allowed) for a in attempts] == [(1, 3), (2, 3), (3, 3)]
+    assert [a.next_attempt_at is None for a in attempts] == [False, False, True]
+    (failed,) = bus.of(FaxFailed)
+    assert (failed.attempts, failed.failure.failure_class) == (3, FailureClass.line)
+    assert failed.failure.sip_status == 486
+
+
+async def test_next_attempt_at_is_when_the_redial_is_due(tmp_path: Path) -> None:
+    clock = Clock()
+    line = FakeLine(failed_report("line", -408, sip=408))
+    d = deps(tmp_path, line, clock=clock)
+    with pytest.raises(RetryLater):
+        await handle_outbound(request(), d)
+    (event,) = cast(FakeBus, d.publisher).of(FaxAttemptFailed)
+    assert event.next_attempt_at == clock() + timedelta(seconds=120)
+
+
+async def test_protocol_failures_redial_with_ecm_off_then_a_slower_modem(tmp_path: Path) -> None:
+    clock = Clock()
+    broken = failed_report("protocol", 21, pages=1)
+    line = FakeLine(broken, broken, sent_report())
+    d = deps(tmp_path, line, clock=clock)
+    for _ in range(2):
+        with pytest.raises(RetryLater) as later:
+            await handle_outbound(request(), d)
+        clock.advance(later.value.delay_s)
+    await handle_outbound(request(), d)
+    assert [dial.degrade for dial in line.dials] == [0, 1, 2]
+    (event, _) = cast(FakeBus, d.publisher).of(FaxAttemptFailed)
+    assert event.pages_sent == 1
+
+
+@pytest.mark.parametrize(
+    "report",
+    [failed_report("document", 12), failed_report("line", -404, sip=404, retryable=False)],
+)
+async def test_document_failures_and_bad_numbers_fail_at_once(
+    tmp_path: Path, report: CallReport
+) -> None:
+    line = FakeLine(report)
+    d = deps(tmp_path, line)
+    await handle_outbound(request(), d)
+    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    assert failed.attempts == 1
+    (last,) = cast(FakeBus, d.publisher).of(FaxAttemptFailed)
+    assert (last.attempt, last.next_attempt_at) == (1, None)
+
+
+async def test_a_bad_tiff_fails_before_any_call(tmp_path: Path) -> None:
+    line = FakeLine()
+    d = deps(tmp_path, line)
+    await handle_outbound(request("narrow"), d)
+    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    assert failed.failure.failure_class is FailureClass.document
+    assert "1728" in failed.failure.text
+    assert (failed.attempts, failed.pages_sent, failed.pages_total) == (0, 0, 2)
+    assert not line.dials
+
+
+async def test_a_missing_document_fails_as_a_document_problem(tmp_path: Path) -> None:
+    d = deps(tmp_path, FakeLine())
+    await handle_outbound(request("gone"), d)
+    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    assert failed.failure.failure_class is FailureClass.document
+
+
+# --- the handler: carriers and channels ------------------------------------------------
+
+
+async def test_no_eligible_carrier_is_no_available_resources(tmp_path: Path) -> None:
+    line = FakeLine()
+    d = deps(tmp_path, line, carriers=[carrier(require_flags=["premium"])])
+    await handle_outbound(request(), d)
+    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    assert failed.failure.failure_class is FailureClass.resources
+    assert failed.failure.text == NO_RESOURCES
+    assert not line.dials
+
+
+async def test_route_flags_open_carriers_that_require_them(tmp_path: Path) -> None:
+    line = FakeLine(sent_report())
+    premium = carrier("premium", require_flags=["premium"])
+    d = deps(tmp_path, line, carriers=[premium])
+    await handle_outbound(request(route_flags=("premium",)), d)
+    assert line.dials[0].carrier == premium
+
+
+async def test_every_channel_busy_waits_without_using_an_attempt(tmp_path: Path) -> None:
+    clock, slots = Clock(), FakeSlots()
+    only = carrier(channel_cap=1)
+    slots.held[f"{only.id}:0"] = ("other", clock() + timedelta(seconds=60))
+    line = FakeLine(sent_report())
+    d = deps(tmp_path, line, carriers=[only], slots=slots, clock=clock)
+    with pytest.raises(RetryLater) as later:
+        await handle_outbound(request(), d)
+    assert later.value.delay_s == 15
+    ledger = cast(FakeLedger, d.ledger)
+    assert ledger.jobs["fax_1"].attempt == 0
+    clock.advance(61)  # the other call's channel lease ran out
+    await handle_outbound(request(), d)
+    (sent,) = cast(FakeBus, d.publisher).of(FaxSent)
+    assert sent.attempts == 1
+
+
+async def test_busy_for_too_long_is_no_available_resources(tmp_path: Path) -> None:
+    clock, slots = Clock(), FakeSlots()
+    only = carrier(channel_cap=1)
+    d = deps(tmp_path, FakeLine(), carriers=[only], slots=slots, clock=clock)
+    for _ in range(3):
+        slots.held[f"{only.id}:0"] = ("other", clock() + timedelta(seconds=3600))
+        try:
+            await handle_outbound(request(), d)
+        except RetryLater as later:
+            clock.advance(max(later.delay_s, 400))
+    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    assert failed.failure.text == NO_RESOURCES
+
+
+async def test_losing_the_lease_mid_call_hangs_up_and_publishes_nothing(tmp_path: Path) -> None:
+    ledger = FakeLedger()
+    hung_up = asyncio.Event()
+
+    async def endless(_dial: Dial) -> CallReport:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            hung_up.set()
+            raise
+        raise AssertionError("not reached")
+
+    d = deps(tmp_path, FakeLine(endless), ledger=ledger, lease_s=0.6)
+    ledger.renew_fails = True
+    await asyncio.wait_for(handle_outbound(request(), d), 5)
+    assert hung_up.is_set()
+    assert not cast(FakeBus, d.publisher).published
+    assert not cast(FakeSlots, d.slots).held
+
+
+async def test_no_contact_with_the_ledger_mid_call_hangs_up_and_keeps_the_message(
+    tmp_path: Path,
+) -> None:
+    ledger = FakeLedger()
+    hung_up = asyncio.Event()
+
+    async def endless(_dial: Dial) -> CallReport:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            hung_up.set()
+            raise
+        raise AssertionError("not reached")
+
+    d = deps(tmp_path, FakeLine(endless), ledger=ledger, lease_s=0.9, clock=utc_now)
+    ledger.renew_raises = AutoReconnect("database away")
+    with pytest.raises(RetryLater):
+        await asyncio.wait_for(handle_outbound(request(), d), 5)
+    assert hung_up.is_set()
+    assert not cast(FakeBus, d.publisher).published
+
+
+async def test_a_database_blip_after_the_call_is_waited_out_not_redialled(
+    tmp_path: Path,
+) -> None:
+    ledger = FakeLedger()
+    ledger.finish_raises = [AutoReconnect("away"), AutoReconnect("still away")]
+    line = FakeLine(sent_report())
+    d = deps(tmp_path, line, ledger=ledger)
+    await handle_outbound(request(), d)
+    assert ledger.jobs["fax_1"].state is JobState.SENT
+    assert len(cast(FakeBus, d.publisher).of(FaxSent)) == 1
+    assert len(line.dials) == 1
+
+
+async def test_database_trouble_before_the_call_is_a_retry_later(tmp_path: Path) -> None:
+    class DownLedger(FakeLedger):
+        async def ensure(self, fax_id: str, now: datetime) -> Job:
+            raise AutoReconnect("database away")
+
+    d = deps(tmp_path, FakeLine(), ledger=DownLedger())
+    with pytest.raises(RetryLater) as later:
+        await handle_outbound(request(), d)
+    assert later.value.delay_s == 15
