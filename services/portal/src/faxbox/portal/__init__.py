@@ -1,0 +1,1 @@
+"""Faxbox portal: fax history, faxbox administration and the queue dashboard."""

@@ -1,0 +1,174 @@
+"""The queue dashboard: queue figures from the RabbitMQ management API, service health,
+and re-driving dead letters.
+
+The portal reads the management API over HTTP (httpx) rather than through AMQP
+because only the management plugin knows consumer counts and message rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from faxbox.shared.routing import SUBSCRIPTIONS, Topology
+
+
+class QueueSource(Protocol):
+    """Raw queue figures of one vhost, as the management API reports them."""
+
+    async def queues(self) -> list[dict[str, Any]]: ...
+
+
+class Redriver(Protocol):
+    async def redrive(self, service: str, limit: int | None = None) -> int: ...
+
+
+class HealthProbe(Protocol):
+    async def check(self, url: str) -> tuple[bool, str]: ...
+
+
+class ManagementApiError(Exception):
+    pass
+
+
+class RabbitManagement:
+    """GET /api/queues/<vhost> of the RabbitMQ management plugin."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, api_url: str, vhost: str, user: str, password: str
+    ) -> None:
+        self._client = client
+        self._url = f"{api_url.rstrip('/')}/api/queues/{urllib.parse.quote(vhost, safe='')}"
+        self._auth = httpx.BasicAuth(user, password)
+
+    async def queues(self) -> list[dict[str, Any]]:
+        try:
+            response = await self._client.get(
+                self._url,
+                auth=self._auth,
+                params={
+                    "columns": "name,messages,messages_ready,messages_unacknowledged,"
+                    "consumers,message_stats"
+                },
+                timeout=5.0,
+            )
+        except httpx.HTTPError as exc:
+            raise ManagementApiError(f"RabbitMQ management API unreachable: {exc}") from None
+        if response.status_code != 200:
+            raise ManagementApiError(f"RabbitMQ management API answered {response.status_code}")
+        body = response.json()
+        return body if isinstance(body, list) else []
+
+
+class HttpHealthProbe:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def check(self, url: str) -> tuple[bool, str]:
+        try:
+            response = await self._client.get(url, timeout=3.0)
+        except httpx.HTTPError as exc:
+            return False, type(exc).__name__
+        return response.status_code == 200, f"HTTP {response.status_code}"
+
+
+def vhost_of(amqp_url: str) -> str:
+    path = urllib.parse.urlsplit(amqp_url).path
+    return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    service: str
+    queue: str
+    declared: bool
+    depth: int
+    ready: int
+    unacked: int
+    consumers: int
+    publish_rate: float
+    deliver_rate: float
+    dead_letter_depth: int
+    retry_depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRow:
+    service: str
+    url: str
+    healthy: bool
+    detail: str
+
+
+def _rate(stats: Any, key: str) -> float:
+    if not isinstance(stats, dict):
+        return 0.0
+    details = stats.get(key)
+    rate = details.get("rate") if isinstance(details, dict) else None
+    return float(rate) if isinstance(rate, int | float) else 0.0
+
+
+def _int(raw: dict[str, Any] | None, key: str) -> int:
+    value = (raw or {}).get(key)
+    return int(value) if isinstance(value, int) else 0
+
+
+def summarize(raw: list[dict[str, Any]], topology: Topology) -> list[QueueRow]:
+    """One row per consuming service (from the routing table), dead letters beside it."""
+    by_name = {q.get("name"): q for q in raw if isinstance(q, dict)}
+    rows = []
+    for service in sorted(SUBSCRIPTIONS):
+        name = topology.queue(service)
+        queue = by_name.get(name)
+        retry_prefix = f"{name}.retry."
+        retry = sum(
+            _int(q, "messages") for n, q in by_name.items() if str(n).startswith(retry_prefix)
+        )
+        stats = (queue or {}).get("message_stats")
+        dead_letters = by_name.get(topology.dead_letter_queue(service))
+        rows.append(
+            QueueRow(
+                service=service,
+                queue=name,
+                declared=queue is not None,
+                depth=_int(queue, "messages"),
+                ready=_int(queue, "messages_ready"),
+                unacked=_int(queue, "messages_unacknowledged"),
+                consumers=_int(queue, "consumers"),
+                publish_rate=_rate(stats, "publish_details"),
+                deliver_rate=_rate(stats, "deliver_get_details"),
+                dead_letter_depth=_int(dead_letters, "messages"),
+                retry_depth=retry,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    queues: list[QueueRow]
+    queue_error: str | None
+    health: list[HealthRow]
+
+
+async def load_dashboard(
+    source: QueueSource, probe: HealthProbe, topology: Topology, health_urls: dict[str, str]
+) -> Dashboard:
+    async def one(service: str, url: str) -> HealthRow:
+        healthy, detail = await probe.check(url)
+        return HealthRow(service, url, healthy, detail)
+
+    health_task = asyncio.gather(*(one(s, u) for s, u in sorted(health_urls.items())))
+    try:
+        rows, error = summarize(await source.queues(), topology), None
+    except ManagementApiError as exc:
+        rows, error = [], str(exc)
+    return Dashboard(rows, error, list(await health_task))
+
+
+def redrivable(service: str) -> bool:
+    return service in SUBSCRIPTIONS

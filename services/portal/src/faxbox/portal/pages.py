@@ -1,0 +1,409 @@
+"""Server-rendered pages (Jinja2). They call the same functions as the JSON API, and
+download links point at the API itself (cookies authenticate there too)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from faxbox.portal import admin, faxes
+from faxbox.portal.access import Forbidden, account_in_scope, visible_accounts
+from faxbox.portal.api import failure_text, range_note, require_dashboard
+from faxbox.portal.app import (
+    TEMPLATES,
+    CheckedPrincipal,
+    CsrfFailed,
+    CurrentPrincipal,
+    Deps,
+    authenticate_password,
+    end_session,
+    optional_principal,
+    prelogin_ok,
+    prelogin_token,
+    start_session,
+)
+from faxbox.portal.dashboard import load_dashboard, redrivable
+from faxbox.portal.security import Principal
+from faxbox.shared import numbers
+from faxbox.shared.store import NotFound, NumberAlreadyAssigned
+
+router = APIRouter(include_in_schema=False)
+
+
+def render(
+    request: Request,
+    name: str,
+    principal: Principal | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    deps = request.app.state.deps
+    context |= {
+        "principal": principal,
+        "csrf": principal.csrf if principal else None,
+        "show_dashboard": principal is not None and principal.role.value in deps.dashboard_roles,
+        "msg": request.query_params.get("msg"),
+        "error": context.get("error") or request.query_params.get("error"),
+        "failure_text": failure_text,
+    }
+    return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def back(url: str, **params: str) -> RedirectResponse:
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
+    return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
+
+
+# --- sign-in --------------------------------------------------------------------------
+
+
+@router.get("/")
+async def home() -> Response:
+    return RedirectResponse("/faxes", status_code=303)
+
+
+@router.get("/login")
+async def login_form(request: Request, deps: Deps) -> Response:
+    if await optional_principal(request) is not None:
+        return RedirectResponse("/faxes", status_code=303)
+    response = HTMLResponse("")
+    token = prelogin_token(request, response, deps)
+    page = render(request, "login.html", None, login_csrf=token)
+    for value in response.headers.getlist("set-cookie"):
+        page.headers.append("set-cookie", value)
+    return page
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    deps: Deps,
+    email: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    if not prelogin_ok(request, csrf_token):
+        raise CsrfFailed()
+    user = await authenticate_password(deps, email, password)
+    if user is None:
+        return render(
+            request,
+            "login.html",
+            None,
+            status_code=401,
+            login_csrf=csrf_token,
+            error="Wrong e-mail address or password.",
+            email=email,
+        )
+    response = RedirectResponse("/faxes", status_code=303)
+    start_session(response, deps, user)
+    return response
+
+
+@router.post("/logout")
+async def logout(principal: CheckedPrincipal) -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    end_session(response)
+    return response
+
+
+# --- faxes ----------------------------------------------------------------------------
+
+
+def _day(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise admin.InvalidInput(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@router.get("/faxes")
+async def fax_list(
+    request: Request,
+    principal: CurrentPrincipal,
+    deps: Deps,
+    account: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    number: str = "",
+    direction: str = "",
+    cursor: str | None = None,
+) -> Response:
+    account_id = account or principal.user.account_id
+    accounts = await visible_accounts(deps.store, principal)
+    current = await account_in_scope(deps.store, principal, account_id)
+    # The form's dates are whole UTC days, the end day included.
+    today = datetime.now(UTC).date()
+    end_day = _day(end) or today
+    start_day = _day(start) or end_day - timedelta(days=30)
+    if end_day < start_day:
+        raise admin.InvalidInput("the end date is before the start date")
+    date_range = faxes.DateRange(
+        datetime.combine(start_day, datetime.min.time(), UTC),
+        datetime.combine(end_day + timedelta(days=1), datetime.min.time(), UTC),
+    )
+    page = await faxes.list_faxes(
+        deps.store,
+        principal,
+        account_id,
+        date_range,
+        number=number or None,
+        direction="outbound" if direction == "outbound" else "inbound" if direction else None,
+        cursor=cursor,
+    )
+    params = {
+        "account": account_id,
+        "start": start_day.isoformat(),
+        "end": end_day.isoformat(),
+        "number": number,
+        "direction": direction,
+    }
+    next_url = None
+    if page.next_cursor:
+        next_url = "/faxes?" + urllib.parse.urlencode(params | {"cursor": page.next_cursor})
+    return render(
+        request,
+        "faxes.html",
+        principal,
+        faxes=page.items,
+        account=current,
+        accounts=accounts,
+        params=params,
+        next_url=next_url,
+        first_url="/faxes?" + urllib.parse.urlencode(params) if cursor else None,
+        note=range_note(date_range),
+        start_day=start_day,
+        end_day=end_day,
+    )
+
+
+@router.get("/faxes/{account_id}/{month}/{fax_id}")
+async def fax_page(
+    request: Request,
+    account_id: str,
+    month: str,
+    fax_id: str,
+    principal: CurrentPrincipal,
+    deps: Deps,
+) -> Response:
+    record = await faxes.get_fax(deps.store, principal, account_id, month, fax_id)
+    return render(
+        request,
+        "fax.html",
+        principal,
+        fax=record,
+        kinds=faxes.available_kinds(record),
+        api_base=f"/api/accounts/{account_id}/faxes/{month}/{fax_id}",
+    )
+
+
+# --- tokens ---------------------------------------------------------------------------
+
+
+@router.get("/tokens")
+async def tokens_page(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
+    return render(
+        request, "tokens.html", principal, tokens=await deps.tokens.list(principal.user.id)
+    )
+
+
+@router.post("/tokens")
+async def token_create(
+    request: Request,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    name: Annotated[str, Form()] = "",
+) -> Response:
+    token, secret = await deps.tokens.create(principal.user.id, name)
+    return render(
+        request,
+        "tokens.html",
+        principal,
+        tokens=await deps.tokens.list(principal.user.id),
+        new_secret=secret,
+        new_token=token,
+    )
+
+
+@router.post("/tokens/{token_id}/revoke")
+async def token_revoke(token_id: str, principal: CheckedPrincipal, deps: Deps) -> Response:
+    if not await deps.tokens.revoke(principal.user.id, token_id):
+        raise NotFound("token", token_id)
+    return back("/tokens", msg="Token revoked.")
+
+
+# --- administration -------------------------------------------------------------------
+
+
+@router.get("/admin")
+async def admin_home(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
+    if not principal.is_admin:
+        raise Forbidden("administration needs an account or reseller admin")
+    accounts = await visible_accounts(deps.store, principal)
+    if len(accounts) == 1:
+        return RedirectResponse(f"/admin/accounts/{accounts[0].id}", status_code=303)
+    return render(request, "accounts.html", principal, accounts=accounts)
+
+
+@router.get("/admin/accounts/{account_id}")
+async def admin_account_page(
+    request: Request,
+    account_id: str,
+    principal: CurrentPrincipal,
+    deps: Deps,
+    help_number: Annotated[str, Query()] = "",
+) -> Response:
+    rows = await admin.list_users(deps.store, principal, account_id)
+    account = await deps.store.get_account(account_id)
+    answer = None
+    if help_number.strip():
+        answer = await admin.show_help(deps.store, principal, account_id, help_number)
+    return render(
+        request,
+        "account.html",
+        principal,
+        account=account,
+        rows=rows,
+        help_number=help_number,
+        answer=answer,
+    )
+
+
+def _user_url(account_id: str, user_id: str) -> str:
+    return f"/admin/accounts/{account_id}/users/{user_id}"
+
+
+@router.get("/admin/accounts/{account_id}/users/{user_id}")
+async def admin_user_page(
+    request: Request, account_id: str, user_id: str, principal: CurrentPrincipal, deps: Deps
+) -> Response:
+    row = await admin.get_user(deps.store, principal, account_id, user_id)
+    account = await deps.store.get_account(account_id)
+    return render(request, "user.html", principal, account=account, row=row)
+
+
+@router.post("/admin/accounts/{account_id}/users/{user_id}/faxbox")
+async def admin_faxbox_settings(
+    account_id: str,
+    user_id: str,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    caller_id: Annotated[str, Form()] = "",
+    identity: Annotated[str, Form()] = "",
+    header_name: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "UTC",
+    permission_list: Annotated[str, Form()] = "",
+    require_authenticated_sender: Annotated[str, Form()] = "",
+    success_notifications: Annotated[str, Form()] = "",
+) -> Response:
+    changes = admin.FaxboxChanges(
+        caller_id=caller_id,
+        identity=identity,
+        header_name=header_name,
+        timezone=timezone.strip() or "UTC",
+        permission_list=[line.strip() for line in permission_list.splitlines() if line.strip()],
+        require_authenticated_sender=bool(require_authenticated_sender),
+        success_notifications=bool(success_notifications),
+    )
+    url = _user_url(account_id, user_id)
+    try:
+        await admin.update_faxbox(deps.store, principal, account_id, user_id, changes)
+    except admin.InvalidInput as exc:
+        return back(url, error=str(exc))
+    return back(url, msg="Settings saved.")
+
+
+@router.post("/admin/accounts/{account_id}/users/{user_id}/faxbox/enabled")
+async def admin_faxbox_enabled(
+    account_id: str,
+    user_id: str,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    enabled: Annotated[str, Form()],
+) -> Response:
+    on = enabled == "yes"
+    changes = admin.FaxboxChanges(enabled=on)
+    await admin.update_faxbox(deps.store, principal, account_id, user_id, changes)
+    return back(_user_url(account_id, user_id), msg="Faxbox enabled." if on else "Faxbox disabled.")
+
+
+@router.post("/admin/accounts/{account_id}/users/{user_id}/numbers")
+async def admin_assign(
+    account_id: str,
+    user_id: str,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    number: Annotated[str, Form()],
+) -> Response:
+    url = _user_url(account_id, user_id)
+    try:
+        await admin.assign_number(deps.store, principal, account_id, user_id, number)
+    except admin.InvalidInput as exc:
+        return back(url, error=str(exc))
+    except NumberAlreadyAssigned as exc:
+        # Not str(exc): it names the other faxbox, which may be another tenant's.
+        return back(url, error=f"{exc.number} is already assigned to another faxbox.")
+    return back(url, msg=f"Number {numbers.assignable(number)} assigned.")
+
+
+@router.post("/admin/accounts/{account_id}/users/{user_id}/numbers/remove")
+async def admin_unassign(
+    account_id: str,
+    user_id: str,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    number: Annotated[str, Form()],
+) -> Response:
+    await admin.unassign_number(deps.store, principal, account_id, user_id, number)
+    return back(_user_url(account_id, user_id), msg=f"Number {number} removed.")
+
+
+@router.post("/admin/accounts/{account_id}/users/{user_id}/alternate-email")
+async def admin_alternate(
+    account_id: str,
+    user_id: str,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    alternate_email: Annotated[str, Form()] = "",
+) -> Response:
+    url = _user_url(account_id, user_id)
+    try:
+        await admin.set_alternate_email(deps.store, principal, account_id, user_id, alternate_email)
+    except admin.InvalidInput as exc:
+        return back(url, error=str(exc))
+    return back(url, msg="Alternate notification address saved.")
+
+
+# --- dashboard ------------------------------------------------------------------------
+
+
+@router.get("/dashboard")
+async def dashboard_page(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
+    require_dashboard(principal, deps)
+    board = await load_dashboard(deps.queues, deps.probe, deps.topology, deps.health_urls)
+    return render(request, "dashboard.html", principal, board=board, links=deps.links)
+
+
+@router.post("/dashboard/redrive/{service}")
+async def dashboard_redrive(
+    request: Request,
+    service: str,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    require_dashboard(principal, deps)
+    if not redrivable(service):
+        raise NotFound("service", service)
+    if confirm != "yes":
+        board = await load_dashboard(deps.queues, deps.probe, deps.topology, {})
+        row = next((q for q in board.queues if q.service == service), None)
+        return render(request, "redrive.html", principal, service=service, row=row)
+    moved = await deps.redriver.redrive(service)
+    return back("/dashboard", msg=f"Re-drove {moved} message(s) to the {service} queue.")

@@ -1,0 +1,107 @@
+"""Wiring of the portal: settings, connections, the FastAPI app served by uvicorn inside
+the runner's lifecycle (health and metrics on FAXBOX_HTTP_PORT, the portal on
+FAXBOX_PORTAL_PORT)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from faxbox.portal.app import Links, PortalDeps, create_app
+from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement, vhost_of
+from faxbox.portal.security import SessionSigner, TokenStore
+from faxbox.portal.settings import PortalSettings
+from faxbox.shared import runner
+from faxbox.shared.runner import Runtime
+from faxbox.shared.wiring import infrastructure
+
+log = logging.getLogger(__name__)
+
+Settings = PortalSettings
+
+
+class _Server(uvicorn.Server):
+    # The runner owns SIGTERM/SIGINT; uvicorn must not take them over.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def session_secret(settings: PortalSettings) -> str:
+    secret = settings.session_secret.get_secret_value()
+    if secret:
+        return secret
+    log.warning("FAXBOX_SESSION_SECRET is not set: sessions end when this process stops")
+    return secrets.token_urlsafe(32)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI, host: str, port: int) -> AsyncIterator[_Server]:
+    """Run uvicorn until the context ends; the bound port is in ``server.servers``."""
+    server = _Server(
+        uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None, access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task  # raises why it could not start (port in use …)
+            raise RuntimeError("uvicorn stopped before it started")
+        await asyncio.sleep(0.02)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await task
+
+
+def bound_port(server: uvicorn.Server) -> int:
+    port: int = server.servers[0].sockets[0].getsockname()[1]
+    return port
+
+
+@contextlib.asynccontextmanager
+async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[None]:
+    async with (
+        infrastructure(settings, runtime) as infra,
+        httpx.AsyncClient() as http,
+    ):
+        tokens = TokenStore(infra.store.db)
+        await tokens.ensure_indexes()
+        deps = PortalDeps(
+            store=infra.store,
+            tokens=tokens,
+            signer=SessionSigner(session_secret(settings), settings.session_max_age_s),
+            queues=RabbitManagement(
+                http,
+                settings.rabbitmq_api_url,
+                vhost_of(settings.amqp_url),
+                settings.rabbitmq_api_user,
+                settings.rabbitmq_api_password.get_secret_value(),
+            ),
+            probe=HttpHealthProbe(http),
+            redriver=infra.bus,
+            topology=infra.bus.topology,
+            cookie_secure=settings.cookie_secure,
+            dashboard_roles=settings.dashboard_roles,
+            health_urls=dict(settings.service_health_urls),
+            links=Links(rabbitmq_ui=settings.rabbitmq_ui_url, grafana=settings.grafana_url),
+        )
+        async with serve(create_app(deps), settings.portal_host, settings.portal_port) as server:
+            runtime.add_check("http", lambda: server.started and not server.should_exit)
+            log.info(
+                "portal listening",
+                extra={"url": f"http://{settings.portal_host}:{bound_port(server)}"},
+            )
+            yield
+
+
+def run(settings: PortalSettings) -> None:
+    runner.run("portal", settings, partial(service, settings=settings))

@@ -1,0 +1,33 @@
+"""Settings of the portal, composed from the shared parts plus its own."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from faxbox.shared.settings import ServiceSettings
+
+
+class PortalSettings(ServiceSettings):
+    portal_host: str = "127.0.0.1"
+    portal_port: int = Field(default=8080, ge=0, le=65535)
+    session_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs session cookies; set it in production (empty = random per process).",
+    )
+    session_max_age_s: int = Field(default=12 * 3600, ge=60)
+    cookie_secure: bool = Field(
+        default=False, description="Send cookies over HTTPS only (set behind TLS)."
+    )
+    rabbitmq_api_url: str = "http://127.0.0.1:15672"
+    rabbitmq_api_user: str = "guest"
+    rabbitmq_api_password: SecretStr = SecretStr("guest")
+    rabbitmq_ui_url: str = Field(default="", description="Link shown on the dashboard.")
+    grafana_url: str = Field(default="", description="Link shown on the dashboard.")
+    service_health_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object, e.g. {"validator": "http://127.0.0.1:9101/readyz"}.',
+    )
+    dashboard_roles: tuple[str, ...] = Field(
+        default=("reseller_admin",),
+        description="Roles that see the queue dashboard and may re-drive dead letters.",
+    )
