@@ -1,0 +1,1 @@
+"""Faxbox history-writer: every fax recorded once in its account-month collection."""

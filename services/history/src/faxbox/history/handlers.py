@@ -1,0 +1,23 @@
+"""The history-writer's handler: every fax event becomes one change of its document."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pymongo.errors import PyMongoError
+
+from faxbox.history.changes import Change, change_for
+from faxbox.shared.bus import TransientError
+from faxbox.shared.contracts import FaxMessage
+
+
+class Recorder(Protocol):
+    async def record(self, change: Change) -> None: ...
+
+
+async def record_event(event: FaxMessage, recorder: Recorder) -> None:
+    """Returns once the change is in the database (then the message is acked)."""
+    try:
+        await recorder.record(change_for(event))
+    except PyMongoError as exc:
+        raise TransientError(f"database write failed: {exc}") from exc

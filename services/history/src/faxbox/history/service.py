@@ -1,0 +1,87 @@
+"""Wiring of the history-writer: settings, the consumer, the batch writer, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+
+from pydantic import Field
+
+from faxbox.history.handlers import record_event
+from faxbox.history.writer import BatchingRecorder, MongoHistoryWriter
+from faxbox.shared import runner
+from faxbox.shared.bus import Handler
+from faxbox.shared.contracts import Message
+from faxbox.shared.routing import subscriptions
+from faxbox.shared.runner import Runtime
+from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.store import Store, apply_retention
+from faxbox.shared.wiring import infrastructure
+
+log = logging.getLogger(__name__)
+
+SERVICE = "history"
+
+
+class Settings(ServiceSettings):
+    # Batching only pays if many deliveries are in hand at once.
+    prefetch: int = Field(default=400, ge=1, le=1000)
+    history_batch_max: int = Field(default=200, ge=1, description="Changes per bulk write.")
+    history_batch_delay_ms: float = Field(
+        default=20.0, ge=0, description="Longest wait for a batch to fill."
+    )
+    retention_interval_s: float = Field(
+        default=3600.0, ge=0, description="How often months_to_keep is applied; 0 = never."
+    )
+
+
+async def retention_loop(store: Store, interval_s: float) -> None:
+    while True:
+        try:
+            dropped = await apply_retention(store)
+            if dropped:
+                log.info(
+                    "retention dropped %d account-month(s)",
+                    len(dropped),
+                    extra={"dropped": [f"{a}/{m}" for a, m in dropped]},
+                )
+        except Exception:
+            log.exception("retention run failed; trying again next interval")
+        await asyncio.sleep(interval_s)
+
+
+@contextlib.asynccontextmanager
+async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    async with infrastructure(settings, runtime) as infra:
+        recorder = BatchingRecorder(
+            MongoHistoryWriter(infra.store.history),
+            max_batch=settings.history_batch_max,
+            max_delay_s=settings.history_batch_delay_ms / 1000,
+        )
+        handlers: dict[type[Message], Handler] = {
+            contract: partial(record_event, recorder=recorder)
+            for contract in subscriptions(SERVICE)
+        }
+        consumer = infra.bus.consumer(SERVICE, handlers)
+        await consumer.start()
+        retention: asyncio.Task[None] | None = None
+        if settings.retention_interval_s > 0:
+            retention = asyncio.create_task(
+                retention_loop(infra.store, settings.retention_interval_s)
+            )
+        try:
+            yield
+        finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
+            await consumer.stop(settings.shutdown_grace_s)
+            await recorder.close()
+
+
+def run(settings: Settings) -> None:
+    runner.run(SERVICE, settings, partial(service, settings=settings))

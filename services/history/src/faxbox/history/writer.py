@@ -1,0 +1,169 @@
+"""Writing changes to the database, a batch at a time.
+
+``MongoHistoryWriter`` applies a batch of changes: per account-month collection, one
+unordered ``update`` command of ``_id`` upserts (changes of the same fax merged first).
+
+``BatchingRecorder`` is what handlers call: it gathers the changes of the deliveries in
+hand for up to ``max_delay_s`` or ``max_batch`` changes, writes them together and only
+then lets each handler return, so a message is acked only after its write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import WriteError
+
+from faxbox.history.changes import Change, merge_changes
+from faxbox.shared.store import HistoryStore
+
+log = logging.getLogger(__name__)
+
+_DUPLICATE_KEY = 11000
+_STATEMENTS_PER_COMMAND = 20
+
+Doc = dict[str, Any]
+
+
+class ChangeSink(Protocol):
+    async def apply(self, changes: Sequence[Change]) -> None: ...
+
+
+class MongoHistoryWriter:
+    def __init__(self, history: HistoryStore) -> None:
+        self.history = history
+
+    async def apply(self, changes: Sequence[Change]) -> None:
+        by_collection: dict[tuple[str, str], list[Change]] = defaultdict(list)
+        for change in merge_changes(list(changes)):
+            by_collection[(change.account_id, change.month)].append(change)
+        # One collection after the other, never two update commands at once: FerretDB
+        # v1.24 (SQLite) can deadlock when concurrent update commands exhaust its
+        # connection pool (each holds a query open while waiting for a write connection).
+        for (account_id, month), group in by_collection.items():
+            await self._apply_one(account_id, month, group)
+
+    async def _apply_one(self, account_id: str, month: str, changes: list[Change]) -> None:
+        await self.history.ensure_history_indexes(account_id, month)
+        collection = self.history.collection(account_id, month)
+        upserts = [{"q": {"_id": c.fax_id}, "u": c.upsert, "upsert": True} for c in changes]
+        # Small commands: FerretDB v1.24 keeps every statement's cursor (one SQLite
+        # connection of a pool of 100 per database) open until the whole ``update``
+        # command ends (a ``defer`` inside its loop, msg_update.go), so one command of
+        # ~100 statements, or several at once, deadlocks the server (seen three times).
+        # It runs statements one by one anyway: small commands cost nothing.
+        for start in range(0, len(upserts), _STATEMENTS_PER_COMMAND):
+            await _bulk(collection, upserts[start : start + _STATEMENTS_PER_COMMAND])
+
+
+async def _bulk(collection: AsyncCollection[Doc], updates: list[Doc]) -> None:
+    """Run ``update`` statements unordered; retry the ones that lost an upsert race.
+
+    The ``update`` command is sent as is rather than through ``bulk_write``: FerretDB's
+    reply to a batch with a write error lacks ``nModified``, which PyMongo's bulk API
+    cannot parse (KeyError), so the write errors are read from the reply here.
+    """
+    for attempt in (1, 2):
+        reply = await collection.database.command(
+            {"update": collection.name, "updates": updates, "ordered": False}
+        )
+        errors = reply.get("writeErrors") or []
+        if not errors:
+            return
+        # Two writers upserting the same new _id at once: one insert loses with a
+        # duplicate key. The document exists now, so running it again updates it.
+        if attempt == 2 or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise WriteError(
+                f"{len(errors)} of {len(updates)} history updates failed: "
+                f"{errors[0].get('errmsg', errors[0])}",
+                errors[0].get("code"),
+                errors[0],
+            )
+        updates = [updates[e["index"]] for e in errors]
+        log.info("retrying %d upserts that raced with another writer", len(updates))
+
+
+class BatchingRecorder:
+    """Gathers changes from concurrent handlers and writes them, one batch at a time.
+
+    One batch at a time on purpose: FerretDB v1 (SQLite backend) loses updates when two
+    connections update the same document at once (200 concurrent ``$inc`` of one
+    document left it at 8 on this machine), so changes of one fax must never be in
+    flight together. While a batch is being written the next one fills up, so under
+    load batches grow towards ``max_batch`` by themselves.
+    """
+
+    def __init__(
+        self, sink: ChangeSink, *, max_batch: int = 200, max_delay_s: float = 0.02
+    ) -> None:
+        self.sink = sink
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self._pending: list[tuple[Change, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def record(self, change: Change) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((change, future))
+        self._wakeup.set()
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._run())
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if len(self._pending) < self.max_batch and self.max_delay_s > 0:
+                # Let the other deliveries in hand join this batch.
+                await asyncio.sleep(self.max_delay_s)
+            batch = self._pending[: self.max_batch]
+            self._pending = self._pending[self.max_batch :]
+            if not self._pending:
+                self._wakeup.clear()
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[Change, asyncio.Future[None]]]) -> None:
+        try:
+            await self.sink.apply([change for change, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # One bad change must not fail its neighbours: write them one by one, so
+            # only the faulty message is retried (and eventually dead-lettered).
+            log.warning("batch of %d failed (%s); writing them one by one", len(batch), exc)
+            for item in batch:
+                await self._write([item])
+        else:
+            for _, future in batch:
+                _settle(future, None)
+
+    async def close(self) -> None:
+        """Stop the writing task (after the consumer stopped: its handlers have returned).
+
+        Anything still pending fails, so its message is not acked and comes back.
+        """
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for _, future in self._pending:
+            _settle(future, RuntimeError("history recorder closed"))
+        self._pending = []
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)

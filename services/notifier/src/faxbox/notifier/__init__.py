@@ -1,0 +1,1 @@
+"""Faxbox notifier: every fax outcome reaches its user once, by mail."""

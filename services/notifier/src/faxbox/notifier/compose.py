@@ -1,0 +1,337 @@
+"""Building the mails: Jinja2 templates (plain text + HTML), headers, attachments.
+
+Pure functions of their inputs (no I/O), so every mail can be checked in unit tests.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from PIL import Image
+
+from faxbox.fax.outcome import describe
+from faxbox.shared import numbers
+from faxbox.shared.contracts import FailureClass, FaxFailure, RejectionCode, RejectionReason
+
+_ENV = Environment(
+    loader=PackageLoader("faxbox.notifier", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    keep_trailing_newline=True,
+)
+
+THUMBNAIL_WIDTH = 300
+EXAMPLE_NUMBER = "+14155550123"
+
+FIXES: dict[RejectionCode, str] = {
+    RejectionCode.invalid_number: (
+        "Write the fax number in the address with digits only: 10 digits for the US and "
+        "Canada, or + and the country code for other countries."
+    ),
+    RejectionCode.blocked_number: (
+        "This kind of number cannot be faxed from your account; ask your administrator."
+    ),
+    RejectionCode.no_attachment: "Attach the document to fax as a PDF or TIFF file.",
+    RejectionCode.too_many_attachments: (
+        "Attach exactly one PDF or TIFF file; send several documents as separate emails, "
+        "or combine them into one PDF."
+    ),
+    RejectionCode.empty_attachment: "The attachment was empty: attach the document again.",
+    RejectionCode.attachment_too_large: "Send a smaller file, or split it into several faxes.",
+    RejectionCode.encrypted_pdf: "Remove the password from the PDF, then send it again.",
+    RejectionCode.unreadable_document: (
+        "Save or print the document as a new PDF and send that; the file may be damaged."
+    ),
+    RejectionCode.too_many_pages: "Split the document into several smaller faxes.",
+    RejectionCode.faxbox_disabled: "Ask your administrator to enable your faxbox.",
+    RejectionCode.unauthenticated_sender: (
+        "Send from your own address through your usual mail server, so the mail can be verified."
+    ),
+    RejectionCode.daily_page_limit: "Try again tomorrow, or ask your administrator.",
+    RejectionCode.rendering_failed: (
+        "Save or print the document as a new PDF and send that; if it keeps failing, "
+        "contact support."
+    ),
+}
+
+_RESOURCES_HINT = "No telephone line was free for this fax. Try again later."
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9+_-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    data: bytes
+    filename: str
+    maintype: str = "application"
+    subtype: str = "pdf"
+
+
+@dataclass(slots=True)
+class Mail:
+    """A mail before it gets its Message-ID and recipients."""
+
+    subject: str
+    text: str
+    html: str
+    in_reply_to: str | None = None
+    inline_png: tuple[str, bytes] | None = None  # (content id without <>, data)
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def to_message(
+    mail: Mail,
+    *,
+    sender: str,
+    recipients: list[str],
+    message_id: str,
+    date: datetime,
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = _one_line(mail.subject)
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    # RFC 3834: an automatic answer; well-behaved systems never answer it in turn.
+    message["Auto-Submitted"] = "auto-replied"
+    message["X-Auto-Response-Suppress"] = "All"
+    if mail.in_reply_to:
+        reference = _one_line(mail.in_reply_to)
+        message["In-Reply-To"] = reference
+        message["References"] = reference
+    message.set_content(mail.text)
+    message.add_alternative(mail.html, subtype="html")
+    if mail.inline_png is not None:
+        cid, data = mail.inline_png
+        html_part = message.get_body(preferencelist=("html",))
+        assert html_part is not None
+        html_part.add_related(data, "image", "png", cid=f"<{cid}>", filename="page1.png")
+    for attachment in mail.attachments:
+        message.add_attachment(
+            attachment.data,
+            maintype=attachment.maintype,
+            subtype=attachment.subtype,
+            filename=attachment.filename,
+        )
+    return message
+
+
+def new_message_id(domain: str) -> str:
+    return make_msgid(idstring="fax", domain=domain)
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def local_time(moment: datetime, timezone: str) -> datetime:
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return moment.astimezone(zone)
+
+
+def _shown(moment: datetime, timezone: str) -> str:
+    return local_time(moment, timezone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def duration(seconds: float) -> str:
+    whole = round(seconds)
+    minutes, secs = divmod(whole, 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _render(kind: str, **context: Any) -> tuple[str, str]:
+    text = _ENV.get_template(f"{kind}.txt.j2").render(**context)
+    html = _ENV.get_template(f"{kind}.html.j2").render(**context)
+    return text, html
+
+
+def thumbnail_png(tiff: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
+    """Page 1 of a fax TIFF, header line included, as a small grey PNG."""
+    with Image.open(io.BytesIO(tiff)) as image:
+        image.seek(0)
+        page = image.convert("L")
+        # Fax pixels are not square at standard resolution: scale by the real size.
+        dpi = image.info.get("dpi", (204, 196))
+        x_dpi, y_dpi = (float(dpi[0]) or 204.0), (float(dpi[1]) or 196.0)
+    height = max(1, round(width * (page.height / y_dpi) / (page.width / x_dpi)))
+    small = page.resize((width, height), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def sent_mail(
+    *,
+    number: str,
+    pages: int,
+    pages_total: int,
+    seconds: float,
+    remote_station_id: str,
+    attempts: int,
+    at: datetime,
+    timezone: str,
+    thumbnail: bytes | None,
+    in_reply_to: str | None,
+) -> Mail:
+    cid = "page1@faxbox" if thumbnail else None
+    text, html = _render(
+        "sent",
+        number=number,
+        pages=pages,
+        pages_total=pages_total,
+        duration=duration(seconds),
+        remote_station_id=remote_station_id.strip(),
+        attempts=attempts,
+        sent_at=_shown(at, timezone),
+        thumbnail=cid,
+    )
+    return Mail(
+        subject=f"Fax to {number} sent ({pages} page{'s' if pages != 1 else ''})",
+        text=text,
+        html=html,
+        in_reply_to=in_reply_to,
+        inline_png=(cid, thumbnail) if cid and thumbnail else None,
+    )
+
+
+def failure_words(failure: FaxFailure, *, receiving: bool = False) -> tuple[str, str | None, str]:
+    """(reason in plain words, T.30 code name or None, what to try)."""
+    if failure.code >= 0:
+        info = describe(failure.code, receiving=receiving)
+        return info.message, info.name, info.hint
+    if failure.failure_class is FailureClass.resources:
+        return failure.text, None, _RESOURCES_HINT
+    return failure.text, None, "Try again later. If it keeps happening, contact support."
+
+
+def failed_mail(
+    *,
+    number: str,
+    failure: FaxFailure,
+    attempts: int,
+    pages_sent: int,
+    pages_total: int,
+    at: datetime,
+    timezone: str,
+    in_reply_to: str | None,
+) -> Mail:
+    reason, code_name, hint = failure_words(failure)
+    text, html = _render(
+        "failed",
+        number=number,
+        reason=reason,
+        code=failure.code,
+        code_name=code_name,
+        attempts=attempts,
+        pages_sent=pages_sent,
+        pages_total=pages_total,
+        failed_at=_shown(at, timezone),
+        hint=hint,
+    )
+    return Mail(subject=f"Fax to {number} failed", text=text, html=html, in_reply_to=in_reply_to)
+
+
+def example_address(destination_raw: str, realm: str) -> str:
+    """The To address for what they wrote if it is a valid number, else a sample one."""
+    checked = numbers.check(destination_raw)
+    number = checked.e164 if isinstance(checked, numbers.NormalizedNumber) else EXAMPLE_NUMBER
+    return numbers.fax_address(number, realm)
+
+
+def rejected_mail(
+    *,
+    destination_raw: str,
+    reasons: tuple[RejectionReason, ...],
+    realm: str,
+    in_reply_to: str | None,
+) -> Mail:
+    shown = [{"message": r.message, "fix": FIXES.get(r.code, "Contact support.")} for r in reasons]
+    text, html = _render(
+        "rejected",
+        destination=destination_raw,
+        reasons=shown,
+        example_address=example_address(destination_raw, realm),
+    )
+    return Mail(
+        subject=f"Your fax to {destination_raw} was not sent",
+        text=text,
+        html=html,
+        in_reply_to=in_reply_to,
+    )
+
+
+def fax_filename(caller: str, at: datetime, timezone: str, suffix: str = "") -> str:
+    """``<caller>_<local date-time>.pdf``, safe as a file name everywhere."""
+    who = _UNSAFE_FILENAME.sub("", caller) or "unknown"
+    when = local_time(at, timezone).strftime("%Y-%m-%d_%H-%M-%S")
+    return f"{who}_{when}{suffix}.pdf"
+
+
+def received_mail(
+    *,
+    caller: str,
+    called: str,
+    remote_station_id: str,
+    pages: int,
+    at: datetime,
+    timezone: str,
+    pdf: bytes,
+) -> Mail:
+    filename = fax_filename(caller, at, timezone)
+    text, html = _render(
+        "received",
+        caller=caller or "unknown caller",
+        called=called,
+        remote_station_id=remote_station_id.strip(),
+        pages=pages,
+        received_at=_shown(at, timezone),
+        filename=filename,
+    )
+    return Mail(
+        subject=f"Fax from {caller or 'unknown caller'} ({pages} page{'s' if pages != 1 else ''})",
+        text=text,
+        html=html,
+        attachments=[Attachment(pdf, filename)],
+    )
+
+
+def inbound_failed_mail(
+    *,
+    caller: str,
+    called: str,
+    failure: FaxFailure,
+    pages: int,
+    at: datetime,
+    timezone: str,
+    partial_pdf: bytes | None,
+) -> Mail:
+    reason, _name, hint = failure_words(failure, receiving=True)
+    filename = fax_filename(caller, at, timezone, "_partial") if partial_pdf else None
+    text, html = _render(
+        "inbound_failed",
+        caller=caller or "unknown caller",
+        called=called,
+        reason=reason,
+        pages=pages,
+        received_at=_shown(at, timezone),
+        filename=filename,
+        hint=hint,
+    )
+    return Mail(
+        subject=f"Fax from {caller or 'unknown caller'} could not be received",
+        text=text,
+        html=html,
+        attachments=[Attachment(partial_pdf, filename)] if partial_pdf and filename else [],
+    )

@@ -1,0 +1,312 @@
+"""Handlers: one per outcome event, each sending at most one mail per fax and kind."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+
+from PIL import UnidentifiedImageError
+
+from faxbox.notifier.compose import (
+    Mail,
+    failed_mail,
+    inbound_failed_mail,
+    new_message_id,
+    received_mail,
+    rejected_mail,
+    sent_mail,
+    thumbnail_png,
+    to_message,
+)
+from faxbox.notifier.ports import (
+    AlreadySent,
+    ClaimBusy,
+    Directory,
+    Documents,
+    Ledger,
+    MailDeferred,
+    Mailer,
+    MailRefused,
+    Publisher,
+)
+from faxbox.shared.bus import PermanentError, RetryLater, TransientError
+from faxbox.shared.contracts import (
+    FaxFailed,
+    FaxMessage,
+    FaxSent,
+    InboundFaxFailed,
+    InboundFaxReceived,
+    NotificationKind,
+    NotificationSent,
+    OutboundFaxRejected,
+)
+from faxbox.shared.store import DocumentCorrupt, Faxbox, NotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    directory: Directory
+    documents: Documents
+    ledger: Ledger
+    mailer: Mailer
+    publisher: Publisher
+    sender: str
+    message_id_domain: str
+
+
+# --- the five outcomes -------------------------------------------------------------------
+
+
+async def on_sent(event: FaxSent, deps: Deps) -> None:
+    faxbox = await _faxbox(deps, event.faxbox_id)
+    if not faxbox.success_notifications:
+        log.info("success mails are off for faxbox %s; nothing to send", faxbox.id)
+        return
+    recipients = await _user_recipients(deps, event.user_id, faxbox)
+    thumbnail: bytes | None = None
+    try:
+        thumbnail = thumbnail_png(await deps.documents.get(event.transmitted_tiff))
+    except (NotFound, DocumentCorrupt, UnidentifiedImageError, OSError, ValueError) as exc:
+        log.warning("no preview of the transmitted page, sending without it: %s", exc)
+    stats = event.statistics
+    mail = sent_mail(
+        number=event.destination,
+        pages=stats.pages_transferred,
+        pages_total=stats.pages_total,
+        seconds=stats.duration_s,
+        remote_station_id=stats.remote_station_id,
+        attempts=event.attempts,
+        at=event.occurred_at,
+        timezone=faxbox.timezone,
+        thumbnail=thumbnail,
+        in_reply_to=event.source_message_id,
+    )
+    await deliver(deps, event, NotificationKind.sent, recipients, mail)
+
+
+async def on_failed(event: FaxFailed, deps: Deps) -> None:
+    faxbox = await _faxbox(deps, event.faxbox_id)
+    recipients = await _user_recipients(deps, event.user_id, faxbox)
+    mail = failed_mail(
+        number=event.destination,
+        failure=event.failure,
+        attempts=event.attempts,
+        pages_sent=event.pages_sent,
+        pages_total=event.pages_total,
+        at=event.occurred_at,
+        timezone=faxbox.timezone,
+        in_reply_to=event.source_message_id,
+    )
+    await deliver(deps, event, NotificationKind.failed, recipients, mail)
+
+
+async def on_rejected(event: OutboundFaxRejected, deps: Deps) -> None:
+    why_not = await _automatic_mail(deps, event)
+    if why_not is not None:
+        log.info("not answering the rejected mail: %s", why_not)
+        return
+    faxbox = await _faxbox(deps, event.faxbox_id) if event.faxbox_id else None
+    recipients = await _user_recipients(deps, event.user_id, faxbox)
+    try:
+        account = await deps.directory.get_account(event.account_id)
+    except NotFound as exc:
+        raise PermanentError(str(exc)) from None
+    mail = rejected_mail(
+        destination_raw=event.destination_raw,
+        reasons=event.reasons,
+        realm=account.realm,
+        in_reply_to=event.source_message_id,
+    )
+    await deliver(deps, event, NotificationKind.rejected, recipients, mail)
+
+
+async def on_received(event: InboundFaxReceived, deps: Deps) -> None:
+    faxbox = await _faxbox(deps, event.faxbox_id)
+    recipients = await _owner_recipients(deps, faxbox)
+    try:
+        pdf = await deps.documents.get(event.pdf)
+    except (NotFound, DocumentCorrupt) as exc:
+        raise PermanentError(f"the received fax's PDF cannot be read: {exc}") from None
+    mail = received_mail(
+        caller=event.caller_number,
+        called=event.called_number,
+        remote_station_id=event.statistics.remote_station_id,
+        pages=event.statistics.pages_transferred,
+        at=event.occurred_at,
+        timezone=faxbox.timezone,
+        pdf=pdf,
+    )
+    await deliver(deps, event, NotificationKind.received, recipients, mail)
+
+
+async def on_inbound_failed(event: InboundFaxFailed, deps: Deps) -> None:
+    faxbox = await _faxbox(deps, event.faxbox_id)
+    recipients = await _owner_recipients(deps, faxbox)
+    partial: bytes | None = None
+    if event.partial_pdf is not None:
+        try:
+            partial = await deps.documents.get(event.partial_pdf)
+        except (NotFound, DocumentCorrupt) as exc:
+            log.warning("the partial pages cannot be read, reporting without them: %s", exc)
+    mail = inbound_failed_mail(
+        caller=event.caller_number,
+        called=event.called_number,
+        failure=event.failure,
+        pages=event.pages_received,
+        at=event.occurred_at,
+        timezone=faxbox.timezone,
+        partial_pdf=partial,
+    )
+    await deliver(deps, event, NotificationKind.inbound_failed, recipients, mail)
+
+
+# --- delivery, once ----------------------------------------------------------------------
+
+
+async def deliver(
+    deps: Deps,
+    event: FaxMessage,
+    kind: NotificationKind,
+    recipients: list[str],
+    mail: Mail,
+) -> None:
+    """Send ``mail`` unless the ledger says this fax's ``kind`` mail went out already."""
+    key = f"{event.fax_id}:{kind.value}"
+    try:
+        claim = await deps.ledger.claim(key, new_message_id(deps.message_id_domain))
+    except ClaimBusy as exc:
+        raise RetryLater(str(exc), exc.retry_in_s) from None
+    if isinstance(claim, AlreadySent):
+        log.info("%s mail was sent already (%s); not sending again", kind.value, key)
+        await _announce(deps, event, kind, claim.recipients, claim.smtp_message_id, claim.sent_at)
+        return
+    if claim.maybe_sent_before:
+        log.warning(
+            "an earlier attempt stopped after handing %s to the server, maybe; sending again "
+            "with the same Message-ID %s",
+            key,
+            claim.smtp_message_id,
+        )
+    now = _now()
+    message = to_message(
+        mail,
+        sender=deps.sender,
+        recipients=recipients,
+        message_id=claim.smtp_message_id,
+        date=now,
+    )
+    try:
+        await deps.mailer.send(message, recipients)
+    except MailDeferred as exc:
+        await deps.ledger.release(claim, str(exc))
+        raise TransientError(str(exc)) from None
+    except MailRefused as exc:
+        await deps.ledger.release(claim, str(exc))
+        raise PermanentError(str(exc)) from None
+    await deps.ledger.mark_sent(claim, tuple(recipients), now)
+    log.info("%s mail sent to %s", kind.value, ", ".join(recipients))
+    await _announce(deps, event, kind, tuple(recipients), claim.smtp_message_id, now)
+
+
+async def _announce(
+    deps: Deps,
+    event: FaxMessage,
+    kind: NotificationKind,
+    recipients: tuple[str, ...],
+    smtp_message_id: str,
+    sent_at: datetime,
+) -> None:
+    # Same id and time on every republish, so consumers see one notification however
+    # often a redelivery announces it.
+    await deps.publisher.publish(
+        NotificationSent(
+            message_id=uuid.uuid5(uuid.NAMESPACE_URL, f"faxbox:{event.fax_id}:{kind}").hex,
+            occurred_at=sent_at,
+            fax_id=event.fax_id,
+            account_id=event.account_id,
+            month=event.month,
+            kind=kind,
+            recipients=recipients,
+            smtp_message_id=smtp_message_id,
+        )
+    )
+
+
+def _now() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+# --- who gets it -------------------------------------------------------------------------
+
+
+async def _faxbox(deps: Deps, faxbox_id: str) -> Faxbox:
+    try:
+        return await deps.directory.get_faxbox(faxbox_id)
+    except NotFound as exc:
+        raise PermanentError(str(exc)) from None
+
+
+def _unique(addresses: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for address in addresses:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            out.append(address)
+    return out
+
+
+async def _user_recipients(deps: Deps, user_id: str, faxbox: Faxbox | None) -> list[str]:
+    """The user's address, or the alternate one when set, plus the faxbox's extras."""
+    try:
+        user = await deps.directory.get_user(user_id)
+    except NotFound as exc:
+        raise PermanentError(str(exc)) from None
+    extras = list(faxbox.extra_recipients) if faxbox else []
+    return _unique([user.alternate_email or user.email, *extras])
+
+
+async def _owner_recipients(deps: Deps, faxbox: Faxbox) -> list[str]:
+    return await _user_recipients(deps, faxbox.owner_user_id, faxbox)
+
+
+# --- never answer machines ---------------------------------------------------------------
+
+
+def automatic_reason(raw_headers: bytes) -> str | None:
+    """Why the original mail must not be answered (RFC 3834 and common practice), or None."""
+    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw_headers)
+    auto = str(headers.get("Auto-Submitted", "no")).strip().lower()
+    if auto and not auto.startswith("no"):
+        return f"it is auto-submitted ({auto})"
+    if str(headers.get("Precedence", "")).strip().lower() in {"bulk", "list", "junk"}:
+        return f"it has Precedence: {headers['Precedence']}"
+    if headers.get("List-Id") or headers.get("List-Unsubscribe"):
+        return "it came from a mailing list"
+    if str(headers.get("Return-Path", "")).strip() == "<>":
+        return "it is a bounce (empty return path)"
+    sender = str(headers.get("From", "")).lower()
+    if "mailer-daemon@" in sender or "postmaster@" in sender:
+        return "it is a bounce (from the mailer daemon)"
+    if headers.get_content_type() == "multipart/report":
+        return "it is a delivery report"
+    return None
+
+
+async def _automatic_mail(deps: Deps, event: OutboundFaxRejected) -> str | None:
+    try:
+        raw = await deps.documents.get(event.raw)
+    except (NotFound, DocumentCorrupt) as exc:
+        log.warning("the rejected mail cannot be read; answering anyway: %s", exc)
+        return None
+    head, _sep, _body = raw.partition(b"\r\n\r\n")
+    if not _sep:
+        head = raw.partition(b"\n\n")[0]
+    return automatic_reason(head + b"\r\n\r\n")

@@ -1,0 +1,104 @@
+"""Wiring of the notifier: settings, SMTP, the ledger, the consumer."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from faxbox.notifier.handlers import (
+    Deps,
+    on_failed,
+    on_inbound_failed,
+    on_received,
+    on_rejected,
+    on_sent,
+)
+from faxbox.notifier.ledger import COLLECTION, MongoLedger
+from faxbox.notifier.mailer import SmtpMailer
+from faxbox.notifier.store_adapters import StoreDirectory, StoreDocuments
+from faxbox.shared import runner
+from faxbox.shared.bus import Handler
+from faxbox.shared.contracts import (
+    FaxFailed,
+    FaxSent,
+    InboundFaxFailed,
+    InboundFaxReceived,
+    Message,
+    OutboundFaxRejected,
+)
+from faxbox.shared.runner import Runtime
+from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.wiring import infrastructure
+
+SERVICE = "notifier"
+
+
+class Settings(ServiceSettings):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS, implicit TLS (port 465), or plain (tests)."
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+    smtp_ca_file: str | None = Field(
+        default=None, description="CA bundle to verify the SMTP server with (default: system)."
+    )
+    mail_from: str = "Faxbox <fax@faxbox.test>"
+    message_id_domain: str = "faxbox.test"
+    notification_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a claimed mail stays with its worker before another may send it.",
+    )
+
+
+@contextlib.asynccontextmanager
+async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    async with infrastructure(settings, runtime) as infra:
+        deps = Deps(
+            directory=StoreDirectory(infra.store),
+            documents=StoreDocuments(infra.store),
+            ledger=MongoLedger(infra.store.db[COLLECTION], settings.notification_lease_s),
+            mailer=SmtpMailer(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                security=settings.smtp_security,
+                username=settings.smtp_username,
+                password=(
+                    settings.smtp_password.get_secret_value() if settings.smtp_password else None
+                ),
+                timeout_s=settings.smtp_timeout_s,
+                tls_context=(
+                    ssl.create_default_context(cafile=settings.smtp_ca_file)
+                    if settings.smtp_ca_file
+                    else None
+                ),
+            ),
+            publisher=infra.bus,
+            sender=settings.mail_from,
+            message_id_domain=settings.message_id_domain,
+        )
+        handlers: dict[type[Message], Handler] = {
+            OutboundFaxRejected: partial(on_rejected, deps=deps),
+            FaxSent: partial(on_sent, deps=deps),
+            FaxFailed: partial(on_failed, deps=deps),
+            InboundFaxReceived: partial(on_received, deps=deps),
+            InboundFaxFailed: partial(on_inbound_failed, deps=deps),
+        }
+        consumer = infra.bus.consumer(SERVICE, handlers)
+        await consumer.start()
+        try:
+            yield
+        finally:
+            await consumer.stop(settings.shutdown_grace_s)
+
+
+def run(settings: Settings) -> None:
+    runner.run(SERVICE, settings, partial(service, settings=settings))

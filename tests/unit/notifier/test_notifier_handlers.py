@@ -1,0 +1,379 @@
+"""Notifier handlers and mail composition with in-memory fakes of the notifier's own ports."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import pytest
+from PIL import Image
+
+from faxbox.notifier.compose import (
+    duration,
+    example_address,
+    failure_words,
+    fax_filename,
+    rejected_mail,
+    thumbnail_png,
+)
+from faxbox.notifier.handlers import Deps, automatic_reason, on_failed, on_sent
+from faxbox.notifier.ports import (
+    AlreadySent,
+    Claim,
+    ClaimBusy,
+    MailDeferred,
+    MailRefused,
+)
+from faxbox.shared.bus import PermanentError, RetryLater, TransientError
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FailureClass,
+    FaxFailed,
+    FaxFailure,
+    FaxSent,
+    Message,
+    NotificationSent,
+    RejectionCode,
+    RejectionReason,
+    TransferStatistics,
+)
+from faxbox.shared.store import Account, Faxbox, NotFound, User
+
+AT = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
+
+
+# --- fakes of our own ports ------------------------------------------------------------------
+
+
+@dataclass
+class FakeLedger:
+    """Same rules as MongoLedger, in memory; ``now`` is moved by the test."""
+
+    now: datetime = AT
+    lease: timedelta = timedelta(seconds=120)
+    entries: dict[str, dict[str, object]] = field(default_factory=dict)
+    fail_mark_sent: bool = False
+    counter: int = 0
+
+    async def claim(self, key: str, new_message_id: str) -> Claim | AlreadySent:
+        self.counter += 1
+        owner = f"o{self.counter}"
+        entry = self.entries.get(key)
+        if entry is None:
+            self.entries[key] = {
+                "state": "claimed",
+                "mid": new_message_id,
+                "owner": owner,
+                "until": self.now + self.lease,
+            }
+            return Claim(key, owner, new_message_id, maybe_sent_before=False)
+        if entry["state"] == "sent":
+            sent = entry["sent"]
+            assert isinstance(sent, tuple)
+            return AlreadySent(key, str(entry["mid"]), sent[0], sent[1])
+        until = entry["until"]
+        assert isinstance(until, datetime)
+        if entry["state"] == "claimed" and until > self.now:
+            raise ClaimBusy(key, 5)
+        was_claimed = entry["state"] == "claimed"
+        entry.update(state="claimed", owner=owner, until=self.now + self.lease)
+        return Claim(key, owner, str(entry["mid"]), maybe_sent_before=was_claimed)
+
+    async def release(self, claim: Claim, reason: str) -> None:
+        self.entries[claim.key]["state"] = "released"
+
+    async def mark_sent(self, claim: Claim, recipients: tuple[str, ...], sent_at: datetime) -> None:
+        if self.fail_mark_sent:
+            raise ConnectionError("database went away")
+        self.entries[claim.key].update(state="sent", sent=(recipients, sent_at))
+
+
+@dataclass
+class FakeMailer:
+    script: list[Exception] = field(default_factory=list)
+    sent: list[tuple[EmailMessage, list[str]]] = field(default_factory=list)
+
+    async def send(self, message: EmailMessage, recipients: list[str]) -> None:
+        if self.script:
+            raise self.script.pop(0)
+        self.sent.append((message, recipients))
+
+
+@dataclass
+class FakeDirectory:
+    users: dict[str, User]
+    faxboxes: dict[str, Faxbox]
+    account: Account
+
+    async def get_user(self, user_id: str) -> User:
+        if user_id not in self.users:
+            raise NotFound("user", user_id)
+        return self.users[user_id]
+
+    async def get_faxbox(self, faxbox_id: str) -> Faxbox:
+        if faxbox_id not in self.faxboxes:
+            raise NotFound("faxbox", faxbox_id)
+        return self.faxboxes[faxbox_id]
+
+    async def get_account(self, account_id: str) -> Account:
+        return self.account
+
+
+@dataclass
+class FakeDocuments:
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    async def get(self, ref: DocumentRef) -> bytes:
+        if ref.file_id not in self.files:
+            raise NotFound("document", ref.file_id)
+        return self.files[ref.file_id]
+
+
+@dataclass
+class FakePublisher:
+    published: list[Message] = field(default_factory=list)
+
+    async def publish(self, message: Message) -> None:
+        self.published.append(message)
+
+
+def tiff_page(width: int = 1728, height: int = 1100) -> bytes:
+    out = io.BytesIO()
+    Image.new("1", (width, height), 1).save(out, format="TIFF", compression="group4", dpi=(204, 98))
+    return out.getvalue()
+
+
+def ref(file_id: str) -> DocumentRef:
+    return DocumentRef(
+        account_id="acc1",
+        month="202611",
+        file_id=file_id,
+        filename="f",
+        content_type="image/tiff",
+        length=1,
+        sha256=hashlib.sha256().hexdigest(),
+    )
+
+
+@dataclass
+class World:
+    deps: Deps
+    ledger: FakeLedger
+    mailer: FakeMailer
+    documents: FakeDocuments
+    publisher: FakePublisher
+
+
+@pytest.fixture
+def world() -> World:
+    account = Account(id="acc1", name="ACME", realm="acme.faxbox.test")
+    user = User(id="usr_1", account_id="acc1", email="alice@example.com")
+    box = Faxbox(
+        id="fbx_1",
+        account_id="acc1",
+        owner_user_id="usr_1",
+        extra_recipients=["Boss@example.com", "alice@example.com"],
+    )
+    quiet = Faxbox(
+        id="fbx_q", account_id="acc1", owner_user_id="usr_1", success_notifications=False
+    )
+    ledger, mailer, documents, publisher = (
+        FakeLedger(),
+        FakeMailer(),
+        FakeDocuments(),
+        FakePublisher(),
+    )
+    documents.files["tiff1"] = tiff_page()
+    deps = Deps(
+        directory=FakeDirectory({"usr_1": user}, {"fbx_1": box, "fbx_q": quiet}, account),
+        documents=documents,
+        ledger=ledger,
+        mailer=mailer,
+        publisher=publisher,
+        sender="Faxbox <fax@faxbox.test>",
+        message_id_domain="faxbox.test",
+    )
+    return World(deps, ledger, mailer, documents, publisher)
+
+
+def sent_event(faxbox_id: str = "fbx_1", tiff: str = "tiff1") -> FaxSent:
+    return FaxSent(
+        fax_id="fax_1",
+        account_id="acc1",
+        month="202611",
+        occurred_at=AT,
+        user_id="usr_1",
+        faxbox_id=faxbox_id,
+        destination="+14155550123",
+        attempts=1,
+        carrier_id="c",
+        statistics=TransferStatistics(
+            pages_transferred=1,
+            pages_total=1,
+            bit_rate=9600,
+            ecm=False,
+            x_resolution=8031,
+            y_resolution=3850,
+            remote_station_id=" FAX ",
+            duration_s=20,
+        ),
+        transmitted_tiff=ref(tiff),
+    )
+
+
+def failed_event() -> FaxFailed:
+    return FaxFailed(
+        fax_id="fax_2",
+        account_id="acc1",
+        month="202611",
+        occurred_at=AT,
+        user_id="usr_1",
+        faxbox_id="fbx_1",
+        destination="+14155550123",
+        attempts=3,
+        failure=FaxFailure(
+            failure_class=FailureClass.resources,
+            code=-1,
+            text="No carrier line is available for this number.",
+        ),
+        pages_sent=0,
+        pages_total=2,
+    )
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+async def test_one_mail_per_fax_and_kind_however_often_the_event_comes(world: World) -> None:
+    for _ in range(3):
+        await on_sent(sent_event(), world.deps)
+    assert len(world.mailer.sent) == 1
+    message, recipients = world.mailer.sent[0]
+    # Case-insensitive duplicates among the extra recipients are dropped.
+    assert recipients == ["alice@example.com", "boss@example.com"]
+    notes = [m for m in world.publisher.published if isinstance(m, NotificationSent)]
+    assert len(notes) == 3
+    assert len({n.model_dump_json() for n in notes}) == 1
+    assert notes[0].smtp_message_id == message["Message-ID"]
+
+
+async def test_a_deferral_releases_the_claim_and_the_retry_reuses_the_message_id(
+    world: World,
+) -> None:
+    world.mailer.script.append(MailDeferred("451 try later"))
+    with pytest.raises(TransientError, match="451"):
+        await on_failed(failed_event(), world.deps)
+    first_id = str(world.ledger.entries["fax_2:failed"]["mid"])
+    await on_failed(failed_event(), world.deps)
+    assert [m["Message-ID"] for m, _ in world.mailer.sent] == [first_id]
+
+
+async def test_a_refusal_is_permanent_with_the_server_answer(world: World) -> None:
+    world.mailer.script.append(MailRefused("550 5.1.1 no such user"))
+    with pytest.raises(PermanentError, match=r"550 5\.1\.1 no such user"):
+        await on_failed(failed_event(), world.deps)
+    assert world.publisher.published == []
+
+
+async def test_a_crash_after_sending_resends_once_with_the_same_message_id(world: World) -> None:
+    world.ledger.fail_mark_sent = True
+    with pytest.raises(ConnectionError):
+        await on_failed(failed_event(), world.deps)
+    world.ledger.fail_mark_sent = False
+    # The redelivery finds the claim still held: it waits ...
+    with pytest.raises(RetryLater):
+        await on_failed(failed_event(), world.deps)
+    # ... and once the lease ran out it sends again, with the same Message-ID.
+    world.ledger.now += timedelta(minutes=5)
+    await on_failed(failed_event(), world.deps)
+    ids = [m["Message-ID"] for m, _ in world.mailer.sent]
+    assert len(ids) == 2
+    assert ids[0] == ids[1]
+    await on_failed(failed_event(), world.deps)
+    assert len(world.mailer.sent) == 2
+
+
+async def test_success_mails_off_sends_nothing(world: World) -> None:
+    await on_sent(sent_event("fbx_q"), world.deps)
+    assert world.mailer.sent == []
+    assert world.publisher.published == []
+
+
+async def test_a_missing_transmitted_tiff_gives_a_mail_without_preview(world: World) -> None:
+    await on_sent(sent_event(tiff="gone"), world.deps)
+    message, _ = world.mailer.sent[0]
+    assert not [p for p in message.walk() if p.get_content_type() == "image/png"]
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "No preview" in body.get_content()
+
+
+async def test_an_unknown_faxbox_is_permanent(world: World) -> None:
+    with pytest.raises(PermanentError, match="fbx_nope"):
+        await on_sent(sent_event("fbx_nope"), world.deps)
+
+
+# --- composition -------------------------------------------------------------------------------
+
+
+def test_the_thumbnail_keeps_the_page_proportions_at_standard_resolution() -> None:
+    png = Image.open(io.BytesIO(thumbnail_png(tiff_page(1728, 1100))))
+    # 1728 px at 204 dpi wide, 1100 px at 98 dpi high: 8.47 x 11.2 inches.
+    assert png.size[0] == 300
+    assert 390 <= png.size[1] <= 400
+
+
+def test_failures_in_plain_words() -> None:
+    words, name, hint = failure_words(FaxFailure(failure_class=FailureClass.line, code=2, text="x"))
+    assert (words, name) == ("No fax machine answered the call.", "T30_ERR_T0_EXPIRED")
+    assert hint
+    words, name, hint = failure_words(failed_event().failure)
+    assert name is None
+    assert words == "No carrier line is available for this number."
+    assert "Try again later" in hint
+
+
+def test_example_addresses_use_the_realm_and_their_number_when_it_is_valid() -> None:
+    assert example_address("(415) 555-0123", "acme.faxbox.test") == "+14155550123@acme.faxbox.test"
+    assert example_address("12", "acme.faxbox.test") == "+14155550123@acme.faxbox.test"
+
+
+def test_the_rejected_mail_escapes_what_the_sender_wrote_in_html() -> None:
+    mail = rejected_mail(
+        destination_raw="<b>x</b>",
+        reasons=(RejectionReason(code=RejectionCode.invalid_number, message="Bad <number>."),),
+        realm="acme.faxbox.test",
+        in_reply_to=None,
+    )
+    assert "&lt;b&gt;x&lt;/b&gt;" in mail.html
+    assert "Bad &lt;number&gt;." in mail.html
+    assert "<b>x</b>" in mail.text
+
+
+def test_file_names_and_durations() -> None:
+    assert fax_filename("+44 (20) 7946/0958", AT, "America/New_York") == (
+        "+442079460958_2026-11-10_04-30-00.pdf"
+    )
+    assert fax_filename("", AT, "UTC") == "unknown_2026-11-10_09-30-00.pdf"
+    assert duration(59.6) == "1 min 0 s"
+    assert duration(12) == "12 s"
+
+
+@pytest.mark.parametrize(
+    ("headers", "automatic"),
+    [
+        (b"From: a@x.com\r\nSubject: hi\r\n", False),
+        (b"From: a@x.com\r\nAuto-Submitted: no\r\n", False),
+        (b"From: a@x.com\r\nAuto-Submitted: auto-generated\r\n", True),
+        (b"From: a@x.com\r\nPrecedence: bulk\r\n", True),
+        (b"From: a@x.com\r\nList-Id: <l.x.com>\r\n", True),
+        (b"From: MAILER-DAEMON@x.com\r\n", True),
+        (b"Return-Path: <>\r\nFrom: a@x.com\r\n", True),
+        (b"From: a@x.com\r\nContent-Type: multipart/report; report-type=delivery-status\r\n", True),
+    ],
+)
+def test_automatic_mail_is_recognised(headers: bytes, automatic: bool) -> None:
+    assert (automatic_reason(headers + b"\r\n") is not None) is automatic
