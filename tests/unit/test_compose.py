@@ -1,0 +1,473 @@
+"""Static checks of the deployment artifacts: compose.yaml, deploy/Dockerfile,
+deploy/prometheus, deploy/grafana and deploy/k8s.
+
+No Docker engine is needed (none exists on the CI machines): every check reads files.
+What they catch is drift — a new service without a container, a port published beyond
+loopback, a password with a default, a dashboard panel on a metric nobody exports, an
+autoscaler watching a queue the services do not declare.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from faxbox.shared.routing import SUBSCRIPTIONS, Topology
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = "deploy/Dockerfile"
+HEALTH_PORT = 9100
+
+# Every directory under services/ is a service (a workspace member with its package).
+SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
+
+# What the RabbitMQ Prometheus plugin exports (per-object endpoint) and the dashboard uses;
+# everything else the dashboard names must be exported by our own code.
+RABBITMQ_METRICS = {
+    "rabbitmq_queue_messages",
+    "rabbitmq_queue_messages_ready",
+    "rabbitmq_queue_messages_unacked",
+    "rabbitmq_queue_consumers",
+}
+# Environment variable names whose value is a credential.
+SECRET_NAME = re.compile(r"PASS|PASSWORD|SECRET|TOKEN|CREDENTIAL", re.IGNORECASE)
+REQUIRED_VAR = re.compile(r"\$\{[A-Z][A-Z0-9_]*:\?[^}]*\}")
+# A `${NAME:-default}` or `${NAME-default}` whose NAME looks like a credential.
+DEFAULTED_SECRET = re.compile(r"\$\{([A-Z0-9_]*(?:PASS|SECRET|TOKEN)[A-Z0-9_]*):?-")
+URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://([^/@\s:]+):([^@\s]+)@")
+JSON_PASSWORD = re.compile(r'"(?:password|secret|token)"\s*:\s*"([^"]*)"', re.IGNORECASE)
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return data
+
+
+def _compose_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
+def _built(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Compose services built from our Dockerfile, by compose service name."""
+    return {name: svc for name, svc in services.items() if "build" in svc}
+
+
+def _k8s_documents() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted((ROOT / "deploy/k8s").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def _k8s(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in _k8s_documents() if d.get("kind") == kind}
+
+
+def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a YAML tree with its dotted path."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def _environment(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):  # the KEY=value list form
+        return dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _exported_metrics() -> set[str]:
+    """Names our code exports, as Prometheus sees them (counter _total, histogram _bucket…)."""
+    pattern = re.compile(r"\b(Counter|Gauge|Histogram|Summary)\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"")
+    names: set[str] = set()
+    sources = [ROOT / "shared/src", ROOT / "fax/src", *(ROOT / "services").glob("*/src")]
+    for source in sources:
+        for path in source.rglob("*.py"):
+            for kind, name in pattern.findall(path.read_text()):
+                if kind == "Counter":
+                    base = name.removesuffix("_total")
+                    names |= {f"{base}_total", f"{base}_created"}
+                elif kind in ("Histogram", "Summary"):
+                    names |= {name, f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+                else:
+                    names.add(name)
+    return names
+
+
+# --- compose: services, build arguments, images ----------------------------------------
+
+
+def test_services_directory_is_not_empty() -> None:
+    assert len(SERVICES) >= 8, SERVICES
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_is_built_from_the_one_dockerfile(name: str) -> None:
+    services = _compose_services()
+    assert name in services, f"compose.yaml has no service {name!r} for services/{name}/"
+    build = services[name].get("build")
+    assert isinstance(build, dict), f"{name}: build must be a mapping with args"
+    assert build.get("context", ".") == "."
+    assert build.get("dockerfile") == DOCKERFILE
+    assert build.get("args") == {"SERVICE": name}
+
+
+def test_every_build_argument_names_a_service_directory_and_locked_distribution() -> None:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    locked = {p["name"] for p in lock["package"]}
+    for name, svc in _built(_compose_services()).items():
+        service = svc["build"]["args"]["SERVICE"]
+        member = ROOT / "services" / service
+        assert member.is_dir(), f"{name}: SERVICE={service} is not a directory under services/"
+        project = tomllib.loads((member / "pyproject.toml").read_text())["project"]
+        # The Dockerfile installs faxbox-$SERVICE and runs faxbox.<SERVICE with _>.
+        assert project["name"] == f"faxbox-{service}"
+        assert f"faxbox-{service}" in locked, f"faxbox-{service} is not in uv.lock"
+        package = service.replace("-", "_")
+        assert (member / "src/faxbox" / package).is_dir(), f"no faxbox.{package} in {member}"
+
+
+def test_images_are_pinned() -> None:
+    for name, svc in _compose_services().items():
+        image = svc.get("image")
+        assert image, f"{name}: no image (a built service is tagged too)"
+        repository, _, tag = image.rpartition(":")
+        assert repository, f"{name}: image {image!r} has no tag"
+        assert "/" not in tag, f"{name}: image {image!r} has no tag"
+        assert tag != "latest", f"{name}: image {image!r} uses latest"
+        assert re.search(r"\d", tag), f"{name}: tag {tag!r} names no version"
+        if "build" in svc:
+            service = svc["build"]["args"]["SERVICE"]
+            version = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())[
+                "project"
+            ]["version"]
+            assert image == f"faxbox/{service}:{version}"
+
+
+def test_the_infrastructure_and_observability_are_there() -> None:
+    services = _compose_services()
+    for name in ("rabbitmq", "mongodb", "mail", "prometheus", "grafana"):
+        assert name in services
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:4")
+    assert "management" in services["rabbitmq"]["image"]
+    assert "rabbitmq_prometheus" in services["rabbitmq"]["command"]
+    assert services["mongodb"]["image"].startswith("mongo:8")
+
+
+# --- compose: ports, health, dependencies, credentials ---------------------------------
+
+
+def _published(port: Any) -> tuple[str, str, str]:
+    """(host ip, host port, protocol) of a short-syntax or long-syntax port."""
+    if isinstance(port, dict):
+        return (str(port.get("host_ip", "")), str(port["published"]), port.get("protocol", "tcp"))
+    spec, _, protocol = str(port).partition("/")
+    parts = spec.split(":")
+    assert len(parts) == 3, f"port {port!r} must be host_ip:host_port:container_port"
+    return parts[0], parts[1], protocol or "tcp"
+
+
+def test_host_ports_are_loopback_only_and_unique() -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for name, svc in _compose_services().items():
+        for port in svc.get("ports", []):
+            ip, host_port, protocol = _published(port)
+            assert ip == "127.0.0.1", f"{name}: port {port!r} is not bound to 127.0.0.1"
+            key = (host_port, protocol)
+            assert key not in seen, f"{name} and {seen[key]} both publish {host_port}/{protocol}"
+            seen[key] = name
+
+
+def test_sip_is_published_over_udp() -> None:
+    services = _compose_services()
+    for name in ("inbound", "pstn-sim"):
+        protocols = {_published(p)[2] for p in services[name].get("ports", [])}
+        assert "udp" in protocols, f"{name} publishes no UDP port for SIP"
+
+
+def test_every_service_has_a_health_check() -> None:
+    for name, svc in _compose_services().items():
+        check = svc.get("healthcheck")
+        assert check, f"{name}: no healthcheck"
+        assert not check.get("disable"), f"{name}: healthcheck disabled"
+        assert check.get("test"), f"{name}: healthcheck without a test"
+    for name, svc in _built(_compose_services()).items():
+        assert f":{HEALTH_PORT}/readyz" in " ".join(svc["healthcheck"]["test"]), name
+
+
+def test_dependencies_wait_for_health() -> None:
+    services = _compose_services()
+    for name, svc in services.items():
+        depends = svc.get("depends_on") or {}
+        assert isinstance(depends, dict), f"{name}: depends_on must name conditions"
+        for target, spec in depends.items():
+            assert target in services, f"{name} depends on unknown {target}"
+            assert spec.get("condition") == "service_healthy", f"{name} -> {target}"
+    for name, svc in _built(services).items():
+        if name == "pstn-sim":  # the simulator uses neither broker nor database
+            continue
+        assert {"rabbitmq", "mongodb"} <= set(svc["depends_on"]), name
+
+
+def test_no_literal_or_defaulted_credentials() -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    assert not DEFAULTED_SECRET.search(text), DEFAULTED_SECRET.findall(text)
+    for name, svc in _compose_services().items():
+        for key, value in _environment(svc).items():
+            if SECRET_NAME.search(key) and not key.endswith(("_USER", "_USERNAME")):
+                assert REQUIRED_VAR.fullmatch(value), f"{name}: {key} must be ${{VAR:?…}}"
+        for where, value in _strings(svc, name):
+            for _user, password in URL_USERINFO.findall(value):
+                assert REQUIRED_VAR.fullmatch(password), f"{where}: password in URL {value!r}"
+            for password in JSON_PASSWORD.findall(value):
+                assert REQUIRED_VAR.fullmatch(password), f"{where}: password in JSON {value!r}"
+
+
+def test_mounted_configuration_exists() -> None:
+    for name, svc in _compose_services().items():
+        for volume in svc.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+
+
+def test_services_reach_each_other_by_compose_names() -> None:
+    services = _compose_services()
+    env = _environment(services["validator"])
+    assert "@rabbitmq:5672" in env["FAXBOX_AMQP_URL"]
+    assert "@mongodb:27017" in env["FAXBOX_MONGO_URL"]
+    assert env["FAXBOX_HTTP_HOST"] == "0.0.0.0"
+    assert env["FAXBOX_HTTP_PORT"] == str(HEALTH_PORT)
+    mailboxes = json.loads(_environment(services["mail-poller"])["FAXBOX_MAILBOXES"])
+    assert mailboxes[0]["host"] == "mail"
+    urls = json.loads(_environment(services["portal"])["FAXBOX_SERVICE_HEALTH_URLS"])
+    assert set(urls) == set(SERVICES) - {"portal"}
+
+
+def _settings_variables(service: str) -> set[str] | None:
+    """The FAXBOX_* variables a service reads, from its Settings classes; None while the
+    service has no settings module yet (it is still being written)."""
+    package = service.replace("-", "_")
+    classes: list[type[BaseSettings]] = []
+    for module_name in ("service", "settings"):
+        try:
+            module = importlib.import_module(f"faxbox.{package}.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"faxbox.{package}.{module_name}":
+                raise
+            continue
+        classes += [
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if issubclass(c, BaseSettings) and c.__module__.startswith("faxbox.")
+        ]
+    if not classes:
+        return None
+    names: set[str] = set()
+    for cls in classes:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+    return names
+
+
+# Set by the image (deploy/Dockerfile) for its CMD, not read by a Settings class.
+IMAGE_VARIABLES = {"FAXBOX_SERVICE"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_compose_sets_only_variables_the_service_reads(name: str) -> None:
+    known = _settings_variables(name)
+    if known is None:
+        pytest.skip(f"services/{name} has no settings yet")
+    svc = _compose_services()[name]
+    given = {k for k in _environment(svc) if k.startswith("FAXBOX_")}
+    given |= set(re.findall(r"export (FAXBOX_[A-Z0-9_]+)=", " ".join(svc.get("command", []))))
+    unknown = given - known - IMAGE_VARIABLES
+    assert not unknown, f"{name} has no setting for {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_kubernetes_sets_only_variables_the_service_reads(name: str) -> None:
+    known = _settings_variables(name)
+    if known is None:
+        pytest.skip(f"services/{name} has no settings yet")
+    [container] = _k8s("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    given = {e["name"] for e in container.get("env", [])}
+    unknown = given - known - IMAGE_VARIABLES
+    assert not unknown, f"{name} has no setting for {sorted(unknown)}"
+
+
+def test_the_shared_config_map_is_read_by_some_service() -> None:
+    known: set[str] = set()
+    for name in SERVICES:
+        known |= _settings_variables(name) or set()
+    data = set(_k8s("ConfigMap")["faxbox-config"]["data"])
+    assert data <= known, sorted(data - known)
+
+
+# --- Dockerfile --------------------------------------------------------------------------
+
+
+def test_dockerfile_installs_one_service_as_non_root() -> None:
+    text = (ROOT / DOCKERFILE).read_text()
+    assert re.search(r"^FROM python:3\.11-slim-bookworm\b", text, re.M)
+    assert re.search(r"^ARG SERVICE\b", text, re.M)
+    assert "pip install --no-cache-dir uv==" in text
+    assert re.search(r"uv sync --frozen --no-dev .*--package \"?faxbox-\$SERVICE", text)
+    assert "UV_PYTHON_DOWNLOADS=never" in text
+    assert "libspandsp2" in text
+    assert "libtiff6" in text
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user, "the image must name its USER"
+    assert not user[-1].startswith(("root", "0")), "the image must not run as root"
+    assert re.search(r"^HEALTHCHECK .*/readyz", text, re.M | re.S)
+    assert "python -m" in text
+    assert "tr - _" in text
+    for copied in ("pyproject.toml", "uv.lock", "shared/", "fax/", "services/"):
+        assert copied in text
+
+
+def test_dockerignore_keeps_local_state_out() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {"var", ".venv", "test-artifacts", "**/__pycache__"} <= ignored
+
+
+# --- Prometheus and Grafana --------------------------------------------------------------
+
+
+def test_prometheus_scrapes_rabbitmq_and_every_service() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets: set[str] = set()
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            targets |= set(static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            targets |= {f"{n}:{dns['port']}" for n in dns["names"]}
+    assert "rabbitmq:15692" in targets
+    compose = _compose_services()
+    for name in SERVICES:
+        assert f"{name}:{HEALTH_PORT}" in targets, f"Prometheus does not scrape {name}"
+        assert name in compose
+
+
+def _dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((ROOT / "deploy/grafana/dashboards/faxbox.json").read_text())
+    return data
+
+
+def _expressions() -> list[str]:
+    return [t["expr"] for p in _dashboard()["panels"] for t in p.get("targets", [])]
+
+
+def test_dashboard_uses_only_metrics_that_exist() -> None:
+    exported = _exported_metrics()
+    assert "faxbox_messages_consumed_total" in exported  # the scan itself works
+    used: set[str] = set()
+    for expr in _expressions():
+        used |= set(re.findall(r"\b((?:faxbox|rabbitmq)_[a-z0-9_]+)", expr))
+    assert used
+    unknown = {m for m in used if m not in exported and m not in RABBITMQ_METRICS}
+    assert not unknown, f"dashboard names metrics nobody exports: {sorted(unknown)}"
+
+
+def test_dashboard_covers_what_operators_watch() -> None:
+    exprs = "\n".join(_expressions())
+    titles = {p["title"] for p in _dashboard()["panels"]}
+    for needed in (
+        "rabbitmq_queue_messages_ready",  # queue depths
+        "faxbox_messages_consumed_total",  # rates
+        "faxbox_transmitter_outcomes_total",  # sent / failed
+        "faxbox_inbound_outcomes_total",  # received
+        "faxbox_transmitter_pages_sent_total",  # pages
+        "faxbox_mail_poller_intake_latency_seconds_bucket",  # intake latency
+        "faxbox_transmitter_calls_in_progress",  # calls in progress
+    ):
+        assert needed in exprs, needed
+    assert ".dlq" in exprs
+    assert "Dead letters" in titles
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
+    base = ROOT / "deploy/grafana/provisioning"
+    datasources = yaml.safe_load((base / "datasources/prometheus.yaml").read_text())
+    uids = {d["uid"] for d in datasources["datasources"]}
+    for panel in _dashboard()["panels"]:
+        if "datasource" in panel:
+            assert panel["datasource"]["uid"] in uids, panel["title"]
+    providers = yaml.safe_load((base / "dashboards/faxbox.yaml").read_text())["providers"]
+    mounts = _compose_services()["grafana"]["volumes"]
+    path = providers[0]["options"]["path"]
+    assert f"./deploy/grafana/dashboards:{path}:ro" in mounts
+
+
+# --- Kubernetes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_has_a_deployment_with_probes_and_resources(name: str) -> None:
+    deployment = _k8s("Deployment").get(name)
+    assert deployment, f"deploy/k8s has no Deployment {name}"
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith(f"faxbox/{name}:")
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == HEALTH_PORT
+    resources = container["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert {"cpu", "memory"} <= set(resources["limits"])
+    credentials = ("FAXBOX_AMQP_URL", "FAXBOX_MONGO_URL")
+    for env in container.get("env", []):
+        if SECRET_NAME.search(env["name"]) or env["name"] in credentials:
+            assert "secretKeyRef" in env.get("valueFrom", {}), f"{name}: {env['name']}"
+
+
+def test_every_queue_worker_scales_on_its_own_queue() -> None:
+    deployments = _k8s("Deployment")
+    scaled = _k8s("ScaledObject")
+    assert set(scaled) == set(SUBSCRIPTIONS), "one ScaledObject per consuming service"
+    topology = Topology()
+    for name, obj in scaled.items():
+        target = obj["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments, f"ScaledObject {name} targets unknown {target}"
+        [trigger] = obj["spec"]["triggers"]
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"]["queueName"] == topology.queue(target)
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert trigger["authenticationRef"]["name"] in _k8s("TriggerAuthentication")
+
+
+def test_mail_poller_runs_an_active_and_a_standby() -> None:
+    assert _k8s("Deployment")["mail-poller"]["spec"]["replicas"] == 2
+    assert "mail-poller" not in _k8s("ScaledObject")
+
+
+def test_services_exist_for_what_is_called() -> None:
+    services = _k8s("Service")
+    assert {"portal", "inbound", "pstn-sim"} <= set(services)
+    for name in ("inbound", "pstn-sim"):
+        assert {p["protocol"] for p in services[name]["spec"]["ports"]} == {"UDP"}
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    base = ROOT / "deploy/k8s"
+    listed = set(yaml.safe_load((base / "kustomization.yaml").read_text())["resources"])
+    present = {p.name for p in base.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
