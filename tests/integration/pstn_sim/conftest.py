@@ -15,11 +15,12 @@ from faxbox.pstn_sim.service import RunningSimulator, running
 from faxbox.pstn_sim.settings import PstnSettings
 
 if TYPE_CHECKING:
-    from tests.integration.pstn_sim._pstn_pages import save_fax_tiff, text_page
     from tests.integration.pstn_sim._pstn_support import TABLE, Receiver
+    from tests.integration.sip._pages import save_fax_tiff, text_page
 else:
-    from _pstn_pages import save_fax_tiff, text_page
     from _pstn_support import TABLE, Receiver
+
+    from tests.integration.sip._pages import save_fax_tiff, text_page
 
 
 @pytest.fixture(scope="module")

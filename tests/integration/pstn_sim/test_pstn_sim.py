@@ -37,11 +37,6 @@ from faxbox.pstn_sim.service import RunningSimulator, running
 from faxbox.pstn_sim.settings import PstnSettings
 
 if TYPE_CHECKING:
-    from tests.integration.pstn_sim._pstn_pages import (
-        assert_pages_identical,
-        decode_pages,
-        text_page,
-    )
     from tests.integration.pstn_sim._pstn_support import (
         BUSY,
         CALLER,
@@ -60,8 +55,12 @@ if TYPE_CHECKING:
         http_json,
         send,
     )
+    from tests.integration.sip._pages import (
+        assert_pages_identical,
+        decode_pages,
+        text_page,
+    )
 else:
-    from _pstn_pages import assert_pages_identical, decode_pages, text_page
     from _pstn_support import (
         BUSY,
         CALLER,
@@ -80,6 +79,8 @@ else:
         http_json,
         send,
     )
+
+    from tests.integration.sip._pages import assert_pages_identical, decode_pages, text_page
 
 pytestmark = pytest.mark.timeout(60)
 PACE = 20

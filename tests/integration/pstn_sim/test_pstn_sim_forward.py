@@ -24,9 +24,6 @@ from faxbox.fax.sip.ua import (
 from faxbox.pstn_sim.service import RunningSimulator
 
 if TYPE_CHECKING:
-    from tests.integration.pstn_sim._pstn_pages import (
-        assert_pages_identical,
-    )
     from tests.integration.pstn_sim._pstn_support import (
         CALLER,
         FAXBOX,
@@ -34,8 +31,10 @@ if TYPE_CHECKING:
         assert_sent,
         send,
     )
+    from tests.integration.sip._pages import (
+        assert_pages_identical,
+    )
 else:
-    from _pstn_pages import assert_pages_identical
     from _pstn_support import (
         CALLER,
         FAXBOX,
@@ -43,6 +42,8 @@ else:
         assert_sent,
         send,
     )
+
+    from tests.integration.sip._pages import assert_pages_identical
 
 pytestmark = pytest.mark.timeout(60)
 PACE = 10
