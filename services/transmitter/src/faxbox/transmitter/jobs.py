@@ -1,8 +1,10 @@
 """The job ledger: one document per fax (``_id`` = fax id) that decides who may dial.
 
 Every state change is one ``find_one_and_update`` conditioned on the current state
-(FerretDB has no transactions), so two workers holding two copies of the same
-request can never both get a call slot for the fax:
+(FerretDB has no transactions); because FerretDB v1 does not make even that atomic, a
+claim also inserts ``<fax>#<attempt>`` into ``transmitter_attempt_claims`` (a unique
+``_id``, exclusive everywhere), so two workers holding two copies of the same request
+can never both dial the same attempt:
 
 - ``queued`` → ``in_call``: the first claim, attempt 1;
 - ``waiting_retry`` → ``in_call``: the redial, once ``next_attempt_at`` has come;
@@ -25,9 +27,12 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from faxbox.shared.store.claims import claim
+
 Doc = dict[str, Any]
 
 COLLECTION = "transmitter_jobs"
+CLAIMS_COLLECTION = "transmitter_attempt_claims"
 
 
 class JobState(StrEnum):
@@ -137,6 +142,7 @@ def claimable_filter(fax_id: str, now: datetime) -> Doc:
 class MongoJobLedger:
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self.collection = collection
+        self.claims = collection.database[CLAIMS_COLLECTION]
 
     async def ensure_indexes(self) -> None:
         # Operators look for stuck calls by state and lease; one index per command
@@ -181,7 +187,17 @@ class MongoJobLedger:
             },
             return_document=ReturnDocument.AFTER,
         )
-        return None if doc is None else Job.from_doc(doc)
+        if doc is None:
+            return None
+        job = Job.from_doc(doc)
+        # FerretDB v1 applies that conditional update as read-then-write, so two workers
+        # can both "win" it (and both read the same new attempt number). The unique insert
+        # of <fax>#<attempt> is exclusive on every server: only its winner may dial.
+        if not await claim(
+            self.claims, f"{fax_id}#{job.attempt}", worker_id=worker_id, claimed_at=now
+        ):
+            return None
+        return job
 
     def _ours(self, fax_id: str, worker_id: str, attempt: int) -> Doc:
         return {
