@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import socket
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
+
+from faxbox.shared.contracts import DocumentRef, MailReceived
 
 
 def servers_required() -> bool:
@@ -57,3 +61,23 @@ class ImapServer:
     port: int
     users: tuple[str, ...]
     password: str
+
+
+def sample_mail_received(n: int = 1) -> MailReceived:
+    """A MailReceived whose raw mail reference is well-formed; the mail itself is not stored."""
+    return MailReceived(
+        fax_id=f"fax{n}",
+        mailbox="INBOX",
+        uid_validity=1,
+        uid=n,
+        raw=DocumentRef(
+            account_id="intake",
+            month="202611",
+            file_id=f"raw{n}",
+            filename="mail.eml",
+            content_type="message/rfc822",
+            length=10,
+            sha256=hashlib.sha256(b"x").hexdigest(),
+        ),
+        received_at=datetime.now(UTC),
+    )

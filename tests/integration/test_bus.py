@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import aio_pika
 import pytest
@@ -25,33 +23,14 @@ from faxbox.shared.bus import (
     TransientError,
 )
 from faxbox.shared.contracts import (
-    DocumentRef,
     MailReceived,
     NotificationKind,
     NotificationSent,
 )
 from faxbox.shared.settings import BrokerSettings
+from tests.support import sample_mail_received as mail
 
 pytestmark = pytest.mark.integration
-
-
-def mail(n: int = 1) -> MailReceived:
-    return MailReceived(
-        fax_id=f"fax{n}",
-        mailbox="INBOX",
-        uid_validity=1,
-        uid=n,
-        raw=DocumentRef(
-            account_id="intake",
-            month="202611",
-            file_id=f"raw{n}",
-            filename="mail.eml",
-            content_type="message/rfc822",
-            length=10,
-            sha256=hashlib.sha256(b"x").hexdigest(),
-        ),
-        received_at=datetime.now(UTC),
-    )
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ letters through the real Bus."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -15,34 +13,16 @@ import pytest
 from faxbox.portal.app import PortalDeps
 from faxbox.portal.security import TokenStore
 from faxbox.shared.bus import Bus, PermanentError
-from faxbox.shared.contracts import DocumentRef, MailReceived
+from faxbox.shared.contracts import MailReceived
 from faxbox.shared.runner import Runtime, serve_http
 from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import Store
 from tests.integration.portal.conftest import client_for, make_deps, sign_in
 from tests.integration.portal.seed import World
 from tests.support import RabbitServer
+from tests.support import sample_mail_received as mail
 
 pytestmark = pytest.mark.integration
-
-
-def mail(n: int) -> MailReceived:
-    return MailReceived(
-        fax_id=f"fax{n}",
-        mailbox="INBOX",
-        uid_validity=1,
-        uid=n,
-        raw=DocumentRef(
-            account_id="intake",
-            month="202611",
-            file_id=f"raw{n}",
-            filename="mail.eml",
-            content_type="message/rfc822",
-            length=1,
-            sha256=hashlib.sha256(b"x").hexdigest(),
-        ),
-        received_at=datetime.now(UTC),
-    )
 
 
 @pytest.fixture
