@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from faxbox.shared.store import Carrier
+from faxbox.shared.store.claims import GenerationLease, Held
 
 Doc = dict[str, Any]
 
@@ -64,42 +64,45 @@ class CarrierSlots(Protocol):
 
 
 class MongoCarrierSlots:
+    """Channels as generation leases (``faxbox.shared.store.claims``), one per slot.
+
+    A free or expired channel is taken by inserting the slot's next generation, which only
+    one replica can do: FerretDB v1 does not make a conditional update exclusive, and two
+    calls on a one-channel carrier were seen when slots were taken that way.
+    """
+
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self.collection = collection
+        self._held: dict[tuple[str, str], tuple[GenerationLease, Held]] = {}
 
     async def acquire(
         self, carriers: Sequence[Carrier], holder: str, now: datetime, lease_s: float
     ) -> Slot | None:
-        until = now + timedelta(seconds=lease_s)
         for carrier in carriers:
             # Start at a random slot so replicas do not all fight over slot 0.
             offset = random.randrange(carrier.channel_cap)
             for i in range(carrier.channel_cap):
                 key = f"{carrier.id}:{(offset + i) % carrier.channel_cap}"
-                if await self._take(key, holder, now, until):
+                lease = GenerationLease(self.collection, key, timedelta(seconds=lease_s))
+                held = await lease.acquire(holder)
+                if held is not None:
+                    self._held[(key, holder)] = (lease, held)
                     return Slot(carrier, key, holder)
         return None
 
-    async def _take(self, key: str, holder: str, now: datetime, until: datetime) -> bool:
-        try:
-            await self.collection.insert_one({"_id": key, "holder": holder, "lease_until": until})
-            return True
-        except DuplicateKeyError:
-            pass
-        doc = await self.collection.find_one_and_update(
-            {"_id": key, "$or": [{"holder": None}, {"lease_until": {"$lt": now}}]},
-            {"$set": {"holder": holder, "lease_until": until}},
-        )
-        return doc is not None
-
     async def renew(self, slot: Slot, until: datetime) -> bool:
-        result = await self.collection.update_one(
-            {"_id": slot.key, "holder": slot.holder}, {"$set": {"lease_until": until}}
-        )
-        return result.matched_count == 1
+        entry = self._held.get((slot.key, slot.holder))
+        if entry is None:
+            return False
+        lease, held = entry
+        renewed = await lease.renew(held)
+        if renewed is None:
+            return False
+        self._held[(slot.key, slot.holder)] = (lease, renewed)
+        return True
 
     async def release(self, slot: Slot) -> None:
-        await self.collection.update_one(
-            {"_id": slot.key, "holder": slot.holder},
-            {"$set": {"holder": None, "lease_until": None}},
-        )
+        entry = self._held.pop((slot.key, slot.holder), None)
+        if entry is not None:
+            lease, held = entry
+            await lease.release(held)
