@@ -123,6 +123,23 @@ async def test_busy(caller: UserAgent, sim: RunningSimulator) -> None:
     assert REGISTRY.get_sample_value("faxbox_pstn_sim_calls_total", labels) == before + 1
 
 
+async def test_busy_to_the_first_call_then_a_fax_machine(
+    caller: UserAgent, sim: RunningSimulator, three_pages: Path
+) -> None:
+    number = "+12125550181"  # default table: busy_first 1, then receive
+    with pytest.raises(CallFailed) as failed:
+        await caller.dial(sim.sip_uri, CALLER, number)
+    assert failed.value.status == 486
+    call = await caller.dial(sim.sip_uri, CALLER, number)
+    outcome = await run_fax_over_call(call, factory("send", three_pages, "CALLER"))
+    assert_sent(outcome)
+    busy, received = await asyncio.wait_for(sim.calls.wait_for(number, count=2), 10)
+    assert (busy.behaviour, busy.sip_status, busy.answered_at) == ("busy", 486, None)
+    assert (received.behaviour, received.sip_status, received.pages_received) == ("receive", 200, 3)
+    counts = await asyncio.to_thread(http_json, f"{sim.control_url}/counts")
+    assert counts == {number: 2}
+
+
 async def test_no_answer_rings_then_480(caller: UserAgent, sim: RunningSimulator) -> None:
     progress: list[int] = []
     with pytest.raises(CallFailed) as failed:

@@ -49,6 +49,7 @@ NO_ANSWER = "+12125550121"
 DROP = "+12125550141"
 HUMAN = "+12125550161"
 REFUSE_T38 = "+12125550171"
+BUSY_ONCE = "+12125550181"
 FAXBOX_B = "+16465550123"
 CALLER = "+12125550188"
 
@@ -58,6 +59,7 @@ SCENARIOS = [
     {"pattern": r"^\+1212555014\d$", "behaviour": "drop_on_page", "page": 2},
     {"pattern": r"^\+1212555016\d$", "behaviour": "human", "hold_s": 60},
     {"pattern": r"^\+1212555017\d$", "behaviour": "refuse_t38"},
+    {"pattern": r"^\+1212555018\d$", "behaviour": "receive", "busy_first": 1},
     {"pattern": r"^\+164655501\d\d$", "behaviour": "forward"},
 ]
 
@@ -244,6 +246,34 @@ async def test_busy_on_every_attempt_fails_as_a_line_failure(
     assert failed.failure.sip_status == 486
     assert [a.attempt for a in events.of(FaxAttemptFailed, request.fax_id)] == [1, 2]
     assert len(await _ended(sim, BUSY, 2)) == 2
+
+
+async def test_busy_then_redial_succeeds(
+    system: tuple[Bus, EventLog],
+    sim: Sim,
+    store: Store,
+    faxboxes: tuple[Faxbox, Faxbox],
+    three_pages: Path,
+) -> None:
+    bus, events = system
+    request = await fax_request(
+        store, faxboxes[0], three_pages, BUSY_ONCE, pages=3, attempts=3, delays_s=(1, 2)
+    )
+    await bus.publish(request)
+    (sent,) = await events.wait_for(FaxSent, request.fax_id, within_s=90)
+    (failed_attempt,) = events.of(FaxAttemptFailed, request.fax_id)
+    assert failed_attempt.attempt == 1
+    assert failed_attempt.failure.failure_class is FailureClass.line
+    assert failed_attempt.failure.sip_status == 486
+    assert failed_attempt.next_attempt_at is not None
+    assert (sent.attempts, sent.statistics.pages_transferred) == (2, 3)
+    assert sent.occurred_at >= failed_attempt.next_attempt_at
+    calls = await _ended(sim, BUSY_ONCE, 2)
+    assert [(c["behaviour"], c["sip_status"]) for c in calls] == [("busy", 486), ("receive", 200)]
+    completed = [c for c in calls if c["outcome"] is not None and c["outcome"]["success"]]
+    assert len(completed) == 1
+    assert completed[0]["pages_received"] == 3
+    assert sim.get("/counts")[BUSY_ONCE] == 2
 
 
 async def test_no_answer_on_every_attempt_fails(

@@ -33,6 +33,7 @@ EXAMPLES = {
     "+12125550155": Behaviour.LOSSY,
     "+12125550160": Behaviour.HUMAN,
     "+12125550177": Behaviour.REFUSE_T38,
+    "+12125550181": Behaviour.RECEIVE,  # after a first busy call
     "+16465550123": Behaviour.FORWARD,
     "+16465550199": Behaviour.FORWARD,
     "+12125550199": Behaviour.RECEIVE,
@@ -67,6 +68,34 @@ def test_first_match_wins_and_defaults() -> None:
     assert Scenario(pattern="", behaviour=Behaviour.BUSY).final_status == 486
 
 
+def test_busy_to_the_first_calls_then_the_rows_behaviour() -> None:
+    row = choose(DEFAULT_SCENARIOS, "+12125550181")
+    assert row.busy_first == 1
+    first, second, third = (row.on_call(n) for n in (1, 2, 3))
+    assert (first.behaviour, first.final_status) == (Behaviour.BUSY, 486)
+    assert second is row
+    assert third.behaviour is Behaviour.RECEIVE
+
+    [reject] = parse_table(
+        json.dumps([{"pattern": "", "behaviour": "reject", "status": 604, "busy_first": 2}])
+    )
+    assert [reject.on_call(n).final_status for n in (1, 2, 3, 4)] == [486, 486, 604, 604]
+    plain = choose(DEFAULT_SCENARIOS, "+12125550100")
+    assert plain.on_call(1) is plain
+
+
+def test_calls_are_counted_per_number_until_a_reset() -> None:
+    calls = CallLog(max_records=1)
+    assert [calls.dialled("+12125550181") for _ in range(3)] == [1, 2, 3]
+    assert calls.dialled("+12125550182") == 1
+    for _ in range(3):  # forgetting old records keeps the counts
+        calls.end(calls.new("to_sim", "+1", "+12125550181", "busy"))
+    assert calls.dial_counts() == {"+12125550181": 3, "+12125550182": 1}
+    calls.reset()
+    assert calls.dial_counts() == {}
+    assert calls.dialled("+12125550181") == 1
+
+
 def test_table_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "table.json"
     path.write_text(table_json(DEFAULT_SCENARIOS))
@@ -82,6 +111,7 @@ def test_table_file_round_trip(tmp_path: Path) -> None:
         {"pattern": "", "behaviour": "lossy", "loss": 1.5},
         {"pattern": "", "behaviour": "drop_on_page", "page": 0},
         {"pattern": "", "behaviour": "busy", "colour": "red"},
+        {"pattern": "", "behaviour": "receive", "busy_first": -1},
     ],
 )
 def test_bad_rows_are_refused(row: dict[str, object]) -> None:
@@ -138,8 +168,14 @@ async def test_control_routes(tmp_path: Path) -> None:
     missing = json.dumps({"from": "+1", "to": "+2", "document": str(tmp_path / "none.tif")})
     assert (await control.route("POST", "/originate", missing.encode()))[0] == 400
 
+    sim.calls.dialled("+12125550181")
+    status, _, body = await control.route("GET", "/counts", b"")
+    assert (status, json.loads(body)) == (200, {"+12125550181": 1})
+    assert (await control.route("POST", "/counts", b""))[0] == 405
+
     assert (await control.route("POST", "/reset", b""))[0] == 200
     assert json.loads((await control.route("GET", "/calls", b""))[2]) == []
+    assert json.loads((await control.route("GET", "/counts", b""))[2]) == {}
 
 
 async def test_the_log_forgets_the_oldest_ended_calls() -> None:

@@ -5,7 +5,9 @@
 - ``GET /calls/{id}``; ``GET /calls/{id}/tiff`` (the pages received)
 - ``POST /originate`` ``{"from", "to", "document", "media": "g711"|"t38", "uri"?,
   "drop_on_page"?}`` → ``{"id"}``
-- ``POST /reset`` clears the log
+- ``GET /counts`` → ``{number: calls}``: calls to the simulator per dialled number
+  (what ``busy_first`` counts)
+- ``POST /reset`` clears the log and the counts
 - ``GET /scenarios`` → the scenario table in use
 
 One request per connection; small bodies only. No authentication: bind it to loopback.
@@ -139,6 +141,8 @@ class ControlServer:
                 data = await asyncio.to_thread(Path(record.received_tiff).read_bytes)
                 return 200, "image/tiff", data
             return _json(404, {"error": "no received pages"})
+        if parts == ["counts"] and method == "GET":
+            return _json(200, self.sim.calls.dial_counts())
         if parts == ["reset"] and method == "POST":
             self.sim.calls.reset()
             return _json(200, {"reset": True})
@@ -158,6 +162,6 @@ class ControlServer:
                 request.drop_on_page,
             )
             return _json(200, {"id": record.id})
-        if parts and parts[0] in ("calls", "reset", "originate", "scenarios"):
+        if parts and parts[0] in ("calls", "counts", "reset", "originate", "scenarios"):
             return _json(405, {"error": "method not allowed"})
         return _json(404, {"error": "not found"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -72,7 +73,8 @@ class CallRecord(BaseModel):
 class CallLog:
     """Every call since the start or the last reset, in order; waiters per call.
 
-    Past ``max_records`` the oldest ended calls are forgotten (a demo left running).
+    Past ``max_records`` the oldest ended calls are forgotten (a demo left running), but
+    not from the per-number counts of calls to the simulator (``busy_first`` uses them).
     """
 
     def __init__(self, max_records: int = 10_000) -> None:
@@ -81,6 +83,7 @@ class CallLog:
         self._ended: dict[str, asyncio.Event] = {}
         self._prefix = secrets.token_hex(3)
         self._counter = itertools.count(1)
+        self._dialled: Counter[str] = Counter()
 
     def new(self, direction: Direction, from_: str, to: str, behaviour: str) -> CallRecord:
         record = CallRecord(
@@ -114,9 +117,18 @@ class CallLog:
     def all(self) -> list[CallRecord]:
         return list(self._records.values())
 
+    def dialled(self, number: str) -> int:
+        """Count a call to ``number``: 1 for its first since the start or the last reset."""
+        self._dialled[number] += 1
+        return self._dialled[number]
+
+    def dial_counts(self) -> dict[str, int]:
+        return dict(self._dialled)
+
     def reset(self) -> None:
         self._records.clear()
         self._ended.clear()
+        self._dialled.clear()
 
     async def wait(self, call_id: str) -> CallRecord:
         """The record once the call has ended (KeyError for an unknown id)."""

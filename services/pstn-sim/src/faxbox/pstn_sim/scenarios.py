@@ -4,6 +4,10 @@ Rows are tried in order; the first whose ``pattern`` (a regular expression, sear
 the dialled number in E.164 form with the +) matches decides. A number no row matches
 is answered by a fax machine that receives (``receive``).
 
+``busy_first: N`` on a row makes each number it matches busy (486) to its first N calls
+before the row's behaviour applies (a redial that gets through). Calls are counted per
+dialled number by the simulator since its start or the last ``POST /reset``.
+
 Numbers in the default table are in the fictional 555-01XX range (reserved for films
 and examples) of real area codes, so they pass ``faxbox.shared.numbers`` (libphonenumber
 refuses the 555 area code itself):
@@ -16,6 +20,7 @@ refuses the 555 area code itself):
 +1 212 555 015x             lossy line (0.1 % of packets lost, 10 ms jitter)
 +1 212 555 016x             a person answers (no fax tones)
 +1 212 555 017x             T.38 refused (488), receives on G.711
++1 212 555 018x             busy (486) to the first call to a number, then receives
 +1 646 555 01xx             our faxboxes' numbers: forwarded to the inbound receiver
 anything else               a fax machine that receives (e.g. +1 212 555 0100)
 ==========================  ============================================================
@@ -85,6 +90,8 @@ class Scenario(BaseModel):
     status: int | None = Field(default=None, ge=400, le=699)
     # human: line time the person stays on before hanging up.
     hold_s: float = Field(default=60.0, gt=0)
+    # Busy (486) to the first N calls to each number, whatever the behaviour.
+    busy_first: int = Field(default=0, ge=0)
 
     def matches(self, number: str) -> bool:
         return re.search(self.pattern, number) is not None
@@ -94,6 +101,12 @@ class Scenario(BaseModel):
         if self.status is not None:
             return self.status
         return 486 if self.behaviour is Behaviour.BUSY else 603
+
+    def on_call(self, nth: int) -> Scenario:
+        """The row that answers the ``nth`` call (1 = the first) to a number it matches."""
+        if nth <= self.busy_first:
+            return self.model_copy(update={"behaviour": Behaviour.BUSY, "status": None})
+        return self
 
 
 DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
@@ -106,6 +119,7 @@ DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(pattern=r"^\+1212555016\d$", behaviour=Behaviour.HUMAN),
     Scenario(pattern=r"^\+1212555017\d$", behaviour=Behaviour.REFUSE_T38),
+    Scenario(pattern=r"^\+1212555018\d$", behaviour=Behaviour.RECEIVE, busy_first=1),
     Scenario(pattern=r"^\+164655501\d\d$", behaviour=Behaviour.FORWARD),
 )
 

@@ -186,7 +186,7 @@ class Simulator:
         from_ = dialled_number(incoming.from_number)
         if not self._authorized(incoming):
             return
-        row = choose(self.table, to)
+        row = choose(self.table, to).on_call(self.calls.dialled(to))
         record = self.calls.new("to_sim", from_, to, row.behaviour.value)
         CALLS_IN_PROGRESS.labels("to_sim").inc()
         log.info("call %s from %s to %s: %s", record.id, from_, to, row.behaviour.value)
