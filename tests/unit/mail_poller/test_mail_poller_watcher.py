@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import ConnectionLost, WaitMode
+from faxbox.mail_poller.ports import FetchedMessage
 from faxbox.mail_poller.intake import IntakeDeps
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing, WatcherState
 from tests.unit.mail_poller.mail_poller_fakes import (
@@ -202,3 +203,32 @@ async def test_a_failing_message_does_not_hold_up_the_next_one() -> None:
     await until(lambda: not session.messages)  # retried after a backoff, then moved
     stop.set()
     await task
+
+
+class ArrivesDuringTake(FakeSession):
+    """A second mail lands while the first is being fetched, as a server reports it then."""
+
+    def __init__(self) -> None:
+        super().__init__(frozenset({"IMAP4rev1", "IDLE"}))
+        self.late: bytes | None = None
+
+    async def fetch(self, uid: int) -> FetchedMessage | None:
+        if self.late is not None:
+            self.deliver(self.late)
+            self.late = None
+        return await super().fetch(uid)
+
+
+async def test_mail_arriving_while_others_are_taken_is_not_left_until_the_next_push() -> None:
+    session = ArrivesDuringTake()
+    session.deliver(mail("<first@example.com>"))
+    session.late = mail("<second@example.com>")
+    watcher, publisher = make_watcher(session, FakeLease())
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop))
+    # No EXISTS push ever comes in IDLE for the second one: the server announced it
+    # while the first was fetched.
+    await until(lambda: len(publisher.published) == 2)
+    stop.set()
+    await task
+    assert session.idle_waits <= 1

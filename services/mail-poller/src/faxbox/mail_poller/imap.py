@@ -132,6 +132,7 @@ class ImapSession:
         self.tokens = tokens
         self._client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
+        self._change_reported = False
         self._uid_validity = 0
         self.processed_folder = config.processed_folder
 
@@ -304,9 +305,14 @@ class ImapSession:
         response = await self._cmd(operation)
         if response.result != "OK":
             raise ImapError(f"IMAP command failed: {response.result} {response.lines!r}")
+        # A server reports new mail once, at the end of whatever command runs when it
+        # arrives; seen outside IDLE, it must still end the next wait.
+        if push_means_change(response.lines):
+            self._change_reported = True
         return response
 
     async def search_all(self) -> list[int]:
+        self._change_reported = False
         response = await self._ok(self.client.uid_search("ALL", charset=None))
         return parse_search(response.lines)
 
@@ -333,6 +339,9 @@ class ImapSession:
 
     async def wait_for_change(self, timeout_s: float, interrupt: asyncio.Event) -> None:
         """IDLE until the folder changes, ``timeout_s`` passes or ``interrupt`` is set."""
+        if self._change_reported:
+            self._change_reported = False
+            return
         client = self.client
         queue = client.protocol.idle_queue
         while not queue.empty():  # a stale wake-up from an earlier IDLE

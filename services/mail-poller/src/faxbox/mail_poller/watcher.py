@@ -197,7 +197,8 @@ class MailboxWatcher:
         failed_scans = 0
         while not interrupt.is_set():
             failed = 0
-            for uid in await session.search_all():
+            uids = await session.search_all()
+            for uid in uids:
                 if interrupt.is_set():
                     return
                 try:
@@ -222,6 +223,10 @@ class MailboxWatcher:
                 )
                 continue
             failed_scans = 0
+            if uids:
+                # Mail that arrived while these were taken was announced during those
+                # commands, not in an IDLE that starts later: look again before waiting.
+                continue
             self.mode = choose_wait_mode(session.capabilities, self.config.use_idle)
             if self.mode is WaitMode.idle:
                 await session.wait_for_change(self.config.idle_refresh_s, interrupt)
