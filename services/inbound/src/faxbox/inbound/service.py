@@ -68,6 +68,9 @@ class GridFsSink:
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    if settings.inbound_spool_dir is not None:
+        # A configured spool that does not exist yet (a fresh volume) is ours to make.
+        settings.inbound_spool_dir.mkdir(parents=True, exist_ok=True)
     async with infrastructure(settings, runtime) as infra:
         outbox = MongoOutbox(infra.store.db[OUTBOX])
         await outbox.ensure_indexes()

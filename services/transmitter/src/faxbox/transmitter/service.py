@@ -84,6 +84,9 @@ def _crash_now() -> None:
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
+    if settings.transmitter_spool_dir is not None:
+        # A configured spool that does not exist yet (a fresh volume) is ours to make.
+        settings.transmitter_spool_dir.mkdir(parents=True, exist_ok=True)
     async with infrastructure(settings, runtime) as infra:
         ledger = jobs.MongoJobLedger(infra.store.db[jobs.COLLECTION])
         await ledger.ensure_indexes()
