@@ -5,6 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PACKAGES=(
     rabbitmq-server
     dovecot-imapd
+    dovecot-lmtpd
     libspandsp2
     libspandsp-dev
     sip-tester

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Dovecot IMAP for this clone: 127.0.0.1:1143, plain-text login (loopback, development
-# only), maildirs in var/mail/<domain>/<user>, users in var/dovecot/users.
+# only), LMTP on 127.0.0.1:1124 (deploy/local/mailrelay.py delivers through it),
+# maildirs in var/mail/<domain>/<user>, users in var/dovecot/users.
 # Config var/dovecot/dovecot.conf, log var/log/dovecot.log, pid var/run/dovecot/master.pid.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -67,7 +68,8 @@ base_dir = $BASE
 state_dir = $DOVE/state
 log_path = $LOG_FILE
 info_log_path = $LOG_FILE
-protocols = imap
+protocols = imap lmtp
+postmaster_address = postmaster@faxbox.test
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -104,11 +106,28 @@ service imap-login {
     port = 0
   }
 }
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $LMTP_PORT
+  }
+}
+protocol lmtp {
+  # deliver to user@domain as looked up in the users file (not just the local part)
+  auth_username_format = %Lu
+}
 protocol imap {
   # tests open many connections (IDLE watchers) from 127.0.0.1 as one user
   mail_max_userip_connections = 200
 }
-# IMAP IDLE is on by default (new mail is pushed to idling clients at once).
+# IMAP IDLE is on by default, but an idling imap process sends EXISTS only 0.5 s after
+# it first sees the folder change (NOTIFY_DELAY_MSECS in Dovecot's mailbox-watch.c,
+# fixed in 2.3 and 2.4; IMAP NOTIFY waits the same), so APPEND -> MailReceived cannot
+# go below ~0.5 s here. imap_hibernate_timeout would wake a hibernated client at the
+# first change (EXISTS in ~20 ms), but is left off: in 2.3.19 a change that lands while
+# the client is being hibernated is dropped (the new inotify fd misses it, and pending
+# notifications are not checked), so that mail waits for the next change or the
+# poller's idle_refresh_s. See benchmarks/results/intake_latency.json.
 EOF
 
 master_pid() { cat "$BASE/master.pid" 2>/dev/null || true; }
@@ -131,7 +150,9 @@ m.logout()
 EOF
 }
 
-if ours_running && ((!conf_changed)) && imap_ok; then
+lmtp_ok() { port_open 127.0.0.1 "$LMTP_PORT"; }
+
+if ours_running && ((!conf_changed)) && imap_ok && lmtp_ok; then
     log "dovecot: already running (pid $(master_pid))"
     exit 0
 fi
@@ -165,8 +186,8 @@ dovecot -c "$CONF" -n >/dev/null 2>"$DOVE/config-check.err" || {
 }
 log "dovecot: starting (log: $LOG_FILE)"
 dovecot -c "$CONF" </dev/null >>"$LOG_FILE" 2>&1
-if ! wait_until 20 imap_ok; then
-    err "dovecot: IMAP LOGIN + SELECT INBOX as ${TEST_USERS[0]} fails on 127.0.0.1:$IMAP_PORT; last lines of $LOG_FILE:"
+if ! wait_until 20 imap_ok || ! wait_until 10 lmtp_ok; then
+    err "dovecot: IMAP LOGIN + SELECT INBOX as ${TEST_USERS[0]} on 127.0.0.1:$IMAP_PORT or LMTP on :$LMTP_PORT fails; last lines of $LOG_FILE:"
     tail -n 20 "$LOG_FILE" >&2
     exit 1
 fi

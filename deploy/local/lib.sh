@@ -25,6 +25,8 @@ RABBIT_PROM_PORT=15692
 MONGO_PORT="${FAXBOX_LOCAL_MONGO_PORT:-27017}"
 FERRETDB_DEBUG_PORT="${FAXBOX_LOCAL_FERRETDB_DEBUG_PORT:-8088}"
 IMAP_PORT="${FAXBOX_LOCAL_IMAP_PORT:-1143}"
+LMTP_PORT="${FAXBOX_LOCAL_LMTP_PORT:-1124}"
+SMTP_PORT="${FAXBOX_LOCAL_SMTP_PORT:-2525}"
 # Dovecot's base_dir holds unix sockets (108-byte path limit): var/run/dovecot when
 # short enough, else a per-clone directory under /run.
 DOVECOT_BASE="$RUN_DIR/dovecot"

@@ -478,3 +478,44 @@ class Consumer:
             return "requeued"
         await incoming.ack()
         return "retried"
+
+
+class EventTap:
+    """Every event published from now on, on a private temporary queue: for watching.
+
+    For tools and tests (``faxbox demo``, the end-to-end tests), never for services: the
+    queue is exclusive and auto-deleted, so what it holds is gone when the connection
+    drops. Undecodable messages are skipped.
+    """
+
+    def __init__(self, bus: Bus, keys: tuple[str, ...] = ("#",)) -> None:
+        self._bus = bus
+        self._keys = keys
+        self._channel: AbstractChannel | None = None
+        self._received: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def __aenter__(self) -> EventTap:
+        self._channel = await self._bus.connection.channel()
+        exchange = await self._channel.declare_exchange(
+            self._bus.topology.events_exchange, ExchangeType.TOPIC, durable=True
+        )
+        queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in self._keys:
+            await queue.bind(exchange, routing_key=key)
+        await queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        self._channel = None
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        try:
+            self._received.put_nowait(decode(incoming))
+        except PermanentError as exc:
+            log.warning("event tap: skipping an undecodable message: %s", exc)
+
+    async def get(self, timeout_s: float) -> Message:
+        """The next event; ``TimeoutError`` when none comes within ``timeout_s``."""
+        return await asyncio.wait_for(self._received.get(), timeout_s)

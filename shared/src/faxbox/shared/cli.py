@@ -383,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = groups.add_parser("check-email", help="the validator's decision on an email (dry run)")
     p.add_argument("file", help="the email, as an .eml file")
+
+    p = groups.add_parser(
+        "demo",
+        help="fax a PDF from demo user A to B and show each step; `demo seed` creates the tenant",
+    )
+    p.add_argument("action", nargs="?", choices=["run", "seed"], default="run")
     return parser
 
 
@@ -405,10 +411,21 @@ async def _run(command: Command, args: argparse.Namespace) -> Any:
         await store.close()
 
 
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from faxbox.demo import cli as demo_cli
+    except ImportError:
+        print("faxbox: demo needs the package faxbox-demo", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return demo_cli.main(args.action)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.group == "check-email":
         return _check_email(args)
+    if args.group == "demo":
+        return _demo(args)
     try:
         result = asyncio.run(_run(args.command, args))
     except CliError as exc:
