@@ -1,0 +1,350 @@
+"""The whole system as real processes, isolated for one test module (or one chaos run).
+
+Every service runs as ``python -m faxbox.<name>`` with its own log file, on a fresh
+RabbitMQ vhost and exchange prefix, a fresh database, its own ports (pstn-sim SIP and
+control API, the inbound receiver's SIP port), one IMAP intake mailbox of the local
+Dovecot (emptied first) and an SMTP server of the caller's choosing (the test's own
+aiosmtpd capture). Services can be killed and restarted one by one (chaos test).
+
+Also used by benchmarks/e2e_throughput.py and tests/chaos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import imaplib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from faxbox.demo.tenant import DemoTenant, DemoUser, Seeded, seed
+from faxbox.shared.store import RetryPolicy, Role, Store
+
+# The order they start in: the far end and the receiving side before anything dials.
+SERVICES: tuple[str, ...] = (
+    "pstn_sim",
+    "history",
+    "notifier",
+    "inbound",
+    "transmitter",
+    "validator",
+    "mail_poller",
+)
+REALM = "e2e.faxbox.test"
+ALICE = DemoUser("alice@faxbox.test", "+16465550101", "ALICE E2E", "e2e-password", Role.USER)
+BOB = DemoUser("bob@faxbox.test", "+16465550102", "BOB E2E", "e2e-password", Role.USER)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(
+    check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2
+) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+# --- mail in and out ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    host: str
+    port: int
+    user: str
+    password: str
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[imaplib.IMAP4]:
+        imap = imaplib.IMAP4(self.host, self.port, timeout=15)
+        try:
+            imap.login(self.user, self.password)
+            yield imap
+        finally:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                imap.logout()
+
+    def empty(self) -> None:
+        """Delete every message in every folder, so a test sees only its own mail."""
+        with self.connect() as imap:
+            _, folders = imap.list()
+            for line in folders or []:
+                if not isinstance(line, bytes):
+                    continue
+                match = re.match(r'\(.*?\) (?:NIL|"(?:[^"\\]|\\.)*") (.*)$', line.decode())
+                if match is None:
+                    continue
+                name = match.group(1).strip('"')
+                status, count = imap.select(f'"{name}"')
+                if status != "OK":
+                    continue
+                if count and count[0] in (b"0", None):
+                    imap.close()
+                    continue
+                imap.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+                imap.expunge()
+                imap.close()
+
+    def append(self, message: EmailMessage | bytes) -> None:
+        raw = message if isinstance(message, bytes) else message.as_bytes()
+        with self.connect() as imap:
+            status, detail = imap.append("INBOX", None, None, raw)
+            if status != "OK":
+                raise RuntimeError(f"IMAP APPEND failed: {detail}")
+
+    def settings_json(self) -> str:
+        return json.dumps(
+            [
+                {
+                    "host": self.host,
+                    "port": self.port,
+                    "security": "none",
+                    "auth": "login",
+                    "username": self.user,
+                    "password": self.password,
+                }
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class CapturedMail:
+    rcpt_tos: tuple[str, ...]
+    message: EmailMessage
+
+    def header(self, name: str) -> str:
+        return str(self.message.get(name, ""))
+
+    def attachments(self) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for part in self.message.iter_attachments():
+            payload = part.get_payload(decode=True)
+            name = part.get_filename()
+            if name and isinstance(payload, bytes):
+                found[name] = payload
+        return found
+
+    def text(self) -> str:
+        body = self.message.get_body(preferencelist=("plain",))
+        return str(body.get_content()) if body is not None else ""
+
+
+class _Capture:
+    def __init__(self, mails: list[CapturedMail]) -> None:
+        self.mails = mails
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        message = BytesParser(policy=default_policy).parsebytes(envelope.original_content or b"")
+        assert isinstance(message, EmailMessage)
+        self.mails.append(CapturedMail(tuple(envelope.rcpt_tos), message))
+        return "250 OK"
+
+
+class SmtpCapture:
+    """A real SMTP server (aiosmtpd) in a thread; every mail the notifier sends lands here."""
+
+    def __init__(self) -> None:
+        self.mails: list[CapturedMail] = []
+        self.port = free_port()
+        self._controller = Controller(_Capture(self.mails), hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def to(self, address: str) -> list[CapturedMail]:
+        return [m for m in self.mails if address in m.rcpt_tos]
+
+
+# --- the services ---------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    amqp_url: str
+    prefix: str
+    mongo_url: str
+    mongo_db: str
+    mailbox: Mailbox
+    smtp_port: int
+    directory: Path
+    pace: float = 20.0
+    services: tuple[str, ...] = SERVICES
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pstn_sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    pstn_http_port: int = field(default_factory=free_port)
+    inbound_sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    restarts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pstn_url(self) -> str:
+        return f"http://127.0.0.1:{self.pstn_http_port}"
+
+    def env(self, name: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "FAXBOX_AMQP_URL": self.amqp_url,
+            "FAXBOX_EXCHANGE_PREFIX": self.prefix,
+            "FAXBOX_RETRY_DELAYS_S": "[1,2,4]",
+            "FAXBOX_MONGO_URL": self.mongo_url,
+            "FAXBOX_MONGO_DB": self.mongo_db,
+            "FAXBOX_LOG_LEVEL": "INFO",
+            "FAXBOX_SHUTDOWN_GRACE_S": "10",
+            "FAXBOX_LINE_PACE": str(self.pace),
+            # mail-poller
+            "FAXBOX_MAILBOXES": self.mailbox.settings_json(),
+            "FAXBOX_LEASE_TTL_S": "4",
+            "FAXBOX_LEASE_RENEW_S": "1",
+            # notifier
+            "FAXBOX_SMTP_HOST": "127.0.0.1",
+            "FAXBOX_SMTP_PORT": str(self.smtp_port),
+            "FAXBOX_SMTP_SECURITY": "none",
+            "FAXBOX_NOTIFICATION_LEASE_S": "10",
+            # transmitter
+            "FAXBOX_TRANSMITTER_LEASE_S": "4",
+            "FAXBOX_TRANSMITTER_BUSY_RETRY_S": "1",
+            "FAXBOX_TRANSMITTER_SPOOL_DIR": str(self.directory / "spool-transmitter"),
+            "FAXBOX_TRANSMITTER_ANSWER_TIMEOUT_S": "20",
+            "FAXBOX_TRANSMITTER_MEDIA_SILENCE_S": "60",
+            # inbound
+            "FAXBOX_INBOUND_SIP_PORT": str(self.inbound_sip_port),
+            "FAXBOX_INBOUND_SPOOL_DIR": str(self.directory / "spool-inbound"),
+            "FAXBOX_INBOUND_OUTBOX_INTERVAL_S": "2",
+            # pstn-sim
+            "FAXBOX_PSTN_SIP_PORT": str(self.pstn_sip_port),
+            "FAXBOX_PSTN_HTTP_PORT": str(self.pstn_http_port),
+            "FAXBOX_PSTN_PACE": str(self.pace),
+            "FAXBOX_PSTN_DATA_DIR": str(self.directory / "pstn-sim"),
+            "FAXBOX_PSTN_INBOUND_URI": f"sip:127.0.0.1:{self.inbound_sip_port}",
+            "FAXBOX_PSTN_ANSWER_TIMEOUT_S": "20",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def log_path(self, name: str) -> Path:
+        return self.directory / f"{name}.log"
+
+    def log_of(self, name: str) -> str:
+        path = self.log_path(name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, name: str) -> None:
+        log = self.log_path(name).open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"faxbox.{name}"],
+            env=self.env(name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def _ready_marks(self, name: str) -> int:
+        mark = "control API on" if name == "pstn_sim" else "service ready"
+        return self.log_of(name).count(mark)
+
+    async def wait_ready(self, name: str, starts: int = 1, timeout_s: float = 60) -> None:
+        def ready() -> bool:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"faxbox.{name} exited with {proc.returncode}:\n{self.log_of(name)[-3000:]}"
+                )
+            return self._ready_marks(name) >= starts
+
+        await eventually(ready, timeout_s, f"faxbox.{name} to be ready")
+
+    async def start_all(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name in self.services:
+            self.start(name)
+        for name in self.services:
+            await self.wait_ready(name)
+
+    async def restart(self, name: str) -> None:
+        """Start a service again after it was killed; wait until it is ready."""
+        starts = self._ready_marks(name) + 1
+        self.start(name)
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        await self.wait_ready(name, starts)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    # --- pstn-sim ----------------------------------------------------------------------
+
+    def pstn(self, path: str, data: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            f"{self.pstn_url}{path}",
+            data=json.dumps(data).encode() if data is not None else None,
+            method="POST" if data is not None else "GET",
+        )
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def calls(self, to: str | None = None) -> list[dict[str, Any]]:
+        calls: list[dict[str, Any]] = self.pstn("/calls")
+        return [c for c in calls if to is None or c["to"] == to]
+
+    async def seed(self, store: Store, users: Iterable[DemoUser] = (ALICE, BOB)) -> Seeded:
+        tenant = DemoTenant(
+            realm=REALM,
+            account_name="E2E",
+            users=tuple(users),
+            carrier_name="pstn-sim",
+            carrier_port=self.pstn_sip_port,
+            carrier_channels=32,
+            retry=RetryPolicy(attempts=3, delays_s=[1, 2]),
+        )
+        return await seed(store, tenant)
