@@ -146,6 +146,32 @@ async def test_append_is_stored_published_and_then_moved(
         assert poller.terminate() == 0, poller.log_tail()
 
 
+async def test_a_burst_of_mail_is_taken_at_once(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    store: Store,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    """Mails that land while others are taken are announced during those commands,
+    never in the IDLE that follows; they must not wait for the IDLE refresh (minutes)."""
+    tokens = [uuid.uuid4().hex for _ in range(30)]
+    with pollers() as started:
+        poller = _poller(
+            tmp_path, broker_settings, mongo_settings, imap_server, imap, folder
+        ).start()
+        started.append(poller)
+        await eventually(lambda: (poller.ready() or {}).get("ready") is True, 30, "ready")
+        for token in tokens:
+            await imap.append(folder, make_mail(token))
+        await eventually(lambda: all(inbox.about(t) for t in tokens), 15, "every MailReceived")
+        await eventually(lambda: _moved(imap, folder, len(tokens)), 15, "every move")
+        assert poller.terminate() == 0, poller.log_tail()
+
+
 async def test_crash_between_publish_and_move_publishes_exactly_once(
     tmp_path: Path,
     broker_settings: BrokerSettings,

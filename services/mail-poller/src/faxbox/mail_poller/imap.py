@@ -173,6 +173,7 @@ class ImapSession:
             conn_lost_cb=self._on_lost,
             ssl_context=context if config.security == "tls" else None,
         )
+        self._observe_untagged(self._client.protocol)
         try:
             await self._client.wait_hello_from_server()
         except ssl.SSLError as exc:
@@ -200,6 +201,23 @@ class ImapSession:
         transport = client.protocol.transport
         if transport is not None:
             transport.close()
+
+    def _observe_untagged(self, protocol: Any) -> None:
+        """Note every EXISTS/RECENT the server sends, whatever command it comes with.
+
+        A server announces new mail once, at the end of whatever command runs when the
+        mail arrives (a FETCH, a MOVE, the SEARCH itself); aioimaplib drops such
+        untagged lines outside IDLE. Seen, they end the next wait at once, so the mail
+        is not left until the next IDLE refresh.
+        """
+        handle = protocol._untagged_response
+
+        def observed(line: bytes) -> Any:
+            if push_means_change([line.removeprefix(b"* ")]):
+                self._change_reported = True
+            return handle(line)
+
+        protocol._untagged_response = observed
 
     def _on_lost(self, exc: Exception | None) -> None:
         self._lost.set()
@@ -305,10 +323,6 @@ class ImapSession:
         response = await self._cmd(operation)
         if response.result != "OK":
             raise ImapError(f"IMAP command failed: {response.result} {response.lines!r}")
-        # A server reports new mail once, at the end of whatever command runs when it
-        # arrives; seen outside IDLE, it must still end the next wait.
-        if push_means_change(response.lines):
-            self._change_reported = True
         return response
 
     async def search_all(self) -> list[int]:
