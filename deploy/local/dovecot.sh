@@ -8,7 +8,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Mail processes run as this system user; it owns the maildirs.
 MAIL_USER=faxbox
 TEST_PASSWORD=faxbox-test
-TEST_USERS=(fax@faxbox.test fax2@faxbox.test alice@faxbox.test bob@faxbox.test)
+# e2e@, chaos@ and bench@ are the intake mailboxes of tests/e2e, tests/chaos and
+# benchmarks/e2e_throughput.py, so those never take each other's mail.
+TEST_USERS=(fax@faxbox.test fax2@faxbox.test alice@faxbox.test bob@faxbox.test e2e@faxbox.test chaos@faxbox.test bench@faxbox.test)
 LOG_FILE="$LOG_DIR/dovecot.log"
 BASE="$DOVECOT_BASE"
 

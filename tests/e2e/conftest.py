@@ -14,7 +14,7 @@ from faxbox.shared.store import Store
 from tests.e2e.stack import Mailbox, SmtpCapture, Stack
 from tests.support import ImapServer, RabbitServer
 
-INTAKE_USER = "fax2@faxbox.test"
+INTAKE_USER = "e2e@faxbox.test"
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ _A4_PX = (1240, 1754)
 
 
 def demo_pdf(pages: int = 3, title: str = "Faxbox demo") -> bytes:
+    # Bilevel pages: the PDF stays small (about 7 KB a page), like a scanned letter.
     images = [_page(n, pages, title) for n in range(1, pages + 1)]
     out = io.BytesIO()
     images[0].save(out, "PDF", resolution=_DPI, save_all=True, append_images=images[1:])
@@ -38,4 +39,4 @@ def _page(number: int, total: int, title: str) -> Image.Image:
     draw.line((80, 420, width - 80, height - 120), fill=0, width=8)
     for row in range(number):
         draw.ellipse((140 + row * 160, 480, 240 + row * 160, 580), fill=0)
-    return page.convert("1", dither=Image.Dither.NONE).convert("L")
+    return page.convert("1", dither=Image.Dither.NONE)
