@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local outgoing mail server: deploy/local/mailrelay.py on 127.0.0.1:2525 (SMTP, no
 # auth, loopback only). Mail for *@faxbox.test goes to that Dovecot user over LMTP, mail
-# for the demo fax realm *@fax.faxbox.test to the intake mailbox fax@faxbox.test, anything
+# for the demo fax realm *@fax.faxbox.test to the intake mailbox fax@faxbox.test (and the
+# e2e tests' realm *@e2e.faxbox.test to e2e@faxbox.test), anything
 # else to var/mail/outbound/*.eml (there is no internet). Log var/log/mailrelay.log.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -11,6 +12,7 @@ SCRIPT="$DEPLOY_DIR/mailrelay.py"
 ARGS=(
     "$SCRIPT" --port "$SMTP_PORT" --lmtp-port "$LMTP_PORT"
     --local-domain faxbox.test --catch-all fax.faxbox.test=fax@faxbox.test
+    --catch-all e2e.faxbox.test=e2e@faxbox.test
     --sink "$VAR/mail-outbound"
 )
 expected="$PY ${ARGS[*]} "

@@ -26,6 +26,12 @@ def smtp() -> Iterator[SmtpCapture]:
 
 
 @pytest.fixture(scope="module")
+def notifier_smtp_port(smtp: SmtpCapture) -> int:
+    """Where the notifier sends: the test's capture; a module may point it elsewhere."""
+    return smtp.port
+
+
+@pytest.fixture(scope="module")
 def intake(imap_server: ImapServer) -> Mailbox:
     mailbox = Mailbox(imap_server.host, imap_server.port, INTAKE_USER, imap_server.password)
     mailbox.empty()
@@ -39,7 +45,7 @@ async def stack(
     mongo_settings: MongoSettings,
     store: Store,
     intake: Mailbox,
-    smtp: SmtpCapture,
+    notifier_smtp_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     directory: Path = tmp_path_factory.mktemp("stack")
@@ -49,7 +55,7 @@ async def stack(
         mongo_url=mongo_settings.mongo_url,
         mongo_db=mongo_settings.mongo_db,
         mailbox=intake,
-        smtp_port=smtp.port,
+        smtp_port=notifier_smtp_port,
         directory=directory,
     )
     try:

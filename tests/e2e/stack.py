@@ -83,6 +83,10 @@ class Mailbox:
     port: int
     user: str
     password: str
+    # A folder of its own keeps a run apart from others using the same IMAP user at the
+    # same time (the chaos run next to e2e tests or benchmarks).
+    folder: str = "INBOX"
+    processed_folder: str = "Faxbox/Processed"
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[imaplib.IMAP4]:
@@ -115,10 +119,25 @@ class Mailbox:
                 imap.expunge()
                 imap.close()
 
+    def create_folders(self) -> None:
+        """Create the watched and processed folders (flat names: any delimiter will do)."""
+        with self.connect() as imap:
+            for name in (self.folder, self.processed_folder):
+                status, detail = imap.create(f'"{name}"')
+                if status != "OK" and b"ALREADYEXISTS" not in b" ".join(
+                    d for d in detail if isinstance(d, bytes)
+                ):
+                    raise RuntimeError(f"IMAP CREATE {name} failed: {detail}")
+
+    def delete_folders(self) -> None:
+        with self.connect() as imap:
+            for name in (self.folder, self.processed_folder):
+                imap.delete(f'"{name}"')
+
     def append(self, message: EmailMessage | bytes) -> None:
         raw = message if isinstance(message, bytes) else message.as_bytes()
         with self.connect() as imap:
-            status, detail = imap.append("INBOX", None, None, raw)
+            status, detail = imap.append(f'"{self.folder}"', None, None, raw)
             if status != "OK":
                 raise RuntimeError(f"IMAP APPEND failed: {detail}")
 
@@ -132,6 +151,8 @@ class Mailbox:
                     "auth": "login",
                     "username": self.user,
                     "password": self.password,
+                    "folder": self.folder,
+                    "processed_folder": self.processed_folder,
                 }
             ]
         )
