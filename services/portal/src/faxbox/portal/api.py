@@ -16,12 +16,12 @@ from faxbox.portal.app import (
     CsrfFailed,
     CurrentPrincipal,
     Deps,
-    authenticate_password,
     end_session,
     prelogin_ok,
     prelogin_token,
     start_session,
     submitted_csrf,
+    throttled_sign_in,
 )
 from faxbox.portal.dashboard import load_dashboard, redrivable
 from faxbox.portal.security import Principal
@@ -267,12 +267,17 @@ async def sign_in_token(request: Request, response: Response, deps: Deps) -> Csr
     return CsrfOut(csrf_token=prelogin_token(request, response, deps))
 
 
-@router.post("/session", response_model=Me, tags=["session"])
+@router.post(
+    "/session",
+    response_model=Me,
+    tags=["session"],
+    responses={429: {"description": "Too many failed sign-ins; retry after Retry-After s."}},
+)
 async def sign_in(body: SignIn, request: Request, response: Response, deps: Deps) -> Me:
     """Sign in; needs X-CSRF-Token from GET /api/session/csrf (double submit)."""
     if not prelogin_ok(request, await submitted_csrf(request)):
         raise CsrfFailed()
-    user = await authenticate_password(deps, body.email, body.password)
+    user = await throttled_sign_in(request, deps, body.email, body.password)
     if user is None:
         raise HTTPException(401, "wrong e-mail address or password")
     csrf = start_session(response, deps, user)

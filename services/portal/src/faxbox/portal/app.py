@@ -6,6 +6,7 @@ import time); :mod:`faxbox.portal.service` wires the real ones.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +31,7 @@ from faxbox.portal.security import (
     password_fingerprint,
     tokens_match,
 )
+from faxbox.portal.throttle import SignInThrottle, TooManyFailures
 from faxbox.shared import passwords
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import InvalidCursor, NotFound, NumberAlreadyAssigned, Store, User
@@ -56,6 +58,8 @@ class PortalDeps:
     dashboard_roles: tuple[str, ...] = ("reseller_admin",)
     health_urls: dict[str, str] = field(default_factory=dict)
     links: Links = field(default_factory=Links)
+    # None: the default limits on ``store.db`` (create_app fills it in).
+    signin: SignInThrottle | None = None
 
 
 class NotSignedIn(Exception):
@@ -145,6 +149,28 @@ async def authenticate_password(deps: PortalDeps, email: str, password: str) -> 
     return user
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def throttled_sign_in(
+    request: Request, deps: PortalDeps, email: str, password: str
+) -> User | None:
+    """authenticate_password behind the sign-in limits (TooManyFailures when over)."""
+    throttle = deps.signin or SignInThrottle(deps.store.db)
+    attempt = await throttle.begin(email, client_address(request))
+    try:
+        user = await authenticate_password(deps, email, password)
+    except BaseException:
+        await throttle.abandon(attempt)
+        raise
+    if user is None:
+        await throttle.failed(attempt)
+    else:
+        await throttle.succeeded(attempt)
+    return user
+
+
 def start_session(response: Response, deps: PortalDeps, user: User) -> str:
     """Set the session cookie (with a fresh CSRF token, which is returned)."""
     csrf = new_csrf_token()
@@ -198,6 +224,7 @@ def _error(request: Request, status: int, message: str, **headers: str) -> Respo
         "error.html",
         {"status": status, "message": message, "principal": None},
         status_code=status,
+        headers=headers or None,
     )
 
 
@@ -231,6 +258,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def bad_cursor(request: Request, exc: Exception) -> Response:
         return _error(request, 400, str(exc))
 
+    async def too_many(request: Request, exc: TooManyFailures) -> Response:
+        return _error(request, 429, exc.message, **{"Retry-After": str(exc.retry_after_s)})
+
     handlers: dict[type[Exception], Any] = {
         NotSignedIn: not_signed_in,
         NotFound: not_found,
@@ -239,6 +269,7 @@ def install_error_handlers(app: FastAPI) -> None:
         InvalidInput: invalid,
         NumberAlreadyAssigned: conflict,
         InvalidCursor: bad_cursor,
+        TooManyFailures: too_many,
     }
     for exc_type, handler in handlers.items():
         app.add_exception_handler(exc_type, handler)
@@ -253,6 +284,8 @@ def create_app(deps: PortalDeps) -> FastAPI:
         description="Fax history, faxbox administration and the queue dashboard. "
         "Scripts authenticate with `Authorization: Bearer <API token>`.",
     )
+    if deps.signin is None:
+        deps = dataclasses.replace(deps, signin=SignInThrottle(deps.store.db))
     app.state.deps = deps
     install_error_handlers(app)
     app.include_router(api.router)

@@ -4,7 +4,7 @@ download links point at the API itself (cookies authenticate there too)."""
 from __future__ import annotations
 
 import urllib.parse
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -19,15 +19,17 @@ from faxbox.portal.app import (
     CsrfFailed,
     CurrentPrincipal,
     Deps,
-    authenticate_password,
     end_session,
     optional_principal,
     prelogin_ok,
     prelogin_token,
     start_session,
+    throttled_sign_in,
 )
 from faxbox.portal.dashboard import load_dashboard, redrivable
+from faxbox.portal.localtime import clock_for, with_faxboxes
 from faxbox.portal.security import Principal
+from faxbox.portal.throttle import TooManyFailures
 from faxbox.shared import numbers
 from faxbox.shared.store import NotFound, NumberAlreadyAssigned
 
@@ -88,7 +90,20 @@ async def login(
 ) -> Response:
     if not prelogin_ok(request, csrf_token):
         raise CsrfFailed()
-    user = await authenticate_password(deps, email, password)
+    try:
+        user = await throttled_sign_in(request, deps, email, password)
+    except TooManyFailures as exc:
+        page = render(
+            request,
+            "login.html",
+            None,
+            status_code=429,
+            login_csrf=csrf_token,
+            error=exc.message,
+            email=email,
+        )
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
     if user is None:
         return render(
             request,
@@ -138,15 +153,15 @@ async def fax_list(
     account_id = account or principal.user.account_id
     accounts = await visible_accounts(deps.store, principal)
     current = await account_in_scope(deps.store, principal, account_id)
-    # The form's dates are whole UTC days, the end day included.
-    today = datetime.now(UTC).date()
-    end_day = _day(end) or today
+    # The form's dates are whole days on the viewer's clock, the end day included.
+    clock = await clock_for(deps.store, principal.user, current.id)
+    viewer = clock.viewer
+    end_day = _day(end) or viewer.today()
     start_day = _day(start) or end_day - timedelta(days=30)
     if end_day < start_day:
         raise admin.InvalidInput("the end date is before the start date")
     date_range = faxes.DateRange(
-        datetime.combine(start_day, datetime.min.time(), UTC),
-        datetime.combine(end_day + timedelta(days=1), datetime.min.time(), UTC),
+        viewer.day_start(start_day), viewer.day_start(end_day + timedelta(days=1))
     )
     page = await faxes.list_faxes(
         deps.store,
@@ -180,6 +195,7 @@ async def fax_list(
         note=range_note(date_range),
         start_day=start_day,
         end_day=end_day,
+        clock=await with_faxboxes(deps.store, clock, (f.faxbox_id for f in page.items)),
     )
 
 
@@ -199,6 +215,7 @@ async def fax_page(
         principal,
         fax=record,
         kinds=faxes.available_kinds(record),
+        clock=await clock_for(deps.store, principal.user, account_id, [record.faxbox_id]),
         api_base=f"/api/accounts/{account_id}/faxes/{month}/{fax_id}",
     )
 
@@ -209,7 +226,11 @@ async def fax_page(
 @router.get("/tokens")
 async def tokens_page(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
     return render(
-        request, "tokens.html", principal, tokens=await deps.tokens.list(principal.user.id)
+        request,
+        "tokens.html",
+        principal,
+        tokens=await deps.tokens.list(principal.user.id),
+        clock=await clock_for(deps.store, principal.user, principal.user.account_id),
     )
 
 
@@ -226,6 +247,7 @@ async def token_create(
         "tokens.html",
         principal,
         tokens=await deps.tokens.list(principal.user.id),
+        clock=await clock_for(deps.store, principal.user, principal.user.account_id),
         new_secret=secret,
         new_token=token,
     )

@@ -19,6 +19,7 @@ from faxbox.portal.app import Links, PortalDeps, create_app
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement, vhost_of
 from faxbox.portal.security import SessionSigner, TokenStore
 from faxbox.portal.settings import PortalSettings
+from faxbox.portal.throttle import SignInLimits, SignInThrottle
 from faxbox.shared import runner
 from faxbox.shared.runner import Runtime
 from faxbox.shared.wiring import infrastructure
@@ -75,6 +76,15 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
     ):
         tokens = TokenStore(infra.store.db)
         await tokens.ensure_indexes()
+        signin = SignInThrottle(
+            infra.store.db,
+            SignInLimits(
+                per_email=settings.signin_failures_per_email,
+                per_address=settings.signin_failures_per_address,
+                window_s=settings.signin_window_s,
+            ),
+        )
+        await signin.ensure_indexes()
         deps = PortalDeps(
             store=infra.store,
             tokens=tokens,
@@ -93,6 +103,7 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             dashboard_roles=settings.dashboard_roles,
             health_urls=dict(settings.service_health_urls),
             links=Links(rabbitmq_ui=settings.rabbitmq_ui_url, grafana=settings.grafana_url),
+            signin=signin,
         )
         async with serve(create_app(deps), settings.portal_host, settings.portal_port) as server:
             runtime.add_check("http", lambda: server.started and not server.should_exit)

@@ -27,6 +27,13 @@ class PortalSettings(ServiceSettings):
         default_factory=dict,
         description='JSON object, e.g. {"validator": "http://127.0.0.1:9101/readyz"}.',
     )
+    signin_failures_per_email: int = Field(
+        default=5, ge=1, description="Failed sign-ins per e-mail address in the window."
+    )
+    signin_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed sign-ins per client address in the window."
+    )
+    signin_window_s: int = Field(default=15 * 60, ge=1)
     dashboard_roles: tuple[str, ...] = Field(
         default=("reseller_admin",),
         description="Roles that see the queue dashboard and may re-drive dead letters.",
