@@ -17,6 +17,7 @@ from pymongo.errors import ConnectionFailure
 from faxbox.shared.store import (
     Account,
     Carrier,
+    DocumentCorrupt,
     DuplicateCarrier,
     DuplicateEmail,
     DuplicateRealm,
@@ -252,6 +253,46 @@ async def test_put_from_async_iterator(store: Store) -> None:
         await store.documents.put(
             "acc_docs", "202501", b"x", filename="a", content_type="b", metadata={"a.b": 1}
         )
+
+
+async def test_documents_keep_the_gridfs_layout_both_ways(store: Store) -> None:
+    data = os.urandom(2 * CHUNK_SIZE + 11)
+    ours = await store.documents.put(
+        "acc_grid", "202501", data, filename="ours.tif", content_type="image/tiff"
+    )
+    bucket = store.documents.bucket("acc_grid", "202501")
+    # A stock GridFS reader reads what we wrote ...
+    stream = await bucket.open_download_stream(ours.file_id)
+    assert await stream.read() == data
+    # ... and we read what a stock GridFS writer wrote (chunks with ObjectId _ids).
+    await bucket.upload_from_stream_with_id("doc_stock", "stock.pdf", data)
+    stock = ours.model_copy(update={"file_id": "doc_stock"})
+    assert await store.documents.get(stock) == data
+    await store.documents.delete(stock)
+    chunks = store.db[f"{document_bucket_name('acc_grid', '202501')}.chunks"]
+    assert await chunks.count_documents({"files_id": "doc_stock"}) == 0
+
+
+async def test_a_failed_put_leaves_nothing_and_a_lost_chunk_is_reported(store: Store) -> None:
+    name = document_bucket_name("acc_broken", "202501")
+
+    async def breaks() -> AsyncIterator[bytes]:
+        yield os.urandom(CHUNK_SIZE + 1)
+        raise OSError("the source went away")
+
+    with pytest.raises(OSError, match="went away"):
+        await store.documents.put(
+            "acc_broken", "202501", breaks(), filename="x.pdf", content_type="application/pdf"
+        )
+    assert await store.db[f"{name}.chunks"].count_documents({}) == 0
+    assert await store.db[f"{name}.files"].count_documents({}) == 0
+
+    ref = await store.documents.put(
+        "acc_broken", "202501", os.urandom(CHUNK_SIZE + 1), filename="y", content_type="z"
+    )
+    await store.db[f"{name}.chunks"].delete_one({"_id": f"{ref.file_id}:1"})
+    with pytest.raises(DocumentCorrupt, match="chunk 1 of 2 is missing"):
+        await store.documents.get(ref)
 
 
 async def test_delete_month_removes_only_that_month(store: Store) -> None:

@@ -57,9 +57,10 @@ class NumberAlreadyAssigned(StoreError):
 class DocumentCorrupt(StoreError):
     """A stored document's bytes do not match the checksum recorded when it was written."""
 
-    def __init__(self, file_id: str, expected: str, actual: str) -> None:
+    def __init__(self, file_id: str, expected: str, actual: str, reason: str = "") -> None:
         super().__init__(
-            f"document {file_id} is corrupt: sha256 {actual} differs from the recorded {expected}"
+            f"document {file_id} is corrupt: "
+            + (reason or f"sha256 {actual} differs from the recorded {expected}")
         )
         self.file_id = file_id
 
