@@ -65,6 +65,7 @@ async def test_ledger_keys_and_steps(store: Store) -> None:
 
     assert await ledger.get(first.id) == first
     assert await ledger.find_by_message_key(first.message_key) == first
+    assert await ledger.find_by_message_key(f"mid:other-{tag}@x") is None
     now = datetime.now(UTC)
     published = await ledger.advance(first.id, (State.stored,), State.published, now)
     assert published is not None
@@ -72,6 +73,21 @@ async def test_ledger_keys_and_steps(store: Store) -> None:
     assert published.raw == first.raw
     # A second "stored → published" (a racing or repeated publish) finds nothing to do.
     assert await ledger.advance(first.id, (State.stored,), State.published, now) is None
+
+
+async def test_a_key_claimed_by_an_entry_never_written(store: Store) -> None:
+    """The taker died between claiming the message key and writing its entry."""
+    ledger = MongoLedger(store.db)
+    tag = uuid.uuid4().hex
+    entry = _entry(f"box|1|{tag}", f"mid:{tag}@x")
+    await ledger.keys.insert_one({"_id": entry.message_key, "entry_id": entry.id})
+    assert await ledger.find_by_message_key(entry.message_key) is None
+    # Another copy of the mail cannot take the key ...
+    with pytest.raises(DuplicateMessageKey):
+        await ledger.insert(_entry(f"box|1|{tag}-copy", entry.message_key))
+    # ... the first copy, taken again, finishes its own claim.
+    await ledger.insert(entry)
+    assert await ledger.find_by_message_key(entry.message_key) == entry
 
 
 async def test_lease_is_exclusive_expires_and_is_released(store: Store) -> None:

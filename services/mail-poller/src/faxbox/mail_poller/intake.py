@@ -135,9 +135,17 @@ async def _record(
     except DuplicateMessageKey:
         await deps.raw_store.discard(ref)
         earlier = await deps.ledger.find_by_message_key(key)
-        assert earlier is not None
+        if earlier is None:
+            # The first copy's taker died between claiming the key and writing its
+            # entry; that copy is still in its folder and is taken first next time.
+            raise KeyHeldByUnwrittenEntry(key) from None
         return await _record_duplicate(folder, uid, earlier, header, received_at, deps), False
     return entry, True
+
+
+class KeyHeldByUnwrittenEntry(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"message key {key} is claimed by a ledger entry not written yet; later")
 
 
 async def _record_duplicate(

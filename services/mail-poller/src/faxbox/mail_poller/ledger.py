@@ -24,6 +24,10 @@ from pymongo.errors import DuplicateKeyError
 from faxbox.shared.contracts import DocumentRef
 
 COLLECTION: Final = "intake_ledger"
+# message key -> ledger entry id, one document per key with the key as ``_id``: FerretDB
+# v1 finds documents by index only through ``_id``, so a lookup by the ledger's
+# ``message_key`` field read the whole ledger (every mail ever taken) for each new mail.
+KEYS_COLLECTION: Final = "intake_message_keys"
 
 Doc = dict[str, Any]
 
@@ -105,6 +109,7 @@ class MongoLedger:
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection: AsyncCollection[Doc] = db[COLLECTION]
+        self.keys: AsyncCollection[Doc] = db[KEYS_COLLECTION]
 
     async def ensure_indexes(self) -> None:
         # One index per createIndexes command: FerretDB v1.24 crashes otherwise on restart.
@@ -120,15 +125,29 @@ class MongoLedger:
         return None if doc is None else LedgerEntry.from_doc(doc)
 
     async def find_by_message_key(self, key: str) -> LedgerEntry | None:
-        doc = await self.collection.find_one({"message_key": key})
-        return None if doc is None else LedgerEntry.from_doc(doc)
+        held = await self.keys.find_one({"_id": key})
+        # A key whose entry is not written yet (its writer died in between) is nobody's
+        # until that message is taken again.
+        return None if held is None else await self.get(str(held["entry_id"]))
 
     async def insert(self, entry: LedgerEntry) -> None:
+        # The key first: a unique _id insert is the one write FerretDB v1 makes exclusive.
+        claimed = True
+        try:
+            await self.keys.insert_one({"_id": entry.message_key, "entry_id": entry.id})
+        except DuplicateKeyError:
+            held = await self.keys.find_one({"_id": entry.message_key})
+            if held is None or held["entry_id"] != entry.id:
+                raise DuplicateMessageKey(entry.message_key) from None
+            claimed = False  # ours from an earlier try that died before the entry
         try:
             await self.collection.insert_one(entry.to_doc())
         except DuplicateKeyError:
             # FerretDB's duplicate-key error does not name the index: look at the data.
-            if await self.collection.find_one({"_id": entry.id}, {"_id": 1}) is not None:
+            existing = await self.collection.find_one({"_id": entry.id}, {"message_key": 1})
+            if existing is not None:
+                if claimed and existing["message_key"] != entry.message_key:
+                    await self.keys.delete_one({"_id": entry.message_key, "entry_id": entry.id})
                 raise DuplicateLedgerId(entry.id) from None
             raise DuplicateMessageKey(entry.message_key) from None
 
