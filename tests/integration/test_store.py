@@ -306,6 +306,8 @@ async def test_delete_month_removes_only_that_month(store: Store) -> None:
         "acc_keep", "202501", b"other", filename="c.pdf", content_type="application/pdf"
     )
 
+    await store.documents.refs("acc_del", "202501").insert_one({"_id": "k", "ref": "jan"})
+    await store.documents.refs("acc_del", "202502").insert_one({"_id": "k", "ref": "feb"})
     await store.documents.delete_month("acc_del", "202501")
     await store.documents.delete_month("acc_del", "202501")  # idempotent
 
@@ -315,8 +317,9 @@ async def test_delete_month_removes_only_that_month(store: Store) -> None:
     assert await store.documents.get(other_account) == b"other"
     names = set(await store.db.list_collection_names())
     gone = document_bucket_name("acc_del", "202501")
-    assert not {f"{gone}.files", f"{gone}.chunks"} & names
+    assert not {f"{gone}.files", f"{gone}.chunks", f"{gone}.refs"} & names
     assert f"{document_bucket_name('acc_del', '202502')}.files" in names
+    assert await store.documents.refs("acc_del", "202502").find_one({"_id": "k"}) is not None
 
 
 # --- history ------------------------------------------------------------------------------

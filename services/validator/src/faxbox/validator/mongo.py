@@ -21,15 +21,16 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from faxbox.shared.contracts import DocumentRef, Message, contract_by_name
 from faxbox.shared.store import Account, Faxbox, NotFound, Store, User
-from faxbox.shared.store.monthly import document_bucket_name
 from faxbox.validator.authz import Candidate, permission_match
 from faxbox.validator.ports import LedgerEntry
 
 DECISIONS = "validator_decisions"
+Doc = dict[str, Any]
 DAILY_PAGES = "daily_pages"
 DAILY_PAGES_LOCKS = "daily_pages_locks"
 
@@ -177,6 +178,11 @@ class MongoDocuments:
     def __init__(self, store: Store) -> None:
         self._store = store
 
+    def _refs(self, account_id: str, month: str) -> AsyncCollection[Doc]:
+        # fax id + role -> the document's ref, by _id in the bucket's ref index: a lookup
+        # by the files' metadata read every files document of the month on FerretDB v1.
+        return self._store.documents.refs(account_id, month)
+
     async def get(self, ref: DocumentRef) -> bytes:
         return await self._store.documents.get(ref)
 
@@ -190,24 +196,32 @@ class MongoDocuments:
         content_type: str,
         metadata: Mapping[str, Any],
     ) -> DocumentRef:
-        return await self._store.documents.put(
+        ref = await self._store.documents.put(
             account_id, month, data, filename=filename, content_type=content_type, metadata=metadata
         )
+        if "fax_id" not in metadata or "role" not in metadata:
+            return ref
+        key = _document_key(str(metadata["fax_id"]), str(metadata["role"]))
+        try:
+            await self._refs(account_id, month).insert_one(
+                {"_id": key, "ref": ref.model_dump(mode="json")}
+            )
+        except DuplicateKeyError:
+            # Another delivery of the same mail stored it first: theirs is the one.
+            await self._store.documents.delete(ref)
+            existing = await self._refs(account_id, month).find_one({"_id": key})
+            if existing is None:
+                raise
+            return DocumentRef.model_validate(existing["ref"])
+        return ref
 
     async def find(self, account_id: str, month: str, fax_id: str, role: str) -> DocumentRef | None:
-        files = self._store.db[f"{document_bucket_name(account_id, month)}.files"]
-        doc = await files.find_one({"metadata.fax_id": fax_id, "metadata.role": role})
-        if doc is None or "sha256" not in doc:
-            return None
-        return DocumentRef(
-            account_id=account_id,
-            month=month,
-            file_id=str(doc["_id"]),
-            filename=str(doc.get("filename") or ""),
-            content_type=str(doc.get("metadata", {}).get("content_type", "")),
-            length=int(doc["length"]),
-            sha256=str(doc["sha256"]),
-        )
+        doc = await self._refs(account_id, month).find_one({"_id": _document_key(fax_id, role)})
+        return None if doc is None else DocumentRef.model_validate(doc["ref"])
+
+
+def _document_key(fax_id: str, role: str) -> str:
+    return f"{fax_id}:{role}"
 
 
 class MongoLedger:

@@ -93,6 +93,12 @@ class DocumentStore:
         name = document_bucket_name(account_id, month)
         return self.db[f"{name}.files"], self.db[f"{name}.chunks"]
 
+    def refs(self, account_id: str, month: MonthLike) -> AsyncCollection[Doc]:
+        """The bucket's ref index (``<bucket>.refs``): callers' own keys (as ``_id``) of
+        documents in the bucket, so they find one by ``_id`` (FerretDB v1 indexes nothing
+        else); dropped with the bucket."""
+        return self.db[f"{document_bucket_name(account_id, month)}.refs"]
+
     async def put(
         self,
         account_id: str,
@@ -203,3 +209,4 @@ class DocumentStore:
         name = document_bucket_name(account_id, month)
         await self.db.drop_collection(f"{name}.files")
         await self.db.drop_collection(f"{name}.chunks")
+        await self.db.drop_collection(f"{name}.refs")
