@@ -27,9 +27,12 @@ SERVICE = "history"
 
 
 class Settings(ServiceSettings):
-    # Batching only pays if many deliveries are in hand at once.
-    prefetch: int = Field(default=400, ge=1, le=1000)
-    history_batch_max: int = Field(default=200, ge=1, description="Changes per bulk write.")
+    # Batching only pays if many deliveries are in hand at once. Large batches merge
+    # more events of one fax and write each day key document once per batch: on FerretDB
+    # (10,000 shuffled events written directly) 1,000 per batch gave 1,430 events/s
+    # against 930 for 200. The cost: an ack waits for its whole batch (< 1 s).
+    prefetch: int = Field(default=1000, ge=1, le=1000)
+    history_batch_max: int = Field(default=1000, ge=1, description="Changes per bulk write.")
     history_batch_delay_ms: float = Field(
         default=20.0, ge=0, description="Longest wait for a batch to fill."
     )

@@ -1,7 +1,9 @@
 """Writing changes to the database, a batch at a time.
 
-``MongoHistoryWriter`` applies a batch of changes: per account-month collection, one
-unordered ``update`` command of ``_id`` upserts (changes of the same fax merged first).
+``MongoHistoryWriter`` applies a batch of changes: per account-month collection,
+unordered ``update`` commands of ``_id`` upserts (changes of the same fax merged first),
+then the upserts of the month's day keys (one per day touched, see
+``faxbox.shared.store.history``) that let the portal list a range without a scan.
 
 ``BatchingRecorder`` is what handlers call: it gathers the changes of the deliveries in
 hand for up to ``max_delay_s`` or ``max_batch`` changes, writes them together and only
@@ -17,16 +19,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import WriteError
-
 from faxbox.history.changes import Change, merge_changes
 from faxbox.shared.store import HistoryStore
+from faxbox.shared.store.history import KeyEntry, run_upserts
 
 log = logging.getLogger(__name__)
-
-_DUPLICATE_KEY = 11000
-_STATEMENTS_PER_COMMAND = 20
 
 Doc = dict[str, Any]
 
@@ -53,40 +50,21 @@ class MongoHistoryWriter:
         await self.history.ensure_history_indexes(account_id, month)
         collection = self.history.collection(account_id, month)
         upserts = [{"q": {"_id": c.fax_id}, "u": c.upsert, "upsert": True} for c in changes]
-        # Small commands: FerretDB v1.24 keeps every statement's cursor (one SQLite
-        # connection of a pool of 100 per database) open until the whole ``update``
-        # command ends (a ``defer`` inside its loop, msg_update.go), so one command of
-        # ~100 statements, or several at once, deadlocks the server (seen three times).
-        # It runs statements one by one anyway: small commands cost nothing.
-        for start in range(0, len(upserts), _STATEMENTS_PER_COMMAND):
-            await _bulk(collection, upserts[start : start + _STATEMENTS_PER_COMMAND])
+        # Small commands of at most 20 statements: see run_upserts.
+        await run_upserts(collection, upserts)
+        # Keys after the documents, so a key never points at nothing for long; if this
+        # fails the batch is not acked and comes back (both writes are idempotent).
+        await self.history.write_keys(account_id, month, [_key_entry(c) for c in changes])
 
 
-async def _bulk(collection: AsyncCollection[Doc], updates: list[Doc]) -> None:
-    """Run ``update`` statements unordered; retry the ones that lost an upsert race.
-
-    The ``update`` command is sent as is rather than through ``bulk_write``: FerretDB's
-    reply to a batch with a write error lacks ``nModified``, which PyMongo's bulk API
-    cannot parse (KeyError), so the write errors are read from the reply here.
-    """
-    for attempt in (1, 2):
-        reply = await collection.database.command(
-            {"update": collection.name, "updates": updates, "ordered": False}
-        )
-        errors = reply.get("writeErrors") or []
-        if not errors:
-            return
-        # Two writers upserting the same new _id at once: one insert loses with a
-        # duplicate key. The document exists now, so running it again updates it.
-        if attempt == 2 or any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise WriteError(
-                f"{len(errors)} of {len(updates)} history updates failed: "
-                f"{errors[0].get('errmsg', errors[0])}",
-                errors[0].get("code"),
-                errors[0],
-            )
-        updates = [updates[e["index"]] for e in errors]
-        log.info("retrying %d upserts that raced with another writer", len(updates))
+def _key_entry(change: Change) -> KeyEntry:
+    facts: Doc = change.upsert.get("$set", {})
+    return KeyEntry(
+        fax_id=change.fax_id,
+        created_at=change.upsert["$min"]["created_at"],
+        user_id=facts.get("user_id"),
+        direction=facts.get("direction"),
+    )
 
 
 class BatchingRecorder:

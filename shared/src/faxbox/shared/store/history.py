@@ -12,22 +12,49 @@ next page asks for what lies strictly beyond it, so pages never repeat or skip i
 even across month boundaries or runs of equal timestamps.
 
 History documents must have a string ``_id`` and an aware (or UTC) ``created_at``.
+
+Day keys (:func:`query_keys`). FerretDB v1 (SQLite backend) evaluates every filter but
+``_id`` equality, and every sort, in Go over all documents of the collection, so the
+range query above decodes a whole month per page (1.7 s for 8,500 faxes). Next to each
+month's history collection the writers therefore keep ``fax_keys_<account>_<YYYYMM>``:
+per UTC day, a document ``YYYYMMDD`` mapping each fax created that day to its
+``created_at``, and a document ``YYYYMMDD-owners`` with its owner and direction::
+
+    {"_id": "20261127", "t": {"fax_01J...": <created_at>, ...}}
+    {"_id": "20261127-owners", "u": {"fax_01J...": "usr_..."}, "d": {"fax_01J...": "inbound"}}
+
+(field names are the fax ids percent-encoded, so ``.`` and ``$`` cannot occur). They are
+written like the history itself: ``$min`` of the time, ``$set`` of facts, so any order and
+any repeat of the writes give the same documents. A listing reads the day documents of
+its range by ``_id`` (newest first; the owners document only to filter by owner or
+direction), orders their entries by ``(created_at, _id)`` and fetches the fax documents
+by ``_id``. The fax document has the final say: a fax is listed only where its
+``created_at`` equals the entry's time (an earlier event that arrives late moves it to
+an earlier entry, perhaps of an earlier day, and the stale entry is skipped) and only if
+it matches the owner and direction asked for (an entry that does not know them yet is
+checked on the document). Same cursor, order and pages as :func:`query_range`, on
+MongoDB and FerretDB alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import WriteError
 
 from faxbox.shared.store.errors import InvalidCursor
 from faxbox.shared.store.monthly import (
@@ -35,15 +62,31 @@ from faxbox.shared.store.monthly import (
     MonthLike,
     as_utc,
     history_collection_name,
+    history_keys_collection_name,
     month_key,
     months_between,
     parse_month,
     validate_account_id,
 )
 
+log = logging.getLogger(__name__)
+
 Doc = dict[str, Any]
 
 MAX_PAGE_SIZE = 1000
+_DUPLICATE_KEY = 11000
+# FerretDB v1.24 keeps every statement's SQLite connection (a pool of 100 per
+# database) until the whole ``update`` command ends (a ``defer`` inside its loop,
+# msg_update.go), so one command of ~100 statements, or several at once, deadlocks the
+# server (seen three times). It runs statements one by one anyway: small commands cost
+# nothing.
+STATEMENTS_PER_COMMAND = 20
+_KEYED_MAX = 200_000
+# Owners and directions of a day live in a second document, "<YYYYMMDD>-owners": an
+# account's listing needs only the times, and FerretDB decodes a whole document to read
+# it (274 faxes a day: 6.4 ms for one document of times, owners and directions, 2.4 ms
+# for the times alone).
+_OWNERS = "-owners"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _CURSOR_VERSION = 1
@@ -180,6 +223,243 @@ async def query_range(
     )
 
 
+def _day_id(day: date) -> str:
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
+def _fax_key(fax_id: str) -> str:
+    if not fax_id:
+        raise ValueError("a fax id must not be empty")
+    # Field names: no "." (a path) nor "$" (an operator); "%" escaped first, so
+    # unquote() reverses it exactly.
+    return fax_id.replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """What a write tells the day keys about one fax (owner/direction if it knows)."""
+
+    fax_id: str
+    created_at: datetime
+    user_id: str | None = None
+    direction: str | None = None
+
+
+def key_updates(entries: Iterable[KeyEntry]) -> list[Doc]:
+    """``update`` statements (``_id`` upserts, two per day) recording ``entries``.
+
+    All entries must belong to one account-month collection (their ``created_at`` in
+    that month, as history documents' always are).
+    """
+    by_day: dict[str, dict[str, Doc]] = {}
+    for entry in entries:
+        at = _from_ms(_to_ms(entry.created_at))
+        ops = by_day.setdefault(_day_id(at.date()), {"$min": {}, "$set": {}})
+        key = _fax_key(entry.fax_id)
+        earlier = ops["$min"].get(f"t.{key}")
+        ops["$min"][f"t.{key}"] = at if earlier is None else min(earlier, at)
+        if entry.user_id is not None:
+            ops["$set"][f"u.{key}"] = entry.user_id
+        if entry.direction is not None:
+            ops["$set"][f"d.{key}"] = entry.direction
+    updates = []
+    for day, ops in sorted(by_day.items()):
+        updates.append({"q": {"_id": day}, "u": {"$min": ops["$min"]}, "upsert": True})
+        if ops["$set"]:
+            updates.append(
+                {"q": {"_id": day + _OWNERS}, "u": {"$set": ops["$set"]}, "upsert": True}
+            )
+    return updates
+
+
+async def run_upserts(collection: AsyncCollection[Doc], updates: Sequence[Doc]) -> None:
+    """Run ``_id`` upsert statements, a small unordered command at a time.
+
+    The ``update`` command is sent as is rather than through ``bulk_write``: FerretDB's
+    reply to a batch with a write error lacks ``nModified``, which PyMongo's bulk API
+    cannot parse (KeyError), so the write errors are read from the reply here.
+    """
+    for start in range(0, len(updates), STATEMENTS_PER_COMMAND):
+        await _run_command(collection, list(updates[start : start + STATEMENTS_PER_COMMAND]))
+
+
+async def _run_command(collection: AsyncCollection[Doc], updates: list[Doc]) -> None:
+    for attempt in (1, 2):
+        reply = await collection.database.command(
+            {"update": collection.name, "updates": updates, "ordered": False}
+        )
+        errors = reply.get("writeErrors") or []
+        if not errors:
+            return
+        # Two writers upserting the same new _id at once: one insert loses with a
+        # duplicate key. The document exists now, so running it again updates it.
+        if attempt == 2 or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise WriteError(
+                f"{len(errors)} of {len(updates)} upserts into {collection.name} failed: "
+                f"{errors[0].get('errmsg', errors[0])}",
+                errors[0].get("code"),
+                errors[0],
+            )
+        updates = [updates[e["index"]] for e in errors]
+        log.info("retrying %d upserts that raced with another writer", len(updates))
+
+
+def _from_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    created_at: datetime
+    fax_id: str
+
+
+def _days(first: date, last: date, newest_first: bool) -> list[date]:
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return days[::-1] if newest_first else days
+
+
+def _candidates(
+    keys: Doc,
+    owned: Doc,
+    start: datetime,
+    end: datetime,
+    position: _Position | None,
+    user_id: str | None,
+    direction: str | None,
+) -> list[_Candidate]:
+    owners, directions = owned.get("u") or {}, owned.get("d") or {}
+    found = []
+    for key, at in (keys.get("t") or {}).items():
+        if not isinstance(at, datetime):
+            continue
+        at = as_utc(at)
+        if not start <= at < end:
+            continue
+        # Unknown (not yet written, or its change did not say) is left to the document.
+        if user_id is not None and owners.get(key, user_id) != user_id:
+            continue
+        if direction is not None and directions.get(key, direction) != direction:
+            continue
+        candidate = _Candidate(at, unquote(key))
+        if position is not None:
+            here, there = (at, candidate.fax_id), (position.created_at, position.id)
+            if (here >= there) if position.newest_first else (here <= there):
+                continue
+        found.append(candidate)
+    return found
+
+
+def _listed_here(
+    doc: Doc | None, candidate: _Candidate, user_id: str | None, direction: str | None
+) -> bool:
+    if doc is None or not isinstance(doc.get("created_at"), datetime):
+        return False  # keys are written after the document; a dropped month, a bad doc
+    return (
+        as_utc(doc["created_at"]) == candidate.created_at
+        and (user_id is None or doc.get("user_id") == user_id)
+        and (direction is None or doc.get("direction") == direction)
+    )
+
+
+async def query_keys(
+    db: AsyncDatabase[Doc],
+    account_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    user_id: str | None = None,
+    direction: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    newest_first: bool = True,
+    without: Sequence[str] = (),
+) -> Page:
+    """Like :func:`query_range` (same order, cursor and pages) through the day keys.
+
+    Filters are limited to the owner (``user_id``) and ``direction``; anything else
+    needs :func:`query_range`. Only faxes whose day keys were written (by the
+    history-writer, :meth:`HistoryStore.insert` or :meth:`HistoryStore.write_keys`) are
+    found. ``without`` names top-level fields left out of the items (a list needs no
+    timeline: less to encode and decode).
+    """
+    if {"_id", "created_at", "user_id", "direction"} & set(without):
+        raise ValueError("_id, created_at, user_id and direction are needed to check items")
+    projection = {name: 0 for name in without} or None
+    validate_account_id(account_id)
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
+    start, end = as_utc(start), as_utc(end)
+    if end <= start:
+        return Page(items=[], next_cursor=None)
+    position = None if cursor is None else _decode_cursor(cursor)
+    if position is not None and position.newest_first != newest_first:
+        raise InvalidCursor("it belongs to a query in the other order")
+
+    first, last = start.date(), (end - _MS).date()
+    if position is not None:
+        # Days beyond the cursor's have been read completely already.
+        here = position.created_at.date()
+        first, last = (first, min(last, here)) if newest_first else (max(first, here), last)
+    days = _days(first, last, newest_first)
+    names = {history_keys_collection_name(account_id, _month_of(d)) for d in days}
+    # Reading a day of a missing collection costs no more than listing collections: only
+    # a long range is worth skipping its empty months.
+    existing = await _existing(db, sorted(names)) if len(names) > 2 else names
+
+    wanted = limit + 1
+    items: list[Doc] = []
+    for day in days:
+        month = _month_of(day)
+        keys_name = history_keys_collection_name(account_id, month)
+        if keys_name not in existing:
+            continue
+        day_id = _day_id(day)
+        if user_id is None and direction is None:
+            keys, owned = await db[keys_name].find_one({"_id": day_id}), None
+        else:
+            keys, owned = await asyncio.gather(
+                db[keys_name].find_one({"_id": day_id}),
+                db[keys_name].find_one({"_id": day_id + _OWNERS}),
+            )
+        if keys is None:
+            continue
+        candidates = _candidates(keys, owned or {}, start, end, position, user_id, direction)
+        candidates.sort(key=lambda c: (c.created_at, c.fax_id), reverse=newest_first)
+        history = db[history_collection_name(account_id, month)]
+        taken = 0
+        while taken < len(candidates) and len(items) < wanted:
+            # In order, a page's worth at a time: one find by _id each (FerretDB v1
+            # evaluates {_id: {$in: [...]}} by decoding the whole collection).
+            chunk = candidates[taken : taken + wanted - len(items)]
+            taken += len(chunk)
+            docs = await asyncio.gather(
+                *(history.find_one({"_id": c.fax_id}, projection) for c in chunk)
+            )
+            items.extend(
+                doc
+                for doc, c in zip(docs, chunk, strict=True)
+                if doc is not None and _listed_here(doc, c, user_id, direction)
+            )
+        if len(items) >= wanted:
+            break
+
+    if len(items) <= limit:
+        return Page(items=items, next_cursor=None)
+    items = items[:limit]
+    last_item = items[-1]
+    return Page(
+        items=items,
+        next_cursor=encode_cursor(
+            last_item["created_at"], last_item["_id"], newest_first=newest_first
+        ),
+    )
+
+
+def _month_of(day: date) -> str:
+    return f"{day.year:04d}{day.month:02d}"
+
+
 class HistoryStore:
     """Writes history documents into the right month and keeps its index in place.
 
@@ -192,6 +472,13 @@ class HistoryStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.db = db
         self._indexed: set[str] = set()
+        # Day key entries this process wrote: (keys collection, fax id) -> (time, owner,
+        # direction). Most events of a fax tell the keys nothing new (a later time, the
+        # same owner); skipping them saves rewriting a day document of every fax of the
+        # day. Forgotten with the month in drop_month, like _indexed.
+        self._keyed: OrderedDict[tuple[str, str], tuple[datetime, str | None, str | None]] = (
+            OrderedDict()
+        )
 
     def collection(self, account_id: str, month: MonthLike) -> AsyncCollection[Doc]:
         return self.db[history_collection_name(account_id, month)]
@@ -214,7 +501,64 @@ class HistoryStore:
         await self.ensure_history_indexes(account_id, month)
         coll = self.collection(account_id, month)
         await coll.insert_one(dict(doc))
+        await self.write_keys(account_id, month, [_entry_of(doc)])
         return coll.name
+
+    async def insert_many(self, account_id: str, docs: Sequence[Mapping[str, Any]]) -> None:
+        """Insert complete history documents (imports, seeding) with their day keys."""
+        by_month: dict[str, list[Doc]] = {}
+        for doc in docs:
+            created_at = doc.get("created_at")
+            if not isinstance(created_at, datetime) or not isinstance(doc.get("_id"), str):
+                raise ValueError("a history document needs a str _id and a datetime created_at")
+            by_month.setdefault(month_key(created_at), []).append(dict(doc))
+        for month, group in sorted(by_month.items()):
+            await self.ensure_history_indexes(account_id, month)
+            coll = self.collection(account_id, month)
+            for start in range(0, len(group), 1000):
+                await coll.insert_many(group[start : start + 1000], ordered=False)
+            await self.write_keys(account_id, month, [_entry_of(d) for d in group])
+
+    def keys_collection(self, account_id: str, month: MonthLike) -> AsyncCollection[Doc]:
+        return self.db[history_keys_collection_name(account_id, month)]
+
+    async def write_keys(
+        self, account_id: str, month: MonthLike, entries: Iterable[KeyEntry]
+    ) -> None:
+        """Record faxes of one account-month in its day keys (idempotent)."""
+        name = history_keys_collection_name(account_id, month)
+        fresh = [e for e in entries if not self._known(name, e)]
+        if not fresh:
+            return
+        await run_upserts(self.db[name], key_updates(fresh))
+        for entry in fresh:
+            self._remember(name, entry)
+
+    def _known(self, name: str, entry: KeyEntry) -> bool:
+        written = self._keyed.get((name, entry.fax_id))
+        if written is None:
+            return False
+        at, user_id, direction = written
+        return (
+            _to_ms(entry.created_at) >= _to_ms(at)
+            and entry.user_id in (None, user_id)
+            and entry.direction in (None, direction)
+        )
+
+    def _remember(self, name: str, entry: KeyEntry) -> None:
+        key = (name, entry.fax_id)
+        written = self._keyed.pop(key, None)
+        if written is None:
+            self._keyed[key] = (entry.created_at, entry.user_id, entry.direction)
+        else:
+            at, user_id, direction = written
+            self._keyed[key] = (
+                min(at, entry.created_at, key=_to_ms),
+                entry.user_id or user_id,
+                entry.direction or direction,
+            )
+        while len(self._keyed) > _KEYED_MAX:
+            self._keyed.popitem(last=False)
 
     async def query_range(
         self,
@@ -238,6 +582,32 @@ class HistoryStore:
             newest_first=newest_first,
         )
 
+    async def query_keys(
+        self,
+        account_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        user_id: str | None = None,
+        direction: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+        without: Sequence[str] = (),
+    ) -> Page:
+        return await query_keys(
+            self.db,
+            account_id,
+            start,
+            end,
+            user_id=user_id,
+            direction=direction,
+            limit=limit,
+            cursor=cursor,
+            newest_first=newest_first,
+            without=without,
+        )
+
     async def months(self, account_id: str) -> list[str]:
         """Months (``YYYYMM``, oldest first) that have a history collection."""
         prefix = f"{HISTORY_PREFIX}{validate_account_id(account_id)}_"
@@ -250,7 +620,20 @@ class HistoryStore:
         return sorted(found)
 
     async def drop_month(self, account_id: str, month: MonthLike) -> None:
-        """Drop a whole month of history (retention). Idempotent."""
+        """Drop a whole month of history and its day keys (retention). Idempotent."""
         name = history_collection_name(account_id, month)
         await self.db.drop_collection(name)
         self._indexed.discard(name)
+        keys = history_keys_collection_name(account_id, month)
+        await self.db.drop_collection(keys)
+        for key in [k for k in self._keyed if k[0] == keys]:
+            del self._keyed[key]
+
+
+def _entry_of(doc: Mapping[str, Any]) -> KeyEntry:
+    return KeyEntry(
+        fax_id=doc["_id"],
+        created_at=doc["created_at"],
+        user_id=doc.get("user_id"),
+        direction=doc.get("direction"),
+    )

@@ -29,6 +29,7 @@ _ACCOUNT_ID_RE = re.compile(rf"^[a-z0-9][a-z0-9_-]{{0,{MAX_ACCOUNT_ID_LENGTH - 1
 _MONTH_RE = re.compile(r"^(\d{4})(\d{2})$")
 
 HISTORY_PREFIX = "fax_history_"
+HISTORY_KEYS_PREFIX = "fax_keys_"
 DOCUMENTS_PREFIX = "documents_"
 
 MonthLike: TypeAlias = str | datetime
@@ -103,6 +104,11 @@ def months_between(start: MonthLike, end: MonthLike) -> list[str]:
 def history_collection_name(account_id: str, month: MonthLike) -> str:
     """``fax_history_<account_id>_<YYYYMM>``."""
     return f"{HISTORY_PREFIX}{validate_account_id(account_id)}_{parse_month(month)}"
+
+
+def history_keys_collection_name(account_id: str, month: MonthLike) -> str:
+    """``fax_keys_<account_id>_<YYYYMM>``: the month's day key documents (see history)."""
+    return f"{HISTORY_KEYS_PREFIX}{validate_account_id(account_id)}_{parse_month(month)}"
 
 
 def document_bucket_name(account_id: str, month: MonthLike) -> str:

@@ -1,8 +1,9 @@
 """Retention: dropping whole account-months of fax history and documents.
 
-A month is the history collection ``fax_history_<account>_<YYYYMM>`` plus the GridFS
-bucket ``documents_<account>_<YYYYMM>`` (``.files`` and ``.chunks``); dropping it touches
-nothing else, so neighbouring months and other accounts are never affected.
+A month is the history collection ``fax_history_<account>_<YYYYMM>``, its day keys
+``fax_keys_<account>_<YYYYMM>`` and the GridFS bucket ``documents_<account>_<YYYYMM>``
+(``.files`` and ``.chunks``); dropping it touches nothing else, so neighbouring months
+and other accounts are never affected.
 
 ``months_to_keep = N`` on an account keeps the current UTC month and the N-1 before it.
 Dropping is idempotent, so several processes applying the policy at once is harmless.
@@ -16,6 +17,7 @@ from datetime import datetime
 from faxbox.shared.store.models import utc_now
 from faxbox.shared.store.monthly import (
     DOCUMENTS_PREFIX,
+    HISTORY_KEYS_PREFIX,
     HISTORY_PREFIX,
     MonthLike,
     month_key,
@@ -26,7 +28,7 @@ from faxbox.shared.store.store import Store
 
 
 async def drop_month(store: Store, account_id: str, month: MonthLike) -> None:
-    """Drop one account-month: its history collection and its document bucket."""
+    """Drop one account-month: its history collection, day keys and document bucket."""
     validate_account_id(account_id)
     month = parse_month(month)
     await store.history.drop_month(account_id, month)
@@ -34,15 +36,16 @@ async def drop_month(store: Store, account_id: str, month: MonthLike) -> None:
 
 
 async def stored_months(store: Store, account_id: str) -> list[str]:
-    """Months (oldest first) that have a history collection or a document bucket."""
+    """Months (oldest first) that have a history collection, day keys or a document bucket."""
     account_id = validate_account_id(account_id)
-    history_prefix = f"{HISTORY_PREFIX}{account_id}_"
+    history_prefixes = (f"{HISTORY_PREFIX}{account_id}_", f"{HISTORY_KEYS_PREFIX}{account_id}_")
     documents_prefix = f"{DOCUMENTS_PREFIX}{account_id}_"
     found: set[str] = set()
     for name in await store.db.list_collection_names():
         suffix: str | None = None
-        if name.startswith(history_prefix):
-            suffix = name.removeprefix(history_prefix)
+        history = [name.removeprefix(p) for p in history_prefixes if name.startswith(p)]
+        if history:
+            suffix = history[0]
         elif name.startswith(documents_prefix):
             rest = name.removeprefix(documents_prefix)
             for part in (".files", ".chunks"):
