@@ -69,6 +69,42 @@ def rabbit_from_env() -> RabbitServer:
     )
 
 
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, idle / tick
+
+
+def infra_cpu_s() -> dict[str, float]:
+    """CPU seconds so far of the local servers: RabbitMQ (beam.smp), FerretDB, Dovecot."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        server = (
+            "rabbitmq"
+            if comm.startswith("beam")
+            else "ferretdb"
+            if comm == "ferretdb"
+            else "dovecot"
+            if comm in {"dovecot", "imap", "imap-login", "lmtp", "auth", "imap-hibernate"}
+            else None
+        )
+        if server is None:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        used[server] = used.get(server, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
 def number(i: int) -> str:
     return f"+1212555{200 + i:04d}"
 
@@ -172,6 +208,9 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
                     dial.append(started - appended.pop(call["to"]))
 
             # Throughput: a burst.
+            cpu_before = stack.cpu_seconds()
+            busy_before, idle_before = machine_busy_s()
+            infra_before = infra_cpu_s()
             first_sent_index = len(outcomes.done)
             t0 = time.time()
             messages = [mail_to(number(args.latency_faxes + i), pdf) for i in range(args.faxes)]
@@ -182,6 +221,21 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
             t_last = max(t for t, _ in burst)
             faxes_per_min = args.faxes / (t_last - t0) * 60
             failed = sum(1 for _, ok in burst if not ok)
+            cpu_after = stack.cpu_seconds()
+            busy_after, idle_after = machine_busy_s()
+            infra_after = infra_cpu_s()
+            infra_per_fax = {
+                name: round((infra_after[name] - infra_before.get(name, 0.0)) / args.faxes, 3)
+                for name in infra_after
+            }
+            machine_busy = busy_after - busy_before
+            machine_idle_share = (idle_after - idle_before) / (
+                machine_busy + idle_after - idle_before
+            )
+            cpu_per_fax = {
+                name: round((cpu_after[name] - cpu_before.get(name, 0.0)) / args.faxes, 3)
+                for name in cpu_after
+            }
 
             # Anchor: the same faxes again, straight to the transmitter.
             rendered = list(outcomes.requested.values())[: args.faxes]
@@ -217,6 +271,12 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
         "dial_samples": len(dial),
         "dial_p50_s": round(statistics.median(dial), 3),
         "dial_p99_s": round(dial[min(len(dial) - 1, math.ceil(0.99 * len(dial)) - 1)], 3),
+        "burst_cpu_s_per_fax": cpu_per_fax,
+        # Everything on the machine during the burst: our services, RabbitMQ, FerretDB,
+        # Dovecot (and whatever else ran).
+        "burst_servers_cpu_s_per_fax": infra_per_fax,
+        "burst_machine_cpu_s_per_fax": round(machine_busy / args.faxes, 3),
+        "burst_machine_idle_share": round(machine_idle_share, 3),
         "logs": str(directory),
     }
 

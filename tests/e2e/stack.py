@@ -74,6 +74,23 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (e.g. the validator's renderers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return total
+
+
 # --- mail in and out ------------------------------------------------------------------
 
 
@@ -338,6 +355,10 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each running service, with its children, used so far."""
+        return {name: _tree_cpu_s(proc.pid) for name, proc in self.procs.items()}
 
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]

@@ -22,7 +22,7 @@ from faxbox.shared.contracts import (
     FaxFailed,
     FaxSent,
 )
-from faxbox.transmitter.carriers import eligible_carriers
+from faxbox.transmitter.carriers import Slot, eligible_carriers
 from faxbox.transmitter.handler import NO_RESOURCES, handle_outbound, utc_now
 from faxbox.transmitter.jobs import Job, JobState
 from faxbox.transmitter.line import (
@@ -416,6 +416,25 @@ async def test_a_database_blip_after_the_call_is_waited_out_not_redialled(
     await handle_outbound(request(), d)
     assert ledger.jobs["fax_1"].state is JobState.SENT
     assert len(cast(FakeBus, d.publisher).of(FaxSent)) == 1
+    assert len(line.dials) == 1
+
+
+async def test_a_channel_release_failing_after_the_call_does_not_lose_its_outcome(
+    tmp_path: Path,
+) -> None:
+    # Found by the chaos test: FerretDB killed as a call ended; the slot release raised,
+    # the outcome was never recorded, and the fax went out again on the redelivery.
+    class DownSlots(FakeSlots):
+        async def release(self, slot: Slot) -> None:
+            raise AutoReconnect("database away")
+
+    line = FakeLine(sent_report())
+    ledger = FakeLedger()
+    d = deps(tmp_path, line, ledger=ledger, slots=DownSlots())
+    await handle_outbound(request(), d)
+    assert ledger.jobs["fax_1"].state is JobState.SENT
+    assert len(cast(FakeBus, d.publisher).of(FaxSent)) == 1
+    await handle_outbound(request(), d)
     assert len(line.dials) == 1
 
 

@@ -184,9 +184,18 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> None:
         try:
             report = await _call_with_lease(message, job, slot, path, deps)
         finally:
-            await deps.slots.release(slot)
+            await _release(slot, deps)
     if report is not None:
         await _conclude(message, job, slot.carrier, report, deps)
+
+
+async def _release(slot: Slot, deps: Deps) -> None:
+    # The call is over: a database error here must not lose its outcome (the fax would
+    # be dialled again). An unreleased channel frees itself when its lease runs out.
+    try:
+        await deps.slots.release(slot)
+    except _INFRASTRUCTURE_ERRORS as exc:
+        log.warning("could not release channel %s (its lease will run out): %r", slot.key, exc)
 
 
 async def _load_document(ref: DocumentRef, path: Path, deps: Deps) -> FaxFailure | None:

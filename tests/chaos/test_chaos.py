@@ -1,0 +1,33 @@
+"""The short chaos run (CI): ~30 emails while every service is killed and restarted.
+
+Also restarts the machine's RabbitMQ node and this clone's FerretDB once each. What it
+does and what the figures mean: tests/chaos/chaos.py; the long run: tests/chaos/run.py.
+``FAXBOX_CHAOS_SEED`` replays a run's plan. Figures: test-artifacts/chaos.json.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.chaos import REPO, Chaos, ChaosConfig, Servers, failures, report
+from tests.support import ImapServer, RabbitServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(420)]
+
+
+async def test_every_email_ends_once_while_everything_is_killed(
+    rabbit: RabbitServer, mongo_url: str, imap_server: ImapServer, tmp_path: Path
+) -> None:
+    seed = os.environ.get("FAXBOX_CHAOS_SEED")
+    config = ChaosConfig(
+        emails=30, seed=int(seed) if seed else None, window_s=45, quiesce_timeout_s=150
+    )
+    chaos = Chaos(config, Servers(rabbit, mongo_url, imap_server), tmp_path / "stack")
+    figures = await chaos.run()
+    report(figures, REPO / "test-artifacts" / "chaos.json")
+    assert not failures(figures), (
+        f"seed {figures['seed']}: {failures(figures)}; logs in {tmp_path / 'stack'}"
+    )
