@@ -39,3 +39,21 @@ async def test_only_one_of_many_racing_workers_may_dial_an_attempt(
     finally:
         for client in pool:
             await client.close()
+
+
+async def test_a_job_put_back_for_busy_channels_can_be_claimed_again_at_once(
+    store: Store,
+) -> None:
+    """Putting a claim back (every channel busy) is not an attempt: the next claim gets
+    the same attempt number, and must not find that attempt's claim still taken (the job
+    then sat 'on the line' with nobody calling until its lease ran out)."""
+    ledger = MongoJobLedger(store.db[COLLECTION])
+    fax_id = "fax-put-back"
+    now = datetime.now(UTC)
+    await ledger.ensure(fax_id, now)
+    first = await ledger.claim(fax_id, "w1", now, 60)
+    assert first is not None
+    assert await ledger.put_back(fax_id, "w1", first.attempt, now, now)
+    again = await ledger.claim(fax_id, "w2", datetime.now(UTC), 60)
+    assert again is not None
+    assert again.attempt == first.attempt

@@ -237,6 +237,10 @@ class MongoJobLedger:
     async def put_back(
         self, fax_id: str, worker_id: str, attempt: int, retry_at: datetime, now: datetime
     ) -> bool:
+        # The attempt was never made: free its number first (while the job is still ours
+        # and nobody else can claim it), or the next claim would take the same number,
+        # lose its insert and leave the job "on the line" with nobody calling.
+        await self.claims.delete_one({"_id": f"{fax_id}#{attempt}", "worker_id": worker_id})
         result = await self.collection.update_one(
             self._ours(fax_id, worker_id, attempt),
             {
