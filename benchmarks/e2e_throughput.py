@@ -3,7 +3,7 @@
 The whole system runs as real processes (tests/e2e/stack.py: mail-poller, validator,
 transmitter, inbound, notifier, history-writer, pstn-sim) on the local RabbitMQ,
 FerretDB and Dovecot, on a fresh vhost, database and intake mailbox. pstn-sim is the
-carrier, in T.38 mode, on the fast simulated line clock (``--pace``, default 20 times
+carrier, in T.38 mode, on the fast simulated line clock (``--pace``, default 10 times
 real time); every mail goes to its own "receive" number (+1 212 555 02xx), so each
 call is matched to its mail.
 
@@ -18,7 +18,7 @@ straight to the transmitter as OutboundFaxRequested (no mail, no validator), fro
 publish to the last FaxSent (``anchor_line_faxes_per_min``): what the line side alone
 sustains. ``ratio_vs_anchor`` = faxes_per_min / anchor_line_faxes_per_min.
 
-    uv run python benchmarks/e2e_throughput.py [--faxes 60] [--runs 3] [--pace 20]
+    uv run python benchmarks/e2e_throughput.py [--faxes 60] [--runs 3] [--pace 10] [--channels 100]
 
 Writes benchmarks/results/e2e.json (targets: faxes_per_min >= 300, dial_p50_s <= 1,
 dial_p99_s <= 3).
@@ -186,7 +186,7 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
     try:
         await store.ensure_indexes()
         await stack.start_all()
-        await stack.seed(store)
+        await stack.seed(store, channels=args.channels)
         await bus.connect()
         async with EventTap(bus) as tap:
             outcomes = Outcomes(tap)
@@ -287,7 +287,8 @@ async def main() -> None:
     parser.add_argument("--latency-faxes", type=int, default=30)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--pace", type=float, default=20.0)
+    parser.add_argument("--pace", type=float, default=10.0)
+    parser.add_argument("--channels", type=int, default=100, help="pstn-sim carrier's cap")
     args = parser.parse_args()
     rabbit = rabbit_from_env()
     mongo_url = os.environ.get("FAXBOX_MONGO_URL", "mongodb://127.0.0.1:27017/")
@@ -307,6 +308,7 @@ async def main() -> None:
         "description": __doc__.split("\n\n")[1].replace("\n", " "),
         "target": "faxes_per_min >= 300, dial_p50_s <= 1, dial_p99_s <= 3",
         "pace": args.pace,
+        "carrier_channels": args.channels,
         "media": "t38",
         "pages_per_fax": 3,
         "faxes_per_min": faxes_per_min,

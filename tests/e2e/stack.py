@@ -379,14 +379,16 @@ class Stack:
         calls: list[dict[str, Any]] = self.pstn("/calls")
         return [c for c in calls if to is None or c["to"] == to]
 
-    async def seed(self, store: Store, users: Iterable[DemoUser] = (ALICE, BOB)) -> Seeded:
+    async def seed(
+        self, store: Store, users: Iterable[DemoUser] = (ALICE, BOB), channels: int = 32
+    ) -> Seeded:
         tenant = DemoTenant(
             realm=REALM,
             account_name="E2E",
             users=tuple(users),
             carrier_name="pstn-sim",
             carrier_port=self.pstn_sip_port,
-            carrier_channels=32,
+            carrier_channels=channels,
             retry=RetryPolicy(attempts=3, delays_s=[1, 2]),
         )
         return await seed(store, tenant)
