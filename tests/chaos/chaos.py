@@ -267,7 +267,9 @@ def check_restartable(servers: Servers) -> None:
         raise RuntimeError(f"RabbitMQ at {url.hostname} is not the local node")
     _run(["rabbitmqctl", "-q", "status"], 60)
     mongo = urllib.parse.urlsplit(servers.mongo_url)
-    if mongo.hostname not in ("127.0.0.1", "localhost") or (mongo.port or 27017) != 27017:
+    # deploy/local/ferretdb.sh listens on FAXBOX_LOCAL_MONGO_PORT (default 27017).
+    ours = int(os.environ.get("FAXBOX_LOCAL_MONGO_PORT", "27017"))
+    if mongo.hostname not in ("127.0.0.1", "localhost") or (mongo.port or 27017) != ours:
         raise RuntimeError(f"{servers.mongo_url} is not this clone's FerretDB")
     FerretDB().pid()
 

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import ConnectionLost, WaitMode
-from faxbox.mail_poller.ports import FetchedMessage
 from faxbox.mail_poller.intake import IntakeDeps
+from faxbox.mail_poller.ports import FetchedMessage
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing, WatcherState
 from tests.unit.mail_poller.mail_poller_fakes import (
     FakeClock,
