@@ -251,7 +251,9 @@ class FerretDB:
             time.sleep(0.05)
 
     def start(self) -> None:
-        env = {**os.environ, "FAXBOX_MONGO_URL": "mongodb://127.0.0.1:27017/"}
+        # Without FAXBOX_MONGO_URL: ferretdb.sh starts nothing when that URL answers, and
+        # it must start this clone's own server (on FAXBOX_LOCAL_MONGO_PORT) again.
+        env = {k: v for k, v in os.environ.items() if k != "FAXBOX_MONGO_URL"}
         _run(["bash", str(self.repo / "deploy" / "local" / "ferretdb.sh")], 120, env)
         self.stopped = False
 
