@@ -42,8 +42,11 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from faxbox.shared.bus import Bus
-from faxbox.shared.contracts import (
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from faxbox.shared.bus import Bus  # noqa: E402
+from faxbox.shared.contracts import (  # noqa: E402
     FaxFailed,
     FaxSent,
     FaxSettings,
@@ -52,20 +55,13 @@ from faxbox.shared.contracts import (
     RetryPolicy,
     month_of,
 )
-from faxbox.shared.settings import BrokerSettings, MongoSettings
-from faxbox.shared.store import Account, Carrier, Faxbox, Store, User, new_id
+from faxbox.shared.settings import BrokerSettings, MongoSettings  # noqa: E402
+from faxbox.shared.store import Account, Carrier, Faxbox, Store, User, new_id  # noqa: E402
+from tests.support import RabbitServer, free_port  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "transmitter.json"
-AMQP_URL = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 MONGO_URL = os.environ.get("FAXBOX_MONGO_URL", "mongodb://127.0.0.1:27017/")
 NUMBER = "+12125550100"  # pstn-sim's default row: a fax machine that receives
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def a4_page(path: Path) -> Path:
@@ -188,7 +184,10 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="faxbox-bench-"))
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     database = f"bench_{uuid.uuid4().hex[:8]}"
-    broker = BrokerSettings(amqp_url=AMQP_URL, exchange_prefix=prefix, prefetch=500)
+    rabbit = RabbitServer.from_env()
+    vhost = rabbit.add_scratch_vhost("bench")
+    amqp_url = rabbit.url_for_vhost(vhost)
+    broker = BrokerSettings(amqp_url=amqp_url, exchange_prefix=prefix, prefetch=500)
     store = await Store.connect(MongoSettings(mongo_url=MONGO_URL, mongo_db=database))
     await store.ensure_indexes()
     sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
@@ -247,7 +246,7 @@ async def main() -> None:
             transmitter = spawn(
                 [sys.executable, "-m", "faxbox.transmitter"],
                 {
-                    "FAXBOX_AMQP_URL": AMQP_URL,
+                    "FAXBOX_AMQP_URL": amqp_url,
                     "FAXBOX_EXCHANGE_PREFIX": prefix,
                     "FAXBOX_MONGO_URL": MONGO_URL,
                     "FAXBOX_MONGO_DB": database,
@@ -294,6 +293,7 @@ async def main() -> None:
     finally:
         await bus.close()
         stop(sim)
+        rabbit.delete_vhost(vhost)
         await store.client.drop_database(database)
         await store.close()
     report = {

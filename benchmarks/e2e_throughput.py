@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 from datetime import datetime
 from email.message import EmailMessage
@@ -56,17 +55,6 @@ from tests.e2e.stack import ALICE, REALM, Mailbox, SmtpCapture, Stack  # noqa: E
 from tests.support import RabbitServer  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "e2e.json"
-
-
-def rabbit_from_env() -> RabbitServer:
-    amqp_url = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    parts = urllib.parse.urlsplit(amqp_url)
-    return RabbitServer(
-        amqp_url=amqp_url,
-        api_url=os.environ.get("FAXBOX_RABBITMQ_API_URL", "http://127.0.0.1:15672").rstrip("/"),
-        user=urllib.parse.unquote(parts.username or "guest"),
-        password=urllib.parse.unquote(parts.password or "guest"),
-    )
 
 
 def machine_busy_s() -> tuple[float, float]:
@@ -146,14 +134,7 @@ class Outcomes:
 
 
 async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str) -> dict[str, Any]:
-    vhost = f"bench-{uuid.uuid4().hex[:8]}"
-    quoted = urllib.parse.quote(vhost, "")
-    rabbit.api("PUT", f"/api/vhosts/{quoted}", {})
-    rabbit.api(
-        "PUT",
-        f"/api/permissions/{quoted}/{urllib.parse.quote(rabbit.user, '')}",
-        {"configure": ".*", "write": ".*", "read": ".*"},
-    )
+    vhost = rabbit.add_scratch_vhost("bench")
     db = f"bench_{uuid.uuid4().hex[:8]}"
     smtp = SmtpCapture()
     smtp.start()
@@ -261,7 +242,7 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
         smtp.stop()
         await store.client.drop_database(db)
         await store.close()
-        rabbit.api("DELETE", f"/api/vhosts/{quoted}")
+        rabbit.delete_vhost(vhost)
     dial.sort()
     return {
         "faxes": args.faxes,
@@ -290,7 +271,7 @@ async def main() -> None:
     parser.add_argument("--pace", type=float, default=10.0)
     parser.add_argument("--channels", type=int, default=100, help="pstn-sim carrier's cap")
     args = parser.parse_args()
-    rabbit = rabbit_from_env()
+    rabbit = RabbitServer.from_env()
     mongo_url = os.environ.get("FAXBOX_MONGO_URL", "mongodb://127.0.0.1:27017/")
     runs = []
     for n in range(args.runs):
@@ -299,7 +280,7 @@ async def main() -> None:
         runs.append(result)
 
     def median(key: str) -> float:
-        return round(statistics.median(r[key] for r in runs), 3)
+        return round(float(statistics.median(r[key] for r in runs)), 3)
 
     faxes_per_min = median("faxes_per_min")
     anchor = median("anchor_line_faxes_per_min")

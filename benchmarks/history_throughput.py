@@ -1,7 +1,7 @@
 """History writes sustained through the real broker into the local FerretDB.
 
 A history-writer runs as its own process (``python -m faxbox.history``, default batching
-settings) on a fresh vhost-less unique prefix and a fresh database. This process
+settings) on a fresh vhost and a fresh database. This process
 publishes N fax events (stories of 5 events per fax: requested, two failed attempts,
 sent, the sent mail; all stories interleaved in a shuffled order, publishes gathered
 100 at a time with confirms) and polls the writer's /metrics until every event is
@@ -28,7 +28,6 @@ import platform
 import random
 import re
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from pymongo import AsyncMongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import (
@@ -56,6 +57,7 @@ from faxbox.shared.contracts import (
 )
 from faxbox.shared.routing import Topology
 from faxbox.shared.settings import BrokerSettings
+from tests.support import RabbitServer, free_port
 
 RESULTS = Path(__file__).parent / "results" / "history.json"
 TARGET = 2000
@@ -137,13 +139,6 @@ def story(n: int, t0: datetime) -> list[FaxMessage]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def acked(port: int, queue: str) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -163,7 +158,9 @@ def ready(port: int) -> bool:
         return False
 
 
-async def one_run(events_wanted: int, amqp_url: str, mongo_url: str) -> dict[str, Any]:
+async def one_run(events_wanted: int, rabbit: RabbitServer, mongo_url: str) -> dict[str, Any]:
+    vhost = rabbit.add_scratch_vhost("bench")
+    amqp_url = rabbit.url_for_vhost(vhost)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     database = f"bench_{uuid.uuid4().hex[:8]}"
     port = free_port()
@@ -210,7 +207,7 @@ async def one_run(events_wanted: int, amqp_url: str, mongo_url: str) -> dict[str
                 docs += await client[database][name].count_documents({"state.status": "sent"})
         await client.drop_database(database)
         await client.close()
-        await cleanup_queues(amqp_url, prefix)
+        rabbit.delete_vhost(vhost)
     if docs != len(events) // 5:
         raise RuntimeError(f"{docs} faxes recorded as sent, expected {len(events) // 5}")
     seconds = finished - started
@@ -259,33 +256,16 @@ async def raw_upserts_per_s(mongo_url: str, updates: int) -> float:
         await client.close()
 
 
-async def cleanup_queues(amqp_url: str, prefix: str) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        topology = Topology(prefix)
-        for name in (
-            topology.queue("history"),
-            topology.dead_letter_queue("history"),
-            *(topology.retry_queue("history", d) for d in BrokerSettings().retry_delays_s),
-        ):
-            await channel.queue_delete(name)
-        await channel.exchange_delete(topology.events_exchange)
-        await channel.exchange_delete(topology.dead_letter_exchange)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    amqp_url = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    rabbit = RabbitServer.from_env()
     mongo_url = os.environ.get("FAXBOX_MONGO_URL", "mongodb://127.0.0.1:27017/")
     runs = []
     for n in range(args.runs):
-        result = asyncio.run(one_run(args.events, amqp_url, mongo_url))
+        result = asyncio.run(one_run(args.events, rabbit, mongo_url))
         result["anchor_raw_upserts_per_s"] = round(
             asyncio.run(raw_upserts_per_s(mongo_url, args.events)), 1
         )

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import math
@@ -42,8 +41,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from datetime import UTC
 from pathlib import Path
@@ -53,11 +50,14 @@ import aioimaplib
 from aioimaplib.aioimaplib import quoted
 from pymongo import AsyncMongoClient
 
-from faxbox.shared.bus import Bus
-from faxbox.shared.contracts import MailReceived
-from faxbox.shared.settings import BrokerSettings
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from faxbox.shared.bus import Bus  # noqa: E402
+from faxbox.shared.contracts import MailReceived  # noqa: E402
+from faxbox.shared.settings import BrokerSettings  # noqa: E402
+from tests.support import RabbitServer  # noqa: E402
+
 RESULT = REPO / "benchmarks" / "results" / "intake_latency.json"
 
 
@@ -65,37 +65,12 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-AMQP_URL = env("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-API_URL = env("FAXBOX_RABBITMQ_API_URL", "http://127.0.0.1:15672").rstrip("/")
 MONGO_URL = env("FAXBOX_MONGO_URL", "mongodb://127.0.0.1:27017/")
 IMAP_HOST = env("FAXBOX_IMAP_HOST", "127.0.0.1")
 IMAP_PORT = int(env("FAXBOX_IMAP_PORT", "1143"))
 IMAP_PASSWORD = env("FAXBOX_IMAP_TEST_PASSWORD", "faxbox-test")
 _USERS = env("FAXBOX_IMAP_TEST_USERS", "bob@faxbox.test").split(",")
 IMAP_USER = "bob@faxbox.test" if "bob@faxbox.test" in _USERS else _USERS[-1]
-
-
-def rabbit_api(method: str, path: str, body: object | None = None) -> None:
-    parts = urllib.parse.urlsplit(AMQP_URL)
-    user = urllib.parse.unquote(parts.username or "guest")
-    password = urllib.parse.unquote(parts.password or "guest")
-    request = urllib.request.Request(
-        f"{API_URL}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-    )
-    request.add_header(
-        "Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    )
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
-    return None
-
-
-def vhost_url(vhost: str) -> str:
-    parts = urllib.parse.urlsplit(AMQP_URL)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, "")))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -152,18 +127,11 @@ class Observer:
 
 
 async def one_run(run: int, samples: int, warmup: int) -> dict[str, Any]:
-    vhost = f"bench-{uuid.uuid4().hex[:8]}"
-    quoted_vhost = urllib.parse.quote(vhost, "")
-    rabbit_api("PUT", f"/api/vhosts/{quoted_vhost}", {})
-    rabbit_user = urllib.parse.quote(urllib.parse.urlsplit(AMQP_URL).username or "guest", "")
-    rabbit_api(
-        "PUT",
-        f"/api/permissions/{quoted_vhost}/{rabbit_user}",
-        {"configure": ".*", "write": ".*", "read": ".*"},
-    )
+    rabbit = RabbitServer.from_env()
+    vhost = rabbit.add_scratch_vhost("bench")
     db_name = f"bench_{uuid.uuid4().hex[:8]}"
     folder = f"bench-{uuid.uuid4().hex[:8]}"
-    broker = BrokerSettings(amqp_url=vhost_url(vhost), exchange_prefix="bench")
+    broker = BrokerSettings(amqp_url=rabbit.url_for_vhost(vhost), exchange_prefix="bench")
     bus = Bus(broker)
     arrivals: dict[str, float] = {}
 
@@ -263,7 +231,7 @@ async def one_run(run: int, samples: int, warmup: int) -> dict[str, Any]:
         await appender.logout()
         await mongo.drop_database(db_name)
         await mongo.close()
-        rabbit_api("DELETE", f"/api/vhosts/{quoted_vhost}")
+        rabbit.delete_vhost(vhost)
     print(
         f"run {run}: p50 {statistics.median(latencies):.3f} s, max {max(latencies):.3f} s, "
         f"Dovecot IDLE push p50 {statistics.median(pushes):.3f} s",

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
 import sys
 import time
@@ -30,9 +29,12 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, Faxbox, Role, Store, User
 from faxbox.shared.store.monthly import month_key
+from tests.support import free_port
 
 RESULTS = Path(__file__).parent / "results" / "portal.json"
 NOTE = (
@@ -131,13 +133,6 @@ async def seed(store: Store, faxes: int, now: datetime) -> tuple[str, str]:
         file=sys.stderr,
     )
     return account.id, secret
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def serve(mongo_url: str, db: str, port: int) -> None:

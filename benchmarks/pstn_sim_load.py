@@ -40,9 +40,12 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from faxbox.fax.session import CallSettings, FaxSession, T38Session
 from faxbox.fax.sip.message import MediaKind
 from faxbox.fax.sip.ua import FaxEngine, UserAgent, run_fax_over_call
+from tests.support import free_port
 
 RESULTS = Path(__file__).parent / "results" / "pstn_sim_load.json"
 NUMBER = "+12125550100"  # the default table's "receive"
@@ -56,12 +59,6 @@ def _page(path: Path) -> Path:
         draw.text((120, 120 + 60 * line), f"pstn-sim load test line {line}", fill=0, font=font)
     page.save(path, compression="group4", dpi=(204, 196))
     return path
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_s(pid: int) -> float:
@@ -87,7 +84,7 @@ async def _wait_ready(url: str) -> None:
 async def one_run(
     calls: int, media: str, document: Path, data_dir: Path, stagger_s: float
 ) -> dict[str, Any]:
-    sip_port, http_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     env = {
         **os.environ,
         "FAXBOX_PSTN_SIP_PORT": str(sip_port),

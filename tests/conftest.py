@@ -7,7 +7,6 @@ server is unreachable they skip on a developer's machine, but fail when
 
 from __future__ import annotations
 
-import contextlib
 import os
 import urllib.error
 import urllib.parse
@@ -27,32 +26,17 @@ from tests.support import ImapServer, RabbitServer, require_server
 
 @pytest.fixture(scope="session")
 def rabbit() -> RabbitServer:
-    amqp_url = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    parts = urllib.parse.urlsplit(amqp_url)
+    server = RabbitServer.from_env()
+    parts = urllib.parse.urlsplit(server.amqp_url)
     require_server("RabbitMQ", parts.hostname or "127.0.0.1", parts.port or 5672)
-    api_url = os.environ.get("FAXBOX_RABBITMQ_API_URL", "http://127.0.0.1:15672")
-    return RabbitServer(
-        amqp_url=amqp_url,
-        api_url=api_url.rstrip("/"),
-        user=urllib.parse.unquote(parts.username or "guest"),
-        password=urllib.parse.unquote(parts.password or "guest"),
-    )
+    return server
 
 
 @pytest.fixture(scope="module")
 def vhost(rabbit: RabbitServer) -> Iterator[str]:
     """A fresh RabbitMQ vhost for one test module, deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    quoted = urllib.parse.quote(name, "")
-    rabbit.api("PUT", f"/api/vhosts/{quoted}", {})
-    rabbit.api(
-        "PUT",
-        f"/api/permissions/{quoted}/{urllib.parse.quote(rabbit.user, '')}",
-        {"configure": ".*", "write": ".*", "read": ".*"},
-    )
-    yield name
-    with contextlib.suppress(urllib.error.URLError):
-        rabbit.api("DELETE", f"/api/vhosts/{quoted}")
+    with rabbit.scratch_vhost("test") as name:
+        yield name
 
 
 @pytest.fixture

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import socket
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,6 +38,19 @@ def require_server(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+# deploy/local/rabbitmq_health.py deletes vhosts with this description once they are stale
+# (a killed test run leaves its vhost behind, holding file handles on the node).
+SCRATCH_VHOST_DESCRIPTION = "faxbox scratch"
+
+
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A loopback port nothing listens on right now (TCP by default, SOCK_DGRAM for UDP)."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 @dataclass(frozen=True)
 class RabbitServer:
     amqp_url: str
@@ -40,15 +58,56 @@ class RabbitServer:
     user: str
     password: str
 
-    def api(self, method: str, path: str, body: object | None = None) -> object:
+    @classmethod
+    def from_env(cls) -> RabbitServer:
+        amqp_url = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        parts = urllib.parse.urlsplit(amqp_url)
+        api_url = os.environ.get("FAXBOX_RABBITMQ_API_URL", "http://127.0.0.1:15672")
+        return cls(
+            amqp_url=amqp_url,
+            api_url=api_url.rstrip("/"),
+            user=urllib.parse.unquote(parts.username or "guest"),
+            password=urllib.parse.unquote(parts.password or "guest"),
+        )
+
+    def api(
+        self, method: str, path: str, body: object | None = None, timeout_s: float = 10
+    ) -> object:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.api_url}{path}", data=data, method=method)
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
         request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
+
+    def add_scratch_vhost(self, kind: str) -> str:
+        """A new vhost ``<kind>-<random>`` this user may use fully; returns its name."""
+        name = f"{kind}-{uuid.uuid4().hex[:10]}"
+        quoted = urllib.parse.quote(name, "")
+        description = f"{SCRATCH_VHOST_DESCRIPTION} {int(time.time())}"
+        self.api("PUT", f"/api/vhosts/{quoted}", {"description": description})
+        self.api(
+            "PUT",
+            f"/api/permissions/{quoted}/{urllib.parse.quote(self.user, '')}",
+            {"configure": ".*", "write": ".*", "read": ".*"},
+        )
+        return name
+
+    def delete_vhost(self, name: str) -> None:
+        """Best effort: a vhost left behind is deleted by deploy/local/up once stale."""
+        with contextlib.suppress(urllib.error.URLError, TimeoutError):
+            # Deleting a vhost stops its quorum queues one by one: seconds, not milliseconds.
+            self.api("DELETE", f"/api/vhosts/{urllib.parse.quote(name, '')}", timeout_s=60)
+
+    @contextlib.contextmanager
+    def scratch_vhost(self, kind: str) -> Iterator[str]:
+        name = self.add_scratch_vhost(kind)
+        try:
+            yield name
+        finally:
+            self.delete_vhost(name)
 
     def url_for_vhost(self, vhost: str) -> str:
         parts = urllib.parse.urlsplit(self.amqp_url)

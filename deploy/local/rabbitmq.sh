@@ -20,12 +20,6 @@ plugins_listed() {
     done
 }
 
-# Fast path: broker, management API and Prometheus endpoint all answer.
-if port_open 127.0.0.1 "$AMQP_PORT" && api_ok && prom_ok && plugins_listed; then
-    log "rabbitmq: already running"
-    exit 0
-fi
-
 config_changed=0
 # rabbitmq.conf: ours unless someone else wrote one (then leave it alone).
 if [[ -f "$CONF" ]] && ! grep -qF "$MARK" "$CONF"; then
@@ -43,18 +37,56 @@ loopback_users.guest = true
 EOF
     chown rabbitmq:rabbitmq "$CONF" 2>/dev/null || true
 fi
-# rabbitmq-env.conf: keep epmd and Erlang distribution on loopback too.
-if ! grep -qF "$MARK" "$ENV_CONF" 2>/dev/null; then
-    cat >>"$ENV_CONF" <<EOF
-
+# rabbitmq-env.conf: our block (from MARK to END_MARK) keeps epmd and Erlang distribution
+# on loopback and raises the node's open-file limit. `su rabbitmq` starts the node with a
+# soft limit of 1024; RabbitMQ's file handle cache then allows ~930 handles, which a few
+# dozen vhosts of quorum queues use up, and from then on every call that needs a handle
+# (creating a vhost, an AMQP handshake, `rabbitmqctl status`) waits forever.
+END_MARK='# end of the faxbox block'
+WANTED_NOFILE=65536
+env_block() {
+    cat <<EOF
 $MARK
 export ERL_EPMD_ADDRESS=127.0.0.1
 SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+faxbox_nofile=\$(ulimit -H -n)
+if [ "\$faxbox_nofile" = unlimited ] || [ "\$faxbox_nofile" -gt $WANTED_NOFILE ]; then faxbox_nofile=$WANTED_NOFILE; fi
+ulimit -S -n "\$faxbox_nofile" 2>/dev/null || true
+$END_MARK
 EOF
+}
+env_conf_without_our_block() {
+    [[ -f "$ENV_CONF" ]] || return 0
+    # An older version of the block had no end marker: it ran to the end of the file.
+    awk -v mark="$MARK" -v end="$END_MARK" '
+        $0 == mark { skip = 1; next }
+        skip && $0 == end { skip = 0; next }
+        !skip { print }' "$ENV_CONF"
+}
+if {
+    env_conf_without_our_block
+    echo
+    env_block
+} | cat -s | write_if_changed "$ENV_CONF"; then
     config_changed=1
 fi
 
-node_running() { rabbitmqctl -q status >/dev/null 2>&1; }
+# `rabbitmqctl status` waits forever on a node whose file handles are used up: ping.
+node_running() { timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+MIN_NOFILE=4096
+healthy() {
+    python3 "$DEPLOY_DIR/rabbitmq_health.py" check --api "http://127.0.0.1:$RABBIT_MGMT_PORT" \
+        --min-fds "$MIN_NOFILE"
+}
+tidy() { python3 "$DEPLOY_DIR/rabbitmq_health.py" tidy --api "http://127.0.0.1:$RABBIT_MGMT_PORT"; }
+
+stop_node() {
+    if ! timeout 90 rabbitmqctl -q stop >/dev/null 2>&1; then
+        warn "rabbitmq: the node did not stop within 90 s; killing it"
+        pkill -9 -u rabbitmq -x beam.smp || true
+        sleep 1
+    fi
+}
 
 await_startup() {
     local end=$((SECONDS + ${1:-90}))
@@ -90,10 +122,23 @@ start_node() {
     fi
 }
 
+# Fast path: broker, management API and Prometheus endpoint all answer, the configuration is
+# current and the node can still do work.
+if ((!config_changed)) && port_open 127.0.0.1 "$AMQP_PORT" && api_ok && prom_ok \
+    && plugins_listed && healthy; then
+    tidy || warn "rabbitmq: could not delete stale scratch vhosts"
+    log "rabbitmq: already running"
+    exit 0
+fi
+
 if node_running; then
     if ((config_changed)); then
         log "rabbitmq: configuration changed; restarting the node"
-        rabbitmqctl -q stop >/dev/null
+        stop_node
+        start_node
+    elif api_ok && ! healthy; then
+        log "rabbitmq: the node is running but cannot do work; restarting it"
+        stop_node
         start_node
     else
         await_startup 60
@@ -113,4 +158,6 @@ fi
 wait_until 60 api_ok || die "rabbitmq: management API $API does not answer"
 wait_until 30 prom_ok || die "rabbitmq: Prometheus endpoint on $RABBIT_PROM_PORT does not answer"
 port_open 127.0.0.1 "$AMQP_PORT" || die "rabbitmq: nothing listens on 127.0.0.1:$AMQP_PORT"
+tidy || warn "rabbitmq: could not delete stale scratch vhosts"
+healthy || die "rabbitmq: the node started but cannot create a vhost (see /var/log/rabbitmq)"
 log "rabbitmq: running"

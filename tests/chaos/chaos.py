@@ -119,14 +119,7 @@ class Servers:
 
     @classmethod
     def from_env(cls) -> Servers:
-        amqp_url = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-        parts = urllib.parse.urlsplit(amqp_url)
-        rabbit = RabbitServer(
-            amqp_url=amqp_url,
-            api_url=os.environ.get("FAXBOX_RABBITMQ_API_URL", "http://127.0.0.1:15672").rstrip("/"),
-            user=urllib.parse.unquote(parts.username or "guest"),
-            password=urllib.parse.unquote(parts.password or "guest"),
-        )
+        rabbit = RabbitServer.from_env()
         imap = ImapServer(
             host=os.environ.get("FAXBOX_IMAP_HOST", "127.0.0.1"),
             port=int(os.environ.get("FAXBOX_IMAP_PORT", "1143")),
@@ -267,7 +260,7 @@ def check_restartable(servers: Servers) -> None:
     url = urllib.parse.urlsplit(servers.rabbit.amqp_url)
     if url.hostname not in ("127.0.0.1", "localhost"):
         raise RuntimeError(f"RabbitMQ at {url.hostname} is not the local node")
-    _run(["rabbitmqctl", "-q", "status"], 60)
+    _run(["rabbitmq-diagnostics", "-q", "ping"], 60)
     mongo = urllib.parse.urlsplit(servers.mongo_url)
     # deploy/local/ferretdb.sh listens on FAXBOX_LOCAL_MONGO_PORT (default 27017).
     ours = int(os.environ.get("FAXBOX_LOCAL_MONGO_PORT", "27017"))
@@ -305,15 +298,8 @@ class Chaos:
         rng = random.Random(self.seed)
         check_restartable(self.servers)
         rabbit_node, database = RabbitNode(), FerretDB()
-        vhost = f"chaos-{uuid.uuid4().hex[:10]}"
-        quoted = urllib.parse.quote(vhost, "")
         rabbit = self.servers.rabbit
-        rabbit.api("PUT", f"/api/vhosts/{quoted}", {})
-        rabbit.api(
-            "PUT",
-            f"/api/permissions/{quoted}/{urllib.parse.quote(rabbit.user, '')}",
-            {"configure": ".*", "write": ".*", "read": ".*"},
-        )
+        vhost = rabbit.add_scratch_vhost("chaos")
         settings = MongoSettings(
             mongo_url=self.servers.mongo_url, mongo_db=f"chaos_{uuid.uuid4().hex[:8]}"
         )
@@ -362,8 +348,7 @@ class Chaos:
             with contextlib.suppress(Exception):
                 await store.client.drop_database(settings.mongo_db)
             await store.close()
-            with contextlib.suppress(urllib.error.URLError):
-                rabbit.api("DELETE", f"/api/vhosts/{quoted}")
+            rabbit.delete_vhost(vhost)
 
     async def _storm(
         self,

@@ -36,6 +36,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from faxbox.demo.tenant import DemoTenant, DemoUser, Seeded, seed
 from faxbox.shared.store import RetryPolicy, Role, Store
+from tests.support import free_port
 
 # The order they start in: the far end and the receiving side before anything dials.
 SERVICES: tuple[str, ...] = (
@@ -50,12 +51,6 @@ SERVICES: tuple[str, ...] = (
 REALM = "e2e.faxbox.test"
 ALICE = DemoUser("alice@faxbox.test", "+16465550101", "ALICE E2E", "e2e-password", Role.USER)
 BOB = DemoUser("bob@faxbox.test", "+16465550102", "BOB E2E", "e2e-password", Role.USER)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def eventually(

@@ -8,7 +8,6 @@ import imaplib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import MailReceived
 from faxbox.shared.settings import BrokerSettings, MongoSettings
-from tests.support import ImapServer
+from tests.support import ImapServer, free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -105,13 +104,6 @@ def make_mail(token: str | None = None, message_id: str | None = "auto", body: s
         f"Subject: {token}\r\n{header}MIME-Version: 1.0\r\n"
         f"Content-Type: text/plain\r\n\r\nfax me {token}\r\n{body}"
     ).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def mailbox_json(server: ImapServer, user: str, folder: str, **extra: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email
 import io
-import socket
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ from faxbox.shared.contracts import (
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Account, Faxbox, Store, User
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -75,17 +75,10 @@ class SmtpRecorder:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[SmtpRecorder, int]]:
     recorder = SmtpRecorder()
-    port = _free_port()
+    port = free_port()
     controller = Controller(recorder, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from faxbox.notifier.mailer import SmtpMailer
 from faxbox.notifier.ports import MailDeferred, MailRefused
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -56,13 +56,6 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
         check=True, capture_output=True,
     )  # fmt: skip
     return Certificate(cert, key)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def message() -> EmailMessage:

@@ -39,6 +39,7 @@ from faxbox.transmitter import service as transmitter_service
 from faxbox.transmitter.carriers import COLLECTION as SLOTS
 from tests.integration.sip._pages import assert_pages_identical, save_fax_tiff, text_page
 from tests.integration.transmitter._support import EventLog, eventually, fax_request, seed_faxbox
+from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -62,12 +63,6 @@ SCENARIOS = [
     {"pattern": r"^\+1212555018\d$", "behaviour": "receive", "busy_first": 1},
     {"pattern": r"^\+164655501\d\d$", "behaviour": "forward"},
 ]
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -100,7 +95,7 @@ class Sim:
 
 @pytest.fixture(scope="module")
 def inbound_port() -> int:
-    return _free_port(socket.SOCK_DGRAM)
+    return free_port(socket.SOCK_DGRAM)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +103,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory, inbound_port: int) -> Iterator
     directory = tmp_path_factory.mktemp("pstn")
     table = directory / "scenarios.json"
     table.write_text(json.dumps(SCENARIOS))
-    sip_port, http_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     env = {
         **os.environ,
         "FAXBOX_PSTN_SIP_PORT": str(sip_port),
