@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -101,3 +101,62 @@ async def test_released_lease_can_be_taken_at_once(store: Store) -> None:
 def test_lease_names_cannot_contain_the_separator(store: Store) -> None:
     with pytest.raises(ValueError, match="#"):
         GenerationLease(store.db["leases"], "a#b", timedelta(seconds=1))
+
+
+async def test_a_stale_head_is_corrected_by_probing_forward(store: Store) -> None:
+    """A taker that died between its take and the head update must not let a generation
+    be taken twice."""
+    name = f"slot-{uuid.uuid4().hex[:8]}"
+    leases = store.db["leases"]
+    lease = GenerationLease(leases, name, timedelta(seconds=60))
+    first = await lease.acquire("a")
+    assert first is not None
+    await lease.release(first)
+    second = await lease.acquire("b")
+    assert second is not None
+    # The head still says generation 1, as if b had died right after its insert.
+    await leases.update_one({"_id": name}, {"$set": {"generation": 1}})
+    assert await lease.acquire("c") is None  # b holds generation 2
+    await lease.release(second)
+    third = await lease.acquire("c")
+    assert third is not None
+    assert third.generation == 3
+    assert not await lease.still_held(second)
+
+
+async def test_a_lease_taken_before_heads_existed_is_found_by_name(store: Store) -> None:
+    name = f"slot-{uuid.uuid4().hex[:8]}"
+    leases = store.db["leases"]
+    lease = GenerationLease(leases, name, timedelta(seconds=60))
+    now = datetime.now(UTC)
+    # What an older version left: generation 7 held until a minute from now, no head.
+    await leases.insert_one(
+        {
+            "_id": f"{name}#{7:012d}",
+            "name": name,
+            "generation": 7,
+            "holder": "old",
+            "acquired_at": now,
+            "expires_at": now + timedelta(seconds=60),
+        }
+    )
+    assert await lease.acquire("new") is None
+    await leases.update_one(
+        {"_id": f"{name}#{7:012d}"}, {"$set": {"expires_at": now - timedelta(seconds=1)}}
+    )
+    taken = await lease.acquire("new")
+    assert taken is not None
+    assert taken.generation == 8
+
+
+async def test_the_chain_stays_short(store: Store) -> None:
+    name = f"slot-{uuid.uuid4().hex[:8]}"
+    leases = store.db["leases"]
+    lease = GenerationLease(leases, name, timedelta(seconds=60))
+    for n in range(8):
+        held = await lease.acquire(f"h{n}")
+        assert held is not None
+        assert held.generation == n + 1
+        await lease.release(held)
+    generations = sorted([d["generation"] async for d in leases.find({"name": name})])
+    assert generations == [6, 7, 8]

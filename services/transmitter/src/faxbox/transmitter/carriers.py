@@ -74,6 +74,8 @@ class MongoCarrierSlots:
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self.collection = collection
         self._held: dict[tuple[str, str], tuple[GenerationLease, Held]] = {}
+        # Slots this process holds, by key: under load most busy channels are our own.
+        self._ours: dict[str, int] = {}
 
     async def acquire(
         self, carriers: Sequence[Carrier], holder: str, now: datetime, lease_s: float
@@ -83,10 +85,13 @@ class MongoCarrierSlots:
             offset = random.randrange(carrier.channel_cap)
             for i in range(carrier.channel_cap):
                 key = f"{carrier.id}:{(offset + i) % carrier.channel_cap}"
+                if key in self._ours:
+                    continue  # one of our own calls is on it: no need to ask the database
                 lease = GenerationLease(self.collection, key, timedelta(seconds=lease_s))
                 held = await lease.acquire(holder)
                 if held is not None:
                     self._held[(key, holder)] = (lease, held)
+                    self._ours[key] = self._ours.get(key, 0) + 1
                     return Slot(carrier, key, holder)
         return None
 
@@ -97,6 +102,9 @@ class MongoCarrierSlots:
         lease, held = entry
         renewed = await lease.renew(held)
         if renewed is None:
+            # Lost: another replica may hold it now; ask the database from now on.
+            self._held.pop((slot.key, slot.holder), None)
+            self._forget_ours(slot.key)
             return False
         self._held[(slot.key, slot.holder)] = (lease, renewed)
         return True
@@ -104,5 +112,11 @@ class MongoCarrierSlots:
     async def release(self, slot: Slot) -> None:
         entry = self._held.pop((slot.key, slot.holder), None)
         if entry is not None:
+            self._forget_ours(slot.key)
             lease, held = entry
             await lease.release(held)
+
+    def _forget_ours(self, key: str) -> None:
+        count = self._ours.pop(key, 0) - 1
+        if count > 0:
+            self._ours[key] = count

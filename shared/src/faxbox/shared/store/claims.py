@@ -13,10 +13,19 @@ you may do this" decision here is the insert of a unique ``_id``:
   generation once the current one has expired, and only one taker can insert it. The
   generation number is a fencing token: a holder that finds a newer generation has lost
   the lease, whatever its clock says.
+
+Every read and write names documents by ``_id`` alone: FerretDB v1 (SQLite) scans and
+decodes the whole collection for any other filter, and carrier channels are leases probed
+on every call. Generations are consecutive (a taker inserts exactly latest + 1), so "is
+there a newer generation than g" is "does ``<name>#<g+1>`` exist". Where the chain ends
+is kept as a hint in a head document ``_id = <name>``, written after each successful take;
+a stale hint (a taker that died in between) is corrected by probing forward, and a lease
+without a head is looked up by name once.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,26 +76,50 @@ class GenerationLease:
         return f"{self.name}#{generation:0{_GENERATION_DIGITS}d}"
 
     async def ensure_indexes(self) -> None:
+        # For the by-name lookup of a lease without a head (see _latest).
         await self.collection.create_index([("name", 1), ("generation", DESCENDING)])
 
+    async def _latest(self) -> tuple[int, Doc | None]:
+        """The last generation taken (0 if none) and its document (None if none)."""
+        head = await self.collection.find_one({"_id": self.name})
+        generation = int(head["generation"]) if head is not None else 0
+        latest = None
+        if generation:
+            latest = await self.collection.find_one({"_id": self._id(generation)})
+        if latest is None:
+            # No head yet (a lease never taken, or taken only by a version before heads),
+            # or its generation already forgotten: ask by name, once. A scan on FerretDB,
+            # but only until the next take writes the head.
+            by_name = await self.collection.find_one(
+                {"name": self.name}, sort=[("generation", DESCENDING)]
+            )
+            if by_name is not None and int(by_name["generation"]) >= generation:
+                generation, latest = int(by_name["generation"]), by_name
+        if latest is not None and _aware(latest["expires_at"]) > _now():
+            # Nobody takes a lease before it expires (a release expires it), so no newer
+            # generation can exist yet: the usual answer for a busy channel, in two reads.
+            return generation, latest
+        while True:
+            newer = await self.collection.find_one({"_id": self._id(generation + 1)})
+            if newer is None:
+                return generation, latest
+            generation, latest = generation + 1, newer
+
     async def current(self) -> Doc | None:
-        return await self.collection.find_one(
-            {"name": self.name}, sort=[("generation", DESCENDING)]
-        )
+        """The latest generation's document, None if the lease was never taken."""
+        return (await self._latest())[1]
 
     async def acquire(self, holder: str) -> Held | None:
         """Take the lease if it is free or expired, or renew it if ``holder`` has it."""
         now = _now()
-        latest = await self.current()
+        generation, latest = await self._latest()
         if latest is not None:
             expires_at = _aware(latest["expires_at"])
             if latest["holder"] == holder and expires_at > now:
-                return await self.renew(
-                    Held(self.name, int(latest["generation"]), holder, expires_at)
-                )
+                return await self.renew(Held(self.name, generation, holder, expires_at))
             if expires_at > now:
                 return None
-        generation = 1 if latest is None else int(latest["generation"]) + 1
+        generation += 1
         expires_at = now + self.ttl
         taken = await claim(
             self.collection,
@@ -99,8 +132,17 @@ class GenerationLease:
         )
         if not taken:
             return None
+        await self._advance_head(generation)
         await self._forget_before(generation)
         return Held(self.name, generation, holder, expires_at)
+
+    async def _advance_head(self, generation: int) -> None:
+        # Another taker may create the head at the same moment (duplicate key): it is a
+        # hint, and the next reader probes forward from whatever it says.
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.update_one(
+                {"_id": self.name}, {"$max": {"generation": generation}}, upsert=True
+            )
 
     async def renew(self, held: Held) -> Held | None:
         """Extend our generation; None once it expired or a newer generation exists."""
@@ -121,9 +163,7 @@ class GenerationLease:
         """True while no newer generation exists and ours has not expired."""
         if held.expires_at <= _now():
             return False
-        newer = await self.collection.find_one(
-            {"name": self.name, "generation": {"$gt": held.generation}}, {"_id": 1}
-        )
+        newer = await self.collection.find_one({"_id": self._id(held.generation + 1)}, {"_id": 1})
         return newer is None
 
     async def release(self, held: Held) -> None:
@@ -134,10 +174,11 @@ class GenerationLease:
         )
 
     async def _forget_before(self, generation: int) -> None:
-        # Keep the previous generation (it shows who held it last); older ones are noise.
-        await self.collection.delete_many(
-            {"name": self.name, "generation": {"$lt": generation - 1}}
-        )
+        # Keep the previous two generations: the one before shows who held the lease last,
+        # and a holder two generations behind must still find its successor (g + 1) to
+        # learn it lost. Each take deletes one, so the chain stays three documents long.
+        if generation > 3:
+            await self.collection.delete_one({"_id": self._id(generation - 3)})
 
 
 def _aware(moment: datetime) -> datetime:
