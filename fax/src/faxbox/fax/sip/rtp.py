@@ -283,8 +283,9 @@ class Clock:
         self._start: float | None = None
         self.slots = 0
 
-    async def wait_slot(self) -> None:
-        """Wait for the next slot's time (immediately when late or unpaced)."""
+    async def wait_slot(self, slots: int = 1) -> None:
+        """Wait for the next slot's time (immediately when late or unpaced); it lasts
+        ``slots`` slots."""
         if self.pace:
             loop = asyncio.get_running_loop()
             now = loop.time()
@@ -295,7 +296,7 @@ class Clock:
                 self._start, due = now - self.slots * self.interval, now
             if due > now:
                 await asyncio.sleep(due - now)
-        self.slots += 1
+        self.slots += slots
 
 
 def default_prefill(pace: float, prefill: int | None = None) -> int:

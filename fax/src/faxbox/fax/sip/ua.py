@@ -1130,6 +1130,11 @@ class UserAgent(_DatagramSink):
 FaxEngine = FaxSession | T38Session
 SessionFactory = Callable[[MediaKind], FaxEngine]
 LINGER_BLOCKS = 25  # 0.5 s of call time after phase E before BYE, so the last frame arrives
+# T.38 has no per-packet rhythm: the loop wakes every 3 blocks (60 ms of call time) and
+# lets spandsp's terminal step 20 ms at a time within it (it sends at most one chunk a
+# step). A third of the wake-ups, timer and packet handling of waking every 20 ms, for
+# both ends of every call; T.30's timers are seconds, and UDPTL takes bursts.
+T38_BLOCKS_PER_WAKE = 3
 
 
 def _kind(session: FaxEngine) -> MediaKind:
@@ -1173,15 +1178,16 @@ async def run_fax_over_call(
                 current = factory(call.media_kind)
                 made.append(current)
                 rx = silence()
+            step = 1 if isinstance(current, FaxSession) else T38_BLOCKS_PER_WAKE
             if current.done:
-                linger += 1
+                linger += step
                 if linger > LINGER_BLOCKS or call.is_ended:
                     break
             if blocks >= max_blocks:
                 log.warning("%s: no phase E after %s s, hanging up", call.call_id, max_seconds)
                 current.hangup()
                 break
-            blocks += 1
+            blocks += step
             try:
                 if isinstance(current, FaxSession):
                     tx = current.process(rx)
@@ -1192,11 +1198,11 @@ async def run_fax_over_call(
                         # Lock-step needs one packet per slot each way; T.38 has no such
                         # rhythm, so two unpaced terminals would time each other out.
                         raise ValueError("T.38 needs a media clock: use a pace > 0")
-                    await clock.wait_slot()
-                    _t38_step(call, current)
+                    await clock.wait_slot(step)
+                    _t38_step(call, current, step)
                     if call.is_ended and call.udptl is not None and call.udptl.closed:
                         # Remote hung up: what had arrived is in; give T.30 its last chance.
-                        _t38_step(call, current)
+                        _t38_step(call, current, 1)
                         raise CallEnded(call.end_reason)
             except CallEnded:
                 if not current.done:
@@ -1212,10 +1218,11 @@ async def run_fax_over_call(
             made_session.close()
 
 
-def _t38_step(call: Call, session: T38Session) -> None:
+def _t38_step(call: Call, session: T38Session, blocks: int) -> None:
     for seq, ifp in call.take_ifps():
         session.rx_packet(ifp, seq)
-    session.tick(160)
+    for _ in range(blocks):
+        session.tick(160)
     if call.udptl is not None and not call.is_ended:
         for packet in session.take_packets():
             call.udptl.send_ifp(packet.ifp, packet.seq, packet.copies)

@@ -44,6 +44,7 @@ from faxbox.fax.sip.message import (
 )
 from faxbox.fax.sip.rtp import Clock, RtpStream
 from faxbox.fax.sip.ua import (
+    T38_BLOCKS_PER_WAKE,
     Call,
     CallEnded,
     CallFailed,
@@ -659,13 +660,14 @@ class Bridge:
                     await leg.hangup()
 
     async def _pump(self, src: Call, dst: Call) -> None:
-        # IFPs are collected once per media slot rather than awaited one by one, so a
-        # leg going back to audio (its UDPTL closed) never leaves the pump stuck.
+        # IFPs are collected every few media slots (as the terminals step, see
+        # T38_BLOCKS_PER_WAKE) rather than awaited one by one, so a leg going back to
+        # audio (its UDPTL closed) never leaves the pump stuck.
         clock = Clock(max(src.pace, 1.0))
         with contextlib.suppress(CallEnded):
             while not (src.is_ended and dst.is_ended):
                 if src.media_kind == "t38" and dst.media_kind == "t38":
-                    await clock.wait_slot()
+                    await clock.wait_slot(T38_BLOCKS_PER_WAKE)
                     if src.is_ended:
                         return
                     for seq, ifp in src.take_ifps():
