@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -28,6 +29,7 @@ from faxbox.shared.contracts import (
     NotificationSent,
 )
 from faxbox.shared.settings import BrokerSettings
+from tests.support import RabbitServer
 from tests.support import sample_mail_received as mail
 
 pytestmark = pytest.mark.integration
@@ -368,3 +370,57 @@ async def test_retry_later_does_not_use_up_the_transient_budget(bus: Bus) -> Non
     await consumer.stop()
     assert calls == 6
     assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0
+
+
+async def test_a_handler_in_hand_runs_to_its_end_when_the_broker_drops_the_connection(
+    bus: Bus, rabbit: RabbitServer, vhost: str
+) -> None:
+    """A broker restart must not cancel work in hand (a call on the line that has just
+    reached the far end would be dialled again). The handler finishes and records its
+    outcome; its ack is lost with the channel, and the broker delivers the message again,
+    which every handler tolerates."""
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def on_the_line(message: MailReceived) -> None:
+        calls.append("started")
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            calls.append("cancelled")
+            raise
+        calls.append("finished")
+
+    consumer = bus.consumer("validator", {MailReceived: on_the_line})
+    await consumer.start()
+    try:
+        await bus.publish(mail(21))
+        for _ in range(100):
+            if calls:
+                break
+            await asyncio.sleep(0.05)
+        assert calls == ["started"]
+        quoted = urllib.parse.quote(vhost, "")
+        connections: object = []
+        for _ in range(100):  # the management API lists a connection after a stats tick
+            connections = rabbit.api("GET", f"/api/vhosts/{quoted}/connections")
+            if connections:
+                break
+            await asyncio.sleep(0.2)
+        assert isinstance(connections, list)
+        assert connections
+        for connection in connections:
+            name = urllib.parse.quote(connection["name"], "")
+            rabbit.api("DELETE", f"/api/connections/{name}")
+        await asyncio.sleep(0.5)
+        release.set()
+        # Delivered again once the robust connection is back: started, finished, started…
+        for _ in range(300):
+            if calls.count("finished") >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert "cancelled" not in calls
+        assert calls.count("finished") >= 2
+    finally:
+        release.set()
+        await consumer.stop(grace_s=10)

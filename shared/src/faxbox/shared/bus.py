@@ -390,23 +390,43 @@ class Consumer:
                 await self._queue.cancel(self._tag)
         pending = {t for t in self._in_flight if not t.done()}
         if pending:
-            await asyncio.wait(pending, timeout=grace_s)
+            _, unfinished = await asyncio.wait(pending, timeout=grace_s)
+            # Closing the channel no longer cuts handlers off (see _on_message): do it.
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished, timeout=5)
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
     async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
+        if self._stopping:
+            await incoming.nack(requeue=True)
+            return
+        # aiormq cancels its delivery tasks when the channel closes (a broker restart, a
+        # dropped connection). Work in hand must not be cut off there: a call that has
+        # just reached the far end, cancelled before its outcome is recorded, would be
+        # dialled again. So the handling runs in a task of its own and finishes; its
+        # settlement then fails with the channel, and the broker delivers the message
+        # again, which every handler tolerates (it finds the outcome recorded).
+        work = asyncio.create_task(self._settle_in_hand(incoming))
+        self._in_flight.add(work)
+        work.add_done_callback(self._in_flight.discard)
+        await asyncio.shield(work)
+
+    async def _settle_in_hand(self, incoming: AbstractIncomingMessage) -> None:
         try:
-            if self._stopping:
-                await incoming.nack(requeue=True)
-                return
             await self._settle(incoming)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "could not settle %s (%s: %s); the broker will deliver it again",
+                incoming.type,
+                type(exc).__name__,
+                exc,
+            )
 
     async def _settle(self, incoming: AbstractIncomingMessage) -> None:
         type_name = incoming.type or "unknown"
