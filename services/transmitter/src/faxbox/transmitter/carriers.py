@@ -73,9 +73,9 @@ class MongoCarrierSlots:
 
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self.collection = collection
-        self._held: dict[tuple[str, str], tuple[GenerationLease, Held]] = {}
-        # Slots this process holds, by key: under load most busy channels are our own.
-        self._ours: dict[str, int] = {}
+        # The slots this process's calls hold, by slot key: under load most busy channels
+        # are our own, and acquire skips them without asking the database.
+        self._held: dict[str, tuple[GenerationLease, Held]] = {}
 
     async def acquire(
         self, carriers: Sequence[Carrier], holder: str, now: datetime, lease_s: float
@@ -85,38 +85,35 @@ class MongoCarrierSlots:
             offset = random.randrange(carrier.channel_cap)
             for i in range(carrier.channel_cap):
                 key = f"{carrier.id}:{(offset + i) % carrier.channel_cap}"
-                if key in self._ours:
-                    continue  # one of our own calls is on it: no need to ask the database
+                if key in self._held:
+                    continue
                 lease = GenerationLease(self.collection, key, timedelta(seconds=lease_s))
                 held = await lease.acquire(holder)
                 if held is not None:
-                    self._held[(key, holder)] = (lease, held)
-                    self._ours[key] = self._ours.get(key, 0) + 1
+                    self._held[key] = (lease, held)
                     return Slot(carrier, key, holder)
         return None
 
+    def _ours(self, slot: Slot) -> tuple[GenerationLease, Held] | None:
+        entry = self._held.get(slot.key)
+        return entry if entry is not None and entry[1].holder == slot.holder else None
+
     async def renew(self, slot: Slot, until: datetime) -> bool:
-        entry = self._held.get((slot.key, slot.holder))
+        entry = self._ours(slot)
         if entry is None:
             return False
         lease, held = entry
         renewed = await lease.renew(held)
         if renewed is None:
             # Lost: another replica may hold it now; ask the database from now on.
-            self._held.pop((slot.key, slot.holder), None)
-            self._forget_ours(slot.key)
+            self._held.pop(slot.key, None)
             return False
-        self._held[(slot.key, slot.holder)] = (lease, renewed)
+        self._held[slot.key] = (lease, renewed)
         return True
 
     async def release(self, slot: Slot) -> None:
-        entry = self._held.pop((slot.key, slot.holder), None)
+        entry = self._ours(slot)
         if entry is not None:
-            self._forget_ours(slot.key)
+            del self._held[slot.key]
             lease, held = entry
             await lease.release(held)
-
-    def _forget_ours(self, key: str) -> None:
-        count = self._ours.pop(key, 0) - 1
-        if count > 0:
-            self._ours[key] = count
