@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from pypdf import PdfReader, PdfWriter
+from pypdf.generic import RectangleObject
 
 from faxbox.fax.session import CallSettings, FaxSession
 from faxbox.fax.tiffcheck import check_tiff
@@ -27,6 +28,7 @@ from faxbox.validator.render import (
     DocumentKind,
     RenderedDocument,
     Resolution,
+    fit_page,
     fit_rows,
     inspect_document,
     render,
@@ -35,7 +37,15 @@ from faxbox.validator.render import (
 
 A4 = (595, 842)
 LETTER = (612, 792)
+A5 = (420, 595)
+LABEL = (288, 432)  # 4 x 6 in
+A3 = (842, 1191)
+LEGAL = (612, 1008)
 FAX_WIDTH = 1728
+# A4's true width at 204 dpi, 595 / 72 in: centred on the line, 21 white columns each side.
+A4_COLUMNS = 1686
+A4_LEFT = 21
+A4_FINE_ROWS = 2292
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -111,48 +121,129 @@ def text_pdf() -> bytes:
 # --- geometry -------------------------------------------------------------------------------
 
 
+def margins_are_white(page: Pixels, left: int, columns: int) -> bool:
+    return bool((page[:, :left] == 255).all() and (page[:, left + columns :] == 255).all())
+
+
 @pytest.mark.parametrize(
-    ("size", "resolution", "rows"),
+    ("size", "resolution", "columns", "rows"),
     [
-        (A4, Resolution.FINE, 2349),
-        (A4, Resolution.STANDARD, 1175),
-        (LETTER, Resolution.FINE, 2149),
-        (LETTER, Resolution.STANDARD, 1074),
+        # Narrower than the 1728-pixel line at true size: drawn at true size, centred.
+        (A4, Resolution.FINE, A4_COLUMNS, A4_FINE_ROWS),
+        (A4, Resolution.STANDARD, A4_COLUMNS, 1146),
+        (A5, Resolution.FINE, 1190, 1620),
+        (LABEL, Resolution.FINE, 816, 1176),
+        (LABEL, Resolution.STANDARD, 816, 588),
+        # Wider (Letter is 1734 pixels at true size): scaled down to fill the line.
+        (LETTER, Resolution.FINE, FAX_WIDTH, 2149),
+        (LETTER, Resolution.STANDARD, FAX_WIDTH, 1074),
+        (LEGAL, Resolution.FINE, FAX_WIDTH, 2735),
+        (A3, Resolution.FINE, FAX_WIDTH, 2348),
+        (A3, Resolution.STANDARD, FAX_WIDTH, 1174),
     ],
-    ids=["a4-fine", "a4-standard", "letter-fine", "letter-standard"],
+    ids=[
+        "a4-fine",
+        "a4-standard",
+        "a5-fine",
+        "label-fine",
+        "label-standard",
+        "letter-fine",
+        "letter-standard",
+        "legal-fine",
+        "a3-fine",
+        "a3-standard",
+    ],
 )
-def test_page_fills_the_fax_width_keeping_its_aspect(
-    tmp_path: Path, size: tuple[int, int], resolution: Resolution, rows: int
+def test_page_fits_the_fax_line_but_is_never_enlarged(
+    tmp_path: Path, size: tuple[int, int], resolution: Resolution, columns: int, rows: int
 ) -> None:
-    # A frame drawn on the page's edges must land on the fax page's edges.
+    # A frame drawn on the page's edges must land on the edges of the page's own columns,
+    # which are centred on the line, with white margins either side.
     w, h = size
     frame = f"0 setgray 4 setlinewidth 2 2 {w - 4} {h - 4} rectstroke"
     document = render(gs_pdf([frame], size), DocumentKind.PDF, resolution)
-    assert fit_rows(*size, resolution.y_dpi) == rows
+    assert fit_page(*size, resolution.y_dpi, per_inch=72) == (columns, rows)
+    assert fit_rows(*size, resolution.y_dpi, per_inch=72) == rows
     (page,) = checked(document, tmp_path)
     assert page.shape == (rows, FAX_WIDTH)
-    top, bottom, left, right = black_box(page)
+    left = (FAX_WIDTH - columns) // 2
+    assert margins_are_white(page, left, columns)
+    top, bottom, first, last = black_box(page)
     assert top <= 1
     assert bottom >= rows - 2
-    assert left <= 1
-    assert right >= FAX_WIDTH - 2
+    assert left <= first <= left + 1
+    assert left + columns - 2 <= last <= left + columns - 1
     assert document.pages[0].rotated is False
 
 
-def test_landscape_page_is_turned_to_portrait(tmp_path: Path) -> None:
+def test_a4_is_sent_at_true_scale() -> None:
+    # 297 mm long, as on A4 paper (filling the line would make it 2349 rows, 305 mm).
+    columns, rows = fit_page(*A4, Resolution.FINE.y_dpi, per_inch=72)
+    assert abs(rows / 196 * 25.4 - 297.0) < 0.5
+    assert abs(columns / 204 * 25.4 - 210.0) < 0.5
+    # Letter already fits: 215 mm wide, the scan line, so a hair under its 279.4 mm.
+    columns, rows = fit_page(*LETTER, Resolution.FINE.y_dpi, per_inch=72)
+    assert columns == FAX_WIDTH
+    assert 278.0 < rows / 196 * 25.4 < 279.4
+
+
+def test_narrow_page_content_is_drawn_at_true_size(tmp_path: Path) -> None:
+    # A one-inch square one inch from the left and bottom edges of a 4 x 6 in label:
+    # 204 columns by 196 rows at fine, placed at its true distance from the page's edges.
+    document = render(gs_pdf(["0 setgray 72 72 72 72 rectfill"], LABEL))
+    (page,) = checked(document, tmp_path)
+    columns, rows = 816, 1176
+    left = (FAX_WIDTH - columns) // 2
+    assert page.shape == (rows, FAX_WIDTH)
+    top, bottom, first, last = black_box(page)
+    assert abs(first - (left + 204)) <= 1
+    assert abs((last - first + 1) - 204) <= 1
+    assert abs(bottom - (rows - 196 - 1)) <= 1
+    assert abs((bottom - top + 1) - 196) <= 1
+    assert (page[:, :left] == 255).all()
+    assert (page[:, left + columns :] == 255).all()
+
+
+def test_content_beyond_the_page_box_stays_out_of_the_margins(tmp_path: Path) -> None:
+    # A page whose box was cut down to 300 x 500 pt around a full A4 black fill: what
+    # lies outside the box must not be drawn into the white margins around the page.
+    source = PdfReader(io.BytesIO(gs_pdf(["0 setgray 0 0 595 842 rectfill"])))
+    writer = PdfWriter()
+    writer.add_page(source.pages[0])
+    writer.pages[0].mediabox = RectangleObject([100, 100, 400, 600])
+    out = io.BytesIO()
+    writer.write(out)
+    document = render(out.getvalue())
+    (page,) = checked(document, tmp_path)
+    columns, rows = fit_page(300, 500, 196, per_inch=72)
+    left = (FAX_WIDTH - columns) // 2
+    assert page.shape == (rows, FAX_WIDTH)
+    assert margins_are_white(page, left, columns)
+    assert (page[:, left : left + columns] == 0).mean() > 0.99
+
+
+@pytest.mark.parametrize(
+    ("size", "columns", "rows"),
+    [(A4, A4_COLUMNS, A4_FINE_ROWS), (LETTER, FAX_WIDTH, 2149)],
+    ids=["a4", "letter"],
+)
+def test_landscape_page_is_turned_to_portrait(
+    tmp_path: Path, size: tuple[int, int], columns: int, rows: int
+) -> None:
     # A square in the landscape page's top-left corner ends up top-right: a quarter turn
-    # clockwise, the same for every page.
-    w, h = A4[1], A4[0]
+    # clockwise, the same for every page; then it is sized like the portrait page.
+    w, h = size[1], size[0]
     document = render(gs_pdf([f"0 setgray 0 {h - 100} 100 100 rectfill"], (w, h)))
     (page,) = checked(document, tmp_path)
     assert document.pages[0].rotated is True
-    assert page.shape == (2349, FAX_WIDTH)
-    top, bottom, left, right = black_box(page)
-    side = 100 * FAX_WIDTH / h
+    assert page.shape == (rows, FAX_WIDTH)
+    left = (FAX_WIDTH - columns) // 2
+    assert margins_are_white(page, left, columns)
+    top, bottom, first, last = black_box(page)
     assert top == 0
-    assert right == FAX_WIDTH - 1
-    assert abs((right - left + 1) - side) <= 2
-    assert abs((bottom - top + 1) - 100 * 2349 / w) <= 2
+    assert last == left + columns - 1
+    assert abs((last - first + 1) - 100 * columns / h) <= 2
+    assert abs((bottom - top + 1) - 100 * rows / w) <= 2
 
 
 def test_page_rotated_by_its_rotate_entry_is_shown_upright(tmp_path: Path) -> None:
@@ -166,7 +257,13 @@ def test_page_rotated_by_its_rotate_entry_is_shown_upright(tmp_path: Path) -> No
     document = render(out.getvalue())
     (page,) = checked(document, tmp_path)
     assert document.pages[0].rotated is True
-    assert page.shape == (2349, FAX_WIDTH)
+    assert page.shape == (A4_FINE_ROWS, FAX_WIDTH)
+    assert margins_are_white(page, A4_LEFT, A4_COLUMNS)
+    # Displayed a quarter turn clockwise (the square top-right), then turned a quarter
+    # clockwise like every landscape page: the square ends up in the page's bottom-right
+    # corner, at the right edge of the page's centred columns.
+    _, bottom, _, last = black_box(page)
+    assert (bottom, last) == (A4_FINE_ROWS - 1, A4_LEFT + A4_COLUMNS - 1)
 
 
 # --- tones ----------------------------------------------------------------------------------
@@ -185,22 +282,23 @@ def test_hairlines_and_small_text_stay_solid(tmp_path: Path) -> None:
     document = render(gs_pdf([ps]))
     (page,) = checked(document, tmp_path)
     assert document.pages[0].conversion is Conversion.THRESHOLD
-    sx, sy = FAX_WIDTH / A4[0], 2349 / A4[1]
+    sx, sy = A4_COLUMNS / A4[0], A4_FINE_ROWS / A4[1]
+    x0 = A4_LEFT
 
     # The horizontal rule: black in every column it spans, never more than 3 rows thick.
     row = round((A4[1] - 700) * sy)
-    band = page[row - 4 : row + 5, round(50 * sx) + 2 : round(545 * sx) - 2] == 0
+    band = page[row - 4 : row + 5, x0 + round(50 * sx) + 2 : x0 + round(545 * sx) - 2] == 0
     assert band.any(axis=0).all(), "the 0.5 pt rule has gaps"
     assert 1 <= band.sum(axis=0).max() <= 3
 
     # The vertical rule: black in every row it spans.
-    col = round(300 * sx)
+    col = x0 + round(300 * sx)
     band = page[round((A4[1] - 650) * sy) + 2 : round((A4[1] - 300) * sy) - 2, col - 4 : col + 5]
     assert (band == 0).any(axis=1).all(), "the vertical 0.5 pt rule has gaps"
 
     # 6 pt "I"s: ten separate stems, each an unbroken black run about the cap height.
     base = round((A4[1] - 200) * sy)
-    text = page[base - 30 : base + 3, : round(200 * sx)] == 0
+    text = page[base - 30 : base + 3, : x0 + round(200 * sx)] == 0
     columns = text.any(axis=0)
     edges = np.flatnonzero(np.diff(np.concatenate(([0], columns.astype(np.int8), [0]))))
     stems = list(zip(edges[::2], edges[1::2], strict=True))
@@ -220,11 +318,16 @@ def _longest_run(column: npt.NDArray[np.bool_]) -> int:
 
 
 def _gradient_pdf() -> bytes:
-    # A smooth left-to-right ramp, black to white: a stand-in for a photograph.
+    # A smooth left-to-right ramp, black to white: a stand-in for a photograph. The page
+    # is 600 x 800 pt, narrower than the line: GRADIENT_COLUMNS, centred.
     ramp = np.tile(np.linspace(0, 255, 600, dtype=np.float64), (800, 1)).astype(np.uint8)
     out = io.BytesIO()
     Image.fromarray(ramp, "L").save(out, format="PDF", resolution=72.0)
     return out.getvalue()
+
+
+GRADIENT_COLUMNS = 1700
+GRADIENT_LEFT = 14
 
 
 def _densities(page: Pixels, block: int = 16) -> npt.NDArray[np.float64]:
@@ -236,8 +339,11 @@ def _densities(page: Pixels, block: int = 16) -> npt.NDArray[np.float64]:
 
 def test_photo_page_is_halftoned_not_thresholded(tmp_path: Path) -> None:
     document = render(_gradient_pdf())
-    (page,) = checked(document, tmp_path)
+    (whole,) = checked(document, tmp_path)
     assert document.pages[0].conversion is Conversion.HALFTONE
+    assert fit_page(600, 800, 196, per_inch=72)[0] == GRADIENT_COLUMNS
+    assert margins_are_white(whole, GRADIENT_LEFT, GRADIENT_COLUMNS)
+    page = whole[:, GRADIENT_LEFT : GRADIENT_LEFT + GRADIENT_COLUMNS]
     densities = _densities(page)
     middle = densities[densities.shape[0] // 2]
     # Intermediate local densities, many of them, falling from black to white.
@@ -258,12 +364,24 @@ def test_halftone_is_compact() -> None:
     # Clustered dots code into far fewer G4 bytes than error diffusion's scattered pixels.
     photo = render(_gradient_pdf())
     rows = photo.pages[0].rows
-    ramp = np.tile(np.linspace(0, 255, FAX_WIDTH), (rows, 1)).astype(np.uint8)
+    ramp = np.full((rows, FAX_WIDTH), 255, dtype=np.uint8)
+    ramp[:, GRADIENT_LEFT : GRADIENT_LEFT + GRADIENT_COLUMNS] = np.linspace(
+        0, 255, GRADIENT_COLUMNS
+    ).astype(np.uint8)
     diffused = io.BytesIO()
     Image.fromarray(ramp, "L").convert("1", dither=Image.Dither.FLOYDSTEINBERG).save(
         diffused, format="TIFF", compression="group4"
     )
     assert len(photo.tiff) < len(diffused.getvalue()) / 2
+
+
+def test_narrow_page_is_judged_photo_or_text_on_itself_not_its_margins() -> None:
+    # A grey band over 7 % of a 4 x 6 in label: photo-like (over 4 % mid-grey) for the
+    # page, though under 4 % of the whole 1728-pixel line with its white margins.
+    w, h = LABEL
+    band = f"0.5 setgray 0 {h / 2} {w} {0.07 * h:.1f} rectfill"
+    document = render(gs_pdf([band], LABEL))
+    assert document.pages[0].conversion is Conversion.HALFTONE
 
 
 # --- TIFF input ----------------------------------------------------------------------------
@@ -310,6 +428,47 @@ def test_fax_tiff_without_resolution_tags_is_read_as_standard_or_fine() -> None:
     assert render(source.getvalue()).pages[0].rows == 2200
 
 
+def _framed_tiff(size: tuple[int, int], dpi: tuple[int, int] | None) -> bytes:
+    """A grey image with a black frame on its edges, with or without resolution tags."""
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).rectangle((0, 0, size[0] - 1, size[1] - 1), outline=0, width=8)
+    out = io.BytesIO()
+    if dpi is None:
+        image.save(out, format="TIFF", compression="tiff_lzw")
+    else:
+        image.save(out, format="TIFF", compression="tiff_lzw", dpi=dpi)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "dpi", "columns", "rows"),
+    [
+        # 4 x 6 in at 100 dpi: true size, centred.
+        ((400, 600), (100, 100), 816, 1176),
+        # 9 x 11 in at 200 dpi (1836 pixels at 204 dpi): scaled down to the line.
+        ((1800, 2200), (200, 200), FAX_WIDTH, 2029),
+        # No resolution: no true size, so it fills the line as before (read as 200 dpi).
+        ((400, 600), None, FAX_WIDTH, 2490),
+    ],
+    ids=["narrow-with-dpi", "wide-with-dpi", "narrow-without-dpi"],
+)
+def test_tiff_frame_is_drawn_at_its_true_size_when_known(
+    tmp_path: Path,
+    size: tuple[int, int],
+    dpi: tuple[int, int] | None,
+    columns: int,
+    rows: int,
+) -> None:
+    document = render(_framed_tiff(size, dpi), DocumentKind.TIFF, Resolution.FINE)
+    (page,) = checked(document, tmp_path)
+    assert page.shape == (rows, FAX_WIDTH)
+    left = (FAX_WIDTH - columns) // 2
+    assert margins_are_white(page, left, columns)
+    top, bottom, first, last = black_box(page)
+    assert (top, bottom) == (0, rows - 1)
+    assert (first, last) == (left, left + columns - 1)
+
+
 def test_screen_leaves_pure_black_and_white_alone(text_pdf: bytes) -> None:
     # Text rendered without anti-aliasing has no greys: forcing the halftone must not
     # touch it, so a mixed page keeps its text as a threshold would, less only the
@@ -348,7 +507,11 @@ def test_rgb_photo_tiff_landscape_frames(tmp_path: Path) -> None:
     assert document.page_count == 3
     assert all(p.rotated for p in document.pages)
     assert all(p.conversion is Conversion.HALFTONE for p in document.pages)
-    assert all(p.rows == fit_rows(4.5, 6.0, 196) for p in document.pages)
+    # 6 x 4.5 in turned to 4.5 x 6: true size, 918 x 1176, centred on the line.
+    assert fit_page(4.5, 6.0, 196, per_inch=1) == (918, 1176)
+    assert all(p.rows == 1176 for p in document.pages)
+    for page in pages_of(document):
+        assert margins_are_white(page, (FAX_WIDTH - 918) // 2, 918)
 
 
 # --- guards ---------------------------------------------------------------------------------

@@ -1,9 +1,20 @@
 """Document (PDF or TIFF) to a fax-ready multi-page Group 4 TIFF.
 
-Every page comes out 1728 pixels wide at 204 x 196 dpi ("fine") or 204 x 98
-("standard"), the content scaled to that width with its aspect ratio kept (so A4 and
-US Letter both fill the fax width, each with its own height) and landscape pages turned
-to portrait.
+Every page comes out 1728 pixels wide, the T.4 scan line (215 mm at 204 dpi), at
+204 x 196 dpi ("fine") or 204 x 98 ("standard"), landscape pages turned to portrait.
+A page is fitted to that line keeping its aspect ratio but never enlarged beyond its
+true size (``fit_page``): one wider than the line at true scale (US Letter, 8.5 in =
+1734 pixels; Legal; A3) is scaled down to fill it, one narrower (A4 portrait, 1686
+pixels; A5; a label) is drawn at true size. So A4 is 2292 rows at fine, 297 mm as on
+A4 paper, where filling the line would enlarge it 2.4 % to 2349 rows (305 mm), which an
+A4 receiver must shrink or split across two sheets; Ghostscript's fax devices and
+HylaFAX send A4 at true scale too. A narrower page is centred on the white line, not
+left-aligned as Ghostscript's devices leave it (their AdjustWidth widens the line on
+the right): a receiver printing the 215 mm line on 210 mm paper typically loses
+~2.5 mm at each side, so a centred A4 page keeps both of its own margins. TIFF frames
+are drawn at their true size (pixels / their resolution) by the same rule; a frame
+without a resolution has no true size and fills the line, as a 1728-pixel fax frame
+does anyway.
 
 Speed matters, because this runs for every page of every outgoing fax: PDF pages are
 rendered by PDFium straight into an 8-bit grey buffer at the fax's unequal horizontal
@@ -40,7 +51,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image
 
-from faxbox.validator.bilevel import Conversion, GreyPage, to_bits
+from faxbox.validator.bilevel import Conversion, GreyPage, choose, to_bits
 from faxbox.validator.errors import RefusalCode, RenderRefused
 from faxbox.validator.g4tiff import FAX_WIDTH, G4TiffWriter
 
@@ -109,8 +120,10 @@ class RenderedDocument:
 @dataclass(frozen=True, slots=True)
 class _Geometry:
     rows: int
+    columns: int  # the page's width on the fax line, at most FAX_WIDTH
+    left: int  # white columns left of the page: a narrower page is centred
     rotated: bool
-    # Portrait size in points (PDF) or inches (TIFF): what is scaled to FAX_WIDTH.
+    # Portrait size in points (PDF) or inches (TIFF): what becomes columns x rows.
     width: float
     height: float
 
@@ -230,12 +243,34 @@ def _page_too_large(page: int | None) -> RenderRefused:
 # --- geometry ------------------------------------------------------------------------------
 
 
-def fit_rows(width: float, height: float, y_dpi: int) -> int:
-    """Rows of a page whose portrait ``width`` x ``height`` is scaled to the fax width."""
-    return max(1, round(FAX_WIDTH * (height / width) * (y_dpi / X_DPI)))
+def fit_page(width: float, height: float, y_dpi: int, *, per_inch: float | None) -> tuple[int, int]:
+    """(columns, rows) of a portrait ``width`` x ``height`` page on the fax page: fitted to
+    the FAX_WIDTH-pixel line keeping its aspect ratio, never enlarged beyond true size.
+
+    ``per_inch`` is the units of ``width`` and ``height`` in an inch (72: points, 1:
+    inches); None when the true size is unknown, and then the page fills the line.
+    """
+    scale = FAX_WIDTH / width  # pixels across per unit
+    if per_inch is not None:
+        scale = min(scale, X_DPI / per_inch)
+    columns = min(FAX_WIDTH, max(1, round(width * scale)))
+    rows = max(1, round(height * scale * (y_dpi / X_DPI)))
+    return columns, rows
 
 
-def _geometry(width: float, height: float, y_dpi: int, page: int, minimum: float) -> _Geometry:
+def fit_rows(width: float, height: float, y_dpi: int, *, per_inch: float | None) -> int:
+    """Rows of a portrait ``width`` x ``height`` page: see ``fit_page``."""
+    return fit_page(width, height, y_dpi, per_inch=per_inch)[1]
+
+
+def _geometry(
+    width: float,
+    height: float,
+    y_dpi: int,
+    page: int,
+    minimum: float,
+    per_inch: float | None,
+) -> _Geometry:
     if not (math.isfinite(width) and math.isfinite(height)):
         raise _unreadable()
     if width < minimum or height < minimum:
@@ -245,7 +280,8 @@ def _geometry(width: float, height: float, y_dpi: int, page: int, minimum: float
         width, height = height, width
     if height / width > MAX_ASPECT:
         raise _page_too_large(page)
-    return _Geometry(fit_rows(width, height, y_dpi), rotated, width, height)
+    columns, rows = fit_page(width, height, y_dpi, per_inch=per_inch)
+    return _Geometry(rows, columns, (FAX_WIDTH - columns) // 2, rotated, width, height)
 
 
 # --- the pipeline --------------------------------------------------------------------------
@@ -264,21 +300,28 @@ class _Encoder:
         self._scratch: npt.NDArray[np.bool_] | None = None
 
     def _encode(
-        self, grey: GreyPage, number: int, rotated: bool, conversion: Conversion
+        self, grey: GreyPage, number: int, geometry: _Geometry, conversion: Conversion
     ) -> RenderedPage:
         if self._scratch is None or self._scratch.size < grey.size:
             self._scratch = np.empty(grey.size, dtype=np.bool_)
+        # Photo or text is judged on the page itself, not on the white margins a page
+        # narrower than the line is centred between (a view: nothing is copied).
+        conversion = choose(grey[:, geometry.left : geometry.left + geometry.columns], conversion)
         bits, used = to_bits(grey, conversion, X_DPI, self._resolution.y_dpi, self._scratch)
         self._writer.add_page(bits, X_DPI, self._resolution.y_dpi)
-        return RenderedPage(number, grey.shape[0], used, rotated)
+        return RenderedPage(number, grey.shape[0], used, geometry.rotated)
 
     def submit(
-        self, grey: GreyPage, number: int, rotated: bool, conversion: Conversion | None = None
+        self,
+        grey: GreyPage,
+        number: int,
+        geometry: _Geometry,
+        conversion: Conversion | None = None,
     ) -> None:
         while len(self._pending) >= _ENCODE_QUEUE:
             self.pages.append(self._pending.pop(0).result())
         self._pending.append(
-            self._pool.submit(self._encode, grey, number, rotated, conversion or self._conversion)
+            self._pool.submit(self._encode, grey, number, geometry, conversion or self._conversion)
         )
 
     def finish(self) -> list[RenderedPage]:
@@ -339,16 +382,19 @@ def _render_pdf_page(page: pdfium.PdfPage, geometry: _Geometry, grey: GreyPage) 
     if not bitmap:
         raise MemoryError("PDFium could not set up a page bitmap")
     try:
-        sx = FAX_WIDTH / geometry.width
+        left, right = geometry.left, geometry.left + geometry.columns
+        sx = geometry.columns / geometry.width
         sy = rows / geometry.height
         # PDFium first maps the page (its /Rotate applied) onto a canvas of its size in
         # points, y downwards; this matrix then scales that canvas to the fax's unequal
-        # resolutions, turning a landscape canvas a quarter turn clockwise.
+        # resolutions and moves it right to centre it on the line (drawing it there
+        # costs nothing), turning a landscape canvas a quarter turn clockwise. Nothing
+        # is drawn outside the page's own columns: the margins stay white.
         if geometry.rotated:
-            matrix = pdfium_c.FS_MATRIX(0.0, sy, -sx, 0.0, sx * geometry.width, 0.0)
+            matrix = pdfium_c.FS_MATRIX(0.0, sy, -sx, 0.0, float(right), 0.0)
         else:
-            matrix = pdfium_c.FS_MATRIX(sx, 0.0, 0.0, sy, 0.0, 0.0)
-        clip = pdfium_c.FS_RECTF(0.0, 0.0, float(FAX_WIDTH), float(rows))
+            matrix = pdfium_c.FS_MATRIX(sx, 0.0, 0.0, sy, float(left), 0.0)
+        clip = pdfium_c.FS_RECTF(float(left), 0.0, float(right), float(rows))
         pdfium_c.FPDF_RenderPageBitmapWithMatrix(
             bitmap, page.raw, ctypes.byref(matrix), ctypes.byref(clip), _RENDER_FLAGS
         )
@@ -369,7 +415,7 @@ def _render_pdf(
         # Every page's size is checked before the first is rendered: a refusal costs
         # nothing, and never comes after minutes of work.
         geometries = [
-            _geometry(w, h, resolution.y_dpi, number, MIN_PAGE_POINTS)
+            _geometry(w, h, resolution.y_dpi, number, MIN_PAGE_POINTS, per_inch=72.0)
             for number, (w, h) in enumerate(_pdf_page_sizes(pdf), start=1)
         ]
         encoder = _Encoder(count, resolution, conversion)
@@ -384,7 +430,7 @@ def _render_pdf(
                     grey = _render_pdf_page(page, geometry, buffers.take(geometry.rows))
                 finally:
                     page.close()
-                encoder.submit(grey, index + 1, geometry.rotated)
+                encoder.submit(grey, index + 1, geometry)
             pages = encoder.finish()
         except BaseException:
             encoder.abandon()
@@ -392,10 +438,13 @@ def _render_pdf(
     return RenderedDocument(encoder.tiff, resolution, tuple(pages))
 
 
-def _frame_dpi(frame: Image.Image) -> tuple[float, float]:
-    """The frame's resolution. Without one, a 1728-pixel-wide frame is taken as a fax page:
-    fine, or standard when it is too short for a fine page (a standard A4 or Letter page
-    has ~1100 rows, a fine one ~2200); anything else as a 200 dpi scan."""
+def _frame_dpi(frame: Image.Image) -> tuple[float, float, bool]:
+    """The frame's resolution, and whether the frame states it (so has a true size).
+
+    Without one, a 1728-pixel-wide frame is taken as a fax page: fine, or standard when
+    it is too short for a fine page (a standard A4 or Letter page has ~1100 rows, a fine
+    one ~2200); anything else as a 200 dpi scan, for its shape only: it fills the line.
+    """
     dpi = frame.info.get("dpi")
     if isinstance(dpi, tuple) and len(dpi) == 2:
         try:
@@ -403,10 +452,10 @@ def _frame_dpi(frame: Image.Image) -> tuple[float, float]:
         except (TypeError, ValueError):
             x = y = 0.0
         if 20.0 <= x <= 10_000.0 and 20.0 <= y <= 10_000.0:
-            return x, y
+            return x, y, True
     if frame.width == FAX_WIDTH:
-        return float(X_DPI), 98.0 if frame.height <= 1400 else 196.0
-    return 200.0, 200.0
+        return float(X_DPI), 98.0 if frame.height <= 1400 else 196.0, False
+    return 200.0, 200.0, False
 
 
 def _frame_to_grey(frame: Image.Image) -> tuple[Image.Image, bool]:
@@ -428,8 +477,8 @@ def _frame_to_grey(frame: Image.Image) -> tuple[Image.Image, bool]:
 
 def _tiff_frame_grey(
     image: Image.Image, index: int, resolution: Resolution
-) -> tuple[GreyPage, bool, bool]:
-    """Frame ``index`` scaled to the fax page: (grey, rotated, was black and white)."""
+) -> tuple[GreyPage, _Geometry, bool]:
+    """Frame ``index`` scaled to the fax page: (grey, its geometry, was black and white)."""
     try:
         image.seek(index)
     except (OSError, ValueError, EOFError) as exc:
@@ -439,8 +488,15 @@ def _tiff_frame_grey(
         raise _unreadable("TIFF image")
     if width * height > MAX_SOURCE_PIXELS:
         raise _page_too_large(index + 1)
-    x_dpi, y_dpi = _frame_dpi(image)
-    geometry = _geometry(width / x_dpi, height / y_dpi, resolution.y_dpi, index + 1, 0.25)
+    x_dpi, y_dpi, known = _frame_dpi(image)
+    geometry = _geometry(
+        width / x_dpi,
+        height / y_dpi,
+        resolution.y_dpi,
+        index + 1,
+        0.25,
+        per_inch=1.0 if known else None,
+    )
     try:
         image.load()
         grey, bilevel = _frame_to_grey(image)
@@ -449,10 +505,16 @@ def _tiff_frame_grey(
     if geometry.rotated:
         # A quarter turn clockwise, as for PDF pages.
         grey = grey.transpose(Image.Transpose.ROTATE_270)
-    target = (FAX_WIDTH, geometry.rows)
+    target = (geometry.columns, geometry.rows)
     if grey.size != target:
         grey = grey.resize(target, Image.Resampling.BILINEAR, reducing_gap=None)
-    return np.asarray(grey, dtype=np.uint8), geometry.rotated, bilevel
+    if geometry.columns == FAX_WIDTH:
+        return np.asarray(grey, dtype=np.uint8), geometry, bilevel
+    # Narrower than the line at true size: centred on a white line. Pillow cannot scale
+    # into part of a larger image, so this costs one copy of the (narrower) page.
+    page = np.full((geometry.rows, FAX_WIDTH), 255, dtype=np.uint8)
+    page[:, geometry.left : geometry.left + geometry.columns] = np.asarray(grey, dtype=np.uint8)
+    return page, geometry, bilevel
 
 
 def _render_tiff(
@@ -467,11 +529,11 @@ def _render_tiff(
         encoder = _Encoder(count, resolution, conversion)
         try:
             for index in range(count):
-                grey, rotated, bilevel = _tiff_frame_grey(image, index, resolution)
+                grey, geometry, bilevel = _tiff_frame_grey(image, index, resolution)
                 # A black-and-white source (a fax, a scan) screened again would turn its
                 # own dither into moire; its scaled edges only need a threshold.
                 forced = Conversion.THRESHOLD if bilevel else None
-                encoder.submit(grey, index + 1, rotated, forced)
+                encoder.submit(grey, index + 1, geometry, forced)
             pages = encoder.finish()
         except BaseException:
             encoder.abandon()
@@ -614,6 +676,7 @@ __all__: list[str] = [
     "RenderedPage",
     "Resolution",
     "detect_kind",
+    "fit_page",
     "fit_rows",
     "inspect_document",
     "render",
