@@ -50,6 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.cpu import infra_cpu_s, machine_busy_s  # noqa: E402
 from faxbox.demo.document import demo_pdf  # noqa: E402
 from faxbox.shared.bus import Bus, EventTap  # noqa: E402
 from faxbox.shared.contracts import FaxFailed, FaxSent, OutboundFaxRequested  # noqa: E402
@@ -59,42 +60,6 @@ from tests.e2e.stack import ALICE, REALM, Mailbox, SmtpCapture, Stack  # noqa: E
 from tests.support import RabbitServer  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "e2e.json"
-
-
-def machine_busy_s() -> tuple[float, float]:
-    """(busy, idle) CPU seconds of the whole machine so far, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle) / tick, idle / tick
-
-
-def infra_cpu_s() -> dict[str, float]:
-    """CPU seconds so far of the local servers: RabbitMQ (beam.smp), FerretDB, Dovecot."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        server = (
-            "rabbitmq"
-            if comm.startswith("beam")
-            else "ferretdb"
-            if comm == "ferretdb"
-            else "dovecot"
-            if comm in {"dovecot", "imap", "imap-login", "lmtp", "auth", "imap-hibernate"}
-            else None
-        )
-        if server is None:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        used[server] = used.get(server, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return used
 
 
 def number(i: int) -> str:

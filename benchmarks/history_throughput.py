@@ -41,6 +41,7 @@ from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cpu import infra_cpu_s, process_cpu_s
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import (
     DocumentRef,
@@ -186,6 +187,7 @@ async def one_run(events_wanted: int, rabbit: RabbitServer, mongo_url: str) -> d
         events = [e for n in range(events_wanted // 5) for e in story(n, t0)]
         random.Random(events_wanted).shuffle(events)
 
+        cpu_before = _cpu_now(writer.pid)
         started = time.perf_counter()
         for i in range(0, len(events), 100):
             await asyncio.gather(*(bus.publish(e) for e in events[i : i + 100]))
@@ -198,6 +200,7 @@ async def one_run(events_wanted: int, rabbit: RabbitServer, mongo_url: str) -> d
             # at 50 polls a second); 10 a second costs little and resolves 0.1 s in ~10 s.
             await asyncio.sleep(0.1)
         finished = time.perf_counter()
+        cpu_after = _cpu_now(writer.pid)
     finally:
         await bus.close()
         writer.send_signal(signal.SIGTERM)
@@ -218,7 +221,15 @@ async def one_run(events_wanted: int, rabbit: RabbitServer, mongo_url: str) -> d
         "seconds": round(seconds, 3),
         "publish_seconds": round(published - started, 3),
         "events_per_s": round(len(events) / seconds, 1),
+        "cpu_ms_per_event": {
+            name: round((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / len(events), 3)
+            for name in cpu_after
+        },
     }
+
+
+def _cpu_now(writer_pid: int) -> dict[str, float]:
+    return infra_cpu_s() | {"writer": process_cpu_s(writer_pid), "harness": time.process_time()}
 
 
 async def raw_upserts_per_s(mongo_url: str, updates: int) -> float:
