@@ -259,6 +259,7 @@ class Stack:
             "FAXBOX_LINE_PACE": str(self.pace),
             # mail-poller
             "FAXBOX_MAILBOXES": self.mailbox.settings_json(),
+            "FAXBOX_IMAP_PUSH_HOST": "127.0.0.1",  # as deploy/local/run
             "FAXBOX_LEASE_TTL_S": "4",
             "FAXBOX_LEASE_RENEW_S": "1",
             # notifier

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from faxbox.shared.logs import JsonFormatter, fax_context
-from faxbox.shared.runner import Runtime, run_async
+from faxbox.shared.runner import Runtime, run_async, serve_http
 from faxbox.shared.settings import RunnerSettings
 
 
@@ -82,3 +82,41 @@ def test_json_logs_carry_the_fax_id_of_the_work_in_hand() -> None:
     assert first["pages"] == 3
     assert first["service"] == "validator"
     assert "fax_id" not in second
+
+
+async def test_added_routes_get_the_method_and_path_and_bodies_are_read() -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def hook(method: str, path: str) -> tuple[str, str, bytes]:
+        seen.append((method, path))
+        return "200 OK", "text/plain", b"ok\n"
+
+    runtime = Runtime("demo")
+    runtime.add_route("/hook/", hook)
+    server = await serve_http(runtime, "127.0.0.1", 0)
+    try:
+        assert runtime.http_port
+        reader, writer = await asyncio.open_connection("127.0.0.1", runtime.http_port)
+        # As Dovecot's HTTP client sends a POST with a body: it waits for 100 Continue.
+        writer.write(
+            b"POST /hook/abc HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 5\r\n\r\n"
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+        await reader.readline()
+        writer.write(b"hello")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert raw.endswith(b"\r\n\r\nok\n")
+        assert seen == [("POST", "/hook/abc")]
+
+        status, _ = await http_get(runtime.http_port, "/hooks")
+        assert status == 404
+        status, _ = await http_get(runtime.http_port, "/hook/x")
+        assert (status, seen[-1]) == (200, ("GET", "/hook/x"))
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -78,6 +78,25 @@ class Imap:
             status, listed = conn.list('""', folder)
             return status == "OK" and any(entry for entry in listed if entry)
 
+    def _metadata(self, folder: str, key: str) -> str | None:
+        # imaplib sends only the commands in its table; RFC 5464's is not among them.
+        imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
+        with self._connect() as conn:
+            status, data = conn._simple_command("GETMETADATA", f'"{folder}"', key)
+            assert status == "OK", data
+            _, data = conn._untagged_response(status, data, "METADATA")
+            for item in data:
+                # '"folder" (key "value")', or with the value as a literal
+                if isinstance(item, tuple):
+                    return str(item[1].decode())
+                if item and b"NIL" not in item.split(key.encode(), 1)[-1]:
+                    return str(item.split(b'"')[-2].decode())
+            return None
+
+    async def metadata(self, folder: str, key: str) -> str | None:
+        """The folder's metadata ``key`` (RFC 5464 GETMETADATA), None when unset."""
+        return await asyncio.to_thread(self._metadata, folder, key)
+
     async def create(self, folder: str) -> None:
         await asyncio.to_thread(self._create, folder)
 
@@ -179,6 +198,15 @@ class PollerProcess:
         ) as response:
             body: bytes = response.read()
         return body.decode()
+
+    def post(self, path: str) -> int:
+        """POST to the poller's HTTP port; the status code."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

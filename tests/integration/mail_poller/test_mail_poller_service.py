@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ import pytest
 from faxbox.mail_poller.keys import ledger_id
 from faxbox.mail_poller.lease import COLLECTION as LEASES
 from faxbox.mail_poller.ledger import COLLECTION as LEDGER
+from faxbox.mail_poller.push import PUSH_URL_KEY
 from faxbox.shared.bus import Bus
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Store
@@ -144,6 +146,51 @@ async def test_append_is_stored_published_and_then_moved(
         assert 'outcome="published"' in metrics
         assert "faxbox_mail_poller_intake_latency_seconds_count 1.0" in metrics
         assert poller.terminate() == 0, poller.log_tail()
+
+
+async def test_dovecot_push_wakes_the_poller_and_is_withdrawn_at_stop(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    with pollers() as started:
+        poller = _poller(
+            tmp_path,
+            broker_settings,
+            mongo_settings,
+            imap_server,
+            imap,
+            folder,
+            FAXBOX_IMAP_PUSH_HOST="127.0.0.1",
+        ).start()
+        started.append(poller)
+        await eventually(lambda: (poller.ready() or {}).get("ready") is True, 30, "ready")
+        url = await imap.metadata(folder, PUSH_URL_KEY)
+        assert url is not None, poller.log_tail()
+        assert url.startswith(f"http://127.0.0.1:{poller.http_port}/imap-push/"), url
+
+        # Dovecot POSTs to the URL when the APPEND commits (deploy/dovecot/faxbox-push.lua)
+        for n in range(3):
+            token = uuid.uuid4().hex
+            await imap.append(folder, make_mail(token))
+            await eventually(lambda t=token: inbox.about(t), 20, f"MailReceived {n}")
+        mailbox = f"{imap.user}/{folder}"
+        pushes = re.search(
+            r'^faxbox_mail_poller_pushes_total\{mailbox="' + re.escape(mailbox) + r'"\} (\S+)$',
+            poller.metrics(),
+            re.M,
+        )
+        assert pushes is not None, poller.metrics()
+        assert float(pushes.group(1)) >= 3
+        # A guessed path wakes nothing.
+        assert poller.post("/imap-push/guess") == 404
+
+        assert poller.terminate() == 0, poller.log_tail()
+        assert await imap.metadata(folder, PUSH_URL_KEY) is None
 
 
 async def test_a_burst_of_mail_is_taken_at_once(

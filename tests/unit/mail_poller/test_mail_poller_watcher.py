@@ -62,7 +62,7 @@ class FakeSession(FakeFolder):
             self.fail_opens -= 1
             raise ConnectionLost("connection refused")
 
-    async def close(self) -> None:
+    async def close(self, unregister_push: bool = False) -> None:
         self.closes += 1
 
     async def search_all(self) -> list[int]:

@@ -7,7 +7,8 @@ consuming, leaving it stops gracefully. SIGTERM or SIGINT ends the wait in betwe
 The HTTP endpoint (``FAXBOX_HTTP_PORT``) answers:
 - ``GET /healthz``: 200 while the process runs (liveness);
 - ``GET /readyz``: 200 when every registered check passes, else 503, with a JSON body;
-- ``GET /metrics``: Prometheus text format.
+- ``GET /metrics``: Prometheus text format;
+- whatever a service adds with ``Runtime.add_route`` (a path prefix and a handler).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from faxbox.shared.settings import RunnerSettings
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], bool | Awaitable[bool]]
+# (method, path) -> (status line, content type, body)
+RouteHandler = Callable[[str, str], Awaitable[tuple[str, str, bytes]]]
+MAX_REQUEST_BODY = 64 * 1024
 
 
 class Runtime:
@@ -40,9 +44,14 @@ class Runtime:
         self.stopping = asyncio.Event()
         self.ready = False
         self.http_port: int | None = None
+        self.routes: dict[str, RouteHandler] = {}
 
     def add_check(self, name: str, check: HealthCheck) -> None:
         self.checks[name] = check
+
+    def add_route(self, prefix: str, handler: RouteHandler) -> None:
+        """Requests whose path starts with ``prefix`` go to ``handler``."""
+        self.routes[prefix] = handler
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -68,18 +77,34 @@ async def serve_http(runtime: Runtime, host: str, port: int) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request_line = await asyncio.wait_for(reader.readline(), timeout=5)
-            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b""):
-                pass
+            headers: dict[str, str] = {}
+            while (line := await asyncio.wait_for(reader.readline(), timeout=5)) not in (
+                b"\r\n",
+                b"",
+            ):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
             parts = request_line.decode("latin-1").split()
+            method = parts[0] if parts else "GET"
             path = parts[1] if len(parts) >= 2 else "/"
-            status, content_type, body = await _respond(runtime, path)
+            length = int(headers.get("content-length", "0") or 0)
+            if length > MAX_REQUEST_BODY:
+                status, content_type, body = "413 Content Too Large", "text/plain", b""
+            else:
+                if length:
+                    # Read (and drop) the body: closing with unread data resets the
+                    # connection, and the client may lose our answer.
+                    if headers.get("expect", "").lower() == "100-continue":
+                        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    await asyncio.wait_for(reader.readexactly(length), timeout=5)
+                status, content_type, body = await _respond(runtime, method, path)
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
             )
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
@@ -91,7 +116,10 @@ async def serve_http(runtime: Runtime, host: str, port: int) -> asyncio.Server:
     return server
 
 
-async def _respond(runtime: Runtime, path: str) -> tuple[str, str, bytes]:
+async def _respond(runtime: Runtime, method: str, path: str) -> tuple[str, str, bytes]:
+    for prefix, handler in runtime.routes.items():
+        if path.startswith(prefix):
+            return await handler(method, path)
     if path == "/metrics":
         return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
     if path == "/healthz":

@@ -29,3 +29,8 @@ IMAP_CONNECTED = Gauge(
 RECONNECTS = Counter(
     "faxbox_mail_poller_reconnects_total", "IMAP sessions that ended in an error", ["mailbox"]
 )
+PUSHES = Counter(
+    "faxbox_mail_poller_pushes_total",
+    "Wake-ups POSTed by the IMAP server (Dovecot push) for a watched folder",
+    ["mailbox"],
+)

@@ -21,6 +21,7 @@ from faxbox.mail_poller.imap import ImapSession
 from faxbox.mail_poller.intake import IntakeDeps
 from faxbox.mail_poller.lease import MongoLease
 from faxbox.mail_poller.ledger import MongoLedger
+from faxbox.mail_poller.push import ROUTE, PushHub
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing
 from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef
@@ -51,6 +52,15 @@ class Settings(ServiceSettings):
     reconnect_base_s: float = Field(default=0.5, gt=0)
     reconnect_cap_s: float = Field(default=30.0, gt=0)
     replica_id: str = Field(default_factory=_default_replica_id)
+    imap_push_host: str | None = Field(
+        default=None,
+        description=(
+            "FAXBOX_IMAP_PUSH_HOST: the address the IMAP server reaches this process's "
+            "HTTP port at. Set, each session registers a push URL on its folder (needs "
+            "METADATA and deploy/dovecot/faxbox-push.lua in Dovecot) and wakes on its "
+            "POST instead of IDLE's half-second delay; unset, IDLE alone."
+        ),
+    )
     test_crash_after_publish: bool = Field(
         default=False,
         description=(
@@ -112,14 +122,20 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             reconnect_base_s=settings.reconnect_base_s,
             reconnect_cap_s=settings.reconnect_cap_s,
         )
+        hub: PushHub | None = None
+        if settings.imap_push_host:
+            host = settings.imap_push_host
+            hub = PushHub(f"http://{f'[{host}]' if ':' in host else host}:{runtime.http_port}")
+            runtime.add_route(ROUTE, hub.handle)
         watchers: list[MailboxWatcher] = []
         for config in settings.mailboxes:
             tokens = TokenSource(config) if config.auth == "xoauth2" else None
+            push = hub.target(config.name) if hub is not None and config.push else None
             watcher = MailboxWatcher(
                 config,
                 MongoLease(infra.store.db, config.name, settings.replica_id, settings.lease_ttl_s),
                 deps,
-                partial(ImapSession, config, tokens),
+                partial(ImapSession, config, tokens, push),
                 timing,
             )
             runtime.add_check(f"imap {config.name}", watcher.healthy)

@@ -43,7 +43,7 @@ class Session(MailFolder, Protocol):
 
     async def open(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self, unregister_push: bool = False) -> None: ...
 
     async def search_all(self) -> list[int]: ...
 
@@ -185,7 +185,8 @@ class MailboxWatcher:
                 )
             finally:
                 self._set_state(WatcherState.connecting)
-                await session.close()
+                # While the lease is ours no successor has registered its push URL yet.
+                await session.close(unregister_push=self.lease.held)
             if interrupt.is_set():
                 return
             await _wait(
