@@ -469,17 +469,25 @@ def test_tiff_frame_is_drawn_at_its_true_size_when_known(
     assert (first, last) == (left, left + columns - 1)
 
 
-def test_screen_leaves_pure_black_and_white_alone(text_pdf: bytes) -> None:
-    # Text rendered without anti-aliasing has no greys: forcing the halftone must not
-    # touch it, so a mixed page keeps its text as a threshold would, less only the
-    # edge smoothing that thresholded pages get (screen dots are left as they are).
-    screened = render(text_pdf, conversion=Conversion.HALFTONE)
+def test_screen_leaves_pure_black_and_white_alone() -> None:
+    # Line art is rendered without anti-aliasing, so it has no greys: forcing the
+    # halftone must not touch it, so a mixed page keeps its rules and shapes as a
+    # threshold would, less only the edge smoothing that thresholded pages get (screen
+    # dots are left as they are). The small squares on the big one's top edge stand out
+    # of it by about a pixel: the jaggies there are to smooth.
+    bumps = " ".join(f"{110 + 17.3 * i:.2f} 220 0.3 0.45 rectfill" for i in range(10))
+    art = (
+        "0 setgray 100 300 moveto 500 340 lineto 3 setlinewidth stroke "
+        f"300 550 120 0 360 arc fill 100 100 200 120 rectfill {bumps}"
+    )
+    line_art = gs_pdf([art])
+    screened = render(line_art, conversion=Conversion.HALFTONE)
     assert all(p.conversion is Conversion.HALFTONE for p in screened.pages)
-    thresholded = render(text_pdf, conversion=Conversion.THRESHOLD)
+    thresholded = render(line_art, conversion=Conversion.THRESHOLD)
     for halftone, threshold in zip(pages_of(screened), pages_of(thresholded), strict=True):
         smoothed = smooth_edges(np.packbits(halftone == 0, axis=1))
         assert np.array_equal(smoothed, np.packbits(threshold == 0, axis=1))
-        assert not np.array_equal(halftone, threshold), "the text had no jaggies to smooth"
+        assert not np.array_equal(halftone, threshold), "the art had no jaggies to smooth"
 
 
 def test_rgb_photo_tiff_landscape_frames(tmp_path: Path) -> None:
