@@ -201,6 +201,9 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
                 "last_dial_s": round(dialled[-1], 2) if dialled else None,
                 "call_p50_s": round(statistics.median(call_s), 2) if call_s else None,
                 "last_sent_s": round(t_last - t0, 2),
+                # Calls beyond one a fax: attempts that failed on the line (the machine
+                # saturated, T.30's timers at 10x) and were dialled again.
+                "redials": len(burst_calls) - len({c["to"] for c in burst_calls}),
             }
             faxes_per_min = args.faxes / (t_last - t0) * 60
             failed = sum(1 for _, ok in burst if not ok)
