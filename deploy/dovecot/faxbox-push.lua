@@ -67,8 +67,15 @@ local function push(url, user, folder)
   local ok, response = pcall(request.submit, request)
   if not ok then
     dovecot.i_warning("faxbox push to " .. url .. " failed: " .. tostring(response))
-  elseif response:status() ~= 200 then
-    dovecot.i_info("faxbox push to " .. url .. ": HTTP " .. response:status())
+    return
+  end
+  local status = response:status()
+  -- Dovecot's client reports its own failures (no connection, timeout) as 9xxx: a
+  -- poller that went away without withdrawing its URL; its successor replaces it.
+  if status >= 9000 then
+    dovecot.i_info("faxbox push to " .. url .. " not delivered: " .. response:reason())
+  elseif status ~= 200 then
+    dovecot.i_info("faxbox push to " .. url .. ": HTTP " .. status)
   end
 end
 
