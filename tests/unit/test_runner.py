@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import logging
 from collections.abc import AsyncIterator
 
 from faxbox.shared.logs import JsonFormatter, fax_context
-from faxbox.shared.runner import Runtime, run_async, serve_http
+from faxbox.shared.runner import Runtime, run_async, serve_http, tune_gc
 from faxbox.shared.settings import RunnerSettings
 
 
@@ -35,7 +36,8 @@ async def test_service_lifecycle_health_metrics_and_graceful_stop() -> None:
         yield
         events.append("stopped")
 
-    task = asyncio.create_task(run_async("demo", RunnerSettings(http_port=0), service))
+    settings = RunnerSettings(http_port=0, gc_young_threshold=0)  # this process's gc stays
+    task = asyncio.create_task(run_async("demo", settings, service))
     while not runtimes or not runtimes[0].ready:
         await asyncio.sleep(0.01)
     runtime = runtimes[0]
@@ -120,3 +122,17 @@ async def test_added_routes_get_the_method_and_path_and_bodies_are_read() -> Non
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_tune_gc_freezes_start_up_and_collects_the_young_less_often() -> None:
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == frozen
+        tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import json
 import logging
@@ -131,6 +132,24 @@ async def _respond(runtime: Runtime, method: str, path: str) -> tuple[str, str, 
     return "404 Not Found", "text/plain", b"not found"
 
 
+def tune_gc(young_threshold: int) -> None:
+    """Move what start-up made out of the collector's way and collect less often.
+
+    The collector's pauses are stalls of the event loop; with the line clock 10 times
+    real time, a stall of a few hundred milliseconds is seconds of T.30 time, and calls
+    fail on timers (e2e burst: 25-29 of 100 faxes redialled with Python's defaults,
+    10-11 with these). ``gc.freeze`` keeps the objects that live for the whole process
+    (modules, settings, connections) out of every later full collection; a young
+    generation of ``young_threshold`` allocations instead of 700 makes collections
+    rarer, each of them still small. 0 leaves the collector as Python set it.
+    """
+    if not young_threshold:
+        return
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(young_threshold, middle, old)
+
+
 async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory) -> None:
     runtime = Runtime(name)
     loop = asyncio.get_running_loop()
@@ -143,6 +162,7 @@ async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory
     )
     try:
         async with service(runtime):
+            tune_gc(settings.gc_young_threshold)
             runtime.ready = True
             log.info("service ready")
             await runtime.stopping.wait()

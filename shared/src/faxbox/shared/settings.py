@@ -47,6 +47,15 @@ class RunnerSettings(_FaxboxSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     log_level: str = "INFO"
     shutdown_grace_s: float = 30.0
+    gc_young_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description=(
+            "Allocations between collections of Python's youngest generation, set once "
+            "the service is up, after freezing what start-up made (0: leave the "
+            "collector as Python sets it). See runner.tune_gc."
+        ),
+    )
 
 
 class ServiceSettings(BrokerSettings, MongoSettings, RunnerSettings):
