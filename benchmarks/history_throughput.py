@@ -222,7 +222,10 @@ async def one_run(events_wanted: int, rabbit: RabbitServer, mongo_url: str) -> d
         "publish_seconds": round(published - started, 3),
         "events_per_s": round(len(events) / seconds, 1),
         "cpu_ms_per_event": {
-            name: round((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / len(events), 3)
+            # (a server's process that ended meanwhile takes its seconds with it: >= 0)
+            name: round(
+                max(0.0, cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / len(events), 3
+            )
             for name in cpu_after
         },
     }
