@@ -29,7 +29,6 @@ from faxbox.validator.render import (
     RenderedDocument,
     Resolution,
     fit_page,
-    fit_rows,
     inspect_document,
     render,
     render_document,
@@ -163,7 +162,6 @@ def test_page_fits_the_fax_line_but_is_never_enlarged(
     frame = f"0 setgray 4 setlinewidth 2 2 {w - 4} {h - 4} rectstroke"
     document = render(gs_pdf([frame], size), DocumentKind.PDF, resolution)
     assert fit_page(*size, resolution.y_dpi, per_inch=72) == (columns, rows)
-    assert fit_rows(*size, resolution.y_dpi, per_inch=72) == rows
     (page,) = checked(document, tmp_path)
     assert page.shape == (rows, FAX_WIDTH)
     left = (FAX_WIDTH - columns) // 2

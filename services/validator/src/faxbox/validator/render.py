@@ -262,11 +262,6 @@ def fit_page(width: float, height: float, y_dpi: int, *, per_inch: float | None)
     return columns, rows
 
 
-def fit_rows(width: float, height: float, y_dpi: int, *, per_inch: float | None) -> int:
-    """Rows of a portrait ``width`` x ``height`` page: see ``fit_page``."""
-    return fit_page(width, height, y_dpi, per_inch=per_inch)[1]
-
-
 def _geometry(
     width: float,
     height: float,
@@ -681,7 +676,6 @@ __all__: list[str] = [
     "Resolution",
     "detect_kind",
     "fit_page",
-    "fit_rows",
     "inspect_document",
     "render",
     "render_document",
