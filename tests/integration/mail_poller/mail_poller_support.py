@@ -192,6 +192,9 @@ class PollerProcess:
         except OSError:
             return None
 
+    async def until_ready(self, timeout_s: float = 30) -> None:
+        await eventually(lambda: (self.ready() or {}).get("ready") is True, timeout_s, "ready")
+
     def metrics(self) -> str:
         with urllib.request.urlopen(
             f"http://127.0.0.1:{self.http_port}/metrics", timeout=2

@@ -110,7 +110,7 @@ async def test_append_is_stored_published_and_then_moved(
             tmp_path, broker_settings, mongo_settings, imap_server, imap, folder
         ).start()
         started.append(poller)
-        await eventually(lambda: (poller.ready() or {}).get("ready") is True, 30, "ready")
+        await poller.until_ready()
         assert await imap.exists(f"{folder}-processed"), "processed folder not created"
 
         await imap.append(folder, raw)
@@ -168,7 +168,7 @@ async def test_dovecot_push_wakes_the_poller_and_is_withdrawn_at_stop(
             FAXBOX_IMAP_PUSH_HOST="127.0.0.1",
         ).start()
         started.append(poller)
-        await eventually(lambda: (poller.ready() or {}).get("ready") is True, 30, "ready")
+        await poller.until_ready()
         url = await imap.metadata(folder, PUSH_URL_KEY)
         assert url is not None, poller.log_tail()
         assert url.startswith(f"http://127.0.0.1:{poller.http_port}/imap-push/"), url
@@ -211,7 +211,7 @@ async def test_a_burst_of_mail_is_taken_at_once(
             tmp_path, broker_settings, mongo_settings, imap_server, imap, folder
         ).start()
         started.append(poller)
-        await eventually(lambda: (poller.ready() or {}).get("ready") is True, 30, "ready")
+        await poller.until_ready()
         for token in tokens:
             await imap.append(folder, make_mail(token))
         await eventually(lambda: all(inbox.about(t) for t in tokens), 15, "every MailReceived")
