@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from pymongo.errors import PyMongoError
 
 from faxbox.history.changes import change_for
 from faxbox.history.service import Settings, service
-from faxbox.history.writer import BatchingRecorder, MongoHistoryWriter
+from faxbox.history.writer import BatchingRecorder, MongoHistoryWriter, lane_of
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import FaxMessage
 from faxbox.shared.runner import Runtime
@@ -203,6 +204,43 @@ async def test_the_batching_recorder_writes_concurrent_changes_once_each(store: 
     assert len(docs) == 40
     assert {d["state"]["status"] for d in docs} == {"sent"}
     assert {len(d["timeline"]) for d in docs} == {5}
+
+
+async def test_lanes_write_a_batch_as_one_lane_does(store: Store) -> None:
+    account = f"acc{uuid.uuid4().hex[:6]}"
+    stories = [outbound_sent(f"fax_{i}", account, T0 + timedelta(seconds=i)) for i in range(30)]
+    events = [e for story in stories for e in story]
+    random.Random(3).shuffle(events)
+    changes = [change_for(e) for e in events + events[:20]]
+    assert {lane_of(c.fax_id, 3) for c in changes} == {0, 1, 2}
+
+    await MongoHistoryWriter(store.history, lanes=3).apply(changes)
+
+    one_lane = MongoHistoryWriter(store.history, lanes=1)
+    for i, story in enumerate(stories):
+        await write_one_by_one(one_lane, renamed(story, f"fax_ref_{i}"))
+        expected = normal(await fetch(store, account, "202611", f"fax_ref_{i}"))
+        assert normal(await fetch(store, account, "202611", f"fax_{i}")) == expected
+    listed = await store.history.query_range(account, T0, T0 + timedelta(minutes=1), limit=100)
+    assert len(listed.items) == 60
+
+
+async def test_a_failing_lane_raises_the_database_error_after_the_others_wrote(
+    store: Store,
+) -> None:
+    account = f"acc{uuid.uuid4().hex[:6]}"
+    good = [change_for(outbound_sent(f"fax_{i}", account, T0)[0]) for i in range(20)]
+    bad = change_for(outbound_sent("fax_bad", account, T0)[0])
+    bad.upsert["$set"]["$not_a_field"] = 1
+    bad_lane = lane_of("fax_bad", 2)
+    others = [c for c in good if lane_of(c.fax_id, 2) != bad_lane]
+    assert others
+
+    with pytest.raises(PyMongoError):
+        await MongoHistoryWriter(store.history, lanes=2).apply([bad, *good])
+
+    for change in others:
+        assert await fetch(store, account, "202611", change.fax_id) is not None
 
 
 # --- through the broker --------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 ``MongoHistoryWriter`` applies a batch of changes: per account-month collection,
 unordered ``update`` commands of ``_id`` upserts (changes of the same fax merged first),
-then the upserts of the month's day keys (one per day touched, see
-``faxbox.shared.store.history``) that let the portal list a range without a scan.
+spread over a few lanes that run at once, then the upserts of the month's day keys (one
+per day touched, see ``faxbox.shared.store.history``) that let the portal list a range
+without a scan.
 
 ``BatchingRecorder`` is what handlers call: it gathers the changes of the deliveries in
 hand for up to ``max_delay_s`` or ``max_batch`` changes, writes them together and only
@@ -15,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
+
+from pymongo.asynchronous.collection import AsyncCollection
 
 from faxbox.history.changes import Change, merge_changes
 from faxbox.shared.store import HistoryStore
@@ -32,29 +36,73 @@ class ChangeSink(Protocol):
     async def apply(self, changes: Sequence[Change]) -> None: ...
 
 
+Lane = list[tuple[AsyncCollection[Doc], list[Doc]]]
+
+
 class MongoHistoryWriter:
-    def __init__(self, history: HistoryStore) -> None:
+    """Writes a batch's documents in ``lanes`` concurrent command streams, then its keys.
+
+    Why lanes: on FerretDB every upsert is read, decode, apply, encode and write, one
+    statement after the other within a command, so one stream of commands keeps one of
+    the server's cores busy while the other waits. Two streams let it use both.
+
+    What keeps them safe on FerretDB v1, which loses updates when two connections
+    update the same document at once: a fax's changes always go to the same lane (by
+    a hash of its id), in order, so no document is written by two lanes; the day key
+    documents, which many faxes share, are written after all lanes finished, by one
+    stream. Each lane holds at most one command of ``STATEMENTS_PER_COMMAND`` at a
+    time, which keeps FerretDB's per-database pool of 100 connections far from the
+    exhaustion that deadlocks it (see ``run_upserts``).
+    """
+
+    def __init__(self, history: HistoryStore, *, lanes: int = 2) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
         self.history = history
+        self.lanes = lanes
 
     async def apply(self, changes: Sequence[Change]) -> None:
         by_collection: dict[tuple[str, str], list[Change]] = defaultdict(list)
         for change in merge_changes(list(changes)):
             by_collection[(change.account_id, change.month)].append(change)
-        # One collection after the other, never two update commands at once: FerretDB
-        # v1.24 (SQLite) can deadlock when concurrent update commands exhaust its
-        # connection pool (each holds a query open while waiting for a write connection).
+        lanes: list[Lane] = [[] for _ in range(self.lanes)]
         for (account_id, month), group in by_collection.items():
-            await self._apply_one(account_id, month, group)
-
-    async def _apply_one(self, account_id: str, month: str, changes: list[Change]) -> None:
-        await self.history.ensure_history_indexes(account_id, month)
-        collection = self.history.collection(account_id, month)
-        upserts = [{"q": {"_id": c.fax_id}, "u": c.upsert, "upsert": True} for c in changes]
-        # Small commands of at most 20 statements: see run_upserts.
-        await run_upserts(collection, upserts)
+            await self.history.ensure_history_indexes(account_id, month)
+            collection = self.history.collection(account_id, month)
+            for lane, upserts in zip(lanes, self._split(group), strict=True):
+                if upserts:
+                    lane.append((collection, upserts))
+        outcomes = await asyncio.gather(
+            *(_run_lane(lane) for lane in lanes if lane), return_exceptions=True
+        )
+        # All lanes have ended before this raises: none is left writing in the background
+        # while the batch is retried.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         # Keys after the documents, so a key never points at nothing for long; if this
         # fails the batch is not acked and comes back (both writes are idempotent).
-        await self.history.write_keys(account_id, month, [_key_entry(c) for c in changes])
+        for (account_id, month), group in by_collection.items():
+            await self.history.write_keys(account_id, month, [_key_entry(c) for c in group])
+
+    def _split(self, changes: list[Change]) -> list[list[Doc]]:
+        upserts: list[list[Doc]] = [[] for _ in range(self.lanes)]
+        for change in changes:
+            upserts[lane_of(change.fax_id, self.lanes)].append(
+                {"q": {"_id": change.fax_id}, "u": change.upsert, "upsert": True}
+            )
+        return upserts
+
+
+def lane_of(fax_id: str, lanes: int) -> int:
+    # crc32, not hash(): the same fax must map to the same lane in every batch of a run.
+    return zlib.crc32(fax_id.encode()) % lanes
+
+
+async def _run_lane(lane: Lane) -> None:
+    for collection, upserts in lane:
+        # Small commands of at most 20 statements: see run_upserts.
+        await run_upserts(collection, upserts)
 
 
 def _key_entry(change: Change) -> KeyEntry:
