@@ -58,6 +58,7 @@ from faxbox.shared.contracts import Message, contract_by_name
 from faxbox.shared.logs import fax_context
 from faxbox.shared.routing import Topology, routing_key, subscriptions
 from faxbox.shared.settings import BrokerSettings
+from faxbox.shared.settling import Settlements, SettlingChannel
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +371,9 @@ class Consumer:
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Per underlying channel: a reconnect brings a new channel with its own tags,
+        # while handlers of the old one may still finish (and fail to settle there).
+        self._settlements: dict[SettlingChannel, Settlements] = {}
 
     async def start(self) -> None:
         await self.bus.declare_service(self.service)
@@ -400,9 +404,38 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
-    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
-        if self._stopping:
+    def _settlements_of(self, incoming: AbstractIncomingMessage) -> Settlements | None:
+        channel = incoming.channel
+        if incoming.delivery_tag is None or channel is None:
+            return None
+        settlements = self._settlements.get(channel)
+        if settlements is None:
+            for old in [c for c, s in self._settlements.items() if not s.in_hand]:
+                del self._settlements[old]
+            settlements = self._settlements[channel] = Settlements(channel)
+        return settlements
+
+    async def _ack(self, incoming: AbstractIncomingMessage) -> None:
+        settlements = self._settlements_of(incoming)
+        if settlements is None or incoming.delivery_tag is None:
+            await incoming.ack()
+        else:
+            await settlements.ack(incoming.delivery_tag)
+
+    async def _requeue(self, incoming: AbstractIncomingMessage) -> None:
+        settlements = self._settlements_of(incoming)
+        if settlements is None or incoming.delivery_tag is None:
             await incoming.nack(requeue=True)
+        else:
+            await settlements.nack(incoming.delivery_tag, requeue=True)
+
+    async def _on_message(self, incoming: AbstractIncomingMessage) -> None:
+        # First, before any await: a multiple ack of later deliveries must know of this one.
+        settlements = self._settlements_of(incoming)
+        if settlements is not None and incoming.delivery_tag is not None:
+            settlements.received(incoming.delivery_tag)
+        if self._stopping:
+            await self._requeue(incoming)
             return
         # aiormq cancels its delivery tasks when the channel closes (a broker restart, a
         # dropped connection). Work in hand must not be cut off there: a call that has
@@ -454,7 +487,7 @@ class Consumer:
                     incoming, attempt, f"{type(exc).__name__}: {exc}", None
                 )
             else:
-                await incoming.ack()
+                await self._ack(incoming)
                 outcome = "acked"
             HANDLER_SECONDS.labels(self.queue_name, type_name).observe(
                 time.perf_counter() - started
@@ -469,9 +502,9 @@ class Consumer:
             await self.bus.dead_letter(incoming, self.queue_name, reason, kind)
         except Exception:
             log.exception("could not dead-letter; leaving the message to the broker")
-            await incoming.nack(requeue=True)
+            await self._requeue(incoming)
             return
-        await incoming.ack()
+        await self._ack(incoming)
 
     async def _to_retry(
         self, incoming: AbstractIncomingMessage, attempt: int, reason: str, delay_s: int | None
@@ -494,9 +527,9 @@ class Consumer:
             await self.bus.retry(incoming, self.service, delay_s, next_attempt)
         except Exception:
             log.exception("could not park the message for retry; requeueing it")
-            await incoming.nack(requeue=True)
+            await self._requeue(incoming)
             return "requeued"
-        await incoming.ack()
+        await self._ack(incoming)
         return "retried"
 
 
