@@ -33,11 +33,11 @@ class Settings(ServiceSettings):
     # against 930 for 200. The cost: an ack waits for its whole batch (< 1 s).
     prefetch: int = Field(default=1000, ge=1, le=1000)
     history_batch_max: int = Field(default=1000, ge=1, description="Changes per bulk write.")
-    # Two lanes use both of FerretDB's cores on the 2-core benchmark machine (1,037 ->
-    # ~1,120 events/s). At most 4: each lane holds ~21 of FerretDB's 100 connections per
-    # database while its command runs.
+    # Two lanes let FerretDB use both cores of the 2-core benchmark machine (+12 %
+    # events/s; 3 and 4 measured no better). At most 3: each lane, and the day keys'
+    # stream beside them, holds up to ~21 of FerretDB's 100 connections per database.
     history_write_lanes: int = Field(
-        default=2, ge=1, le=4, description="Concurrent command streams per batch."
+        default=2, ge=1, le=3, description="Concurrent streams of document upserts per batch."
     )
     history_batch_delay_ms: float = Field(
         default=20.0, ge=0, description="Longest wait for a batch to fill."

@@ -2,9 +2,9 @@
 
 ``MongoHistoryWriter`` applies a batch of changes: per account-month collection,
 unordered ``update`` commands of ``_id`` upserts (changes of the same fax merged first),
-spread over a few lanes that run at once, then the upserts of the month's day keys (one
-per day touched, see ``faxbox.shared.store.history``) that let the portal list a range
-without a scan.
+spread over a few lanes that run at once, and beside them the upserts of the month's
+day keys (one per day touched, see ``faxbox.shared.store.history``) that let the portal
+list a range without a scan.
 
 ``BatchingRecorder`` is what handlers call: it gathers the changes of the deliveries in
 hand for up to ``max_delay_s`` or ``max_batch`` changes, writes them together and only
@@ -49,10 +49,14 @@ class MongoHistoryWriter:
     What keeps them safe on FerretDB v1, which loses updates when two connections
     update the same document at once: a fax's changes always go to the same lane (by
     a hash of its id), in order, so no document is written by two lanes; the day key
-    documents, which many faxes share, are written after all lanes finished, by one
-    stream. Each lane holds at most one command of ``STATEMENTS_PER_COMMAND`` at a
-    time, which keeps FerretDB's per-database pool of 100 connections far from the
-    exhaustion that deadlocks it (see ``run_upserts``).
+    documents, which many faxes share, are written by one more stream of their own.
+    That stream runs beside the lanes rather than after them (it was ~15 % of a
+    batch's time): a key whose document is not written yet, or whose write failed and
+    comes back with the batch, is skipped by listings, which fetch every document a key
+    names and list only the ones that exist and agree with it. Each stream holds at
+    most one command of ``STATEMENTS_PER_COMMAND`` at a time, which keeps FerretDB's
+    per-database pool of 100 connections far from the exhaustion that deadlocks it
+    (see ``run_upserts``).
     """
 
     def __init__(self, history: HistoryStore, *, lanes: int = 2) -> None:
@@ -72,18 +76,24 @@ class MongoHistoryWriter:
             for lane, upserts in zip(lanes, self._split(group), strict=True):
                 if upserts:
                     lane.append((collection, upserts))
+        keys = [
+            (account, month, [_key_entry(c) for c in group])
+            for (account, month), group in by_collection.items()
+        ]
         outcomes = await asyncio.gather(
-            *(_run_lane(lane) for lane in lanes if lane), return_exceptions=True
+            *(_run_lane(lane) for lane in lanes if lane),
+            self._write_keys(keys),
+            return_exceptions=True,
         )
-        # All lanes have ended before this raises: none is left writing in the background
-        # while the batch is retried.
+        # All streams have ended before this raises: none is left writing in the
+        # background while the batch is retried.
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        # Keys after the documents, so a key never points at nothing for long; if this
-        # fails the batch is not acked and comes back (both writes are idempotent).
-        for (account_id, month), group in by_collection.items():
-            await self.history.write_keys(account_id, month, [_key_entry(c) for c in group])
+
+    async def _write_keys(self, keys: list[tuple[str, str, list[KeyEntry]]]) -> None:
+        for account_id, month, entries in keys:
+            await self.history.write_keys(account_id, month, entries)
 
     def _split(self, changes: list[Change]) -> list[list[Doc]]:
         upserts: list[list[Doc]] = [[] for _ in range(self.lanes)]
