@@ -174,3 +174,35 @@ def test_the_state_is_one_sub_document_with_the_rank_first() -> None:
     assert state["status"] == "sent"
     assert sent.upsert["$max"]["status_rank"] == StatusRank.SUCCEEDED
     assert "$setOnInsert" not in sent.upsert
+
+
+async def test_changes_that_piled_up_during_a_write_are_written_without_waiting() -> None:
+    class SlowFirstWrite:
+        def __init__(self) -> None:
+            self.batches: list[list[str]] = []
+            self.writing = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def apply(self, changes: Sequence[Change]) -> None:
+            if not self.batches:
+                self.writing.set()
+                await self.release.wait()
+            self.batches.append([c.fax_id for c in changes])
+
+    sink = SlowFirstWrite()
+    recorder = BatchingRecorder(sink, max_batch=100, max_delay_s=0.5)
+    first = asyncio.create_task(recorder.record(change_for(inbound("f0", "a", T0)[0])))
+    await sink.writing.wait()
+    piled = [
+        asyncio.create_task(recorder.record(change_for(inbound(f"f{i}", "a", T0)[0])))
+        for i in range(1, 4)
+    ]
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    released = loop.time()
+    sink.release.set()
+    await asyncio.gather(first, *piled)
+    waited = loop.time() - released
+    await recorder.close()
+    assert sink.batches == [["f0"], ["f1", "f2", "f3"]]
+    assert waited < 0.25
