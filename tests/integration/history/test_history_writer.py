@@ -214,7 +214,7 @@ async def test_lanes_write_a_batch_as_one_lane_does(store: Store) -> None:
     changes = [change_for(e) for e in events + events[:20]]
     assert {lane_of(c.fax_id, 3) for c in changes} == {0, 1, 2}
 
-    await MongoHistoryWriter(store.history, lanes=3).apply(changes)
+    await MongoHistoryWriter(store.history, lanes=3, min_upserts_per_lane=1).apply(changes)
 
     one_lane = MongoHistoryWriter(store.history, lanes=1)
     for i, story in enumerate(stories):
@@ -223,6 +223,11 @@ async def test_lanes_write_a_batch_as_one_lane_does(store: Store) -> None:
         assert normal(await fetch(store, account, "202611", f"fax_{i}")) == expected
     listed = await store.history.query_range(account, T0, T0 + timedelta(minutes=1), limit=100)
     assert len(listed.items) == 60
+
+
+def test_only_a_backlog_is_spread_over_lanes(store: Store) -> None:
+    writer = MongoHistoryWriter(store.history, lanes=2, min_upserts_per_lane=100)
+    assert [writer.streams_for(n) for n in (1, 150, 199, 200, 1000)] == [1, 1, 1, 2, 2]
 
 
 async def test_a_failing_lane_raises_the_database_error_after_the_others_wrote(
@@ -237,7 +242,7 @@ async def test_a_failing_lane_raises_the_database_error_after_the_others_wrote(
     assert others
 
     with pytest.raises(PyMongoError):
-        await MongoHistoryWriter(store.history, lanes=2).apply([bad, *good])
+        await MongoHistoryWriter(store.history, lanes=2, min_upserts_per_lane=1).apply([bad, *good])
 
     for change in others:
         assert await fetch(store, account, "202611", change.fax_id) is not None

@@ -190,7 +190,7 @@ async def test_changes_that_piled_up_during_a_write_are_written_without_waiting(
             self.batches.append([c.fax_id for c in changes])
 
     sink = SlowFirstWrite()
-    recorder = BatchingRecorder(sink, max_batch=100, max_delay_s=0.5)
+    recorder = BatchingRecorder(sink, max_batch=20, max_delay_s=0.5)  # a pile of >= 2 is load
     first = asyncio.create_task(recorder.record(change_for(inbound("f0", "a", T0)[0])))
     await sink.writing.wait()
     piled = [

@@ -37,10 +37,15 @@ class ChangeSink(Protocol):
 
 
 Lane = list[tuple[AsyncCollection[Doc], list[Doc]]]
+# A lane is worth its contention from this many upserts in a batch on (see streams_for).
+UPSERTS_PER_LANE = 100
 
 
 class MongoHistoryWriter:
-    """Writes a batch's documents in ``lanes`` concurrent command streams, then its keys.
+    """Writes a large batch's documents in up to ``lanes`` concurrent command streams.
+
+    A batch of fewer than ``2 * min_upserts_per_lane`` upserts is written in one stream,
+    then its day keys (see ``streams_for``).
 
     Why lanes: on FerretDB every upsert is read, decode, apply, encode and write, one
     statement after the other within a command, so one stream of commands keeps one of
@@ -59,31 +64,39 @@ class MongoHistoryWriter:
     (see ``run_upserts``).
     """
 
-    def __init__(self, history: HistoryStore, *, lanes: int = 2) -> None:
-        if lanes < 1:
-            raise ValueError("lanes must be at least 1")
+    def __init__(
+        self,
+        history: HistoryStore,
+        *,
+        lanes: int = 2,
+        min_upserts_per_lane: int = UPSERTS_PER_LANE,
+    ) -> None:
+        if lanes < 1 or min_upserts_per_lane < 1:
+            raise ValueError("lanes and min_upserts_per_lane must be at least 1")
         self.history = history
         self.lanes = lanes
+        self.min_upserts_per_lane = min_upserts_per_lane
 
     async def apply(self, changes: Sequence[Change]) -> None:
         by_collection: dict[tuple[str, str], list[Change]] = defaultdict(list)
-        for change in merge_changes(list(changes)):
+        merged = merge_changes(list(changes))
+        for change in merged:
             by_collection[(change.account_id, change.month)].append(change)
-        lanes: list[Lane] = [[] for _ in range(self.lanes)]
-        for (account_id, month), group in by_collection.items():
+        for account_id, month in by_collection:
             await self.history.ensure_history_indexes(account_id, month)
-            collection = self.history.collection(account_id, month)
-            for lane, upserts in zip(lanes, self._split(group), strict=True):
-                if upserts:
-                    lane.append((collection, upserts))
         keys = [
             (account, month, [_key_entry(c) for c in group])
             for (account, month), group in by_collection.items()
         ]
+        lanes = self._lanes(by_collection, streams=self.streams_for(len(merged)))
+        if len(lanes) == 1:
+            # Keys after the documents, so a key never points at nothing for long; if
+            # this fails the batch is not acked and comes back (both are idempotent).
+            await _run_lane(lanes[0])
+            await self._write_keys(keys)
+            return
         outcomes = await asyncio.gather(
-            *(_run_lane(lane) for lane in lanes if lane),
-            self._write_keys(keys),
-            return_exceptions=True,
+            *(_run_lane(lane) for lane in lanes), self._write_keys(keys), return_exceptions=True
         )
         # All streams have ended before this raises: none is left writing in the
         # background while the batch is retried.
@@ -91,17 +104,37 @@ class MongoHistoryWriter:
             if isinstance(outcome, BaseException):
                 raise outcome
 
+    def streams_for(self, upserts: int) -> int:
+        """Lanes for a batch: more than one only for a backlog worth spreading.
+
+        Concurrent writers of one FerretDB database queue for SQLite's single write
+        lock, and a writer that finds it taken sleeps (busy_timeout: 1, 2, 5, 10 ms...).
+        That is the price of lanes for every other user of the database (the
+        transmitter's channel leases at dial time); it buys throughput only when a batch
+        is large enough to keep both cores busy. With a few dozen changes per batch
+        (the end-to-end benchmark's load) one stream is what runs.
+        """
+        return max(1, min(self.lanes, upserts // self.min_upserts_per_lane))
+
+    def _lanes(
+        self, by_collection: dict[tuple[str, str], list[Change]], *, streams: int
+    ) -> list[Lane]:
+        lanes: list[Lane] = [[] for _ in range(streams)]
+        for (account_id, month), group in by_collection.items():
+            collection = self.history.collection(account_id, month)
+            upserts: list[list[Doc]] = [[] for _ in range(streams)]
+            for change in group:
+                upserts[lane_of(change.fax_id, streams)].append(
+                    {"q": {"_id": change.fax_id}, "u": change.upsert, "upsert": True}
+                )
+            for lane, part in zip(lanes, upserts, strict=True):
+                if part:
+                    lane.append((collection, part))
+        return [lane for lane in lanes if lane] or [[]]
+
     async def _write_keys(self, keys: list[tuple[str, str, list[KeyEntry]]]) -> None:
         for account_id, month, entries in keys:
             await self.history.write_keys(account_id, month, entries)
-
-    def _split(self, changes: list[Change]) -> list[list[Doc]]:
-        upserts: list[list[Doc]] = [[] for _ in range(self.lanes)]
-        for change in changes:
-            upserts[lane_of(change.fax_id, self.lanes)].append(
-                {"q": {"_id": change.fax_id}, "u": change.upsert, "upsert": True}
-            )
-        return upserts
 
 
 def lane_of(fax_id: str, lanes: int) -> int:
@@ -160,7 +193,7 @@ class BatchingRecorder:
             if not backlog and len(self._pending) < self.max_batch and self.max_delay_s > 0:
                 # Let the other deliveries in hand join this batch. Not when changes
                 # piled up during the last write: under load that pile is the batch,
-                # and waiting would only leave the database idle (~6 % of the time).
+                # and waiting would only leave the database idle (~4 % of the time).
                 await asyncio.sleep(self.max_delay_s)
             batch = self._pending[: self.max_batch]
             self._pending = self._pending[self.max_batch :]
@@ -168,7 +201,9 @@ class BatchingRecorder:
                 self._wakeup.clear()
             if batch:
                 await self._write(batch)
-            backlog = bool(self._pending)
+            # A pile of a tenth of a full batch means load; a few changes that came in
+            # during a short write are better gathered for max_delay first, as ever.
+            backlog = len(self._pending) >= max(1, self.max_batch // 10)
 
     async def _write(self, batch: list[tuple[Change, asyncio.Future[None]]]) -> None:
         try:
