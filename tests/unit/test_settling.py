@@ -16,14 +16,14 @@ class RecordingChannel:
         self.sent: list[Sent] = []
         self.fail = fail
 
-    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
         await asyncio.sleep(0)
         if self.fail:
             raise ConnectionError("channel closed")
         self.sent.append(("ack", delivery_tag, multiple))
 
     async def basic_nack(
-        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True, wait: bool = True
     ) -> None:
         assert not multiple
         await asyncio.sleep(0)

@@ -27,10 +27,12 @@ from typing import Protocol
 class SettlingChannel(Protocol):
     """The two channel methods used (aiormq's ``Channel`` has them)."""
 
-    def basic_ack(self, delivery_tag: int, multiple: bool = ...) -> Awaitable[None]: ...
+    def basic_ack(
+        self, delivery_tag: int, multiple: bool = ..., wait: bool = ...
+    ) -> Awaitable[None]: ...
 
     def basic_nack(
-        self, delivery_tag: int, multiple: bool = ..., requeue: bool = ...
+        self, delivery_tag: int, multiple: bool = ..., requeue: bool = ..., wait: bool = ...
     ) -> Awaitable[None]: ...
 
 
@@ -71,7 +73,7 @@ class Settlements:
         return len(self._in_hand)
 
     async def ack(self, tag: int) -> None:
-        """Returns once the ack (perhaps folded into a ``multiple`` one) is written."""
+        """Returns once the ack (perhaps folded into a ``multiple`` one) is on its way."""
         await self._decide(tag, None)
 
     async def nack(self, tag: int, *, requeue: bool = True) -> None:
@@ -103,11 +105,16 @@ class Settlements:
                     _resolve(frame.waiting, None)
 
     async def _write(self, frame: Frame) -> None:
+        # wait=False: queued on the connection's writer, in this order, without waiting
+        # a turn of the loop for each frame to be written. A frame lost with the
+        # connection is a delivery the broker gives again, as an ack lost in flight is.
         if frame.requeue is None:
-            await self.channel.basic_ack(delivery_tag=frame.tag, multiple=frame.multiple)
+            await self.channel.basic_ack(
+                delivery_tag=frame.tag, multiple=frame.multiple, wait=False
+            )
         else:
             await self.channel.basic_nack(
-                delivery_tag=frame.tag, multiple=False, requeue=frame.requeue
+                delivery_tag=frame.tag, multiple=False, requeue=frame.requeue, wait=False
             )
 
     def take_frames(self) -> list[Frame]:
