@@ -144,11 +144,18 @@ class Settlements:
 
 
 def _resolve(waiting: list[asyncio.Future[None]], exc: Exception | None) -> None:
-    # (A waiter cancelled meanwhile has cancelled its future: nothing to tell it.)
     for future in waiting:
-        if future.done():
-            continue
-        if exc is None:
-            future.set_result(None)
-        else:
-            future.set_exception(exc)
+        settle(future, exc)
+
+
+def settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    """Complete ``future`` with ``exc`` or a result, unless it is already done.
+
+    (A waiter cancelled meanwhile has cancelled its future: there is nothing to tell it.)
+    """
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pymongo.asynchronous.collection import AsyncCollection
 
 from faxbox.history.changes import Change, merge_changes
+from faxbox.shared.settling import settle
 from faxbox.shared.store import HistoryStore
 from faxbox.shared.store.history import KeyEntry, run_upserts
 
@@ -210,7 +211,7 @@ class BatchingRecorder:
             await self.sink.apply([change for change, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
-                _settle(batch[0][1], exc)
+                settle(batch[0][1], exc)
                 return
             # One bad change must not fail its neighbours: write them one by one, so
             # only the faulty message is retried (and eventually dead-lettered).
@@ -219,7 +220,7 @@ class BatchingRecorder:
                 await self._write([item])
         else:
             for _, future in batch:
-                _settle(future, None)
+                settle(future, None)
 
     async def close(self) -> None:
         """Stop the writing task (after the consumer stopped: its handlers have returned).
@@ -231,14 +232,5 @@ class BatchingRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         for _, future in self._pending:
-            _settle(future, RuntimeError("history recorder closed"))
+            settle(future, RuntimeError("history recorder closed"))
         self._pending = []
-
-
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
