@@ -28,6 +28,7 @@ from faxbox.shared.contracts import (
     NotificationKind,
     NotificationSent,
 )
+from faxbox.shared.policy import Attempts
 from faxbox.shared.settings import BrokerSettings
 from tests.support import RabbitServer
 from tests.support import sample_mail_received as mail
@@ -162,7 +163,7 @@ async def test_attempt_header_is_counted_on_each_retry(bus: Bus) -> None:
         assert isinstance(attempt, int)
         attempts.append(attempt)
         if len(attempts) < 2:
-            await bus.retry(incoming, "validator", 1, attempts[-1] + 1)
+            await bus.retry(incoming, "validator", 1, Attempts(transient=attempts[-1] + 1))
         else:
             done.set()
         await incoming.ack()
@@ -424,3 +425,34 @@ async def test_a_handler_in_hand_runs_to_its_end_when_the_broker_drops_the_conne
     finally:
         release.set()
         await consumer.stop(grace_s=10)
+
+
+async def test_an_outage_longer_than_the_retry_budget_is_waited_out_not_dead_lettered(
+    broker_settings: BrokerSettings,
+) -> None:
+    from pymongo.errors import AutoReconnect
+
+    settings = broker_settings.model_copy(update={"infrastructure_backoff_max_s": 1})
+    b = Bus(settings)
+    await b.connect()
+    calls = 0
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        nonlocal calls
+        calls += 1
+        # The database is away for twice the transient budget (3 attempts here).
+        if calls <= 2 * settings.max_transient_attempts:
+            raise AutoReconnect("connection refused")
+        done.set()
+
+    consumer = b.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    try:
+        await b.publish(mail(31))
+        await asyncio.wait_for(done.wait(), 40)
+    finally:
+        await consumer.stop()
+    assert calls == 2 * settings.max_transient_attempts + 1
+    assert await queue_depth(b, b.topology.dead_letter_queue("validator")) == 0
+    await b.close()

@@ -16,10 +16,15 @@ Settling, after the handler returns or raises:
 - returns → ack;
 - ``PermanentError`` (and anything undecodable) → a copy goes to the dead-letter queue
   with the reason in headers, confirmed, then the original is acked;
+- an outage of the database or the broker → a copy waits in a retry queue, with a
+  capped backoff, as long as the outage lasts;
 - ``TransientError`` or any unexpected exception → a copy goes to the next retry queue
   with the attempt count incremented; once the attempts are used up, to the dead-letter
   queue; ``RetryLater`` picks its own delay (redials);
 - if even that publish fails, the original is nacked with requeue, so nothing is lost.
+
+Which of these applies is decided in one place, ``faxbox.shared.policy.decide``; the
+consumer only carries the decision out.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from pamqp.common import Arguments
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
@@ -56,6 +61,11 @@ from tenacity import (
 
 from faxbox.shared.contracts import Message, contract_by_name
 from faxbox.shared.logs import fax_context
+from faxbox.shared.policy import Ack, Attempts, DeadLetter, Retry, decide, on_ladder
+from faxbox.shared.policy import PermanentError as PermanentError
+from faxbox.shared.policy import RetryLater as RetryLater
+from faxbox.shared.policy import SettleError as SettleError
+from faxbox.shared.policy import TransientError as TransientError
 from faxbox.shared.routing import Topology, routing_key, subscriptions
 from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.settling import Settlements, SettlingChannel
@@ -65,6 +75,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 
 ATTEMPT_HEADER: Final = "x-faxbox-attempt"
+WAITS_HEADER: Final = "x-faxbox-waits"
 REASON_HEADER: Final = "x-faxbox-reason"
 ERROR_KIND_HEADER: Final = "x-faxbox-error-kind"
 ORIGIN_QUEUE_HEADER: Final = "x-faxbox-origin-queue"
@@ -78,33 +89,19 @@ CONSUMED = Counter(
     ["queue", "type", "outcome"],
 )
 PUBLISHED = Counter("faxbox_messages_published_total", "Messages confirmed by the broker", ["type"])
+INFRASTRUCTURE_WAITS = Counter(
+    "faxbox_infrastructure_waits_total",
+    "Deliveries parked because the database or the broker was unavailable",
+    ["queue"],
+)
+WAITING_ON_INFRASTRUCTURE = Gauge(
+    "faxbox_waiting_on_infrastructure",
+    "1 while the queue's last settled delivery was parked for an outage, else 0",
+    ["queue"],
+)
 HANDLER_SECONDS = Histogram(
     "faxbox_handler_seconds", "Time spent in message handlers", ["queue", "type"]
 )
-
-
-class SettleError(Exception):
-    """Raised by handlers to choose how their message is settled."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class PermanentError(SettleError):
-    """Retrying cannot help: dead-letter the message with this reason."""
-
-
-class TransientError(SettleError):
-    """Something outside was unavailable: retry later with backoff, bounded."""
-
-
-class RetryLater(SettleError):
-    """Retry after this exact delay (used for redials); counts as an attempt."""
-
-    def __init__(self, reason: str, delay_s: int) -> None:
-        super().__init__(reason)
-        self.delay_s = max(1, delay_s)
 
 
 Handler = Callable[[Any], Awaitable[None]]
@@ -220,7 +217,7 @@ class Bus:
         )
         await dlq.bind(self.topology.dead_letter_exchange, routing_key=self.topology.queue(service))
         for delay in self.settings.retry_delays_s:
-            await self._declare_retry_queue(service, delay)
+            await self._declare_retry_queue(service, on_ladder(delay))
 
     async def _declare_retry_queue(self, service: str, delay_s: int) -> str:
         name = self.topology.retry_queue(service, delay_s)
@@ -298,12 +295,13 @@ class Bus:
         await self._publish_raw(self._dead_letter, _copy(incoming, headers), queue)
 
     async def retry(
-        self, incoming: AbstractIncomingMessage, service: str, delay_s: int, attempt: int
+        self, incoming: AbstractIncomingMessage, service: str, delay_s: int, attempts: Attempts
     ) -> None:
-        """Park a copy in the retry queue of that delay; it comes back with ``attempt``."""
-        name = await self._declare_retry_queue(service, delay_s)
+        """Park a copy in the retry queue of that delay; it comes back with ``attempts``."""
+        name = await self._declare_retry_queue(service, on_ladder(delay_s))
         headers = dict(incoming.headers or {})
-        headers[ATTEMPT_HEADER] = attempt
+        headers[ATTEMPT_HEADER] = attempts.transient
+        headers[WAITS_HEADER] = attempts.waits
         await self._publish_raw(self._channel().default_exchange, _copy(incoming, headers), name)
 
     async def redrive(self, service: str, limit: int | None = None) -> int:
@@ -353,9 +351,16 @@ def _copy(incoming: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pik
     )
 
 
-def _attempt_of(incoming: AbstractIncomingMessage) -> int:
-    raw = (incoming.headers or {}).get(ATTEMPT_HEADER, 1)
-    return raw if isinstance(raw, int) and raw >= 1 else 1
+def _header_count(incoming: AbstractIncomingMessage, name: str, default: int) -> int:
+    raw = (incoming.headers or {}).get(name, default)
+    return raw if isinstance(raw, int) and raw >= default else default
+
+
+def attempts_of(incoming: AbstractIncomingMessage) -> Attempts:
+    return Attempts(
+        transient=_header_count(incoming, ATTEMPT_HEADER, 1),
+        waits=_header_count(incoming, WAITS_HEADER, 0),
+    )
 
 
 class Consumer:
@@ -463,36 +468,72 @@ class Consumer:
 
     async def _settle(self, incoming: AbstractIncomingMessage) -> None:
         type_name = incoming.type or "unknown"
-        attempt = _attempt_of(incoming)
+        attempts = attempts_of(incoming)
         with fax_context(incoming.correlation_id):
             started = time.perf_counter()
+            failure: Exception | None = None
             try:
                 message = decode(incoming)
                 handler = self._handlers.get(type(message))
                 if handler is None:
                     raise PermanentError(f"{self.service} has no handler for {type_name}")
                 await handler(message)
-            except PermanentError as exc:
-                await self._to_dead_letter(incoming, exc.reason, "permanent")
-                outcome = "dead_lettered"
-            except RetryLater as exc:
-                outcome = await self._to_retry(incoming, attempt, exc.reason, exc.delay_s)
-            except TransientError as exc:
-                outcome = await self._to_retry(incoming, attempt, exc.reason, None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.exception("handler failed on %s (attempt %d)", type_name, attempt)
-                outcome = await self._to_retry(
-                    incoming, attempt, f"{type(exc).__name__}: {exc}", None
+                failure = exc
+            decision = decide(failure, attempts, self.bus.settings)
+            if isinstance(decision, Retry) and decision.kind == "transient":
+                log.error(
+                    "handler failed on %s (attempt %d)",
+                    type_name,
+                    attempts.transient,
+                    exc_info=failure,
                 )
-            else:
-                await self._ack(incoming)
-                outcome = "acked"
+            outcome = await self._carry_out(incoming, decision)
             HANDLER_SECONDS.labels(self.queue_name, type_name).observe(
                 time.perf_counter() - started
             )
             CONSUMED.labels(self.queue_name, type_name, outcome).inc()
+
+    async def _carry_out(
+        self, incoming: AbstractIncomingMessage, decision: Ack | DeadLetter | Retry
+    ) -> str:
+        waiting = WAITING_ON_INFRASTRUCTURE.labels(self.queue_name)
+        if isinstance(decision, Ack):
+            await self._ack(incoming)
+            waiting.set(0)
+            return "acked"
+        if isinstance(decision, DeadLetter):
+            await self._to_dead_letter(incoming, decision.reason, decision.kind)
+            waiting.set(0)
+            return "dead_lettered"
+        if decision.kind == "infrastructure":
+            INFRASTRUCTURE_WAITS.labels(self.queue_name).inc()
+            waiting.set(1)
+            log.warning(
+                "waiting out an outage: %s back in %ds (wait %d): %s",
+                incoming.type,
+                decision.delay_s,
+                decision.next.waits,
+                decision.reason,
+            )
+        else:
+            log.warning(
+                "retrying %s in %ds (%s): %s",
+                incoming.type,
+                decision.delay_s,
+                decision.kind,
+                decision.reason,
+            )
+        try:
+            await self.bus.retry(incoming, self.service, decision.delay_s, decision.next)
+        except Exception:
+            log.exception("could not park the message for retry; requeueing it")
+            await self._requeue(incoming)
+            return "requeued"
+        await self._ack(incoming)
+        return "retried"
 
     async def _to_dead_letter(
         self, incoming: AbstractIncomingMessage, reason: str, kind: str
@@ -505,32 +546,6 @@ class Consumer:
             await self._requeue(incoming)
             return
         await self._ack(incoming)
-
-    async def _to_retry(
-        self, incoming: AbstractIncomingMessage, attempt: int, reason: str, delay_s: int | None
-    ) -> str:
-        limit = self.bus.settings.max_transient_attempts
-        # The attempt header counts transient failures only: a RetryLater (a redial, a
-        # busy channel) is the handler's own schedule and must not use up the budget
-        # that protects against a broken dependency.
-        next_attempt = attempt if delay_s is not None else attempt + 1
-        if delay_s is None and attempt >= limit:
-            await self._to_dead_letter(
-                incoming, f"gave up after {attempt} attempts: {reason}", "exhausted"
-            )
-            return "dead_lettered"
-        if delay_s is None:
-            delays = self.bus.settings.retry_delays_s
-            delay_s = delays[min(attempt - 1, len(delays) - 1)]
-        log.warning("retrying %s in %ds (attempt %d): %s", incoming.type, delay_s, attempt, reason)
-        try:
-            await self.bus.retry(incoming, self.service, delay_s, next_attempt)
-        except Exception:
-            log.exception("could not park the message for retry; requeueing it")
-            await self._requeue(incoming)
-            return "requeued"
-        await self._ack(incoming)
-        return "retried"
 
 
 class EventTap:

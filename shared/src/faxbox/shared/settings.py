@@ -25,9 +25,20 @@ class BrokerSettings(_FaxboxSettings):
     prefetch: int = Field(default=16, ge=1, le=1000)
     retry_delays_s: tuple[int, ...] = Field(
         default=(5, 30, 120),
-        description="Delays of the transient-retry queues; the last one repeats.",
+        description=(
+            "Delays of the transient-retry queues (rounded up to the retry ladder); the "
+            "last one repeats."
+        ),
     )
     max_transient_attempts: int = Field(default=5, ge=1)
+    infrastructure_backoff_max_s: int = Field(
+        default=60,
+        ge=1,
+        description=(
+            "Longest wait between tries while the database or broker is down (rounded up "
+            "to the retry ladder); such waits go on for as long as the outage lasts."
+        ),
+    )
     delivery_limit: int = Field(
         default=20,
         ge=1,

@@ -16,7 +16,11 @@ class Recorder(Protocol):
 
 
 async def record_event(event: FaxMessage, recorder: Recorder) -> None:
-    """Returns once the change is in the database (then the message is acked)."""
+    """Returns once the change is in the database (then the message is acked).
+
+    A database error is transient; raised from an outage, the settling policy waits the
+    outage out however long it lasts.
+    """
     try:
         await recorder.record(change_for(event))
     except PyMongoError as exc:

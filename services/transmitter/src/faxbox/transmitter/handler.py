@@ -26,11 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from aio_pika.exceptions import AMQPError
-from pymongo.errors import PyMongoError
-
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff
-from faxbox.shared.bus import RetryLater
 from faxbox.shared.contracts import (
     DocumentRef,
     FailureClass,
@@ -42,6 +38,7 @@ from faxbox.shared.contracts import (
     OutboundFaxRequested,
     contract_by_name,
 )
+from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
 from faxbox.transmitter.carriers import CarrierSlots, Slot, eligible_carriers
@@ -103,28 +100,11 @@ def _seconds_until(moment: datetime | None, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
 
-# Broker and database trouble. Turned into RetryLater: the bus counts every RetryLater
-# (redials, busy channels) as a delivery attempt, so after a few redials one database
-# hiccup would otherwise use up the transient-retry budget and dead-letter a fax.
-_INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    PyMongoError,
-    AMQPError,
-    ConnectionError,
-    TimeoutError,
-)
-INFRASTRUCTURE_RETRY_S = 15
 FINISH_TRIES = 25  # about ten minutes of backing off
 
 
 async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> None:
-    try:
-        await _handle(message, deps)
-    except _INFRASTRUCTURE_ERRORS as exc:
-        log.warning("infrastructure error, retrying: %r", exc)
-        raise RetryLater(f"{type(exc).__name__}: {exc}", INFRASTRUCTURE_RETRY_S) from exc
-
-
-async def _handle(message: OutboundFaxRequested, deps: Deps) -> None:
+    """Database or broker trouble propagates: the settling policy waits it out."""
     now = deps.clock()
     job = await deps.ledger.ensure(message.fax_id, now)
     if job.state in TERMINAL:
@@ -194,7 +174,9 @@ async def _release(slot: Slot, deps: Deps) -> None:
     # be dialled again). An unreleased channel frees itself when its lease runs out.
     try:
         await deps.slots.release(slot)
-    except _INFRASTRUCTURE_ERRORS as exc:
+    except Exception as exc:
+        if not is_infrastructure(exc):
+            raise
         log.warning("could not release channel %s (its lease will run out): %r", slot.key, exc)
 
 
@@ -304,7 +286,9 @@ async def _record(deps: Deps, job: Job, finish: Finish) -> bool:
     for _ in range(FINISH_TRIES - 1):
         try:
             return await deps.ledger.finish(job.fax_id, deps.worker_id, job.attempt, finish)
-        except _INFRASTRUCTURE_ERRORS:
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise
             log.warning("could not record the attempt's end; retrying in %.1fs", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
