@@ -3,6 +3,7 @@
 # data in var/ferretdb/ of this clone. The binary is a machine-wide cache in /opt/faxbox/bin.
 # Writes the URL to use into var/run/mongo.url.
 # If FAXBOX_MONGO_URL is set and that server answers a ping, uses it and starts nothing.
+# With --binary-only: only makes sure the binary is built, and starts nothing.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mkdirs "$VAR/ferretdb/data" "$VAR/ferretdb/state"
 
@@ -12,10 +13,12 @@ LOG_FILE="$LOG_DIR/ferretdb.log"
 BUILD_LOG="$LOG_DIR/ferretdb-build.log"
 MODULE=github.com/FerretDB/FerretDB
 OUR_URL="mongodb://127.0.0.1:$MONGO_PORT/"
-rm -f "$URL_FILE"
+BINARY_ONLY=0
+[[ "${1:-}" == --binary-only ]] && BINARY_ONLY=1
+((BINARY_ONLY)) || rm -f "$URL_FILE"
 
 # (Our own URL, e.g. from a sourced var/env, does not count: then FerretDB is managed here.)
-if [[ -n "${FAXBOX_MONGO_URL:-}" && "$FAXBOX_MONGO_URL" != "$OUR_URL" ]]; then
+if ((!BINARY_ONLY)) && [[ -n "${FAXBOX_MONGO_URL:-}" && "$FAXBOX_MONGO_URL" != "$OUR_URL" ]]; then
     if mongo_ping "$FAXBOX_MONGO_URL"; then
         log "ferretdb: FAXBOX_MONGO_URL=$FAXBOX_MONGO_URL answers a ping; not starting FerretDB"
         echo "$FAXBOX_MONGO_URL" >"$URL_FILE"
@@ -150,6 +153,8 @@ ensure_binary() {
 }
 
 ensure_binary || exit 1
+# deploy/containers/build needs only the binary (for its FerretDB image).
+((BINARY_ONLY)) && exit 0
 
 # ---- process ----------------------------------------------------------------------------
 # Go's collector ran at every 100 % heap growth and took ~20 % of FerretDB's CPU under

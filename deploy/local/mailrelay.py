@@ -13,6 +13,11 @@ send mail here, as they would to a real smarthost:
 Dovecot down or answering 4xx: the client gets 451 and retries (the notifier does).
 An unknown local user gets 550, as from a real server.
 
+With ``--password-file`` the relay also offers AUTH PLAIN and LOGIN (still no TLS) and
+takes any user name with that password, as the container stack's mail server, where the
+notifier logs in as it would at a real relay (deploy/containers/mail). Clients that do
+not log in are served as before.
+
     python deploy/local/mailrelay.py --port 2525 --lmtp-port 1124 \\
         --local-domain faxbox.test --catch-all fax.faxbox.test=fax@faxbox.test \\
         --sink var/mail-outbound
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import logging
 import signal
 import smtplib
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 log = logging.getLogger("mailrelay")
 
@@ -115,6 +121,19 @@ class RelayHandler:
         return refused
 
 
+class OnePassword:
+    """AUTH for a development relay: any user name, one shared password."""
+
+    def __init__(self, password: bytes) -> None:
+        self.password = password
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and hmac.compare_digest(data.password, self.password)
+        return AuthResult(success=ok, handled=False)
+
+
 def _write_sink(path: Path, rcpt: str, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(f"X-Faxbox-Relay-To: {rcpt}\r\n".encode() + content)
@@ -129,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-domain", action="append", default=[])
     p.add_argument("--catch-all", action="append", default=[], metavar="DOMAIN=MAILBOX")
     p.add_argument("--sink", type=Path, required=True)
+    p.add_argument("--password-file", type=Path, help="offer AUTH PLAIN/LOGIN with this password")
     return p.parse_args(argv)
 
 
@@ -139,9 +159,18 @@ async def serve(args: argparse.Namespace) -> None:
         catch_all[domain.lower()] = mailbox.lower()
     routes = Routes(frozenset(d.lower() for d in args.local_domain), catch_all, args.sink)
     handler = RelayHandler(routes, args.lmtp_host, args.lmtp_port)
+    authenticator = None
+    if args.password_file is not None:
+        authenticator = OnePassword(args.password_file.read_bytes().strip())
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="relay.faxbox.test", data_size_limit=50 * 1024 * 1024),
+        lambda: SMTP(
+            handler,
+            hostname="relay.faxbox.test",
+            data_size_limit=50 * 1024 * 1024,
+            authenticator=authenticator,
+            auth_require_tls=False,
+        ),
         host=args.host,
         port=args.port,
     )
