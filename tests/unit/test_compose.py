@@ -1,10 +1,11 @@
-"""Static checks of the deployment artifacts: compose.yaml, deploy/Dockerfile,
-deploy/prometheus, deploy/grafana and deploy/k8s.
+"""Static checks of the deployment artifacts: compose.yaml, compose.local.yaml,
+deploy/Dockerfile, deploy/prometheus, deploy/grafana and deploy/k8s.
 
-No Docker engine is needed (none exists on the CI machines): every check reads files.
-What they catch is drift — a new service without a container, a port published beyond
-loopback, a password with a default, a dashboard panel on a metric nobody exports, an
-autoscaler watching a queue the services do not declare.
+Every check here reads files. What they catch is drift — a new service without a
+container, a port published beyond loopback, a password with a default, a dashboard
+panel on a metric nobody exports, an autoscaler watching a queue the services do not
+declare. tests/containers loads the same files with the real loaders (compose-go,
+kustomize) and builds and runs the stack under podman.
 """
 
 from __future__ import annotations
@@ -48,8 +49,23 @@ URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://([^/@\s:]+):([^@\s]+)@")
 JSON_PASSWORD = re.compile(r'"(?:password|secret|token)"\s*:\s*"([^"]*)"', re.IGNORECASE)
 
 
-def _compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML plus the Compose Spec's merge tags, kept as their values."""
+
+
+def _overridden(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    assert isinstance(node, yaml.MappingNode), node
+    return loader.construct_mapping(node)
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_constructor("!override", _overridden)
+
+
+def _compose(name: str = "compose.yaml") -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=_ComposeLoader)
     return data
 
 
@@ -209,7 +225,11 @@ def test_every_service_has_a_health_check() -> None:
         assert not check.get("disable"), f"{name}: healthcheck disabled"
         assert check.get("test"), f"{name}: healthcheck without a test"
     for name, svc in _built(_compose_services()).items():
-        assert f":{HEALTH_PORT}/readyz" in " ".join(svc["healthcheck"]["test"]), name
+        # The image's own probe: /readyz on FAXBOX_HTTP_PORT, which each service sets.
+        probe = " ".join(svc["healthcheck"]["test"])
+        assert "/readyz" in probe, name
+        assert "FAXBOX_HTTP_PORT" in probe, name
+        assert _environment(svc)["FAXBOX_HTTP_PORT"] == str(HEALTH_PORT), name
 
 
 def test_dependencies_wait_for_health() -> None:
@@ -322,14 +342,111 @@ def test_the_shared_config_map_is_read_by_some_service() -> None:
     assert data <= known, sorted(data - known)
 
 
+# --- compose.local.yaml: the podman stack on the host's network ------------------------
+
+LOCAL = "compose.local.yaml"
+LOCAL_PORTS = range(17000, 18000)
+# Ports a service connects to rather than listens on.
+CLIENT_PORT_VARIABLES = {"FAXBOX_SMTP_PORT"}
+LOOPBACK_REFERENCE = re.compile(r"127\.0\.0\.1[:/](\d+)")
+
+
+def _local_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose(LOCAL)["services"]
+    return services
+
+
+def _started_local_services() -> dict[str, dict[str, Any]]:
+    """What `deploy/containers/up` starts: services in no profile."""
+    return {n: s for n, s in _local_services().items() if not s.get("profiles")}
+
+
+def _development_server_ports() -> set[int]:
+    """Ports of deploy/local/up's servers (deploy/local/lib.sh), and epmd's."""
+    text = (ROOT / "deploy/local/lib.sh").read_text()
+    defaults = re.findall(r"^[A-Z_]+_PORT=(?:\"\$\{[A-Z_]+:-)?(\d+)", text, re.M)
+    assert len(defaults) >= 6, defaults
+    return {int(p) for p in defaults} | {4369}
+
+
+def _listening_ports(name: str, env: dict[str, str]) -> set[int]:
+    ports: set[int] = set()
+    for key, value in env.items():
+        if key.endswith("_PORT") and key not in CLIENT_PORT_VARIABLES:
+            ports.add(int(value))
+        elif key.endswith("_ADDR"):
+            ports.add(int(value.rpartition(":")[2]))
+    return ports
+
+
+def test_local_override_runs_every_service_on_the_host_network_or_leaves_it_out() -> None:
+    local = _local_services()
+    assert set(local) == set(_compose_services())
+    for name, svc in local.items():
+        if svc.get("profiles"):
+            assert name in {"prometheus", "grafana"}, f"{name} would not be started"
+        else:
+            assert svc.get("network_mode") == "host", name
+    for name in _built(_compose_services()):
+        assert local[name]["build"]["args"]["BASE_IMAGE"] == "localhost/faxbox/debian:bookworm"
+    for name in ("rabbitmq", "mongodb", "mail"):
+        assert local[name]["image"].startswith("localhost/faxbox/"), name
+
+
+def test_local_override_publishes_nothing_and_binds_loopback_only() -> None:
+    assert "0.0.0.0" not in (ROOT / LOCAL).read_text()
+    compose = _compose_services()
+    for name, svc in _local_services().items():
+        if compose[name].get("ports"):
+            # `ports: !reset []` (read as None here): host networking publishes nothing.
+            assert "ports" in svc, f"{name}: ports not reset"
+            assert svc["ports"] is None, f"{name}: ports not reset"
+        for key, value in _environment(svc).items():
+            if key.endswith(("_HOST", "_LISTEN", "_IP_ADDRESS")):
+                assert value == "127.0.0.1", f"{name}: {key}={value}"
+
+
+def test_local_ports_are_unique_and_clear_of_the_development_servers() -> None:
+    owner: dict[int, str] = {}
+    for name, svc in _local_services().items():
+        for port in _listening_ports(name, _environment(svc)):
+            assert port in LOCAL_PORTS, f"{name}: port {port} outside {LOCAL_PORTS}"
+            assert port not in owner, f"{name} and {owner.get(port)} both listen on {port}"
+            owner[port] = name
+    assert not set(owner) & _development_server_ports()
+    # Every loopback address a service is given is one some service listens on.
+    for name, svc in _local_services().items():
+        for where, value in _strings(svc, name):
+            for port in LOOPBACK_REFERENCE.findall(value):
+                assert int(port) in owner, f"{where}: nothing listens on {port}"
+        env = _environment(svc)
+        for key in CLIENT_PORT_VARIABLES & set(env):
+            assert int(env[key]) in owner, f"{name}: {key}={env[key]} is nobody's port"
+        for mailbox in json.loads(env.get("FAXBOX_MAILBOXES", "[]")):
+            assert mailbox["port"] in owner, f"{name}: mailbox port {mailbox['port']}"
+
+
+def test_local_services_have_a_health_port_each() -> None:
+    for name in _built(_compose_services()):
+        env = _environment(_local_services()[name])
+        assert int(env["FAXBOX_HTTP_PORT"]) in LOCAL_PORTS, name
+        assert env["FAXBOX_HTTP_HOST"] == "127.0.0.1", name
+    health = json.loads(_environment(_local_services()["portal"])["FAXBOX_SERVICE_HEALTH_URLS"])
+    for name, url in health.items():
+        port = _environment(_local_services()[name])["FAXBOX_HTTP_PORT"]
+        assert url == f"http://127.0.0.1:{port}/readyz", name
+
+
 # --- Dockerfile --------------------------------------------------------------------------
 
 
 def test_dockerfile_installs_one_service_as_non_root() -> None:
     text = (ROOT / DOCKERFILE).read_text()
-    assert re.search(r"^FROM python:3\.11-slim-bookworm\b", text, re.M)
+    # The published base by default; deploy/containers/build passes its local one.
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm$", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
     assert re.search(r"^ARG SERVICE\b", text, re.M)
-    assert "pip install --no-cache-dir uv==" in text
+    assert re.search(r"pip install --no-cache-dir .*uv==\d", text)
     assert re.search(r"uv sync --frozen --no-dev .*--package \"?faxbox-\$SERVICE", text)
     assert "UV_PYTHON_DOWNLOADS=never" in text
     assert "libspandsp2" in text
@@ -340,13 +457,26 @@ def test_dockerfile_installs_one_service_as_non_root() -> None:
     assert re.search(r"^HEALTHCHECK .*/readyz", text, re.M | re.S)
     assert "python -m" in text
     assert "tr - _" in text
-    for copied in ("pyproject.toml", "uv.lock", "shared/", "fax/", "services/"):
-        assert copied in text
+    # The whole context, so a new workspace member needs no change here.
+    assert re.search(r"^COPY \. \.$", text, re.M)
+
+
+def _dockerignore() -> set[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
-    ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert {"var", ".venv", "test-artifacts", "**/__pycache__"} <= ignored
+    assert {"var", ".venv", "test-artifacts", "**/__pycache__", "tests"} <= _dockerignore()
+
+
+def test_dockerignore_keeps_every_workspace_member_in() -> None:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members = [p for glob in root["tool"]["uv"]["workspace"]["members"] for p in ROOT.glob(glob)]
+    assert len(members) >= len(SERVICES) + 2
+    tops = {p.relative_to(ROOT).parts[0] for p in members} | {"pyproject.toml", "uv.lock"}
+    ignored = {pattern.rstrip("/") for pattern in _dockerignore()}
+    assert not tops & ignored, f".dockerignore leaves out {sorted(tops & ignored)}"
 
 
 # --- Prometheus and Grafana --------------------------------------------------------------
