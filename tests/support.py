@@ -16,8 +16,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from faxbox.shared.contracts import DocumentRef, MailReceived
 
@@ -140,3 +143,25 @@ def sample_mail_received(n: int = 1) -> MailReceived:
         ),
         received_at=datetime.now(UTC),
     )
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML plus the Compose Spec's merge tags: !reset reads as None, !override as its
+    value."""
+
+
+def _overridden(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    assert isinstance(node, yaml.MappingNode), node
+    return loader.construct_mapping(node)
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_constructor("!override", _overridden)
+
+
+def load_compose_file(path: Path) -> dict[str, Any]:
+    """One compose file as written (no merging, no interpolation)."""
+    data: dict[str, Any] = yaml.load(path.read_text(), Loader=_ComposeLoader)
+    return data

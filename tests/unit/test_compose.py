@@ -24,6 +24,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from faxbox.shared.routing import SUBSCRIPTIONS, Topology
+from tests.support import load_compose_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = "deploy/Dockerfile"
@@ -49,24 +50,8 @@ URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://([^/@\s:]+):([^@\s]+)@")
 JSON_PASSWORD = re.compile(r'"(?:password|secret|token)"\s*:\s*"([^"]*)"', re.IGNORECASE)
 
 
-class _ComposeLoader(yaml.SafeLoader):
-    """PyYAML plus the Compose Spec's merge tags, kept as their values."""
-
-
-def _overridden(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node)
-    assert isinstance(node, yaml.MappingNode), node
-    return loader.construct_mapping(node)
-
-
-_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
-_ComposeLoader.add_constructor("!override", _overridden)
-
-
 def _compose(name: str = "compose.yaml") -> dict[str, Any]:
-    data: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=_ComposeLoader)
-    return data
+    return load_compose_file(ROOT / name)
 
 
 def _compose_services() -> dict[str, dict[str, Any]]:

@@ -1,0 +1,187 @@
+"""compose.yaml, compose.local.yaml and deploy/k8s read by the real loaders.
+
+- compose-go v2 (the loader behind `docker compose config`), through the small program in
+  deploy/containers/composecheck, built from the Go module proxy here (go.sum pins it);
+- podman-compose, which runs the files here: what it makes of them must be what
+  compose-go makes of them, or the stack that runs is not the one operators get;
+- `kubectl kustomize deploy/k8s`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.containers.conftest import CONTAINERS, ROOT, tool
+
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(600)]
+
+PASSWORDS = {
+    "FAXBOX_RABBITMQ_PASSWORD": "rabbit-pw",
+    "FAXBOX_MONGO_PASSWORD": "mongo-pw",
+    "FAXBOX_IMAP_PASSWORD": "imap-pw",
+    "FAXBOX_PORTAL_SESSION_SECRET": "session-secret",
+    "FAXBOX_GRAFANA_PASSWORD": "grafana-pw",
+}
+FILES = ("compose.yaml", "compose.local.yaml")
+
+
+@pytest.fixture(scope="module")
+def composecheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = tool("go", "/usr/local/go/bin/go")
+    binary = tmp_path_factory.mktemp("composecheck") / "composecheck"
+    # -mod=readonly: the committed go.mod and go.sum must be complete; nothing is written
+    # into the repository, and the binary goes to a temporary directory.
+    result = subprocess.run(
+        [go, "build", "-mod=readonly", "-o", str(binary), "."],
+        cwd=CONTAINERS / "composecheck",
+        env={**_env(), "GOTOOLCHAIN": "local", "GOFLAGS": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return binary
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """This process's environment without any of the passwords, plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if k not in PASSWORDS}
+    return {**base, **extra}
+
+
+def load(binary: Path, *files: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    args = [a for f in files for a in ("-f", str(ROOT / f))]
+    result = subprocess.run(
+        [str(binary), *args],
+        env=env if env is not None else _env(**PASSWORDS),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    project: dict[str, Any] = json.loads(result.stdout)
+    return project
+
+
+def test_compose_yaml_loads_with_every_service_and_the_published_images(
+    composecheck: Path,
+) -> None:
+    project = load(composecheck, "compose.yaml")
+    services = project["services"]
+    assert project["name"] == "faxbox"
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:4")
+    assert services["mongodb"]["image"].startswith("mongo:8")
+    assert {"prometheus", "grafana", "pstn-sim", "transmitter"} <= set(services)
+    for svc in services.values():
+        if "build" in svc:
+            assert "BASE_IMAGE" not in svc["build"].get("args", {})  # the Dockerfile default
+
+
+def test_compose_refuses_to_load_without_the_passwords(composecheck: Path) -> None:
+    result = subprocess.run(
+        [str(composecheck), "-f", str(ROOT / "compose.yaml")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "FAXBOX_" in result.stderr
+    assert "PASSWORD" in result.stderr or "SECRET" in result.stderr
+
+
+def test_the_override_merges_into_the_local_stack(composecheck: Path) -> None:
+    project = load(composecheck, *FILES)
+    services = project["services"]
+    # The profile `observability` is off: no local images for Prometheus and Grafana.
+    assert "prometheus" not in services
+    assert "grafana" not in services
+    for name, svc in services.items():
+        assert svc["network_mode"] == "host", name
+        assert not svc.get("ports"), f"{name} publishes {svc.get('ports')}"
+        if "build" in svc:
+            args = svc["build"]["args"]
+            assert args["BASE_IMAGE"] == "localhost/faxbox/debian:bookworm", name
+            assert args["SERVICE"] == name
+            # compose.yaml's service-wide settings survive the merge.
+            assert svc["init"] is True
+            assert name == "pstn-sim" or {"rabbitmq", "mongodb"} <= set(svc["depends_on"])
+            assert svc["healthcheck"]["test"][:2] == ["CMD", "python"], name
+    assert services["mongodb"]["image"].startswith("localhost/faxbox/ferretdb:")
+    # !override replaced compose.yaml's mongosh probe rather than adding to it.
+    assert "mongosh" not in json.dumps(services["mongodb"]["healthcheck"])
+    assert services["transmitter"]["command"] == ["python", "-m", "faxbox.transmitter"]
+    env = services["validator"]["environment"]
+    assert env["FAXBOX_AMQP_URL"] == "amqp://faxbox:rabbit-pw@127.0.0.1:17672/"
+
+
+def _comparable(svc: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide what a container runs, as one shape from either loader."""
+    build = svc.get("build") or {}
+    args = build.get("args") or {}
+    if isinstance(args, list):
+        args = dict(a.split("=", 1) for a in args)
+    environment = svc.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(e.split("=", 1) for e in environment)
+    return {
+        "image": svc.get("image"),
+        "build_args": args,
+        "network_mode": svc.get("network_mode"),
+        "ports": svc.get("ports") or [],
+        "command": svc.get("command"),
+        "entrypoint": svc.get("entrypoint"),
+        "environment": {k: str(v) for k, v in environment.items()},
+        "healthcheck": (svc.get("healthcheck") or {}).get("test"),
+        "depends_on": sorted(svc.get("depends_on") or []),
+        "init": bool(svc.get("init")),
+        "restart": svc.get("restart"),
+    }
+
+
+def test_podman_compose_reads_the_files_as_compose_go_does(
+    composecheck: Path, container_tools: dict[str, str]
+) -> None:
+    reference = load(composecheck, *FILES)["services"]
+    args = [a for f in FILES for a in ("-f", str(ROOT / f))]
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/podman-compose"), *args, "config"],
+        env=_env(**PASSWORDS),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    ours = yaml.safe_load(result.stdout)["services"]
+    assert set(ours) == set(reference)
+    for name in reference:
+        assert _comparable(ours[name]) == _comparable(reference[name]), name
+
+
+def test_kustomize_builds_deploy_k8s() -> None:
+    kubectl = tool("kubectl")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "deploy/k8s")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    documents = [d for d in yaml.safe_load_all(result.stdout) if d]
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    services = sorted(
+        p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file()
+    )
+    assert sorted(deployments) == services
+    for name, deployment in deployments.items():
+        assert deployment["metadata"]["namespace"] == "faxbox", name
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"].startswith(f"faxbox/{name}:"), container["image"]
