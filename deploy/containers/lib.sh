@@ -16,6 +16,9 @@ RABBITMQ_IMAGE=localhost/faxbox/rabbitmq:3.10-debian
 MAIL_IMAGE=localhost/faxbox/mail:dovecot-2.3-debian
 FERRETDB_IMAGE="localhost/faxbox/ferretdb:${FERRETDB_VERSION#v}"
 
+# On every image built here (compose.local.yaml sets it for the service images).
+BUILD_LABEL=io.faxbox.build=deploy/containers
+
 COMPOSE_FILES=(-f "$REPO/compose.yaml" -f "$REPO/compose.local.yaml")
 # podman-compose from PyPI, pinned in uv.lock (dev group), run from this clone's .venv.
 PODMAN_COMPOSE=("$REPO/.venv/bin/podman-compose")

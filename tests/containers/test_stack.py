@@ -231,6 +231,9 @@ def test_the_stack_builds_runs_a_fax_through_and_goes_away(
         "FAXBOX_LINE_PACE": PACE,
     }
     operator = Operator(env, tmp_path / "operator.log")
+    # A run killed outright (no finally) leaves its stack: this project's only, so go.
+    if operator.containers() or operator.volumes():
+        operator.run("down", str(CONTAINERS / "down"), "--project", PROJECT, "--volumes")
     taken = [f"{port}/{kind}" for port, kind in LISTENING if port_taken(port, kind)]
     assert not taken, f"ports of the container stack are in use: {taken} (a stack left up?)"
 
