@@ -4,7 +4,9 @@ compose.local.yaml under podman-compose), a tenant made with the admin CLI insid
 portal's container, one email to a fax number through the stack's SMTP, the fax across
 pstn-sim to the stack's inbound receiver, the sender's "sent" mail and the receiver's fax
 mail read back over the stack's IMAP, then `deploy/containers/down --volumes` and
-nothing of the stack left: no container, volume, process or listening port.
+nothing of the stack left: no container, volume, process or listening port. On the way,
+every process in every container runs as a user other than root, and each Faxbox
+service as `python -m faxbox.<name>`, as deploy/local/run starts them.
 
 The stack is on the host's network on ports 17000-17999 (compose.local.yaml), beside the
 development servers of deploy/local/up, which it never touches. One run at a time per
@@ -63,6 +65,9 @@ SMTP_PORT = int(LOCAL["mail"]["MAIL_SMTP_PORT"])
 IMAP_PORT = int(LOCAL["mail"]["MAIL_IMAP_PORT"])
 PSTN_CONTROL = f"http://127.0.0.1:{LOCAL['pstn-sim']['FAXBOX_PSTN_HTTP_PORT']}"
 PSTN_SIP_PORT = int(LOCAL["pstn-sim"]["FAXBOX_PSTN_SIP_PORT"])
+FAXBOX_SERVICES = sorted(
+    p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file()
+)
 # Every port the stack listens on (TCP, or UDP for SIP).
 LISTENING = sorted(
     (int(value.rpartition(":")[2]), "udp" if "SIP_PORT" in key else "tcp")
@@ -240,6 +245,14 @@ def test_the_stack_builds_runs_a_fax_through_and_goes_away(
     operator.run("build", str(CONTAINERS / "build"), timeout_s=2400)
     try:
         operator.run("up", str(CONTAINERS / "up"), "--project", PROJECT, timeout_s=900)
+        for service in LOCAL:
+            processes = operator.podman("top", operator.container(service), "user", "args")
+            [_, *rows] = processes.splitlines()
+            assert rows, service
+            assert not [r for r in rows if r.split()[0] in ("root", "0")], (service, processes)
+            if service in FAXBOX_SERVICES:
+                # As deploy/local/run starts them.
+                assert f"python -m faxbox.{service.replace('-', '_')}" in processes, processes
         start = time.monotonic()
         account = operator.admin("account", "create", "--name", "Containers", "--realm", REALM)
         assert account["realm"] == REALM
