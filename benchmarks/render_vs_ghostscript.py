@@ -10,7 +10,7 @@ included (it is paid for every document in production too):
 
     gs -q -dNOPAUSE -dBATCH -dSAFER -sDEVICE=tiffg4 -r204x196 -g1728x2156 -dPDFFitPage
 
-Ours is ``faxbox.validator.render.render`` in this process (no worker process): one
+Ours is ``faxbox.render.render`` in this process (no worker process): one
 process, which renders on the main thread while a second thread encodes the previous
 page. Ghostscript uses one thread, so CPU seconds per page are reported too.
 
@@ -52,7 +52,7 @@ import pypdfium2
 from PIL import Image, ImageDraw, TiffImagePlugin
 from pypdf import PdfReader, PdfWriter
 
-from faxbox.validator.render import fit_page, render
+from faxbox.render import fit_page, render
 
 RESULTS = Path(__file__).parent / "results" / "render.json"
 A4 = (595, 842)
@@ -429,7 +429,7 @@ def main() -> None:
         "benchmark": "render_vs_ghostscript",
         "description": (
             "Pages per second turning PDFs into fax TIFFs (1728 wide, 204x196 dpi, G4): "
-            "faxbox.validator.render.render in this process vs Ghostscript tiffg4, one gs "
+            "faxbox.render.render in this process vs Ghostscript tiffg4, one gs "
             "process per document (start-up included). Ratios are ours/Ghostscript's "
             "(speed: higher is better; bytes: lower is better). Median of the runs."
         ),

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from faxbox.render import RenderedDocument
 from faxbox.shared.bus import PermanentError
 from faxbox.shared.contracts import (
     DocumentRef,
@@ -22,7 +23,6 @@ from faxbox.shared.store import NotFound
 from faxbox.validator.decision import Limits
 from faxbox.validator.handler import Deps, decision_message_id, on_mail_received
 from faxbox.validator.ports import LedgerEntry
-from faxbox.validator.render import RenderedDocument
 from faxbox.validator.renderer import InlineRenderer
 from tests.unit.validator.mailkit import (
     FakeCounters,

@@ -60,6 +60,7 @@ from faxbox.pstn_sim.metrics import CALLS, CALLS_IN_PROGRESS, LOOP_LAG
 from faxbox.pstn_sim.records import CallLog, CallRecord, Direction, OutcomeSummary, now
 from faxbox.pstn_sim.scenarios import Behaviour, Scenario, choose, load_table
 from faxbox.pstn_sim.settings import PstnSettings
+from faxbox.render import render
 
 log = logging.getLogger("faxbox.pstn_sim")
 
@@ -71,10 +72,6 @@ DROP_DELAY_S = 3.0
 SEND_DROP_DELAY_S = 1.5
 BLOCK_S = 0.02
 SAMPLE_RATE = 8000
-
-
-class DocumentError(ValueError):
-    """The document to originate cannot be faxed."""
 
 
 def dialled_number(user: str) -> str:
@@ -588,12 +585,6 @@ class Simulator:
 
 
 def _render(data: bytes, target: Path) -> Path:
-    try:
-        from faxbox.validator.render import render  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise DocumentError(
-            "not a fax TIFF, and the validator's renderer is not installed to convert it"
-        ) from exc
     rendered = render(data)
     target.write_bytes(rendered.tiff)
     check_tiff(target)

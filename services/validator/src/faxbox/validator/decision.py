@@ -27,6 +27,8 @@ from datetime import date
 from enum import StrEnum
 from typing import Final
 
+from faxbox.render import RefusalCode as RenderCode
+from faxbox.render import RenderRefused
 from faxbox.shared.contracts import RejectionCode, RejectionReason
 from faxbox.shared.numbers import (
     NormalizedNumber,
@@ -37,8 +39,6 @@ from faxbox.shared.numbers import (
 )
 from faxbox.shared.store import Account, Faxbox, User
 from faxbox.validator.authz import SenderMatch, match_sender, sender_authenticated
-from faxbox.validator.errors import RefusalCode as RenderCode
-from faxbox.validator.errors import RenderRefused
 from faxbox.validator.merge import concatenate
 from faxbox.validator.mime import Mail, Part, PartRole, describe, parse_mail
 from faxbox.validator.ports import Directory, PageCounters, Renderer

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from faxbox.validator.g4tiff import G4TiffWriter
-from faxbox.validator.render import X_DPI
+from faxbox.render import X_DPI, G4TiffWriter
 
 
 def _frames(data: bytes) -> int:

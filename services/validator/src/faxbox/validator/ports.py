@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from faxbox.render import RenderedDocument
 from faxbox.shared.contracts import DocumentRef, Message
 from faxbox.shared.store import Account
 from faxbox.validator.authz import Candidate
-from faxbox.validator.render import RenderedDocument
 
 
 class Directory(Protocol):

@@ -1,10 +1,10 @@
-"""Renderer ports over ``faxbox.validator.render``."""
+"""Renderer ports over ``faxbox.render``."""
 
 from __future__ import annotations
 
 import asyncio
 
-from faxbox.validator.render import RenderedDocument, render, render_document
+from faxbox.render import RenderedDocument, render, render_document
 
 
 class ProcessRenderer:

@@ -9,6 +9,7 @@ from functools import partial
 
 from pydantic import Field
 
+from faxbox.render import DEFAULT_TIMEOUT_S
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import MailReceived, Message
@@ -20,7 +21,6 @@ from faxbox.validator.decision import DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_
 from faxbox.validator.handler import Deps, on_mail_received
 from faxbox.validator.mongo import MongoDirectory, MongoDocuments, MongoLedger, MongoPageCounters
 from faxbox.validator.ports import Publisher, Renderer
-from faxbox.validator.render import DEFAULT_TIMEOUT_S
 from faxbox.validator.renderer import ProcessRenderer
 
 SERVICE = "validator"

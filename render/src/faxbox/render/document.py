@@ -24,20 +24,15 @@ numpy (see ``bilevel``) and libtiff encodes Group 4 (see ``g4tiff``). Encoding r
 second thread while PDFium renders the next page: both release the GIL, so a document
 uses two cores within one process.
 
-``render_document`` runs all of this in a child process that is killed when it takes
-too long; ``render`` is the same work in the calling process, for callers that provide
-their own isolation (and for benchmarks).
+``render`` does all of this in the calling process; ``faxbox.render.sandbox`` runs it in
+a child process that is killed when it takes too long.
 """
 
 from __future__ import annotations
 
 import ctypes
 import io
-import logging
 import math
-import multiprocessing
-import multiprocessing.connection
-import multiprocessing.context
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,15 +46,19 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image
 
-from faxbox.validator.bilevel import Conversion, GreyPage, choose, to_bits
-from faxbox.validator.errors import RefusalCode, RenderRefused
-from faxbox.validator.g4tiff import FAX_WIDTH, G4TiffWriter
-
-log = logging.getLogger("faxbox.validator.render")
+from faxbox.render.bilevel import Conversion, GreyPage, choose, to_bits
+from faxbox.render.errors import (
+    RefusalCode,
+    RenderRefused,
+    empty,
+    page_too_large,
+    too_many_pages,
+    unreadable,
+)
+from faxbox.render.g4tiff import FAX_WIDTH, G4TiffWriter
 
 X_DPI: Final = 204
 DEFAULT_MAX_PAGES: Final = 100
-DEFAULT_TIMEOUT_S: Final = 120.0
 # Longest page accepted, as height / width once portrait: 5 is a 8.5 x 42 inch strip,
 # longer than any paper a fax machine will print on. A fine page of that shape is
 # ~14 M pixels, so the cap also bounds the memory a page can take.
@@ -157,26 +156,6 @@ def inspect_document(data: bytes) -> tuple[DocumentKind, int]:
         return kind, _frame_count(image)
 
 
-def _unreadable(what: str = "document") -> RenderRefused:
-    return RenderRefused(
-        RefusalCode.UNREADABLE_DOCUMENT,
-        f"The {what} could not be read: it is damaged or incomplete. "
-        "Please save or export it again and resend it.",
-    )
-
-
-def _too_many_pages(pages: int, max_pages: int) -> RenderRefused:
-    return RenderRefused(
-        RefusalCode.TOO_MANY_PAGES,
-        f"The document has {pages} pages; at most {max_pages} pages can be sent in one fax. "
-        "Please split it into smaller documents.",
-    )
-
-
-def _empty() -> RenderRefused:
-    return RenderRefused(RefusalCode.EMPTY_DOCUMENT, "The document has no pages to fax.")
-
-
 class _OpenPdf:
     def __init__(self, data: bytes) -> None:
         # PDFium rebuilds a damaged cross-reference table by scanning the file, so a cut
@@ -184,7 +163,7 @@ class _OpenPdf:
         # (within the last 1 KB, or further when a mail gateway appended junk) is the
         # only sign that the file is whole.
         if b"%%EOF" not in data[-4096:]:
-            raise _unreadable("PDF")
+            raise unreadable("PDF")
         try:
             self.pdf = pdfium.PdfDocument(data)
         except pdfium.PdfiumError as exc:
@@ -194,7 +173,7 @@ class _OpenPdf:
                     "The PDF is protected with a password, so it cannot be opened for "
                     "faxing. Please send a copy without password protection.",
                 ) from exc
-            raise _unreadable("PDF") from exc
+            raise unreadable("PDF") from exc
 
     def __enter__(self) -> pdfium.PdfDocument:
         return self.pdf
@@ -212,9 +191,9 @@ class _OpenTiff:
         try:
             self.image = Image.open(io.BytesIO(data), formats=["TIFF"])
         except Image.DecompressionBombError as exc:
-            raise _page_too_large(None) from exc
+            raise page_too_large(None) from exc
         except (OSError, ValueError, SyntaxError) as exc:
-            raise _unreadable("TIFF image") from exc
+            raise unreadable("TIFF image") from exc
 
     def __enter__(self) -> Image.Image:
         return self.image
@@ -231,17 +210,7 @@ def _frame_count(image: Image.Image) -> int:
     try:
         return int(getattr(image, "n_frames", 1))
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise _unreadable("TIFF image") from exc
-
-
-def _page_too_large(page: int | None) -> RenderRefused:
-    where = f"Page {page} of the document" if page is not None else "A page of the document"
-    return RenderRefused(
-        RefusalCode.PAGE_TOO_LARGE,
-        f"{where} has a size or shape no fax machine can print (for example a very long "
-        "strip or an enormous image). Please resend it on ordinary A4 or Letter pages.",
-        page,
-    )
+        raise unreadable("TIFF image") from exc
 
 
 # --- geometry ------------------------------------------------------------------------------
@@ -271,14 +240,14 @@ def _geometry(
     per_inch: float | None,
 ) -> _Geometry:
     if not (math.isfinite(width) and math.isfinite(height)):
-        raise _unreadable()
+        raise unreadable()
     if width < minimum or height < minimum:
-        raise _page_too_large(page)
+        raise page_too_large(page)
     rotated = width > height
     if rotated:
         width, height = height, width
     if height / width > MAX_ASPECT:
-        raise _page_too_large(page)
+        raise page_too_large(page)
     columns, rows = fit_page(width, height, y_dpi, per_inch=per_inch)
     return _Geometry(rows, columns, (FAX_WIDTH - columns) // 2, rotated, width, height)
 
@@ -347,7 +316,7 @@ def _pdf_page_sizes(pdf: pdfium.PdfDocument) -> Iterator[tuple[float, float]]:
     for index in range(len(pdf)):
         # Reads the page dictionary only, with /Rotate applied: no page content is parsed.
         if not pdfium_c.FPDF_GetPageSizeByIndexF(pdf.raw, index, ctypes.byref(size)):
-            raise _unreadable("PDF")
+            raise unreadable("PDF")
         yield float(size.width), float(size.height)
 
 
@@ -408,9 +377,9 @@ def _render_pdf(
     with _PDFIUM, _open_pdf(data) as pdf:
         count = len(pdf)
         if count == 0:
-            raise _empty()
+            raise empty()
         if count > max_pages:
-            raise _too_many_pages(count, max_pages)
+            raise too_many_pages(count, max_pages)
         # Every page's size is checked before the first is rendered: a refusal costs
         # nothing, and never comes after minutes of work.
         geometries = [
@@ -424,7 +393,7 @@ def _render_pdf(
                 try:
                     page = pdf[index]
                 except pdfium.PdfiumError as exc:
-                    raise _unreadable("PDF") from exc
+                    raise unreadable("PDF") from exc
                 try:
                     grey = _render_pdf_page(page, geometry, buffers.take(geometry.rows))
                 finally:
@@ -481,12 +450,12 @@ def _tiff_frame_grey(
     try:
         image.seek(index)
     except (OSError, ValueError, EOFError) as exc:
-        raise _unreadable("TIFF image") from exc
+        raise unreadable("TIFF image") from exc
     width, height = image.size
     if width < 1 or height < 1:
-        raise _unreadable("TIFF image")
+        raise unreadable("TIFF image")
     if width * height > MAX_SOURCE_PIXELS:
-        raise _page_too_large(index + 1)
+        raise page_too_large(index + 1)
     x_dpi, y_dpi, known = _frame_dpi(image)
     geometry = _geometry(
         width / x_dpi,
@@ -500,7 +469,7 @@ def _tiff_frame_grey(
         image.load()
         grey, bilevel = _frame_to_grey(image)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise _unreadable("TIFF image") from exc
+        raise unreadable("TIFF image") from exc
     if geometry.rotated:
         # A quarter turn clockwise, as for PDF pages.
         grey = grey.transpose(Image.Transpose.ROTATE_270)
@@ -522,9 +491,9 @@ def _render_tiff(
     with _open_tiff(data) as image:
         count = _frame_count(image)
         if count == 0:
-            raise _empty()
+            raise empty()
         if count > max_pages:
-            raise _too_many_pages(count, max_pages)
+            raise too_many_pages(count, max_pages)
         encoder = _Encoder(count, resolution, conversion)
         try:
             for index in range(count):
@@ -557,126 +526,3 @@ def render(
     if found is DocumentKind.PDF:
         return _render_pdf(data, resolution, max_pages, conversion)
     return _render_tiff(data, resolution, max_pages, conversion)
-
-
-# --- isolation: a child process per document -------------------------------------------------
-
-
-def _child_main(
-    conn: multiprocessing.connection.Connection,
-    data: bytes,
-    kind: str | None,
-    resolution: str,
-    max_pages: int,
-    conversion: str,
-) -> None:
-    try:
-        result: tuple[str, object] = ("ok", render(data, kind, resolution, max_pages, conversion))
-    except RenderRefused as exc:
-        result = ("refused", exc)
-    except MemoryError:
-        result = ("refused", _page_too_large(None))
-    except Exception as exc:
-        # Anything else is a damaged file that PDFium or Pillow could not cope with.
-        result = ("error", f"{type(exc).__name__}: {exc}")
-    conn.send(result)
-    conn.close()
-
-
-_context_lock = threading.Lock()
-_context: multiprocessing.context.BaseContext | None = None
-
-
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """A forkserver with this module preloaded: a new worker is a fork of a small, idle,
-    thread-free process that has PDFium loaded already, so it starts in milliseconds and
-    is safe to start from a process running threads (the service's event loop, its bus
-    client), where a plain fork is not."""
-    global _context
-    with _context_lock:
-        if _context is None:
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context(
-                "forkserver" if "forkserver" in methods else "spawn"
-            )
-            if isinstance(context, multiprocessing.context.ForkServerContext):
-                context.set_forkserver_preload([__name__])
-            _context = context
-        return _context
-
-
-def render_document(
-    data: bytes,
-    kind: DocumentKind | str | None = None,
-    resolution: Resolution | str = Resolution.FINE,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    max_pages: int = DEFAULT_MAX_PAGES,
-    conversion: Conversion | str = Conversion.AUTO,
-) -> RenderedDocument:
-    """Render in a child process, killed after ``timeout_s``; raises ``RenderRefused``.
-
-    Blocking: from asyncio, call it through ``asyncio.to_thread``.
-    """
-    context = _worker_context()
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(  # type: ignore[attr-defined]
-        target=_child_main,
-        args=(
-            sender,
-            data,
-            None if kind is None else DocumentKind(kind).value,
-            Resolution(resolution).value,
-            max_pages,
-            Conversion(conversion).value,
-        ),
-        name="fax-render",
-        daemon=True,
-    )
-    try:
-        process.start()
-        sender.close()
-        try:
-            ready = receiver.poll(timeout_s)
-            message = receiver.recv() if ready else None
-        except (EOFError, OSError):
-            # The worker died without a word: PDFium or Pillow crashed on the file.
-            process.join(1.0)
-            log.warning("the rendering worker died (exit code %s)", process.exitcode)
-            raise _unreadable() from None
-        if message is None:
-            raise RenderRefused(
-                RefusalCode.RENDERING_TIMEOUT,
-                f"The document took too long to prepare for faxing (more than "
-                f"{timeout_s:g} seconds). It may be unusually complex; please send a simpler "
-                "version, for example printed to PDF again or split into parts.",
-            )
-    finally:
-        if process.is_alive():
-            process.kill()
-        process.join()
-        process.close()
-        receiver.close()
-    status, payload = message
-    if status == "ok" and isinstance(payload, RenderedDocument):
-        return payload
-    if status == "refused" and isinstance(payload, RenderRefused):
-        raise payload
-    log.warning("rendering failed in the worker: %s", payload)
-    raise _unreadable()
-
-
-__all__: list[str] = [
-    "DEFAULT_MAX_PAGES",
-    "DEFAULT_TIMEOUT_S",
-    "Conversion",
-    "DocumentKind",
-    "RenderRefused",
-    "RenderedDocument",
-    "RenderedPage",
-    "Resolution",
-    "detect_kind",
-    "fit_page",
-    "inspect_document",
-    "render",
-    "render_document",
-]

@@ -22,17 +22,19 @@ from pypdf.generic import RectangleObject
 
 from faxbox.fax.session import CallSettings, FaxSession
 from faxbox.fax.tiffcheck import check_tiff
-from faxbox.validator.bilevel import Conversion, smooth_edges
-from faxbox.validator.errors import RefusalCode, RenderRefused
-from faxbox.validator.render import (
+from faxbox.render import (
+    Conversion,
     DocumentKind,
+    RefusalCode,
     RenderedDocument,
+    RenderRefused,
     Resolution,
     fit_page,
     inspect_document,
     render,
     render_document,
 )
+from faxbox.render.bilevel import smooth_edges
 
 A4 = (595, 842)
 LETTER = (612, 792)

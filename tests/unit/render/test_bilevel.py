@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from faxbox.validator.bilevel import Conversion, smooth_edges, to_bits
+from faxbox.render.bilevel import Conversion, smooth_edges, to_bits
 
 Page = npt.NDArray[np.bool_]
 

@@ -1,0 +1,43 @@
+"""Documents (PDF or TIFF) to fax-ready Group 4 TIFF pages: a library below the services.
+
+``render`` works in the calling process; ``render_document`` in a child process killed
+at a time limit. ``RenderRefused`` says why a document cannot be faxed, in words meant
+for its sender.
+"""
+
+from faxbox.render.bilevel import Conversion
+from faxbox.render.document import (
+    DEFAULT_MAX_PAGES,
+    X_DPI,
+    DocumentKind,
+    RenderedDocument,
+    RenderedPage,
+    Resolution,
+    detect_kind,
+    fit_page,
+    inspect_document,
+    render,
+)
+from faxbox.render.errors import RefusalCode, RenderRefused
+from faxbox.render.g4tiff import FAX_WIDTH, G4TiffWriter
+from faxbox.render.sandbox import DEFAULT_TIMEOUT_S, render_document
+
+__all__ = [
+    "DEFAULT_MAX_PAGES",
+    "DEFAULT_TIMEOUT_S",
+    "FAX_WIDTH",
+    "X_DPI",
+    "Conversion",
+    "DocumentKind",
+    "G4TiffWriter",
+    "RefusalCode",
+    "RenderRefused",
+    "RenderedDocument",
+    "RenderedPage",
+    "Resolution",
+    "detect_kind",
+    "fit_page",
+    "inspect_document",
+    "render",
+    "render_document",
+]

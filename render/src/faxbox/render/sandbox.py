@@ -1,0 +1,127 @@
+"""A document rendered in a child process that is killed when it takes too long.
+
+PDFium and Pillow are C code: a hostile or damaged file can make them loop, take all
+memory or crash, and none of that may take the caller with it. ``render_document`` runs
+``render`` in a fresh worker per document and waits at most ``timeout_s`` for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import threading
+from typing import Final
+
+from faxbox.render.bilevel import Conversion
+from faxbox.render.document import (
+    DEFAULT_MAX_PAGES,
+    DocumentKind,
+    RenderedDocument,
+    Resolution,
+    render,
+)
+from faxbox.render.errors import RenderRefused, page_too_large, rendering_timeout, unreadable
+
+log = logging.getLogger("faxbox.render")
+
+DEFAULT_TIMEOUT_S: Final = 120.0
+
+
+def _child_main(
+    conn: multiprocessing.connection.Connection,
+    data: bytes,
+    kind: str | None,
+    resolution: str,
+    max_pages: int,
+    conversion: str,
+) -> None:
+    try:
+        result: tuple[str, object] = ("ok", render(data, kind, resolution, max_pages, conversion))
+    except RenderRefused as exc:
+        result = ("refused", exc)
+    except MemoryError:
+        result = ("refused", page_too_large(None))
+    except Exception as exc:
+        # Anything else is a damaged file that PDFium or Pillow could not cope with.
+        result = ("error", f"{type(exc).__name__}: {exc}")
+    conn.send(result)
+    conn.close()
+
+
+_context_lock = threading.Lock()
+_context: multiprocessing.context.BaseContext | None = None
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """A forkserver with this module preloaded: a new worker is a fork of a small, idle,
+    thread-free process that has PDFium loaded already, so it starts in milliseconds and
+    is safe to start from a process running threads (the service's event loop, its bus
+    client), where a plain fork is not."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context(
+                "forkserver" if "forkserver" in methods else "spawn"
+            )
+            if isinstance(context, multiprocessing.context.ForkServerContext):
+                context.set_forkserver_preload([__name__])
+            _context = context
+        return _context
+
+
+def render_document(
+    data: bytes,
+    kind: DocumentKind | str | None = None,
+    resolution: Resolution | str = Resolution.FINE,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    conversion: Conversion | str = Conversion.AUTO,
+) -> RenderedDocument:
+    """Render in a child process, killed after ``timeout_s``; raises ``RenderRefused``.
+
+    Blocking: from asyncio, call it through ``asyncio.to_thread``.
+    """
+    context = _worker_context()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(  # type: ignore[attr-defined]
+        target=_child_main,
+        args=(
+            sender,
+            data,
+            None if kind is None else DocumentKind(kind).value,
+            Resolution(resolution).value,
+            max_pages,
+            Conversion(conversion).value,
+        ),
+        name="fax-render",
+        daemon=True,
+    )
+    try:
+        process.start()
+        sender.close()
+        try:
+            ready = receiver.poll(timeout_s)
+            message = receiver.recv() if ready else None
+        except (EOFError, OSError):
+            # The worker died without a word: PDFium or Pillow crashed on the file.
+            process.join(1.0)
+            log.warning("the rendering worker died (exit code %s)", process.exitcode)
+            raise unreadable() from None
+        if message is None:
+            raise rendering_timeout(timeout_s)
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        process.close()
+        receiver.close()
+    status, payload = message
+    if status == "ok" and isinstance(payload, RenderedDocument):
+        return payload
+    if status == "refused" and isinstance(payload, RenderRefused):
+        raise payload
+    log.warning("rendering failed in the worker: %s", payload)
+    raise unreadable()
