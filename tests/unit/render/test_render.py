@@ -447,10 +447,12 @@ def _framed_tiff(size: tuple[int, int], dpi: tuple[int, int] | None) -> bytes:
         ((400, 600), (100, 100), 816, 1176),
         # 9 x 11 in at 200 dpi (1836 pixels at 204 dpi): scaled down to the line.
         ((1800, 2200), (200, 200), FAX_WIDTH, 2029),
-        # No resolution: no true size, so it fills the line as before (read as 200 dpi).
-        ((400, 600), None, FAX_WIDTH, 2490),
+        # No resolution: no true size, so it fills the line (enlarged 3.46 times).
+        ((500, 750), None, FAX_WIDTH, 2490),
+        # ... but is enlarged at most 4 times: 400 pixels become 1600 columns, centred.
+        ((400, 600), None, 1600, 2306),
     ],
-    ids=["narrow-with-dpi", "wide-with-dpi", "narrow-without-dpi"],
+    ids=["narrow-with-dpi", "wide-with-dpi", "narrow-without-dpi", "small-without-dpi"],
 )
 def test_tiff_frame_is_drawn_at_its_true_size_when_known(
     tmp_path: Path,
@@ -572,11 +574,15 @@ def test_too_many_pages(text_pdf: bytes) -> None:
 
 
 def test_absurd_page_shape_is_refused_before_rendering() -> None:
-    strip = gs_pdf(["0 setgray 10 10 50 50 rectfill"], (100, 3000))
+    # 1.4 x 69 in: longer than the 1.5 m a fax page may be (a 100 x 3000 pt strip,
+    # 1058 mm, is printable since fax pages may be long: see test_documents).
+    strip = gs_pdf(["0 setgray 10 10 50 50 rectfill"], (100, 5000))
     with pytest.raises(RenderRefused) as refused:
         render(strip)
     assert refused.value.code is RefusalCode.PAGE_TOO_LARGE
     assert refused.value.page == 1
+    assert "35 x 1764 mm (1.4 x 69.4 in)" in refused.value.message
+    assert "at most 1500 mm (59.1 in) long" in refused.value.message
 
 
 def test_render_document_in_a_worker_matches_in_process(text_pdf: bytes, tmp_path: Path) -> None:

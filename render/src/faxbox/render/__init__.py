@@ -6,23 +6,21 @@ for its sender.
 """
 
 from faxbox.render.bilevel import Conversion
-from faxbox.render.document import (
+from faxbox.render.document import detect_kind, inspect_document, render, sniff_kind
+from faxbox.render.errors import RefusalCode, RenderRefused
+from faxbox.render.g4tiff import FAX_WIDTH, G4TiffWriter
+from faxbox.render.geometry import DEFAULT_MAX_LENGTH_MM, X_DPI, fit_page
+from faxbox.render.model import (
     DEFAULT_MAX_PAGES,
-    X_DPI,
     DocumentKind,
     RenderedDocument,
     RenderedPage,
     Resolution,
-    detect_kind,
-    fit_page,
-    inspect_document,
-    render,
 )
-from faxbox.render.errors import RefusalCode, RenderRefused
-from faxbox.render.g4tiff import FAX_WIDTH, G4TiffWriter
 from faxbox.render.sandbox import DEFAULT_TIMEOUT_S, render_document
 
 __all__ = [
+    "DEFAULT_MAX_LENGTH_MM",
     "DEFAULT_MAX_PAGES",
     "DEFAULT_TIMEOUT_S",
     "FAX_WIDTH",
@@ -40,4 +38,5 @@ __all__ = [
     "inspect_document",
     "render",
     "render_document",
+    "sniff_kind",
 ]

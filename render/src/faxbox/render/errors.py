@@ -1,8 +1,15 @@
-"""Why a document cannot be faxed, in words the sender can act on."""
+"""Why a document cannot be faxed, in words the sender can act on.
+
+Every message names the true cause: a damaged file is not called too large, a kind of
+TIFF that cannot be decoded here is not called damaged, a page too long to print says
+how long it is and how long a page may be.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+MM_PER_INCH = 25.4
 
 
 class RefusalCode(StrEnum):
@@ -32,11 +39,48 @@ class RenderRefused(Exception):
         return f"RenderRefused({self.code.value!r}, {self.message!r}, page={self.page})"
 
 
-def unreadable(what: str = "document") -> RenderRefused:
+def not_a_document() -> RenderRefused:
+    return RenderRefused(
+        RefusalCode.UNSUPPORTED_DOCUMENT,
+        "The attachment is not a PDF or TIFF file. Only PDF and TIFF documents can be faxed.",
+    )
+
+
+def unreadable(what: str = "document", page: int | None = None) -> RenderRefused:
+    where = f"Page {page} of the {what}" if page is not None else f"The {what}"
     return RenderRefused(
         RefusalCode.UNREADABLE_DOCUMENT,
-        f"The {what} could not be read: it is damaged or incomplete. "
+        f"{where} could not be read: it is damaged or incomplete. "
         "Please save or export it again and resend it.",
+        page,
+    )
+
+
+def truncated_pdf() -> RenderRefused:
+    return RenderRefused(
+        RefusalCode.UNREADABLE_DOCUMENT,
+        "The PDF is incomplete: it stops before its end (it was probably cut off while "
+        "being downloaded or attached), so pages may be missing. Please attach the whole "
+        "file again.",
+    )
+
+
+def unsupported_tiff(detail: str, page: int | None = None) -> RenderRefused:
+    where = f"Page {page} of the TIFF image" if page is not None else "The TIFF image"
+    return RenderRefused(
+        RefusalCode.UNSUPPORTED_DOCUMENT,
+        f"{where} is stored in a form that cannot be read here ({detail}). Please save "
+        "it again as a PDF, or as a TIFF with ordinary compression (none, LZW, Deflate, "
+        "JPEG or fax Group 3/4), and resend it.",
+        page,
+    )
+
+
+def encrypted_pdf() -> RenderRefused:
+    return RenderRefused(
+        RefusalCode.ENCRYPTED_PDF,
+        "The PDF is protected with a password, so it cannot be opened for "
+        "faxing. Please send a copy without password protection.",
     )
 
 
@@ -52,13 +96,43 @@ def empty() -> RenderRefused:
     return RenderRefused(RefusalCode.EMPTY_DOCUMENT, "The document has no pages to fax.")
 
 
-def page_too_large(page: int | None) -> RenderRefused:
-    where = f"Page {page} of the document" if page is not None else "A page of the document"
+def no_page_size(page: int) -> RenderRefused:
+    return RenderRefused(
+        RefusalCode.UNREADABLE_DOCUMENT,
+        f"Page {page} of the document has no size (its page box is empty or invalid), so "
+        "it is damaged. Please save or export it again and resend it.",
+        page,
+    )
+
+
+def page_too_long(page: int, size: str, length_mm: float, limit_mm: float) -> RenderRefused:
     return RenderRefused(
         RefusalCode.PAGE_TOO_LARGE,
-        f"{where} has a size or shape no fax machine can print (for example a very long "
-        "strip or an enormous image). Please resend it on ordinary A4 or Letter pages.",
+        f"Page {page} of the document is {size}: on the 215 mm wide fax page it would be "
+        f"{length_mm:.0f} mm ({length_mm / MM_PER_INCH:.1f} in) long, and a fax page can be "
+        f"at most {limit_mm:.0f} mm ({limit_mm / MM_PER_INCH:.1f} in) long. Please split it "
+        "into shorter pages, for example A4 or Letter, and resend it.",
         page,
+    )
+
+
+def too_many_pixels(page: int | None, pixels: int | None, limit: int) -> RenderRefused:
+    where = f"Page {page} of the document" if page is not None else "A page of the document"
+    count = f"{pixels / 1e6:.0f} million pixels" if pixels else "more pixels than that"
+    return RenderRefused(
+        RefusalCode.PAGE_TOO_LARGE,
+        f"{where} is an image of {count}; an image of at most {limit / 1e6:.0f} million "
+        "pixels can be faxed. Please resend it at a lower resolution (300 dpi is plenty "
+        "for a fax).",
+        page,
+    )
+
+
+def out_of_memory() -> RenderRefused:
+    return RenderRefused(
+        RefusalCode.PAGE_TOO_LARGE,
+        "The document's pages need more memory to prepare than a fax may take (very large "
+        "images). Please resend it at a lower resolution (300 dpi is plenty for a fax).",
     )
 
 

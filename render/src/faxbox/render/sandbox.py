@@ -15,14 +15,10 @@ import threading
 from typing import Final
 
 from faxbox.render.bilevel import Conversion
-from faxbox.render.document import (
-    DEFAULT_MAX_PAGES,
-    DocumentKind,
-    RenderedDocument,
-    Resolution,
-    render,
-)
-from faxbox.render.errors import RenderRefused, page_too_large, rendering_timeout, unreadable
+from faxbox.render.document import render
+from faxbox.render.errors import RenderRefused, out_of_memory, rendering_timeout, unreadable
+from faxbox.render.geometry import DEFAULT_MAX_LENGTH_MM
+from faxbox.render.model import DEFAULT_MAX_PAGES, DocumentKind, RenderedDocument, Resolution
 
 log = logging.getLogger("faxbox.render")
 
@@ -36,13 +32,15 @@ def _child_main(
     resolution: str,
     max_pages: int,
     conversion: str,
+    max_length_mm: float,
 ) -> None:
     try:
-        result: tuple[str, object] = ("ok", render(data, kind, resolution, max_pages, conversion))
+        document = render(data, kind, resolution, max_pages, conversion, max_length_mm)
+        result: tuple[str, object] = ("ok", document)
     except RenderRefused as exc:
         result = ("refused", exc)
     except MemoryError:
-        result = ("refused", page_too_large(None))
+        result = ("refused", out_of_memory())
     except Exception as exc:
         # Anything else is a damaged file that PDFium or Pillow could not cope with.
         result = ("error", f"{type(exc).__name__}: {exc}")
@@ -79,6 +77,7 @@ def render_document(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_pages: int = DEFAULT_MAX_PAGES,
     conversion: Conversion | str = Conversion.AUTO,
+    max_length_mm: float = DEFAULT_MAX_LENGTH_MM,
 ) -> RenderedDocument:
     """Render in a child process, killed after ``timeout_s``; raises ``RenderRefused``.
 
@@ -95,6 +94,7 @@ def render_document(
             Resolution(resolution).value,
             max_pages,
             Conversion(conversion).value,
+            max_length_mm,
         ),
         name="fax-render",
         daemon=True,
