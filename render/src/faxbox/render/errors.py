@@ -13,7 +13,8 @@ MM_PER_INCH = 25.4
 
 
 class RefusalCode(StrEnum):
-    UNSUPPORTED_DOCUMENT = "unsupported_document"
+    UNSUPPORTED_DOCUMENT = "unsupported_document"  # not a PDF or TIFF at all
+    UNSUPPORTED_TIFF = "unsupported_tiff"  # a TIFF stored in a way that cannot be decoded
     ENCRYPTED_PDF = "encrypted_pdf"
     UNREADABLE_DOCUMENT = "unreadable_document"
     EMPTY_DOCUMENT = "empty_document"
@@ -68,7 +69,7 @@ def truncated_pdf() -> RenderRefused:
 def unsupported_tiff(detail: str, page: int | None = None) -> RenderRefused:
     where = f"Page {page} of the TIFF image" if page is not None else "The TIFF image"
     return RenderRefused(
-        RefusalCode.UNSUPPORTED_DOCUMENT,
+        RefusalCode.UNSUPPORTED_TIFF,
         f"{where} is stored in a form that cannot be read here ({detail}). Please save "
         "it again as a PDF, or as a TIFF with ordinary compression (none, LZW, Deflate, "
         "JPEG or fax Group 3/4), and resend it.",

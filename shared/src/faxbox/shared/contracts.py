@@ -158,7 +158,12 @@ class RejectionCode(StrEnum):
     faxbox_disabled = "faxbox_disabled"
     unauthenticated_sender = "unauthenticated_sender"
     daily_page_limit = "daily_page_limit"
+    # A document a reader could open but that was not rendered for a reason not listed
+    # here; the renderer names every cause it knows with the codes below.
     rendering_failed = "rendering_failed"
+    unsupported_document = "unsupported_document"
+    page_too_large = "page_too_large"
+    rendering_timeout = "rendering_timeout"
 
 
 class RejectionReason(Frozen):

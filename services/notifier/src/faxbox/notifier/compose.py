@@ -61,6 +61,15 @@ FIXES: dict[RejectionCode, str] = {
         "Save or print the document as a new PDF and send that; if it keeps failing, "
         "contact support."
     ),
+    RejectionCode.unsupported_document: (
+        "Save the document as a PDF, or as a TIFF with ordinary compression, and send that."
+    ),
+    RejectionCode.page_too_large: (
+        "Print or export the document on ordinary pages (A4 or Letter) and send that."
+    ),
+    RejectionCode.rendering_timeout: (
+        "Print the document to a new PDF, or split it into smaller parts, and send that."
+    ),
 }
 
 _RESOURCES_HINT = "No telephone line was free for this fax. Try again later."

@@ -48,7 +48,9 @@ async def check(raw: bytes, settings: Settings) -> dict[str, Any]:
                 raw,
                 directory=MongoDirectory(store),
                 counters=MongoPageCounters(store),
-                renderer=ProcessRenderer(settings.validator_render_timeout_s, 1),
+                renderer=ProcessRenderer(
+                    settings.validator_render_timeout_s, 1, settings.validator_max_page_length_mm
+                ),
                 limits=settings.limits(),
                 day=datetime.now(UTC).date(),
                 reserve_for=None,

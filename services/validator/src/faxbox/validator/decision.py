@@ -233,10 +233,11 @@ _RENDER_CODES: Final = {
     RenderCode.ENCRYPTED_PDF: RejectionCode.encrypted_pdf,
     RenderCode.UNREADABLE_DOCUMENT: RejectionCode.unreadable_document,
     RenderCode.UNSUPPORTED_DOCUMENT: RejectionCode.unreadable_document,
+    RenderCode.UNSUPPORTED_TIFF: RejectionCode.unsupported_document,
     RenderCode.EMPTY_DOCUMENT: RejectionCode.empty_attachment,
     RenderCode.TOO_MANY_PAGES: RejectionCode.too_many_pages,
-    RenderCode.PAGE_TOO_LARGE: RejectionCode.rendering_failed,
-    RenderCode.RENDERING_TIMEOUT: RejectionCode.rendering_failed,
+    RenderCode.PAGE_TOO_LARGE: RejectionCode.page_too_large,
+    RenderCode.RENDERING_TIMEOUT: RejectionCode.rendering_timeout,
 }
 
 

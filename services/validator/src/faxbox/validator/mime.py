@@ -10,7 +10,7 @@ Attachment candidates (the issue's rule):
   attachment``), carries a file name, or is ``application/pdf`` / ``image/tiff``;
 - a candidate is a PDF or TIFF *document* by its content type; generic types
   (``application/octet-stream`` and its cousins) are recognised by the file name's
-  extension and by the magic bytes (``%PDF-``, ``II*\\0``, ``MM\\0*``);
+  extension and by the magic bytes (``%PDF-``; ``II*\\0``, ``MM\\0*`` and BigTIFF's ``+``);
 - inline images (an ``image/*`` part that is not an attachment and has a Content-ID:
   signature logos, pictures inside HTML) and body text are ignored; TIFF is never
   taken for a logo;
@@ -34,6 +34,7 @@ from email.message import Message
 from enum import StrEnum
 from typing import Final
 
+from faxbox.render import sniff_kind
 from faxbox.shared.bus import PermanentError
 
 log = logging.getLogger(__name__)
@@ -235,12 +236,10 @@ def _payload(part: Message) -> bytes:
 
 
 def magic_kind(data: bytes) -> DocumentKind | None:
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return DocumentKind.TIFF
-    # Readers accept up to 1 KB of junk before the header, and so does the renderer.
-    if b"%PDF-" in data[:1024]:
-        return DocumentKind.PDF
-    return None
+    # The renderer's own test: what it reads (classic TIFF and BigTIFF, a PDF header
+    # after up to 1 KB of junk) is what counts as a document here.
+    found = sniff_kind(data)
+    return None if found is None else DocumentKind(found.value)
 
 
 def _extension_kind(filename: str | None) -> DocumentKind | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from faxbox.render import RenderedDocument, render, render_document
+from faxbox.render import DEFAULT_MAX_LENGTH_MM, RenderedDocument, render, render_document
 
 
 class ProcessRenderer:
@@ -14,9 +14,12 @@ class ProcessRenderer:
     semaphore bounds how many cores (and how much memory) rendering takes.
     """
 
-    def __init__(self, timeout_s: float, concurrency: int) -> None:
+    def __init__(
+        self, timeout_s: float, concurrency: int, max_length_mm: float = DEFAULT_MAX_LENGTH_MM
+    ) -> None:
         self._timeout_s = timeout_s
         self._slots = asyncio.Semaphore(concurrency)
+        self._max_length_mm = max_length_mm
 
     async def render(
         self, data: bytes, kind: str, resolution: str, max_pages: int
@@ -29,6 +32,7 @@ class ProcessRenderer:
                 resolution=resolution,
                 timeout_s=self._timeout_s,
                 max_pages=max_pages,
+                max_length_mm=self._max_length_mm,
             )
 
 

@@ -9,7 +9,7 @@ from functools import partial
 
 from pydantic import Field
 
-from faxbox.render import DEFAULT_TIMEOUT_S
+from faxbox.render import DEFAULT_MAX_LENGTH_MM, DEFAULT_TIMEOUT_S
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import MailReceived, Message
@@ -32,6 +32,11 @@ class Settings(ServiceSettings):
     validator_max_attachment_bytes: int = Field(default=DEFAULT_MAX_ATTACHMENT_BYTES, ge=1)
     validator_max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=1)
     validator_render_timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    validator_max_page_length_mm: float = Field(
+        default=DEFAULT_MAX_LENGTH_MM,
+        gt=0,
+        description="Longest page faxed, once fitted to the 215 mm fax width; longer is refused.",
+    )
     validator_render_concurrency: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1), ge=1
     )
@@ -59,7 +64,9 @@ def build_deps(
         counters=MongoPageCounters(store),
         renderer=renderer
         or ProcessRenderer(
-            settings.validator_render_timeout_s, settings.validator_render_concurrency
+            settings.validator_render_timeout_s,
+            settings.validator_render_concurrency,
+            settings.validator_max_page_length_mm,
         ),
         documents=MongoDocuments(store),
         ledger=MongoLedger(store),
