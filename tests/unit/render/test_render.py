@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import multiprocessing
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from faxbox.render import (
     Conversion,
     DocumentKind,
     RefusalCode,
-    RenderedDocument,
     RenderRefused,
     Resolution,
     fit_page,
@@ -35,8 +33,9 @@ from faxbox.render import (
     render_document,
 )
 from faxbox.render.bilevel import smooth_edges
+from tests.unit.render.pagekit import Pixels, black_box, checked, gs_pdf, pages_of, text_ps
 
-A4 = (595, 842)
+A4 = (595, 842)  # the same as pagekit.A4
 LETTER = (612, 792)
 A5 = (420, 595)
 LABEL = (288, 432)  # 4 x 6 in
@@ -47,71 +46,6 @@ FAX_WIDTH = 1728
 A4_COLUMNS = 1686
 A4_LEFT = 21
 A4_FINE_ROWS = 2292
-
-Pixels = npt.NDArray[np.uint8]
-
-
-def gs_pdf(pages: list[str], size: tuple[int, int] = A4) -> bytes:
-    """One PostScript snippet per page, on pages of ``size`` points."""
-    width, height = size
-    program = "\n".join(f"{page}\nshowpage" for page in pages)
-    return subprocess.run(
-        [
-            "gs",
-            "-q",
-            "-dNOPAUSE",
-            "-dBATCH",
-            "-dSAFER",
-            "-sDEVICE=pdfwrite",
-            f"-dDEVICEWIDTHPOINTS={width}",
-            f"-dDEVICEHEIGHTPOINTS={height}",
-            "-dFIXEDMEDIA",
-            "-sOutputFile=-",
-            "-",
-        ],
-        input=program.encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-def text_ps(lines: int = 40) -> str:
-    body = [
-        f"60 {780 - 18 * i} moveto (Line {i}: the quick brown fox jumps) show" for i in range(lines)
-    ]
-    return "/Helvetica findfont 11 scalefont setfont\n" + "\n".join(body)
-
-
-def pages_of(document: RenderedDocument) -> list[Pixels]:
-    """Every page as 0 (black) / 255 (white), decoded by Pillow, not by our writer."""
-    frames: list[Pixels] = []
-    with Image.open(io.BytesIO(document.tiff)) as image:
-        for index in range(getattr(image, "n_frames", 1)):
-            image.seek(index)
-            assert image.mode == "1"
-            assert image.info.get("compression") == "group4"
-            frames.append(np.asarray(image.convert("L")))
-    return frames
-
-
-def checked(document: RenderedDocument, tmp_path: Path, name: str = "out.tif") -> list[Pixels]:
-    """The pre-flight check the fax sender runs must accept every page as it is."""
-    path = tmp_path / name
-    path.write_bytes(document.tiff)
-    fax = check_tiff(path)
-    assert fax.page_count == document.page_count
-    wanted = "fine" if document.resolution is Resolution.FINE else "standard"
-    for page, rendered in zip(fax.pages, document.pages, strict=True):
-        assert page.width == FAX_WIDTH
-        assert page.length == rendered.rows
-        assert page.resolution == wanted
-        assert page.compression == 4
-    return pages_of(document)
-
-
-def black_box(page: Pixels) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(page == 0)
-    return int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
 
 
 @pytest.fixture(scope="module")
