@@ -142,7 +142,7 @@ def test_short_wide_g4_strip_is_a_short_page_not_a_refusal(tmp_path: Path) -> No
     assert page.shape == (180, FAX_WIDTH)
     assert document.pages[0].rotated is False
     assert document.pages[0].conversion is Conversion.THRESHOLD
-    top, bottom, first, last = black_box(page)
+    top, _, first, last = black_box(page)
     left = (FAX_WIDTH - 1254) // 2
     assert abs(first - (left + round(20 * 204 / 96))) <= 2
     assert abs(last - (left + round(570 * 204 / 96))) <= 3
