@@ -35,7 +35,7 @@ def faxbox_cli(mongo_settings: MongoSettings) -> Any:
 
     def run(*args: str) -> Result:
         proc = subprocess.run(
-            [sys.executable, "-m", "faxbox.shared.cli", "--json", *args],
+            [sys.executable, "-m", "faxbox.admin", "--json", *args],
             env=env,
             capture_output=True,
             text=True,
@@ -202,7 +202,7 @@ def test_show_help_prints_the_address_or_why_not(faxbox_cli: Any) -> None:
         [
             sys.executable,
             "-m",
-            "faxbox.shared.cli",
+            "faxbox.admin",
             "show-help",
             "2125551234",
             "--realm",

@@ -107,7 +107,7 @@ def cli(settings: MongoSettings, *args: str) -> subprocess.CompletedProcess[str]
         "FAXBOX_MONGO_DB": settings.mongo_db,
     }
     return subprocess.run(
-        [sys.executable, "-m", "faxbox.shared.cli", "--json", "history", *args],
+        [sys.executable, "-m", "faxbox.admin", "--json", "history", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -158,7 +158,7 @@ async def _set_password(email: str, typed: str, env: dict[str, str]) -> tuple[in
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "faxbox.shared.cli",
+        "faxbox.admin",
         "user",
         "set-password",
         "--email",

@@ -1,32 +1,26 @@
-"""``faxbox``: the administration command line.
+"""What each ``faxbox`` command does to the store, and the refusals it can give.
 
-Every command validates all of its input before it writes anything; a refusal is one
-line on stderr and a non-zero exit (2 for bad input, 1 for a conflict with what is
-stored, 3 when the database cannot be reached).
+Every command validates all of its input before it writes anything; a refusal is a
+:class:`CliError` with its exit status (2 for bad input, 1 for a conflict with what is
+stored).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from pymongo.errors import PyMongoError
 
 from faxbox.shared import numbers, passwords
-from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import (
     Account,
     Carrier,
     Faxbox,
-    NotFound,
     Role,
     Store,
-    StoreError,
     User,
     apply_retention,
     drop_month,
@@ -37,9 +31,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 EXIT_INPUT = 2
 EXIT_CONFLICT = 1
-EXIT_UNAVAILABLE = 3
 
-MAX_EXTENSION_DIGITS = numbers.MAX_EXTENSION_DIGITS
+Command = Callable[[Store, argparse.Namespace], Awaitable[Any]]
 
 
 class CliError(Exception):
@@ -277,175 +270,3 @@ async def _faxbox_of(store: Store, email: str) -> Faxbox:
 
 def _public_user(user: User) -> dict[str, Any]:
     return user.model_dump(mode="json", exclude={"password_hash"})
-
-
-# --- parser -------------------------------------------------------------------------------
-
-Command = Callable[[Store, argparse.Namespace], Awaitable[Any]]
-
-
-def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
-    parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None)
-    parser.add_argument(
-        f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_text
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="faxbox", description="Faxbox administration")
-    parser.add_argument("--json", action="store_true", help="print JSON (default: indented)")
-    groups = parser.add_subparsers(dest="group", required=True)
-
-    account = groups.add_parser("account", help="accounts").add_subparsers(required=True)
-    p = account.add_parser("create", help="create an account with its realm")
-    p.add_argument("--name", required=True)
-    p.add_argument("--realm", required=True, help="mail domain, e.g. acme.fax.example.com")
-    p.add_argument("--reseller")
-    p.add_argument("--months-to-keep", type=int)
-    p.add_argument("--allowed-country", action="append", help="ISO code; repeat (default all)")
-    p.add_argument("--block", action="append", help="number category to block (repeat)")
-    p.set_defaults(command=account_create)
-    account.add_parser("list").set_defaults(command=account_list)
-
-    user = groups.add_parser("user", help="users").add_subparsers(required=True)
-    p = user.add_parser("create")
-    p.add_argument("--realm", required=True, help="the account's realm")
-    p.add_argument("--email", required=True)
-    p.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
-    p.add_argument("--alternate-email")
-    p.set_defaults(command=user_create)
-    p = user.add_parser("list")
-    p.add_argument("--realm", required=True)
-    p.set_defaults(command=user_list)
-    p = user.add_parser("set-password", help="set the portal password (read from stdin)")
-    p.add_argument("--email", required=True)
-    p.set_defaults(command=user_set_password)
-    p = user.add_parser("set-alternate", help="set or clear the alternate notification address")
-    p.add_argument("--email", required=True)
-    p.add_argument("--alternate-email", help="omit to clear")
-    p.set_defaults(command=user_set_alternate)
-
-    faxbox = groups.add_parser("faxbox", help="faxboxes").add_subparsers(required=True)
-    p = faxbox.add_parser("enable", help="create or enable a user's faxbox, with settings")
-    p.add_argument("--user", required=True, help="owner's email")
-    p.add_argument("--number", action="append", help="DID (E.164) or extension; repeat")
-    p.add_argument("--caller-id")
-    p.add_argument("--identity", help="fax identity (TSI/CSI), at most 20 characters")
-    p.add_argument("--header-name")
-    p.add_argument("--timezone")
-    p.add_argument("--permit", action="append", help="allowed sender address or domain")
-    p.add_argument("--extra-recipient", action="append")
-    p.add_argument("--resolution", choices=["fine", "standard"])
-    _bool_flag(p, "require-authenticated-sender", "trust DMARC/SPF/DKIM results")
-    _bool_flag(p, "success-mails", "mail the sender when a fax was sent")
-    p.set_defaults(command=faxbox_enable)
-    for name, command in (("disable", faxbox_disable), ("show", faxbox_show)):
-        p = faxbox.add_parser(name)
-        p.add_argument("--user", required=True)
-        p.set_defaults(command=command)
-    p = faxbox.add_parser("assign", help="assign a number to the user's faxbox")
-    p.add_argument("--user", required=True)
-    p.add_argument("--number", required=True)
-    p.set_defaults(command=faxbox_assign)
-    p = faxbox.add_parser("unassign", help="remove a number from whatever faxbox has it")
-    p.add_argument("--number", required=True)
-    p.set_defaults(command=faxbox_unassign)
-
-    carrier = groups.add_parser("carrier", help="carriers").add_subparsers(required=True)
-    p = carrier.add_parser("add")
-    p.add_argument("--name", required=True)
-    p.add_argument("--flag", action="append", help="e.g. fax; repeat")
-    p.add_argument("--require-flag", action="append")
-    p.add_argument("--priority", type=int, default=100)
-    p.add_argument("--channels", type=int, default=1)
-    p.add_argument("--sip-host")
-    p.add_argument("--sip-port", type=int)
-    p.add_argument("--sip-username")
-    p.add_argument("--sip-password")
-    p.set_defaults(command=carrier_add)
-    carrier.add_parser("list").set_defaults(command=carrier_list)
-
-    history = groups.add_parser("history", help="fax history retention").add_subparsers(
-        required=True
-    )
-    p = history.add_parser("drop-month", help="drop one month of an account's faxes and documents")
-    p.add_argument("--account", required=True, help="account id")
-    p.add_argument("--month", required=True, help="YYYYMM")
-    p.set_defaults(command=history_drop_month)
-    p = history.add_parser("apply-retention", help="drop the months older than months-to-keep")
-    p.add_argument("--account", help="only this account id (default: every account)")
-    p.set_defaults(command=history_apply_retention)
-
-    p = groups.add_parser("show-help", help="the To address to fax NUMBER, or why not")
-    p.add_argument("number")
-    p.add_argument("--realm", required=True)
-    p.set_defaults(command=show_help)
-
-    p = groups.add_parser("check-email", help="the validator's decision on an email (dry run)")
-    p.add_argument("file", help="the email, as an .eml file")
-
-    p = groups.add_parser(
-        "demo",
-        help="fax a PDF from demo user A to B and show each step; `demo seed` creates the tenant",
-    )
-    p.add_argument("action", nargs="?", choices=["run", "seed"], default="run")
-    return parser
-
-
-def _check_email(args: argparse.Namespace) -> int:
-    # The validator depends on shared, never the other way: imported only when asked for.
-    try:
-        from faxbox.validator import check_email
-    except ImportError:
-        print("faxbox: check-email needs the validator (package faxbox-validator)", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    return check_email.main([args.file])
-
-
-async def _run(command: Command, args: argparse.Namespace) -> Any:
-    store = await Store.connect(MongoSettings())
-    try:
-        await store.ensure_indexes()
-        return await command(store, args)
-    finally:
-        await store.close()
-
-
-def _demo(args: argparse.Namespace) -> int:
-    try:
-        from faxbox.demo import cli as demo_cli
-    except ImportError:
-        print("faxbox: demo needs the package faxbox-demo", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    return demo_cli.main(args.action)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.group == "check-email":
-        return _check_email(args)
-    if args.group == "demo":
-        return _demo(args)
-    try:
-        result = asyncio.run(_run(args.command, args))
-    except CliError as exc:
-        print(f"faxbox: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except NotFound as exc:
-        print(f"faxbox: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except StoreError as exc:
-        print(f"faxbox: {exc}", file=sys.stderr)
-        return EXIT_CONFLICT
-    except PyMongoError as exc:
-        print(f"faxbox: database unavailable: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    if args.group == "show-help" and not args.json:
-        print(result["to"])
-    else:
-        print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""``faxbox``, the administration command line: on top of the libraries, validator and demo."""

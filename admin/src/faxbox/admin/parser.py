@@ -1,0 +1,133 @@
+"""The ``faxbox`` command line: its groups, commands and options."""
+
+from __future__ import annotations
+
+import argparse
+
+from faxbox.admin.commands import (
+    account_create,
+    account_list,
+    carrier_add,
+    carrier_list,
+    faxbox_assign,
+    faxbox_disable,
+    faxbox_enable,
+    faxbox_show,
+    faxbox_unassign,
+    history_apply_retention,
+    history_drop_month,
+    show_help,
+    user_create,
+    user_list,
+    user_set_alternate,
+    user_set_password,
+)
+from faxbox.shared.store import Role
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None)
+    parser.add_argument(
+        f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_text
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="faxbox", description="Faxbox administration")
+    parser.add_argument("--json", action="store_true", help="print JSON (default: indented)")
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    account = groups.add_parser("account", help="accounts").add_subparsers(required=True)
+    p = account.add_parser("create", help="create an account with its realm")
+    p.add_argument("--name", required=True)
+    p.add_argument("--realm", required=True, help="mail domain, e.g. acme.fax.example.com")
+    p.add_argument("--reseller")
+    p.add_argument("--months-to-keep", type=int)
+    p.add_argument("--allowed-country", action="append", help="ISO code; repeat (default all)")
+    p.add_argument("--block", action="append", help="number category to block (repeat)")
+    p.set_defaults(command=account_create)
+    account.add_parser("list").set_defaults(command=account_list)
+
+    user = groups.add_parser("user", help="users").add_subparsers(required=True)
+    p = user.add_parser("create")
+    p.add_argument("--realm", required=True, help="the account's realm")
+    p.add_argument("--email", required=True)
+    p.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
+    p.add_argument("--alternate-email")
+    p.set_defaults(command=user_create)
+    p = user.add_parser("list")
+    p.add_argument("--realm", required=True)
+    p.set_defaults(command=user_list)
+    p = user.add_parser("set-password", help="set the portal password (read from stdin)")
+    p.add_argument("--email", required=True)
+    p.set_defaults(command=user_set_password)
+    p = user.add_parser("set-alternate", help="set or clear the alternate notification address")
+    p.add_argument("--email", required=True)
+    p.add_argument("--alternate-email", help="omit to clear")
+    p.set_defaults(command=user_set_alternate)
+
+    faxbox = groups.add_parser("faxbox", help="faxboxes").add_subparsers(required=True)
+    p = faxbox.add_parser("enable", help="create or enable a user's faxbox, with settings")
+    p.add_argument("--user", required=True, help="owner's email")
+    p.add_argument("--number", action="append", help="DID (E.164) or extension; repeat")
+    p.add_argument("--caller-id")
+    p.add_argument("--identity", help="fax identity (TSI/CSI), at most 20 characters")
+    p.add_argument("--header-name")
+    p.add_argument("--timezone")
+    p.add_argument("--permit", action="append", help="allowed sender address or domain")
+    p.add_argument("--extra-recipient", action="append")
+    p.add_argument("--resolution", choices=["fine", "standard"])
+    _bool_flag(p, "require-authenticated-sender", "trust DMARC/SPF/DKIM results")
+    _bool_flag(p, "success-mails", "mail the sender when a fax was sent")
+    p.set_defaults(command=faxbox_enable)
+    for name, command in (("disable", faxbox_disable), ("show", faxbox_show)):
+        p = faxbox.add_parser(name)
+        p.add_argument("--user", required=True)
+        p.set_defaults(command=command)
+    p = faxbox.add_parser("assign", help="assign a number to the user's faxbox")
+    p.add_argument("--user", required=True)
+    p.add_argument("--number", required=True)
+    p.set_defaults(command=faxbox_assign)
+    p = faxbox.add_parser("unassign", help="remove a number from whatever faxbox has it")
+    p.add_argument("--number", required=True)
+    p.set_defaults(command=faxbox_unassign)
+
+    carrier = groups.add_parser("carrier", help="carriers").add_subparsers(required=True)
+    p = carrier.add_parser("add")
+    p.add_argument("--name", required=True)
+    p.add_argument("--flag", action="append", help="e.g. fax; repeat")
+    p.add_argument("--require-flag", action="append")
+    p.add_argument("--priority", type=int, default=100)
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--sip-host")
+    p.add_argument("--sip-port", type=int)
+    p.add_argument("--sip-username")
+    p.add_argument("--sip-password")
+    p.set_defaults(command=carrier_add)
+    carrier.add_parser("list").set_defaults(command=carrier_list)
+
+    history = groups.add_parser("history", help="fax history retention").add_subparsers(
+        required=True
+    )
+    p = history.add_parser("drop-month", help="drop one month of an account's faxes and documents")
+    p.add_argument("--account", required=True, help="account id")
+    p.add_argument("--month", required=True, help="YYYYMM")
+    p.set_defaults(command=history_drop_month)
+    p = history.add_parser("apply-retention", help="drop the months older than months-to-keep")
+    p.add_argument("--account", help="only this account id (default: every account)")
+    p.set_defaults(command=history_apply_retention)
+
+    p = groups.add_parser("show-help", help="the To address to fax NUMBER, or why not")
+    p.add_argument("number")
+    p.add_argument("--realm", required=True)
+    p.set_defaults(command=show_help)
+
+    p = groups.add_parser("check-email", help="the validator's decision on an email (dry run)")
+    p.add_argument("file", help="the email, as an .eml file")
+
+    p = groups.add_parser(
+        "demo",
+        help="fax a PDF from demo user A to B and show each step; `demo seed` creates the tenant",
+    )
+    p.add_argument("action", nargs="?", choices=["run", "seed"], default="run")
+    return parser
