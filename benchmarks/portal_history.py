@@ -31,6 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from faxbox.history.writes import HistoryWrites
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, Faxbox, Role, Store, User
 from faxbox.shared.store.monthly import month_key
@@ -103,6 +104,7 @@ def history_doc(
 async def seed(store: Store, faxes: int, now: datetime) -> tuple[str, str]:
     """Account, admin with an API token, and ``faxes`` history documents; returns
     (account id, token)."""
+    writes = HistoryWrites(store.history)
     await store.ensure_indexes()
     account = await store.create_account(Account(name="Bench", realm="bench.portal.test"))
     admin = await store.create_user(
@@ -126,7 +128,7 @@ async def seed(store: Store, faxes: int, now: datetime) -> tuple[str, str]:
     started = time.perf_counter()
     for _, docs in sorted(by_month.items()):
         # With their day keys, as the history-writer writes them.
-        await store.history.insert_many(account.id, docs)
+        await writes.insert_many(account.id, docs)
     print(
         f"inserted {faxes} faxes in {len(by_month)} months in "
         f"{time.perf_counter() - started:.1f} s",

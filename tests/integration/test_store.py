@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure
 
+from faxbox.history.writes import HistoryWrites
 from faxbox.shared.store import (
     Account,
     Carrier,
@@ -31,7 +32,6 @@ from faxbox.shared.store import (
     User,
 )
 from faxbox.shared.store.documents import CHUNK_SIZE
-from faxbox.shared.store.history import query_range
 from faxbox.shared.store.monthly import document_bucket_name, history_collection_name
 
 pytestmark = pytest.mark.integration
@@ -328,6 +328,7 @@ async def test_delete_month_removes_only_that_month(store: Store) -> None:
 @pytest.fixture(scope="module")
 async def history_items(store: Store) -> list[dict[str, Any]]:
     """75 items over Nov 2024 - Jan 2025, with runs of equal timestamps and edge times."""
+    writes = HistoryWrites(store.history)
     items: list[dict[str, Any]] = []
     for month_start in (
         datetime(2024, 11, 1, tzinfo=UTC),
@@ -352,7 +353,7 @@ async def history_items(store: Store) -> list[dict[str, Any]]:
                 "status": "failed" if i % 5 == 0 else "sent",
                 "pages": i,
             }
-            await store.history.insert("acc_hist", doc)
+            await writes.insert("acc_hist", doc)
             items.append(doc)
     return items
 
@@ -405,7 +406,7 @@ async def test_history_exact_last_page_has_no_cursor(
 ) -> None:
     start = datetime(2024, 12, 1, tzinfo=UTC)
     end = datetime(2025, 1, 1, tzinfo=UTC)
-    page = await query_range(store.db, "acc_hist", start, end, limit=25)
+    page = await store.history.query_range("acc_hist", start, end, limit=25)
     assert len(page.items) == 25
     assert page.next_cursor is None
     assert page.items[0]["created_at"].tzinfo is not None
@@ -427,9 +428,10 @@ async def test_history_cursor_checks(store: Store, history_items: list[dict[str,
 
 
 async def test_history_index_and_drop_month(store: Store) -> None:
+    writes = HistoryWrites(store.history)
     at = datetime(2023, 5, 5, tzinfo=UTC)
-    await store.history.insert("acc_drop", {"_id": "f1", "created_at": at})
-    await store.history.insert("acc_drop", {"_id": "f2", "created_at": at + timedelta(days=31)})
+    await writes.insert("acc_drop", {"_id": "f1", "created_at": at})
+    await writes.insert("acc_drop", {"_id": "f2", "created_at": at + timedelta(days=31)})
     name = history_collection_name("acc_drop", "202305")
     indexes = {ix["name"] async for ix in await store.db[name].list_indexes()}
     assert "created_at_id" in indexes
@@ -439,12 +441,12 @@ async def test_history_index_and_drop_month(store: Store) -> None:
     assert await store.history.months("acc_drop") == ["202306"]
 
     # Written again after the drop: the index is created again.
-    await store.history.insert("acc_drop", {"_id": "f3", "created_at": at})
+    await writes.insert("acc_drop", {"_id": "f3", "created_at": at})
     indexes = {ix["name"] async for ix in await store.db[name].list_indexes()}
     assert "created_at_id" in indexes
 
     with pytest.raises(ValueError, match="created_at"):
-        await store.history.insert("acc_drop", {"_id": "f4"})
+        await writes.insert("acc_drop", {"_id": "f4"})
 
 
 async def test_store_errors_have_one_line_messages() -> None:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from faxbox.history.changes import change_for
+from faxbox.history.day_keys import KeyEntry
 from faxbox.history.writer import MongoHistoryWriter
+from faxbox.history.writes import HistoryWrites
 from faxbox.shared.store import Store, drop_month, stored_months
-from faxbox.shared.store.history import KeyEntry
 from faxbox.shared.store.monthly import history_keys_collection_name
 from tests.integration.history._events import outbound_sent
 
@@ -38,6 +39,7 @@ async def walk(store: Store, account_id: str, keys: bool, **kwargs: Any) -> list
 @pytest.fixture(scope="module")
 async def three_months(store: Store) -> str:
     """60 faxes over Nov 2024 - Jan 2025: runs of equal times, month edges, two owners."""
+    writes = HistoryWrites(store.history)
     account_id = account()
     for month_start in (
         datetime(2024, 11, 1, tzinfo=UTC),
@@ -59,7 +61,7 @@ async def three_months(store: Store) -> str:
                 "user_id": "usr_a" if i % 3 else "usr_b",
                 "direction": "inbound" if i % 4 == 0 else "outbound",
             }
-            await store.history.insert(account_id, doc)
+            await writes.insert(account_id, doc)
     return account_id
 
 
@@ -102,11 +104,12 @@ async def test_keys_filter_by_owner_and_direction(store: Store, three_months: st
 
 
 async def test_the_document_has_the_final_say_over_its_keys(store: Store) -> None:
+    writes = HistoryWrites(store.history)
     account_id = account()
     at = datetime(2025, 3, 5, 12, tzinfo=UTC)
-    await store.history.insert(account_id, {"_id": "bobs", "created_at": at, "user_id": "bob"})
+    await writes.insert(account_id, {"_id": "bobs", "created_at": at, "user_id": "bob"})
     # Keys claiming bob's fax for alice, a time it does not have, a fax that is missing.
-    await store.history.write_keys(
+    await writes.write_keys(
         account_id,
         "202503",
         [
@@ -124,7 +127,7 @@ async def test_the_document_has_the_final_say_over_its_keys(store: Store) -> Non
     # Keys that do not know the owner or direction leave it to the document.
     doc = {"_id": "alices", "created_at": at, "user_id": "alice", "direction": "inbound"}
     await store.history.collection(account_id, "202503").insert_one(doc)
-    await store.history.write_keys(account_id, "202503", [KeyEntry("alices", at)])
+    await writes.write_keys(account_id, "202503", [KeyEntry("alices", at)])
     for user_id, direction in [("alice", None), (None, "inbound")]:
         page = await store.history.query_keys(
             account_id, *span, user_id=user_id, direction=direction
@@ -162,10 +165,11 @@ async def test_writer_keys_list_each_fax_once_where_it_was_created(store: Store)
 
 
 async def test_dropping_a_month_drops_its_day_keys(store: Store) -> None:
+    writes = HistoryWrites(store.history)
     account_id = account()
     at = datetime(2025, 6, 10, tzinfo=UTC)
-    await store.history.insert(account_id, {"_id": "f1", "created_at": at})
-    await store.history.insert(account_id, {"_id": "f2", "created_at": at + timedelta(days=31)})
+    await writes.insert(account_id, {"_id": "f1", "created_at": at})
+    await writes.insert(account_id, {"_id": "f2", "created_at": at + timedelta(days=31)})
     await drop_month(store, account_id, "202506")
     names = await store.db.list_collection_names()
     assert history_keys_collection_name(account_id, "202506") not in names
@@ -174,7 +178,7 @@ async def test_dropping_a_month_drops_its_day_keys(store: Store) -> None:
 
     # Day keys left behind (a drop interrupted between its steps) still count as a month,
     # so retention finishes the job.
-    await store.history.write_keys(account_id, "202505", [KeyEntry("gone", at.replace(month=5))])
+    await writes.write_keys(account_id, "202505", [KeyEntry("gone", at.replace(month=5))])
     assert await stored_months(store, account_id) == ["202505", "202507"]
     await drop_month(store, account_id, "202505")
     assert await stored_months(store, account_id) == ["202507"]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from faxbox.history.writes import HistoryWrites
 from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, NotFound, Store, apply_retention, drop_month, stored_months
@@ -22,10 +23,11 @@ MONTHS = ("202610", "202611", "202612")
 
 async def fill(store: Store, account_id: str) -> dict[str, DocumentRef]:
     """A history document and a stored document in each of three months."""
+    writes = HistoryWrites(store.history)
     refs = {}
     for month in MONTHS:
         created = datetime(int(month[:4]), int(month[4:]), 15, tzinfo=UTC)
-        await store.history.insert(account_id, {"_id": f"fax_{month}", "created_at": created})
+        await writes.insert(account_id, {"_id": f"fax_{month}", "created_at": created})
         refs[month] = await store.documents.put(
             account_id,
             month,
@@ -144,6 +146,7 @@ def test_the_cli_refuses_bad_input_in_one_line(
 
 
 async def test_the_cli_applies_retention(store: Store, mongo_settings: MongoSettings) -> None:
+    writes = HistoryWrites(store.history)
     account = await store.create_account(
         Account(
             id=f"c{uuid.uuid4().hex[:6]}",
@@ -152,9 +155,7 @@ async def test_the_cli_applies_retention(store: Store, mongo_settings: MongoSett
             months_to_keep=1,
         )
     )
-    await store.history.insert(
-        account.id, {"_id": "old", "created_at": datetime(2020, 1, 5, tzinfo=UTC)}
-    )
+    await writes.insert(account.id, {"_id": "old", "created_at": datetime(2020, 1, 5, tzinfo=UTC)})
     result = cli(mongo_settings, "apply-retention", "--account", account.id)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"dropped": [{"account": account.id, "month": "202001"}]}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from faxbox.history.writes import HistoryWrites
 from faxbox.shared import passwords
 from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account, Faxbox, Role, Store, User
@@ -153,6 +154,7 @@ async def _tenant(
 
 
 async def build_world(store: Store) -> World:
+    writes = HistoryWrites(store.history)
     now = datetime.now(UTC).replace(microsecond=0)
     reseller = await _tenant(store, "Reseller R", "r.portal.test", None, ["+12125550101", "9101"])
     a = await _tenant(
@@ -199,6 +201,6 @@ async def build_world(store: Store) -> World:
                     direction="inbound" if serial % 4 == 0 else "outbound",
                     documents=docs if age < 50 else None,
                 )
-                await store.history.insert(tenant.account.id, doc)
+                await writes.insert(tenant.account.id, doc)
                 tenant.faxes[fax_id] = (month, user.id)
     return world

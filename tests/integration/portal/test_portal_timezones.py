@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from faxbox.history.writes import HistoryWrites
 from faxbox.portal.app import PortalDeps
 from faxbox.shared.store import Store
 from faxbox.shared.store.monthly import month_key
@@ -39,6 +40,7 @@ class Fax:
 
 @pytest.fixture(scope="module")
 async def zoned(store: Store, world: World) -> dict[str, Fax]:
+    writes = HistoryWrites(store.history)
     alice, bob = world.a.users
     await store.update_faxbox(world.a.faxboxes[alice.id].id, timezone="Asia/Tokyo")
     await store.update_faxbox(world.a.faxboxes[bob.id].id, timezone="America/New_York")
@@ -57,7 +59,7 @@ async def zoned(store: Store, world: World) -> dict[str, Fax]:
             created_at=created,
             remote="+12125550100",
         )
-        await store.history.insert(tenant.account.id, doc)
+        await writes.insert(tenant.account.id, doc)
         faxes[key] = Fax(fax_id, tenant.account.id, month_key(created), created)
     return faxes
 

@@ -3,7 +3,7 @@
 ``MongoHistoryWriter`` applies a batch of changes: per account-month collection,
 unordered ``update`` commands of ``_id`` upserts (changes of the same fax merged first),
 spread over a few lanes that run at once, and beside them the upserts of the month's
-day keys (one per day touched, see ``faxbox.shared.store.history``) that let the portal
+day keys (one per day touched, see ``faxbox.shared.store.day_keys``) that let the portal
 list a range without a scan.
 
 ``BatchingRecorder`` is what handlers call: it gathers the changes of the deliveries in
@@ -24,9 +24,11 @@ from typing import Any, Protocol
 from pymongo.asynchronous.collection import AsyncCollection
 
 from faxbox.history.changes import Change, merge_changes
+from faxbox.history.day_keys import KeyEntry
+from faxbox.history.upserts import run_upserts
+from faxbox.history.writes import HistoryWrites
 from faxbox.shared.settling import settle
 from faxbox.shared.store import HistoryStore
-from faxbox.shared.store.history import KeyEntry, run_upserts
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class MongoHistoryWriter:
     ) -> None:
         if lanes < 1 or min_upserts_per_lane < 1:
             raise ValueError("lanes and min_upserts_per_lane must be at least 1")
-        self.history = history
+        self.writes = HistoryWrites(history)
         self.lanes = lanes
         self.min_upserts_per_lane = min_upserts_per_lane
 
@@ -84,7 +86,7 @@ class MongoHistoryWriter:
         for change in merged:
             by_collection[(change.account_id, change.month)].append(change)
         for account_id, month in by_collection:
-            await self.history.ensure_history_indexes(account_id, month)
+            await self.writes.ensure_history_indexes(account_id, month)
         keys = [
             (account, month, [_key_entry(c) for c in group])
             for (account, month), group in by_collection.items()
@@ -122,7 +124,7 @@ class MongoHistoryWriter:
     ) -> list[Lane]:
         lanes: list[Lane] = [[] for _ in range(streams)]
         for (account_id, month), group in by_collection.items():
-            collection = self.history.collection(account_id, month)
+            collection = self.writes.collection(account_id, month)
             upserts: list[list[Doc]] = [[] for _ in range(streams)]
             for change in group:
                 upserts[lane_of(change.fax_id, streams)].append(
@@ -135,7 +137,7 @@ class MongoHistoryWriter:
 
     async def _write_keys(self, keys: list[tuple[str, str, list[KeyEntry]]]) -> None:
         for account_id, month, entries in keys:
-            await self.history.write_keys(account_id, month, entries)
+            await self.writes.write_keys(account_id, month, entries)
 
 
 def lane_of(fax_id: str, lanes: int) -> int:

@@ -1,6 +1,7 @@
 """MongoDB (or FerretDB) storage for Faxbox, through PyMongo's async API."""
 
 from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.store.cursors import Page
 from faxbox.shared.store.documents import DocumentStore
 from faxbox.shared.store.errors import (
     DocumentCorrupt,
@@ -12,7 +13,7 @@ from faxbox.shared.store.errors import (
     NumberAlreadyAssigned,
     StoreError,
 )
-from faxbox.shared.store.history import HistoryStore, Page, query_range
+from faxbox.shared.store.history import HistoryStore
 from faxbox.shared.store.models import (
     Account,
     Carrier,
@@ -54,6 +55,5 @@ __all__ = [
     "apply_retention",
     "drop_month",
     "new_id",
-    "query_range",
     "stored_months",
 ]

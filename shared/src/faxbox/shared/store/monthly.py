@@ -20,7 +20,7 @@ even with a 63-character database name.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeAlias
 
 MAX_ACCOUNT_ID_LENGTH = 64
@@ -34,6 +34,9 @@ DOCUMENTS_PREFIX = "documents_"
 
 MonthLike: TypeAlias = str | datetime
 """A month as ``"YYYYMM"`` or as any instant inside it."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def validate_account_id(account_id: str) -> str:
@@ -55,6 +58,21 @@ def as_utc(dt: datetime) -> datetime:
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
+
+
+def to_ms(dt: datetime) -> int:
+    """Integer milliseconds since the epoch: exactly what BSON stores of a datetime.
+
+    (A float timestamp could be off by one in the last digit, and equality with the
+    stored value would fail.)
+    """
+    return (as_utc(dt) - _EPOCH) // _MS
+
+
+def from_ms(ms: int) -> datetime:
+    """The aware UTC datetime of ``ms`` milliseconds since the epoch (OverflowError if
+    out of range)."""
+    return _EPOCH + ms * _MS
 
 
 def month_key(dt: datetime) -> str:

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from faxbox.shared.store.history import KeyEntry, key_updates
+from faxbox.history.day_keys import KeyEntry, key_updates
 
 T = datetime(2026, 11, 10, 23, 59, 59, 999_500, tzinfo=UTC)
 
