@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from faxbox.portal.app import PortalDeps, create_app
+from faxbox.portal.app import create_app
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement
+from faxbox.portal.deps import PortalDeps
 from faxbox.portal.security import SessionSigner, TokenStore
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import Store

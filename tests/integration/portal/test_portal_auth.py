@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from faxbox.portal.app import PortalDeps
+from faxbox.portal.deps import PortalDeps
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Store
 from tests.integration.portal.conftest import client_for, sign_in

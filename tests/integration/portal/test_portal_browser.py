@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from faxbox.portal.app import PortalDeps, create_app
+from faxbox.portal.app import create_app
+from faxbox.portal.deps import PortalDeps
 from faxbox.portal.service import bound_port, serve
 from faxbox.shared.store import Store
 from tests.integration.portal.seed import PASSWORD, World

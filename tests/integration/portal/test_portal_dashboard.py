@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from faxbox.portal.app import PortalDeps
+from faxbox.portal.deps import PortalDeps
 from faxbox.portal.security import TokenStore
 from faxbox.shared.bus import Bus, PermanentError
 from faxbox.shared.contracts import MailReceived

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from faxbox.portal.app import PortalDeps, create_app
+from faxbox.portal.app import create_app
+from faxbox.portal.deps import PortalDeps
 from faxbox.portal.throttle import COLLECTION, SignInLimits, SignInThrottle
 from faxbox.shared.store import Store
 from faxbox.shared.store.models import utc_now

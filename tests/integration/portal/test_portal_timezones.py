@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from faxbox.history.writes import HistoryWrites
-from faxbox.portal.app import PortalDeps
+from faxbox.portal.deps import PortalDeps
 from faxbox.shared.store import Store
 from faxbox.shared.store.monthly import month_key
 from tests.integration.portal.conftest import client_for, sign_in

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from faxbox.portal.api import FaxOut, failure_text, range_note
+from faxbox.portal.api import FaxOut
 from faxbox.portal.dashboard import (
     Dashboard,
     ManagementApiError,
@@ -20,6 +20,7 @@ from faxbox.portal.dashboard import (
 )
 from faxbox.portal.faxes import DateRange, available_kinds, document_ref, number_filter
 from faxbox.portal.security import SessionData, SessionSigner, tokens_match
+from faxbox.portal.views import failure_text, range_note
 from faxbox.shared import numbers, passwords
 from faxbox.shared.routing import SUBSCRIPTIONS, Topology
 from faxbox.shared.store import NotFound

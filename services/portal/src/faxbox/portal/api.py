@@ -10,21 +10,24 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from faxbox.portal import admin, faxes
-from faxbox.portal.access import Forbidden, visible_accounts
-from faxbox.portal.app import (
+from faxbox.portal.access import visible_accounts
+from faxbox.portal.dashboard import load_dashboard, redrivable
+from faxbox.portal.deps import (
     CheckedPrincipal,
     CsrfFailed,
     CurrentPrincipal,
     Deps,
+    require_dashboard,
+    submitted_csrf,
+)
+from faxbox.portal.sessions import (
     end_session,
     prelogin_ok,
     prelogin_token,
     start_session,
-    submitted_csrf,
     throttled_sign_in,
 )
-from faxbox.portal.dashboard import load_dashboard, redrivable
-from faxbox.portal.security import Principal
+from faxbox.portal.views import failure_text, range_note
 from faxbox.shared.store import Faxbox, NotFound, User
 from faxbox.shared.store.records import HistoryRecord
 
@@ -133,14 +136,6 @@ class FaxOut(BaseModel):
         )
 
 
-def failure_text(record: HistoryRecord) -> str | None:
-    if record.result is not None:
-        return record.result.text
-    if record.rejection_reasons:
-        return "; ".join(r.get("text") or r.get("code", "") for r in record.rejection_reasons)
-    return None
-
-
 class FaxDetailOut(FaxOut):
     sender_email: str | None
     attempts: int
@@ -169,14 +164,6 @@ class FaxPageOut(BaseModel):
     start: datetime
     end: datetime
     note: str
-
-
-def range_note(date_range: faxes.DateRange) -> str:
-    return (
-        f"Faxes from {date_range.start:%Y-%m-%d %H:%M} UTC up to {date_range.end:%Y-%m-%d %H:%M}"
-        f" UTC. Faxes older than {date_range.start:%Y-%m-%d} are outside this range: "
-        "widen the start date to see them."
-    )
 
 
 class AccountOut(BaseModel):
@@ -508,11 +495,6 @@ def _slots(obj: Any) -> dict[str, Any]:
 
 
 # --- dashboard ------------------------------------------------------------------------
-
-
-def require_dashboard(principal: Principal, deps: Any) -> None:
-    if principal.role.value not in deps.dashboard_roles:
-        raise Forbidden("the queue dashboard is for platform administrators")
 
 
 @router.get("/dashboard", response_model=DashboardOut, tags=["dashboard"])

@@ -5,54 +5,36 @@ from __future__ import annotations
 
 import urllib.parse
 from datetime import date, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from faxbox.portal import admin, faxes
 from faxbox.portal.access import Forbidden, account_in_scope, visible_accounts
-from faxbox.portal.api import failure_text, range_note, require_dashboard
-from faxbox.portal.app import (
-    TEMPLATES,
+from faxbox.portal.dashboard import load_dashboard, redrivable
+from faxbox.portal.deps import (
     CheckedPrincipal,
     CsrfFailed,
     CurrentPrincipal,
     Deps,
-    end_session,
     optional_principal,
+    require_dashboard,
+)
+from faxbox.portal.localtime import clock_for, with_faxboxes
+from faxbox.portal.sessions import (
+    end_session,
     prelogin_ok,
     prelogin_token,
     start_session,
     throttled_sign_in,
 )
-from faxbox.portal.dashboard import load_dashboard, redrivable
-from faxbox.portal.localtime import clock_for, with_faxboxes
-from faxbox.portal.security import Principal
 from faxbox.portal.throttle import TooManyFailures
+from faxbox.portal.views import range_note, render
 from faxbox.shared import numbers
 from faxbox.shared.store import NotFound, NumberAlreadyAssigned
 
 router = APIRouter(include_in_schema=False)
-
-
-def render(
-    request: Request,
-    name: str,
-    principal: Principal | None,
-    status_code: int = 200,
-    **context: Any,
-) -> HTMLResponse:
-    deps = request.app.state.deps
-    context |= {
-        "principal": principal,
-        "csrf": principal.csrf if principal else None,
-        "show_dashboard": principal is not None and principal.role.value in deps.dashboard_roles,
-        "msg": request.query_params.get("msg"),
-        "error": context.get("error") or request.query_params.get("error"),
-        "failure_text": failure_text,
-    }
-    return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
 
 
 def back(url: str, **params: str) -> RedirectResponse:

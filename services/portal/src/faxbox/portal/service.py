@@ -15,8 +15,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from faxbox.portal.app import Links, PortalDeps, create_app
+from faxbox.portal.app import create_app
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement, vhost_of
+from faxbox.portal.deps import Links, PortalDeps
 from faxbox.portal.security import SessionSigner, TokenStore
 from faxbox.portal.settings import PortalSettings
 from faxbox.portal.throttle import SignInLimits, SignInThrottle

@@ -1,0 +1,53 @@
+"""How the portal shows things: its templates, the page renderer, and the texts the
+pages and the JSON API both use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from faxbox.portal import faxes
+from faxbox.portal.deps import deps_of
+from faxbox.portal.security import Principal
+from faxbox.shared.store.records import HistoryRecord
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def render(
+    request: Request,
+    name: str,
+    principal: Principal | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    deps = deps_of(request)
+    context |= {
+        "principal": principal,
+        "csrf": principal.csrf if principal else None,
+        "show_dashboard": principal is not None and principal.role.value in deps.dashboard_roles,
+        "msg": request.query_params.get("msg"),
+        "error": context.get("error") or request.query_params.get("error"),
+        "failure_text": failure_text,
+    }
+    return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def failure_text(record: HistoryRecord) -> str | None:
+    if record.result is not None:
+        return record.result.text
+    if record.rejection_reasons:
+        return "; ".join(r.get("text") or r.get("code", "") for r in record.rejection_reasons)
+    return None
+
+
+def range_note(date_range: faxes.DateRange) -> str:
+    return (
+        f"Faxes from {date_range.start:%Y-%m-%d %H:%M} UTC up to {date_range.end:%Y-%m-%d %H:%M}"
+        f" UTC. Faxes older than {date_range.start:%Y-%m-%d} are outside this range: "
+        "widen the start date to see them."
+    )
