@@ -36,8 +36,15 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from faxbox.shared.store import day_keys
 from faxbox.shared.store.cursors import MAX_PAGE_SIZE, Page, Position, page_of, start_position
+from faxbox.shared.store.day_keys import (
+    DIRECTIONS,
+    OWNERS,
+    TIMES,
+    day_id,
+    fax_id_of,
+    owners_id,
+)
 from faxbox.shared.store.monthly import (
     HISTORY_PREFIX,
     MonthLike,
@@ -199,11 +206,11 @@ class HistoryStore:
             if keys_collection.name not in existing:
                 continue
             if user_id is None and direction is None:
-                keys, owned = await keys_collection.find_one({"_id": day_keys.day_id(day)}), None
+                keys, owned = await keys_collection.find_one({"_id": day_id(day)}), None
             else:
                 keys, owned = await asyncio.gather(
-                    keys_collection.find_one({"_id": day_keys.day_id(day)}),
-                    keys_collection.find_one({"_id": day_keys.owners_id(day)}),
+                    keys_collection.find_one({"_id": day_id(day)}),
+                    keys_collection.find_one({"_id": owners_id(day)}),
                 )
             if keys is None:
                 continue
@@ -281,9 +288,9 @@ def _candidates(
     user_id: str | None,
     direction: str | None,
 ) -> list[_Candidate]:
-    owners, directions = owned.get(day_keys.OWNERS) or {}, owned.get(day_keys.DIRECTIONS) or {}
+    owners, directions = owned.get(OWNERS) or {}, owned.get(DIRECTIONS) or {}
     found = []
-    for field, at in (keys.get(day_keys.TIMES) or {}).items():
+    for field, at in (keys.get(TIMES) or {}).items():
         if not isinstance(at, datetime):
             continue
         at = as_utc(at)
@@ -294,7 +301,7 @@ def _candidates(
             continue
         if direction is not None and directions.get(field, direction) != direction:
             continue
-        candidate = _Candidate(at, day_keys.fax_id_of(field))
+        candidate = _Candidate(at, fax_id_of(field))
         if position is not None:
             here, there = (at, candidate.fax_id), (position.created_at, position.id)
             if (here >= there) if position.newest_first else (here <= there):

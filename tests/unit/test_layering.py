@@ -1,0 +1,394 @@
+"""The layering rule, checked on the imports of every module of every workspace member.
+
+    faxbox.shared            imports no other faxbox package
+    libraries (fax, render)  import faxbox.shared only
+    services (services/*)    import faxbox.shared and the libraries, never another service
+    admin, demo              sit on top: they may import any of the above, and each other
+
+An import counts wherever it is written: at module level, inside a function, under
+``TYPE_CHECKING``, or as ``importlib.import_module("faxbox....")`` with a literal name.
+A member may also import only the members its ``pyproject.toml`` declares, so a hidden
+import (one that works only because the whole workspace is installed) fails too. Within
+one member, no module imports one that imports it back.
+
+Members are found from the root ``pyproject.toml`` (``[tool.uv.workspace] members``);
+their layer from where they live: ``shared/``, ``services/<name>/``, the tools on top by
+name (:data:`TOP`), any other member is a library.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import re
+import tomllib
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TOP = frozenset({"admin", "demo"})
+
+
+class Layer(IntEnum):
+    SHARED = 0
+    LIBRARY = 1
+    SERVICE = 2
+    TOP = 3
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @property
+    def described(self) -> str:
+        return {
+            Layer.SHARED: "faxbox.shared",
+            Layer.LIBRARY: "a library",
+            Layer.SERVICE: "a service",
+            Layer.TOP: "a tool on top",
+        }[self]
+
+
+MAY_IMPORT: dict[Layer, frozenset[Layer]] = {
+    Layer.SHARED: frozenset(),
+    Layer.LIBRARY: frozenset({Layer.SHARED}),
+    Layer.SERVICE: frozenset({Layer.SHARED, Layer.LIBRARY}),
+    Layer.TOP: frozenset({Layer.SHARED, Layer.LIBRARY, Layer.SERVICE, Layer.TOP}),
+}
+
+# (importing package, imported package) -> why it is still there. Each must still occur,
+# so the list cannot outlive the import it excuses.
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("faxbox.pstn_sim", "faxbox.validator"): (
+        "pstn-sim, the test carrier, turns a document that is not a fax TIFF into fax pages"
+        " with the validator's renderer when the validator happens to be installed; the"
+        " renderer is moving into the library faxbox.render, which pstn-sim will declare"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Member:
+    path: Path  # relative to the workspace root
+    distribution: str
+    layer: Layer
+    declares: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str  # faxbox.portal.app
+    file: Path  # relative to the workspace root
+    is_package: bool
+    member: Member
+
+    @property
+    def package(self) -> str:
+        return _package_of(self.name)
+
+
+@dataclass(frozen=True)
+class Import:
+    line: int
+    target: str  # the module named: faxbox.validator.render
+
+
+def _normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _layer_of(path: Path) -> Layer:
+    if path == Path("shared"):
+        return Layer.SHARED
+    if path.parent == Path("services"):
+        return Layer.SERVICE
+    return Layer.TOP if path.name in TOP else Layer.LIBRARY
+
+
+def members(root: Path) -> list[Member]:
+    workspace = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
+    found = []
+    for pattern in workspace["members"]:
+        for path in sorted(root.glob(pattern)):
+            if not (path / "pyproject.toml").is_file():
+                continue
+            project = tomllib.loads((path / "pyproject.toml").read_text())["project"]
+            requirements = project.get("dependencies", [])
+            names = (re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", r) for r in requirements)
+            relative = path.relative_to(root)
+            found.append(
+                Member(
+                    path=relative,
+                    distribution=_normalized(project["name"]),
+                    layer=_layer_of(relative),
+                    declares=frozenset(_normalized(n.group(0)) for n in names if n),
+                )
+            )
+    return found
+
+
+def modules(root: Path) -> list[Module]:
+    found = []
+    for member in members(root):
+        src = root / member.path / "src"
+        for file in sorted((src / "faxbox").rglob("*.py")):
+            parts = list(file.relative_to(src).with_suffix("").parts)
+            is_package = parts[-1] == "__init__"
+            name = ".".join(parts[:-1] if is_package else parts)
+            found.append(Module(name, file.relative_to(root), is_package, member))
+    return found
+
+
+def imports_of(module: Module, root: Path) -> Iterator[Import]:
+    """Every module ``module`` names in an import, wherever the import is written."""
+    here = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
+    for node in ast.walk(ast.parse((root / module.file).read_text(), str(module.file))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield Import(node.lineno, alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            named = ".".join([*base, *([node.module] if node.module else [])])
+            yield Import(node.lineno, named)
+            # ``from faxbox import shared``, ``from . import app``: the names may be modules.
+            for alias in node.names:
+                yield Import(node.lineno, f"{named}.{alias.name}")
+        elif (
+            isinstance(node, ast.Call)
+            and _called_name(node.func) in {"import_module", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield Import(node.lineno, node.args[0].value)
+
+
+def _called_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    return func.attr if isinstance(func, ast.Attribute) else None
+
+
+def layer_violations(root: Path) -> list[str]:
+    """One line per import that breaks the rule: ``file:line: edge: why``."""
+    found = modules(root)
+    provider = {m.package: m.member for m in found}
+    lines: list[str] = []
+    for module in found:
+        seen: set[tuple[int, str]] = set()
+        for imported in imports_of(module, root):
+            parts = imported.target.split(".")
+            # "faxbox" alone is the namespace (its names are checked one by one), and a
+            # name imported from a module (faxbox.shared.store.Store) is its package's.
+            if parts[0] != "faxbox" or len(parts) < 2:
+                continue
+            target = _package_of(imported.target)
+            if target == module.package or (imported.line, target) in seen:
+                continue
+            seen.add((imported.line, target))
+            why = _why_not(module.member, target, provider.get(target))
+            if why:
+                lines.append(
+                    f"{module.file}:{imported.line}: {module.package} ({module.member.layer})"
+                    f" imports {target}: {why}"
+                )
+    return lines
+
+
+def _why_not(source: Member, target: str, provider: Member | None) -> str:
+    if provider is None:
+        return f"no workspace member provides {target}"
+    if provider == source:
+        return ""
+    reasons = []
+    if provider.layer not in MAY_IMPORT[source.layer]:
+        reasons.append(f"{source.layer.described} may not import {provider.layer.described}")
+    if provider.distribution not in source.declares:
+        reasons.append(f"{source.distribution} does not declare {provider.distribution}")
+    return "; ".join(reasons)
+
+
+def import_cycles(root: Path) -> list[str]:
+    """Each circle of modules importing each other within one member, with its edges."""
+    found = {m.name: m for m in modules(root)}
+    edges: dict[str, dict[str, int]] = defaultdict(dict)
+    for module in found.values():
+        for imported in imports_of(module, root):
+            target = imported.target
+            known = target in found and found[target].member == module.member
+            if known and target != module.name:
+                edges[module.name].setdefault(target, imported.line)
+    cycles = []
+    for group in _strongly_connected(edges):
+        path = _cycle_through(min(group), group, edges)
+        steps = " -> ".join(path)
+        where = ", ".join(f"{found[a].file}:{edges[a][b]}" for a, b in itertools.pairwise(path))
+        cycles.append(f"{steps} ({where})")
+    return cycles
+
+
+def _strongly_connected(edges: dict[str, dict[str, int]]) -> list[set[str]]:
+    """Tarjan's algorithm: the groups of two or more modules that reach each other."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in edges.get(node, {}):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def _cycle_through(start: str, group: set[str], edges: dict[str, dict[str, int]]) -> list[str]:
+    """The shortest path from ``start`` back to itself inside ``group`` (breadth first)."""
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(edges.get(node, {})):
+            if nxt == start:
+                return [*paths[node], start]
+            if nxt in group and nxt not in paths:
+                paths[nxt] = [*paths[node], nxt]
+                queue.append(nxt)
+    raise AssertionError(f"{start} is in a cycle but does not reach itself")
+
+
+# --- the repository ------------------------------------------------------------------------
+
+
+def test_members_are_found_in_every_layer() -> None:
+    # Guards the checks below against passing because they read nothing.
+    layers = {m.path.as_posix(): m.layer for m in members(ROOT)}
+    assert layers["shared"] == Layer.SHARED
+    assert layers["fax"] == Layer.LIBRARY
+    assert layers["services/portal"] == Layer.SERVICE
+    assert layers["admin"] == layers["demo"] == Layer.TOP
+    assert len(modules(ROOT)) > 100
+
+
+def test_no_package_imports_upward_or_sideways() -> None:
+    violations = [line for line in layer_violations(ROOT) if _excused(line) not in KNOWN_EXCEPTIONS]
+    assert not violations, "imports against the layering rule:\n" + "\n".join(violations)
+
+
+def test_every_known_exception_still_occurs() -> None:
+    occurring = {_excused(line) for line in layer_violations(ROOT)}
+    stale = set(KNOWN_EXCEPTIONS) - occurring
+    assert not stale, f"no longer imported, remove from KNOWN_EXCEPTIONS: {sorted(stale)}"
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    cycles = import_cycles(ROOT)
+    assert not cycles, "modules importing each other in a circle:\n" + "\n".join(cycles)
+
+
+def _excused(line: str) -> tuple[str, str]:
+    match = re.search(r": (faxbox\.\w+) \(\w+\) imports (faxbox\.\w+):", line)
+    assert match, line
+    return match.group(1), match.group(2)
+
+
+# --- the checks themselves, on a small workspace made for the purpose -----------------------
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _project(name: str, *dependencies: str) -> str:
+    return f"[project]\nname = {name!r}\ndependencies = {list(dependencies)!r}\n"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    _write(
+        tmp_path,
+        {
+            "pyproject.toml": '[tool.uv.workspace]\nmembers = ["shared", "lib", "admin", '
+            '"services/*"]\n',
+            "shared/pyproject.toml": _project("faxbox-shared"),
+            "shared/src/faxbox/shared/__init__.py": "",
+            "shared/src/faxbox/shared/cli.py": (
+                "import sys\n\n\ndef main() -> None:\n    from faxbox.alpha import check\n"
+            ),
+            "lib/pyproject.toml": _project("faxbox-lib", "faxbox-shared"),
+            "lib/src/faxbox/lib/core.py": "from faxbox.shared import x\nimport faxbox.alpha.api\n",
+            "services/alpha/pyproject.toml": _project(
+                "faxbox-alpha", "faxbox-shared", "faxbox_lib>=0.1"
+            ),
+            "services/alpha/src/faxbox/alpha/__init__.py": "",
+            "services/alpha/src/faxbox/alpha/api.py": (
+                "from faxbox.lib import core\nfrom .. import beta\nimport importlib\n\n"
+                'render = importlib.import_module("faxbox.beta.render")\n'
+                "from faxbox.gamma import x\n"
+            ),
+            "services/beta/pyproject.toml": _project("faxbox-beta", "faxbox-shared"),
+            "services/beta/src/faxbox/beta/render.py": (
+                "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+                "    from faxbox.lib.core import Thing\n"
+            ),
+            "admin/pyproject.toml": _project(
+                "faxbox-admin", "faxbox-shared", "faxbox-lib", "faxbox-alpha"
+            ),
+            "admin/src/faxbox/admin/a.py": "from faxbox.admin import b\nimport faxbox.alpha.api\n",
+            "admin/src/faxbox/admin/b.py": "import os\n\n\ndef f() -> None:\n    from . import a\n",
+        },
+    )
+    return tmp_path
+
+
+def test_each_forbidden_edge_is_named_with_file_and_line(workspace: Path) -> None:
+    assert sorted(layer_violations(workspace)) == [
+        "lib/src/faxbox/lib/core.py:2: faxbox.lib (library) imports faxbox.alpha:"
+        " a library may not import a service; faxbox-lib does not declare faxbox-alpha",
+        "services/alpha/src/faxbox/alpha/api.py:2: faxbox.alpha (service) imports faxbox.beta:"
+        " a service may not import a service; faxbox-alpha does not declare faxbox-beta",
+        "services/alpha/src/faxbox/alpha/api.py:5: faxbox.alpha (service) imports faxbox.beta:"
+        " a service may not import a service; faxbox-alpha does not declare faxbox-beta",
+        "services/alpha/src/faxbox/alpha/api.py:6: faxbox.alpha (service) imports faxbox.gamma:"
+        " no workspace member provides faxbox.gamma",
+        "services/beta/src/faxbox/beta/render.py:4: faxbox.beta (service) imports faxbox.lib:"
+        " faxbox-beta does not declare faxbox-lib",
+        "shared/src/faxbox/shared/cli.py:5: faxbox.shared (shared) imports faxbox.alpha:"
+        " faxbox.shared may not import a service; faxbox-shared does not declare faxbox-alpha",
+    ]
+
+
+def test_a_circle_of_imports_is_named_with_its_edges(workspace: Path) -> None:
+    assert import_cycles(workspace) == [
+        "faxbox.admin.a -> faxbox.admin.b -> faxbox.admin.a"
+        " (admin/src/faxbox/admin/a.py:1, admin/src/faxbox/admin/b.py:5)"
+    ]
