@@ -61,16 +61,6 @@ MAY_IMPORT: dict[Layer, frozenset[Layer]] = {
     Layer.TOP: frozenset({Layer.SHARED, Layer.LIBRARY, Layer.SERVICE, Layer.TOP}),
 }
 
-# (importing package, imported package) -> why it is still there. Each must still occur,
-# so the list cannot outlive the import it excuses.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("faxbox.pstn_sim", "faxbox.validator"): (
-        "pstn-sim, the test carrier, turns a document that is not a fax TIFF into fax pages"
-        " with the validator's renderer when the validator happens to be installed; the"
-        " renderer is moving into the library faxbox.render, which pstn-sim will declare"
-    ),
-}
-
 
 @dataclass(frozen=True)
 class Member:
@@ -290,32 +280,20 @@ def test_members_are_found_in_every_layer() -> None:
     # Guards the checks below against passing because they read nothing.
     layers = {m.path.as_posix(): m.layer for m in members(ROOT)}
     assert layers["shared"] == Layer.SHARED
-    assert layers["fax"] == Layer.LIBRARY
+    assert layers["fax"] == layers["render"] == Layer.LIBRARY
     assert layers["services/portal"] == Layer.SERVICE
     assert layers["admin"] == layers["demo"] == Layer.TOP
     assert len(modules(ROOT)) > 100
 
 
 def test_no_package_imports_upward_or_sideways() -> None:
-    violations = [line for line in layer_violations(ROOT) if _excused(line) not in KNOWN_EXCEPTIONS]
+    violations = layer_violations(ROOT)
     assert not violations, "imports against the layering rule:\n" + "\n".join(violations)
-
-
-def test_every_known_exception_still_occurs() -> None:
-    occurring = {_excused(line) for line in layer_violations(ROOT)}
-    stale = set(KNOWN_EXCEPTIONS) - occurring
-    assert not stale, f"no longer imported, remove from KNOWN_EXCEPTIONS: {sorted(stale)}"
 
 
 def test_no_module_imports_one_that_imports_it_back() -> None:
     cycles = import_cycles(ROOT)
     assert not cycles, "modules importing each other in a circle:\n" + "\n".join(cycles)
-
-
-def _excused(line: str) -> tuple[str, str]:
-    match = re.search(r": (faxbox\.\w+) \(\w+\) imports (faxbox\.\w+):", line)
-    assert match, line
-    return match.group(1), match.group(2)
 
 
 # --- the checks themselves, on a small workspace made for the purpose -----------------------
