@@ -10,10 +10,9 @@ CONTAINERS_VAR="$VAR/containers"
 # reachable here), made once per machine with debootstrap and `podman import`.
 DEBIAN_MIRROR="${FAXBOX_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 BASE_IMAGE=localhost/faxbox/debian:bookworm
-# Servers compose.yaml takes from registries, built here from Debian packages on the
-# base (RabbitMQ, Dovecot) or from the FerretDB binary deploy/local/ferretdb.sh builds.
+# Servers compose.yaml takes from registries, built here from Debian's package on the
+# base (RabbitMQ) or from the FerretDB binary deploy/local/ferretdb.sh builds.
 RABBITMQ_IMAGE=localhost/faxbox/rabbitmq:3.10-debian
-MAIL_IMAGE=localhost/faxbox/mail:dovecot-2.3-debian
 FERRETDB_IMAGE="localhost/faxbox/ferretdb:${FERRETDB_VERSION#v}"
 
 # On every image built here (compose.local.yaml sets it for the service images).

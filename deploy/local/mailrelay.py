@@ -14,8 +14,8 @@ Dovecot down or answering 4xx: the client gets 451 and retries (the notifier doe
 An unknown local user gets 550, as from a real server.
 
 With ``--password-file`` the relay also offers AUTH PLAIN and LOGIN (still no TLS) and
-takes any user name with that password, as the container stack's mail server, where the
-notifier logs in as it would at a real relay (deploy/containers/mail). Clients that do
+takes any user name with that password, as compose.yaml's development mail server
+(deploy/mail), where the notifier logs in as it would at a real relay. Clients that do
 not log in are served as before.
 
     python deploy/local/mailrelay.py --port 2525 --lmtp-port 1124 \\

@@ -60,8 +60,12 @@ def _compose_services() -> dict[str, dict[str, Any]]:
 
 
 def _built(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Compose services built from our Dockerfile, by compose service name."""
-    return {name: svc for name, svc in services.items() if "build" in svc}
+    """Compose services built from our Dockerfile (the Faxbox services), by name."""
+    return {
+        name: svc
+        for name, svc in services.items()
+        if (svc.get("build") or {}).get("dockerfile") == DOCKERFILE
+    }
 
 
 def _k8s_documents() -> list[dict[str, Any]]:
@@ -154,7 +158,7 @@ def test_images_are_pinned() -> None:
         assert "/" not in tag, f"{name}: image {image!r} has no tag"
         assert tag != "latest", f"{name}: image {image!r} uses latest"
         assert re.search(r"\d", tag), f"{name}: tag {tag!r} names no version"
-        if "build" in svc:
+        if name in _built(_compose_services()):
             service = svc["build"]["args"]["SERVICE"]
             version = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())[
                 "project"
@@ -170,6 +174,50 @@ def test_the_infrastructure_and_observability_are_there() -> None:
     assert "management" in services["rabbitmq"]["image"]
     assert "rabbitmq_prometheus" in services["rabbitmq"]["command"]
     assert services["mongodb"]["image"].startswith("mongo:8")
+
+
+MAIL_CONTAINERFILE = "deploy/mail/Containerfile"
+
+
+def test_the_mail_server_is_built_here_on_official_debian() -> None:
+    mail = _compose_services()["mail"]
+    build = mail["build"]
+    context = ROOT / build["context"]
+    assert context / build["dockerfile"] == ROOT / MAIL_CONTAINERFILE
+    assert mail["image"].startswith("faxbox/mail-dev:")
+    text = (ROOT / MAIL_CONTAINERFILE).read_text()
+    # The official image by default; deploy/containers/build passes its local one.
+    assert re.search(r"^ARG BASE_IMAGE=debian:bookworm$", text, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+    for source in re.findall(r"^COPY (\S+) ", text, re.M):
+        assert (context / source).is_file(), f"{MAIL_CONTAINERFILE}: no {source} in {context}"
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user, "the mail server's Containerfile must name its USER"
+    assert user[-1] not in ("root", "0"), "the mail server must not run as root"
+    assert "DEVELOPMENT ONLY" in text
+
+
+def test_the_fax_realm_goes_to_the_mailbox_the_mail_poller_reads() -> None:
+    services = _compose_services()
+    env = _environment(services["mail"])
+    routes = re.fullmatch(r"\$\{FAXBOX_MAIL_CATCH_ALL:-(.+)\}", env["MAIL_CATCH_ALL"])
+    assert routes, env["MAIL_CATCH_ALL"]
+    intakes = {route.partition("=")[2] for route in routes[1].split()}
+    [mailbox] = json.loads(_environment(services["mail-poller"])["FAXBOX_MAILBOXES"])
+    assert intakes == {mailbox["username"]}
+    assert mailbox["host"] == "mail"
+    # The image's own ports (compose.yaml does not move them).
+    text = (ROOT / MAIL_CONTAINERFILE).read_text()
+    imap, smtp = (int(re.findall(rf"MAIL_{key}_PORT=(\d+)", text)[0]) for key in ("IMAP", "SMTP"))
+    assert mailbox["port"] == imap
+    notifier = _environment(services["notifier"])
+    assert (notifier["FAXBOX_SMTP_HOST"], notifier["FAXBOX_SMTP_PORT"]) == ("mail", str(smtp))
+    # Every mailbox and SMTP login of the development server takes the one password.
+    assert (
+        env["MAIL_PASSWORD"]
+        == mailbox["password"]
+        == "${FAXBOX_IMAP_PASSWORD:?set FAXBOX_IMAP_PASSWORD}"
+    )
 
 
 # --- compose: ports, health, dependencies, credentials ---------------------------------
@@ -374,8 +422,12 @@ def test_local_override_runs_every_service_on_the_host_network_or_leaves_it_out(
             assert svc.get("network_mode") == "host", name
     for name in _built(_compose_services()):
         assert local[name]["build"]["args"]["BASE_IMAGE"] == "localhost/faxbox/debian:bookworm"
-    for name in ("rabbitmq", "mongodb", "mail"):
+    for name in ("rabbitmq", "mongodb"):
         assert local[name]["image"].startswith("localhost/faxbox/"), name
+    # The mail server is compose.yaml's own build, on the local base.
+    assert "image" not in local["mail"]
+    assert local["mail"]["build"]["args"] == {"BASE_IMAGE": "localhost/faxbox/debian:bookworm"}
+    assert not {"context", "dockerfile"} & set(local["mail"]["build"])
 
 
 def test_local_override_publishes_nothing_and_binds_loopback_only() -> None:
