@@ -1,12 +1,19 @@
 """The container path end to end, as an operator runs it on a machine with podman and no
 image registry: `deploy/containers/build`, then `deploy/containers/up` (compose.yaml +
 compose.local.yaml under podman-compose), a tenant made with the admin CLI inside the
-portal's container, one email to a fax number through the stack's SMTP, the fax across
-pstn-sim to the stack's inbound receiver, the sender's "sent" mail and the receiver's fax
-mail read back over the stack's IMAP, then `deploy/containers/down --volumes` and
+portal's container, one email through the stack's SMTP to the sender herself with a fax
+number in Bcc only, the fax across pstn-sim to the stack's inbound receiver, the sender's
+"sent" mail and the receiver's fax mail read back over the stack's IMAP, then
+`deploy/containers/down --volumes` and
 nothing of the stack left: no container, volume, process or listening port. On the way,
 every process in every container runs as a user other than root, and each Faxbox
 service as `python -m faxbox.<name>`, as deploy/local/run starts them.
+
+The mail server is compose.yaml's own (deploy/mail, built from compose.yaml's build
+section; the override changes only its base image, network and ports), so the fax
+crossing it shows the default compose path taking faxes by email: the fax realm's
+address reaches the intake mailbox the mail-poller reads, with X-Original-To (the only
+place the Bcc'd number is), and the sender's own address gets its own copy.
 
 The stack is on the host's network on ports 17000-17999 (compose.local.yaml), beside the
 development servers of deploy/local/up, which it never touches. One run at a time per
@@ -44,6 +51,7 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(3600)]
 PROJECT = "faxbox-ci"
 LOCK = Path("/tmp/faxbox-containers.lock")
 REALM = "fax.faxbox.test"
+INTAKE = "fax@faxbox.test"  # compose.yaml: the mail-poller's mailbox, the realm's catch-all
 ALICE, ALICE_NUMBER = "alice@faxbox.test", "+16465550101"
 # pstn-sim forwards +1 646 555 01xx to the stack's inbound receiver.
 BOB, BOB_NUMBER = "bob@faxbox.test", "+16465550102"
@@ -173,9 +181,10 @@ def machine_lock() -> Iterator[None]:
 
 
 def fax_mail(pdf: bytes) -> EmailMessage:
+    """To the sender herself: the fax address is in the envelope only (Bcc)."""
     message = EmailMessage()
     message["From"] = ALICE
-    message["To"] = f"{BOB_NUMBER}@{REALM}"
+    message["To"] = ALICE
     message["Subject"] = "container stack test"
     message["Message-ID"] = make_msgid(idstring=secrets.token_hex(4), domain="client.test")
     message.set_content("The attachment, please.\n")
@@ -183,11 +192,17 @@ def fax_mail(pdf: bytes) -> EmailMessage:
     return message
 
 
-def inbox(user: str, password: str) -> list[EmailMessage]:
+def inbox(user: str, password: str, folder: str = "INBOX") -> list[EmailMessage]:
+    """The mails in a folder; levels of `folder` separated by '/' (the server's own
+    delimiter is used), none when the folder does not exist."""
     imap = imaplib.IMAP4("127.0.0.1", IMAP_PORT, timeout=10)
     try:
         imap.login(user, password)
-        imap.select("INBOX", readonly=True)
+        _, [root] = imap.list('""', '""')
+        delimiter = (root.decode().split('"')[1] if isinstance(root, bytes) else "") or "/"
+        status, _ = imap.select(f'"{folder.replace("/", delimiter)}"', readonly=True)
+        if status != "OK":
+            return []
         _, found = imap.search(None, "ALL")
         mails: list[EmailMessage] = []
         for number in found[0].split():
@@ -265,8 +280,9 @@ def test_the_stack_builds_runs_a_fax_through_and_goes_away(
         )  # fmt: skip
 
         message = fax_mail(demo_pdf(pages=2))
+        fax_address = f"{BOB_NUMBER}@{REALM}"
         with smtplib.SMTP("127.0.0.1", SMTP_PORT, timeout=30) as smtp:
-            smtp.send_message(message)
+            smtp.send_message(message, to_addrs=[ALICE, fax_address])
 
         def call_done() -> dict[str, Any] | None:
             for call in pstn_calls():
@@ -287,6 +303,18 @@ def test_the_stack_builds_runs_a_fax_through_and_goes_away(
 
         sent = eventually(reply_to_alice, 120, "the sent mail in alice's inbox")
         assert f"Fax to {BOB_NUMBER} sent" in str(sent["Subject"]), sent["Subject"]
+        # One copy per envelope recipient: alice's own, as sent; the intake's, which
+        # the mail-poller has moved on, marked with the address it was sent to.
+        [own] = [m for m in inbox(ALICE, password) if m["Message-ID"] == message["Message-ID"]]
+        assert own["X-Original-To"] is None, own["X-Original-To"]
+        [intake_copy] = [
+            m
+            for m in inbox(INTAKE, password, "Faxbox/Processed")
+            if m["Message-ID"] == message["Message-ID"]
+        ]
+        assert intake_copy["X-Original-To"] == fax_address, intake_copy["X-Original-To"]
+        assert intake_copy["To"] == ALICE, intake_copy["To"]
+        assert intake_copy["Bcc"] is None, intake_copy["Bcc"]
 
         def fax_for_bob() -> EmailMessage | None:
             return next(iter(inbox(BOB, password)), None)
