@@ -1,6 +1,6 @@
 """The container path's tools: podman and friends (installed by deploy/containers/tools.sh,
-as root), Go (for the compose-go loader) and kubectl. Missing tools fail the tests in CI
-and skip them elsewhere, like a missing server."""
+as root) and Go (for the compose-go loader and kustomize). Missing tools fail the tests
+in CI and skip them elsewhere, like a missing server."""
 
 from __future__ import annotations
 

@@ -5,7 +5,8 @@
 - podman-compose, which runs the files here: what it makes of compose.yaml, and of
   compose.yaml with compose.local.yaml, must be what compose-go makes of them, or the
   stack that runs is not the one operators get;
-- `kubectl kustomize deploy/k8s`.
+- kustomize (deploy/containers/kustomize.sh: a pinned kustomize built from the Go module
+  proxy, so no kubectl is needed) on deploy/k8s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.containers.conftest import CONTAINERS, ROOT, tool
+from tests.containers.conftest import CONTAINERS, ROOT, missing, tool
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(600)]
 
@@ -234,10 +235,21 @@ def test_podman_compose_reads_the_files_as_compose_go_does(
         assert _comparable(ours[name]) == _comparable(reference[name]), name
 
 
-def test_kustomize_builds_deploy_k8s() -> None:
-    kubectl = tool("kubectl")
+@pytest.fixture(scope="module")
+def kustomize() -> str:
+    """The pinned kustomize, built from the Go module proxy on first use (no kubectl)."""
+    tool("go", "/usr/local/go/bin/go")
     result = subprocess.run(
-        [kubectl, "kustomize", str(ROOT / "deploy/k8s")],
+        ["bash", str(CONTAINERS / "kustomize.sh")], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        missing(f"deploy/containers/kustomize.sh failed:\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def test_kustomize_builds_deploy_k8s(kustomize: str) -> None:
+    result = subprocess.run(
+        [kustomize, "build", str(ROOT / "deploy/k8s")],
         capture_output=True,
         text=True,
         check=False,
