@@ -42,9 +42,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faxbox.fax.session import CallSettings, FaxSession, T38Session
-from faxbox.fax.sip.message import MediaKind
-from faxbox.fax.sip.ua import FaxEngine, UserAgent, run_fax_over_call
+from faxbox.fax.line.pump import run_fax_over_call
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
+from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.sip.ua import UserAgent
 from tests.support import free_port
 
 RESULTS = Path(__file__).parent / "results" / "pstn_sim_load.json"

@@ -16,10 +16,12 @@ from pathlib import Path
 import pikepdf
 import pytest
 
+from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, FaxSession, T38Session
-from faxbox.fax.sip.message import MediaKind
-from faxbox.fax.sip.ua import Call, CallFailed, FaxEngine, UserAgent, run_fax_over_call
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
+from faxbox.fax.sip.dialog import Call
+from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.sip.ua import CallFailed, UserAgent
 from faxbox.inbound.service import Settings, service
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import InboundFaxFailed, InboundFaxReceived, month_of

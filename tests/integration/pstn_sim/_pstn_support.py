@@ -9,17 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faxbox.fax.line.pump import SessionFactory, run_fax_over_call
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, FaxSession, T38Session
-from faxbox.fax.sip.message import MediaKind
-from faxbox.fax.sip.ua import (
-    Call,
-    FaxEngine,
-    IncomingCall,
-    SessionFactory,
-    UserAgent,
-    run_fax_over_call,
-)
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
+from faxbox.fax.sip.dialog import Call, IncomingCall
+from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.sip.ua import UserAgent
 from faxbox.pstn_sim.records import CallRecord
 from faxbox.pstn_sim.scenarios import DEFAULT_SCENARIOS, Behaviour, Scenario
 from faxbox.pstn_sim.service import RunningSimulator

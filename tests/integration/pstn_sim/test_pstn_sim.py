@@ -24,14 +24,10 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
+from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.outcome import FailureClass
-from faxbox.fax.sip.message import Credentials
-from faxbox.fax.sip.ua import (
-    CallFailed,
-    FailureKind,
-    UserAgent,
-    run_fax_over_call,
-)
+from faxbox.fax.sip.digest import Credentials
+from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
 from faxbox.pstn_sim.scenarios import Behaviour, Scenario
 from faxbox.pstn_sim.service import RunningSimulator, running
 from faxbox.pstn_sim.settings import PstnSettings
@@ -231,7 +227,8 @@ _CALLER_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
 from faxbox.fax.session import CallSettings, T38Session
-from faxbox.fax.sip.ua import UserAgent, run_fax_over_call
+from faxbox.fax.sip.ua import UserAgent
+from faxbox.fax.line.pump import run_fax_over_call
 
 async def main() -> None:
     ua = await UserAgent.start(pace=float(sys.argv[3]))

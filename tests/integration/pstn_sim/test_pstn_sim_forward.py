@@ -16,11 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from faxbox.fax.sip.ua import (
-    CallFailed,
-    FailureKind,
-    UserAgent,
-)
+from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
 from faxbox.pstn_sim.service import RunningSimulator
 
 if TYPE_CHECKING:

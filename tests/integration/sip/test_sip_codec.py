@@ -11,28 +11,28 @@ import warnings
 import numpy as np
 import pytest
 
+from faxbox.fax.sip.digest import Credentials, digest_authorization, parse_auth_params
 from faxbox.fax.sip.message import (
-    PCMA,
-    PCMU,
-    Credentials,
     CSeq,
     NameAddr,
-    SessionDescription,
     SipParseError,
     SipRequest,
     SipResponse,
     SipUri,
-    T38Params,
     Via,
+    parse_message,
+)
+from faxbox.fax.sip.rtp import JitterBuffer, RtpPacket, RtpParseError, g711_decode, g711_encode
+from faxbox.fax.sip.sdp import (
+    PCMA,
+    PCMU,
+    SessionDescription,
+    T38Params,
     answer_t38,
     audio_media,
     choose_codec,
-    digest_authorization,
-    parse_auth_params,
-    parse_message,
     t38_media,
 )
-from faxbox.fax.sip.rtp import JitterBuffer, RtpPacket, RtpParseError, g711_decode, g711_encode
 from faxbox.fax.sip.udptl import UdptlDecoder, UdptlEncoder, UdptlPacket, UdptlParseError
 
 INVITE = (

@@ -17,18 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from faxbox.fax.line.pump import SessionFactory, run_fax_over_call
 from faxbox.fax.outcome import FailureClass, FaxOutcome
-from faxbox.fax.session import CallSettings, FaxSession, T38Session
-from faxbox.fax.sip.message import MediaKind
-from faxbox.fax.sip.ua import (
-    Call,
-    EventKind,
-    FaxEngine,
-    IncomingCall,
-    SessionFactory,
-    UserAgent,
-    run_fax_over_call,
-)
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
+from faxbox.fax.sip.dialog import Call, EventKind, IncomingCall
+from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.sip.ua import UserAgent
 
 if TYPE_CHECKING:
     from tests.integration.sip._pages import assert_pages_identical, save_fax_tiff, text_page

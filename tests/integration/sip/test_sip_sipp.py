@@ -18,14 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from faxbox.fax.sip.message import (
-    PCMA,
-    Credentials,
-    SipRequest,
-    parse_auth_params,
-    parse_message,
-)
-from faxbox.fax.sip.ua import CallFailed, EventKind, FailureKind, IncomingCall, UserAgent
+from faxbox.fax.sip.dialog import EventKind, IncomingCall
+from faxbox.fax.sip.digest import Credentials, parse_auth_params
+from faxbox.fax.sip.message import SipRequest, parse_message
+from faxbox.fax.sip.sdp import PCMA
+from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

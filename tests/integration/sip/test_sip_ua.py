@@ -13,16 +13,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from faxbox.fax.sip.message import PCMA, PCMU, SipRequest, SipResponse, parse_message
+from faxbox.fax.sip.dialog import CallEnded, EventKind, IncomingCall
+from faxbox.fax.sip.message import SipRequest, SipResponse, parse_message
 from faxbox.fax.sip.rtp import g711_decode, g711_encode
-from faxbox.fax.sip.ua import (
-    CallEnded,
-    CallFailed,
-    EventKind,
-    FailureKind,
-    IncomingCall,
-    UserAgent,
-)
+from faxbox.fax.sip.sdp import PCMA, PCMU
+from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
 
 pytestmark = pytest.mark.timeout(60)
 T1 = 0.05

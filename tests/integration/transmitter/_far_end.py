@@ -16,10 +16,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, FaxSession, T38Session
-from faxbox.fax.sip.message import MediaKind
-from faxbox.fax.sip.ua import Call, FaxEngine, IncomingCall, UserAgent, run_fax_over_call
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
+from faxbox.fax.sip.dialog import Call, IncomingCall
+from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.sip.ua import UserAgent
 
 
 @dataclass(frozen=True)

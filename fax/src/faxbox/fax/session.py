@@ -489,3 +489,7 @@ class T38Session(_Session):
         if self._errors:
             self._raise_callback_errors()
         return finished or self.done
+
+
+# Either engine: a call's media (G.711 audio or T.38) decides which one runs.
+FaxEngine = FaxSession | T38Session

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from faxbox.fax.sip.message import PCMA, PCMU
+from faxbox.fax.sip.sdp import PCMA, PCMU
+from faxbox.fax.sip.transport import DatagramEndpoint, SocketClosed
 
 log = logging.getLogger("faxbox.fax.sip.rtp")
 
@@ -243,33 +244,8 @@ class JitterBuffer:
 # --- The stream -------------------------------------------------------------------------
 
 
-class MediaClosed(ConnectionError):
+class MediaClosed(SocketClosed):
     """The media stream was closed (the call ended)."""
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: _DatagramSink) -> None:
-        self.on_datagram = on_datagram
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        self.on_datagram.datagram(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable while the peer's socket is not up yet, or gone: ignore.
-        log.debug("media socket error: %s", exc)
-
-
-class _DatagramSink:
-    def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        raise NotImplementedError
-
-
-async def open_udp(sink: _DatagramSink, host: str, port: int = 0) -> asyncio.DatagramTransport:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Protocol(sink), local_addr=(host, port)
-    )
-    return transport
 
 
 class Clock:
@@ -310,7 +286,7 @@ def default_prefill(pace: float, prefill: int | None = None) -> int:
     return max(3, math.ceil(pace))
 
 
-class RtpStream(_DatagramSink):
+class RtpStream(DatagramEndpoint):
     """One call's G.711 RTP: ``send`` a block of 160 samples, ``recv`` one per 20 ms slot."""
 
     def __init__(
@@ -327,7 +303,6 @@ class RtpStream(_DatagramSink):
         self._send_clock = Clock(pace)
         self._recv_clock = Clock(pace)
         self._arrived = asyncio.Event()
-        self._transport: asyncio.DatagramTransport | None = None
         self._closed = False
         self._unpaced_wait = unpaced_wait
         self.packets_sent = 0
@@ -338,14 +313,8 @@ class RtpStream(_DatagramSink):
         cls, host: str, port: int = 0, *, pace: float = 1.0, jitter_prefill: int | None = None
     ) -> RtpStream:
         stream = cls(pace, jitter_prefill)
-        stream._transport = await open_udp(stream, host, port)
+        await stream.bind(host, port)
         return stream
-
-    @property
-    def local_port(self) -> int:
-        if self._transport is None:
-            raise MediaClosed("not open")
-        return int(self._transport.get_extra_info("sockname")[1])
 
     @property
     def jitter(self) -> JitterBuffer:
@@ -381,7 +350,7 @@ class RtpStream(_DatagramSink):
         self._first = False
         self._seq = (self._seq + 1) & 0xFFFF
         self._timestamp = (self._timestamp + len(samples)) & 0xFFFFFFFF
-        self._transport.sendto(packet.pack(), self.remote)
+        self.sendto(packet.pack(), self.remote)
         self.packets_sent += 1
 
     async def recv(self) -> Samples:
@@ -410,8 +379,7 @@ class RtpStream(_DatagramSink):
     def close(self) -> None:
         self._closed = True
         self._arrived.set()
-        if self._transport is not None:
-            self._transport.close()
+        self.close_socket()
 
     @property
     def closed(self) -> bool:

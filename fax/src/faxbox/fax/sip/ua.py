@@ -1,74 +1,45 @@
-"""A SIP user agent over UDP for fax calls (RFC 3261 subset), and the fax pump.
+"""The SIP user agent (RFC 3261 subset): calls out and in over one transport.
 
-One ``UserAgent`` owns one UDP socket. It can ``dial`` (INVITE, provisional responses,
-200 → ACK; failures as ``CallFailed``; CANCEL when nobody answers in time; digest auth
-on 401/407) and ``listen`` for incoming INVITEs (the handler answers or rejects). Each
-established call is a ``Call``: G.711 audio over RTP, or T.38 over UDPTL after a
-re-INVITE that either side may send (the other accepts with 200 + image SDP or refuses
-with 488, and the call stays on audio). BYE works both ways.
-
-Reliability over UDP is the RFC 3261 timer scheme kept simple: requests are resent at
-T1, 2·T1, ... (non-INVITE capped at T2) until a response arrives or 64·T1 passes; final
-responses to INVITE are resent the same way until the ACK arrives; a retransmitted
-request is answered with the last response sent for it. No proxies, no Route sets, no
-PRACK, no TCP/TLS: this talks to one trunk or peer directly.
-
-``run_fax_over_call`` connects a spandsp ``FaxSession`` / ``T38Session`` to a call.
+One ``UserAgent`` owns one ``Transport`` (UDP), one ``TransactionLayer`` and the table of
+its dialogs. It can ``dial`` (INVITE, provisional responses, 200 → ACK; failures as
+``CallFailed``; CANCEL when nobody answers in time; digest auth on 401/407) and
+``listen`` for incoming INVITEs (the handler answers or rejects an ``IncomingCall``).
+Every message in is parsed here and routed: responses to their transaction, requests to
+a transaction (retransmissions), a dialog (ACK, BYE, re-INVITE) or a new call. No
+proxies, no Route sets, no PRACK: this talks to one trunk or peer directly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
-import numpy as np
-import numpy.typing as npt
-
-from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import FaxSession, T38Session
+from faxbox.fax.sip.dialog import ALLOW, Call, IncomingCall
+from faxbox.fax.sip.digest import Credentials, digest_authorization
 from faxbox.fax.sip.message import (
-    PCMA,
-    PCMU,
     REASONS,
-    Credentials,
-    MediaDescription,
-    MediaKind,
     NameAddr,
-    SessionDescription,
     SipParseError,
     SipRequest,
     SipResponse,
     SipUri,
-    T38Params,
     Via,
-    answer_t38,
-    audio_media,
-    choose_codec,
-    digest_authorization,
     new_branch,
     new_call_id,
     new_tag,
     parse_message,
-    t38_media,
 )
-from faxbox.fax.sip.rtp import Clock, MediaClosed, RtpStream, _DatagramSink, open_udp, silence
-from faxbox.fax.sip.udptl import UdptlStream
+from faxbox.fax.sip.rtp import RtpStream
+from faxbox.fax.sip.sdp import PCMA, PCMU, SessionDescription, audio_media, choose_codec, sdp_of
+from faxbox.fax.sip.transaction import T1, T2, ClientTransaction, TransactionLayer
+from faxbox.fax.sip.transport import Address, Transport, UdpTransport
 
 log = logging.getLogger("faxbox.fax.sip")
-
-T1 = 0.5  # RFC 3261 round-trip estimate
-T2 = 4.0
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
-
-
-# --- Errors and events ------------------------------------------------------------------
 
 
 class FailureKind(StrEnum):
@@ -114,551 +85,11 @@ class CallFailed(Exception):
         return _KIND_BY_STATUS.get(self.status, FailureKind.OTHER)
 
 
-class CallEnded(ConnectionError):
-    """Media was asked for on a call that has ended (and nothing is left to read)."""
-
-
-class EventKind(StrEnum):
-    REMOTE_HANGUP = "remote_hangup"
-    MEDIA_CHANGED = "media_changed"  # a re-INVITE (ours or theirs) was accepted
-    REINVITE_REFUSED = "reinvite_refused"  # ours was refused (488 ...) or we refused theirs
-
-
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    kind: EventKind
-    media: MediaKind
-    status: int | None = None
-
-
-# --- Transactions -----------------------------------------------------------------------
-
-
-class _ClientTransaction:
-    def __init__(self, ua: UserAgent, request: SipRequest, addr: tuple[str, int]) -> None:
-        self.ua = ua
-        self.request = request
-        self.addr = addr
-        self.invite = request.method == "INVITE"
-        self.key = (request.top_via.branch, request.method)
-        self.responses: asyncio.Queue[SipResponse] = asyncio.Queue()
-        self.got_response = False
-        self.final: SipResponse | None = None
-        self.ack: bytes | None = None
-        self._task = asyncio.create_task(self._retransmit())
-
-    async def _retransmit(self) -> None:
-        await self._retransmit_loop()
-        if self.final is None:  # timed out; stopping retransmissions (cancel()) keeps it
-            asyncio.get_running_loop().call_later(
-                64 * self.ua.t1, self.ua._client_transactions.pop, self.key, None
-            )
-
-    async def _retransmit_loop(self) -> None:
-        data = self.request.serialize()
-        interval = self.ua.t1
-        deadline = asyncio.get_running_loop().time() + 64 * self.ua.t1
-        self.ua.send_raw(data, self.addr)
-        while True:
-            await asyncio.sleep(interval)
-            if self.final is not None:
-                return
-            if asyncio.get_running_loop().time() >= deadline:
-                if not self.got_response:
-                    self.responses.put_nowait(_timeout_response(self.request))
-                return
-            if self.invite:
-                if self.got_response:
-                    continue  # provisional received: wait for the final (timer C is ours)
-                interval *= 2  # timer A
-            elif self.got_response:
-                interval = self.ua.t2  # timer E after a provisional
-            else:
-                interval = min(interval * 2, self.ua.t2)
-            self.ua.send_raw(data, self.addr)
-
-    def on_response(self, response: SipResponse) -> None:
-        self.got_response = True
-        if response.status >= 200:
-            if self.final is not None:  # a retransmitted final response
-                if self.ack is not None:
-                    self.ua.send_raw(self.ack, self.addr)
-                elif self.invite:  # 2xx: the dialog ACKs it (13.2.2.4)
-                    self.ua._on_2xx_retransmission(response)
-                return
-            self.final = response
-            if self.invite and response.status >= 300:
-                # ACK for a non-2xx final response belongs to the transaction (17.1.1.3).
-                self.ack = _ack_for_failure(self.request, response).serialize()
-                self.ua.send_raw(self.ack, self.addr)
-            # Keep the entry for 32 s (timer D/K) to absorb retransmissions.
-            asyncio.get_running_loop().call_later(
-                64 * self.ua.t1, self.ua._client_transactions.pop, self.key, None
-            )
-        self.responses.put_nowait(response)
-
-    async def final_response(self) -> SipResponse:
-        """Wait for the final response (provisional ones are skipped)."""
-        while True:
-            response = await self.responses.get()
-            if response.status >= 200:
-                return response
-
-    def cancel(self) -> None:
-        self._task.cancel()
-
-
-def _timeout_response(request: SipRequest) -> SipResponse:
-    response = SipResponse(status=408, reason="Request Timeout")
-    response.headers = request.headers.copy()
-    return response
-
-
-def _ack_for_failure(invite: SipRequest, response: SipResponse) -> SipRequest:
-    ack = SipRequest(method="ACK", uri=invite.uri)
-    ack.headers.add("Via", invite.headers.get_all("Via")[0])
-    ack.headers.add("Max-Forwards", "70")
-    ack.headers.add("From", invite.headers.get("From") or "")
-    ack.headers.add("To", response.headers.get("To") or "")
-    ack.headers.add("Call-ID", invite.call_id)
-    ack.headers.add("CSeq", f"{invite.cseq.number} ACK")
-    return ack
-
-
-class _ServerTransaction:
-    """Remembers the last response to a request; resends final INVITE responses until ACK."""
-
-    def __init__(self, ua: UserAgent, request: SipRequest, addr: tuple[str, int]) -> None:
-        self.ua = ua
-        self.request = request
-        self.addr = addr
-        self.key = (request.top_via.branch, request.method)
-        self.last: bytes | None = None
-        self.final_status: int | None = None
-        self.acked = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def respond(self, response: SipResponse) -> None:
-        self.last = response.serialize()
-        self.ua.send_raw(self.last, self.addr)
-        if response.status >= 200 and self.final_status is None:
-            self.final_status = response.status
-            if self.request.method == "INVITE":
-                self._task = asyncio.create_task(self._retransmit_until_ack())
-            else:
-                self._forget_later()
-
-    async def _retransmit_until_ack(self) -> None:
-        interval = self.ua.t1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 64 * self.ua.t1
-        try:
-            while loop.time() < deadline:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.acked.wait(), interval)
-                if self.acked.is_set():
-                    return
-                if self.last is not None:
-                    self.ua.send_raw(self.last, self.addr)
-                interval = min(interval * 2, self.ua.t2)
-            log.info("no ACK for %s %s", self.final_status, self.request.call_id)
-        finally:
-            self._forget_later()
-
-    def _forget_later(self) -> None:
-        asyncio.get_running_loop().call_later(
-            64 * self.ua.t1, self.ua._server_transactions.pop, self.key, None
-        )
-
-    def retransmitted(self) -> None:
-        if self.last is not None:
-            self.ua.send_raw(self.last, self.addr)
-
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-
-# --- Calls ------------------------------------------------------------------------------
-
-
-class Call:
-    """An established call (a dialog) and its media.
-
-    Audio: ``send_audio``/``recv_audio`` move 160-sample blocks (``recv_audio`` is the
-    clock: it returns once per 20/pace ms). T.38: ``send_ifp``/``recv_ifp``/``take_ifps``.
-    ``events`` reports ringing, remote hangup and re-INVITE results; ``ended`` is set
-    when the call is over for whatever reason.
-    """
-
-    def __init__(
-        self,
-        ua: UserAgent,
-        *,
-        call_id: str,
-        local: NameAddr,
-        remote: NameAddr,
-        remote_target: str,
-        remote_addr: tuple[str, int],
-        outgoing: bool,
-        rtp: RtpStream,
-        local_cseq: int,
-    ) -> None:
-        self.ua = ua
-        self.call_id = call_id
-        self.local = local
-        self.remote = remote
-        self.remote_target = remote_target
-        self.remote_addr = remote_addr
-        self.outgoing = outgoing
-        self.rtp = rtp
-        self.udptl: UdptlStream | None = None
-        self.media_kind: MediaKind = "audio"
-        self.t38_params: T38Params | None = None
-        self.accept_t38 = ua.accept_t38
-        self.events: asyncio.Queue[CallEvent] = asyncio.Queue()
-        self.ended = asyncio.Event()
-        self.end_reason = ""
-        self.remote_hung_up = False
-        self._cseq = local_cseq
-        self._sdp_version = 0
-        self._session_id = secrets.randbelow(2**31)
-        self._acks: dict[int, bytes] = {}  # our ACK per INVITE CSeq, for 2xx retransmissions
-        self._pending_2xx: dict[int, _ServerTransaction] = {}
-        self._reinvite_pending = False
-
-    @property
-    def local_tag(self) -> str:
-        return self.local.tag or ""
-
-    @property
-    def remote_tag(self) -> str:
-        return self.remote.tag or ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.call_id, self.local_tag)
-
-    @property
-    def is_ended(self) -> bool:
-        return self.ended.is_set()
-
-    @property
-    def pace(self) -> float:
-        return self.ua.pace
-
-    @property
-    def payload_type(self) -> int:
-        return self.rtp.payload_type
-
-    # --- media ------------------------------------------------------------------------
-
-    async def send_audio(self, block: npt.NDArray[np.int16]) -> None:
-        """Send 20 ms of audio (a no-op once the call has ended)."""
-        if self.is_ended or self.rtp.closed:
-            return
-        await self.rtp.send(block)
-
-    async def recv_audio(self) -> npt.NDArray[np.int16]:
-        """The next 20 ms heard; after the call ended, what is still buffered, then CallEnded."""
-        try:
-            return await self.rtp.recv()
-        except MediaClosed as exc:
-            raise CallEnded(self.end_reason or "call ended") from exc
-
-    async def send_ifp(self, ifp: bytes, seq: int, copies: int = 1) -> None:
-        if self.udptl is None:
-            raise RuntimeError("the call is not on T.38")
-        if self.is_ended or self.udptl.closed:
-            return
-        self.udptl.send_ifp(ifp, seq, copies)
-
-    async def recv_ifp(self) -> tuple[int, bytes]:
-        if self.udptl is None:
-            raise RuntimeError("the call is not on T.38")
-        try:
-            return await self.udptl.recv_ifp()
-        except MediaClosed as exc:
-            raise CallEnded(self.end_reason or "call ended") from exc
-
-    def take_ifps(self) -> list[tuple[int, bytes]]:
-        return self.udptl.take_ifps() if self.udptl is not None else []
-
-    # --- signalling -------------------------------------------------------------------
-
-    def _sdp(self, media: list[MediaDescription]) -> bytes:
-        self._sdp_version += 1
-        return SessionDescription(
-            address=self.ua.host,
-            media=media,
-            session_id=self._session_id,
-            version=self._sdp_version,
-        ).serialize()
-
-    def _next_cseq(self) -> int:
-        self._cseq += 1
-        return self._cseq
-
-    def _request(self, method: str, cseq: int | None = None, body: bytes = b"") -> SipRequest:
-        request = SipRequest(method=method, uri=self.remote_target)
-        request.headers.add("Via", self.ua.via(new_branch()))
-        request.headers.add("Max-Forwards", "70")
-        request.headers.add("From", str(self.local))
-        request.headers.add("To", str(self.remote))
-        request.headers.add("Call-ID", self.call_id)
-        request.headers.add("CSeq", f"{cseq if cseq is not None else self._next_cseq()} {method}")
-        if method in ("INVITE",):
-            request.headers.add("Contact", self.ua.contact())
-            request.headers.add("Allow", ALLOW)
-        if body:
-            request.headers.add("Content-Type", "application/sdp")
-        request.body = body
-        return request
-
-    def _send_ack(self, cseq: int) -> None:
-        ack = self._request("ACK", cseq=cseq).serialize()
-        self._acks[cseq] = ack
-        self.ua.send_raw(ack, self.remote_addr)
-
-    async def request_t38(self, params: T38Params | None = None) -> bool:
-        """Send a re-INVITE offering T.38; True when accepted (media is then T.38)."""
-        if self.is_ended:
-            raise CallEnded(self.end_reason)
-        if self.media_kind == "t38":
-            return True
-        if self._reinvite_pending:
-            return False
-        self._reinvite_pending = True
-        udptl = await UdptlStream.open(self.ua.host, pace=self.pace)
-        accepted = False
-        try:
-            body = self._sdp([t38_media(udptl.local_port, params)])
-            cseq = self._next_cseq()
-            request = self._request("INVITE", cseq=cseq, body=body)
-            tx = self.ua._start_client(request, self.remote_addr)
-            try:
-                async with asyncio.timeout(64 * self.ua.t1 + 1):
-                    response = await tx.final_response()
-            except TimeoutError:
-                response = _timeout_response(request)
-            if 200 <= response.status < 300:
-                self._send_ack(cseq)
-                answer = _parse_sdp(response)
-                media = answer.find("t38") if answer else None
-                if answer is not None and media is not None:
-                    params_in = T38Params.from_attributes(media.attributes)
-                    udptl.connect(answer.endpoint(media), params_in.max_datagram)
-                    self._switch_to_t38(udptl, params_in)
-                    accepted = True
-            if not accepted:
-                self.events.put_nowait(
-                    CallEvent(EventKind.REINVITE_REFUSED, self.media_kind, response.status)
-                )
-                log.info("T.38 re-INVITE refused: %s %s", response.status, response.reason)
-            return accepted
-        finally:
-            self._reinvite_pending = False
-            if not accepted:
-                udptl.close()
-
-    def _switch_to_t38(self, udptl: UdptlStream, params: T38Params) -> None:
-        if self.udptl is not None and self.udptl is not udptl:
-            self.udptl.close()
-        self.udptl = udptl
-        self.t38_params = params
-        self.media_kind = "t38"
-        self.events.put_nowait(CallEvent(EventKind.MEDIA_CHANGED, "t38", 200))
-
-    async def _on_reinvite(self, request: SipRequest, tx: _ServerTransaction) -> None:
-        if self._reinvite_pending:
-            tx.respond(self.ua.response(request, 491))
-            return
-        offer = _parse_sdp(request)
-        t38 = offer.find("t38") if offer else None
-        audio = offer.find("audio") if offer else None
-        if offer is not None and t38 is not None and self.accept_t38:
-            params = answer_t38(T38Params.from_attributes(t38.attributes))
-            udptl = self.udptl or await UdptlStream.open(self.ua.host, pace=self.pace)
-            udptl.connect(offer.endpoint(t38), params.max_datagram)
-            body = self._sdp([t38_media(udptl.local_port, params)])
-            self._send_2xx(request, tx, body)
-            if self.media_kind != "t38" or udptl is not self.udptl:
-                self._switch_to_t38(udptl, params)
-            return
-        if offer is not None and t38 is None and audio is not None:
-            pt = choose_codec(audio)
-            if pt is not None:  # back to audio (or a session refresh)
-                self.rtp.connect(offer.endpoint(audio), pt)
-                self._send_2xx(request, tx, self._sdp([audio_media(self.rtp.local_port, [pt])]))
-                if self.media_kind != "audio":
-                    self.media_kind = "audio"
-                    self.events.put_nowait(CallEvent(EventKind.MEDIA_CHANGED, "audio", 200))
-                return
-        tx.respond(self.ua.response(request, 488))
-        self.events.put_nowait(CallEvent(EventKind.REINVITE_REFUSED, self.media_kind, 488))
-
-    def _send_2xx(self, request: SipRequest, tx: _ServerTransaction, body: bytes) -> None:
-        response = self.ua.response(request, 200, to_tag=self.local_tag, body=body)
-        response.headers.add("Contact", self.ua.contact())
-        self._pending_2xx[request.cseq.number] = tx
-        tx.respond(response)
-
-    def _on_ack(self, request: SipRequest) -> None:
-        tx = self._pending_2xx.pop(request.cseq.number, None)
-        if tx is not None:
-            tx.acked.set()
-
-    def _on_bye(self, request: SipRequest, addr: tuple[str, int]) -> None:
-        tx = self.ua._new_server_transaction(request, addr)
-        tx.respond(self.ua.response(request, 200))
-        if not self.is_ended:
-            self.remote_hung_up = True
-            self.events.put_nowait(CallEvent(EventKind.REMOTE_HANGUP, self.media_kind))
-            self._end("remote hung up")
-
-    def _on_2xx_retransmission(self, response: SipResponse) -> None:
-        ack = self._acks.get(response.cseq.number)
-        if ack is not None:
-            self.ua.send_raw(ack, self.remote_addr)
-
-    def _end(self, reason: str) -> None:
-        if self.is_ended:
-            return
-        self.end_reason = reason
-        self.ended.set()
-        # No more datagrams in; what is buffered can still be read (recv_audio drains).
-        self.rtp.close()
-        if self.udptl is not None:
-            self.udptl.close()
-        for tx in self._pending_2xx.values():
-            tx.acked.set()
-        # Keep the dialog a while to answer retransmitted BYEs / ACK retransmitted 200s.
-        asyncio.get_running_loop().call_later(64 * self.ua.t1, self.ua._calls.pop, self.key, None)
-
-    async def hangup(self) -> None:
-        """Send BYE (waits for its response, up to 64·T1) and end the call."""
-        if self.is_ended:
-            return
-        request = self._request("BYE")
-        self._end("hung up")
-        tx = self.ua._start_client(request, self.remote_addr)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(64 * self.ua.t1 + 1):
-                response = await tx.final_response()
-            log.debug("BYE %s: %s %s", self.call_id, response.status, response.reason)
-
-
-def _parse_sdp(message: SipRequest | SipResponse) -> SessionDescription | None:
-    if not message.body or message.content_type not in ("application/sdp", ""):
-        return None
-    try:
-        return SessionDescription.parse(message.body)
-    except (SipParseError, ValueError, UnicodeDecodeError):
-        return None
-
-
-class IncomingCall:
-    """An INVITE waiting for the handler's decision: ``answer()`` or ``reject(status)``."""
-
-    def __init__(
-        self, ua: UserAgent, request: SipRequest, addr: tuple[str, int], tx: _ServerTransaction
-    ) -> None:
-        self.ua = ua
-        self.request = request
-        self.addr = addr
-        self.tx = tx
-        self.offer = _parse_sdp(request)
-        self.local_tag = new_tag()
-        self.cancelled = asyncio.Event()
-        self.decided = False
-        self.call: Call | None = None
-
-    @property
-    def from_number(self) -> str:
-        return _user_of(self.request.from_.uri)
-
-    @property
-    def to_number(self) -> str:
-        return _user_of(self.request.to.uri) or _user_of(self.request.uri)
-
-    def ring(self, status: int = 180) -> None:
-        if not self.decided and not self.cancelled.is_set():
-            self.tx.respond(self.ua.response(self.request, status, to_tag=self.local_tag))
-
-    async def answer(self) -> Call:
-        if self.cancelled.is_set():
-            raise CallEnded("the caller cancelled")
-        if self.decided:
-            raise RuntimeError("already answered or rejected")
-        offer = self.offer
-        audio = offer.find("audio") if offer else None
-        t38 = offer.find("t38") if offer else None
-        pt = choose_codec(audio) if audio is not None else None
-        if offer is None or (pt is None and t38 is None):
-            await self.reject(488)
-            raise CallEnded("no acceptable media in the offer")
-        self.decided = True
-        ua = self.ua
-        rtp = await RtpStream.open(ua.host, pace=ua.pace, jitter_prefill=ua.jitter_prefill)
-        to = self.request.to
-        to.params["tag"] = self.local_tag
-        contact = self.request.headers.get("Contact")
-        target = NameAddr.parse(contact).uri if contact else self.request.from_.uri
-        call = Call(
-            ua,
-            call_id=self.request.call_id,
-            local=to,
-            remote=self.request.from_,
-            remote_target=target,
-            remote_addr=self.addr,
-            outgoing=False,
-            rtp=rtp,
-            local_cseq=secrets.randbelow(10000),
-        )
-        media: list[MediaDescription] = []
-        if audio is not None and pt is not None:
-            assert offer is not None
-            rtp.connect(offer.endpoint(audio), pt)
-            media.append(audio_media(rtp.local_port, [pt]))
-        elif audio is not None:
-            media.append(MediaDescription("audio", 0, audio.proto, audio.formats))
-        if t38 is not None and pt is None and offer is not None:  # T.38 only offered
-            params = answer_t38(T38Params.from_attributes(t38.attributes))
-            udptl = await UdptlStream.open(ua.host, pace=ua.pace)
-            udptl.connect(offer.endpoint(t38), params.max_datagram)
-            media.append(t38_media(udptl.local_port, params))
-            call.udptl, call.t38_params = udptl, params
-            if pt is None:
-                call.media_kind = "t38"
-        elif t38 is not None:
-            media.append(MediaDescription("image", 0, t38.proto, t38.formats))
-        ua._calls[call.key] = call
-        self.call = call
-        call._send_2xx(self.request, self.tx, call._sdp(media))
-        return call
-
-    async def reject(self, status: int = 486, reason: str | None = None) -> None:
-        if self.decided or self.cancelled.is_set():
-            return
-        self.decided = True
-        self.tx.respond(self.ua.response(self.request, status, reason, to_tag=self.local_tag))
-
-
-def _user_of(uri: str) -> str:
-    try:
-        return SipUri.parse(uri).user or ""
-    except SipParseError:
-        return ""
-
-
 Handler = Callable[[IncomingCall], Awaitable[None]]
 
 
-# --- The user agent ---------------------------------------------------------------------
-
-
-class UserAgent(_DatagramSink):
-    """SIP over one UDP socket: ``dial`` out, ``listen`` for calls in.
+class UserAgent:
+    """SIP over one transport: ``dial`` out, ``listen`` for calls in.
 
     ``pace`` is the media clock for all its calls (1.0 real time, N: N times faster,
     0: unpaced lock-step audio; see ``rtp``). ``t1``/``t2`` are the RFC 3261 timers.
@@ -684,16 +115,15 @@ class UserAgent(_DatagramSink):
         self.port = 0
         self.user = user
         self.pace = pace
-        self.t1 = t1
-        self.t2 = t2
         self.credentials = credentials
         self.accept_t38 = accept_t38
         self.jitter_prefill = jitter_prefill
         self.user_agent = user_agent
-        self._transport: asyncio.DatagramTransport | None = None
+        self.transport: Transport | None = None
+        self.transactions = TransactionLayer(
+            self.send, t1=t1, t2=t2, on_stray_2xx=self._on_stray_2xx
+        )
         self._handler: Handler | None = None
-        self._client_transactions: dict[tuple[str, str], _ClientTransaction] = {}
-        self._server_transactions: dict[tuple[str, str], _ServerTransaction] = {}
         self._incoming: dict[str, IncomingCall] = {}  # by INVITE branch
         self._calls: dict[tuple[str, str], Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -704,8 +134,8 @@ class UserAgent(_DatagramSink):
     async def start(cls, host: str = "127.0.0.1", port: int = 0, **options: Any) -> UserAgent:
         """A user agent listening on host:port (0: a free port); options as for __init__."""
         ua = cls(host, **options)
-        ua._transport = await open_udp(ua, host, port)
-        ua.port = int(ua._transport.get_extra_info("sockname")[1])
+        ua.transport = await UdpTransport.open(host, port, ua.receive)
+        ua.port = ua.transport.port
         return ua
 
     async def __aenter__(self) -> Self:
@@ -728,16 +158,22 @@ class UserAgent(_DatagramSink):
                 task.cancel()
         for task in list(self._tasks):
             task.cancel()
-        for tx in self._client_transactions.values():
-            tx.cancel()
-        for stx in self._server_transactions.values():
-            stx.cancel()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        self.transactions.close()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
 
     @property
-    def address(self) -> tuple[str, int]:
+    def t1(self) -> float:
+        return self.transactions.t1
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the transport is up (a readiness check)."""
+        return self.transport is not None and self.transport.is_open
+
+    @property
+    def address(self) -> Address:
         return (self.host, self.port)
 
     @property
@@ -750,11 +186,11 @@ class UserAgent(_DatagramSink):
 
     # --- transport --------------------------------------------------------------------
 
-    def send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._transport is None:
+    def send(self, data: bytes, addr: Address) -> None:
+        if self.transport is None:
             return
         self._keep(self.sent, data)
-        self._transport.sendto(data, addr)
+        self.transport.send(data, addr)
 
     @staticmethod
     def _keep(log_list: list[bytes], data: bytes) -> None:
@@ -763,7 +199,8 @@ class UserAgent(_DatagramSink):
             del log_list[:100]
 
     def via(self, branch: str) -> str:
-        return str(Via(self.host, self.port, "UDP", {"branch": branch, "rport": None}))
+        name = self.transport.name if self.transport is not None else "UDP"
+        return str(Via(self.host, self.port, name, {"branch": branch, "rport": None}))
 
     def contact(self, user: str | None = None) -> str:
         return f"<sip:{user or self.user}@{self.host}:{self.port}>"
@@ -793,20 +230,21 @@ class UserAgent(_DatagramSink):
         response.body = body
         return response
 
-    def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def receive(self, data: bytes, addr: Address) -> None:
+        """One message from the transport (``addr``: where it came from)."""
         if not data.strip():
             return  # keep-alive
         try:
             message = parse_message(data)
             self._keep(self.received, data)
             if isinstance(message, SipResponse):
-                self._on_response(message)
+                self.transactions.on_response(message)
             else:
                 self._on_request(message, addr)
         except (SipParseError, ValueError) as exc:
-            log.info("dropped a bad SIP datagram from %s: %s", addr, exc)
-        except Exception:  # never let one message take the socket down
-            log.exception("failed to handle a SIP datagram from %s", addr)
+            log.info("dropped a bad SIP message from %s: %s", addr, exc)
+        except Exception:  # never let one message take the transport down
+            log.exception("failed to handle a SIP message from %s", addr)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -821,27 +259,27 @@ class UserAgent(_DatagramSink):
         if not task.cancelled() and task.exception() is not None:
             log.error("SIP task failed", exc_info=task.exception())
 
+    # --- dialogs ----------------------------------------------------------------------
+
+    def remember(self, call: Call) -> None:
+        self._calls[call.key] = call
+
+    def forget(self, call: Call) -> None:
+        asyncio.get_running_loop().call_later(
+            self.transactions.timeout, self._calls.pop, call.key, None
+        )
+
     # --- client side ------------------------------------------------------------------
 
-    def _start_client(self, request: SipRequest, addr: tuple[str, int]) -> _ClientTransaction:
+    def send_request(self, request: SipRequest, addr: Address) -> ClientTransaction:
+        """Send ``request`` in a new client transaction."""
         request.headers.set("User-Agent", self.user_agent)
-        tx = _ClientTransaction(self, request, addr)
-        self._client_transactions[tx.key] = tx
-        return tx
+        return self.transactions.client(request, addr)
 
-    def _on_response(self, response: SipResponse) -> None:
-        key = (response.top_via.branch, response.cseq.method)
-        tx = self._client_transactions.get(key)
-        if tx is not None:
-            tx.on_response(response)
-            return
-        if response.cseq.method == "INVITE" and 200 <= response.status < 300:
-            self._on_2xx_retransmission(response)
-
-    def _on_2xx_retransmission(self, response: SipResponse) -> None:
+    def _on_stray_2xx(self, response: SipResponse) -> None:
         call = self._calls.get((response.call_id, response.from_.tag or ""))
         if call is not None:
-            call._on_2xx_retransmission(response)
+            call.on_2xx_retransmission(response)
 
     async def dial(
         self,
@@ -889,7 +327,7 @@ class UserAgent(_DatagramSink):
     async def _invite(
         self,
         request_uri: str,
-        addr: tuple[str, int],
+        addr: Address,
         call_id: str,
         local: NameAddr,
         remote: NameAddr,
@@ -923,7 +361,7 @@ class UserAgent(_DatagramSink):
             for name, value in auth_headers:
                 h.add(name, value)
             h.add("Content-Type", "application/sdp")
-            tx = self._start_client(invite, addr)
+            tx = self.send_request(invite, addr)
             final, cancelled = await self._await_final(tx, invite, addr, deadline, on_progress)
             if cancelled and 200 <= final.status < 300:  # answered as we gave up: end it
                 call = self._established(final, call_id, local, rtp, addr, cseq)
@@ -948,9 +386,9 @@ class UserAgent(_DatagramSink):
 
     async def _await_final(
         self,
-        tx: _ClientTransaction,
+        tx: ClientTransaction,
         invite: SipRequest,
-        addr: tuple[str, int],
+        addr: Address,
         deadline: float,
         on_progress: Callable[[int, str], None] | None,
     ) -> tuple[SipResponse, bool]:
@@ -961,7 +399,7 @@ class UserAgent(_DatagramSink):
             try:
                 if cancelled or timeout > 0:
                     async with asyncio.timeout(
-                        64 * self.t1 + 1 if cancelled else max(timeout, 0.001)
+                        self.transactions.timeout + 1 if cancelled else max(timeout, 0.001)
                     ):
                         response = await tx.responses.get()
                 else:
@@ -982,7 +420,7 @@ class UserAgent(_DatagramSink):
                 raise CallFailed(408, "No answer")
             return response, cancelled
 
-    def _send_cancel(self, invite: SipRequest, addr: tuple[str, int]) -> None:
+    def _send_cancel(self, invite: SipRequest, addr: Address) -> None:
         cancel = SipRequest(method="CANCEL", uri=invite.uri)
         cancel.headers.add("Via", invite.headers.get_all("Via")[0])  # same branch (9.1)
         cancel.headers.add("Max-Forwards", "70")
@@ -990,7 +428,7 @@ class UserAgent(_DatagramSink):
         cancel.headers.add("To", invite.headers.get("To") or "")
         cancel.headers.add("Call-ID", invite.call_id)
         cancel.headers.add("CSeq", f"{invite.cseq.number} CANCEL")
-        self._start_client(cancel, addr)
+        self.send_request(cancel, addr)
 
     def _established(
         self,
@@ -998,7 +436,7 @@ class UserAgent(_DatagramSink):
         call_id: str,
         local: NameAddr,
         rtp: RtpStream,
-        addr: tuple[str, int],
+        addr: Address,
         cseq: int,
     ) -> Call:
         contact = final.headers.get("Contact")
@@ -1019,9 +457,9 @@ class UserAgent(_DatagramSink):
             rtp=rtp,
             local_cseq=cseq,
         )
-        self._calls[call.key] = call
-        call._send_ack(cseq)
-        answer = _parse_sdp(final)
+        self.remember(call)
+        call.send_ack(cseq)
+        answer = sdp_of(final)
         audio = answer.find("audio") if answer else None
         t38 = answer.find("t38") if answer else None
         if answer is not None and audio is not None:
@@ -1036,30 +474,21 @@ class UserAgent(_DatagramSink):
 
     # --- server side ------------------------------------------------------------------
 
-    def _new_server_transaction(
-        self, request: SipRequest, addr: tuple[str, int]
-    ) -> _ServerTransaction:
-        tx = _ServerTransaction(self, request, addr)
-        self._server_transactions[tx.key] = tx
-        return tx
-
-    def _on_request(self, request: SipRequest, addr: tuple[str, int]) -> None:
+    def _on_request(self, request: SipRequest, addr: Address) -> None:
         method = request.method
-        branch = request.top_via.branch
         if method == "ACK":
             self._on_ack(request)
             return
-        existing = self._server_transactions.get((branch, method))
-        if existing is not None:
-            existing.retransmitted()
+        if self.transactions.absorb_retransmission(request):
             return
+        server = self.transactions.server
         to_tag = request.to.tag
         if method == "CANCEL":
             self._on_cancel(request, addr)
         elif method == "INVITE" and not to_tag:
             self._on_invite(request, addr)
         elif method == "OPTIONS":
-            tx = self._new_server_transaction(request, addr)
+            tx = server(request, addr)
             response = self.response(request, 200, to_tag=new_tag())
             response.headers.add("Allow", ALLOW)
             tx.respond(response)
@@ -1067,28 +496,26 @@ class UserAgent(_DatagramSink):
             call = self._calls.get((request.call_id, to_tag or ""))
             tx = None
             if call is None or (call.is_ended and method != "BYE"):
-                tx = self._new_server_transaction(request, addr)
+                tx = server(request, addr)
                 tx.respond(self.response(request, 481))
             elif method == "BYE":
-                call._on_bye(request, addr)
+                call.on_bye(request, addr)
             elif method == "INVITE":
-                tx = self._new_server_transaction(request, addr)
-                self._spawn(call._on_reinvite(request, tx))
+                tx = server(request, addr)
+                self._spawn(call.on_reinvite(request, tx))
             else:
-                tx = self._new_server_transaction(request, addr)
+                tx = server(request, addr)
                 tx.respond(self.response(request, 405))
 
     def _on_ack(self, request: SipRequest) -> None:
-        tx = self._server_transactions.get((request.top_via.branch, "INVITE"))
-        if tx is not None and tx.final_status is not None and tx.final_status >= 300:
-            tx.acked.set()  # ACK for a failure response: same branch
+        if self.transactions.absorb_failure_ack(request):
             return
         call = self._calls.get((request.call_id, request.to.tag or ""))
         if call is not None:
-            call._on_ack(request)
+            call.on_ack(request)
 
-    def _on_cancel(self, request: SipRequest, addr: tuple[str, int]) -> None:
-        tx = self._new_server_transaction(request, addr)
+    def _on_cancel(self, request: SipRequest, addr: Address) -> None:
+        tx = self.transactions.server(request, addr)
         incoming = self._incoming.get(request.top_via.branch)
         if incoming is None:
             tx.respond(self.response(request, 481))
@@ -1099,8 +526,8 @@ class UserAgent(_DatagramSink):
             incoming.cancelled.set()
             incoming.tx.respond(self.response(incoming.request, 487, to_tag=incoming.local_tag))
 
-    def _on_invite(self, request: SipRequest, addr: tuple[str, int]) -> None:
-        tx = self._new_server_transaction(request, addr)
+    def _on_invite(self, request: SipRequest, addr: Address) -> None:
+        tx = self.transactions.server(request, addr)
         if self._handler is None:
             tx.respond(self.response(request, 480, to_tag=new_tag()))
             return
@@ -1122,107 +549,6 @@ class UserAgent(_DatagramSink):
         finally:
             if not incoming.decided:
                 await incoming.reject(480)
-            asyncio.get_running_loop().call_later(64 * self.t1, self._incoming.pop, branch, None)
-
-
-# --- The fax pump -----------------------------------------------------------------------
-
-FaxEngine = FaxSession | T38Session
-SessionFactory = Callable[[MediaKind], FaxEngine]
-LINGER_BLOCKS = 25  # 0.5 s of call time after phase E before BYE, so the last frame arrives
-# T.38 has no per-packet rhythm: the loop wakes every 3 blocks (60 ms of call time) and
-# lets spandsp's terminal step 20 ms at a time within it (it sends at most one chunk a
-# step). A third of the wake-ups, timer and packet handling of waking every 20 ms, for
-# both ends of every call; T.30's timers are seconds, and UDPTL takes bursts.
-T38_BLOCKS_PER_WAKE = 3
-
-
-def _kind(session: FaxEngine) -> MediaKind:
-    return "t38" if isinstance(session, T38Session) else "audio"
-
-
-async def run_fax_over_call(
-    call: Call,
-    session: FaxEngine | SessionFactory,
-    *,
-    max_seconds: float = 1800.0,
-    hangup: bool = True,
-) -> FaxOutcome:
-    """Pump a fax session over ``call``'s media until phase E, then hang up.
-
-    ``session`` is a ready ``FaxSession`` (audio) or ``T38Session``, or a factory called
-    with the call's media kind: with a factory, a re-INVITE that switches the media
-    mid-call replaces the session (the T.30 exchange starts again on the new media, as
-    a gateway would); the sessions it made are closed here. The remote hanging up ends
-    T.30 after the buffered media was heard (a BYE overtaking the DCN is common).
-    """
-    factory: SessionFactory | None = None
-    if isinstance(session, FaxSession | T38Session):
-        current: FaxEngine = session
-    else:
-        factory = session
-        current = factory(call.media_kind)
-    made: list[FaxEngine] = [current] if factory is not None else []
-    blocks = 0
-    max_blocks = int(max_seconds * 50)
-    clock = Clock(call.pace)
-    rx: npt.NDArray[np.int16] = silence()
-    linger = 0
-    try:
-        while True:
-            if call.media_kind != _kind(current) and not current.done:
-                if factory is None:
-                    raise RuntimeError(f"the call switched to {call.media_kind}: pass a factory")
-                log.info("%s: media is now %s, new session", call.call_id, call.media_kind)
-                current.close()  # before the new one opens the same file
-                current = factory(call.media_kind)
-                made.append(current)
-                rx = silence()
-            step = 1 if isinstance(current, FaxSession) else T38_BLOCKS_PER_WAKE
-            if current.done:
-                linger += step
-                if linger > LINGER_BLOCKS or call.is_ended:
-                    break
-            if blocks >= max_blocks:
-                log.warning("%s: no phase E after %s s, hanging up", call.call_id, max_seconds)
-                current.hangup()
-                break
-            blocks += step
-            try:
-                if isinstance(current, FaxSession):
-                    tx = current.process(rx)
-                    await call.send_audio(tx)
-                    rx = await call.recv_audio()
-                else:
-                    if not call.pace:
-                        # Lock-step needs one packet per slot each way; T.38 has no such
-                        # rhythm, so two unpaced terminals would time each other out.
-                        raise ValueError("T.38 needs a media clock: use a pace > 0")
-                    await clock.wait_slot(step)
-                    _t38_step(call, current, step)
-                    if call.is_ended and call.udptl is not None and call.udptl.closed:
-                        # Remote hung up: what had arrived is in; give T.30 its last chance.
-                        _t38_step(call, current, 1)
-                        raise CallEnded(call.end_reason)
-            except CallEnded:
-                if not current.done:
-                    current.hangup()
-                break
-    finally:
-        if hangup and not call.is_ended:
-            await call.hangup()
-    try:
-        return current.result
-    finally:
-        for made_session in made:
-            made_session.close()
-
-
-def _t38_step(call: Call, session: T38Session, blocks: int) -> None:
-    for seq, ifp in call.take_ifps():
-        session.rx_packet(ifp, seq)
-    for _ in range(blocks):
-        session.tick(160)
-    if call.udptl is not None and not call.is_ended:
-        for packet in session.take_packets():
-            call.udptl.send_ifp(packet.ifp, packet.seq, packet.copies)
+            asyncio.get_running_loop().call_later(
+                self.transactions.timeout, self._incoming.pop, branch, None
+            )

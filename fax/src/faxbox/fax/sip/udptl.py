@@ -21,7 +21,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from faxbox.fax.sip.rtp import MediaClosed, _DatagramSink, open_udp
+from faxbox.fax.sip.rtp import MediaClosed
+from faxbox.fax.sip.transport import DatagramEndpoint
 
 log = logging.getLogger("faxbox.fax.sip.udptl")
 
@@ -153,7 +154,7 @@ class UdptlDecoder:
         return out
 
 
-class UdptlStream(_DatagramSink):
+class UdptlStream(DatagramEndpoint):
     """One call's T.38 transport: ``send_ifp`` out, ``recv_ifp`` in (in order, once each)."""
 
     def __init__(self, pace: float = 1.0, redundancy: int = 3, max_datagram: int = 400) -> None:
@@ -162,7 +163,6 @@ class UdptlStream(_DatagramSink):
         self.encoder = UdptlEncoder(redundancy, max_datagram)
         self.decoder = UdptlDecoder()
         self._queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-        self._transport: asyncio.DatagramTransport | None = None
         self._closed = False
         self.packets_sent = 0
         self.packets_received = 0
@@ -170,14 +170,8 @@ class UdptlStream(_DatagramSink):
     @classmethod
     async def open(cls, host: str, port: int = 0, *, pace: float = 1.0) -> UdptlStream:
         stream = cls(pace)
-        stream._transport = await open_udp(stream, host, port)
+        await stream.bind(host, port)
         return stream
-
-    @property
-    def local_port(self) -> int:
-        if self._transport is None:
-            raise MediaClosed("not open")
-        return int(self._transport.get_extra_info("sockname")[1])
 
     def connect(self, remote: tuple[str, int], max_datagram: int | None = None) -> None:
         self.remote = remote
@@ -199,7 +193,7 @@ class UdptlStream(_DatagramSink):
         if self.remote is None:
             return
         for _ in range(max(1, copies)):
-            self._transport.sendto(self.encoder.encode(seq, ifp), self.remote)
+            self.sendto(self.encoder.encode(seq, ifp), self.remote)
             self.packets_sent += 1
 
     async def recv_ifp(self) -> tuple[int, bytes]:
@@ -223,8 +217,7 @@ class UdptlStream(_DatagramSink):
         if not self._closed:
             self._closed = True
             self._queue.put_nowait((-1, b""))  # wakes a waiting recv_ifp
-            if self._transport is not None:
-                self._transport.close()
+            self.close_socket()
 
     @property
     def closed(self) -> bool:

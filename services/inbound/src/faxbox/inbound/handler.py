@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.outcome import FailureClass as EngineClass
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, FaxSession, T38Session
-from faxbox.fax.sip.message import MediaKind
-from faxbox.fax.sip.ua import Call, CallEnded, FaxEngine, IncomingCall, run_fax_over_call
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
+from faxbox.fax.sip.dialog import Call, CallEnded, IncomingCall
+from faxbox.fax.sip.sdp import MediaKind
 from faxbox.fax.tiffcheck import count_pages
 from faxbox.inbound import metrics
 from faxbox.inbound.outbox import Outbox, deliver

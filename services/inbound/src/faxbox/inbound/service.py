@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import Field
 
-from faxbox.fax.sip.ua import IncomingCall, UserAgent
+from faxbox.fax.sip.dialog import IncomingCall
+from faxbox.fax.sip.ua import UserAgent
 from faxbox.inbound.handler import Deps, handle_call
 from faxbox.inbound.outbox import COLLECTION as OUTBOX
 from faxbox.inbound.outbox import MongoOutbox, sweep_forever
@@ -80,8 +81,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             publisher=infra.bus,
             outbox=outbox,
             calls=asyncio.Semaphore(settings.max_calls),
-            pace=settings.line_pace,
-            max_call_s=settings.inbound_max_call_s,  # call time, as run_fax_over_call counts
+            max_call_s=settings.inbound_max_call_s,  # call time, as the fax line counts
             media_silence_s=settings.inbound_media_silence_s,
             spool_dir=settings.inbound_spool_dir,
         )
@@ -92,7 +92,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             user="faxbox-inbound",
             accept_t38=settings.inbound_accept_t38 and settings.line_pace > 0,
         )
-        runtime.add_check("sip", lambda: ua._transport is not None)
+        runtime.add_check("sip", lambda: ua.is_open)
         in_flight: set[asyncio.Task[None]] = set()
 
         async def on_invite(incoming: IncomingCall) -> None:

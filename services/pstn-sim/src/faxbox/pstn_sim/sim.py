@@ -32,28 +32,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from faxbox.fax.line.pump import T38_BLOCKS_PER_WAKE, run_fax_over_call
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, FaxSession, Role, T38Session
-from faxbox.fax.sip.message import (
-    Credentials,
-    MediaKind,
-    SipRequest,
-    audio_media,
-    digest_authorization,
-    parse_auth_params,
-)
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, Role, T38Session
+from faxbox.fax.sip.dialog import Call, CallEnded, IncomingCall
+from faxbox.fax.sip.digest import Credentials, authorization_matches, digest_challenge
+from faxbox.fax.sip.message import SipRequest
 from faxbox.fax.sip.rtp import Clock, RtpStream
-from faxbox.fax.sip.ua import (
-    T38_BLOCKS_PER_WAKE,
-    Call,
-    CallEnded,
-    CallFailed,
-    FaxEngine,
-    IncomingCall,
-    UserAgent,
-    _parse_sdp,
-    run_fax_over_call,
-)
+from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.sip.ua import CallFailed, UserAgent
 from faxbox.fax.sip.udptl import UdptlStream
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff, count_pages
 from faxbox.pstn_sim.metrics import CALLS, CALLS_IN_PROGRESS, LOOP_LAG
@@ -273,10 +260,7 @@ class Simulator:
             self._nonces.pop(next(iter(self._nonces)))
         ua = self._ua()
         response = ua.response(request, 401, to_tag=incoming.local_tag)
-        response.headers.add(
-            "WWW-Authenticate",
-            f'Digest realm="{s.auth_realm}", nonce="{nonce}", algorithm=MD5, qop="auth"',
-        )
+        response.headers.add("WWW-Authenticate", digest_challenge(s.auth_realm, nonce))
         incoming.decided = True
         incoming.tx.respond(response)
         if header is not None:  # wrong credentials: worth a line in the log
@@ -295,28 +279,10 @@ class Simulator:
         s = self.settings
         if s.auth_username is None or s.auth_password is None:
             return True
-        scheme, params = parse_auth_params(header)
-        nonce = params.get("nonce", "")
-        if scheme.lower() != "digest" or nonce not in self._nonces:
-            return False
-        if params.get("username") != s.auth_username or params.get("realm") != s.auth_realm:
-            return False
-        challenge = f'Digest realm="{s.auth_realm}", nonce="{nonce}", algorithm=MD5'
-        if "qop" in params:
-            challenge += f', qop="{params["qop"]}"'
-        try:
-            expected = digest_authorization(
-                challenge,
-                Credentials(s.auth_username, s.auth_password),
-                request.method,
-                params.get("uri", ""),
-                nc=int(params.get("nc", "1"), 16),
-                cnonce=params.get("cnonce"),
-            )
-        except ValueError:
-            return False
-        _, want = parse_auth_params(expected)
-        return secrets.compare_digest(want["response"], params.get("response", ""))
+        credentials = Credentials(s.auth_username, s.auth_password)
+        return authorization_matches(
+            header, credentials, request.method, realm=s.auth_realm, nonces=self._nonces
+        )
 
     # --- a fax machine that receives ------------------------------------------------
 
@@ -703,9 +669,9 @@ class Bridge:
                 self.record.media = "t38"
                 return
             log.info("%s: the other leg refused T.38, back to audio", self.record.id)
-            await reinvite_audio(changed)
+            await changed.request_audio()
         else:
-            await reinvite_audio(other)
+            await other.request_audio()
         self.record.media = "g711"
 
 
@@ -715,33 +681,3 @@ async def _ended_wait(call: Call) -> None:
 
 def _ended(call: Call) -> asyncio.Task[None]:
     return asyncio.ensure_future(_ended_wait(call))
-
-
-async def reinvite_audio(call: Call) -> bool:
-    """Re-INVITE ``call`` back to G.711 (the SIP layer only has a T.38 re-INVITE).
-
-    Uses the dialog internals of ``faxbox.fax.sip.ua.Call``; True when accepted.
-    """
-    if call.is_ended:
-        return False
-    body = call._sdp([audio_media(call.rtp.local_port, [call.rtp.payload_type])])
-    cseq = call._next_cseq()
-    request = call._request("INVITE", cseq=cseq, body=body)
-    tx = call.ua._start_client(request, call.remote_addr)
-    try:
-        async with asyncio.timeout(64 * call.ua.t1 + 1):
-            response = await tx.final_response()
-    except TimeoutError:
-        return False
-    if not 200 <= response.status < 300:
-        return False
-    call._send_ack(cseq)
-    answer = _parse_sdp(response)
-    audio = answer.find("audio") if answer else None
-    if answer is not None and audio is not None:
-        call.rtp.connect(answer.endpoint(audio), call.rtp.payload_type)
-    if call.udptl is not None:
-        call.udptl.close()
-        call.udptl = None
-    call.media_kind = "audio"
-    return True

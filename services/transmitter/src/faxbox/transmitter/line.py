@@ -15,19 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.outcome import FailureClass as EngineClass
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, Compression, FaxSession, Modem, T38Session
-from faxbox.fax.sip.message import Credentials, MediaKind
-from faxbox.fax.sip.ua import (
-    Call,
-    CallEnded,
-    CallFailed,
-    FailureKind,
-    FaxEngine,
-    UserAgent,
-    run_fax_over_call,
-)
+from faxbox.fax.session import CallSettings, Compression, FaxEngine, FaxSession, Modem, T38Session
+from faxbox.fax.sip.dialog import Call, CallEnded
+from faxbox.fax.sip.digest import Credentials
+from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
 from faxbox.shared.contracts import FailureClass, FaxFailure, TransferStatistics
 from faxbox.shared.store import Carrier
 

@@ -97,7 +97,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             user="faxbox-transmitter",
             accept_t38=settings.line_pace > 0,
         )
-        runtime.add_check("sip", lambda: ua._transport is not None)
+        runtime.add_check("sip", lambda: ua.is_open)
         line = SipFaxLine(
             ua,
             answer_timeout_s=settings.transmitter_answer_timeout_s,
