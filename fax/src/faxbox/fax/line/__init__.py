@@ -1,1 +1,121 @@
-"""The fax line: a fax engine moved over a SIP call's media (``pump``)."""
+"""The fax line: one fax sent or received over one established SIP call.
+
+``send`` and ``receive`` are how the transmitter, the inbound receiver and pstn-sim put
+a fax on a call (placing or answering it is the user agent's, ``faxbox.fax.sip.ua``).
+They own what every fax call needs, whichever service runs it:
+
+- the session by media: a spandsp ``FaxSession`` while the call is on G.711 audio, a
+  ``T38Session`` once it is on T.38. Either side's re-INVITE switches it, and T.30
+  starts again on the new media (``pump``). With ``LineSettings.request_t38`` we ask
+  for T.38 ourselves once connected and stay on G.711 when the far end refuses;
+- the line pace (``pace``): every limit and duration is call time; T.38 needs a media
+  clock, so an unpaced line never asks for it;
+- the silence watchdog (``watchdog``): a far end that vanished without a BYE is hung up
+  after ``silence_s`` of call time without a packet;
+- hanging up when T.30 ends, and whatever ends the fax early (a shutdown, a lost lease):
+  a cancelled ``send``/``receive`` never leaves the call up;
+- the result in the contracts' terms (``contract``): ``fax_failure``, ``call_failure``
+  and ``transfer_statistics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from faxbox.fax.line.pace import call_seconds, has_clock
+from faxbox.fax.line.pump import run_fax_over_call
+from faxbox.fax.line.watchdog import hang_up_when_silent
+from faxbox.fax.outcome import FaxOutcome
+from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, Role, T38Session
+from faxbox.fax.sip.dialog import Call, CallEnded
+from faxbox.fax.sip.sdp import MediaKind
+
+# Told each session as it starts (a call that switches media starts a second one).
+SessionHook = Callable[[MediaKind, FaxEngine], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LineSettings:
+    """How a fax call is run, whatever is sent or received (times are call time)."""
+
+    silence_s: float = 60.0  # no media packet for this long: the far end is gone
+    max_call_s: float = 1800.0  # no phase E by then: hang up
+    request_t38: bool = False  # re-INVITE to T.38 once connected (never on an unpaced line)
+    hang_up: bool = True  # BYE when T.30 ends; False: the caller does (after recording)
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """How a fax call ended: what T.30 reported, on which media, after how long."""
+
+    fax: FaxOutcome
+    media: MediaKind
+    duration_s: float  # call time from the start of send/receive
+
+
+DEFAULTS = LineSettings()
+
+
+async def send(
+    call: Call,
+    fax: CallSettings,
+    line: LineSettings = DEFAULTS,
+    *,
+    name: str = "",
+    on_session: SessionHook | None = None,
+) -> LineResult:
+    """Send ``fax.file`` (a checked fax TIFF) over ``call``."""
+    return await _run(call, Role.SEND, fax, line, name, on_session)
+
+
+async def receive(
+    call: Call,
+    fax: CallSettings,
+    line: LineSettings = DEFAULTS,
+    *,
+    name: str = "",
+    on_session: SessionHook | None = None,
+) -> LineResult:
+    """Receive a fax over ``call`` into ``fax.file`` (whatever pages arrive)."""
+    return await _run(call, Role.RECEIVE, fax, line, name, on_session)
+
+
+async def _run(
+    call: Call,
+    role: Role,
+    fax: CallSettings,
+    line: LineSettings,
+    name: str,
+    on_session: SessionHook | None,
+) -> LineResult:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    label = name or call.call_id
+
+    def session(kind: MediaKind) -> FaxEngine:
+        engine: FaxEngine
+        if kind == "t38":
+            engine = T38Session(role, fax, name=f"t38-{label}")
+        else:
+            engine = FaxSession(role, fax, name=f"fax-{label}")
+        if on_session is not None:
+            on_session(kind, engine)
+        return engine
+
+    watchdog = asyncio.create_task(hang_up_when_silent(call, line.silence_s))
+    try:
+        if line.request_t38 and has_clock(call.pace):
+            with contextlib.suppress(CallEnded):
+                await call.request_t38()
+        outcome = await run_fax_over_call(
+            call, session, max_seconds=line.max_call_s, hangup=line.hang_up
+        )
+    finally:
+        watchdog.cancel()
+        if line.hang_up and not call.is_ended:  # cancelled: never leave the call up
+            with contextlib.suppress(Exception):
+                await asyncio.shield(call.hangup())
+    return LineResult(outcome, call.media_kind, call_seconds(loop.time() - started, call.pace))

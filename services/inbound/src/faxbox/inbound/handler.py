@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from faxbox.fax.line.pump import run_fax_over_call
-from faxbox.fax.outcome import FailureClass as EngineClass
+from faxbox.fax.line import LineSettings, receive
+from faxbox.fax.line.contract import fax_failure, transfer_statistics
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
-from faxbox.fax.sip.dialog import Call, CallEnded, IncomingCall
-from faxbox.fax.sip.sdp import MediaKind
+from faxbox.fax.session import CallSettings
+from faxbox.fax.sip.dialog import CallEnded, IncomingCall
 from faxbox.fax.tiffcheck import count_pages
 from faxbox.inbound import metrics
 from faxbox.inbound.outbox import Outbox, deliver
@@ -37,7 +36,6 @@ from faxbox.shared.contracts import (
     InboundFaxFailed,
     InboundFaxReceived,
     Message,
-    TransferStatistics,
     month_of,
 )
 from faxbox.shared.logs import fax_context
@@ -77,7 +75,6 @@ class Deps:
     publisher: Publisher
     outbox: Outbox
     calls: asyncio.Semaphore
-    pace: float = 1.0
     max_call_s: float = 1800.0  # call time
     media_silence_s: float = 60.0  # call time without any media before we hang up
     spool_dir: Path | None = None
@@ -143,8 +140,6 @@ async def _receive(
         log.info("caller %s gave up before we answered", caller)
         return
     log.info("answered %s → %s for faxbox %s", caller, called, faxbox.id)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     metrics.CALLS_IN_PROGRESS.inc()
     try:
         with tempfile.TemporaryDirectory(prefix="faxbox-rx-", dir=deps.spool_dir) as tmp:
@@ -154,19 +149,8 @@ async def _receive(
                 local_identity=(faxbox.identity or called)[:20],
                 ecm=True,
             )
-
-            def session(kind: MediaKind) -> FaxEngine:
-                if kind == "t38":
-                    return T38Session("receive", settings, name=f"t38-{fax_id}")
-                return FaxSession("receive", settings, name=f"fax-{fax_id}")
-
-            watchdog = asyncio.create_task(_hang_up_when_silent(call, deps.media_silence_s))
-            try:
-                outcome = await run_fax_over_call(call, session, max_seconds=deps.max_call_s)
-            finally:
-                watchdog.cancel()
-            elapsed = loop.time() - started
-            duration = elapsed * deps.pace if deps.pace > 0 else elapsed
+            line = LineSettings(silence_s=deps.media_silence_s, max_call_s=deps.max_call_s)
+            result = await receive(call, settings, line, name=fax_id)
             delay = 1.0
             for attempt in range(1, CONCLUDE_TRIES + 1):
                 try:
@@ -178,9 +162,9 @@ async def _receive(
                         month,
                         caller,
                         called,
-                        outcome,
+                        result.fax,
                         path,
-                        duration,
+                        result.duration_s,
                     )
                     break
                 except Exception:
@@ -231,16 +215,7 @@ async def _conclude(
             metadata={**meta, "role": "received_pdf"},
         )
         metrics.PAGES_RECEIVED.inc(pages)
-    statistics = TransferStatistics(
-        pages_transferred=pages,
-        pages_total=pages,
-        bit_rate=outcome.bit_rate,
-        ecm=outcome.ecm,
-        x_resolution=outcome.x_resolution,
-        y_resolution=outcome.y_resolution,
-        remote_station_id=outcome.remote_id,
-        duration_s=round(duration_s, 3),
-    )
+    statistics = transfer_statistics(outcome, pages_total=pages, duration_s=duration_s)
     event: Message
     if outcome.success and tiff_ref is not None and pdf_ref is not None:
         event = InboundFaxReceived(
@@ -276,25 +251,6 @@ async def _conclude(
     await deliver(deps.outbox, deps.publisher, event)
 
 
-async def _hang_up_when_silent(call: Call, silence_s: float) -> None:
-    # A caller that vanishes without a BYE leaves a T.38 terminal waiting forever.
-    def packets() -> int:
-        return call.rtp.packets_received + (call.udptl.packets_received if call.udptl else 0)
-
-    pace = call.pace or 1.0
-    step = max(silence_s / 6, 0.5) / pace
-    last, quiet = packets(), 0.0
-    while not call.is_ended:
-        await asyncio.sleep(step)
-        now = packets()
-        quiet = 0.0 if now != last else quiet + step * pace
-        last = now
-        if quiet >= silence_s:
-            log.warning("no media for %.0f s of call time, hanging up", quiet)
-            await call.hangup()
-            return
-
-
 def _keep_for_operator(path: Path, spool_dir: Path | None, fax_id: str) -> None:
     if not path.exists():
         return
@@ -311,22 +267,12 @@ def _read_received(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), count_pages(path)
 
 
-_CLASSES = {
-    EngineClass.LINE: FailureClass.line,
-    EngineClass.PROTOCOL: FailureClass.protocol,
-    EngineClass.DOCUMENT: FailureClass.document,
-}
-
-
 def _failure(outcome: FaxOutcome) -> FaxFailure:
-    if outcome.success:  # T.30 finished, yet nothing could be stored
+    failure = fax_failure(outcome)
+    if failure is None:  # T.30 finished, yet nothing could be stored
         return FaxFailure(
             failure_class=FailureClass.protocol,
             code=CODE_NOTHING_STORED,
             text="The fax ended without a page we could read.",
         )
-    return FaxFailure(
-        failure_class=_CLASSES[outcome.failure_class or EngineClass.PROTOCOL],
-        code=outcome.completion_code,
-        text=outcome.message,
-    )
+    return failure

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -32,9 +33,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from faxbox.fax.line.pump import T38_BLOCKS_PER_WAKE, run_fax_over_call
+from faxbox.fax import line
+from faxbox.fax.line import LineSettings
+from faxbox.fax.line.pace import real_seconds
+from faxbox.fax.line.pump import T38_BLOCKS_PER_WAKE
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, Role, T38Session
+from faxbox.fax.session import CallSettings, FaxEngine, Role
 from faxbox.fax.sip.dialog import Call, CallEnded, IncomingCall
 from faxbox.fax.sip.digest import Credentials, authorization_matches, digest_challenge
 from faxbox.fax.sip.message import SipRequest
@@ -85,6 +89,11 @@ class Simulator:
         self._nonces: dict[str, None] = {}
         self._rng = random.Random()
         self.data_dir = settings.data_dir
+        # The simulator records how a call ended before its BYE is answered (a caller
+        # that vanished would hold the record open for 64·T1), so it hangs up itself.
+        self.line_settings = LineSettings(
+            silence_s=settings.media_timeout_s, max_call_s=settings.max_call_s, hang_up=False
+        )
 
     # --- life -----------------------------------------------------------------------
 
@@ -142,7 +151,7 @@ class Simulator:
 
     def _line_s(self, seconds: float) -> float:
         """Real seconds for ``seconds`` of line time."""
-        return seconds / self.settings.pace if self.settings.pace else seconds
+        return real_seconds(seconds, self.settings.pace)
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -291,36 +300,34 @@ class Simulator:
         sessions: list[FaxEngine] = []
         lossy = row.behaviour is Behaviour.LOSSY
 
-        def make(kind: MediaKind) -> FaxEngine:
-            settings = CallSettings(file=path, local_identity=self.settings.station_id)
-            session: FaxEngine
-            if kind == "t38":
-                record.media = "t38"
-                if lossy and call.udptl is not None:
-                    self._make_lossy(call.udptl, row)
-                session = T38Session("receive", settings, name=f"sim-rx-{record.id}")
-            else:
-                record.media = "g711"
-                if lossy:
-                    self._make_lossy(call.rtp, row)
-                session = FaxSession("receive", settings, name=f"sim-rx-{record.id}")
+        def started(kind: MediaKind, session: FaxEngine) -> None:
+            record.media = "t38" if kind == "t38" else "g711"
+            stream = call.udptl if kind == "t38" else call.rtp
+            if lossy and stream is not None:
+                self._make_lossy(stream, row)
             sessions.append(session)
-            return session
 
-        watchers = [self._spawn(self._watch_media(call))]
+        dropper = None
         if row.behaviour is Behaviour.DROP_ON_PAGE:
-            watchers.append(self._spawn(self._drop_on_page(call, sessions, row.page, DROP_DELAY_S)))
+            dropper = self._spawn(self._drop_on_page(call, sessions, row.page, DROP_DELAY_S))
         try:
-            outcome = await run_fax_over_call(
-                call, make, max_seconds=self.settings.max_call_s, hangup=False
+            result = await line.receive(
+                call,
+                self._fax_settings(path),
+                self.line_settings,
+                name=f"sim-rx-{record.id}",
+                on_session=started,
             )
         finally:
-            for watcher in watchers:
-                watcher.cancel()
-        self._record_outcome(record, outcome, path)
+            if dropper is not None:
+                dropper.cancel()
+        self._record_outcome(record, result.fax, path)
         # The record is complete now; a BYE to a caller that vanished (no answer for
         # 64·T1) must not hold it open.
         self._spawn(call.hangup())
+
+    def _fax_settings(self, file: Path) -> CallSettings:
+        return CallSettings(file=file, local_identity=self.settings.station_id)
 
     def _record_outcome(self, record: CallRecord, outcome: FaxOutcome, path: Path) -> None:
         record.outcome = OutcomeSummary.of(outcome)
@@ -336,27 +343,6 @@ class Simulator:
             outcome.pages_transferred,
             outcome.completion_name,
         )
-
-    async def _watch_media(self, call: Call) -> None:
-        """Hang up when the far end has sent no media for ``media_timeout_s`` (line time)."""
-        timeout = self._line_s(self.settings.media_timeout_s)
-        loop = asyncio.get_running_loop()
-        seen, last = -1, loop.time()
-        while not call.is_ended:
-            await asyncio.sleep(min(timeout / 10, 1.0))
-            count = call.rtp.packets_received + (
-                call.udptl.packets_received if call.udptl is not None else 0
-            )
-            if count != seen:
-                seen, last = count, loop.time()
-            elif loop.time() - last >= timeout:
-                log.info(
-                    "%s: no media for %s s of line time, hanging up",
-                    call.call_id,
-                    self.settings.media_timeout_s,
-                )
-                await call.hangup()
-                return
 
     async def _drop_on_page(
         self, call: Call, sessions: list[FaxEngine], page: int, delay_s: float
@@ -497,36 +483,30 @@ class Simulator:
         record.answered_at = now()
         record.sip_status = 200
         try:
-            if media == "t38" and not await call.request_t38():
-                log.info("originate %s: T.38 refused, sending on G.711", record.id)
-            record.media = "t38" if call.media_kind == "t38" else "g711"
-
             sessions: list[FaxEngine] = []
 
-            def make(kind: MediaKind) -> FaxEngine:
-                settings = CallSettings(file=tiff, local_identity=self.settings.station_id)
+            def started(kind: MediaKind, session: FaxEngine) -> None:
                 record.media = "t38" if kind == "t38" else "g711"
-                session: FaxEngine
-                if kind == "t38":
-                    session = T38Session("send", settings, name=f"sim-tx-{record.id}")
-                else:
-                    session = FaxSession("send", settings, name=f"sim-tx-{record.id}")
                 sessions.append(session)
-                return session
 
-            watchers = [self._spawn(self._watch_media(call))]
+            dropper = None
             if drop_on_page is not None:
-                watchers.append(
-                    self._spawn(self._drop_on_page(call, sessions, drop_on_page, SEND_DROP_DELAY_S))
+                dropper = self._spawn(
+                    self._drop_on_page(call, sessions, drop_on_page, SEND_DROP_DELAY_S)
                 )
+            settings = dataclasses.replace(self.line_settings, request_t38=media == "t38")
             try:
-                outcome = await run_fax_over_call(
-                    call, make, max_seconds=self.settings.max_call_s, hangup=False
+                result = await line.send(
+                    call,
+                    self._fax_settings(tiff),
+                    settings,
+                    name=f"sim-tx-{record.id}",
+                    on_session=started,
                 )
             finally:
-                for watcher in watchers:
-                    watcher.cancel()
-            record.outcome = OutcomeSummary.of(outcome)
+                if dropper is not None:
+                    dropper.cancel()
+            record.outcome = OutcomeSummary.of(result.fax)
             self._spawn(call.hangup())
         except Exception as exc:
             log.exception("originate %s failed", record.id)
