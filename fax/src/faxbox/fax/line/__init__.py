@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from faxbox.fax.line.pace import call_seconds, has_clock
 from faxbox.fax.line.pump import run_fax_over_call
@@ -59,28 +60,26 @@ class LineResult:
 DEFAULTS = LineSettings()
 
 
+class CallOptions(TypedDict, total=False):
+    """Per call: ``name`` names its sessions in the logs (default: the Call-ID);
+    ``on_session`` is told each session as it starts."""
+
+    name: str
+    on_session: SessionHook
+
+
 async def send(
-    call: Call,
-    fax: CallSettings,
-    line: LineSettings = DEFAULTS,
-    *,
-    name: str = "",
-    on_session: SessionHook | None = None,
+    call: Call, fax: CallSettings, line: LineSettings = DEFAULTS, **options: Unpack[CallOptions]
 ) -> LineResult:
     """Send ``fax.file`` (a checked fax TIFF) over ``call``."""
-    return await _run(call, Role.SEND, fax, line, name, on_session)
+    return await _run(call, Role.SEND, fax, line, **options)
 
 
 async def receive(
-    call: Call,
-    fax: CallSettings,
-    line: LineSettings = DEFAULTS,
-    *,
-    name: str = "",
-    on_session: SessionHook | None = None,
+    call: Call, fax: CallSettings, line: LineSettings = DEFAULTS, **options: Unpack[CallOptions]
 ) -> LineResult:
     """Receive a fax over ``call`` into ``fax.file`` (whatever pages arrive)."""
-    return await _run(call, Role.RECEIVE, fax, line, name, on_session)
+    return await _run(call, Role.RECEIVE, fax, line, **options)
 
 
 async def _run(
@@ -88,8 +87,9 @@ async def _run(
     role: Role,
     fax: CallSettings,
     line: LineSettings,
-    name: str,
-    on_session: SessionHook | None,
+    *,
+    name: str = "",
+    on_session: SessionHook | None = None,
 ) -> LineResult:
     loop = asyncio.get_running_loop()
     started = loop.time()

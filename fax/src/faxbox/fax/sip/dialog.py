@@ -43,7 +43,7 @@ from faxbox.fax.sip.sdp import (
     sdp_of,
     t38_media,
 )
-from faxbox.fax.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from faxbox.fax.sip.transaction import ServerTransaction, TransactionLayer
 from faxbox.fax.sip.transport import Address
 from faxbox.fax.sip.udptl import UdptlStream
 
@@ -81,18 +81,6 @@ class DialogHost(Protocol):
     def via(self, branch: str) -> str: ...
 
     def contact(self, user: str | None = None) -> str: ...
-
-    def response(
-        self,
-        request: SipRequest,
-        status: int,
-        reason: str | None = None,
-        *,
-        to_tag: str | None = None,
-        body: bytes = b"",
-    ) -> SipResponse: ...
-
-    def send_request(self, request: SipRequest, addr: Address) -> ClientTransaction: ...
 
     def send(self, data: bytes, addr: Address) -> None: ...
 
@@ -302,7 +290,7 @@ class Call:
         body = self._sdp(media)
         cseq = self._next_cseq()
         request = self._request("INVITE", cseq=cseq, body=body)
-        response = await self.ua.send_request(request, self.remote_addr).final_or_timeout()
+        response = await self.ua.transactions.client(request, self.remote_addr).final_or_timeout()
         if 200 <= response.status < 300:
             self.send_ack(cseq)
         return response
@@ -317,7 +305,7 @@ class Call:
 
     async def on_reinvite(self, request: SipRequest, tx: ServerTransaction) -> None:
         if self._reinvite_pending:
-            tx.respond(self.ua.response(request, 491))
+            tx.respond(tx.response(491))
             return
         offer = sdp_of(request)
         t38 = offer.find("t38") if offer else None
@@ -340,11 +328,11 @@ class Call:
                     self.media_kind = "audio"
                     self.events.put_nowait(CallEvent(EventKind.MEDIA_CHANGED, "audio", 200))
                 return
-        tx.respond(self.ua.response(request, 488))
+        tx.respond(tx.response(488))
         self.events.put_nowait(CallEvent(EventKind.REINVITE_REFUSED, self.media_kind, 488))
 
     def _send_2xx(self, request: SipRequest, tx: ServerTransaction, body: bytes) -> None:
-        response = self.ua.response(request, 200, to_tag=self.local_tag, body=body)
+        response = tx.response(200, to_tag=self.local_tag, body=body)
         response.headers.add("Contact", self.ua.contact())
         self._pending_2xx[request.cseq.number] = tx
         tx.respond(response)
@@ -356,7 +344,7 @@ class Call:
 
     def on_bye(self, request: SipRequest, addr: Address) -> None:
         tx = self.ua.transactions.server(request, addr)
-        tx.respond(self.ua.response(request, 200))
+        tx.respond(tx.response(200))
         if not self.is_ended:
             self.remote_hung_up = True
             self.events.put_nowait(CallEvent(EventKind.REMOTE_HANGUP, self.media_kind))
@@ -387,7 +375,7 @@ class Call:
             return
         request = self._request("BYE")
         self._end("hung up")
-        response = await self.ua.send_request(request, self.remote_addr).final_or_timeout()
+        response = await self.ua.transactions.client(request, self.remote_addr).final_or_timeout()
         log.debug("BYE %s: %s %s", self.call_id, response.status, response.reason)
 
 
@@ -417,7 +405,7 @@ class IncomingCall:
 
     def ring(self, status: int = 180) -> None:
         if not self.decided and not self.cancelled.is_set():
-            self.tx.respond(self.ua.response(self.request, status, to_tag=self.local_tag))
+            self.tx.respond(self.tx.response(status, to_tag=self.local_tag))
 
     async def answer(self) -> Call:
         if self.cancelled.is_set():
@@ -475,7 +463,7 @@ class IncomingCall:
         if self.decided or self.cancelled.is_set():
             return
         self.decided = True
-        self.tx.respond(self.ua.response(self.request, status, reason, to_tag=self.local_tag))
+        self.tx.respond(self.tx.response(status, reason, to_tag=self.local_tag))
 
 
 def _user_of(uri: str) -> str:

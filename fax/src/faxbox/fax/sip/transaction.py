@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from faxbox.fax.sip.message import SipRequest, SipResponse
+from faxbox.fax.sip.message import REASONS, SipRequest, SipResponse
 from faxbox.fax.sip.transport import Address
 
 log = logging.getLogger("faxbox.fax.sip.transaction")
@@ -41,11 +41,13 @@ class TransactionLayer:
         *,
         t1: float = T1,
         t2: float = T2,
+        product: str = "Faxbox",
         on_stray_2xx: Callable[[SipResponse], None] = lambda _response: None,
     ) -> None:
         self.send = send
         self.t1 = t1
         self.t2 = t2
+        self.product = product  # our User-Agent / Server header
         self.on_stray_2xx = on_stray_2xx
         self._clients: dict[Key, ClientTransaction] = {}
         self._servers: dict[Key, ServerTransaction] = {}
@@ -57,12 +59,14 @@ class TransactionLayer:
 
     def client(self, request: SipRequest, addr: Address) -> ClientTransaction:
         """Send ``request`` to ``addr`` and keep resending it until answered."""
+        request.headers.set("User-Agent", self.product)
         tx = ClientTransaction(self, request, addr)
         self._clients[tx.key] = tx
         return tx
 
     def server(self, request: SipRequest, addr: Address) -> ServerTransaction:
-        """A new server transaction for ``request``, answered through ``respond``."""
+        """A new server transaction for ``request``: build with ``response``, send with
+        ``respond``."""
         tx = ServerTransaction(self, request, addr)
         self._servers[tx.key] = tx
         return tx
@@ -218,6 +222,33 @@ class ServerTransaction:
         self.final_status: int | None = None
         self.acked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    def response(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        body: bytes = b"",
+    ) -> SipResponse:
+        """A response to our request (§8.2.6): its Vias, From, Call-ID and CSeq, its To
+        with ``to_tag`` added (not on 100), ``body`` as SDP."""
+        request = self.request
+        response = SipResponse(status=status, reason=reason or REASONS.get(status, "Unknown"))
+        for via in request.headers.get_all("Via"):
+            response.headers.add("Via", via)
+        response.headers.add("From", request.headers.get("From") or "")
+        to = request.to
+        if to_tag and not to.tag and status > 100:
+            to.params["tag"] = to_tag
+        response.headers.add("To", str(to))
+        response.headers.add("Call-ID", request.call_id)
+        response.headers.add("CSeq", str(request.cseq))
+        response.headers.add("Server", self.layer.product)
+        if body:
+            response.headers.add("Content-Type", "application/sdp")
+        response.body = body
+        return response
 
     def respond(self, response: SipResponse) -> None:
         self.last = response.serialize()

@@ -22,7 +22,6 @@ from typing import Any, Self
 from faxbox.fax.sip.dialog import ALLOW, Call, IncomingCall
 from faxbox.fax.sip.digest import Credentials, digest_authorization
 from faxbox.fax.sip.message import (
-    REASONS,
     NameAddr,
     SipParseError,
     SipRequest,
@@ -121,7 +120,7 @@ class UserAgent:
         self.user_agent = user_agent
         self.transport: Transport | None = None
         self.transactions = TransactionLayer(
-            self.send, t1=t1, t2=t2, on_stray_2xx=self._on_stray_2xx
+            self.send, t1=t1, t2=t2, product=user_agent, on_stray_2xx=self._on_stray_2xx
         )
         self._handler: Handler | None = None
         self._incoming: dict[str, IncomingCall] = {}  # by INVITE branch
@@ -205,31 +204,6 @@ class UserAgent:
     def contact(self, user: str | None = None) -> str:
         return f"<sip:{user or self.user}@{self.host}:{self.port}>"
 
-    def response(
-        self,
-        request: SipRequest,
-        status: int,
-        reason: str | None = None,
-        *,
-        to_tag: str | None = None,
-        body: bytes = b"",
-    ) -> SipResponse:
-        response = SipResponse(status=status, reason=reason or REASONS.get(status, "Unknown"))
-        for via in request.headers.get_all("Via"):
-            response.headers.add("Via", via)
-        response.headers.add("From", request.headers.get("From") or "")
-        to = request.to
-        if to_tag and not to.tag and status > 100:
-            to.params["tag"] = to_tag
-        response.headers.add("To", str(to))
-        response.headers.add("Call-ID", request.call_id)
-        response.headers.add("CSeq", str(request.cseq))
-        response.headers.add("Server", self.user_agent)
-        if body:
-            response.headers.add("Content-Type", "application/sdp")
-        response.body = body
-        return response
-
     def receive(self, data: bytes, addr: Address) -> None:
         """One message from the transport (``addr``: where it came from)."""
         if not data.strip():
@@ -270,11 +244,6 @@ class UserAgent:
         )
 
     # --- client side ------------------------------------------------------------------
-
-    def send_request(self, request: SipRequest, addr: Address) -> ClientTransaction:
-        """Send ``request`` in a new client transaction."""
-        request.headers.set("User-Agent", self.user_agent)
-        return self.transactions.client(request, addr)
 
     def _on_stray_2xx(self, response: SipResponse) -> None:
         call = self._calls.get((response.call_id, response.from_.tag or ""))
@@ -361,7 +330,7 @@ class UserAgent:
             for name, value in auth_headers:
                 h.add(name, value)
             h.add("Content-Type", "application/sdp")
-            tx = self.send_request(invite, addr)
+            tx = self.transactions.client(invite, addr)
             final, cancelled = await self._await_final(tx, invite, addr, deadline, on_progress)
             if cancelled and 200 <= final.status < 300:  # answered as we gave up: end it
                 call = self._established(final, call_id, local, rtp, addr, cseq)
@@ -428,7 +397,7 @@ class UserAgent:
         cancel.headers.add("To", invite.headers.get("To") or "")
         cancel.headers.add("Call-ID", invite.call_id)
         cancel.headers.add("CSeq", f"{invite.cseq.number} CANCEL")
-        self.send_request(cancel, addr)
+        self.transactions.client(cancel, addr)
 
     def _established(
         self,
@@ -489,7 +458,7 @@ class UserAgent:
             self._on_invite(request, addr)
         elif method == "OPTIONS":
             tx = server(request, addr)
-            response = self.response(request, 200, to_tag=new_tag())
+            response = tx.response(200, to_tag=new_tag())
             response.headers.add("Allow", ALLOW)
             tx.respond(response)
         else:
@@ -497,7 +466,7 @@ class UserAgent:
             tx = None
             if call is None or (call.is_ended and method != "BYE"):
                 tx = server(request, addr)
-                tx.respond(self.response(request, 481))
+                tx.respond(tx.response(481))
             elif method == "BYE":
                 call.on_bye(request, addr)
             elif method == "INVITE":
@@ -505,7 +474,7 @@ class UserAgent:
                 self._spawn(call.on_reinvite(request, tx))
             else:
                 tx = server(request, addr)
-                tx.respond(self.response(request, 405))
+                tx.respond(tx.response(405))
 
     def _on_ack(self, request: SipRequest) -> None:
         if self.transactions.absorb_failure_ack(request):
@@ -518,20 +487,20 @@ class UserAgent:
         tx = self.transactions.server(request, addr)
         incoming = self._incoming.get(request.top_via.branch)
         if incoming is None:
-            tx.respond(self.response(request, 481))
+            tx.respond(tx.response(481))
             return
-        tx.respond(self.response(request, 200))
+        tx.respond(tx.response(200))
         if not incoming.decided:
             incoming.decided = True
             incoming.cancelled.set()
-            incoming.tx.respond(self.response(incoming.request, 487, to_tag=incoming.local_tag))
+            incoming.tx.respond(incoming.tx.response(487, to_tag=incoming.local_tag))
 
     def _on_invite(self, request: SipRequest, addr: Address) -> None:
         tx = self.transactions.server(request, addr)
         if self._handler is None:
-            tx.respond(self.response(request, 480, to_tag=new_tag()))
+            tx.respond(tx.response(480, to_tag=new_tag()))
             return
-        tx.respond(self.response(request, 100))
+        tx.respond(tx.response(100))
         incoming = IncomingCall(self, request, addr, tx)
         branch = request.top_via.branch
         self._incoming[branch] = incoming

@@ -267,8 +267,7 @@ class Simulator:
         self._nonces[nonce] = None
         while len(self._nonces) > 1000:
             self._nonces.pop(next(iter(self._nonces)))
-        ua = self._ua()
-        response = ua.response(request, 401, to_tag=incoming.local_tag)
+        response = incoming.tx.response(401, to_tag=incoming.local_tag)
         response.headers.add("WWW-Authenticate", digest_challenge(s.auth_realm, nonce))
         incoming.decided = True
         incoming.tx.respond(response)
