@@ -117,7 +117,6 @@ class UserAgent:
         self.credentials = credentials
         self.accept_t38 = accept_t38
         self.jitter_prefill = jitter_prefill
-        self.user_agent = user_agent
         self.transport: Transport | None = None
         self.transactions = TransactionLayer(
             self.send, t1=t1, t2=t2, product=user_agent, on_stray_2xx=self._on_stray_2xx
