@@ -68,6 +68,7 @@ async def test_accepted_mail_is_reported_and_nothing_is_stored(
     assert result == {
         "decision": "accepted",
         "number": "+12125551234",
+        "numbers": ["+12125551234"],
         "pages": 2,
         "attachment": "report.pdf",
         "reasons": [],
@@ -88,10 +89,39 @@ async def test_rejections_list_every_reason(
     assert result is not None
     assert result["decision"] == "rejected"
     assert result["number"] is None
+    assert result["numbers"] == []
     assert result["pages"] == 6
     assert result["attachment"] == "long.pdf"
     assert [r["code"] for r in result["reasons"]] == ["invalid_number", "daily_page_limit"]
     assert all(r["message"] for r in result["reasons"])
+
+
+async def test_every_number_of_the_copy_is_listed(
+    tmp_path: Path, mongo_settings: MongoSettings, seeded: Faxbox
+) -> None:
+    to = f"+12125550147@{REALM}, 2125550148@{REALM}, Bob <bob@example.com>"
+    everyone = gmail("alice@example.com", [("a.pdf", pdf())], to=to)
+    cases = {
+        "all.eml": (everyone, ["+12125550147", "+12125550148"]),
+        "second.eml": (
+            f"Delivered-To: fax@faxbox.test\r\nX-Original-To: 2125550148@{REALM}\r\n".encode()
+            + everyone,
+            ["+12125550148"],
+        ),
+    }
+    for name, (raw, numbers) in cases.items():
+        eml = tmp_path / name
+        eml.write_bytes(raw)
+        code, result, stderr = check_email(
+            [str(BIN / "faxbox"), "check-email"], eml, mongo_settings
+        )
+        assert code == 0, stderr
+        assert result is not None
+        assert (result["decision"], result["numbers"], result["number"]) == (
+            "accepted",
+            numbers,
+            numbers[0],
+        )
 
 
 async def test_unknown_sender_is_ignored(

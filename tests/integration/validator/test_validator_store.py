@@ -19,6 +19,8 @@ from faxbox.shared.store import Account, Faxbox, Store, User
 from faxbox.validator.authz import match_sender
 from faxbox.validator.mongo import (
     DAILY_PAGES_LOCKS,
+    DECISIONS,
+    MongoClaims,
     MongoDirectory,
     MongoDocuments,
     MongoLedger,
@@ -122,17 +124,45 @@ async def test_ledger_keeps_the_first_decision(store: Store) -> None:
         )
 
     assert await ledger.get(fax_id) is None
-    first = rejected("first")
+    first = (rejected("first"), rejected("first, second message"))
     assert await ledger.record(fax_id, first) == first
-    assert await ledger.record(fax_id, rejected("second")) == first
+    assert await ledger.record(fax_id, (rejected("second"),)) == first
     entry = await ledger.get(fax_id)
     assert entry is not None
-    assert (entry.message, entry.published) == (first, False)
+    assert (entry.messages, entry.published) == (first, False)
     await ledger.mark_published(fax_id)
     entry = await ledger.get(fax_id)
     assert entry is not None
     assert entry.published
     assert FaxSettings().resolution == "fine"
+
+    # A decision recorded before one mail could become several faxes: one message.
+    older = f"fax_{uuid.uuid4().hex[:8]}"
+    await store.db[DECISIONS].insert_one(
+        {"_id": older, "type": "OutboundFaxRejected", "message": first[0].model_dump_json()}
+    )
+    entry = await ledger.get(older)
+    assert entry is not None
+    assert (entry.messages, entry.published) == ((first[0],), False)
+
+
+async def test_a_claim_is_held_by_one_fax_id_until_it_gives_it_up(
+    store: Store, mongo_settings: MongoSettings
+) -> None:
+    other = await Store.connect(mongo_settings)
+    try:
+        replicas = [MongoClaims(store), MongoClaims(other)]
+        key = f"INBOX|mid:{uuid.uuid4().hex}@x|+12125550147"
+        won = await asyncio.gather(*(replicas[i % 2].claim(key, f"f{i}") for i in range(8)))
+        assert sum(won) == 1
+        holder = f"f{won.index(True)}"
+        assert await replicas[0].claim(key, holder)  # the holder's redelivery: still its own
+        await replicas[1].release(key, "someone-else")
+        assert not await replicas[1].claim(key, "f-late")
+        await replicas[0].release(key, holder)
+        assert await replicas[1].claim(key, "f-late")
+    finally:
+        await other.close()
 
 
 async def test_documents_are_found_again_by_fax_id_and_role(store: Store) -> None:

@@ -256,3 +256,15 @@ class FakeCounters:
         if fax_id in self.faxes.get(key, set()):
             self.faxes[key].discard(fax_id)
             self.pages[key] -= pages
+
+
+class FakeClaims:
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+
+    async def claim(self, key: str, fax_id: str) -> bool:
+        return self.held.setdefault(key, fax_id) == fax_id
+
+    async def release(self, key: str, fax_id: str) -> None:
+        if self.held.get(key) == fax_id:
+            del self.held[key]

@@ -298,6 +298,7 @@ async def test_summary_is_the_check_email_object() -> None:
     assert decision.summary() == {
         "decision": "accepted",
         "number": "+12125551234",
+        "numbers": ["+12125551234"],
         "pages": 2,
         "attachment": "scan.pdf",
         "reasons": [],

@@ -25,6 +25,7 @@ from faxbox.validator.handler import Deps, decision_message_id, on_mail_received
 from faxbox.validator.ports import LedgerEntry
 from faxbox.validator.renderer import InlineRenderer
 from tests.unit.validator.mailkit import (
+    FakeClaims,
     FakeCounters,
     FakeDirectory,
     gmail,
@@ -104,26 +105,36 @@ class FakeLedger:
     async def get(self, fax_id: str) -> LedgerEntry | None:
         return self.entries.get(fax_id)
 
-    async def record(self, fax_id: str, message: Message) -> Message:
+    async def record(self, fax_id: str, messages: tuple[Message, ...]) -> tuple[Message, ...]:
         if self.fail_next_record:
             self.fail_next_record = False
             raise Flaky("database went away")
-        entry = self.entries.setdefault(fax_id, LedgerEntry(message, False))
-        return entry.message
+        entry = self.entries.setdefault(fax_id, LedgerEntry(messages, False))
+        return entry.messages
 
     async def mark_published(self, fax_id: str) -> None:
-        self.entries[fax_id] = LedgerEntry(self.entries[fax_id].message, True)
+        self.entries[fax_id] = LedgerEntry(self.entries[fax_id].messages, True)
 
 
 class FakePublisher:
     def __init__(self) -> None:
         self.published: list[Message] = []
-        self.fail_next = False
+        self.fail_after: int | None = None  # publishes that succeed before one fails
+
+    @property
+    def fail_next(self) -> bool:
+        return self.fail_after == 0
+
+    @fail_next.setter
+    def fail_next(self, value: bool) -> None:
+        self.fail_after = 0 if value else None
 
     async def publish(self, message: Message) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise Flaky("no confirm")
+        if self.fail_after is not None:
+            if self.fail_after == 0:
+                self.fail_after = None
+                raise Flaky("no confirm")
+            self.fail_after -= 1
         self.published.append(message)
 
 
@@ -145,6 +156,7 @@ class Harness:
         self.publisher = FakePublisher()
         self.renderer = CountingRenderer()
         self.counters = FakeCounters()
+        self.claims = FakeClaims()
         self.deps = Deps(
             directory=FakeDirectory(standard_world()),
             counters=self.counters,
@@ -153,14 +165,15 @@ class Harness:
             ledger=self.ledger,
             publisher=self.publisher,
             limits=Limits(),
+            claims=self.claims,
         )
 
-    def mail(self, raw: bytes, fax_id: str = "fax1") -> MailReceived:
+    def mail(self, raw: bytes, fax_id: str = "fax1", uid: int = 1) -> MailReceived:
         return MailReceived(
             fax_id=fax_id,
             mailbox="INBOX",
             uid_validity=1,
-            uid=1,
+            uid=uid,
             rfc822_message_id="<m@example.com>",
             raw=self.documents.add_raw(raw),
             received_at=RECEIVED,
@@ -277,3 +290,92 @@ async def test_merged_attachments_keep_every_original(h: Harness) -> None:
     assert request.pages == 3
     assert request.original.filename == "a.pdf"
     assert h.documents.stored_for("fax1") == ["fax_tiff", "original", "original-2"]
+
+
+TWO = "+12125550147@acme.fax.test, 2125550148@acme.fax.test"
+
+
+def copy_for(raw: bytes, recipient: str) -> bytes:
+    return f"Delivered-To: fax@faxbox.test\r\nX-Original-To: {recipient}\r\n".encode() + raw
+
+
+async def test_one_fax_per_number_with_the_document_stored_once(h: Harness) -> None:
+    raw = gmail("alice@example.com", [("scan.pdf", pdf(2))], to=TWO)
+    await on_mail_received(h.mail(raw), h.deps)
+    first, second = h.publisher.published
+    assert isinstance(first, OutboundFaxRequested)
+    assert isinstance(second, OutboundFaxRequested)
+    assert (first.fax_id, second.fax_id) == ("fax1", "fax1-2")
+    assert (first.destination, second.destination) == ("+12125550147", "+12125550148")
+    assert first.message_id == decision_message_id("fax1")
+    assert second.message_id == decision_message_id("fax1-2")
+    assert first.fax_tiff == second.fax_tiff
+    assert first.original == second.original
+    assert first.source_message_id == second.source_message_id is not None
+    assert h.documents.stored_for("fax1") == ["fax_tiff", "original"]
+    assert h.documents.stored_for("fax1-2") == []
+    entry = h.ledger.entries["fax1"]
+    assert entry.messages == (first, second)
+    assert entry.published
+
+
+async def test_pages_count_once_per_fax(h: Harness) -> None:
+    world = standard_world()
+    world.add("gina@example.com", user_limit=10)
+    h.deps = dataclasses.replace(h.deps, directory=FakeDirectory(world))
+    await on_mail_received(h.mail(gmail("gina@example.com", [("s.pdf", pdf(2))], to=TWO)), h.deps)
+    assert sum(h.counters.pages.values()) == 4
+
+
+async def test_a_crash_between_publishes_republishes_every_message_with_its_id(
+    h: Harness,
+) -> None:
+    message = h.mail(gmail("alice@example.com", [("scan.pdf", pdf())], to=TWO))
+    h.publisher.fail_after = 1  # the first fax's request goes out, the second's does not
+    with pytest.raises(Flaky):
+        await on_mail_received(message, h.deps)
+    await on_mail_received(message, h.deps)  # the broker redelivers
+    ids = [m.message_id for m in h.publisher.published]
+    assert ids == [decision_message_id(f) for f in ("fax1", "fax1", "fax1-2")]
+    assert h.renderer.calls == 1
+
+
+async def test_two_envelope_copies_are_two_faxes(h: Harness) -> None:
+    sent = gmail("alice@example.com", [("scan.pdf", pdf())], to=TWO)
+    await on_mail_received(h.mail(copy_for(sent, "+12125550147@acme.fax.test")), h.deps)
+    await on_mail_received(
+        h.mail(copy_for(sent, "2125550148@acme.fax.test"), "fax2", uid=2), h.deps
+    )
+    requests = h.publisher.published
+    assert [(m.fax_id, getattr(m, "destination", None)) for m in requests] == [
+        ("fax1", "+12125550147"),
+        ("fax2", "+12125550148"),
+    ]
+
+
+async def test_copies_with_the_same_rejection_send_it_once(h: Harness) -> None:
+    sent = gmail("alice@example.com", [], to=TWO)
+    await on_mail_received(h.mail(copy_for(sent, "+12125550147@acme.fax.test")), h.deps)
+    await on_mail_received(
+        h.mail(copy_for(sent, "2125550148@acme.fax.test"), "fax2", uid=2), h.deps
+    )
+    (rejected,) = h.publisher.published
+    assert isinstance(rejected, OutboundFaxRejected)
+    assert rejected.destination_raw == "+12125550147@acme.fax.test, 2125550148@acme.fax.test"
+    assert [r.code.value for r in rejected.reasons] == ["no_attachment"]
+
+
+async def test_a_rejection_lists_every_bad_address(h: Harness) -> None:
+    raw = gmail(
+        "alice@example.com",
+        [("scan.pdf", pdf())],
+        to="+12125550147@acme.fax.test, 12-34@acme.fax.test, 555@acme.fax.test",
+    )
+    await on_mail_received(h.mail(raw), h.deps)
+    (rejected,) = h.publisher.published
+    assert isinstance(rejected, OutboundFaxRejected)
+    assert rejected.fax_id == "fax1"
+    assert [r.code.value for r in rejected.reasons] == ["invalid_number", "invalid_number"]
+    assert "12-34@acme.fax.test" in rejected.reasons[0].message
+    assert "555@acme.fax.test" in rejected.reasons[1].message
+    assert h.documents.stored_for("fax1") == []

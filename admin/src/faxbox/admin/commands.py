@@ -112,6 +112,7 @@ def _faxbox_settings(args: argparse.Namespace) -> dict[str, Any]:
         "permission_list": args.permit,
         "extra_recipients": args.extra_recipient,
         "resolution": args.resolution,
+        "max_recipients": args.max_recipients,
     }
     settings = {k: v for k, v in given.items() if v is not None}
     if args.caller_id is not None:

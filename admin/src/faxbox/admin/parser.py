@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permit", action="append", help="allowed sender address or domain")
     p.add_argument("--extra-recipient", action="append")
     p.add_argument("--resolution", choices=["fine", "standard"])
+    p.add_argument("--max-recipients", type=int, help="fax numbers one email may name (10)")
     _bool_flag(p, "require-authenticated-sender", "trust DMARC/SPF/DKIM results")
     _bool_flag(p, "success-mails", "mail the sender when a fax was sent")
     p.set_defaults(command=faxbox_enable)

@@ -82,6 +82,13 @@ class FaxMessage(Message):
 # --- intake -----------------------------------------------------------------------------
 
 
+class OversizeMail(Frozen):
+    """A mail over the intake's size cap: only its header block was read and stored."""
+
+    size: int = Field(ge=0, description="RFC822.SIZE as the IMAP server reported it.")
+    limit: int = Field(ge=0, description="The cap it exceeded, in bytes.")
+
+
 class MailReceived(Message):
     """A raw email was taken from an intake mailbox and stored; the validator decides.
 
@@ -96,6 +103,10 @@ class MailReceived(Message):
     rfc822_message_id: str | None = None
     raw: DocumentRef
     received_at: AwareDatetime
+    oversize: OversizeMail | None = Field(
+        default=None,
+        description="Set when the mail was over the size cap: raw holds its header block only.",
+    )
 
 
 class FaxSettings(Frozen):
@@ -164,6 +175,13 @@ class RejectionCode(StrEnum):
     unsupported_document = "unsupported_document"
     page_too_large = "page_too_large"
     rendering_timeout = "rendering_timeout"
+    # The email itself: more fax numbers than allowed, or past a cap on what is read.
+    too_many_recipients = "too_many_recipients"
+    mail_too_large = "mail_too_large"
+    headers_too_large = "headers_too_large"
+    too_many_addresses = "too_many_addresses"
+    too_many_parts = "too_many_parts"
+    nested_too_deeply = "nested_too_deeply"
 
 
 class RejectionReason(Frozen):

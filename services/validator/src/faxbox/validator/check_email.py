@@ -4,12 +4,13 @@ A dry run against the configured database (``FAXBOX_MONGO_URL``, ``FAXBOX_MONGO_
 nothing is published, stored or counted (daily limits are only read). Admins use it to
 answer "why wasn't my fax sent?"::
 
-    {"decision": "rejected", "number": "+12125551234", "pages": 2,
-     "attachment": "scan.pdf", "reasons": [{"code": "...", "message": "..."}]}
+    {"decision": "rejected", "number": "+12125551234", "numbers": ["+12125551234"],
+     "pages": 2, "attachment": "scan.pdf", "reasons": [{"code": "...", "message": "..."}]}
 
-``number``, ``pages`` and ``attachment`` are null when the mail got no far enough to
-know them. Exit status: 0 when a decision was printed, 2 when the file cannot be read,
-3 when the database cannot be reached.
+``numbers`` is every number this copy would be faxed to (one fax each), ``number`` the
+first. ``number``, ``pages`` and ``attachment`` are null (``numbers`` empty) when the
+mail got no far enough to know them. Exit status: 0 when a decision was printed, 2 when
+the file cannot be read, 3 when the database cannot be reached.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ async def check(raw: bytes, settings: Settings) -> dict[str, Any]:
             return {
                 "decision": "ignored",
                 "number": None,
+                "numbers": [],
                 "pages": None,
                 "attachment": None,
                 "reasons": [{"code": "undecodable_mail", "message": exc.reason}],

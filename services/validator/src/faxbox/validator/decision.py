@@ -1,10 +1,18 @@
 """What becomes of one email: accepted (a fax job), rejected (with every reason), or ignored.
 
 ``evaluate`` is the whole decision, shared by the bus handler and ``faxbox check-email``:
-it reads the mail, finds the account from the recipient's realm and the faxbox from the
-sender, checks number, attachment and limits, and renders the document (rendering is
-part of deciding: a document that cannot be rendered is refused, with the reason).
-It talks to the outside only through the ports it is given.
+it reads the mail (off the event loop, within ``Caps``), finds who this copy is for and
+the account from their realm, the faxbox from the sender, checks numbers, attachment and
+limits, and renders the document (rendering is part of deciding: a document that cannot
+be rendered is refused, with the reason). It talks to the outside only through the
+ports it is given.
+
+Recipients (the rule is in ``faxbox.shared.envelope``): a copy that names a realm
+envelope recipient is for that one number; a copy that names none is for every distinct
+fax address in To and Cc (two spellings of one number are one fax). Either way every
+fax address the mail shows (To, Cc, and this copy's envelope recipient) is checked, all
+or nothing: one bad address and nothing is faxed, the rejection lists each bad one.
+Copies of one mail therefore agree: they see the same To and Cc.
 
 Outcomes:
 
@@ -14,12 +22,16 @@ Outcomes:
   handler dead-letters these with the reason so admins see them; replying would be
   backscatter to a probably forged address);
 - **rejected**: a known sender, and at least one reason, each with what to fix;
-- **accepted**: one fax TIFF, the pages it has, the number in E.164.
+- **accepted**: one fax TIFF, the pages it has, and one fax per number (E.164), each
+  with its own fax id: the mail's own for the first, ``<fax id>-<n>`` for the n-th.
+  With ``claims`` each number is claimed for this mail first (``<mailbox>|<identity>|
+  <number>``): a number another copy of the same mail took is not faxed again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +41,8 @@ from typing import Final
 
 from faxbox.render import RefusalCode as RenderCode
 from faxbox.render import RenderRefused
-from faxbox.shared.contracts import RejectionCode, RejectionReason
+from faxbox.shared.contracts import OversizeMail, RejectionCode, RejectionReason
+from faxbox.shared.envelope import domain_of, envelope_recipient
 from faxbox.shared.numbers import (
     NormalizedNumber,
     NumberRefused,
@@ -40,8 +53,8 @@ from faxbox.shared.numbers import (
 from faxbox.shared.store import Account, Faxbox, User
 from faxbox.validator.authz import SenderMatch, match_sender, sender_authenticated
 from faxbox.validator.merge import concatenate
-from faxbox.validator.mime import Mail, Part, PartRole, describe, parse_mail
-from faxbox.validator.ports import Directory, PageCounters, Renderer
+from faxbox.validator.mime import Caps, Mail, Part, PartRole, describe, parse_mail
+from faxbox.validator.ports import Claims, Directory, PageCounters, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +72,8 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    code: str  # automatic_mail, no_fax_recipient, unknown_sender
+    # automatic_mail, multiple_senders, no_fax_recipient, unknown_sender, already_faxed
+    code: str
     message: str
     dead_letter: bool
 
@@ -69,6 +83,26 @@ class Limits:
     max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES
     max_pages: int = DEFAULT_MAX_PAGES
     trusted_authserv_ids: frozenset[str] = frozenset()
+    caps: Caps = field(default_factory=Caps)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One number this copy is faxed to."""
+
+    address: str  # the fax address as written
+    number: NormalizedNumber
+    fax_id: str | None = None  # assigned when a real decision (not a dry run) claims it
+
+
+def recipient_fax_id(mail_fax_id: str, index: int) -> str:
+    """The first number keeps the mail's fax id; the others derive from it, so a
+    redelivery of the same mail gives every fax the same id again."""
+    return mail_fax_id if index == 0 else f"{mail_fax_id}-{index + 1}"
+
+
+def recipient_claim_key(mailbox: str, identity: str, number: str) -> str:
+    return f"{mailbox}|{identity}|{number}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +115,18 @@ class Decision:
     faxbox: Faxbox | None = None
     owner: User | None = None
     destination_raw: str | None = None
-    number: NormalizedNumber | None = None
+    recipients: tuple[Recipient, ...] = ()
     documents: tuple[Part, ...] = ()
     pages: int | None = None
     fax_tiff: bytes | None = field(default=None, repr=False)
+
+    @property
+    def number(self) -> NormalizedNumber | None:
+        return self.recipients[0].number if self.recipients else None
+
+    @property
+    def numbers(self) -> tuple[str, ...]:
+        return tuple(r.number.e164 for r in self.recipients)
 
     @property
     def attachment(self) -> str | None:
@@ -100,6 +142,7 @@ class Decision:
         return {
             "decision": self.outcome.value,
             "number": self.number.e164 if self.number else None,
+            "numbers": list(self.numbers),
             "pages": self.pages,
             "attachment": self.attachment,
             "reasons": reasons,
@@ -113,16 +156,44 @@ def _reason(code: RejectionCode, message: str) -> RejectionReason:
 # --- the destination ------------------------------------------------------------------------
 
 
-async def _destination(mail: Mail, directory: Directory) -> tuple[Account, str] | None:
-    seen: dict[str, Account | None] = {}
-    for address in mail.recipients:
-        domain = address.rpartition("@")[2].strip().lower()
-        if domain not in seen:
-            seen[domain] = await directory.account_by_realm(domain)
-        account = seen[domain]
-        if account is not None:
-            return account, address
-    return None
+class _Realms:
+    """Accounts by realm, each domain looked up once per mail."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+        self._seen: dict[str, Account | None] = {}
+
+    async def account(self, address: str) -> Account | None:
+        domain = domain_of(address)
+        if domain not in self._seen:
+            self._seen[domain] = await self._directory.account_by_realm(domain)
+        return self._seen[domain]
+
+    async def is_realm(self, domain: str) -> bool:
+        return await self.account(f"x@{domain}") is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Addressed:
+    account: Account
+    targets: tuple[str, ...]  # the fax addresses this copy is for
+    shown: tuple[str, ...]  # every fax address the mail shows, targets first
+    elsewhere: tuple[str, ...]  # fax addresses in another account's realm
+
+
+async def _addressed(mail: Mail, realms: _Realms) -> _Addressed | None:
+    """Who this copy is for (see the module's docstring), or None for no realm at all."""
+    envelope = await envelope_recipient(mail.envelope, realms.is_realm)
+    visible = [a for a in mail.visible if await realms.account(a) is not None]
+    first = envelope or (visible[0] if visible else None)
+    if first is None:
+        return None
+    account = await realms.account(first)
+    assert account is not None
+    ours = [a for a in visible if domain_of(a) == account.realm]
+    targets = (envelope,) if envelope else tuple(ours)
+    shown = tuple(dict.fromkeys([*targets, *ours]))
+    return _Addressed(account, targets, shown, tuple(a for a in visible if a not in ours))
 
 
 def _number_reason(
@@ -154,6 +225,46 @@ def _check_number(
         return None, normalize(local, account.number_policy())
     except NumberRefused as refused:
         return _number_reason(local, account, refused)
+
+
+def _check_recipients(
+    addressed: _Addressed, faxbox: Faxbox
+) -> tuple[list[RejectionReason], tuple[Recipient, ...]]:
+    """Every fax address shown, checked; the numbers this copy is for, one per number."""
+    account = addressed.account
+    reasons: list[RejectionReason] = []
+    recipients: list[Recipient] = []
+    distinct: set[str] = set()  # numbers, and bad addresses as written
+    for address in addressed.shown:  # this copy's own first: their spelling wins
+        reason, number = _check_number(address.rpartition("@")[0], account)
+        key = number.e164 if number is not None else address.lower()
+        if key in distinct:
+            continue
+        distinct.add(key)
+        if reason is not None:
+            reasons.append(reason)
+        elif number is not None and address in addressed.targets:
+            recipients.append(Recipient(address, number))
+    for address in addressed.elsewhere:
+        distinct.add(address.lower())
+        reasons.append(
+            _reason(
+                RejectionCode.invalid_number,
+                f"The fax address {address} belongs to another organisation's fax domain, "
+                f"not to {account.realm}. Send the faxes for it in an email of its own.",
+            )
+        )
+    if len(distinct) > faxbox.max_recipients:
+        reasons.insert(
+            0,
+            _reason(
+                RejectionCode.too_many_recipients,
+                f"This email is addressed to {len(distinct)} fax numbers, but one email can "
+                f"be faxed to at most {faxbox.max_recipients}. Send it to fewer numbers at "
+                "once (several emails are fine).",
+            ),
+        )
+    return reasons, tuple(recipients)
 
 
 # --- attachments -----------------------------------------------------------------------------
@@ -288,10 +399,15 @@ def counter_key(scope: str, ident: str, day: date) -> str:
     return f"{scope}:{ident}:{day.strftime('%Y%m%d')}"
 
 
-def _limit_reason(who: str, limit: int, used: int, pages: int) -> RejectionReason:
+def _limit_reason(who: str, limit: int, used: int, pages: int, faxes: int) -> RejectionReason:
+    this = (
+        f"This fax has {pages} pages"
+        if faxes == 1
+        else f"These {faxes} faxes have {pages} pages each ({pages * faxes} pages)"
+    )
     return _reason(
         RejectionCode.daily_page_limit,
-        f"This fax has {pages} pages, but {who} may send at most {limit} pages a day and "
+        f"{this}, but {who} may send at most {limit} pages a day and "
         f"{used} have been sent today, so it would go over the limit. The count starts "
         "again at midnight (UTC): send it then, or ask your administrator to raise the limit.",
     )
@@ -302,9 +418,13 @@ async def _check_limits(
     owner: User,
     account: Account,
     pages: int,
+    faxes: int,
     day: date,
     reserve_for: str | None,
 ) -> list[RejectionReason]:
+    """Every fax of the mail counts its pages; ``reserve_for`` (the mail's fax id)
+    reserves them all at once, or none."""
+    total = pages * faxes
     scopes = [
         ("your faxbox", owner.daily_page_limit, counter_key("user", owner.id, day)),
         ("your organisation", account.daily_page_limit, counter_key("account", account.id, day)),
@@ -314,20 +434,20 @@ async def _check_limits(
         for who, limit, key in scopes:
             if limit is not None:
                 used = await counters.used(key)
-                if used + pages > limit:
-                    reasons.append(_limit_reason(who, limit, used, pages))
+                if used + total > limit:
+                    reasons.append(_limit_reason(who, limit, used, pages, faxes))
         return reasons
     reserved: list[str] = []
     for who, limit, key in scopes:
         if limit is None:
             continue
-        if await counters.reserve(key, reserve_for, pages, limit):
+        if await counters.reserve(key, reserve_for, total, limit):
             reserved.append(key)
             continue
-        for key_done in reserved:  # all or nothing: give back what this fax took
-            await counters.release(key_done, reserve_for, pages)
+        for key_done in reserved:  # all or nothing: give back what this mail took
+            await counters.release(key_done, reserve_for, total)
         used = await counters.used(key)
-        return [_limit_reason(who, limit, used, pages)]
+        return [_limit_reason(who, limit, used, pages, faxes)]
     return reasons
 
 
@@ -336,6 +456,39 @@ async def _check_limits(
 
 def _ignored(mail: Mail | None, code: str, message: str, dead_letter: bool) -> Decision:
     return Decision(Outcome.IGNORED, mail, Ignored(code, message, dead_letter))
+
+
+def _oversize_reason(oversize: OversizeMail) -> RejectionReason:
+    mib = 1024 * 1024
+    return _reason(
+        RejectionCode.mail_too_large,
+        f"Your email was {oversize.size / mib:.1f} MB; at most {oversize.limit / mib:g} MB "
+        "can be taken in, so it was not read. Send the document on its own, smaller (for "
+        "example printed to PDF again, or scanned in black and white), or split it into "
+        "several emails.",
+    )
+
+
+async def _claimed(
+    recipients: tuple[Recipient, ...],
+    claims: Claims,
+    mailbox: str,
+    mail: Mail,
+    mail_fax_id: str,
+) -> tuple[Recipient, ...]:
+    """The recipients this delivery holds, each with its fax id; numbers another copy of
+    the same mail claimed first are left out."""
+    kept: list[Recipient] = []
+    for index, recipient in enumerate(recipients):
+        fax_id = recipient_fax_id(mail_fax_id, index)
+        key = recipient_claim_key(mailbox, mail.identity, recipient.number.e164)
+        if await claims.claim(key, fax_id):
+            kept.append(Recipient(recipient.address, recipient.number, fax_id))
+        else:
+            log.info(
+                "%s was faxed from another copy of this mail; not again", recipient.number.e164
+            )
+    return tuple(kept)
 
 
 async def evaluate(
@@ -347,23 +500,37 @@ async def evaluate(
     limits: Limits,
     day: date,
     reserve_for: str | None = None,
-    parse: Callable[[bytes], Mail] = parse_mail,
+    claims: Claims | None = None,
+    mailbox: str = "",
+    oversize: OversizeMail | None = None,
+    parse: Callable[[bytes, Caps], Mail] = parse_mail,
 ) -> Decision:
-    """Decide about one raw email.
+    """Decide about one raw email (one delivered copy).
 
-    ``reserve_for`` (the fax id) reserves the pages against the daily limits when the
-    fax is accepted; without it the limits are only read (the dry run). Raises
-    ``UndecodableMail`` (a ``PermanentError``) if ``raw`` is not an email at all.
+    ``reserve_for`` (the mail's fax id) makes it a real decision: with ``claims`` each
+    number is claimed for this mail, and the pages of every fax are reserved against
+    the daily limits when it is accepted. Without it nothing is written (the dry run).
+    ``oversize``: the mail was over the intake's size cap and ``raw`` is its header
+    block. Raises ``UndecodableMail`` (a ``PermanentError``) if ``raw`` is not an email.
     """
-    mail = parse(raw)
+    mail = await asyncio.to_thread(parse, raw, limits.caps)
     if mail.automatic is not None:
         return _ignored(
             mail, "automatic_mail", f"automatic mail is never faxed ({mail.automatic})", False
         )
+    if len(mail.senders) > 1:
+        return _ignored(
+            mail,
+            "multiple_senders",
+            f"mail from {', '.join(mail.senders)}: several From addresses, so nobody can be "
+            "told who it was from; nothing was faxed or sent back",
+            True,
+        )
 
-    found = await _destination(mail, directory)
-    if found is None:
-        to = ", ".join(mail.recipients) or "no recipient"
+    realms = _Realms(directory)
+    addressed = await _addressed(mail, realms)
+    if addressed is None:
+        to = ", ".join((*mail.envelope, *mail.visible)) or "no recipient"
         return _ignored(
             mail,
             "no_fax_recipient",
@@ -371,7 +538,8 @@ async def evaluate(
             "realm of any account",
             True,
         )
-    account, destination = found
+    account = addressed.account
+    destination = ", ".join(addressed.shown)
 
     match: SenderMatch | None = None
     if mail.sender is not None:
@@ -388,6 +556,16 @@ async def evaluate(
         )
 
     faxbox, owner = match.faxbox, match.owner
+    rejected = Decision(
+        Outcome.REJECTED, mail, account=account, faxbox=faxbox, owner=owner,
+        destination_raw=destination,
+    )  # fmt: skip
+    # Past a cap nothing more is read: that one reason is the answer.
+    if oversize is not None:
+        return dataclasses.replace(rejected, reasons=(_oversize_reason(oversize),))
+    if mail.cap is not None:
+        return dataclasses.replace(rejected, reasons=(_reason(mail.cap.code, mail.cap.message),))
+
     reasons: list[RejectionReason] = []
     if not faxbox.enabled:
         reasons.append(
@@ -411,10 +589,8 @@ async def evaluate(
             )
         )
 
-    local = destination.rpartition("@")[0]
-    number_reason, number = _check_number(local, account)
-    if number_reason is not None:
-        reasons.append(number_reason)
+    recipient_reasons, recipients = _check_recipients(addressed, faxbox)
+    reasons.extend(recipient_reasons)
 
     documents = mail.documents()
     document_reasons = _document_reasons(documents, mail, faxbox, limits)
@@ -426,24 +602,41 @@ async def evaluate(
         render_reasons, tiff, pages = await _render_all(documents, faxbox, renderer, limits)
         reasons.extend(render_reasons)
 
-    if pages is not None and tiff is not None:
-        reasons.extend(
-            await _check_limits(
-                counters, owner, account, pages, day, None if reasons else reserve_for
-            )
-        )
+    decided = dataclasses.replace(rejected, recipients=recipients, documents=documents, pages=pages)
+    if pages is None or tiff is None:
+        return dataclasses.replace(decided, reasons=tuple(reasons))
+    if reasons or reserve_for is None:  # read the limits only, to list every reason
+        faxes = max(1, len(recipients))  # a bad number would still have been one fax
+        reasons.extend(await _check_limits(counters, owner, account, pages, faxes, day, None))
+        if reasons:
+            return dataclasses.replace(decided, reasons=tuple(reasons))
+        return dataclasses.replace(decided, outcome=Outcome.ACCEPTED, fax_tiff=tiff)
 
-    outcome = Outcome.REJECTED if reasons else Outcome.ACCEPTED
-    return Decision(
-        outcome=outcome,
-        mail=mail,
-        reasons=tuple(reasons),
-        account=account,
-        faxbox=faxbox,
-        owner=owner,
-        destination_raw=destination,
-        number=number,
-        documents=documents,
-        pages=pages,
-        fax_tiff=tiff if outcome is Outcome.ACCEPTED else None,
+    if claims is not None:
+        recipients = await _claimed(recipients, claims, mailbox, mail, reserve_for)
+        if not recipients:
+            return _ignored(
+                mail,
+                "already_faxed",
+                f"every number of this mail ({', '.join(decided.numbers)}) was faxed from "
+                "another copy of it",
+                False,
+            )
+    else:
+        recipients = tuple(
+            Recipient(r.address, r.number, recipient_fax_id(reserve_for, i))
+            for i, r in enumerate(recipients)
+        )
+    reasons.extend(
+        await _check_limits(counters, owner, account, pages, len(recipients), day, reserve_for)
+    )
+    if reasons:
+        if claims is not None:  # another copy may fax these numbers after all
+            for recipient in recipients:
+                assert recipient.fax_id is not None
+                key = recipient_claim_key(mailbox, mail.identity, recipient.number.e164)
+                await claims.release(key, recipient.fax_id)
+        return dataclasses.replace(decided, reasons=tuple(reasons))
+    return dataclasses.replace(
+        decided, outcome=Outcome.ACCEPTED, recipients=recipients, fax_tiff=tiff
     )

@@ -1,11 +1,18 @@
-"""``MailReceived`` → ``OutboundFaxRequested`` or ``OutboundFaxRejected`` (or nothing).
+"""``MailReceived`` → one ``OutboundFaxRequested`` per number, or one ``OutboundFaxRejected``
+(or nothing).
 
-Idempotent on the fax id: the decision message is recorded in a ledger before it is
-published and marked once the broker confirmed it. A redelivery finds it there: if it
-was confirmed, nothing more happens; if not, that same message (same ``message_id``)
-is published again, so downstream services, which deduplicate on it, see one
-decision. Work done before a crash is not repeated either: page reservations are keyed
-by fax id and stored documents are found again by their fax id and role.
+Accepted: the document is rendered and stored once (under the mail's fax id) and every
+fax references the same documents; each fax has its own fax id (see ``decision``).
+Rejected: one message under the mail's fax id, every reason in it. Copies of one mail
+that come to the same rejection send it once: the first claims
+``<mailbox>|<identity>|rejected|<digest of the reasons>``.
+
+Idempotent on the mail's fax id: every message of the decision is recorded in a ledger
+before any is published, and marked once the broker confirmed them all. A redelivery
+finds them there: if confirmed, nothing more happens; if not, those same messages (same
+``message_id`` each) are published again, so downstream services, which deduplicate on
+it, see one decision. Work done before a crash is not repeated either: claims and page
+reservations are keyed by fax id and stored documents are found again by fax id and role.
 
 Settling: returning acks (after the broker confirmed the publish); unknown senders and
 mail for no account raise ``PermanentError`` (dead-letter with the reason: admins see
@@ -14,6 +21,7 @@ it, the sender hears nothing); database or broker trouble propagates and is retr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -33,7 +41,15 @@ from faxbox.shared.contracts import (
 from faxbox.shared.store import DocumentCorrupt, NotFound
 from faxbox.validator.decision import Decision, Limits, Outcome, evaluate
 from faxbox.validator.mime import DocumentKind
-from faxbox.validator.ports import Directory, Documents, Ledger, PageCounters, Publisher, Renderer
+from faxbox.validator.ports import (
+    Claims,
+    Directory,
+    Documents,
+    Ledger,
+    PageCounters,
+    Publisher,
+    Renderer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +67,7 @@ class Deps:
     ledger: Ledger
     publisher: Publisher
     limits: Limits
+    claims: Claims
 
 
 def decision_message_id(fax_id: str) -> str:
@@ -90,21 +107,19 @@ async def _stored(
     )
 
 
-async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> Message:
+async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> tuple[Message, ...]:
     account, faxbox, owner = decision.account, decision.faxbox, decision.owner
     assert account
     assert faxbox
     assert owner
-    assert decision.number
+    assert decision.recipients
     assert decision.mail
     assert decision.fax_tiff is not None
     assert decision.pages is not None
     month = month_of(message.received_at)
-    fax_id = message.fax_id
-    first = decision.documents[0]
-    assert first.kind is not None
+    mail_fax_id = message.fax_id
     # Merged documents: every original is kept (role original-N); the message names the
-    # first, as it names one fax TIFF.
+    # first, as it names one fax TIFF. Stored once, under the mail's fax id, for all.
     originals: list[DocumentRef] = []
     for index, doc in enumerate(decision.documents):
         assert doc.kind is not None
@@ -112,38 +127,45 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> M
         name = doc.filename or f"document.{doc.kind.value}"
         originals.append(
             await _stored(
-                deps, account.id, month, fax_id, role, doc.data, name, _CONTENT_TYPES[doc.kind]
+                deps, account.id, month, mail_fax_id, role, doc.data, name, _CONTENT_TYPES[doc.kind]
             )
         )
     fax_tiff = await _stored(
-        deps, account.id, month, fax_id, "fax_tiff", decision.fax_tiff, "fax.tif", "image/tiff"
+        deps, account.id, month, mail_fax_id, "fax_tiff", decision.fax_tiff, "fax.tif", "image/tiff"
     )
     retry = faxbox.retry
-    return OutboundFaxRequested(
-        message_id=decision_message_id(fax_id),
-        fax_id=fax_id,
-        account_id=account.id,
-        month=month,
-        user_id=owner.id,
-        faxbox_id=faxbox.id,
-        sender_email=decision.mail.sender or owner.email,
-        destination=decision.number.e164,
-        settings=FaxSettings(
-            caller_id=faxbox.caller_id,
-            identity=faxbox.identity,
-            header_name=faxbox.header_name,
-            timezone=faxbox.timezone,
-            resolution=faxbox.resolution,
-        ),
-        retry_policy=RetryPolicy(
-            attempts=min(retry.attempts, _MAX_ATTEMPTS_ON_CONTRACT),
-            delays_s=tuple(retry.delays_s),
-        ),
-        original=originals[0],
-        fax_tiff=fax_tiff,
-        pages=decision.pages,
-        source_message_id=decision.mail.message_id,
+    settings = FaxSettings(
+        caller_id=faxbox.caller_id,
+        identity=faxbox.identity,
+        header_name=faxbox.header_name,
+        timezone=faxbox.timezone,
+        resolution=faxbox.resolution,
     )
+    policy = RetryPolicy(
+        attempts=min(retry.attempts, _MAX_ATTEMPTS_ON_CONTRACT), delays_s=tuple(retry.delays_s)
+    )
+    requests: list[Message] = []
+    for recipient in decision.recipients:
+        assert recipient.fax_id is not None
+        requests.append(
+            OutboundFaxRequested(
+                message_id=decision_message_id(recipient.fax_id),
+                fax_id=recipient.fax_id,
+                account_id=account.id,
+                month=month,
+                user_id=owner.id,
+                faxbox_id=faxbox.id,
+                sender_email=decision.mail.sender or owner.email,
+                destination=recipient.number.e164,
+                settings=settings,
+                retry_policy=policy,
+                original=originals[0],
+                fax_tiff=fax_tiff,
+                pages=decision.pages,
+                source_message_id=decision.mail.message_id,
+            )
+        )
+    return tuple(requests)
 
 
 def _rejected(message: MailReceived, decision: Decision) -> Message:
@@ -166,16 +188,22 @@ def _rejected(message: MailReceived, decision: Decision) -> Message:
     )
 
 
+def rejection_claim_key(mailbox: str, identity: str, decision: Decision) -> str:
+    said = "\n".join(f"{r.code.value}:{r.message}" for r in decision.reasons)
+    return f"{mailbox}|{identity}|rejected|{hashlib.sha256(said.encode()).hexdigest()[:32]}"
+
+
 async def on_mail_received(message: MailReceived, deps: Deps) -> None:
     earlier = await deps.ledger.get(message.fax_id)
     if earlier is not None:
-        name = type(earlier.message).__name__
+        names = ", ".join(type(m).__name__ for m in earlier.messages)
         if earlier.published:
-            log.info("mail decided and published before (%s); nothing to do", name)
+            log.info("mail decided and published before (%s); nothing to do", names)
             return
-        # Decided, but the confirm may never have come: the same message once more.
-        log.info("mail decided before (%s); publishing that decision again", name)
-        await deps.publisher.publish(earlier.message)
+        # Decided, but the confirms may never have come: the same messages once more.
+        log.info("mail decided before (%s); publishing that decision again", names)
+        for decided in earlier.messages:
+            await deps.publisher.publish(decided)
         await deps.ledger.mark_published(message.fax_id)
         return
 
@@ -188,6 +216,9 @@ async def on_mail_received(message: MailReceived, deps: Deps) -> None:
         limits=deps.limits,
         day=message.received_at.date(),
         reserve_for=message.fax_id,
+        claims=deps.claims,
+        mailbox=message.mailbox,
+        oversize=message.oversize,
     )
     if decision.outcome is Outcome.IGNORED:
         assert decision.ignored is not None
@@ -199,12 +230,22 @@ async def on_mail_received(message: MailReceived, deps: Deps) -> None:
     if decision.outcome is Outcome.ACCEPTED:
         outcome = await _requested(message, decision, deps)
     else:
-        outcome = _rejected(message, decision)
+        assert decision.mail is not None
+        key = rejection_claim_key(message.mailbox, decision.mail.identity, decision)
+        if not await deps.claims.claim(key, message.fax_id):
+            log.info("another copy of this mail was rejected for the same reasons; not again")
+            return
+        outcome = (_rejected(message, decision),)
     recorded = await deps.ledger.record(message.fax_id, outcome)
-    await deps.publisher.publish(recorded)
+    for decided in recorded:
+        await deps.publisher.publish(decided)
     await deps.ledger.mark_published(message.fax_id)
     log.info(
         "decided %s",
         decision.outcome.value,
-        extra={"reasons": [r.code.value for r in decision.reasons]},
+        extra={
+            "reasons": [r.code.value for r in decision.reasons],
+            "numbers": list(decision.numbers),
+            "fax_ids": [m.fax_id for m in recorded],
+        },
     )

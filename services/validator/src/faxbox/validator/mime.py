@@ -1,8 +1,14 @@
 """Reading a user's email: who sent it, to which fax address, and which parts are documents.
 
-Only the standard library parses (``email`` with ``email.policy.default``); every header
-read is guarded, because hostile or broken mail makes the header registry raise on
-inputs the feed parser itself accepted, and one odd header must never lose the mail.
+The top-level header block is read by ``faxbox.shared.envelope`` with bytes operations
+(addresses through ``email.utils.getaddresses``, never the header registry, which took
+over a second for a 180 kB To header); the parts by the standard library's ``email``
+with ``email.policy.default``, every part header read guarded, because hostile or
+broken mail makes the registry raise on inputs the feed parser itself accepted.
+
+Caps (``Caps``): the header block's bytes, the parts (counted while the parser creates
+them), the nesting depth and the addresses in To and Cc. Past one the mail is rejected
+with that cap's own reason and not read further.
 
 Attachment candidates (the issue's rule):
 
@@ -24,27 +30,49 @@ from __future__ import annotations
 
 import email
 import email.policy
-import email.utils
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.message import Message
+from email.message import EmailMessage, Message
+from email.policy import Policy
 from enum import StrEnum
 from typing import Final
 
 from faxbox.render import sniff_kind
 from faxbox.shared.bus import PermanentError
+from faxbox.shared.contracts import RejectionCode
+from faxbox.shared.envelope import (
+    HeaderBlock,
+    addresses,
+    envelope_candidates,
+    message_identity,
+    read_headers,
+)
 
 log = logging.getLogger(__name__)
 
-RECIPIENT_HEADERS: Final = ("To", "Cc", "Delivered-To", "X-Original-To")
-# Deeper than any mail client nests; hostile mail can nest thousands of levels.
-MAX_DEPTH: Final = 32
-MAX_PARTS: Final = 500
-# Each distinct recipient domain costs a realm lookup; real fax mail names a handful.
-MAX_RECIPIENTS: Final = 50
+VISIBLE_RECIPIENT_HEADERS: Final = ("to", "cc")
+# What is read of each header of a mail whose header block is over the cap: enough for
+# From and a realm address to tell the sender, never the whole of a 2 MB To header.
+_OVERSIZE_HEADER_VALUE_BYTES: Final = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """How much of one mail is parsed at most; past a cap it is rejected, not read on."""
+
+    header_bytes: int = 256 * 1024
+    parts: int = 200
+    depth: int = 20
+    addresses: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CapExceeded:
+    code: RejectionCode
+    message: str
+
 
 _GENERIC_TYPES: Final = frozenset(
     {
@@ -104,12 +132,20 @@ class Part:
 @dataclass(frozen=True, slots=True)
 class Mail:
     message_id: str | None
-    sender: str | None  # From's address, lower-cased
+    identity: str  # what mail this is, whichever copy (faxbox.shared.envelope)
+    senders: tuple[str, ...]  # every address in From, lower-cased
     from_header: str
-    recipients: tuple[str, ...]  # addr-specs from To, Cc, Delivered-To, X-Original-To
+    envelope: tuple[str, ...]  # envelope header addresses that may name a number, topmost first
+    visible: tuple[str, ...]  # addr-specs from To and Cc, in order, distinct
     automatic: str | None  # why this is automatic mail (bounce, list, auto-reply), if it is
     parts: tuple[Part, ...]
     authentication_results: tuple[str, ...]
+    cap: CapExceeded | None = None  # a cap this mail went past; it was not read further
+
+    @property
+    def sender(self) -> str | None:
+        """From's address, lower-cased (the first, if there are several)."""
+        return self.senders[0] if self.senders else None
 
     @property
     def sender_domain(self) -> str | None:
@@ -130,60 +166,25 @@ class Mail:
 # --- headers ------------------------------------------------------------------------------
 
 
-def _raw_values(msg: Message, name: str) -> list[str]:
-    """Header values as stored (unparsed), so a header the registry chokes on is kept."""
-    wanted = name.lower()
-    values: list[str] = []
-    for key, value in msg.raw_items():
-        if key.lower() == wanted:
-            values.append(re.sub(r"\r?\n[ \t]", " ", str(value)).strip())
-    return values
-
-
-def _addresses(msg: Message, name: str) -> list[str]:
-    """addr-specs of an address header, in order."""
-    found: list[str] = []
-    try:
-        for header in msg.get_all(name, []):
-            for address in getattr(header, "addresses", ()):
-                if address.username and address.domain:
-                    found.append(f"{address.username}@{address.domain}")
-        if found:
-            return found
-    except Exception:  # the registry raises on some malformed headers; fall back below
-        log.debug("header %s could not be parsed; reading it raw", name, exc_info=True)
-    for _display, addr in email.utils.getaddresses(_raw_values(msg, name)):
-        if "@" in addr:
-            found.append(addr)
-    return found
-
-
-def _first_value(msg: Message, name: str) -> str | None:
-    values = _raw_values(msg, name)
-    return values[0] if values else None
-
-
-def _automatic(msg: Message, sender: str | None) -> str | None:
-    auto = _first_value(msg, "Auto-Submitted")
+def _automatic(headers: HeaderBlock, sender: str | None) -> str | None:
+    auto = headers.first("auto-submitted")
     if auto is not None:
         value = auto.split(";")[0].strip().lower()
         if value and value != "no":
             return f"Auto-Submitted: {value}"
-    precedence = (_first_value(msg, "Precedence") or "").strip().lower()
+    precedence = (headers.first("precedence") or "").strip().lower()
     if precedence in ("bulk", "list", "junk"):
         return f"Precedence: {precedence}"
-    if _first_value(msg, "List-Id") is not None:
+    if headers.first("list-id") is not None:
         return "mailing list (List-Id)"
-    return_path = _first_value(msg, "Return-Path")
+    return_path = headers.first("return-path")
     if return_path is not None and return_path.strip() in ("<>", ""):
         return "bounce (empty Return-Path)"
     if sender and sender.split("@")[0] in ("mailer-daemon", "postmaster"):
         return f"bounce (from {sender})"
-    try:
-        if msg.get_content_type() == "multipart/report":
-            return "delivery or read report (multipart/report)"
-    except Exception:
-        return None
+    content_type = (headers.first("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "multipart/report":
+        return "delivery or read report (multipart/report)"
     return None
 
 
@@ -272,7 +273,7 @@ def _leaf(part: Message, depth: int) -> Part | None:
         maintype == "image"
         and content_type not in _TIFF_TYPES
         and disposition != "attachment"
-        and _first_value(part, "Content-ID") is not None
+        and any(key.lower() == "content-id" for key, _ in part.raw_items())
     ):
         return Part(PartRole.INLINE_IMAGE, filename, content_type, _payload(part), None, depth)
     candidate = (
@@ -289,15 +290,35 @@ def _leaf(part: Message, depth: int) -> Part | None:
     return Part(role, filename, content_type, data, kind, depth)
 
 
-def _parts(root: Message) -> list[Part]:
+class _TooManyParts(Exception):
+    pass
+
+
+class _CountingFactory:
+    """The parser's message factory, stopping it at the ``limit``-th part it would create.
+
+    The parser builds the whole tree before anything walks it; counting here stops a
+    mail of a hundred thousand parts before it costs the time and memory of all of them.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.created = 0
+
+    def __call__(self, policy: Policy) -> EmailMessage:
+        self.created += 1
+        if self.created > self.limit:
+            raise _TooManyParts
+        return EmailMessage(policy)
+
+
+def _parts(root: Message, caps: Caps) -> tuple[list[Part], CapExceeded | None]:
     found: list[Part] = []
     stack: list[tuple[Message, int, int]] = [(root, 0, 0)]  # part, forward depth, nesting
-    visited = 0
-    while stack and visited < MAX_PARTS:
+    while stack:
         part, depth, nesting = stack.pop()
-        visited += 1
-        if nesting > MAX_DEPTH:
-            continue
+        if nesting > caps.depth:
+            return found, _nested_too_deeply(caps)
         payload = part.get_payload()
         if isinstance(payload, list):
             children = [p for p in payload if isinstance(p, Message)]
@@ -312,35 +333,96 @@ def _parts(root: Message) -> list[Part]:
         leaf = _leaf(part, depth)
         if leaf is not None:
             found.append(leaf)
-    return found
+    return found, None
 
 
-def parse_mail(raw: bytes) -> Mail:
-    """Read the raw message; raises ``UndecodableMail`` if it is not an email at all."""
+def _too_many_parts(caps: Caps) -> CapExceeded:
+    return CapExceeded(
+        RejectionCode.too_many_parts,
+        f"The email has more than {caps.parts} parts; at most {caps.parts} are read, so "
+        "it was not read further. Send the document attached to a new email of its own.",
+    )
+
+
+def _headers_too_large(size: int, caps: Caps) -> CapExceeded:
+    return CapExceeded(
+        RejectionCode.headers_too_large,
+        f"The email's header lines are {size / 1024:.0f} kB long; at most "
+        f"{caps.header_bytes / 1024:.0f} kB are read (a very long To or Cc line is the "
+        "usual cause), so it was not read further. Send it to fewer addresses at once.",
+    )
+
+
+def _too_many_addresses(caps: Caps) -> CapExceeded:
+    return CapExceeded(
+        RejectionCode.too_many_addresses,
+        f"The email is addressed to more than {caps.addresses} addresses (To and Cc); at "
+        f"most {caps.addresses} are read, so it was not read further. Send it to fewer "
+        "addresses at once.",
+    )
+
+
+def parse_mail(raw: bytes, caps: Caps = Caps()) -> Mail:
+    """Read the raw message within ``caps``; raises ``UndecodableMail`` if it is not an
+    email at all. CPU-bound (milliseconds for normal mail): run it off the event loop."""
     if not raw.strip():
         raise UndecodableMail("the stored mail is empty")
-    try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-    except Exception as exc:  # the feed parser is lenient; this is the truly hopeless case
-        raise UndecodableMail(f"the stored mail cannot be parsed: {exc}") from exc
-    if not list(msg.raw_items()):
+    headers = read_headers(raw, caps.header_bytes)
+    if not headers.fields:
         raise UndecodableMail("the stored mail has no headers")
-    senders = _addresses(msg, "From")
-    sender = senders[0].lower() if senders else None
-    recipients = [a for name in RECIPIENT_HEADERS for a in _addresses(msg, name)]
-    message_id = _first_value(msg, "Message-ID")
-    try:
-        parts = _parts(msg)
-    except RecursionError as exc:
-        raise UndecodableMail("the mail's parts are nested too deeply") from exc
+    cap: CapExceeded | None = None
+    oversized = headers.size > caps.header_bytes
+    if oversized:
+        cap = _headers_too_large(headers.size, caps)
+
+    def values(name: str) -> list[str]:
+        found = headers.values(name)
+        return [v[:_OVERSIZE_HEADER_VALUE_BYTES] for v in found] if oversized else found
+
+    senders = tuple(dict.fromkeys(a.lower() for a in addresses(values("from"), 10)))
+    visible = tuple(
+        dict.fromkeys(
+            addresses([v for n in VISIBLE_RECIPIENT_HEADERS for v in values(n)], caps.addresses + 1)
+        )
+    )
+    if cap is None and len(visible) > caps.addresses:
+        cap = _too_many_addresses(caps)
+    parts: list[Part] = []
+    if cap is None:
+        factory = _CountingFactory(caps.parts)
+        try:
+            msg = email.message_from_bytes(
+                raw, policy=email.policy.default.clone(message_factory=factory)
+            )
+            parts, cap = _parts(msg, caps)
+        except _TooManyParts:
+            cap = _too_many_parts(caps)
+        except RecursionError:
+            cap = _nested_too_deeply(caps)
+        except Exception as exc:  # the feed parser is lenient; this is the hopeless case
+            raise UndecodableMail(f"the stored mail cannot be parsed: {exc}") from exc
+    message_id = headers.first("message-id")
+    sender = senders[0] if senders else None
     return Mail(
         message_id=message_id[:998] if message_id else None,
-        sender=sender,
-        from_header=(_first_value(msg, "From") or "")[:998],
-        recipients=tuple(dict.fromkeys(recipients))[:MAX_RECIPIENTS],
-        automatic=_automatic(msg, sender),
-        parts=tuple(parts),
-        authentication_results=tuple(_raw_values(msg, "Authentication-Results")),
+        identity=message_identity(headers, raw),
+        senders=senders,
+        from_header=(headers.first("from") or "")[:998],
+        envelope=tuple(envelope_candidates(headers)),
+        visible=visible[: caps.addresses],
+        automatic=_automatic(headers, sender),
+        parts=tuple(parts) if cap is None else (),
+        authentication_results=tuple(headers.values("authentication-results")),
+        cap=cap,
+    )
+
+
+def _nested_too_deeply(caps: Caps) -> CapExceeded:
+    return CapExceeded(
+        RejectionCode.nested_too_deeply,
+        f"The email's parts are nested more than {caps.depth} levels deep, which no mail "
+        "program does; it was not read further. Send the document attached to a new, "
+        "plain email.",
     )
 
 

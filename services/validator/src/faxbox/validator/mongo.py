@@ -2,8 +2,12 @@
 
 Collections owned here (no indexes beyond ``_id`` needed):
 
-- ``validator_decisions``: one document per fax id with the message decided, so a
-  redelivered ``MailReceived`` republishes the same message instead of deciding again;
+- ``validator_decisions``: one document per mail (its fax id) with every message
+  decided, so a redelivered ``MailReceived`` republishes the same messages instead of
+  deciding again;
+- ``validator_claims``: one document per claimed key (a number of a mail, a rejection of
+  a mail), holding the fax id that claimed it (a unique ``_id`` insert: exclusive on
+  FerretDB v1 too);
 - ``daily_pages``: one counter per user or account and UTC day
   (``_id`` = ``user:<id>:YYYYMMDD``), holding the pages and the fax ids counted;
   ``daily_pages_locks``: the short-lived lock under which a counter changes (see
@@ -30,6 +34,7 @@ from faxbox.validator.authz import Candidate, permission_match
 from faxbox.validator.ports import LedgerEntry
 
 DECISIONS = "validator_decisions"
+CLAIMS = "validator_claims"
 Doc = dict[str, Any]
 DAILY_PAGES = "daily_pages"
 DAILY_PAGES_LOCKS = "daily_pages_locks"
@@ -224,6 +229,26 @@ def _document_key(fax_id: str, role: str) -> str:
     return f"{fax_id}:{role}"
 
 
+class MongoClaims:
+    def __init__(self, store: Store) -> None:
+        self._collection = store.db[CLAIMS]
+
+    async def claim(self, key: str, fax_id: str) -> bool:
+        try:
+            await self._collection.insert_one(
+                {"_id": key, "fax_id": fax_id, "claimed_at": datetime.now(UTC)}
+            )
+        except DuplicateKeyError:
+            held = await self._collection.find_one({"_id": key}, {"fax_id": 1})
+            # Gone in between (its holder released it): claim it now.
+            return await self.claim(key, fax_id) if held is None else held["fax_id"] == fax_id
+        return True
+
+    async def release(self, key: str, fax_id: str) -> None:
+        # Only the holder releases its own claim: no race on the condition.
+        await self._collection.delete_one({"_id": key, "fax_id": fax_id})
+
+
 class MongoLedger:
     def __init__(self, store: Store) -> None:
         self._collection = store.db[DECISIONS]
@@ -232,28 +257,33 @@ class MongoLedger:
         doc = await self._collection.find_one({"_id": fax_id})
         if doc is None:
             return None
-        contract = contract_by_name(str(doc["type"]))
-        message = contract.model_validate_json(str(doc["message"]))
-        return LedgerEntry(message, doc.get("published_at") is not None)
+        # Decisions recorded before one mail could become several faxes hold one message.
+        stored = doc.get("messages") or [{"type": doc["type"], "message": doc["message"]}]
+        messages = tuple(
+            contract_by_name(str(item["type"])).model_validate_json(str(item["message"]))
+            for item in stored
+        )
+        return LedgerEntry(messages, doc.get("published_at") is not None)
 
-    async def record(self, fax_id: str, message: Message) -> Message:
+    async def record(self, fax_id: str, messages: tuple[Message, ...]) -> tuple[Message, ...]:
         try:
             await self._collection.insert_one(
                 {
                     "_id": fax_id,
-                    "type": type(message).__name__,
-                    "message": message.model_dump_json(),
+                    "messages": [
+                        {"type": type(m).__name__, "message": m.model_dump_json()} for m in messages
+                    ],
                     "decided_at": datetime.now(UTC),
                     "published_at": None,
                 }
             )
         except DuplicateKeyError:
-            # Another delivery of the same mail decided first: its message is the one.
+            # Another delivery of the same mail decided first: its messages are the ones.
             existing = await self.get(fax_id)
             if existing is None:
                 raise
-            return existing.message
-        return message
+            return existing.messages
+        return messages
 
     async def mark_published(self, fax_id: str) -> None:
         await self._collection.update_one(

@@ -67,18 +67,30 @@ class Documents(Protocol):
         ...
 
 
+class Claims(Protocol):
+    """Exclusive claims by unique key (one fax per number of a mail, one rejection each)."""
+
+    async def claim(self, key: str, fax_id: str) -> bool:
+        """True if ``fax_id`` holds ``key`` now: newly, or from an earlier delivery."""
+        ...
+
+    async def release(self, key: str, fax_id: str) -> None:
+        """Give up a claim ``fax_id`` holds (an accepted copy rejected after claiming)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    message: Message
-    published: bool  # the broker confirmed it once
+    messages: tuple[Message, ...]  # every message of the one decision, in publishing order
+    published: bool  # the broker confirmed them all once
 
 
 class Ledger(Protocol):
-    """The decision taken for each fax id, so a redelivery repeats it exactly."""
+    """The decision taken for each mail (its fax id), so a redelivery repeats it exactly."""
 
     async def get(self, fax_id: str) -> LedgerEntry | None: ...
 
-    async def record(self, fax_id: str, message: Message) -> Message:
+    async def record(self, fax_id: str, messages: tuple[Message, ...]) -> tuple[Message, ...]:
         """Store the decision; if one is stored already, return that one instead."""
         ...
 

@@ -19,11 +19,19 @@ from faxbox.shared.store import Store
 from faxbox.shared.wiring import infrastructure
 from faxbox.validator.decision import DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_PAGES, Limits
 from faxbox.validator.handler import Deps, on_mail_received
-from faxbox.validator.mongo import MongoDirectory, MongoDocuments, MongoLedger, MongoPageCounters
+from faxbox.validator.mime import Caps
+from faxbox.validator.mongo import (
+    MongoClaims,
+    MongoDirectory,
+    MongoDocuments,
+    MongoLedger,
+    MongoPageCounters,
+)
 from faxbox.validator.ports import Publisher, Renderer
 from faxbox.validator.renderer import ProcessRenderer
 
 SERVICE = "validator"
+_CAPS = Caps()
 
 
 class Settings(ServiceSettings):
@@ -40,6 +48,10 @@ class Settings(ServiceSettings):
     validator_render_concurrency: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1), ge=1
     )
+    validator_max_header_bytes: int = Field(default=_CAPS.header_bytes, ge=1024)
+    validator_max_parts: int = Field(default=_CAPS.parts, ge=2)
+    validator_max_depth: int = Field(default=_CAPS.depth, ge=1)
+    validator_max_addresses: int = Field(default=_CAPS.addresses, ge=1)
     validator_authserv_ids: tuple[str, ...] = Field(
         default=(),
         description=(
@@ -53,6 +65,12 @@ class Settings(ServiceSettings):
             max_attachment_bytes=self.validator_max_attachment_bytes,
             max_pages=self.validator_max_pages,
             trusted_authserv_ids=frozenset(i.lower() for i in self.validator_authserv_ids),
+            caps=Caps(
+                header_bytes=self.validator_max_header_bytes,
+                parts=self.validator_max_parts,
+                depth=self.validator_max_depth,
+                addresses=self.validator_max_addresses,
+            ),
         )
 
 
@@ -72,6 +90,7 @@ def build_deps(
         ledger=MongoLedger(store),
         publisher=publisher,
         limits=settings.limits(),
+        claims=MongoClaims(store),
     )
 
 

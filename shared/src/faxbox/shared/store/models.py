@@ -245,6 +245,9 @@ class Faxbox(StoreModel):
     extra_recipients: list[LowerEmail] = Field(default_factory=list)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     merge_attachments: bool = False
+    max_recipients: int = Field(
+        default=10, ge=1, le=100, description="Fax numbers one email may be sent to."
+    )
     resolution: Literal["fine", "standard"] = "fine"
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
