@@ -312,6 +312,8 @@ class Chaos:
             self.servers.imap.password,
             folder=f"chaos-{run_id}",
             processed_folder=f"chaos-{run_id}-done",
+            oversize_folder=f"chaos-{run_id}-oversize",
+            failed_folder=f"chaos-{run_id}-failed",
         )
         smtp = SmtpCapture()
         stack = Stack(

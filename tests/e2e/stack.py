@@ -99,6 +99,12 @@ class Mailbox:
     # same time (the chaos run next to e2e tests or benchmarks).
     folder: str = "INBOX"
     processed_folder: str = "Faxbox/Processed"
+    oversize_folder: str = "Faxbox/Oversize"
+    failed_folder: str = "Faxbox/Failed"
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        return (self.folder, self.processed_folder, self.oversize_folder, self.failed_folder)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[imaplib.IMAP4]:
@@ -132,9 +138,10 @@ class Mailbox:
                 imap.close()
 
     def create_folders(self) -> None:
-        """Create the watched and processed folders (flat names: any delimiter will do)."""
+        """Create the watched folder and those mail leaves it for (flat names: any
+        delimiter will do)."""
         with self.connect() as imap:
-            for name in (self.folder, self.processed_folder):
+            for name in self.folders:
                 status, detail = imap.create(f'"{name}"')
                 if status != "OK" and b"ALREADYEXISTS" not in b" ".join(
                     d for d in detail if isinstance(d, bytes)
@@ -143,7 +150,7 @@ class Mailbox:
 
     def delete_folders(self) -> None:
         with self.connect() as imap:
-            for name in (self.folder, self.processed_folder):
+            for name in self.folders:
                 imap.delete(f'"{name}"')
 
     def append(self, message: EmailMessage | bytes) -> None:
@@ -165,6 +172,8 @@ class Mailbox:
                     "password": self.password,
                     "folder": self.folder,
                     "processed_folder": self.processed_folder,
+                    "oversize_folder": self.oversize_folder,
+                    "failed_folder": self.failed_folder,
                 }
             ]
         )

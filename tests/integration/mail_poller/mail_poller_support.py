@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,28 @@ def make_mail(token: str | None = None, message_id: str | None = "auto", body: s
     ).encode()
 
 
+def leaving_folders(folder: str) -> dict[str, str]:
+    """The folders mail leaves ``folder`` for, the test's own (flat names)."""
+    return {
+        "processed_folder": f"{folder}-processed",
+        "oversize_folder": f"{folder}-oversize",
+        "failed_folder": f"{folder}-failed",
+    }
+
+
+@contextlib.asynccontextmanager
+async def own_folder(imap: Imap) -> AsyncIterator[str]:
+    """A watched folder of the test's own; the poller creates the ones mail leaves for."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    await imap.create(name)
+    try:
+        yield name
+    finally:
+        await imap.delete(name)
+        for leaving in leaving_folders(name).values():
+            await imap.delete(leaving)
+
+
 def mailbox_json(server: ImapServer, user: str, folder: str, **extra: Any) -> dict[str, Any]:
     return {
         "name": f"{user}/{folder}",
@@ -134,7 +156,7 @@ def mailbox_json(server: ImapServer, user: str, folder: str, **extra: Any) -> di
         "username": user,
         "password": server.password,
         "folder": folder,
-        "processed_folder": f"{folder}-processed",
+        **leaving_folders(folder),
         "command_timeout_s": 10,
         **extra,
     }

@@ -31,6 +31,7 @@ from tests.integration.mail_poller.mail_poller_support import (
     eventually,
     mailbox_json,
     make_mail,
+    own_folder,
     poller_env,
     poller_user,
     pollers,
@@ -47,12 +48,9 @@ def imap(imap_server: ImapServer) -> Imap:
 
 @pytest.fixture
 async def folder(imap: Imap) -> AsyncIterator[str]:
-    """A watched folder of this test's own; the poller creates '<folder>-processed'."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    await imap.create(name)
-    yield name
-    await imap.delete(name)
-    await imap.delete(f"{name}-processed")
+    """A watched folder of this test's own; the poller creates the ones mail leaves for."""
+    async with own_folder(imap) as name:
+        yield name
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +9,14 @@ import pytest
 
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import ImapError, ImapSession
-from tests.integration.mail_poller.mail_poller_support import Imap, make_mail, poller_user
+from faxbox.mail_poller.ports import Destination
+from tests.integration.mail_poller.mail_poller_support import (
+    Imap,
+    leaving_folders,
+    make_mail,
+    own_folder,
+    poller_user,
+)
 from tests.integration.mail_poller.mail_poller_tls import make_certificate, tls_proxy
 from tests.support import ImapServer
 
@@ -24,11 +30,8 @@ def imap(imap_server: ImapServer) -> Imap:
 
 @pytest.fixture
 async def folder(imap: Imap) -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    await imap.create(name)
-    yield name
-    await imap.delete(name)
-    await imap.delete(f"{name}-processed")
+    async with own_folder(imap) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def _config(
             "username": imap.user,
             "password": imap_server.password,
             "folder": folder,
-            "processed_folder": f"{folder}-processed",
+            **leaving_folders(folder),
             "command_timeout_s": 10,
         }
     )
@@ -77,7 +80,14 @@ async def test_session_over_tls_fetches_and_moves(
             fetched = await session.fetch(uid)
             assert fetched is not None
             assert fetched.raw == raw
-            await session.move_to_processed(uid)
+            assert await session.size(uid) == len(raw)
+            header = await session.fetch_header(uid, 1_000_000)
+            assert header is not None
+            assert header.raw == raw[: raw.index(b"\r\n\r\n") + 4]
+            cut = await session.fetch_header(uid, 20)
+            assert cut is not None
+            assert cut.raw == raw[:20]
+            await session.move(uid, Destination.processed)
             assert await session.search_all() == []
         finally:
             await session.close()

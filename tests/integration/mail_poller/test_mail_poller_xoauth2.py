@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,13 @@ from faxbox.mail_poller.auth import TokenSource
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import AuthFailed, ImapSession
 from tests.integration.mail_poller.mail_poller_oauth_front import oauth_front
-from tests.integration.mail_poller.mail_poller_support import Imap, make_mail, poller_user
+from tests.integration.mail_poller.mail_poller_support import (
+    Imap,
+    leaving_folders,
+    make_mail,
+    own_folder,
+    poller_user,
+)
 from tests.support import ImapServer
 
 pytestmark = pytest.mark.integration
@@ -26,11 +31,8 @@ def imap(imap_server: ImapServer) -> Imap:
 
 @pytest.fixture
 async def folder(imap: Imap) -> AsyncIterator[str]:
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    await imap.create(name)
-    yield name
-    await imap.delete(name)
-    await imap.delete(f"{name}-processed")
+    async with own_folder(imap) as name:
+        yield name
 
 
 async def test_refused_token_is_replaced_by_a_fresh_one(
@@ -44,16 +46,18 @@ async def test_refused_token_is_replaced_by_a_fresh_one(
     async with oauth_front(
         imap_server.host, imap_server.port, imap_server.password, {"fresh-token"}
     ) as (port, seen):
-        config = MailboxConfig(
-            host="127.0.0.1",
-            port=port,
-            security="none",
-            username=imap.user,
-            auth="xoauth2",
-            token_command=f"{sys.executable} -c \"print(open('{issued}').read())\"",
-            folder=folder,
-            processed_folder=f"{folder}-processed",
-            command_timeout_s=20,
+        config = MailboxConfig.model_validate(
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": "none",
+                "username": imap.user,
+                "auth": "xoauth2",
+                "token_command": f"{sys.executable} -c \"print(open('{issued}').read())\"",
+                "folder": folder,
+                **leaving_folders(folder),
+                "command_timeout_s": 20,
+            }
         )
         tokens = TokenSource(config)
 

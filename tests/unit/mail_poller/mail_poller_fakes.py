@@ -14,7 +14,7 @@ from faxbox.mail_poller.ledger import (
     LedgerEntry,
     State,
 )
-from faxbox.mail_poller.ports import FetchedMessage
+from faxbox.mail_poller.ports import Destination, FetchedMessage
 from faxbox.shared.contracts import DocumentRef, MailReceived
 
 
@@ -106,10 +106,16 @@ class FakeFolder:
         self._mailbox = mailbox
         self._uid_validity = uid_validity
         self.messages: dict[int, bytes] = {}
-        self.processed: list[bytes] = []
+        self.moved: dict[Destination, list[bytes]] = {d: [] for d in Destination}
         self.fail_next_move = False
         self.fetches = 0
+        self.header_fetches = 0
+        self.broken: dict[int, Exception] = {}  # UIDs whose every read fails so
         self._next_uid = 1
+
+    @property
+    def processed(self) -> list[bytes]:
+        return self.moved[Destination.processed]
 
     @property
     def mailbox(self) -> str:
@@ -125,6 +131,12 @@ class FakeFolder:
         self.messages[uid] = raw
         return uid
 
+    async def size(self, uid: int) -> int | None:
+        if uid in self.broken:
+            raise self.broken[uid]
+        raw = self.messages.get(uid)
+        return None if raw is None else len(raw)
+
     async def fetch(self, uid: int) -> FetchedMessage | None:
         self.fetches += 1
         raw = self.messages.get(uid)
@@ -132,16 +144,40 @@ class FakeFolder:
             return None
         return FetchedMessage(uid=uid, raw=raw, internal_date=datetime(2026, 11, 27, tzinfo=UTC))
 
-    async def move_to_processed(self, uid: int) -> None:
+    async def fetch_header(self, uid: int, max_bytes: int) -> FetchedMessage | None:
+        self.header_fetches += 1
+        raw = self.messages.get(uid)
+        if raw is None:
+            return None
+        header = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        return FetchedMessage(uid, header[:max_bytes], datetime(2026, 11, 27, tzinfo=UTC))
+
+    async def move(self, uid: int, to: Destination) -> None:
         if self.fail_next_move:
             self.fail_next_move = False
             raise ConnectionError("connection reset during MOVE")
-        self.processed.append(self.messages.pop(uid))
+        self.moved[to].append(self.messages.pop(uid))
 
 
-def mail(message_id: str | None = "<abc@Example.COM>", body: str = "hello") -> bytes:
+def mail(
+    message_id: str | None = "<abc@Example.COM>", body: str = "hello", envelope: str = ""
+) -> bytes:
+    """A mail as the intake folder holds it; ``envelope``: the X-Original-To of its copy."""
     header = f"Message-ID: {message_id}\r\n" if message_id else ""
+    trace = f"Delivered-To: fax@example.test\r\nX-Original-To: {envelope}\r\n" if envelope else ""
     return (
-        f"From: alice@example.com\r\nTo: +12125551234@fax.example.com\r\n{header}"
+        f"{trace}From: alice@example.com\r\nTo: +12125551234@fax.example.com\r\n{header}"
         f"Subject: test\r\n\r\n{body}\r\n"
     ).encode()
+
+
+async def fax_realm(domain: str) -> bool:
+    return domain == "fax.example.com"
+
+
+class FakeDeadLetters:
+    def __init__(self) -> None:
+        self.records: list[tuple[dict[str, Any], str, str]] = []
+
+    async def dead_letter(self, record: Mapping[str, Any], reason: str, kind: str) -> None:
+        self.records.append((dict(record), reason, kind))

@@ -17,7 +17,7 @@ from faxbox.mail_poller.imap import (
     push_means_change,
     server_folder_name,
 )
-from faxbox.mail_poller.keys import ledger_id, message_key, normalize_message_id
+from faxbox.mail_poller.keys import ledger_id, message_key
 from faxbox.mail_poller.watcher import backoff_delay
 
 DOVECOT_CAPS = {"IMAP4rev1", "IDLE", "MOVE", "UIDPLUS", "LITERAL+"}
@@ -97,14 +97,30 @@ def test_backoff_is_capped_exponential_with_jitter() -> None:
     assert backoff_delay(10_000, 0.5, 30, rng=lambda: 1.0) == 30.0
 
 
-def test_message_keys() -> None:
-    assert normalize_message_id("<Abc.Def@Mail.Example.COM>") == "Abc.Def@mail.example.com"
-    assert normalize_message_id("  < a@b >  (comment)") == "a@b"
-    assert normalize_message_id("<>") is None
-    key, header = message_key(b"Message-ID: <X@Y.org>\r\nSubject: s\r\n\r\nbody")
-    assert (key, header) == ("mid:X@y.org", "<X@Y.org>")
-    key, header = message_key(b"Subject: s\r\n\r\nbody")
-    assert key.startswith("sha256:")
-    assert header is None
-    assert message_key(b"Message-ID:   \r\n\r\nbody")[0].startswith("sha256:")
+async def test_message_keys() -> None:
+    async def realm(domain: str) -> bool:
+        return domain == "fax.example.com"
+
+    raw = b"Message-ID: <X@Y.org>\r\nSubject: s\r\n\r\nbody"
+    found = await message_key("box", raw, realm)
+    assert (found.key, found.recipient, found.message_id) == (
+        "box|all|mid:X@y.org",
+        None,
+        "<X@Y.org>",
+    )
+    copy = b"Delivered-To: fax@faxbox.test\r\nX-Original-To: 2125550148@Fax.Example.com\r\n" + raw
+    found = await message_key("box", copy, realm)
+    assert found.key == "box|2125550148@fax.example.com|mid:X@y.org"
+    assert found.recipient == "2125550148@fax.example.com"
+    found = await message_key("box", b"Subject: s\r\n\r\nbody", realm)
+    assert found.key.startswith("box|all|sha256:")
+    assert found.message_id is None
+    assert (await message_key("box", b"Message-ID:   \r\n\r\nbody", realm)).key.startswith(
+        "box|all|sha256:"
+    )
+    # Only the headers of a mail over the cap are known: its size joins the hash.
+    headers = b"Subject: s\r\n\r\n"
+    assert (await message_key("box", headers, realm, 10)).key != (
+        await message_key("box", headers, realm, 11)
+    ).key
     assert ledger_id("box", 5, 9) == "box|5|9"

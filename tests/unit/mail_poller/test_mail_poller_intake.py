@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from faxbox.mail_poller.intake import IntakeDeps, LeaseLost, Outcome, take_message
+from faxbox.mail_poller.intake import FetchFailed, IntakeDeps, LeaseLost, Outcome, take_message
 from faxbox.mail_poller.keys import ledger_id
 from faxbox.mail_poller.ledger import DuplicateMessageKey, State
+from faxbox.mail_poller.ports import Destination
 from tests.unit.mail_poller.mail_poller_fakes import (
     FakeClock,
     FakeFolder,
     FakeLedger,
     FakePublisher,
     FakeRawStore,
+    fax_realm,
     mail,
 )
 
@@ -62,7 +66,7 @@ async def test_new_message_is_stored_published_then_moved(
     [message] = publisher.published
     entry = ledger.entries[ledger_id(folder.mailbox, 7, uid)]
     assert entry.state is State.moved
-    assert entry.message_key == "mid:abc@example.com"
+    assert entry.message_key == f"{folder.mailbox}|all|mid:abc@example.com"
     assert (message.fax_id, message.message_id) == (entry.fax_id, entry.message_id)
     assert (message.mailbox, message.uid_validity, message.uid) == (folder.mailbox, 7, uid)
     assert message.rfc822_message_id == "<abc@Example.COM>"
@@ -179,7 +183,7 @@ async def test_same_mail_in_a_new_uidvalidity_is_not_published_again(
     assert len(publisher.published) == 1
 
 
-async def test_mail_without_message_id_is_keyed_by_its_bytes(
+async def test_mail_without_message_id_is_keyed_by_its_content(
     folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
 ) -> None:
     a = folder.deliver(mail(None, body="one"))
@@ -191,7 +195,7 @@ async def test_mail_without_message_id_is_keyed_by_its_bytes(
     assert outcomes == [Outcome.published, Outcome.published, Outcome.duplicate]
     assert len(publisher.published) == 2
     keys = [e.message_key for e in ledger.entries.values()]
-    assert all(k.startswith(("sha256:", "dup:")) for k in keys)
+    assert all(k.startswith((f"{folder.mailbox}|all|sha256:", "dup:")) for k in keys)
     assert None not in keys
 
 
@@ -262,3 +266,91 @@ async def test_lost_lease_stops_before_publish_and_move(
 
 async def test_vanished_message_is_skipped(folder: FakeFolder, deps: IntakeDeps) -> None:
     assert await take_message(folder, 42, deps) is Outcome.vanished
+
+
+@pytest.fixture
+def realm_deps(deps: IntakeDeps) -> IntakeDeps:
+    return dataclasses.replace(deps, is_realm=fax_realm)
+
+
+async def test_two_envelope_copies_of_one_mail_are_two_mails(
+    folder: FakeFolder, realm_deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+) -> None:
+    first = folder.deliver(mail(envelope="+12125550147@fax.example.com"))
+    second = folder.deliver(mail(envelope="2125550148@fax.example.com"))
+    again = folder.deliver(mail(envelope="2125550148@fax.example.com"))  # a second hop's copy
+
+    outcomes = [await take_message(folder, uid, realm_deps) for uid in (first, second, again)]
+
+    assert outcomes == [Outcome.published, Outcome.published, Outcome.duplicate]
+    assert len({m.fax_id for m in publisher.published}) == 2
+    keys = sorted(e.message_key for e in ledger.entries.values() if e.duplicate_of is None)
+    assert keys == [
+        f"{folder.mailbox}|+12125550147@fax.example.com|mid:abc@example.com",
+        f"{folder.mailbox}|2125550148@fax.example.com|mid:abc@example.com",
+    ]
+    assert {e.recipient for e in ledger.entries.values()} == {
+        "+12125550147@fax.example.com",
+        "2125550148@fax.example.com",
+    }
+
+
+async def test_an_envelope_header_outside_every_realm_keys_the_copy_for_all(
+    folder: FakeFolder, realm_deps: IntakeDeps, ledger: FakeLedger
+) -> None:
+    uid = folder.deliver(mail(envelope="+12125550147@elsewhere.example"))
+    await take_message(folder, uid, realm_deps)
+    (entry,) = ledger.entries.values()
+    assert entry.message_key == f"{folder.mailbox}|all|mid:abc@example.com"
+
+
+async def test_an_oversize_mail_is_never_fetched_whole(
+    folder: FakeFolder,
+    deps: IntakeDeps,
+    ledger: FakeLedger,
+    raw_store: FakeRawStore,
+    publisher: FakePublisher,
+) -> None:
+    small = dataclasses.replace(deps, max_mail_bytes=1000)
+    big = folder.deliver(mail(body="x" * 5000))
+    normal = folder.deliver(mail("<next@example.com>"))
+
+    assert await take_message(folder, big, small) is Outcome.oversize
+    assert await take_message(folder, normal, small) is Outcome.published
+
+    assert (folder.fetches, folder.header_fetches) == (1, 1)  # the big one: headers only
+    oversize, published = publisher.published
+    assert oversize.oversize is not None
+    assert oversize.oversize.limit == 1000
+    assert oversize.oversize.size > 5000
+    stored = raw_store.files[oversize.raw.file_id]
+    assert stored.endswith(b"Subject: test\r\n\r\n")
+    assert published.oversize is None
+    assert len(folder.moved[Destination.oversize]) == 1
+    assert len(folder.processed) == 1
+    entry = ledger.entries[ledger_id(folder.mailbox, 7, big)]
+    assert (entry.state, entry.oversize_limit) == (State.moved, 1000)
+
+
+async def test_a_crash_before_the_move_of_an_oversize_mail_moves_it_to_oversize(
+    folder: FakeFolder, deps: IntakeDeps, publisher: FakePublisher
+) -> None:
+    small = dataclasses.replace(deps, max_mail_bytes=1000)
+    big = folder.deliver(mail(body="x" * 5000))
+    folder.fail_next_move = True
+    with pytest.raises(ConnectionError):
+        await take_message(folder, big, small)
+    assert await take_message(folder, big, small) is Outcome.moved_only
+    assert len(folder.moved[Destination.oversize]) == 1
+    assert len(publisher.published) == 1
+
+
+async def test_a_read_that_fails_is_reported_as_that_uids_failure(
+    folder: FakeFolder, deps: IntakeDeps
+) -> None:
+    uid = folder.deliver(mail())
+    folder.broken[uid] = TimeoutError("IMAP command timed out after 60s")
+    with pytest.raises(FetchFailed) as caught:
+        await take_message(folder, uid, deps)
+    assert caught.value.uid == uid
+    assert "timed out" in str(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -11,10 +12,11 @@ from pydantic import SecretStr
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import ConnectionLost, WaitMode
 from faxbox.mail_poller.intake import IntakeDeps
-from faxbox.mail_poller.ports import FetchedMessage
+from faxbox.mail_poller.ports import Destination, FetchedMessage
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing, WatcherState
 from tests.unit.mail_poller.mail_poller_fakes import (
     FakeClock,
+    FakeDeadLetters,
     FakeFolder,
     FakeLedger,
     FakePublisher,
@@ -56,6 +58,10 @@ class FakeSession(FakeFolder):
     def capabilities(self) -> frozenset[str]:
         return self._capabilities
 
+    @property
+    def connected(self) -> bool:
+        return True
+
     async def open(self) -> None:
         self.opens += 1
         if self.fail_opens:
@@ -93,7 +99,7 @@ def make_watcher(
         poll_interval_s=0.05,
         idle_refresh_s=5,
     )
-    return MailboxWatcher(config, lease, deps, lambda: session, FAST), publisher
+    return MailboxWatcher(config, lease, deps, lambda: session, FakeDeadLetters(), FAST), publisher
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
@@ -232,3 +238,79 @@ async def test_mail_arriving_while_others_are_taken_is_not_left_until_the_next_p
     stop.set()
     await task
     assert session.idle_waits <= 1
+
+
+class DroppingSession(FakeSession):
+    """Its connection dies whenever the broken UID is read, as after a FETCH timeout."""
+
+    def __init__(self) -> None:
+        super().__init__(frozenset({"IDLE"}))
+        self.alive = True
+
+    @property
+    def connected(self) -> bool:
+        return self.alive
+
+    async def open(self) -> None:
+        await super().open()
+        self.alive = True
+
+    async def size(self, uid: int) -> int | None:
+        if uid in self.broken:
+            self.alive = False
+        return await super().size(uid)
+
+
+@pytest.mark.parametrize("session_dies", [False, True], ids=["error", "timeout"])
+async def test_a_uid_that_cannot_be_read_is_set_aside_and_the_next_taken(
+    session_dies: bool,
+) -> None:
+    session = DroppingSession() if session_dies else FakeSession(frozenset({"IDLE"}))
+    timing = dataclasses.replace(FAST, fetch_attempts=3, fetch_retry_base_s=0.01)
+    publisher = FakePublisher()
+    dead_letters = FakeDeadLetters()
+    deps = IntakeDeps(FakeLedger(), FakeRawStore(), publisher, clock=FakeClock())
+    config = MailboxConfig(host="imap.test", username="u", password=SecretStr("p"))
+    watcher = MailboxWatcher(config, FakeLease(), deps, lambda: session, dead_letters, timing)
+    stuck = session.deliver(mail("<stuck@example.com>"))
+    session.broken[stuck] = TimeoutError("IMAP command timed out after 60s")
+    session.deliver(mail("<next@example.com>"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop))
+
+    await until(lambda: len(publisher.published) == 1)
+    assert publisher.published[0].rfc822_message_id == "<next@example.com>"
+    await until(lambda: len(session.moved[Destination.failed]) == 1)
+    ((record, reason, kind),) = dead_letters.records
+    assert kind == "fetch_failed"
+    assert (record["uid"], record["attempts"], record["moved_to"]) == (stuck, 3, "Faxbox/Failed")
+    assert "timed out" in record["error"]
+    assert f"UID {stuck}" in reason
+    assert watcher.fetch_failures == {}
+
+    session.deliver(mail("<later@example.com>"))  # the folder keeps flowing
+    session.woken.set()
+    await until(lambda: len(publisher.published) == 2)
+    stop.set()
+    await task
+    assert (session.opens > 1) is session_dies
+
+
+async def test_a_broken_uid_waits_for_its_backoff_not_the_folder() -> None:
+    session = FakeSession(frozenset({"IDLE"}))
+    timing = dataclasses.replace(FAST, fetch_attempts=100, fetch_retry_base_s=30)
+    publisher = FakePublisher()
+    deps = IntakeDeps(FakeLedger(), FakeRawStore(), publisher, clock=FakeClock())
+    config = MailboxConfig(host="imap.test", username="u", password=SecretStr("p"))
+    watcher = MailboxWatcher(config, FakeLease(), deps, lambda: session, FakeDeadLetters(), timing)
+    stuck = session.deliver(mail("<stuck@example.com>"))
+    session.broken[stuck] = ConnectionError("NO [SERVERBUG] internal error")
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop))
+    await until(lambda: session.idle_waits >= 1)
+    session.deliver(mail("<new@example.com>"))
+    session.woken.set()
+    await until(lambda: len(publisher.published) == 1)
+    assert watcher.fetch_failures[(7, stuck)].attempts == 1  # not retried meanwhile
+    stop.set()
+    await task

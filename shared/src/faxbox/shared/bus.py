@@ -6,7 +6,8 @@ Topology (all declared idempotently, names from ``faxbox.shared.routing``):
 - per service one durable quorum queue bound to the routing keys it subscribes to,
   with a delivery limit whose overflow dead-letters (a message that keeps killing its
   consumer ends up in the dead-letter queue instead of looping forever);
-- a direct dead-letter exchange and per service a dead-letter queue;
+- a direct dead-letter exchange and per service a dead-letter queue (a service that
+  consumes nothing, such as the mail-poller, puts records of what it set aside there);
 - per service TTL retry queues, one per delay, that dead-letter back to the service's
   queue through the default exchange (the broker holds the message for the delay,
   never a sleep in the process).
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -153,6 +155,7 @@ class Bus:
         self._events: AbstractExchange | None = None
         self._dead_letter: AbstractExchange | None = None
         self._declared_retry_queues: set[str] = set()
+        self._declared_dead_letter_queues: set[str] = set()
         self._publish_lock = asyncio.Lock()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -210,14 +213,19 @@ class Bus:
         )
         for key in self.topology.bindings(service):
             await queue.bind(self.topology.events_exchange, routing_key=key)
-        dlq = await channel.declare_queue(
-            self.topology.dead_letter_queue(service),
-            durable=True,
-            arguments={"x-queue-type": "quorum"},
-        )
-        await dlq.bind(self.topology.dead_letter_exchange, routing_key=self.topology.queue(service))
+        await self._declare_dead_letter_queue(service)
         for delay in self.settings.retry_delays_s:
             await self._declare_retry_queue(service, on_ladder(delay))
+
+    async def _declare_dead_letter_queue(self, service: str) -> None:
+        name = self.topology.dead_letter_queue(service)
+        if name in self._declared_dead_letter_queues:
+            return
+        dlq = await self._channel().declare_queue(
+            name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(self.topology.dead_letter_exchange, routing_key=self.topology.queue(service))
+        self._declared_dead_letter_queues.add(name)
 
     async def _declare_retry_queue(self, service: str, delay_s: int) -> str:
         name = self.topology.retry_queue(service, delay_s)
@@ -293,6 +301,30 @@ class Bus:
             }
         )
         await self._publish_raw(self._dead_letter, _copy(incoming, headers), queue)
+
+    async def dead_letter_record(
+        self, service: str, record: Mapping[str, Any], reason: str, kind: str
+    ) -> None:
+        """Put a JSON record (not a delivery) in ``service``'s dead-letter queue, confirmed,
+        with the same reason headers as a dead-lettered delivery: how a service that
+        consumes nothing (the mail-poller) shows operators what it set aside."""
+        if self._dead_letter is None:
+            raise RuntimeError("Bus.connect() has not been called")
+        await self._declare_dead_letter_queue(service)
+        queue = self.topology.queue(service)
+        message = aio_pika.Message(
+            body=json.dumps(record, default=str).encode(),
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            type=f"{service}.dead-letter-record",
+            headers={
+                REASON_HEADER: reason[:4000],
+                ERROR_KIND_HEADER: kind,
+                ORIGIN_QUEUE_HEADER: queue,
+                DEAD_LETTERED_AT_HEADER: datetime.now(UTC).isoformat(),
+            },
+        )
+        await self._publish_raw(self._dead_letter, message, queue)
 
     async def retry(
         self, incoming: AbstractIncomingMessage, service: str, delay_s: int, attempts: Attempts

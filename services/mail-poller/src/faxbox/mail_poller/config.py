@@ -43,6 +43,14 @@ class MailboxConfig(BaseModel):
         default="Faxbox/Processed",
         description="'/' separates levels; translated to the server's own delimiter.",
     )
+    oversize_folder: str = Field(
+        default="Faxbox/Oversize",
+        description="Mails over the size cap go here, unread ('/' separates levels).",
+    )
+    failed_folder: str = Field(
+        default="Faxbox/Failed",
+        description="Mails that could not be fetched after every try go here.",
+    )
     use_idle: bool = Field(default=True, description="Use IDLE when the server advertises it.")
     push: bool = Field(
         default=True,

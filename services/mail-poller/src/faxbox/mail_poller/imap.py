@@ -32,7 +32,7 @@ from aioimaplib.aioimaplib import (
 
 from faxbox.mail_poller.auth import TokenSource
 from faxbox.mail_poller.config import MailboxConfig
-from faxbox.mail_poller.ports import FetchedMessage
+from faxbox.mail_poller.ports import Destination, FetchedMessage
 from faxbox.mail_poller.push import PUSH_URL_KEY, PushTarget
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _DELIMITER = re.compile(rb'\)\s+(?:"((?:[^"\\]|\\.)?)"|NIL)\s')
 _UID = re.compile(rb"\bUID (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]+)"')
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _CHANGE = re.compile(rb"^\d+ (EXISTS|RECENT)\b|^BYE\b", re.IGNORECASE)
 
 
@@ -100,13 +101,24 @@ def parse_search(lines: list[Any]) -> list[int]:
     return sorted(set(uids))
 
 
-def parse_fetch(lines: list[Any], uid: int) -> FetchedMessage | None:
-    """The BODY[] literal and INTERNALDATE of ``uid`` in a UID FETCH answer."""
+def parse_size(lines: list[Any], uid: int) -> int | None:
+    """RFC822.SIZE of ``uid`` in a UID FETCH answer; None when the message is gone."""
+    for line in lines:
+        if not isinstance(line, bytes) or b"FETCH" not in line:
+            continue
+        uid_match, size_match = _UID.search(line), _SIZE.search(line)
+        if uid_match is not None and int(uid_match.group(1)) == uid and size_match is not None:
+            return int(size_match.group(1))
+    return None
+
+
+def parse_fetch(lines: list[Any], uid: int, section: bytes = b"BODY[]") -> FetchedMessage | None:
+    """The ``section`` literal and INTERNALDATE of ``uid`` in a UID FETCH answer."""
     for index, line in enumerate(lines):
         if not isinstance(line, bytes) or b"FETCH" not in line:
             continue
         uid_match = _UID.search(line)
-        if uid_match is None or int(uid_match.group(1)) != uid or b"BODY[]" not in line:
+        if uid_match is None or int(uid_match.group(1)) != uid or section not in line:
             continue
         if index + 1 >= len(lines) or not isinstance(lines[index + 1], bytearray):
             raise ImapError(f"FETCH of UID {uid} without a body literal")
@@ -152,7 +164,12 @@ class ImapSession:
         self._lost = asyncio.Event()
         self._change_reported = False
         self._uid_validity = 0
-        self.processed_folder = config.processed_folder
+        # Server names of the folders messages leave to (the server's own delimiter).
+        self.folders = {
+            Destination.processed: config.processed_folder,
+            Destination.oversize: config.oversize_folder,
+            Destination.failed: config.failed_folder,
+        }
 
     # --- MailFolder ----------------------------------------------------------------------
 
@@ -204,8 +221,13 @@ class ImapSession:
         await self._authenticate()
         await self._cmd(self.client.protocol.capability())
         delimiter = parse_delimiter((await self._ok(self.client.list('""', '""'))).lines)
-        self.processed_folder = server_folder_name(config.processed_folder, delimiter)
-        await self._ensure_folder(self.processed_folder)
+        for destination, logical in (
+            (Destination.processed, config.processed_folder),
+            (Destination.oversize, config.oversize_folder),
+            (Destination.failed, config.failed_folder),
+        ):
+            self.folders[destination] = server_folder_name(logical, delimiter)
+            await self._ensure_folder(self.folders[destination])
         selected = await self._ok(self.client.select(quoted(config.folder)))
         self._uid_validity = parse_uid_validity(selected.lines)
         if self.push is not None and "METADATA" in self.capabilities:
@@ -389,6 +411,10 @@ class ImapSession:
         response = await self._ok(self.client.uid_search("ALL", charset=None))
         return parse_search(response.lines)
 
+    async def size(self, uid: int) -> int | None:
+        response = await self._ok(self.client.uid("fetch", str(uid), "(UID RFC822.SIZE)"))
+        return parse_size(response.lines, uid)
+
     async def fetch(self, uid: int) -> FetchedMessage | None:
         # BODY.PEEK[]: reading must not change the message's flags.
         response = await self._ok(
@@ -396,8 +422,17 @@ class ImapSession:
         )
         return parse_fetch(response.lines, uid)
 
-    async def move_to_processed(self, uid: int) -> None:
-        client, target, ids = self.client, quoted(self.processed_folder), str(uid)
+    async def fetch_header(self, uid: int, max_bytes: int) -> FetchedMessage | None:
+        # A partial fetch (RFC 3501 6.4.5): the server sends at most max_bytes of it.
+        response = await self._ok(
+            self.client.uid(
+                "fetch", str(uid), f"(UID INTERNALDATE BODY.PEEK[HEADER]<0.{max_bytes}>)"
+            )
+        )
+        return parse_fetch(response.lines, uid, b"BODY[HEADER]")
+
+    async def move(self, uid: int, to: Destination) -> None:
+        client, target, ids = self.client, quoted(self.folders[to]), str(uid)
         if "MOVE" in self.capabilities:
             await self._ok(client.uid("move", ids, target))
             return

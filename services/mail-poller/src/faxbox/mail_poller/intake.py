@@ -5,15 +5,23 @@ the same UID after a crash at any point continues where the last run stopped and
 publishes a second time once the publish was recorded. A republish (crash between the
 broker's confirm and the ledger update) carries the same message id and fax id, so the
 validator's own idempotency absorbs it.
+
+The size (RFC822.SIZE) is read first. A mail over ``max_mail_bytes`` is never fetched
+whole: its header block (at most ``max_header_bytes``) is stored and published with
+``MailReceived.oversize`` (its size and the cap), so the validator can tell a known
+sender, and the mail is moved to the oversize folder instead of the processed one.
+Reading a message from the server fails with ``FetchFailed``: the watcher counts that
+against the UID, not against the folder.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Final
 
 from faxbox.mail_poller import metrics
 from faxbox.mail_poller.keys import ledger_id, message_key
@@ -23,16 +31,28 @@ from faxbox.mail_poller.ledger import (
     LedgerEntry,
     State,
 )
-from faxbox.mail_poller.ports import Ledger, MailFolder, Publisher, RawStore
-from faxbox.shared.contracts import MailReceived, new_id
+from faxbox.mail_poller.ports import (
+    Destination,
+    FetchedMessage,
+    Ledger,
+    MailFolder,
+    Publisher,
+    RawStore,
+)
+from faxbox.shared.contracts import MailReceived, OversizeMail, new_id
 from faxbox.shared.logs import fax_context
 from faxbox.shared.store import new_id as new_fax_id
 
 log = logging.getLogger(__name__)
 
 
+DEFAULT_MAX_MAIL_BYTES: Final = 30 * 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES: Final = 256 * 1024
+
+
 class Outcome(StrEnum):
     published = "published"  # first publish of this mail
+    oversize = "oversize"  # first publish of a mail over the size cap (its headers only)
     republished = "republished"  # stored earlier, publish had not been recorded
     duplicate = "duplicate"  # same mail taken before: moved, not published
     moved_only = "moved_only"  # published earlier, only the move was missing
@@ -43,8 +63,21 @@ class LeaseLost(Exception):
     """This replica no longer holds the mailbox's lease: stop before touching anything."""
 
 
+class FetchFailed(Exception):
+    """The server did not hand this UID over (a timeout, an error, a dropped connection)."""
+
+    def __init__(self, uid: int, cause: BaseException) -> None:
+        super().__init__(f"UID {uid} could not be read: {type(cause).__name__}: {cause}")
+        self.uid = uid
+        self.cause = cause
+
+
 def _noop() -> None:
     return None
+
+
+async def _no_realm(domain: str) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +85,10 @@ class IntakeDeps:
     ledger: Ledger
     raw_store: RawStore
     publisher: Publisher
+    # Whether a domain is an account's realm: names a copy's envelope recipient.
+    is_realm: Callable[[str], Awaitable[bool]] = _no_realm
+    max_mail_bytes: int = DEFAULT_MAX_MAIL_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Raises LeaseLost when this replica must stop; called before publish and move.
     ensure_active: Callable[[], None] = _noop
@@ -65,20 +102,22 @@ async def take_message(folder: MailFolder, uid: int, deps: IntakeDeps) -> Outcom
     entry = await deps.ledger.get(entry_id)
     created = False
     if entry is None:
-        fetched = await folder.fetch(uid)
+        fetched, size = await _read(folder, uid, deps)
         if fetched is None:
             return Outcome.vanished
-        entry, created = await _record(folder, uid, fetched.raw, fetched.internal_date, deps)
+        entry, created = await _record(folder, uid, fetched, size, deps)
     with fax_context(entry.fax_id):
         if entry.state is State.stored:
             entry = await _publish(entry, deps)
-            outcome = Outcome.published if created else Outcome.republished
+            first = Outcome.oversize if entry.oversize_limit is not None else Outcome.published
+            outcome = first if created else Outcome.republished
         elif entry.state is State.duplicate:
             outcome = Outcome.duplicate
         else:
             outcome = Outcome.moved_only
         deps.ensure_active()
-        await folder.move_to_processed(uid)
+        oversize = entry.oversize_limit is not None
+        await folder.move(uid, Destination.oversize if oversize else Destination.processed)
         await deps.ledger.advance(
             entry.id, (State.published, State.duplicate, State.moved), State.moved, deps.clock()
         )
@@ -90,21 +129,50 @@ async def take_message(folder: MailFolder, uid: int, deps: IntakeDeps) -> Outcom
     return outcome
 
 
+async def _read(
+    folder: MailFolder, uid: int, deps: IntakeDeps
+) -> tuple[FetchedMessage | None, int | None]:
+    """The message (its header block only when over the cap) and its size."""
+    try:
+        size = await folder.size(uid)
+        if size is None:
+            return None, None
+        if size > deps.max_mail_bytes:
+            return await folder.fetch_header(uid, deps.max_header_bytes), size
+        return await folder.fetch(uid), size
+    except Exception as exc:
+        raise FetchFailed(uid, exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What this copy is, beyond its key: kept in its ledger entry."""
+
+    recipient: str | None
+    size: int | None
+    oversize_limit: int | None
+
+
 async def _record(
     folder: MailFolder,
     uid: int,
-    raw: bytes,
-    internal_date: datetime | None,
+    fetched: FetchedMessage,
+    size: int | None,
     deps: IntakeDeps,
 ) -> tuple[LedgerEntry, bool]:
     """The entry for this UID, and whether this call created it in state stored."""
     entry_id = ledger_id(folder.mailbox, folder.uid_validity, uid)
-    key, header = message_key(raw)
+    oversize = size is not None and size > deps.max_mail_bytes
+    raw = fetched.raw
+    found = await message_key(folder.mailbox, raw, deps.is_realm, size if oversize else None)
+    key, header = found.key, found.message_id
     now = deps.clock()
-    received_at = internal_date or now
+    received_at = fetched.internal_date or now
+    shape = _Shape(found.recipient, size, deps.max_mail_bytes if oversize else None)
     earlier = await deps.ledger.find_by_message_key(key)
     if earlier is not None and earlier.id != entry_id:
-        return await _record_duplicate(folder, uid, earlier, header, received_at, deps), False
+        duplicate = await _record_duplicate(folder, uid, earlier, header, received_at, deps, shape)
+        return duplicate, False
     ref = await deps.raw_store.put_raw(
         raw,
         received_at,
@@ -123,6 +191,9 @@ async def _record(
         fax_id=new_fax_id("fax"),
         message_id=new_id(),
         raw=ref,
+        recipient=shape.recipient,
+        size=shape.size,
+        oversize_limit=shape.oversize_limit,
     )
     try:
         await deps.ledger.insert(entry)
@@ -139,7 +210,8 @@ async def _record(
             # The first copy's taker died between claiming the key and writing its
             # entry; that copy is still in its folder and is taken first next time.
             raise KeyHeldByUnwrittenEntry(key) from None
-        return await _record_duplicate(folder, uid, earlier, header, received_at, deps), False
+        duplicate = await _record_duplicate(folder, uid, earlier, header, received_at, deps, shape)
+        return duplicate, False
     return entry, True
 
 
@@ -155,6 +227,7 @@ async def _record_duplicate(
     header: str | None,
     received_at: datetime,
     deps: IntakeDeps,
+    shape: _Shape,
 ) -> LedgerEntry:
     entry_id = ledger_id(folder.mailbox, folder.uid_validity, uid)
     log.info(
@@ -178,6 +251,9 @@ async def _record_duplicate(
         created_at=deps.clock(),
         fax_id=earlier.fax_id,
         duplicate_of=earlier.id,
+        recipient=shape.recipient,
+        size=shape.size,
+        oversize_limit=shape.oversize_limit,
     )
     try:
         await deps.ledger.insert(entry)
@@ -203,6 +279,9 @@ async def _publish(entry: LedgerEntry, deps: IntakeDeps) -> LedgerEntry:
             rfc822_message_id=entry.rfc822_message_id,
             raw=entry.raw,
             received_at=entry.received_at,
+            oversize=None
+            if entry.oversize_limit is None
+            else OversizeMail(size=entry.size or 0, limit=entry.oversize_limit),
         )
     )
     now = deps.clock()

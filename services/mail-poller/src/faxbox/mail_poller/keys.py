@@ -1,13 +1,17 @@
-"""Identities of an intake message: where it sits (ledger id) and what it is (message key)."""
+"""Identities of an intake message: where it sits (ledger id) and what it is (intake key)."""
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
-import hashlib
-import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-_ANGLE = re.compile(r"<([^<>]*)>")
+from faxbox.shared.envelope import (
+    envelope_candidates,
+    envelope_recipient,
+    intake_key,
+    message_identity,
+    read_headers,
+)
 
 
 def ledger_id(mailbox: str, uid_validity: int, uid: int) -> str:
@@ -15,40 +19,26 @@ def ledger_id(mailbox: str, uid_validity: int, uid: int) -> str:
     return f"{mailbox}|{uid_validity}|{uid}"
 
 
-def extract_message_id(raw: bytes) -> str | None:
-    """The Message-ID header as written, or None when absent or empty."""
-    # Only the header block is parsed: a 20 MB attachment need not be decoded here.
-    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
-    value = headers.get("Message-ID")
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
+@dataclass(frozen=True, slots=True)
+class MessageKey:
+    key: str  # mailbox|envelope recipient or "all"|Message-ID or content hash
+    recipient: str | None  # the copy's envelope recipient, when it names one
+    message_id: str | None  # the Message-ID header as written
 
 
-def normalize_message_id(value: str) -> str | None:
-    """``<Local@Domain>`` → ``local@domain``-ish form used for duplicate detection.
+async def message_key(
+    mailbox: str,
+    raw: bytes,
+    is_realm: Callable[[str], Awaitable[bool]],
+    size: int | None = None,
+) -> MessageKey:
+    """The intake key of one copy (the rule is in ``faxbox.shared.envelope``).
 
-    Angle brackets, folding whitespace and comments around them go; the domain part is
-    case-insensitive (RFC 5321), so it is lower-cased; the local part is kept as is.
+    ``size``: set when ``raw`` is only the header block of a mail over the size cap; it
+    joins a content hash, the body being unknown.
     """
-    match = _ANGLE.search(value)
-    core = (match.group(1) if match else value).strip()
-    core = re.sub(r"\s+", "", core)
-    if not core:
-        return None
-    local, at, domain = core.rpartition("@")
-    return f"{local}@{domain.lower()}" if at else core
-
-
-def message_key(raw: bytes) -> tuple[str, str | None]:
-    """The unique key of a mail in the ledger, and its Message-ID header (as written).
-
-    Mails without a usable Message-ID are keyed by the SHA-256 of their bytes, so the
-    unique index never sees a null (FerretDB has no partial or sparse indexes).
-    """
-    header = extract_message_id(raw)
-    normalized = normalize_message_id(header) if header else None
-    if normalized:
-        return f"mid:{normalized}", header
-    return f"sha256:{hashlib.sha256(raw).hexdigest()}", header
+    headers = read_headers(raw)
+    recipient = await envelope_recipient(envelope_candidates(headers), is_realm)
+    identity = message_identity(headers, raw, "" if size is None else f"size:{size}")
+    header = headers.first("message-id")
+    return MessageKey(intake_key(mailbox, recipient, identity), recipient, header or None)

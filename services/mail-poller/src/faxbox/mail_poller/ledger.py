@@ -1,9 +1,10 @@
 """The intake ledger: one document per message seen, the source of exactly-once intake.
 
 ``_id`` is mailbox|UIDVALIDITY|UID (where the message sits); ``message_key`` (unique
-index) is what the message is: its normalized Message-ID, or the SHA-256 of its bytes.
-A second copy of an already-taken mail gets ``message_key = "dup:<_id>"`` (unique, never
-null) and state ``duplicate``, pointing at the first one.
+index) is what the message is: the intake key, mailbox + envelope recipient (or "all")
++ normalized Message-ID or content hash (``faxbox.shared.envelope``). A second copy of
+an already-taken mail for the same recipient gets ``message_key = "dup:<_id>"`` (unique,
+never null) and state ``duplicate``, pointing at the first one.
 
 States only move forward, each step one conditional single-document update:
 ``stored → published → moved`` and ``duplicate → moved``.
@@ -55,6 +56,10 @@ class LedgerEntry:
     message_id: str | None = None
     raw: DocumentRef | None = None
     duplicate_of: str | None = None
+    recipient: str | None = None  # the copy's envelope recipient, if it names one
+    size: int | None = None  # RFC822.SIZE
+    # Set when the mail was over this size cap: only its header block was taken.
+    oversize_limit: int | None = None
 
     def to_doc(self) -> Doc:
         return {
@@ -71,6 +76,9 @@ class LedgerEntry:
             "message_id": self.message_id,
             "raw": None if self.raw is None else self.raw.model_dump(),
             "duplicate_of": self.duplicate_of,
+            "recipient": self.recipient,
+            "size": self.size,
+            "oversize_limit": self.oversize_limit,
         }
 
     @classmethod
@@ -90,6 +98,9 @@ class LedgerEntry:
             message_id=doc.get("message_id"),
             raw=None if raw is None else DocumentRef.model_validate(raw),
             duplicate_of=doc.get("duplicate_of"),
+            recipient=doc.get("recipient"),
+            size=doc.get("size"),
+            oversize_limit=doc.get("oversize_limit"),
         )
 
     def with_state(self, state: State) -> LedgerEntry:

@@ -20,6 +20,11 @@ MESSAGES_FAILED = Counter(
     "Attempts to take a message that failed and will be retried",
     ["mailbox"],
 )
+FETCH_FAILURES = Counter(
+    "faxbox_mail_poller_fetch_failures_total",
+    "Reads of one message the server did not complete (retried with backoff, then set aside)",
+    ["mailbox"],
+)
 LEASE_HELD = Gauge(
     "faxbox_mail_poller_lease_held", "1 while this replica is the active poller", ["mailbox"]
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from faxbox.mail_poller.ledger import LedgerEntry, State
@@ -14,8 +15,16 @@ from faxbox.shared.contracts import DocumentRef, MailReceived
 @dataclass(frozen=True, slots=True)
 class FetchedMessage:
     uid: int
-    raw: bytes
+    raw: bytes  # the whole mail, or its header block for a mail over the size cap
     internal_date: datetime | None
+
+
+class Destination(StrEnum):
+    """Where a message leaves the watched folder for."""
+
+    processed = "processed"  # taken (published, or a duplicate of a mail taken before)
+    oversize = "oversize"  # over the size cap: its headers were taken, never its body
+    failed = "failed"  # could not be fetched after every try: set aside, dead-lettered
 
 
 class Ledger(Protocol):
@@ -44,6 +53,11 @@ class Publisher(Protocol):
         """Returns once the broker confirmed."""
 
 
+class DeadLetters(Protocol):
+    async def dead_letter(self, record: Mapping[str, Any], reason: str, kind: str) -> None:
+        """Record something operators must see (a message set aside); returns once confirmed."""
+
+
 class MailFolder(Protocol):
     """The watched folder of one open IMAP session."""
 
@@ -53,7 +67,13 @@ class MailFolder(Protocol):
     @property
     def uid_validity(self) -> int: ...
 
+    async def size(self, uid: int) -> int | None:
+        """RFC822.SIZE, read before anything else: None if the message is gone."""
+
     async def fetch(self, uid: int) -> FetchedMessage | None:
         """The message's raw bytes, or None if it is gone."""
 
-    async def move_to_processed(self, uid: int) -> None: ...
+    async def fetch_header(self, uid: int, max_bytes: int) -> FetchedMessage | None:
+        """The header block only (at most ``max_bytes``), or None if the message is gone."""
+
+    async def move(self, uid: int, to: Destination) -> None: ...

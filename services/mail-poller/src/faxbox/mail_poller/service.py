@@ -18,16 +18,17 @@ from pydantic import Field
 from faxbox.mail_poller.auth import TokenSource
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import ImapSession
-from faxbox.mail_poller.intake import IntakeDeps
+from faxbox.mail_poller.intake import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MAIL_BYTES, IntakeDeps
 from faxbox.mail_poller.lease import MongoLease
 from faxbox.mail_poller.ledger import MongoLedger
 from faxbox.mail_poller.push import ROUTE, PushHub
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing
 from faxbox.shared import runner
+from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
-from faxbox.shared.store import DocumentStore, NotFound
+from faxbox.shared.store import DocumentStore, NotFound, Store
 from faxbox.shared.wiring import infrastructure
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,21 @@ class Settings(ServiceSettings):
     lease_retry_s: float = Field(default=1.0, gt=0)
     reconnect_base_s: float = Field(default=0.5, gt=0)
     reconnect_cap_s: float = Field(default=30.0, gt=0)
+    max_mail_bytes: int = Field(
+        default=DEFAULT_MAX_MAIL_BYTES,
+        ge=1024,
+        description="FAXBOX_MAX_MAIL_BYTES: a mail over this (RFC822.SIZE) is never fetched "
+        "whole; its headers are taken and it is moved to the oversize folder.",
+    )
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1024)
+    fetch_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="FAXBOX_FETCH_ATTEMPTS: reads of one message before it is set aside "
+        "to the failed folder and dead-lettered.",
+    )
+    fetch_retry_base_s: float = Field(default=1.0, gt=0)
+    fetch_retry_cap_s: float = Field(default=60.0, gt=0)
     replica_id: str = Field(default_factory=_default_replica_id)
     imap_push_host: str | None = Field(
         default=None,
@@ -91,6 +107,31 @@ class GridFsRawStore:
             await self.documents.delete(ref)
 
 
+class BusDeadLetters:
+    """Records of set-aside mail in the mail-poller's dead-letter queue."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def dead_letter(self, record: Mapping[str, Any], reason: str, kind: str) -> None:
+        await self.bus.dead_letter_record(SERVICE, record, reason, kind)
+
+
+class StoreRealms:
+    """Whether a domain is an account's realm: asked per mail, never cached, so the
+    poller and the validator always agree on a copy's envelope recipient."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def is_realm(self, domain: str) -> bool:
+        try:
+            await self.store.get_account_by_realm(domain)
+        except (NotFound, ValueError):
+            return False
+        return True
+
+
 def _crash_after_publish() -> None:
     log.critical("FAXBOX_TEST_CRASH_AFTER_PUBLISH is set: exiting after the publish")
     os._exit(137)
@@ -114,6 +155,9 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             ledger=ledger,
             raw_store=GridFsRawStore(infra.store.documents),
             publisher=infra.bus,
+            is_realm=StoreRealms(infra.store).is_realm,
+            max_mail_bytes=settings.max_mail_bytes,
+            max_header_bytes=settings.max_header_bytes,
             after_publish=_crash_after_publish if settings.test_crash_after_publish else _noop,
         )
         timing = Timing(
@@ -121,7 +165,11 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             lease_retry_s=settings.lease_retry_s,
             reconnect_base_s=settings.reconnect_base_s,
             reconnect_cap_s=settings.reconnect_cap_s,
+            fetch_attempts=settings.fetch_attempts,
+            fetch_retry_base_s=settings.fetch_retry_base_s,
+            fetch_retry_cap_s=settings.fetch_retry_cap_s,
         )
+        dead_letters = BusDeadLetters(infra.bus)
         hub: PushHub | None = None
         if settings.imap_push_host:
             host = settings.imap_push_host
@@ -136,6 +184,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
                 MongoLease(infra.store.db, config.name, settings.replica_id, settings.lease_ttl_s),
                 deps,
                 partial(ImapSession, config, tokens, push),
+                dead_letters,
                 timing,
             )
             runtime.add_check(f"imap {config.name}", watcher.healthy)

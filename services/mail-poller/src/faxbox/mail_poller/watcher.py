@@ -5,6 +5,13 @@ change (IDLE where the server advertises it, else sleep for the poll interval) a
 rescan. Any error ends the session and a new one follows after a capped exponential
 backoff with jitter. Losing the lease (a renewal refused, or none succeeded within the
 TTL) interrupts the session before the next publish or move.
+
+A message the server does not hand over (``FetchFailed``: a timeout, an error, the
+connection dropped while reading it) never holds up the ones after it: its UID is
+skipped until its own backoff has passed, the others are taken meanwhile, and after
+``fetch_attempts`` tries it is set aside: a dead-letter record (confirmed), then a move to
+the failed folder, and an error in the log. The count lives here, so it survives
+reconnects (a timeout ends the session).
 """
 
 from __future__ import annotations
@@ -14,16 +21,18 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
 from faxbox.mail_poller import metrics
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import ImapError, WaitMode, choose_wait_mode
-from faxbox.mail_poller.intake import IntakeDeps, LeaseLost, take_message
-from faxbox.mail_poller.ports import MailFolder
+from faxbox.mail_poller.intake import FetchFailed, IntakeDeps, LeaseLost, take_message
+from faxbox.mail_poller.ports import DeadLetters, Destination, MailFolder
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,9 @@ class Lease(Protocol):
 class Session(MailFolder, Protocol):
     @property
     def capabilities(self) -> frozenset[str]: ...
+
+    @property
+    def connected(self) -> bool: ...
 
     async def open(self) -> None: ...
 
@@ -62,6 +74,18 @@ class Timing:
     lease_retry_s: float = 1.0
     reconnect_base_s: float = 0.5
     reconnect_cap_s: float = 30.0
+    fetch_attempts: int = 5
+    fetch_retry_base_s: float = 1.0
+    fetch_retry_cap_s: float = 60.0
+
+
+@dataclass(slots=True)
+class FetchFailures:
+    """One UID's failed reads so far."""
+
+    attempts: int
+    retry_at: float  # time.monotonic() before which it is not tried again
+    last_error: str
 
 
 def backoff_delay(
@@ -86,15 +110,19 @@ class MailboxWatcher:
         lease: Lease,
         deps: IntakeDeps,
         session_factory: Callable[[], Session],
+        dead_letters: DeadLetters,
         timing: Timing = Timing(),
     ) -> None:
         self.config = config
         self.lease = lease
         self.deps = dataclasses.replace(deps, ensure_active=self._ensure_active)
         self.session_factory = session_factory
+        self.dead_letters = dead_letters
         self.timing = timing
         self.state = WatcherState.standby
         self.mode: WaitMode | None = None
+        # (UIDVALIDITY, UID) -> its failed reads; forgotten once it leaves the folder.
+        self.fetch_failures: dict[tuple[int, int], FetchFailures] = {}
 
     @property
     def name(self) -> str:
@@ -198,12 +226,29 @@ class MailboxWatcher:
         failed_scans = 0
         while not interrupt.is_set():
             failed = 0
+            taken = 0
             uids = await session.search_all()
+            self._forget_gone(session.uid_validity, uids)
             for uid in uids:
                 if interrupt.is_set():
                     return
+                key = (session.uid_validity, uid)
+                failures = self.fetch_failures.get(key)
+                if failures is not None:
+                    if failures.attempts >= self.timing.fetch_attempts:
+                        await self._set_aside(session, uid, failures)
+                        continue
+                    if failures.retry_at > time.monotonic():
+                        continue  # its turn comes after its backoff; the others go now
                 try:
                     await take_message(session, uid, self.deps)
+                except FetchFailed as exc:
+                    failures = self._fetch_failed(key, exc)
+                    if not session.connected:  # a timeout or a drop ends the session
+                        raise ImapError(f"session lost while reading UID {uid}") from exc
+                    if failures.attempts >= self.timing.fetch_attempts:
+                        await self._set_aside(session, uid, failures)
+                    continue
                 except (LeaseLost, ImapError, TimeoutError):
                     raise  # the session itself is gone or no longer ours
                 except Exception:
@@ -214,6 +259,9 @@ class MailboxWatcher:
                     log.exception(
                         "could not take message", extra={"mailbox": self.name, "uid": uid}
                     )
+                    continue
+                taken += 1
+                self.fetch_failures.pop(key, None)
             if failed:
                 failed_scans += 1
                 await _wait(
@@ -224,12 +272,69 @@ class MailboxWatcher:
                 )
                 continue
             failed_scans = 0
-            if uids:
+            if taken:
                 # Mail that arrived while these were taken was announced during those
                 # commands, not in an IDLE that starts later: look again before waiting.
                 continue
             self.mode = choose_wait_mode(session.capabilities, self.config.use_idle)
             if self.mode is WaitMode.idle:
-                await session.wait_for_change(self.config.idle_refresh_s, interrupt)
+                timeout = self._until_next_retry(self.config.idle_refresh_s)
+                await session.wait_for_change(timeout, interrupt)
             else:
-                await _wait(interrupt, self.config.poll_interval_s)
+                await _wait(interrupt, self._until_next_retry(self.config.poll_interval_s))
+
+    def _forget_gone(self, uid_validity: int, uids: list[int]) -> None:
+        present = set(uids)
+        for key in [k for k in self.fetch_failures if k[0] != uid_validity or k[1] not in present]:
+            del self.fetch_failures[key]
+
+    def _until_next_retry(self, longest_s: float) -> float:
+        due = [f.retry_at for f in self.fetch_failures.values()]
+        if not due:
+            return longest_s
+        return max(0.0, min(longest_s, min(due) - time.monotonic()))
+
+    def _fetch_failed(self, key: tuple[int, int], exc: FetchFailed) -> FetchFailures:
+        earlier = self.fetch_failures.get(key)
+        attempts = 1 if earlier is None else earlier.attempts + 1
+        delay = backoff_delay(
+            attempts, self.timing.fetch_retry_base_s, self.timing.fetch_retry_cap_s
+        )
+        failures = FetchFailures(attempts, time.monotonic() + delay, str(exc))
+        self.fetch_failures[key] = failures
+        metrics.FETCH_FAILURES.labels(self.name).inc()
+        log.warning(
+            "could not read a message; trying it again later",
+            extra={
+                "mailbox": self.name,
+                "uid": key[1],
+                "attempt": attempts,
+                "retry_in_s": round(delay, 2),
+                "error": str(exc),
+            },
+        )
+        return failures
+
+    async def _set_aside(self, session: Session, uid: int, failures: FetchFailures) -> None:
+        """Record it for operators (confirmed), then move it out of the way."""
+        folder = self.config.failed_folder
+        reason = (
+            f"UID {uid} of {self.name} could not be read in {failures.attempts} tries "
+            f"({failures.last_error}); moved to {folder}"
+        )
+        record = {
+            "mailbox": self.name,
+            "uid_validity": session.uid_validity,
+            "uid": uid,
+            "attempts": failures.attempts,
+            "error": failures.last_error,
+            "moved_to": folder,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        self._ensure_active()
+        await self.dead_letters.dead_letter(record, reason, "fetch_failed")
+        self._ensure_active()
+        await session.move(uid, Destination.failed)
+        self.fetch_failures.pop((session.uid_validity, uid), None)
+        metrics.MESSAGES_TAKEN.labels(self.name, "set_aside").inc()
+        log.error(reason, extra={"mailbox": self.name, "uid": uid})
