@@ -73,6 +73,21 @@ class Imap:
                 out.append(item[1])
             return out
 
+    def _move_matching(self, source: str, header: str, value: str, target: str) -> int:
+        with self._connect() as conn:
+            status, _ = conn.select(source)
+            assert status == "OK"
+            status, data = conn.uid("SEARCH", "HEADER", header, value)
+            uids = data[0].split() if data and data[0] else []
+            if uids:
+                status, detail = conn.uid("MOVE", b",".join(uids).decode(), target)
+                assert status == "OK", detail
+            return len(uids)
+
+    async def move_matching(self, source: str, header: str, value: str, target: str) -> int:
+        """Move the messages of ``source`` whose ``header`` contains ``value``; how many."""
+        return await asyncio.to_thread(self._move_matching, source, header, value, target)
+
     def _exists(self, folder: str) -> bool:
         with self._connect() as conn:
             status, listed = conn.list('""', folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
@@ -20,9 +21,10 @@ from faxbox.mail_poller.keys import ledger_id
 from faxbox.mail_poller.lease import COLLECTION as LEASES
 from faxbox.mail_poller.ledger import COLLECTION as LEDGER
 from faxbox.mail_poller.push import PUSH_URL_KEY
-from faxbox.shared.bus import Bus
+from faxbox.shared.bus import ERROR_KIND_HEADER, REASON_HEADER, Bus
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Store
+from tests.integration.mail_poller.mail_poller_stall import Stall, stalling_proxy
 from tests.integration.mail_poller.mail_poller_support import (
     REPO,
     Imap,
@@ -446,3 +448,125 @@ async def test_standby_takes_over_within_15_s_of_a_sigkill(
 
 async def _holder_is(store: Store, mailbox: str, name: str) -> bool:
     return await _holder(store, mailbox) == name
+
+
+def _big_mail(token: str, size: int) -> bytes:
+    """A mail with an attachment of ``size`` zero bytes (base64 of zeros: a long run of
+    one line repeated, cheap to build and for Dovecot to store)."""
+    line = b"A" * 76 + b"\r\n"
+    body = line * (size * 4 // 3 // len(line) + 1)
+    return (
+        (
+            f"From: Alice <alice@example.com>\r\nTo: +12125551234@fax.example.com\r\n"
+            f"Subject: {token}\r\nMessage-ID: <{token}@sender.example>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            "Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+            'Content-Disposition: attachment; filename="scan.pdf"\r\n\r\n'
+        ).encode()
+        + body
+        + b"--b--\r\n"
+    )
+
+
+async def test_an_oversize_mail_is_set_aside_unread_and_the_next_flows(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    store: Store,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    big_token, next_token = uuid.uuid4().hex, uuid.uuid4().hex
+    big = _big_mail(big_token, 31 * 1024 * 1024)  # over the default cap of 30 MB
+    with pollers() as started:
+        poller = _poller(
+            tmp_path,
+            broker_settings,
+            mongo_settings,
+            imap_server,
+            imap,
+            folder,
+            FAXBOX_IMAP_PUSH_HOST="127.0.0.1",
+        ).start()
+        started.append(poller)
+        await poller.until_ready()
+        await imap.append(folder, big)
+        await imap.append(folder, make_mail(next_token))
+        appended = time.monotonic()
+        await eventually(lambda: inbox.about(next_token), 10, "the mail after the big one")
+        (arrived,) = [t for t, m in inbox.received if m in inbox.about(next_token)]
+        assert arrived - appended < 1.0, f"published {arrived - appended:.2f} s after its APPEND"
+
+        await eventually(lambda: inbox.about(big_token), 10, "the big mail's headers")
+        (message,) = inbox.about(big_token)
+        assert message.oversize is not None
+        assert (message.oversize.limit, message.oversize.size) == (30 * 1024 * 1024, len(big))
+        stored = await store.documents.get(message.raw)
+        assert stored == big[: big.index(b"\r\n\r\n") + 4]  # its header block, nothing more
+        await eventually(
+            lambda: _count(imap, f"{folder}-oversize", 1), 20, "the big one in the oversize folder"
+        )
+        await eventually(lambda: _moved(imap, folder, 1), 20, "the next one processed")
+        assert 'outcome="oversize"' in poller.metrics()
+        assert poller.terminate() == 0, poller.log_tail()
+
+
+async def _count(imap: Imap, folder: str, count: int) -> bool:
+    return len(await imap.messages(folder)) == count
+
+
+async def test_a_uid_that_never_answers_is_set_aside_and_the_next_taken(
+    tmp_path: Path,
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    imap_server: ImapServer,
+    imap: Imap,
+    folder: str,
+    inbox: MailInbox,
+) -> None:
+    stuck_token, next_token, later_token = (uuid.uuid4().hex for _ in range(3))
+    await imap.append(folder, make_mail(stuck_token))  # UID 1 of the new folder
+    await imap.append(folder, make_mail(next_token))
+    stall = Stall(uid=1)
+    async with stalling_proxy(imap_server.host, imap_server.port, stall) as port:
+        mailbox = mailbox_json(imap_server, imap.user, folder, port=port, command_timeout_s=1.5)
+        env = poller_env(
+            broker_settings,
+            mongo_settings,
+            [mailbox],
+            FAXBOX_FETCH_ATTEMPTS="3",
+            FAXBOX_FETCH_RETRY_BASE_S="0.2",
+            FAXBOX_RECONNECT_BASE_S="0.1",
+        )
+        with pollers() as started:
+            poller = PollerProcess(env, tmp_path / "stalled.log").start()
+            started.append(poller)
+            await eventually(lambda: inbox.about(next_token), 20, "the mail behind the stuck one")
+            assert not inbox.about(stuck_token)
+            await eventually(
+                lambda: _count(imap, f"{folder}-failed", 1), 40, "the stuck one set aside"
+            )
+            assert len(stall.swallowed) == 3
+            await imap.append(folder, make_mail(later_token))
+            await eventually(lambda: inbox.about(later_token), 20, "the folder flowing on")
+            assert not inbox.about(stuck_token)
+            assert poller.terminate() == 0, poller.log_tail()
+
+    bus = Bus(broker_settings)
+    await bus.connect()
+    try:
+        channel = await bus.connection.channel()
+        queue = await channel.get_queue(bus.topology.dead_letter_queue("mail-poller"))
+        incoming = await queue.get(no_ack=True, fail=False)
+        assert incoming is not None, "no dead-letter record"
+        record = json.loads(incoming.body)
+        assert (record["uid"], record["attempts"]) == (1, 3)
+        assert record["moved_to"] == f"{folder}-failed"
+        headers = incoming.headers or {}
+        assert headers[ERROR_KIND_HEADER] == "fetch_failed"
+        assert "could not be read in 3 tries" in str(headers[REASON_HEADER])
+        await channel.close()
+    finally:
+        await bus.close()
