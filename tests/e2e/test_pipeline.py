@@ -8,7 +8,10 @@ notifier's mail lands in the test's SMTP server. Line clock 20 times real time, 
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import smtplib
 import uuid
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
@@ -39,7 +42,7 @@ from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import HistoryRecord, Store
 from tests.e2e.stack import ALICE, BOB, REALM, CapturedMail, SmtpCapture, Stack, eventually
 from tests.integration.sip._pages import save_fax_tiff, text_page
-from tests.support import RabbitServer
+from tests.support import RabbitServer, require_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -183,6 +186,94 @@ async def test_a_to_b_three_pages(
     assert inbound.pages == 3
     calls = stack.calls(to=BOB.number)
     assert len(calls) == 1, calls
+
+
+def relay_port() -> int:
+    port = int(os.environ.get("FAXBOX_LOCAL_SMTP_PORT", "2525"))
+    require_server("the local SMTP relay (deploy/local/mailrelay.sh)", "127.0.0.1", port)
+    return port
+
+
+async def one_fax_per_number(
+    stack: Stack,
+    tap: Tap,
+    smtp: SmtpCapture,
+    store: Store,
+    original: EmailMessage,
+    numbers: set[str],
+) -> list[OutboundFaxRequested]:
+    """Each of ``numbers`` faxed: one call each, one sent mail each in the thread of
+    the user's email, one history document each. The fax requests."""
+    requests: list[OutboundFaxRequested] = []
+
+    async def both_requested() -> bool:
+        for event in await tap.drain():
+            if (
+                isinstance(event, OutboundFaxRequested)
+                and event.source_message_id == original["Message-ID"]
+                and event not in requests
+            ):
+                requests.append(event)
+        return len(requests) >= 2
+
+    await eventually(both_requested, 60, "a fax request for each number")
+    assert {r.destination for r in requests} == numbers
+    assert len({r.fax_id for r in requests}) == 2
+    sent = [await tap.first(FaxSent, 90, fax_id=r.fax_id) for r in requests]
+
+    mails = await eventually(
+        lambda: (found := replies_to(smtp, original)) and len(found) >= 2 and found,
+        30,
+        "a sent mail for each fax",
+    )
+    assert sorted(m.header("Subject") for m in mails) == sorted(
+        f"Fax to {n} sent (1 page)" for n in numbers
+    )
+    for event in sent:
+        record = await history(store, event, "sent")
+        assert record.remote_number == event.destination
+        assert record.source_message_id == original["Message-ID"]
+    for number in numbers:
+        calls = stack.calls(to=number)
+        assert len(calls) == 1, calls
+    await asyncio.sleep(2)  # a second fax or mail for either number would show up by now
+    assert len(replies_to(smtp, original)) == 2
+    assert all(len(stack.calls(to=n)) == 1 for n in numbers)
+    return requests
+
+
+async def test_one_mail_to_two_numbers_through_the_relay(
+    stack: Stack, tenant: Seeded, tap: Tap, smtp: SmtpCapture, store: Store
+) -> None:
+    """The MTA delivers one copy per envelope recipient, each naming it in X-Original-To."""
+    numbers = ("+12125550247", "+12125550248")  # pstn-sim: fax machines that receive
+    to = [f"{numbers[0]}@{REALM}", f"{numbers[1].removeprefix('+')}@{REALM}"]
+    original = mail(", ".join(to), [("one.pdf", "application/pdf", demo_pdf(1))])
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", relay_port(), timeout=30) as client:
+            assert client.send_message(original, ALICE.email, to) == {}
+
+    await asyncio.to_thread(send)
+    requests = await one_fax_per_number(stack, tap, smtp, store, original, set(numbers))
+    # Two copies, two mails taken in: each its own fax id, neither derived from the other.
+    first, second = sorted(requests, key=lambda e: e.fax_id)
+    assert not second.fax_id.startswith(first.fax_id)
+
+
+async def test_one_copy_for_two_numbers(
+    stack: Stack, tenant: Seeded, tap: Tap, smtp: SmtpCapture, store: Store
+) -> None:
+    """A mailbox fed a single copy for all (as IMAP catch-alls at Gmail or Microsoft 365
+    deliver): both numbers from To, one rendering for both faxes."""
+    numbers = ("+12125550347", "+12125550348")
+    to = f"{numbers[0]}@{REALM}, Carol <carol@example.com>, {numbers[1]}@{REALM}"
+    original = mail(to, [("one.pdf", "application/pdf", demo_pdf(1))])
+    stack.mailbox.append(original)
+    requests = await one_fax_per_number(stack, tap, smtp, store, original, set(numbers))
+    first, second = sorted(requests, key=lambda e: e.fax_id)
+    assert second.fax_id == f"{first.fax_id}-2"
+    assert first.fax_tiff == second.fax_tiff  # rendered and stored once
 
 
 async def read_document(store: Store, ref: Any) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from faxbox.notifier.compose import (
+    FIXES,
     duration,
     example_address,
     failure_words,
@@ -294,6 +295,35 @@ async def test_a_crash_after_sending_resends_once_with_the_same_message_id(world
     assert ids[0] == ids[1]
     await on_failed(failed_event(), world.deps)
     assert len(world.mailer.sent) == 2
+
+
+async def test_each_fax_of_one_mail_is_told_in_the_thread_of_that_mail(world: World) -> None:
+    """One email to two numbers is two faxes: a mail about each, naming its number, both
+    answering the user's own email."""
+    original = "<their-mail@client.example>"
+    first = sent_event().model_copy(update={"source_message_id": original})
+    second = failed_event().model_copy(
+        update={"fax_id": "fax_1-2", "destination": "+14155550124", "source_message_id": original}
+    )
+    await on_sent(first, world.deps)
+    await on_failed(second, world.deps)
+    (sent, _), (failed, _) = world.mailer.sent
+    assert (sent["In-Reply-To"], failed["In-Reply-To"]) == (original, original)
+    assert sent["References"] == failed["References"] == original
+    assert "+14155550123" in sent["Subject"]
+    assert "+14155550124" in failed["Subject"]
+    for message, number in ((sent, "+14155550123"), (failed, "+14155550124")):
+        text = message.get_body(preferencelist=("plain",))
+        html = message.get_body(preferencelist=("html",))
+        assert text is not None
+        assert html is not None
+        assert number in text.get_content()
+        assert number in html.get_content()
+    assert sorted(world.ledger.entries) == ["fax_1-2:failed", "fax_1:sent"]
+
+
+def test_every_rejection_code_says_how_to_fix_it() -> None:
+    assert set(FIXES) == set(RejectionCode)
 
 
 async def test_success_mails_off_sends_nothing(world: World) -> None:

@@ -70,6 +70,17 @@ FIXES: dict[RejectionCode, str] = {
     RejectionCode.rendering_timeout: (
         "Print the document to a new PDF, or split it into smaller parts, and send that."
     ),
+    RejectionCode.too_many_recipients: (
+        "Send the document to fewer fax numbers at once; several emails are fine."
+    ),
+    RejectionCode.mail_too_large: (
+        "Send a smaller email: the document on its own, printed to PDF again or scanned in "
+        "black and white, or split over several emails."
+    ),
+    RejectionCode.headers_too_large: "Send the document in a new email to fewer addresses.",
+    RejectionCode.too_many_addresses: "Send the document in a new email to fewer addresses.",
+    RejectionCode.too_many_parts: "Attach the document to a new, plain email and send that.",
+    RejectionCode.nested_too_deeply: "Attach the document to a new, plain email and send that.",
 }
 
 _RESOURCES_HINT = "No telephone line was free for this fax. Try again later."
