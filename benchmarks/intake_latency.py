@@ -166,6 +166,8 @@ async def one_run(run: int, samples: int, warmup: int, push: bool) -> dict[str, 
             "password": IMAP_PASSWORD,
             "folder": folder,
             "processed_folder": f"{folder}-processed",
+            "oversize_folder": f"{folder}-oversize",
+            "failed_folder": f"{folder}-failed",
         }
         poller = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -233,7 +235,7 @@ async def one_run(run: int, samples: int, warmup: int, push: bool) -> dict[str, 
             await asyncio.wait_for(poller.wait(), 30)
         await observer.stop()
         await bus.close()
-        for name in (folder, f"{folder}-processed"):
+        for name in (folder, *(f"{folder}-{end}" for end in ("processed", "oversize", "failed"))):
             await appender.delete(quoted(name))
         await appender.logout()
         await mongo.drop_database(db_name)

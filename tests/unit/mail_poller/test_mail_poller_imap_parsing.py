@@ -13,6 +13,7 @@ from faxbox.mail_poller.imap import (
     parse_delimiter,
     parse_fetch,
     parse_search,
+    parse_sizes,
     parse_uid_validity,
     push_means_change,
     server_folder_name,
@@ -55,6 +56,17 @@ def test_search_results() -> None:
     assert parse_search([b"3 1 2", b"Search completed (0.001 secs)."]) == [1, 2, 3]
     assert parse_search([b"", b"Search completed."]) == []
     assert parse_search([b"Search completed."]) == []
+
+
+def test_sizes_listed_by_uid() -> None:
+    # What Dovecot answers to UID FETCH 1:* (UID RFC822.SIZE), as aioimaplib hands it over.
+    lines = [
+        b"1 FETCH (UID 4 RFC822.SIZE 32)",
+        b"2 FETCH (RFC822.SIZE 31457999 UID 9)",
+        b"Fetch completed (0.001 + 0.000 secs).",
+    ]
+    assert parse_sizes(lines) == {4: 32, 9: 31457999}
+    assert parse_sizes([b"Fetch completed (0.001 + 0.000 secs)."]) == {}
 
 
 def test_fetch_body_and_internaldate() -> None:

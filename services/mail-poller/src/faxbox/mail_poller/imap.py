@@ -101,15 +101,16 @@ def parse_search(lines: list[Any]) -> list[int]:
     return sorted(set(uids))
 
 
-def parse_size(lines: list[Any], uid: int) -> int | None:
-    """RFC822.SIZE of ``uid`` in a UID FETCH answer; None when the message is gone."""
+def parse_sizes(lines: list[Any]) -> dict[int, int]:
+    """UID -> RFC822.SIZE from a UID FETCH answer."""
+    sizes: dict[int, int] = {}
     for line in lines:
         if not isinstance(line, bytes) or b"FETCH" not in line:
             continue
         uid_match, size_match = _UID.search(line), _SIZE.search(line)
-        if uid_match is not None and int(uid_match.group(1)) == uid and size_match is not None:
-            return int(size_match.group(1))
-    return None
+        if uid_match is not None and size_match is not None:
+            sizes[int(uid_match.group(1))] = int(size_match.group(1))
+    return sizes
 
 
 def parse_fetch(lines: list[Any], uid: int, section: bytes = b"BODY[]") -> FetchedMessage | None:
@@ -164,6 +165,8 @@ class ImapSession:
         self._lost = asyncio.Event()
         self._change_reported = False
         self._uid_validity = 0
+        # RFC822.SIZE of the UIDs the last scan listed (a message's size never changes).
+        self._sizes: dict[int, int] = {}
         # Server names of the folders messages leave to (the server's own delimiter).
         self.folders = {
             Destination.processed: config.processed_folder,
@@ -404,16 +407,26 @@ class ImapSession:
         return response
 
     async def search_all(self) -> list[int]:
-        # Whatever was announced (or pushed) before this SEARCH, it sees.
+        """Every UID in the folder, with its size noted: one command for both, so reading
+        the size before each fetch costs no round trip of its own."""
+        # Whatever was announced (or pushed) before this command, it sees.
         self._change_reported = False
         if self.push is not None:
             self.push.arrived.clear()
+        listed = await self._cmd(self.client.uid("fetch", "1:*", "(UID RFC822.SIZE)"))
+        if listed.result == "OK":
+            self._sizes = parse_sizes(listed.lines)
+            return sorted(self._sizes)
+        # A server that refuses 1:* on an empty folder: plain SEARCH, sizes one by one.
+        self._sizes = {}
         response = await self._ok(self.client.uid_search("ALL", charset=None))
         return parse_search(response.lines)
 
     async def size(self, uid: int) -> int | None:
+        if uid in self._sizes:
+            return self._sizes[uid]
         response = await self._ok(self.client.uid("fetch", str(uid), "(UID RFC822.SIZE)"))
-        return parse_size(response.lines, uid)
+        return parse_sizes(response.lines).get(uid)
 
     async def fetch(self, uid: int) -> FetchedMessage | None:
         # BODY.PEEK[]: reading must not change the message's flags.
