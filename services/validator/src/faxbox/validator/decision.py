@@ -163,14 +163,16 @@ class _Realms:
         self._directory = directory
         self._seen: dict[str, Account | None] = {}
 
-    async def account(self, address: str) -> Account | None:
-        domain = domain_of(address)
+    async def of(self, domain: str) -> Account | None:
         if domain not in self._seen:
             self._seen[domain] = await self._directory.account_by_realm(domain)
         return self._seen[domain]
 
+    async def account(self, address: str) -> Account | None:
+        return await self.of(domain_of(address))
+
     async def is_realm(self, domain: str) -> bool:
-        return await self.account(f"x@{domain}") is not None
+        return await self.of(domain) is not None
 
 
 @dataclass(frozen=True, slots=True)
