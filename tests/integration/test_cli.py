@@ -150,6 +150,9 @@ def test_account_user_faxbox_carrier_lifecycle(faxbox_cli: Any) -> None:
     assert again.json()["enabled"] is True
     assert again.json()["identity"] == "ACME 2"
     assert again.json()["header_name"] == "Acme Inc"
+    assert again.json()["max_recipients"] == 10
+    fewer = run("faxbox", "enable", "--user", "alice@acme.test", "--max-recipients", "3")
+    assert fewer.json()["max_recipients"] == 3
 
     one_line_error(
         run("faxbox", "enable", "--user", "alice@acme.test", "--identity", "x" * 21), "identity"
@@ -159,6 +162,10 @@ def test_account_user_faxbox_carrier_lifecycle(faxbox_cli: Any) -> None:
         "time zone",
     )
     one_line_error(run("faxbox", "enable", "--user", "nobody@acme.test"), "no user")
+    one_line_error(
+        run("faxbox", "enable", "--user", "alice@acme.test", "--max-recipients", "0"),
+        "max_recipients",
+    )
 
     assert run("faxbox", "unassign", "--number", "1001").code == 0
     shown = run("faxbox", "show", "--user", "alice@acme.test").json()
