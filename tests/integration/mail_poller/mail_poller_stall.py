@@ -1,8 +1,10 @@
-"""A relay in front of the real Dovecot that never answers the reads of one UID.
+"""A relay in front of the real Dovecot that sees every command, and may never answer
+the reads of one UID.
 
 Every byte goes through unchanged, except a client command that reads the stalled UID
 (``UID FETCH <uid> ...``): it is swallowed, so the client waits until its own command
-timeout, as it would for a server stuck on a broken message.
+timeout, as it would for a server stuck on a broken message. Every command line the
+client sent is kept in ``commands``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Stall:
-    uid: int
+    uid: int | None  # None: nothing is swallowed
     swallowed: list[bytes] = field(default_factory=list)
+    commands: list[bytes] = field(default_factory=list)
 
     def stalls(self, line: bytes) -> bool:
+        if self.uid is None:
+            return False
         return re.match(rb"^\S+ UID FETCH %d " % self.uid, line, re.IGNORECASE) is not None
 
 
@@ -37,6 +42,7 @@ async def _commands(
 ) -> None:
     with contextlib.suppress(ConnectionError, OSError, asyncio.LimitOverrunError):
         while line := await reader.readline():
+            stall.commands.append(line)
             if stall.stalls(line):
                 stall.swallowed.append(line)
                 continue

@@ -480,37 +480,38 @@ async def test_an_oversize_mail_is_set_aside_unread_and_the_next_flows(
 ) -> None:
     big_token, next_token = uuid.uuid4().hex, uuid.uuid4().hex
     big = _big_mail(big_token, 31 * 1024 * 1024)  # over the default cap of 30 MB
-    with pollers() as started:
-        poller = _poller(
-            tmp_path,
-            broker_settings,
-            mongo_settings,
-            imap_server,
-            imap,
-            folder,
-            FAXBOX_IMAP_PUSH_HOST="127.0.0.1",
-        ).start()
-        started.append(poller)
-        await poller.until_ready()
-        await imap.append(folder, big)
-        await imap.append(folder, make_mail(next_token))
-        appended = time.monotonic()
-        await eventually(lambda: inbox.about(next_token), 10, "the mail after the big one")
-        (arrived,) = [t for t, m in inbox.received if m in inbox.about(next_token)]
-        assert arrived - appended < 1.0, f"published {arrived - appended:.2f} s after its APPEND"
-
-        await eventually(lambda: inbox.about(big_token), 10, "the big mail's headers")
-        (message,) = inbox.about(big_token)
-        assert message.oversize is not None
-        assert (message.oversize.limit, message.oversize.size) == (30 * 1024 * 1024, len(big))
-        stored = await store.documents.get(message.raw)
-        assert stored == big[: big.index(b"\r\n\r\n") + 4]  # its header block, nothing more
-        await eventually(
-            lambda: _count(imap, f"{folder}-oversize", 1), 20, "the big one in the oversize folder"
+    seen = Stall(uid=None)  # a relay that only notes what the poller asks the server
+    async with stalling_proxy(imap_server.host, imap_server.port, seen) as port:
+        mailbox = mailbox_json(imap_server, imap.user, folder, port=port)
+        env = poller_env(
+            broker_settings, mongo_settings, [mailbox], FAXBOX_IMAP_PUSH_HOST="127.0.0.1"
         )
-        await eventually(lambda: _moved(imap, folder, 1), 20, "the next one processed")
-        assert 'outcome="oversize"' in poller.metrics()
-        assert poller.terminate() == 0, poller.log_tail()
+        with pollers() as started:
+            poller = PollerProcess(env, tmp_path / "oversize.log").start()
+            started.append(poller)
+            await poller.until_ready()
+            await imap.append(folder, big)
+            await imap.append(folder, make_mail(next_token))
+            appended = time.monotonic()
+            await eventually(lambda: inbox.about(next_token), 10, "the mail after the big one")
+            (arrived,) = [t for t, m in inbox.received if m in inbox.about(next_token)]
+            assert arrived - appended < 1.0, f"published {arrived - appended:.2f} s after APPEND"
+
+            await eventually(lambda: inbox.about(big_token), 10, "the big mail's headers")
+            (message,) = inbox.about(big_token)
+            assert message.oversize is not None
+            assert (message.oversize.limit, message.oversize.size) == (30 * 1024 * 1024, len(big))
+            stored = await store.documents.get(message.raw)
+            assert stored == big[: big.index(b"\r\n\r\n") + 4]  # its header block, no more
+            await eventually(
+                lambda: _count(imap, f"{folder}-oversize", 1), 20, "the big one set aside"
+            )
+            await eventually(lambda: _moved(imap, folder, 1), 20, "the next one processed")
+            assert 'outcome="oversize"' in poller.metrics()
+            assert poller.terminate() == 0, poller.log_tail()
+    # The big one's body was never asked for: its header block only, the next one whole.
+    reads = [c for c in seen.commands if b"BODY.PEEK[" in c.upper()]
+    assert [b"BODY.PEEK[HEADER]<0.262144>" in c for c in reads] == [True, False], reads
 
 
 async def _count(imap: Imap, folder: str, count: int) -> bool:
