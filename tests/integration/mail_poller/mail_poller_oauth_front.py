@@ -16,19 +16,12 @@ import json
 import re
 from collections.abc import AsyncIterator
 
+from tests.integration.mail_poller.mail_poller_tls import pipe
+
 _AUTH = re.compile(rb"^(\S+) AUTHENTICATE XOAUTH2 (\S+)\r\n$", re.IGNORECASE)
 _ERROR = base64.b64encode(
     json.dumps({"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}).encode()
 )
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    with contextlib.suppress(Exception):
-        writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -81,7 +74,7 @@ async def oauth_front(
                 break
             client_w.write(tag + b" NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n")
             await client_w.drain()
-        await _pipe(client_r, server_w)
+        await pipe(client_r, server_w)
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):

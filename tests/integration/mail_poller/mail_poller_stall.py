@@ -15,6 +15,8 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from tests.integration.mail_poller.mail_poller_tls import pipe
+
 
 @dataclass
 class Stall:
@@ -26,15 +28,6 @@ class Stall:
         if self.uid is None:
             return False
         return re.match(rb"^\S+ UID FETCH %d " % self.uid, line, re.IGNORECASE) is not None
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    with contextlib.suppress(Exception):
-        writer.close()
 
 
 async def _commands(
@@ -60,7 +53,7 @@ async def stalling_proxy(host: str, port: int, stall: Stall) -> AsyncIterator[in
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection(host, port)
         both = [
-            asyncio.create_task(_pipe(server_r, client_w)),
+            asyncio.create_task(pipe(server_r, client_w)),
             asyncio.create_task(_commands(client_r, server_w, stall)),
         ]
         tasks.update(both)

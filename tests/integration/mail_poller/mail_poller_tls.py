@@ -34,7 +34,8 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from ``reader`` to ``writer`` until either side ends; then close ``writer``."""
     with contextlib.suppress(ConnectionError, OSError):
         while data := await reader.read(65536):
             writer.write(data)
@@ -84,7 +85,7 @@ async def tls_proxy(
                     break
                 server_w.write(line)
                 await server_w.drain()
-        for coro in (_pipe(client_r, server_w), _pipe(server_r, client_w)):
+        for coro in (pipe(client_r, server_w), pipe(server_r, client_w)):
             task = asyncio.create_task(coro)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
