@@ -24,4 +24,6 @@ fi
 bash "$CONTAINERS_DIR/kustomize.sh" >/dev/null || warn "containers: kustomize could not be built"
 [[ -x "${PODMAN_COMPOSE[0]}" ]] || bash "$REPO/deploy/local/python.sh"
 [[ -x "${PODMAN_COMPOSE[0]}" ]] || die "containers: ${PODMAN_COMPOSE[0]} missing after uv sync"
+# Every podman command run with CONTAINERS_CONF (the tests' included) needs the file.
+write_containers_conf
 log "containers: $(podman --version), $("${PODMAN_COMPOSE[@]}" --version 2>/dev/null | tail -n 1)"
