@@ -54,6 +54,25 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
         return port
 
 
+RABBIT_LOG_DIR = Path("/var/log/rabbitmq")
+
+
+def rabbit_diagnostics(lines: int = 6) -> str:
+    """What the local node says about itself: free disk, and its last error lines."""
+    parts: list[str] = []
+    with contextlib.suppress(OSError):
+        stat = os.statvfs("/var/lib/rabbitmq")
+        parts.append(f"free disk {stat.f_bavail * stat.f_frsize // 2**20} MiB")
+    errors: list[str] = []
+    for log in sorted(RABBIT_LOG_DIR.glob("*.log")):
+        with contextlib.suppress(OSError), log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 200_000))
+            tail = handle.read().decode(errors="replace").splitlines()
+            errors += [line[:300] for line in tail if "[error]" in line or "[critical]" in line]
+    parts.append("last node errors: " + (" | ".join(errors[-lines:]) or "none"))
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class RabbitServer:
     amqp_url: str
@@ -96,7 +115,43 @@ class RabbitServer:
             f"/api/permissions/{quoted}/{urllib.parse.quote(self.user, '')}",
             {"configure": ".*", "write": ".*", "read": ".*"},
         )
+        self.await_vhost_running(name)
         return name
+
+    def vhost_states(self, name: str) -> dict[str, str]:
+        """The vhost's state on each node (``running``, ``stopped``, ``nodedown``)."""
+        found = self.api("GET", f"/api/vhosts/{urllib.parse.quote(name, '')}")
+        states = found.get("cluster_state") if isinstance(found, dict) else None
+        return {str(k): str(v) for k, v in (states or {}).items()}
+
+    def await_vhost_running(self, name: str, timeout_s: float = 30) -> None:
+        """Until the vhost runs on every node, restarting it where it stopped.
+
+        A node refuses connections to a vhost that is not running with 541 INTERNAL_ERROR
+        ("vhost is down"), which would show up as a confusing error in whichever test
+        connects first; here it is a failure that says what the node reports.
+        """
+        deadline = time.monotonic() + timeout_s
+        restarted: set[str] = set()
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = self.vhost_states(name)
+            if states and all(state == "running" for state in states.values()):
+                return
+            for node, state in states.items():
+                if state == "stopped" and node not in restarted:
+                    restarted.add(node)
+                    with contextlib.suppress(urllib.error.HTTPError):
+                        self.api(
+                            "POST",
+                            f"/api/vhosts/{urllib.parse.quote(name, '')}/start/"
+                            f"{urllib.parse.quote(node, '')}",
+                        )
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"RabbitMQ vhost {name} does not run (states {states}, restarted on "
+            f"{sorted(restarted)}); {rabbit_diagnostics()}"
+        )
 
     def delete_vhost(self, name: str) -> None:
         """Best effort: a vhost left behind is deleted by deploy/local/up once stale."""

@@ -209,6 +209,16 @@ class RabbitNode:
     def start(self) -> None:
         _run(["rabbitmqctl", "-q", "start_app"], 180)
         _run(["rabbitmqctl", "-q", "await_startup", "--timeout", "120"], 150)
+        # start_app returns before every vhost runs again, and a vhost that failed to
+        # recover stays down (541 on every connection to it, the chaos run's and any
+        # later test's): the node is back only once every vhost runs and a new one can.
+        rabbit = RabbitServer.from_env()
+        vhosts = rabbit.api("GET", "/api/vhosts")
+        assert isinstance(vhosts, list)
+        for vhost in vhosts:
+            rabbit.await_vhost_running(str(vhost["name"]), timeout_s=60)
+        with rabbit.scratch_vhost("probe"):
+            pass
         self.stopped = False
 
     def ensure_running(self) -> None:
