@@ -160,3 +160,70 @@ async def test_the_chain_stays_short(store: Store) -> None:
         await lease.release(held)
     generations = sorted([d["generation"] async for d in leases.find({"name": name})])
     assert generations == [6, 7, 8]
+
+
+async def test_a_value_set_by_the_first_holder_is_inherited_and_expiry_told_from_release(
+    store: Store,
+) -> None:
+    name = f"mail-{uuid.uuid4().hex[:8]}"
+    leases = store.db["leases"]
+    lease = GenerationLease(leases, name, timedelta(milliseconds=300), headless_chains=False)
+    first = await lease.acquire("a", carry={"message_id": "<first@x>"})
+    assert first is not None
+    assert (first.generation, first.carried, first.after_expiry) == (
+        1,
+        {"message_id": "<first@x>"},
+        False,
+    )
+    # A first take writes no head: the chain starts at generation 1.
+    assert await leases.find_one({"_id": name}) is None
+    await lease.release(first)
+    second = await lease.acquire("b", carry={"message_id": "<second@x>"})
+    assert second is not None
+    assert (second.generation, second.carried, second.after_expiry) == (
+        2,
+        {"message_id": "<first@x>"},
+        False,
+    )
+    await asyncio.sleep(0.4)  # b dies holding it
+    third = await lease.acquire("c", carry={"message_id": "<third@x>"})
+    assert third is not None
+    assert (third.generation, third.carried, third.after_expiry) == (
+        3,
+        {"message_id": "<first@x>"},
+        True,
+    )
+    renewed = await lease.renew(third)
+    assert renewed is not None
+    assert (renewed.carried, renewed.after_expiry) == (third.carried, True)
+
+
+async def test_twelve_takers_of_a_new_lease_family_one_wins_each_time(
+    store: Store, mongo_settings: MongoSettings
+) -> None:
+    pool = await clients(mongo_settings, 4)
+    name = f"mail-{uuid.uuid4().hex[:8]}"
+    try:
+        leases = [
+            GenerationLease(
+                pool[i % 4][mongo_settings.mongo_db]["leases"],
+                name,
+                timedelta(milliseconds=300),
+                headless_chains=False,
+            )
+            for i in range(RACERS)
+        ]
+        for generation in (1, 2, 3, 4):
+            held = await asyncio.gather(
+                *(lease.acquire(f"r{i}", carry={"first": i}) for i, lease in enumerate(leases))
+            )
+            winners = [h for h in held if h is not None]
+            assert len(winners) == 1, f"generation {generation}: {len(winners)} holders"
+            assert winners[0].generation == generation
+            if generation == 1:
+                first = winners[0].carried
+            assert winners[0].carried == first
+            await asyncio.sleep(0.4)  # the holder dies; everybody tries again
+    finally:
+        for client in pool:
+            await client.close()

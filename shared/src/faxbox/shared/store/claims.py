@@ -18,17 +18,26 @@ Every read and write names documents by ``_id`` alone: FerretDB v1 (SQLite) scan
 decodes the whole collection for any other filter, and carrier channels are leases probed
 on every call. Generations are consecutive (a taker inserts exactly latest + 1), so "is
 there a newer generation than g" is "does ``<name>#<g+1>`` exist". Where the chain ends
-is kept as a hint in a head document ``_id = <name>``, written after each successful take;
-a stale hint (a taker that died in between) is corrected by probing forward, and a lease
-without a head is looked up by name once.
+is kept as a hint in a head document ``_id = <name>``, written after each take of a
+generation above the first (a lease without a head starts at ``<name>#1``); a stale hint
+(a taker that died in between) is corrected by probing forward. Chains written before
+heads existed (carrier slots of an older version) may lack both the head and their first
+generations: a lease of such a collection is looked up by name once, a scan on FerretDB,
+which lease families created since (``headless_chains=False``) never pay.
+
+A lease can carry a value chosen by its first holder that every successor inherits (the
+notifier's Message-ID: a mail sent again after a takeover must carry the same one), and
+tells a taker whether its predecessor released the lease or let it expire, cut off
+mid-work perhaps.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
@@ -37,6 +46,7 @@ from pymongo.errors import DuplicateKeyError
 Doc = dict[str, Any]
 
 _GENERATION_DIGITS = 12
+_RELEASED: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def claim(collection: AsyncCollection[Doc], key: str, **fields: Any) -> bool:
@@ -54,23 +64,37 @@ def _now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A lease this process holds: its generation is the fencing token."""
+    """A lease this process holds: its generation is the fencing token.
+
+    ``carried``: what the lease's first holder set, inherited by every generation.
+    ``after_expiry``: the previous holder's generation ran out instead of being released.
+    """
 
     name: str
     generation: int
     holder: str
     expires_at: datetime
+    carried: Mapping[str, Any] = field(default_factory=dict)
+    after_expiry: bool = False
 
 
 class GenerationLease:
     """An exclusive, expiring lease on ``name`` for one holder at a time."""
 
-    def __init__(self, collection: AsyncCollection[Doc], name: str, ttl: timedelta) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[Doc],
+        name: str,
+        ttl: timedelta,
+        *,
+        headless_chains: bool = True,
+    ) -> None:
         if "#" in name:
             raise ValueError("a lease name may not contain '#'")
         self.collection = collection
         self.name = name
         self.ttl = ttl
+        self.headless_chains = headless_chains
 
     def _id(self, generation: int) -> str:
         return f"{self.name}#{generation:0{_GENERATION_DIGITS}d}"
@@ -82,19 +106,21 @@ class GenerationLease:
     async def _latest(self) -> tuple[int, Doc | None]:
         """The last generation taken (0 if none) and its document (None if none)."""
         head = await self.collection.find_one({"_id": self.name})
-        generation = int(head["generation"]) if head is not None else 0
-        latest = None
-        if generation:
-            latest = await self.collection.find_one({"_id": self._id(generation)})
+        generation = int(head["generation"]) if head is not None else 1
+        latest = await self.collection.find_one({"_id": self._id(generation)})
         if latest is None:
-            # No head yet (a lease never taken, or taken only by a version before heads),
-            # or its generation already forgotten: ask by name, once. A scan on FerretDB,
-            # but only until the next take writes the head.
-            by_name = await self.collection.find_one(
-                {"name": self.name}, sort=[("generation", DESCENDING)]
-            )
-            if by_name is not None and int(by_name["generation"]) >= generation:
-                generation, latest = int(by_name["generation"]), by_name
+            generation = 0 if head is None else generation
+            if self.headless_chains:
+                # Taken only by a version before heads, or the head's generation already
+                # forgotten: ask by name, once. A scan on FerretDB, but only until the
+                # next take writes the head.
+                by_name = await self.collection.find_one(
+                    {"name": self.name}, sort=[("generation", DESCENDING)]
+                )
+                if by_name is not None and int(by_name["generation"]) >= generation:
+                    generation, latest = int(by_name["generation"]), by_name
+            if latest is None and generation == 0:
+                return 0, None  # no head, no first generation: never taken
         if latest is not None and _aware(latest["expires_at"]) > _now():
             # Nobody takes a lease before it expires (a release expires it), so no newer
             # generation can exist yet: the usual answer for a busy channel, in two reads.
@@ -109,32 +135,42 @@ class GenerationLease:
         """The latest generation's document, None if the lease was never taken."""
         return (await self._latest())[1]
 
-    async def acquire(self, holder: str) -> Held | None:
-        """Take the lease if it is free or expired, or renew it if ``holder`` has it."""
+    async def acquire(self, holder: str, carry: Mapping[str, Any] | None = None) -> Held | None:
+        """Take the lease if it is free or expired, or renew it if ``holder`` has it.
+
+        ``carry`` is kept with the lease if this is its first take; later takers get the
+        first one's (``Held.carried``).
+        """
         now = _now()
         generation, latest = await self._latest()
+        carried: Mapping[str, Any] = dict(carry or {})
+        after_expiry = False
         if latest is not None:
             expires_at = _aware(latest["expires_at"])
+            carried = latest.get("carried") or carried
             if latest["holder"] == holder and expires_at > now:
-                return await self.renew(Held(self.name, generation, holder, expires_at))
+                held = Held(self.name, generation, holder, expires_at, carried)
+                return await self.renew(held)
             if expires_at > now:
                 return None
+            after_expiry = expires_at > _RELEASED
         generation += 1
         expires_at = now + self.ttl
-        taken = await claim(
-            self.collection,
-            self._id(generation),
-            name=self.name,
-            generation=generation,
-            holder=holder,
-            acquired_at=now,
-            expires_at=expires_at,
-        )
-        if not taken:
+        fields: Doc = {
+            "name": self.name,
+            "generation": generation,
+            "holder": holder,
+            "acquired_at": now,
+            "expires_at": expires_at,
+        }
+        if carried:
+            fields["carried"] = dict(carried)
+        if not await claim(self.collection, self._id(generation), **fields):
             return None
-        await self._advance_head(generation)
-        await self._forget_before(generation)
-        return Held(self.name, generation, holder, expires_at)
+        if generation > 1:
+            await self._advance_head(generation)
+            await self._forget_before(generation)
+        return Held(self.name, generation, holder, expires_at, carried, after_expiry)
 
     async def _advance_head(self, generation: int) -> None:
         # Another taker may create the head at the same moment (duplicate key): it is a
@@ -157,7 +193,7 @@ class GenerationLease:
         )
         if not await self.still_held(held):
             return None
-        return Held(held.name, held.generation, held.holder, expires_at)
+        return replace(held, expires_at=expires_at)
 
     async def still_held(self, held: Held) -> bool:
         """True while no newer generation exists and ours has not expired."""
@@ -170,7 +206,7 @@ class GenerationLease:
         """Give the lease up now, so a standby need not wait for the expiry."""
         await self.collection.update_one(
             {"_id": self._id(held.generation), "holder": held.holder},
-            {"$set": {"expires_at": datetime(1970, 1, 1, tzinfo=UTC)}},
+            {"$set": {"expires_at": _RELEASED}},
         )
 
     async def _forget_before(self, generation: int) -> None:
