@@ -1,0 +1,120 @@
+"""Decisions and the keys still owed to the broker, in MongoDB (FerretDB v1 locally).
+
+Two collections per outbox (see ``faxbox.shared.outbox`` for the steps):
+
+- ``<name>_decisions``: one document per idempotency key (``_id``), with the messages
+  decided, kept for good: every question asked of it is "this key?", which FerretDB v1
+  answers through its ``_id`` index. Its insert is the exclusive step.
+- ``<name>_outbox``: one small document per key whose messages are not all confirmed
+  yet, deleted once they are. The sweeper reads the whole of it (any other filter than
+  ``_id`` is a scan on FerretDB v1), so it stays as short as the publishes in flight.
+
+A key is entered in the outbox *before* its decision is inserted, so a decision that
+exists and is not confirmed is always in the outbox, whatever instant a process dies
+at. An outbox entry without a decision (a process died between the two inserts) is the
+one thing that may be left behind: the sweeper drops it once it is ``abandoned_after``
+old; the delivery that made it comes back and records it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from faxbox.shared.contracts import Message, contract_by_name
+from faxbox.shared.outbox import Decided, Recorded
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+def decisions_collection(name: str) -> str:
+    return f"{name.replace('-', '_')}_decisions"
+
+
+def outbox_collection(name: str) -> str:
+    return f"{name.replace('-', '_')}_outbox"
+
+
+def _messages(doc: Doc) -> tuple[Message, ...]:
+    return tuple(
+        contract_by_name(str(item["type"])).model_validate_json(str(item["body"]))
+        for item in doc["messages"]
+    )
+
+
+class MongoDecisionStore:
+    """The ``DecisionStore`` of outbox ``name`` (a service's name)."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        name: str,
+        *,
+        abandoned_after: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.decisions: AsyncCollection[Doc] = db[decisions_collection(name)]
+        self.outbox: AsyncCollection[Doc] = db[outbox_collection(name)]
+        self.abandoned_after = abandoned_after
+
+    async def ensure_indexes(self) -> None:
+        # For MongoDB's sake; FerretDB v1 reads the (short) outbox whole anyway.
+        await self.outbox.create_index([("owed_since", ASCENDING)], name="owed_since")
+
+    async def get(self, key: str) -> Recorded | None:
+        doc = await self.decisions.find_one({"_id": key})
+        if doc is None:
+            return None
+        owed = await self.outbox.find_one({"_id": key}, {"_id": 1}) is not None
+        return Recorded(key, _messages(doc), owed=owed)
+
+    async def record(self, decided: Decided) -> Recorded:
+        now = datetime.now(UTC)
+        with contextlib.suppress(DuplicateKeyError):
+            await self.outbox.insert_one({"_id": decided.key, "owed_since": now})
+        try:
+            await self.decisions.insert_one(
+                {
+                    "_id": decided.key,
+                    "messages": [
+                        {"type": type(m).__name__, "body": m.model_dump_json()}
+                        for m in decided.messages
+                    ],
+                    "decided_at": now,
+                }
+            )
+        except DuplicateKeyError:
+            # Another handling of the same work decided first: its decision stands.
+            doc = await self.decisions.find_one({"_id": decided.key})
+            if doc is None:  # removed by hand in between
+                raise
+            return Recorded(decided.key, _messages(doc), decided.retry)
+        return Recorded(decided.key, decided.messages, decided.retry)
+
+    async def forget(self, key: str) -> None:
+        await self.outbox.delete_one({"_id": key})
+
+    async def owed(self, older_than: datetime) -> list[Recorded]:
+        abandoned = datetime.now(UTC) - self.abandoned_after
+        found: list[Recorded] = []
+        async for entry in self.outbox.find({"owed_since": {"$lt": older_than}}):
+            key = str(entry["_id"])
+            doc = await self.decisions.find_one({"_id": key})
+            if doc is not None:
+                found.append(Recorded(key, _messages(doc)))
+            elif _aware(entry["owed_since"]) < abandoned:
+                log.warning("dropping owed key %s: its decision was never recorded", key)
+                await self.outbox.delete_one({"_id": key})
+        return found
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
