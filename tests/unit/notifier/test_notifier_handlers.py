@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from functools import partial
+from typing import TypeVar
 
 import pytest
 from PIL import Image
@@ -21,27 +24,23 @@ from faxbox.notifier.compose import (
     thumbnail_png,
 )
 from faxbox.notifier.handlers import Deps, automatic_reason, on_failed, on_sent
-from faxbox.notifier.ports import (
-    AlreadySent,
-    Claim,
-    ClaimBusy,
-    MailDeferred,
-    MailRefused,
-)
+from faxbox.notifier.ports import Claim, ClaimBusy, MailDeferred, MailRefused
 from faxbox.shared.bus import PermanentError, RetryLater, TransientError
 from faxbox.shared.contracts import (
     DocumentRef,
     FailureClass,
     FaxFailed,
     FaxFailure,
+    FaxMessage,
     FaxSent,
-    Message,
     NotificationSent,
     RejectionCode,
     RejectionReason,
     TransferStatistics,
 )
+from faxbox.shared.outbox import Decided, Outbox
 from faxbox.shared.store import Account, Faxbox, NotFound, User
+from faxbox.shared.testing import MemoryDecisionStore, MemoryDocuments, MemoryPublisher
 
 AT = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
 
@@ -50,16 +49,15 @@ AT = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
 
 
 @dataclass
-class FakeLedger:
-    """Same rules as MongoLedger, in memory; ``now`` is moved by the test."""
+class FakeClaims:
+    """Same rules as MongoSendClaims, in memory; ``now`` is moved by the test."""
 
     now: datetime = AT
     lease: timedelta = timedelta(seconds=120)
     entries: dict[str, dict[str, object]] = field(default_factory=dict)
-    fail_mark_sent: bool = False
     counter: int = 0
 
-    async def claim(self, key: str, new_message_id: str) -> Claim | AlreadySent:
+    async def claim(self, key: str, new_message_id: str) -> Claim:
         self.counter += 1
         owner = f"o{self.counter}"
         entry = self.entries.get(key)
@@ -71,10 +69,6 @@ class FakeLedger:
                 "until": self.now + self.lease,
             }
             return Claim(key, owner, new_message_id, maybe_sent_before=False)
-        if entry["state"] == "sent":
-            sent = entry["sent"]
-            assert isinstance(sent, tuple)
-            return AlreadySent(key, str(entry["mid"]), sent[0], sent[1])
         until = entry["until"]
         assert isinstance(until, datetime)
         if entry["state"] == "claimed" and until > self.now:
@@ -84,12 +78,8 @@ class FakeLedger:
         return Claim(key, owner, str(entry["mid"]), maybe_sent_before=was_claimed)
 
     async def release(self, claim: Claim, reason: str) -> None:
-        self.entries[claim.key]["state"] = "released"
-
-    async def mark_sent(self, claim: Claim, recipients: tuple[str, ...], sent_at: datetime) -> None:
-        if self.fail_mark_sent:
-            raise ConnectionError("database went away")
-        self.entries[claim.key].update(state="sent", sent=(recipients, sent_at))
+        if self.entries[claim.key]["owner"] == claim.owner:
+            self.entries[claim.key]["state"] = "released"
 
 
 @dataclass
@@ -123,24 +113,6 @@ class FakeDirectory:
         return self.account
 
 
-@dataclass
-class FakeDocuments:
-    files: dict[str, bytes] = field(default_factory=dict)
-
-    async def get(self, ref: DocumentRef) -> bytes:
-        if ref.file_id not in self.files:
-            raise NotFound("document", ref.file_id)
-        return self.files[ref.file_id]
-
-
-@dataclass
-class FakePublisher:
-    published: list[Message] = field(default_factory=list)
-
-    async def publish(self, message: Message) -> None:
-        self.published.append(message)
-
-
 def tiff_page(width: int = 1728, height: int = 1100) -> bytes:
     out = io.BytesIO()
     Image.new("1", (width, height), 1).save(out, format="TIFF", compression="group4", dpi=(204, 98))
@@ -159,13 +131,24 @@ def ref(file_id: str) -> DocumentRef:
     )
 
 
+E = TypeVar("E", bound=FaxMessage)
+
+
 @dataclass
 class World:
     deps: Deps
-    ledger: FakeLedger
+    claims: FakeClaims
     mailer: FakeMailer
-    documents: FakeDocuments
-    publisher: FakePublisher
+    documents: MemoryDocuments
+    decisions: MemoryDecisionStore
+    publisher: MemoryPublisher
+
+    async def handle(
+        self, handler: Callable[[E, Deps], Awaitable[Decided | None]], event: E
+    ) -> None:
+        """As the notifier's consumer does: what the handler decides is recorded, published."""
+        outbox = Outbox(self.decisions, self.publisher)
+        await outbox.consuming(partial(handler, deps=self.deps))(event)
 
 
 @pytest.fixture
@@ -181,23 +164,19 @@ def world() -> World:
     quiet = Faxbox(
         id="fbx_q", account_id="acc1", owner_user_id="usr_1", success_notifications=False
     )
-    ledger, mailer, documents, publisher = (
-        FakeLedger(),
-        FakeMailer(),
-        FakeDocuments(),
-        FakePublisher(),
-    )
-    documents.files["tiff1"] = tiff_page()
+    claims, mailer, documents = FakeClaims(), FakeMailer(), MemoryDocuments()
+    decisions, publisher = MemoryDecisionStore(), MemoryPublisher()
+    documents.keep(ref("tiff1"), tiff_page())
     deps = Deps(
         directory=FakeDirectory({"usr_1": user}, {"fbx_1": box, "fbx_q": quiet}, account),
         documents=documents,
-        ledger=ledger,
+        claims=claims,
+        decisions=decisions,
         mailer=mailer,
-        publisher=publisher,
         sender="Faxbox <fax@faxbox.test>",
         message_id_domain="faxbox.test",
     )
-    return World(deps, ledger, mailer, documents, publisher)
+    return World(deps, claims, mailer, documents, decisions, publisher)
 
 
 def sent_event(faxbox_id: str = "fbx_1", tiff: str = "tiff1") -> FaxSent:
@@ -250,7 +229,7 @@ def failed_event() -> FaxFailed:
 
 async def test_one_mail_per_fax_and_kind_however_often_the_event_comes(world: World) -> None:
     for _ in range(3):
-        await on_sent(sent_event(), world.deps)
+        await world.handle(on_sent, sent_event())
     assert len(world.mailer.sent) == 1
     message, recipients = world.mailer.sent[0]
     # Case-insensitive duplicates among the extra recipients are dropped.
@@ -266,34 +245,33 @@ async def test_a_deferral_releases_the_claim_and_the_retry_reuses_the_message_id
 ) -> None:
     world.mailer.script.append(MailDeferred("451 try later"))
     with pytest.raises(TransientError, match="451"):
-        await on_failed(failed_event(), world.deps)
-    first_id = str(world.ledger.entries["fax_2:failed"]["mid"])
-    await on_failed(failed_event(), world.deps)
+        await world.handle(on_failed, failed_event())
+    first_id = str(world.claims.entries["fax_2:failed"]["mid"])
+    await world.handle(on_failed, failed_event())
     assert [m["Message-ID"] for m, _ in world.mailer.sent] == [first_id]
 
 
 async def test_a_refusal_is_permanent_with_the_server_answer(world: World) -> None:
     world.mailer.script.append(MailRefused("550 5.1.1 no such user"))
     with pytest.raises(PermanentError, match=r"550 5\.1\.1 no such user"):
-        await on_failed(failed_event(), world.deps)
+        await world.handle(on_failed, failed_event())
     assert world.publisher.published == []
 
 
 async def test_a_crash_after_sending_resends_once_with_the_same_message_id(world: World) -> None:
-    world.ledger.fail_mark_sent = True
+    world.decisions.failures.append(ConnectionError("database went away"))
     with pytest.raises(ConnectionError):
-        await on_failed(failed_event(), world.deps)
-    world.ledger.fail_mark_sent = False
+        await world.handle(on_failed, failed_event())
     # The redelivery finds the claim still held: it waits ...
     with pytest.raises(RetryLater):
-        await on_failed(failed_event(), world.deps)
+        await world.handle(on_failed, failed_event())
     # ... and once the lease ran out it sends again, with the same Message-ID.
-    world.ledger.now += timedelta(minutes=5)
-    await on_failed(failed_event(), world.deps)
+    world.claims.now += timedelta(minutes=5)
+    await world.handle(on_failed, failed_event())
     ids = [m["Message-ID"] for m, _ in world.mailer.sent]
     assert len(ids) == 2
     assert ids[0] == ids[1]
-    await on_failed(failed_event(), world.deps)
+    await world.handle(on_failed, failed_event())
     assert len(world.mailer.sent) == 2
 
 
@@ -327,13 +305,13 @@ def test_every_rejection_code_says_how_to_fix_it() -> None:
 
 
 async def test_success_mails_off_sends_nothing(world: World) -> None:
-    await on_sent(sent_event("fbx_q"), world.deps)
+    await world.handle(on_sent, sent_event("fbx_q"))
     assert world.mailer.sent == []
     assert world.publisher.published == []
 
 
 async def test_a_missing_transmitted_tiff_gives_a_mail_without_preview(world: World) -> None:
-    await on_sent(sent_event(tiff="gone"), world.deps)
+    await world.handle(on_sent, sent_event(tiff="gone"))
     message, _ = world.mailer.sent[0]
     assert not [p for p in message.walk() if p.get_content_type() == "image/png"]
     body = message.get_body(preferencelist=("plain",))
@@ -343,7 +321,7 @@ async def test_a_missing_transmitted_tiff_gives_a_mail_without_preview(world: Wo
 
 async def test_an_unknown_faxbox_is_permanent(world: World) -> None:
     with pytest.raises(PermanentError, match="fbx_nope"):
-        await on_sent(sent_event("fbx_nope"), world.deps)
+        await world.handle(on_sent, sent_event("fbx_nope"))
 
 
 # --- composition -------------------------------------------------------------------------------

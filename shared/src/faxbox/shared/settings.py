@@ -69,5 +69,16 @@ class RunnerSettings(_FaxboxSettings):
     )
 
 
-class ServiceSettings(BrokerSettings, MongoSettings, RunnerSettings):
-    """The parts most workers need: broker, database and the runner."""
+class OutboxSettings(_FaxboxSettings):
+    outbox_sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="How often a replica looks for messages still owed."
+    )
+    outbox_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Age at which a message still owed is published by a sweep, by any replica.",
+    )
+
+
+class ServiceSettings(BrokerSettings, MongoSettings, RunnerSettings, OutboxSettings):
+    """The parts most workers need: broker, database, the runner and the outbox sweep."""

@@ -14,18 +14,24 @@ A service's wiring module does::
 
     def run(settings: Settings) -> None:
         runner.run("notifier", settings, partial(service, settings=settings))
+
+A service that decides messages wraps its handlers with the outbox of
+:func:`outbox` (``box.consuming(handler)``), which also sweeps for what stayed owed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from faxbox.shared.bus import Bus
+from faxbox.shared.outbox import Outbox
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
+from faxbox.shared.store.decisions import MongoDecisionStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +58,22 @@ async def infrastructure(
             await bus.close()
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def outbox(
+    infra: Infrastructure, settings: ServiceSettings, name: str
+) -> AsyncIterator[Outbox]:
+    """The service's outbox on the database and the bus, swept while the block runs."""
+    decisions = MongoDecisionStore(infra.store.db, name)
+    await decisions.ensure_indexes()
+    box = Outbox(decisions, infra.bus, name=name)
+    sweeper = asyncio.create_task(
+        box.sweep_forever(settings.outbox_sweep_interval_s, settings.outbox_grace_s)
+    )
+    try:
+        yield box
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper

@@ -1,4 +1,10 @@
-"""Handlers: one per outcome event, each sending at most one mail per fax and kind."""
+"""Handlers: one per outcome event, each sending at most one mail per fax and kind.
+
+Each returns what it decided: the ``NotificationSent`` of the mail it sent, under the
+key ``<fax_id>:<kind>``, which the runtime records and publishes (the record is what
+says "sent"); or that same recorded decision again when the mail went out before (it is
+announced again, with the same message id); or None when there is nothing to send.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +29,13 @@ from faxbox.notifier.compose import (
     to_message,
 )
 from faxbox.notifier.ports import (
-    AlreadySent,
     ClaimBusy,
     Directory,
     Documents,
-    Ledger,
     MailDeferred,
     Mailer,
     MailRefused,
-    Publisher,
+    SendClaims,
 )
 from faxbox.shared.bus import PermanentError, RetryLater, TransientError
 from faxbox.shared.contracts import (
@@ -44,6 +48,7 @@ from faxbox.shared.contracts import (
     NotificationSent,
     OutboundFaxRejected,
 )
+from faxbox.shared.outbox import Decided, DecisionStore, Recorded
 from faxbox.shared.store import DocumentCorrupt, Faxbox, NotFound
 
 log = logging.getLogger(__name__)
@@ -53,9 +58,9 @@ log = logging.getLogger(__name__)
 class Deps:
     directory: Directory
     documents: Documents
-    ledger: Ledger
+    claims: SendClaims
+    decisions: DecisionStore
     mailer: Mailer
-    publisher: Publisher
     sender: str
     message_id_domain: str
 
@@ -63,11 +68,11 @@ class Deps:
 # --- the five outcomes -------------------------------------------------------------------
 
 
-async def on_sent(event: FaxSent, deps: Deps) -> None:
+async def on_sent(event: FaxSent, deps: Deps) -> Decided | None:
     faxbox = await _faxbox(deps, event.faxbox_id)
     if not faxbox.success_notifications:
         log.info("success mails are off for faxbox %s; nothing to send", faxbox.id)
-        return
+        return None
     recipients = await _user_recipients(deps, event.user_id, faxbox)
     thumbnail: bytes | None = None
     try:
@@ -87,10 +92,10 @@ async def on_sent(event: FaxSent, deps: Deps) -> None:
         thumbnail=thumbnail,
         in_reply_to=event.source_message_id,
     )
-    await deliver(deps, event, NotificationKind.sent, recipients, mail)
+    return await deliver(deps, event, NotificationKind.sent, recipients, mail)
 
 
-async def on_failed(event: FaxFailed, deps: Deps) -> None:
+async def on_failed(event: FaxFailed, deps: Deps) -> Decided | None:
     faxbox = await _faxbox(deps, event.faxbox_id)
     recipients = await _user_recipients(deps, event.user_id, faxbox)
     mail = failed_mail(
@@ -103,14 +108,14 @@ async def on_failed(event: FaxFailed, deps: Deps) -> None:
         timezone=faxbox.timezone,
         in_reply_to=event.source_message_id,
     )
-    await deliver(deps, event, NotificationKind.failed, recipients, mail)
+    return await deliver(deps, event, NotificationKind.failed, recipients, mail)
 
 
-async def on_rejected(event: OutboundFaxRejected, deps: Deps) -> None:
+async def on_rejected(event: OutboundFaxRejected, deps: Deps) -> Decided | None:
     why_not = await _automatic_mail(deps, event)
     if why_not is not None:
         log.info("not answering the rejected mail: %s", why_not)
-        return
+        return None
     faxbox = await _faxbox(deps, event.faxbox_id) if event.faxbox_id else None
     recipients = await _user_recipients(deps, event.user_id, faxbox)
     try:
@@ -123,10 +128,10 @@ async def on_rejected(event: OutboundFaxRejected, deps: Deps) -> None:
         realm=account.realm,
         in_reply_to=event.source_message_id,
     )
-    await deliver(deps, event, NotificationKind.rejected, recipients, mail)
+    return await deliver(deps, event, NotificationKind.rejected, recipients, mail)
 
 
-async def on_received(event: InboundFaxReceived, deps: Deps) -> None:
+async def on_received(event: InboundFaxReceived, deps: Deps) -> Decided | None:
     faxbox = await _faxbox(deps, event.faxbox_id)
     recipients = await _owner_recipients(deps, faxbox)
     try:
@@ -142,10 +147,10 @@ async def on_received(event: InboundFaxReceived, deps: Deps) -> None:
         timezone=faxbox.timezone,
         pdf=pdf,
     )
-    await deliver(deps, event, NotificationKind.received, recipients, mail)
+    return await deliver(deps, event, NotificationKind.received, recipients, mail)
 
 
-async def on_inbound_failed(event: InboundFaxFailed, deps: Deps) -> None:
+async def on_inbound_failed(event: InboundFaxFailed, deps: Deps) -> Decided | None:
     faxbox = await _faxbox(deps, event.faxbox_id)
     recipients = await _owner_recipients(deps, faxbox)
     partial: bytes | None = None
@@ -163,7 +168,7 @@ async def on_inbound_failed(event: InboundFaxFailed, deps: Deps) -> None:
         timezone=faxbox.timezone,
         partial_pdf=partial,
     )
-    await deliver(deps, event, NotificationKind.inbound_failed, recipients, mail)
+    return await deliver(deps, event, NotificationKind.inbound_failed, recipients, mail)
 
 
 # --- delivery, once ----------------------------------------------------------------------
@@ -175,17 +180,18 @@ async def deliver(
     kind: NotificationKind,
     recipients: list[str],
     mail: Mail,
-) -> None:
-    """Send ``mail`` unless the ledger says this fax's ``kind`` mail went out already."""
+) -> Decided:
+    """Send ``mail`` unless this fax's ``kind`` mail went out already."""
     key = f"{event.fax_id}:{kind.value}"
+    if (earlier := await _sent_before(deps, key)) is not None:
+        return earlier
     try:
-        claim = await deps.ledger.claim(key, new_message_id(deps.message_id_domain))
+        claim = await deps.claims.claim(key, new_message_id(deps.message_id_domain))
     except ClaimBusy as exc:
         raise RetryLater(str(exc), exc.retry_in_s) from None
-    if isinstance(claim, AlreadySent):
-        log.info("%s mail was sent already (%s); not sending again", kind.value, key)
-        await _announce(deps, event, kind, claim.recipients, claim.smtp_message_id, claim.sent_at)
-        return
+    # A worker may have finished it between our look and our claim.
+    if (earlier := await _sent_before(deps, key)) is not None:
+        return earlier
     if claim.maybe_sent_before:
         log.warning(
             "an earlier attempt stopped after handing %s to the server, maybe; sending again "
@@ -204,38 +210,31 @@ async def deliver(
     try:
         await deps.mailer.send(message, recipients)
     except MailDeferred as exc:
-        await deps.ledger.release(claim, str(exc))
+        await deps.claims.release(claim, str(exc))
         raise TransientError(str(exc)) from None
     except MailRefused as exc:
-        await deps.ledger.release(claim, str(exc))
+        await deps.claims.release(claim, str(exc))
         raise PermanentError(str(exc)) from None
-    await deps.ledger.mark_sent(claim, tuple(recipients), now)
     log.info("%s mail sent to %s", kind.value, ", ".join(recipients))
-    await _announce(deps, event, kind, tuple(recipients), claim.smtp_message_id, now)
-
-
-async def _announce(
-    deps: Deps,
-    event: FaxMessage,
-    kind: NotificationKind,
-    recipients: tuple[str, ...],
-    smtp_message_id: str,
-    sent_at: datetime,
-) -> None:
-    # Same id and time on every republish, so consumers see one notification however
-    # often a redelivery announces it.
-    await deps.publisher.publish(
-        NotificationSent(
-            message_id=uuid.uuid5(uuid.NAMESPACE_URL, f"faxbox:{event.fax_id}:{kind}").hex,
-            occurred_at=sent_at,
-            fax_id=event.fax_id,
-            account_id=event.account_id,
-            month=event.month,
-            kind=kind,
-            recipients=recipients,
-            smtp_message_id=smtp_message_id,
-        )
+    sent = NotificationSent(
+        # The same id on every announcement, so consumers see one notification.
+        message_id=uuid.uuid5(uuid.NAMESPACE_URL, f"faxbox:{event.fax_id}:{kind}").hex,
+        occurred_at=now,
+        fax_id=event.fax_id,
+        account_id=event.account_id,
+        month=event.month,
+        kind=kind,
+        recipients=tuple(recipients),
+        smtp_message_id=claim.smtp_message_id,
     )
+    return Decided(key, (sent,))
+
+
+async def _sent_before(deps: Deps, key: str) -> Recorded | None:
+    earlier = await deps.decisions.get(key)
+    if earlier is not None:
+        log.info("the %s mail was sent already; not sending again", key)
+    return earlier
 
 
 def _now() -> datetime:

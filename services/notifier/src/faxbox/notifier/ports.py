@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from email.message import EmailMessage
 from typing import Protocol
 
-from faxbox.shared.contracts import DocumentRef, Message
+from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account, Faxbox, User
 
 
@@ -34,10 +33,6 @@ class Documents(Protocol):
     async def get(self, ref: DocumentRef) -> bytes: ...
 
 
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Claim:
     """This worker may send the mail ``key``, with this Message-ID.
@@ -50,14 +45,7 @@ class Claim:
     owner: str
     smtp_message_id: str
     maybe_sent_before: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AlreadySent:
-    key: str
-    smtp_message_id: str
-    recipients: tuple[str, ...]
-    sent_at: datetime
+    generation: int = 1
 
 
 class ClaimBusy(Exception):
@@ -68,13 +56,14 @@ class ClaimBusy(Exception):
         self.retry_in_s = retry_in_s
 
 
-class Ledger(Protocol):
-    async def claim(self, key: str, new_message_id: str) -> Claim | AlreadySent:
-        """Take the right to send ``key``; raises ClaimBusy if someone else has it."""
+class SendClaims(Protocol):
+    """Who may send a mail now: one worker at a time, another once it stopped."""
+
+    async def claim(self, key: str, new_message_id: str) -> Claim:
+        """Take the right to send ``key``; raises ClaimBusy if someone else has it.
+
+        The first claim's ``new_message_id`` is the mail's Message-ID for good.
+        """
 
     async def release(self, claim: Claim, reason: str) -> None:
         """Give the claim up (the mail was not sent), so a retry may take it at once."""
-
-    async def mark_sent(
-        self, claim: Claim, recipients: tuple[str, ...], sent_at: datetime
-    ) -> None: ...

@@ -1,4 +1,4 @@
-"""Wiring of the notifier: settings, SMTP, the ledger, the consumer."""
+"""Wiring of the notifier: settings, SMTP, the send claims, the outbox, the consumer."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from faxbox.notifier.handlers import (
     on_rejected,
     on_sent,
 )
-from faxbox.notifier.ledger import COLLECTION, MongoLedger
+from faxbox.notifier.claims import COLLECTION, MongoSendClaims
 from faxbox.notifier.mailer import SmtpMailer
 from faxbox.notifier.store_adapters import StoreDirectory, StoreDocuments
 from faxbox.shared import runner
@@ -33,7 +33,7 @@ from faxbox.shared.contracts import (
 )
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.wiring import infrastructure, outbox
 
 SERVICE = "notifier"
 
@@ -61,11 +61,12 @@ class Settings(ServiceSettings):
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
-    async with infrastructure(settings, runtime) as infra:
+    async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         deps = Deps(
             directory=StoreDirectory(infra.store),
             documents=StoreDocuments(infra.store),
-            ledger=MongoLedger(infra.store.db[COLLECTION], settings.notification_lease_s),
+            claims=MongoSendClaims(infra.store.db[COLLECTION], settings.notification_lease_s),
+            decisions=box.store,
             mailer=SmtpMailer(
                 host=settings.smtp_host,
                 port=settings.smtp_port,
@@ -81,16 +82,15 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
                     else None
                 ),
             ),
-            publisher=infra.bus,
             sender=settings.mail_from,
             message_id_domain=settings.message_id_domain,
         )
         handlers: dict[type[Message], Handler] = {
-            OutboundFaxRejected: partial(on_rejected, deps=deps),
-            FaxSent: partial(on_sent, deps=deps),
-            FaxFailed: partial(on_failed, deps=deps),
-            InboundFaxReceived: partial(on_received, deps=deps),
-            InboundFaxFailed: partial(on_inbound_failed, deps=deps),
+            OutboundFaxRejected: box.consuming(partial(on_rejected, deps=deps)),
+            FaxSent: box.consuming(partial(on_sent, deps=deps)),
+            FaxFailed: box.consuming(partial(on_failed, deps=deps)),
+            InboundFaxReceived: box.consuming(partial(on_received, deps=deps)),
+            InboundFaxFailed: box.consuming(partial(on_inbound_failed, deps=deps)),
         }
         consumer = infra.bus.consumer(SERVICE, handlers)
         await consumer.start()

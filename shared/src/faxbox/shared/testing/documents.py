@@ -44,6 +44,11 @@ class MemoryDocuments:
         self.files[ref.file_id] = (ref, data, meta)
         return ref
 
+    def keep(self, ref: DocumentRef, data: bytes, **metadata: Any) -> DocumentRef:
+        """Hold ``data`` under a reference the test made."""
+        self.files[ref.file_id] = (ref, data, metadata)
+        return ref
+
     async def get(self, ref: DocumentRef) -> bytes:
         if ref.file_id not in self.files:
             raise NotFound("document", ref.file_id)
