@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from functools import partial
 from typing import TypeVar
 
 import pytest
@@ -147,8 +146,11 @@ class World:
         self, handler: Callable[[E, Deps], Awaitable[Decided | None]], event: E
     ) -> None:
         """As the notifier's consumer does: what the handler decides is recorded, published."""
-        outbox = Outbox(self.decisions, self.publisher)
-        await outbox.consuming(partial(handler, deps=self.deps))(event)
+
+        async def decide(message: E) -> Decided | None:
+            return await handler(message, self.deps)
+
+        await Outbox(self.decisions, self.publisher).consuming(decide)(event)
 
 
 @pytest.fixture

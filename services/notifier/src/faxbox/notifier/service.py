@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from faxbox.notifier.claims import COLLECTION, MongoSendClaims
 from faxbox.notifier.handlers import (
     Deps,
     on_failed,
@@ -18,7 +19,6 @@ from faxbox.notifier.handlers import (
     on_rejected,
     on_sent,
 )
-from faxbox.notifier.claims import COLLECTION, MongoSendClaims
 from faxbox.notifier.mailer import SmtpMailer
 from faxbox.notifier.store_adapters import StoreDirectory, StoreDocuments
 from faxbox.shared import runner
