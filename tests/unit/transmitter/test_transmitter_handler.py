@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -24,7 +23,7 @@ from faxbox.shared.contracts import (
 )
 from faxbox.shared.policy import is_infrastructure
 from faxbox.transmitter.carriers import Slot, eligible_carriers
-from faxbox.transmitter.handler import NO_RESOURCES, handle_outbound, utc_now
+from faxbox.transmitter.handler import NO_RESOURCES, utc_now
 from faxbox.transmitter.jobs import Job, JobState
 from faxbox.transmitter.line import (
     CallReport,
@@ -36,15 +35,14 @@ from faxbox.transmitter.line import (
 )
 from tests.unit.transmitter.transmitter_fakes import (
     Clock,
-    FakeBus,
     FakeLedger,
     FakeLine,
     FakeSlots,
     carrier,
-    deps,
     failed_report,
     request,
     sent_report,
+    transmitter,
 )
 
 # --- carrier choice --------------------------------------------------------------------
@@ -154,18 +152,18 @@ def test_an_outcome_is_sent_only_when_every_page_went() -> None:
 
 async def test_sent_once_and_a_redelivery_republishes_the_same_fax_sent(tmp_path: Path) -> None:
     line = FakeLine(sent_report())
-    d = deps(tmp_path, line)
-    bus = cast(FakeBus, d.publisher)
-    await handle_outbound(request(), d)
+    t = transmitter(tmp_path, line)
+    bus = t.bus
+    await t.handle(request())
     (sent,) = bus.of(FaxSent)
     assert (sent.attempts, sent.carrier_id, sent.statistics.pages_transferred) == (1, "car_c1", 2)
     assert sent.transmitted_tiff == request().fax_tiff
-    await handle_outbound(request(), d)
+    await t.handle(request())
     again = bus.of(FaxSent)
     assert len(again) == 2
     assert again[1] == sent
     assert len(line.dials) == 1
-    slots = cast(FakeSlots, d.slots)
+    slots = cast(FakeSlots, t.deps.slots)
     assert not slots.held
     assert slots.released == ["car_c1:0"]
 
@@ -178,35 +176,35 @@ async def test_a_job_on_a_live_lease_is_left_alone_then_resumed_when_it_expires(
     await ledger.ensure("fax_1", clock())
     await ledger.claim("fax_1", "w0", clock(), 60)
     line = FakeLine(sent_report())
-    d = deps(tmp_path, line, ledger=ledger, clock=clock)
+    t = transmitter(tmp_path, line, ledger=ledger, clock=clock)
     clock.advance(20)
     with pytest.raises(RetryLater) as later:
-        await handle_outbound(request(), d)
+        await t.handle(request())
     assert later.value.delay_s == 41
     assert not line.dials
     clock.advance(41)
-    await handle_outbound(request(), d)
+    await t.handle(request())
     assert len(line.dials) == 1
     job = ledger.jobs["fax_1"]
     assert (job.state, job.attempt, job.worker_id) == (JobState.SENT, 2, "w1")
-    (sent,) = cast(FakeBus, d.publisher).of(FaxSent)
+    (sent,) = t.bus.of(FaxSent)
     assert sent.attempts == 2
 
 
 async def test_a_copy_arriving_before_the_redial_is_due_waits(tmp_path: Path) -> None:
     clock = Clock()
     line = FakeLine(failed_report("line", -486, sip=486), sent_report())
-    d = deps(tmp_path, line, clock=clock)
+    t = transmitter(tmp_path, line, clock=clock)
     with pytest.raises(RetryLater) as first:
-        await handle_outbound(request(), d)
+        await t.handle(request())
     assert first.value.delay_s == 120
     clock.advance(30)
     with pytest.raises(RetryLater) as early:
-        await handle_outbound(request(), d)
+        await t.handle(request())
     assert early.value.delay_s == 90
     assert len(line.dials) == 1
     clock.advance(90)
-    await handle_outbound(request(), d)
+    await t.handle(request())
     assert len(line.dials) == 2
 
 
@@ -215,18 +213,18 @@ async def test_an_unconfirmed_attempt_failed_event_is_published_on_the_next_deli
 ) -> None:
     clock, ledger = Clock(), FakeLedger()
     line = FakeLine(failed_report("line", -486, sip=486))
-    d = deps(tmp_path, line, clock=clock, ledger=ledger)
+    t = transmitter(tmp_path, line, clock=clock, ledger=ledger)
     with pytest.raises(RetryLater):
-        await handle_outbound(request(), d)
-    # As if the process died between the ledger write and the publish.
-    bus = cast(FakeBus, d.publisher)
+        await t.handle(request())
+    # As if the process died between recording the attempt's outcome and its publish.
+    bus = t.bus
     bus.published.clear()
-    ledger.jobs["fax_1"] = dataclasses.replace(ledger.jobs["fax_1"], pending_event_published=False)
+    t.decisions.owed_since["fax_1#1"] = clock()
     with pytest.raises(RetryLater):
-        await handle_outbound(request(), d)
+        await t.handle(request())
     (event,) = bus.of(FaxAttemptFailed)
     assert event.attempt == 1
-    assert ledger.jobs["fax_1"].pending_event_published
+    assert "fax_1#1" not in t.decisions.owed_since
 
 
 # --- the handler: redial by failure class ------------------------------------------------
@@ -236,15 +234,15 @@ async def test_line_failures_redial_after_the_policy_delays_then_fail(tmp_path: 
     clock = Clock()
     busy = failed_report("line", -486, sip=486)
     line = FakeLine(busy, busy, busy)
-    d = deps(tmp_path, line, clock=clock)
-    bus = cast(FakeBus, d.publisher)
+    t = transmitter(tmp_path, line, clock=clock)
+    bus = t.bus
     delays = []
     for _ in range(2):
         with pytest.raises(RetryLater) as later:
-            await handle_outbound(request(), d)
+            await t.handle(request())
         delays.append(later.value.delay_s)
         clock.advance(later.value.delay_s)
-    await handle_outbound(request(), d)
+    await t.handle(request())
     assert delays == [120, 300]
     attempts = bus.of(FaxAttemptFailed)
     assert [(a.attempt, a.attempts_allowed) for a in attempts] == [(1, 3), (2, 3), (3, 3)]
@@ -257,10 +255,10 @@ async def test_line_failures_redial_after_the_policy_delays_then_fail(tmp_path: 
 async def test_next_attempt_at_is_when_the_redial_is_due(tmp_path: Path) -> None:
     clock = Clock()
     line = FakeLine(failed_report("line", -408, sip=408))
-    d = deps(tmp_path, line, clock=clock)
+    t = transmitter(tmp_path, line, clock=clock)
     with pytest.raises(RetryLater):
-        await handle_outbound(request(), d)
-    (event,) = cast(FakeBus, d.publisher).of(FaxAttemptFailed)
+        await t.handle(request())
+    (event,) = t.bus.of(FaxAttemptFailed)
     assert event.next_attempt_at == clock() + timedelta(seconds=120)
 
 
@@ -268,14 +266,14 @@ async def test_protocol_failures_redial_with_ecm_off_then_a_slower_modem(tmp_pat
     clock = Clock()
     broken = failed_report("protocol", 21, pages=1)
     line = FakeLine(broken, broken, sent_report())
-    d = deps(tmp_path, line, clock=clock)
+    t = transmitter(tmp_path, line, clock=clock)
     for _ in range(2):
         with pytest.raises(RetryLater) as later:
-            await handle_outbound(request(), d)
+            await t.handle(request())
         clock.advance(later.value.delay_s)
-    await handle_outbound(request(), d)
+    await t.handle(request())
     assert [dial.degrade for dial in line.dials] == [0, 1, 2]
-    (event, _) = cast(FakeBus, d.publisher).of(FaxAttemptFailed)
+    (event, _) = t.bus.of(FaxAttemptFailed)
     assert event.pages_sent == 1
 
 
@@ -287,19 +285,19 @@ async def test_document_failures_and_bad_numbers_fail_at_once(
     tmp_path: Path, report: CallReport
 ) -> None:
     line = FakeLine(report)
-    d = deps(tmp_path, line)
-    await handle_outbound(request(), d)
-    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    t = transmitter(tmp_path, line)
+    await t.handle(request())
+    (failed,) = t.bus.of(FaxFailed)
     assert failed.attempts == 1
-    (last,) = cast(FakeBus, d.publisher).of(FaxAttemptFailed)
+    (last,) = t.bus.of(FaxAttemptFailed)
     assert (last.attempt, last.next_attempt_at) == (1, None)
 
 
 async def test_a_bad_tiff_fails_before_any_call(tmp_path: Path) -> None:
     line = FakeLine()
-    d = deps(tmp_path, line)
-    await handle_outbound(request("narrow"), d)
-    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    t = transmitter(tmp_path, line)
+    await t.handle(request("narrow"))
+    (failed,) = t.bus.of(FaxFailed)
     assert failed.failure.failure_class is FailureClass.document
     assert "1728" in failed.failure.text
     assert (failed.attempts, failed.pages_sent, failed.pages_total) == (0, 0, 2)
@@ -307,9 +305,9 @@ async def test_a_bad_tiff_fails_before_any_call(tmp_path: Path) -> None:
 
 
 async def test_a_missing_document_fails_as_a_document_problem(tmp_path: Path) -> None:
-    d = deps(tmp_path, FakeLine())
-    await handle_outbound(request("gone"), d)
-    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    t = transmitter(tmp_path, FakeLine())
+    await t.handle(request("gone"))
+    (failed,) = t.bus.of(FaxFailed)
     assert failed.failure.failure_class is FailureClass.document
 
 
@@ -318,9 +316,9 @@ async def test_a_missing_document_fails_as_a_document_problem(tmp_path: Path) ->
 
 async def test_no_eligible_carrier_is_no_available_resources(tmp_path: Path) -> None:
     line = FakeLine()
-    d = deps(tmp_path, line, carriers=[carrier(require_flags=["premium"])])
-    await handle_outbound(request(), d)
-    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    t = transmitter(tmp_path, line, carriers=[carrier(require_flags=["premium"])])
+    await t.handle(request())
+    (failed,) = t.bus.of(FaxFailed)
     assert failed.failure.failure_class is FailureClass.resources
     assert failed.failure.text == NO_RESOURCES
     assert not line.dials
@@ -329,8 +327,8 @@ async def test_no_eligible_carrier_is_no_available_resources(tmp_path: Path) -> 
 async def test_route_flags_open_carriers_that_require_them(tmp_path: Path) -> None:
     line = FakeLine(sent_report())
     premium = carrier("premium", require_flags=["premium"])
-    d = deps(tmp_path, line, carriers=[premium])
-    await handle_outbound(request(route_flags=("premium",)), d)
+    t = transmitter(tmp_path, line, carriers=[premium])
+    await t.handle(request(route_flags=("premium",)))
     assert line.dials[0].carrier == premium
 
 
@@ -339,29 +337,29 @@ async def test_every_channel_busy_waits_without_using_an_attempt(tmp_path: Path)
     only = carrier(channel_cap=1)
     slots.held[f"{only.id}:0"] = ("other", clock() + timedelta(seconds=60))
     line = FakeLine(sent_report())
-    d = deps(tmp_path, line, carriers=[only], slots=slots, clock=clock)
+    t = transmitter(tmp_path, line, carriers=[only], slots=slots, clock=clock)
     with pytest.raises(RetryLater) as later:
-        await handle_outbound(request(), d)
+        await t.handle(request())
     assert later.value.delay_s == 15
-    ledger = cast(FakeLedger, d.ledger)
+    ledger = cast(FakeLedger, t.deps.ledger)
     assert ledger.jobs["fax_1"].attempt == 0
     clock.advance(61)  # the other call's channel lease ran out
-    await handle_outbound(request(), d)
-    (sent,) = cast(FakeBus, d.publisher).of(FaxSent)
+    await t.handle(request())
+    (sent,) = t.bus.of(FaxSent)
     assert sent.attempts == 1
 
 
 async def test_busy_for_too_long_is_no_available_resources(tmp_path: Path) -> None:
     clock, slots = Clock(), FakeSlots()
     only = carrier(channel_cap=1)
-    d = deps(tmp_path, FakeLine(), carriers=[only], slots=slots, clock=clock)
+    t = transmitter(tmp_path, FakeLine(), carriers=[only], slots=slots, clock=clock)
     for _ in range(3):
         slots.held[f"{only.id}:0"] = ("other", clock() + timedelta(seconds=3600))
         try:
-            await handle_outbound(request(), d)
+            await t.handle(request())
         except RetryLater as later:
             clock.advance(max(later.delay_s, 400))
-    (failed,) = cast(FakeBus, d.publisher).of(FaxFailed)
+    (failed,) = t.bus.of(FaxFailed)
     assert failed.failure.text == NO_RESOURCES
 
 
@@ -377,12 +375,12 @@ async def test_losing_the_lease_mid_call_hangs_up_and_publishes_nothing(tmp_path
             raise
         raise AssertionError("not reached")
 
-    d = deps(tmp_path, FakeLine(endless), ledger=ledger, lease_s=0.6)
+    t = transmitter(tmp_path, FakeLine(endless), ledger=ledger, lease_s=0.6)
     ledger.renew_fails = True
-    await asyncio.wait_for(handle_outbound(request(), d), 5)
+    await asyncio.wait_for(t.handle(request()), 5)
     assert hung_up.is_set()
-    assert not cast(FakeBus, d.publisher).published
-    assert not cast(FakeSlots, d.slots).held
+    assert not t.bus.published
+    assert not cast(FakeSlots, t.deps.slots).held
 
 
 async def test_no_contact_with_the_ledger_mid_call_hangs_up_and_keeps_the_message(
@@ -399,12 +397,12 @@ async def test_no_contact_with_the_ledger_mid_call_hangs_up_and_keeps_the_messag
             raise
         raise AssertionError("not reached")
 
-    d = deps(tmp_path, FakeLine(endless), ledger=ledger, lease_s=0.9, clock=utc_now)
+    t = transmitter(tmp_path, FakeLine(endless), ledger=ledger, lease_s=0.9, clock=utc_now)
     ledger.renew_raises = AutoReconnect("database away")
     with pytest.raises(RetryLater):
-        await asyncio.wait_for(handle_outbound(request(), d), 5)
+        await asyncio.wait_for(t.handle(request()), 5)
     assert hung_up.is_set()
-    assert not cast(FakeBus, d.publisher).published
+    assert not t.bus.published
 
 
 async def test_a_database_blip_after_the_call_is_waited_out_not_redialled(
@@ -413,10 +411,10 @@ async def test_a_database_blip_after_the_call_is_waited_out_not_redialled(
     ledger = FakeLedger()
     ledger.finish_raises = [AutoReconnect("away"), AutoReconnect("still away")]
     line = FakeLine(sent_report())
-    d = deps(tmp_path, line, ledger=ledger)
-    await handle_outbound(request(), d)
+    t = transmitter(tmp_path, line, ledger=ledger)
+    await t.handle(request())
     assert ledger.jobs["fax_1"].state is JobState.SENT
-    assert len(cast(FakeBus, d.publisher).of(FaxSent)) == 1
+    assert len(t.bus.of(FaxSent)) == 1
     assert len(line.dials) == 1
 
 
@@ -431,11 +429,11 @@ async def test_a_channel_release_failing_after_the_call_does_not_lose_its_outcom
 
     line = FakeLine(sent_report())
     ledger = FakeLedger()
-    d = deps(tmp_path, line, ledger=ledger, slots=DownSlots())
-    await handle_outbound(request(), d)
+    t = transmitter(tmp_path, line, ledger=ledger, slots=DownSlots())
+    await t.handle(request())
     assert ledger.jobs["fax_1"].state is JobState.SENT
-    assert len(cast(FakeBus, d.publisher).of(FaxSent)) == 1
-    await handle_outbound(request(), d)
+    assert len(t.bus.of(FaxSent)) == 1
+    await t.handle(request())
     assert len(line.dials) == 1
 
 
@@ -444,8 +442,31 @@ async def test_database_trouble_before_the_call_is_a_retry_later(tmp_path: Path)
         async def ensure(self, fax_id: str, now: datetime) -> Job:
             raise AutoReconnect("database away")
 
-    d = deps(tmp_path, FakeLine(), ledger=DownLedger())
+    t = transmitter(tmp_path, FakeLine(), ledger=DownLedger())
     # Database trouble propagates; the settling policy waits the outage out.
     with pytest.raises(AutoReconnect) as later:
-        await handle_outbound(request(), d)
+        await t.handle(request())
     assert is_infrastructure(later.value)
+
+
+async def test_a_worker_dying_between_the_outcome_and_the_job_is_never_redialled(
+    tmp_path: Path,
+) -> None:
+    clock, ledger = Clock(), FakeLedger()
+    line = FakeLine(sent_report())
+    first = transmitter(tmp_path, line, ledger=ledger, clock=clock, worker_id="w1")
+    ledger.finish_raises = [RuntimeError("killed before ending the attempt")]
+    with pytest.raises(RuntimeError, match="killed"):
+        await first.handle(request())
+    stuck = ledger.jobs["fax_1"]
+    assert stuck.state is JobState.IN_CALL
+    assert first.bus.published == []
+    clock.advance(61)  # its lease ran out
+    second = transmitter(
+        tmp_path, line, ledger=ledger, decisions=first.decisions, clock=clock, worker_id="w2"
+    )
+    await second.handle(request())
+    assert len(line.dials) == 1
+    assert ledger.jobs["fax_1"].state is JobState.SENT
+    (sent,) = second.bus.of(FaxSent)
+    assert sent.attempts == 1

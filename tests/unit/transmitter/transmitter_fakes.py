@@ -1,13 +1,14 @@
-"""In-memory fakes of the transmitter's own ports: ledger, slots, carriers, documents, line, bus."""
+"""Fakes of the transmitter's own ports (ledger, slots, carriers, line) and its runtime."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from PIL import Image
 
@@ -15,29 +16,19 @@ from faxbox.shared.contracts import (
     DocumentRef,
     FaxFailure,
     FaxSettings,
-    Message,
     OutboundFaxRequested,
     RetryPolicy,
     TransferStatistics,
 )
-from faxbox.shared.store import Carrier, NotFound
+from faxbox.shared.outbox import Outbox
+from faxbox.shared.store import Carrier
+from faxbox.shared.testing import ManualClock, MemoryDecisionStore, MemoryDocuments, MemoryPublisher
 from faxbox.transmitter.carriers import Slot
-from faxbox.transmitter.handler import Deps
+from faxbox.transmitter.handler import Deps, handle_outbound
 from faxbox.transmitter.jobs import Finish, Job, JobState
 from faxbox.transmitter.line import CallReport, Dial
 
-M = TypeVar("M", bound=Message)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+Clock = ManualClock
 
 
 class FakeLedger:
@@ -117,15 +108,8 @@ class FakeLedger:
             "next_attempt_at": finish.next_attempt_at,
             "busy_since": None,
         }
-        if finish.result_type is not None:
-            changes |= {"result_type": finish.result_type, "result_json": finish.result_json}
         if finish.degrade is not None:
             changes["degrade"] = finish.degrade
-        if finish.pending_event_json is not None:
-            changes |= {
-                "pending_event_json": finish.pending_event_json,
-                "pending_event_published": False,
-            }
         if finish.failed:
             changes["failed_attempts"] = job.failed_attempts + 1
         self.jobs[fax_id] = dataclasses.replace(job, **changes)  # type: ignore[arg-type]
@@ -146,9 +130,6 @@ class FakeLedger:
             busy_since=min(job.busy_since or now, now),
         )
         return True
-
-    async def mark_event_published(self, fax_id: str) -> None:
-        self.jobs[fax_id] = dataclasses.replace(self.jobs[fax_id], pending_event_published=True)
 
 
 class FakeSlots:
@@ -188,17 +169,6 @@ class FakeCarriers:
         return [c for c in self.carriers if flag is None or flag in c.flags]
 
 
-class FakeDocuments:
-    def __init__(self, files: dict[str, Path]) -> None:
-        self.files = files
-
-    async def fetch(self, ref: DocumentRef, path: Path) -> None:
-        source = self.files.get(ref.file_id)
-        if source is None:
-            raise NotFound("document", ref.file_id)
-        await asyncio.to_thread(path.write_bytes, source.read_bytes())
-
-
 class FakeLine:
     """Answers each call with the next scripted report (or a callable making one)."""
 
@@ -218,15 +188,18 @@ class FakeLine:
         return result
 
 
-class FakeBus:
-    def __init__(self) -> None:
-        self.published: list[Message] = []
+@dataclass
+class Transmitter:
+    """The handler as the transmitter's consumer runs it: what it decides is published."""
 
-    async def publish(self, message: Message) -> None:
-        self.published.append(message)
+    deps: Deps
+    bus: MemoryPublisher
+    decisions: MemoryDecisionStore
 
-    def of(self, kind: type[M]) -> list[M]:
-        return [m for m in self.published if isinstance(m, kind)]
+    async def handle(self, message: OutboundFaxRequested) -> None:
+        await Outbox(self.decisions, self.bus).consuming(partial(handle_outbound, deps=self.deps))(
+            message
+        )
 
 
 def fax_tiff(path: Path, width: int = 1728) -> Path:
@@ -303,26 +276,29 @@ def carrier(name: str = "c1", **changes: object) -> Carrier:
     )
 
 
-def deps(
+def transmitter(
     tmp: Path,
     line: FakeLine,
     *,
     carriers: list[Carrier] | None = None,
     ledger: FakeLedger | None = None,
     slots: FakeSlots | None = None,
-    bus: FakeBus | None = None,
+    decisions: MemoryDecisionStore | None = None,
     clock: Callable[[], datetime] | None = None,
     worker_id: str = "w1",
     lease_s: float = 60.0,
-) -> Deps:
-    files = {"good": fax_tiff(tmp / "good.tif"), "narrow": fax_tiff(tmp / "narrow.tif", 1000)}
-    return Deps(
+) -> Transmitter:
+    documents = MemoryDocuments()
+    documents.keep(ref("good"), fax_tiff(tmp / "good.tif").read_bytes())
+    documents.keep(ref("narrow"), fax_tiff(tmp / "narrow.tif", 1000).read_bytes())
+    decisions = decisions or MemoryDecisionStore()
+    deps = Deps(
         ledger=ledger or FakeLedger(),
         slots=slots or FakeSlots(),
         carriers=FakeCarriers([carrier()] if carriers is None else carriers),
-        documents=FakeDocuments(files),
+        documents=documents,
         line=line,
-        publisher=bus or FakeBus(),
+        decisions=decisions,
         worker_id=worker_id,
         calls=asyncio.Semaphore(4),
         lease_s=lease_s,
@@ -331,3 +307,4 @@ def deps(
         spool_dir=tmp,
         clock=clock or Clock(),
     )
+    return Transmitter(deps, MemoryPublisher(), decisions)

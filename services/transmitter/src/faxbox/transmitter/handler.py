@@ -1,16 +1,25 @@
 """Handling one ``OutboundFaxRequested``: claim, check, choose a carrier, call, conclude.
 
-Settling rules (see docs/architecture.md, transmitter):
+Each attempt's outcome is a decision under the key ``<fax_id>#<attempt>``
+(``FaxAttemptFailed``, ``FaxSent``, or ``FaxAttemptFailed`` then ``FaxFailed``). The
+handler records it (``faxbox.shared.outbox``) before it ends the attempt in the job
+ledger, since a call that is over must never be made again, and returns it; the runtime
+publishes it. Settling rules (see docs/architecture.md, transmitter):
 
-- already ``sent``/``failed`` → ack, republishing the stored final event (same
-  ``message_id``): the earlier publish may not have been confirmed before a crash;
+- already ``sent``/``failed`` → ack, the last attempt's recorded outcome published
+  again (same message ids): the earlier publish may not have been confirmed;
 - ``in_call`` on a live lease → ``RetryLater`` until the lease ends: never acked away
   (that worker may die), never dialled (it is on the line);
-- ``waiting_retry`` before its time (a duplicate copy) → ``RetryLater`` until then;
+- ``in_call`` on a lease that ran out: if that attempt's outcome was recorded (its worker
+  died before ending the attempt), the job ends as recorded; otherwise the worker died
+  on the line and a new attempt is made;
+- ``waiting_retry`` before its time (a duplicate copy) → ``RetryLater`` until then, with
+  the previous attempt's outcome if it is still owed to the bus;
 - otherwise claim it (atomic, with our lease) and make one attempt.
 
-A failed attempt that may be retried publishes ``FaxAttemptFailed`` and raises
-``RetryLater(delay)``: the broker holds the message for the redial delay.
+A failed attempt that may be retried returns ``FaxAttemptFailed`` with a
+``RetryLater(delay)``: once it is published, the broker holds the message for the redial
+delay.
 """
 
 from __future__ import annotations
@@ -20,11 +29,11 @@ import contextlib
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff
 from faxbox.shared.contracts import (
@@ -36,8 +45,8 @@ from faxbox.shared.contracts import (
     FaxSent,
     Message,
     OutboundFaxRequested,
-    contract_by_name,
 )
+from faxbox.shared.outbox import Decided, DecisionStore, Recorded
 from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
@@ -54,10 +63,6 @@ CODE_NO_RESOURCES = -3
 CODE_INTERNAL = -4
 
 NO_RESOURCES = "no available resources"
-
-
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None: ...
 
 
 class CarrierSource(Protocol):
@@ -82,7 +87,7 @@ class Deps:
     carriers: CarrierSource
     documents: DocumentSource
     line: FaxLine
-    publisher: Publisher
+    decisions: DecisionStore
     worker_id: str
     calls: asyncio.Semaphore  # max_calls
     lease_s: float = 60.0
@@ -90,8 +95,6 @@ class Deps:
     busy_give_up_s: float = 1800.0
     spool_dir: Path | None = None
     clock: Callable[[], datetime] = utc_now
-    # Test hook only: runs after the final FaxSent was published, before the ack.
-    after_sent_published: Callable[[], None] | None = None
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> int:
@@ -103,70 +106,119 @@ def _seconds_until(moment: datetime | None, now: datetime) -> int:
 FINISH_TRIES = 25  # about ten minutes of backing off
 
 
-async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> None:
+def attempt_key(fax_id: str, attempt: int) -> str:
+    """The idempotency key of one attempt's outcome."""
+    return f"{fax_id}#{attempt}"
+
+
+async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> Recorded | None:
     """Database or broker trouble propagates: the settling policy waits it out."""
     now = deps.clock()
     job = await deps.ledger.ensure(message.fax_id, now)
+    if job.state is JobState.IN_CALL and not job.lease_live(now):
+        job = await _end_as_recorded(job, deps)
     if job.state in TERMINAL:
-        await _publish_pending(job, deps)
-        await _republish(job, deps)
-        return
+        return await _republish(job, deps)
     if job.state is JobState.IN_CALL and job.lease_live(now):
         raise RetryLater(
             f"fax is on the line with {job.worker_id}", _seconds_until(job.lease_until, now) + 1
         )
     if job.state is JobState.WAITING_RETRY and job.next_attempt_at and job.next_attempt_at > now:
-        await _publish_pending(job, deps)
-        raise RetryLater("redial not due yet", _seconds_until(job.next_attempt_at, now))
+        later = RetryLater("redial not due yet", _seconds_until(job.next_attempt_at, now))
+        previous = await deps.decisions.get(attempt_key(job.fax_id, job.attempt))
+        if previous is not None and previous.owed:
+            return replace(previous, retry=later)
+        raise later
     async with deps.calls:
         now = deps.clock()
         claimed = await deps.ledger.claim(message.fax_id, deps.worker_id, now, deps.lease_s)
         if claimed is None:  # another copy got there first: look again shortly
             raise RetryLater("job changed while claiming it", 1)
-        await _publish_pending(claimed, deps)
-        await _attempt(message, claimed, deps)
+        return await _attempt(message, claimed, deps)
 
 
-async def _republish(job: Job, deps: Deps) -> None:
-    if job.result_type and job.result_json:
-        event = contract_by_name(job.result_type).model_validate_json(job.result_json)
-        log.info("job already %s; republishing its %s", job.state.value, job.result_type)
-        await deps.publisher.publish(event)
+async def _republish(job: Job, deps: Deps) -> Recorded | None:
+    recorded = await deps.decisions.get(attempt_key(job.fax_id, job.attempt))
+    if recorded is not None:
+        names = ", ".join(type(m).__name__ for m in recorded.messages)
+        log.info("job already %s; republishing its %s", job.state.value, names)
         metrics.REPUBLISHED.inc()
+    return recorded
 
 
-async def _publish_pending(job: Job, deps: Deps) -> None:
-    # The FaxAttemptFailed of the previous attempt, if its publish was never confirmed.
-    if not job.pending_event_published and job.pending_event_json:
-        await deps.publisher.publish(FaxAttemptFailed.model_validate_json(job.pending_event_json))
-        await deps.ledger.mark_event_published(job.fax_id)
+async def _end_as_recorded(job: Job, deps: Deps) -> Job:
+    """A job whose worker died after recording its attempt's outcome ends as recorded."""
+    recorded = await deps.decisions.get(attempt_key(job.fax_id, job.attempt))
+    if recorded is None or job.worker_id is None:
+        return job  # the worker died on the line: the next claim is a new attempt
+    log.warning(
+        "attempt %d ended before its worker could say so; ending it as recorded", job.attempt
+    )
+    await deps.ledger.finish(job.fax_id, job.worker_id, job.attempt, finish_of(job, recorded))
+    return await deps.ledger.get(job.fax_id) or job
 
 
-async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> None:
+M = TypeVar("M", bound=Message)
+
+
+def _first(messages: Sequence[Message], kind: type[M]) -> M | None:
+    return next((m for m in messages if isinstance(m, kind)), None)
+
+
+def finish_of(job: Job, recorded: Recorded) -> Finish:
+    """How the job ends, read back from an attempt's recorded outcome."""
+    sent = _first(recorded.messages, FaxSent)
+    failed = _first(recorded.messages, FaxFailed)
+    attempt = _first(recorded.messages, FaxAttemptFailed)
+    if sent is not None:
+        return Finish(JobState.SENT, {"success": True, "carrier_id": sent.carrier_id})
+    outcome: dict[str, Any] = {"success": False}
+    if attempt is not None:
+        outcome |= {
+            "failure_class": attempt.failure.failure_class.value,
+            "code": attempt.failure.code,
+            "text": attempt.failure.text,
+            "pages_sent": attempt.pages_sent,
+            "carrier_id": attempt.carrier_id,
+        }
+    if failed is not None:
+        return Finish(JobState.FAILED, outcome, failed=attempt is not None)
+    assert attempt is not None
+    protocol = attempt.failure.failure_class is FailureClass.protocol
+    return Finish(
+        JobState.WAITING_RETRY,
+        outcome,
+        next_attempt_at=attempt.next_attempt_at,
+        failed=True,
+        degrade=job.degrade + 1 if protocol else job.degrade,
+    )
+
+
+async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recorded | None:
     with tempfile.TemporaryDirectory(prefix="faxbox-tx-", dir=deps.spool_dir) as tmp:
         path = Path(tmp) / "fax.tif"
         failure = await _load_document(message.fax_tiff, path, deps)
         if failure is not None:
-            await _fail(message, job, failure, deps, pages_sent=0, calls=job.attempt - 1)
-            return
+            return await _fail(message, job, failure, deps, pages_sent=0, calls=job.attempt - 1)
         carriers = eligible_carriers(
             await deps.carriers.list_carriers(flag="fax"), message.route_flags
         )
         if not carriers:
-            await _fail(message, job, _no_resources(), deps, pages_sent=0, calls=job.attempt - 1)
-            return
+            return await _fail(
+                message, job, _no_resources(), deps, pages_sent=0, calls=job.attempt - 1
+            )
         now = deps.clock()
         holder = f"{deps.worker_id}:{job.fax_id}:{job.attempt}"
         slot = await deps.slots.acquire(carriers, holder, now, deps.lease_s)
         if slot is None:
-            await _all_busy(message, job, carriers, deps, now)
-            return
+            return await _all_busy(message, job, carriers, deps, now)
         try:
             report = await _call_with_lease(message, job, slot, path, deps)
         finally:
             await _release(slot, deps)
-    if report is not None:
-        await _conclude(message, job, slot.carrier, report, deps)
+    if report is None:
+        return None
+    return await _conclude(message, job, slot.carrier, report, deps)
 
 
 async def _release(slot: Slot, deps: Deps) -> None:
@@ -207,12 +259,11 @@ def _no_resources() -> FaxFailure:
 
 async def _all_busy(
     message: OutboundFaxRequested, job: Job, carriers: Sequence[Carrier], deps: Deps, now: datetime
-) -> None:
+) -> Recorded | None:
     # Busy channels are our own capacity, not the fax's fault: not an attempt, and a
     # short wait, until it has lasted so long that the sender should hear about it.
     if job.busy_since is not None and (now - job.busy_since).total_seconds() > deps.busy_give_up_s:
-        await _fail(message, job, _no_resources(), deps, pages_sent=0, calls=job.attempt - 1)
-        return
+        return await _fail(message, job, _no_resources(), deps, pages_sent=0, calls=job.attempt - 1)
     metrics.CARRIER_BUSY.inc()
     retry_at = now + timedelta(seconds=deps.busy_retry_s)
     await deps.ledger.put_back(job.fax_id, deps.worker_id, job.attempt, retry_at, now)
@@ -275,7 +326,10 @@ async def _call_with_lease(
         metrics.CALLS_IN_PROGRESS.dec()
 
 
-async def _record(deps: Deps, job: Job, finish: Finish) -> bool:
+T = TypeVar("T")
+
+
+async def _insisting(write: Callable[[], Awaitable[T]], what: str) -> T:
     """Write the end of our attempt, insisting through database trouble.
 
     The call is over: if this write were lost, the lease would run out and the fax
@@ -285,14 +339,36 @@ async def _record(deps: Deps, job: Job, finish: Finish) -> bool:
     delay = 0.5
     for _ in range(FINISH_TRIES - 1):
         try:
-            return await deps.ledger.finish(job.fax_id, deps.worker_id, job.attempt, finish)
+            return await write()
         except Exception as exc:
             if not is_infrastructure(exc):
                 raise
-            log.warning("could not record the attempt's end; retrying in %.1fs", delay)
+            log.warning("could not record %s; retrying in %.1fs", what, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
-    return await deps.ledger.finish(job.fax_id, deps.worker_id, job.attempt, finish)
+    return await write()
+
+
+async def _end_attempt(
+    deps: Deps, job: Job, finish: Finish, messages: tuple[Message, ...], retry: RetryLater | None
+) -> Recorded | None:
+    """Record the attempt's outcome, then end the attempt; None if the job was not ours."""
+    current = await _insisting(lambda: deps.ledger.get(job.fax_id), "the job")
+    if current is None or (current.state, current.worker_id, current.attempt) != (
+        JobState.IN_CALL,
+        deps.worker_id,
+        job.attempt,
+    ):
+        return None
+    decided = Decided(attempt_key(job.fax_id, job.attempt), messages, retry)
+    recorded = await _insisting(lambda: deps.decisions.record(decided), "the attempt's outcome")
+    ended = await _insisting(
+        lambda: deps.ledger.finish(job.fax_id, deps.worker_id, job.attempt, finish),
+        "the attempt's end",
+    )
+    if not ended:
+        log.warning("the job was taken over while the attempt's outcome was recorded")
+    return recorded
 
 
 async def _cancel(task: asyncio.Task[CallReport]) -> None:
@@ -335,7 +411,7 @@ def _outcome_doc(report: CallReport, carrier: Carrier | None, at: datetime) -> d
 
 async def _conclude(
     message: OutboundFaxRequested, job: Job, carrier: Carrier, report: CallReport, deps: Deps
-) -> None:
+) -> Recorded | None:
     now = deps.clock()
     metrics.CALLS.labels(report.media, "sent" if report.success else "failed").inc()
     metrics.PAGES_SENT.inc(report.pages_sent)
@@ -356,20 +432,13 @@ async def _conclude(
             transmitted_tiff=message.fax_tiff,
             source_message_id=message.source_message_id,
         )
-        finish = Finish(
-            JobState.SENT,
-            _outcome_doc(report, carrier, now),
-            result_type="FaxSent",
-            result_json=sent.model_dump_json(),
-        )
-        if not await _record(deps, job, finish):
+        finish = Finish(JobState.SENT, _outcome_doc(report, carrier, now))
+        recorded = await _end_attempt(deps, job, finish, (sent,), None)
+        if recorded is None:
             log.error("fax went through but the job was no longer ours; not publishing")
-            return
+            return None
         metrics.OUTCOMES.labels("sent", "").inc()
-        await deps.publisher.publish(sent)
-        if deps.after_sent_published is not None:
-            deps.after_sent_published()
-        return
+        return recorded
 
     failure = report.failure
     assert failure is not None
@@ -380,7 +449,7 @@ async def _conclude(
         or job.failed_attempts + 1 >= policy.attempts
     )
     if final:
-        await _fail(
+        return await _fail(
             message,
             job,
             failure,
@@ -390,7 +459,6 @@ async def _conclude(
             carrier=carrier,
             report=report,
         )
-        return
     delay = max(1, policy.delay_before_attempt(job.failed_attempts + 2))
     next_at = now + timedelta(seconds=delay)
     degrade = job.degrade + 1 if failure.failure_class is FailureClass.protocol else job.degrade
@@ -401,19 +469,18 @@ async def _conclude(
         next_attempt_at=next_at,
         failed=True,
         degrade=degrade,
-        pending_event_json=event.model_dump_json(),
     )
-    if not await _record(deps, job, finish):
-        log.error("attempt ended but the job was no longer ours")
-        return
-    metrics.OUTCOMES.labels("retry", failure.failure_class.value).inc()
-    await deps.publisher.publish(event)
-    await deps.ledger.mark_event_published(job.fax_id)
-    raise RetryLater(
+    redial = RetryLater(
         f"attempt {job.attempt} failed ({failure.failure_class.value}: {failure.text}); "
         f"redial in {delay}s",
         delay,
     )
+    recorded = await _end_attempt(deps, job, finish, (event,), redial)
+    if recorded is None:
+        log.error("attempt ended but the job was no longer ours")
+        return None
+    metrics.OUTCOMES.labels("retry", failure.failure_class.value).inc()
+    return recorded
 
 
 def _attempt_failed(
@@ -448,7 +515,7 @@ async def _fail(
     calls: int,
     carrier: Carrier | None = None,
     report: CallReport | None = None,
-) -> None:
+) -> Recorded | None:
     failed = FaxFailed(
         fax_id=message.fax_id,
         account_id=message.account_id,
@@ -465,23 +532,14 @@ async def _fail(
     outcome = _outcome_doc(report or CallReport(failure, pages_sent), carrier, deps.clock())
     # A call that was made is an attempt like the others (with no next one); a fax
     # refused before dialling made no attempt.
-    attempt_event = None
+    messages: tuple[Message, ...] = (failed,)
     if report is not None and carrier is not None:
-        attempt_event = _attempt_failed(message, job, carrier, report, None)
-    finish = Finish(
-        JobState.FAILED,
-        outcome,
-        result_type="FaxFailed",
-        result_json=failed.model_dump_json(),
-        failed=report is not None,
-        pending_event_json=attempt_event.model_dump_json() if attempt_event else None,
-    )
-    if not await _record(deps, job, finish):
+        messages = (_attempt_failed(message, job, carrier, report, None), failed)
+    finish = Finish(JobState.FAILED, outcome, failed=report is not None)
+    recorded = await _end_attempt(deps, job, finish, messages, None)
+    if recorded is None:
         log.error("fax failed but the job was no longer ours; not publishing")
-        return
+        return None
     metrics.OUTCOMES.labels("failed", failure.failure_class.value).inc()
     log.info("fax failed for good: %s (%s)", failure.text, failure.failure_class.value)
-    if attempt_event is not None:
-        await deps.publisher.publish(attempt_event)
-        await deps.ledger.mark_event_published(job.fax_id)
-    await deps.publisher.publish(failed)
+    return recorded

@@ -10,9 +10,11 @@ can never both dial the same attempt:
 - ``waiting_retry`` → ``in_call``: the redial, once ``next_attempt_at`` has come;
 - ``in_call`` (lease expired: the worker died) → ``in_call``: a new attempt by another
   worker; while the lease is live nobody else may touch the job;
-- ``in_call`` → ``sent`` / ``failed`` / ``waiting_retry``: only by the holder of the
-  lease for that attempt, with the terminal event's payload stored in the same write,
-  so a redelivery republishes exactly that message (same ``message_id``).
+- ``in_call`` → ``sent`` / ``failed`` / ``waiting_retry``: by the holder of the lease for
+  that attempt, once the attempt's outcome is recorded as a decision of the outbox
+  (``<fax>#<attempt>``, see ``faxbox.shared.outbox``), which is what a redelivery
+  publishes again; or, when that holder died between the two writes, by the next
+  worker, from the recorded outcome.
 """
 
 from __future__ import annotations
@@ -58,10 +60,6 @@ class Job:
     next_attempt_at: datetime | None = None
     busy_since: datetime | None = None
     last_outcome: dict[str, Any] | None = None
-    result_type: str | None = None
-    result_json: str | None = None
-    pending_event_json: str | None = None
-    pending_event_published: bool = True
 
     def lease_live(self, now: datetime) -> bool:
         return self.lease_until is not None and self.lease_until > now
@@ -79,10 +77,6 @@ class Job:
             next_attempt_at=doc.get("next_attempt_at"),
             busy_since=doc.get("busy_since"),
             last_outcome=doc.get("last_outcome"),
-            result_type=doc.get("result_type"),
-            result_json=doc.get("result_json"),
-            pending_event_json=doc.get("pending_event_json"),
-            pending_event_published=bool(doc.get("pending_event_published", True)),
         )
 
 
@@ -92,12 +86,9 @@ class Finish:
 
     state: JobState
     last_outcome: dict[str, Any]
-    result_type: str | None = None
-    result_json: str | None = None
     next_attempt_at: datetime | None = None
     failed: bool = False  # counts against the retry budget
     degrade: int | None = None
-    pending_event_json: str | None = None
 
 
 class JobLedger(Protocol):
@@ -124,8 +115,6 @@ class JobLedger(Protocol):
     ) -> bool:
         """Undo our claim without a call (every carrier busy): not an attempt."""
         ...
-
-    async def mark_event_published(self, fax_id: str) -> None: ...
 
 
 def claimable_filter(fax_id: str, now: datetime) -> Doc:
@@ -220,14 +209,8 @@ class MongoJobLedger:
             "lease_until": None,
             "next_attempt_at": finish.next_attempt_at,
         }
-        if finish.result_type is not None:
-            fields["result_type"] = finish.result_type
-            fields["result_json"] = finish.result_json
         if finish.degrade is not None:
             fields["degrade"] = finish.degrade
-        if finish.pending_event_json is not None:
-            fields["pending_event_json"] = finish.pending_event_json
-            fields["pending_event_published"] = False
         update: Doc = {"$set": fields, "$unset": {"busy_since": ""}}
         if finish.failed:
             update["$inc"] = {"failed_attempts": 1}
@@ -255,8 +238,3 @@ class MongoJobLedger:
             },
         )
         return result.matched_count == 1
-
-    async def mark_event_published(self, fax_id: str) -> None:
-        await self.collection.update_one(
-            {"_id": fax_id}, {"$set": {"pending_event_published": True}}
-        )

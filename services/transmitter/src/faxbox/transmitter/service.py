@@ -1,4 +1,4 @@
-"""Wiring of the transmitter: settings, the SIP user agent, the ledger, the consumer."""
+"""Wiring of the transmitter: settings, the SIP user agent, the ledger, the outbox, the consumer."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from pydantic import Field
 
 from faxbox.fax.sip.ua import UserAgent
 from faxbox.shared import runner
-from faxbox.shared.contracts import DocumentRef, OutboundFaxRequested
+from faxbox.shared.contracts import DocumentRef, FaxSent, Message, OutboundFaxRequested
+from faxbox.shared.outbox import Outbox, Publisher
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.transmitter import carriers, jobs
 from faxbox.transmitter.handler import Deps, handle_outbound
 from faxbox.transmitter.line import SipFaxLine
@@ -76,10 +77,18 @@ class GridFsDocuments:
                 f.write(chunk)
 
 
-def _crash_now() -> None:
-    log.critical("test hook: exiting before the ack")
-    logging.shutdown()
-    os._exit(TEST_CRASH_EXIT_CODE)
+class CrashAfterSent:
+    """TEST HOOK: exit abruptly once a FaxSent is confirmed, before anything else."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    async def publish(self, message: Message) -> None:
+        await self.publisher.publish(message)
+        if isinstance(message, FaxSent):
+            log.critical("test hook: exiting before the ack")
+            logging.shutdown()
+            os._exit(TEST_CRASH_EXIT_CODE)
 
 
 @contextlib.asynccontextmanager
@@ -87,7 +96,9 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     if settings.transmitter_spool_dir is not None:
         # A configured spool that does not exist yet (a fresh volume) is ours to make.
         settings.transmitter_spool_dir.mkdir(parents=True, exist_ok=True)
-    async with infrastructure(settings, runtime) as infra:
+    async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
+        if settings.transmitter_test_crash_before_ack:
+            box = Outbox(box.store, CrashAfterSent(box.publisher), name=SERVICE)
         ledger = jobs.MongoJobLedger(infra.store.db[jobs.COLLECTION])
         await ledger.ensure_indexes()
         ua = await UserAgent.start(
@@ -111,14 +122,13 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             carriers=infra.store,
             documents=GridFsDocuments(infra.store),
             line=line,
-            publisher=infra.bus,
+            decisions=box.store,
             worker_id=settings.transmitter_worker_id,
             calls=asyncio.Semaphore(settings.max_calls),
             lease_s=settings.transmitter_lease_s,
             busy_retry_s=settings.transmitter_busy_retry_s,
             busy_give_up_s=settings.transmitter_busy_give_up_s,
             spool_dir=settings.transmitter_spool_dir,
-            after_sent_published=_crash_now if settings.transmitter_test_crash_before_ack else None,
         )
         log.info(
             "transmitter %s: SIP on %s:%d, pace %s, up to %d calls",
@@ -129,7 +139,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             settings.max_calls,
         )
         consumer = infra.bus.consumer(
-            SERVICE, {OutboundFaxRequested: partial(handle_outbound, deps=deps)}
+            SERVICE, {OutboundFaxRequested: box.consuming(partial(handle_outbound, deps=deps))}
         )
         await consumer.start()
         try:
