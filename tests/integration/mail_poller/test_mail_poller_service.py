@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from faxbox.mail_poller.keys import ledger_id
-from faxbox.mail_poller.lease import COLLECTION as LEASES
+from faxbox.mail_poller.lease import MailboxLease
 from faxbox.mail_poller.ledger import COLLECTION as LEDGER
 from faxbox.mail_poller.push import PUSH_URL_KEY
 from faxbox.shared.bus import ERROR_KIND_HEADER, REASON_HEADER, Bus
@@ -384,8 +384,7 @@ async def test_reconnects_after_a_dovecot_restart_mid_idle(
 
 
 async def _holder(store: Store, mailbox: str) -> str | None:
-    doc = await store.db[LEASES].find_one({"_id": mailbox})
-    return None if doc is None else doc.get("holder")
+    return await MailboxLease(store.db, mailbox, "observer", 1).current_holder()
 
 
 async def test_standby_takes_over_within_15_s_of_a_sigkill(
@@ -441,9 +440,8 @@ async def test_standby_takes_over_within_15_s_of_a_sigkill(
         # A graceful stop hands the lease back at once: no need to wait for the TTL.
         survivor = replicas[standby_name]
         assert survivor.terminate() == 0, survivor.log_tail()
-        doc = await store.db[LEASES].find_one({"_id": mailbox})
-        assert doc is not None
-        assert doc["holder"] is None
+        assert await MailboxLease(store.db, mailbox, "observer", 1).lease.current() is not None
+        assert await _holder(store, mailbox) is None
 
 
 async def _holder_is(store: Store, mailbox: str, name: str) -> bool:

@@ -8,8 +8,9 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from pymongo import AsyncMongoClient
 
-from faxbox.mail_poller.lease import MongoLease
+from faxbox.mail_poller.lease import MailboxLease
 from faxbox.mail_poller.ledger import (
     DuplicateLedgerId,
     DuplicateMessageKey,
@@ -18,6 +19,7 @@ from faxbox.mail_poller.ledger import (
     State,
 )
 from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Store
 
 pytestmark = pytest.mark.integration
@@ -92,8 +94,8 @@ async def test_a_key_claimed_by_an_entry_never_written(store: Store) -> None:
 
 async def test_lease_is_exclusive_expires_and_is_released(store: Store) -> None:
     mailbox = f"box-{uuid.uuid4().hex}"
-    a = MongoLease(store.db, mailbox, "a", ttl_s=1.0)
-    b = MongoLease(store.db, mailbox, "b", ttl_s=1.0)
+    a = MailboxLease(store.db, mailbox, "a", ttl_s=1.0)
+    b = MailboxLease(store.db, mailbox, "b", ttl_s=1.0)
 
     assert await a.try_acquire()
     assert a.held
@@ -109,3 +111,23 @@ async def test_lease_is_exclusive_expires_and_is_released(store: Store) -> None:
     await b.release()
     assert await b.current_holder() is None
     assert await a.try_acquire()
+
+
+async def test_twelve_replicas_starting_at_once_one_polls_the_mailbox(
+    store: Store, mongo_settings: MongoSettings
+) -> None:
+    # Separate connections, as separate replicas would have.
+    pool = [AsyncMongoClient[dict[str, object]](mongo_settings.mongo_url) for _ in range(4)]
+    mailbox = f"box#{uuid.uuid4().hex}"
+    try:
+        replicas = [
+            MailboxLease(pool[i % 4][mongo_settings.mongo_db], mailbox, f"r{i}", ttl_s=0.5)
+            for i in range(12)
+        ]
+        for round_ in range(3):
+            taken = await asyncio.gather(*(r.try_acquire() for r in replicas))
+            assert sum(taken) == 1, f"round {round_}: {taken}"
+            await asyncio.sleep(0.7)  # the holder stops renewing
+    finally:
+        for client in pool:
+            await client.close()

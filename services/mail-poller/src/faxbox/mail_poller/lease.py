@@ -1,39 +1,39 @@
-"""One active poller per mailbox: a lease document in MongoDB.
+"""One active poller per mailbox: a generation lease (``faxbox.shared.store.claims``).
 
-``intake_leases`` holds one document per mailbox: ``holder`` and ``expires_at``. Taking
-or renewing is one ``find_one_and_update`` that matches only if this replica already
-holds the lease or it has expired; when another replica holds a live lease the filter
-misses, the upsert collides with the existing ``_id`` and the answer is "not yours".
+A standby takes the mailbox only by inserting the lease's next generation once the
+holder's expired, which one replica alone can do; the generation is the holder's
+fencing token: once a newer one exists, its renewals fail and it stops.
 
 The holder trusts its lease only until ``ttl_s`` after its last successful renewal,
 counted on its own monotonic clock from before the renew was sent, so it stops working
 before any standby can take over even if its renewals fail silently. Lease expiry is
 compared on the replicas' wall clocks: keep them NTP-synchronized (skew adds to the
-takeover time, or, beyond ``ttl_s``, lets two pollers overlap; the ledger still keeps
+takeover time, or, beyond ``ttl_s``, lets two pollers overlap; the outbox still keeps
 that from publishing twice).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from pymongo import ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
-log = logging.getLogger(__name__)
+from faxbox.shared.store.claims import GenerationLease, Held
 
-COLLECTION: Final = "intake_leases"
+COLLECTION: Final = "mail_poller_leases"
 
 Doc = dict[str, Any]
 
 
-class MongoLease:
+def lease_name(mailbox: str) -> str:
+    # '#' separates a lease's name from its generation.
+    return mailbox.replace("%", "%25").replace("#", "%23")
+
+
+class MailboxLease:
     def __init__(
         self,
         db: AsyncDatabase[Doc],
@@ -41,15 +41,16 @@ class MongoLease:
         holder: str,
         ttl_s: float,
         *,
-        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.collection: AsyncCollection[Doc] = db[COLLECTION]
+        self.lease = GenerationLease(
+            db[COLLECTION], lease_name(mailbox), timedelta(seconds=ttl_s), headless_chains=False
+        )
         self.mailbox = mailbox
         self.holder = holder
         self.ttl_s = ttl_s
-        self._wall_clock = wall_clock
         self._monotonic = monotonic
+        self._held: Held | None = None
         self._valid_until = 0.0
 
     @property
@@ -60,26 +61,11 @@ class MongoLease:
     async def try_acquire(self) -> bool:
         """Take or renew the lease; False if another replica holds a live one."""
         sent_at = self._monotonic()
-        now = self._wall_clock()
-        try:
-            doc = await self.collection.find_one_and_update(
-                {
-                    "_id": self.mailbox,
-                    "$or": [{"holder": self.holder}, {"expires_at": {"$lt": now}}],
-                },
-                {
-                    "$set": {
-                        "holder": self.holder,
-                        "expires_at": now + timedelta(seconds=self.ttl_s),
-                        "renewed_at": now,
-                    }
-                },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            doc = None
-        if doc is None or doc.get("holder") != self.holder:
+        held = None if self._held is None else await self.lease.renew(self._held)
+        if held is None:
+            held = await self.lease.acquire(self.holder)
+        self._held = held
+        if held is None:
             self._valid_until = 0.0
             return False
         self._valid_until = sent_at + self.ttl_s
@@ -88,16 +74,16 @@ class MongoLease:
     async def release(self) -> None:
         """Give the lease up (graceful stop) so a standby takes over at once."""
         self._valid_until = 0.0
-        await self.collection.update_one(
-            {"_id": self.mailbox, "holder": self.holder},
-            {"$set": {"expires_at": datetime(1970, 1, 1, tzinfo=UTC), "holder": None}},
-        )
+        held, self._held = self._held, None
+        if held is not None:
+            await self.lease.release(held)
 
     async def current_holder(self) -> str | None:
-        doc = await self.collection.find_one({"_id": self.mailbox})
-        if doc is None or doc.get("expires_at") is None:
+        doc = await self.lease.current()
+        if doc is None:
             return None
-        if doc["expires_at"] < self._wall_clock():
+        expires_at: datetime = doc["expires_at"]
+        if expires_at.replace(tzinfo=expires_at.tzinfo or UTC) <= datetime.now(UTC):
             return None
         holder = doc.get("holder")
         return holder if isinstance(holder, str) else None

@@ -19,7 +19,7 @@ from faxbox.mail_poller.auth import TokenSource
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.imap import ImapSession
 from faxbox.mail_poller.intake import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MAIL_BYTES, IntakeDeps
-from faxbox.mail_poller.lease import MongoLease
+from faxbox.mail_poller.lease import MailboxLease
 from faxbox.mail_poller.ledger import MongoLedger
 from faxbox.mail_poller.push import ROUTE, PushHub
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing
@@ -181,7 +181,9 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             push = hub.target(config.name) if hub is not None and config.push else None
             watcher = MailboxWatcher(
                 config,
-                MongoLease(infra.store.db, config.name, settings.replica_id, settings.lease_ttl_s),
+                MailboxLease(
+                    infra.store.db, config.name, settings.replica_id, settings.lease_ttl_s
+                ),
                 deps,
                 partial(ImapSession, config, tokens, push),
                 dead_letters,
