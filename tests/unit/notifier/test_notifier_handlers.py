@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import pytest
@@ -23,10 +21,9 @@ from faxbox.notifier.compose import (
     thumbnail_png,
 )
 from faxbox.notifier.handlers import Deps, automatic_reason, on_failed, on_sent
-from faxbox.notifier.ports import Claim, ClaimBusy, MailDeferred, MailRefused
+from faxbox.notifier.ports import MailDeferred, MailRefused
 from faxbox.shared.bus import PermanentError, RetryLater, TransientError
 from faxbox.shared.contracts import (
-    DocumentRef,
     FailureClass,
     FaxFailed,
     FaxFailure,
@@ -38,97 +35,16 @@ from faxbox.shared.contracts import (
     TransferStatistics,
 )
 from faxbox.shared.outbox import Decided, Outbox
-from faxbox.shared.store import Account, Faxbox, NotFound, User
+from faxbox.shared.store import Account, Faxbox, User
 from faxbox.shared.testing import MemoryDecisionStore, MemoryDocuments, MemoryPublisher
-
-AT = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
-
-
-# --- fakes of our own ports ------------------------------------------------------------------
-
-
-@dataclass
-class FakeClaims:
-    """Same rules as MongoSendClaims, in memory; ``now`` is moved by the test."""
-
-    now: datetime = AT
-    lease: timedelta = timedelta(seconds=120)
-    entries: dict[str, dict[str, object]] = field(default_factory=dict)
-    counter: int = 0
-
-    async def claim(self, key: str, new_message_id: str) -> Claim:
-        self.counter += 1
-        owner = f"o{self.counter}"
-        entry = self.entries.get(key)
-        if entry is None:
-            self.entries[key] = {
-                "state": "claimed",
-                "mid": new_message_id,
-                "owner": owner,
-                "until": self.now + self.lease,
-            }
-            return Claim(key, owner, new_message_id, maybe_sent_before=False)
-        until = entry["until"]
-        assert isinstance(until, datetime)
-        if entry["state"] == "claimed" and until > self.now:
-            raise ClaimBusy(key, 5)
-        was_claimed = entry["state"] == "claimed"
-        entry.update(state="claimed", owner=owner, until=self.now + self.lease)
-        return Claim(key, owner, str(entry["mid"]), maybe_sent_before=was_claimed)
-
-    async def release(self, claim: Claim, reason: str) -> None:
-        if self.entries[claim.key]["owner"] == claim.owner:
-            self.entries[claim.key]["state"] = "released"
-
-
-@dataclass
-class FakeMailer:
-    script: list[Exception] = field(default_factory=list)
-    sent: list[tuple[EmailMessage, list[str]]] = field(default_factory=list)
-
-    async def send(self, message: EmailMessage, recipients: list[str]) -> None:
-        if self.script:
-            raise self.script.pop(0)
-        self.sent.append((message, recipients))
-
-
-@dataclass
-class FakeDirectory:
-    users: dict[str, User]
-    faxboxes: dict[str, Faxbox]
-    account: Account
-
-    async def get_user(self, user_id: str) -> User:
-        if user_id not in self.users:
-            raise NotFound("user", user_id)
-        return self.users[user_id]
-
-    async def get_faxbox(self, faxbox_id: str) -> Faxbox:
-        if faxbox_id not in self.faxboxes:
-            raise NotFound("faxbox", faxbox_id)
-        return self.faxboxes[faxbox_id]
-
-    async def get_account(self, account_id: str) -> Account:
-        return self.account
-
-
-def tiff_page(width: int = 1728, height: int = 1100) -> bytes:
-    out = io.BytesIO()
-    Image.new("1", (width, height), 1).save(out, format="TIFF", compression="group4", dpi=(204, 98))
-    return out.getvalue()
-
-
-def ref(file_id: str) -> DocumentRef:
-    return DocumentRef(
-        account_id="acc1",
-        month="202611",
-        file_id=file_id,
-        filename="f",
-        content_type="image/tiff",
-        length=1,
-        sha256=hashlib.sha256().hexdigest(),
-    )
-
+from tests.unit.notifier.notifier_fakes import (
+    AT,
+    FakeClaims,
+    FakeDirectory,
+    FakeMailer,
+    ref,
+    tiff_page,
+)
 
 E = TypeVar("E", bound=FaxMessage)
 
