@@ -14,8 +14,10 @@ from faxbox.shared.contracts import (
     RejectionCode,
     RejectionReason,
 )
+from faxbox.shared.outbox import Decided
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, Faxbox, Store, User
+from faxbox.shared.store.decisions import MongoDecisionStore
 from faxbox.validator.authz import match_sender
 from faxbox.validator.mongo import (
     DAILY_PAGES_LOCKS,
@@ -23,7 +25,6 @@ from faxbox.validator.mongo import (
     MongoClaims,
     MongoDirectory,
     MongoDocuments,
-    MongoLedger,
     MongoPageCounters,
 )
 
@@ -104,7 +105,7 @@ async def test_directory_finds_owner_alternate_and_permitted_senders(store: Stor
 
 
 async def test_ledger_keeps_the_first_decision(store: Store) -> None:
-    ledger = MongoLedger(store)
+    ledger = MongoDecisionStore(store.db, "validator")
     documents = MongoDocuments(store)
     raw = await documents.put(
         "intake", "202611", b"mail", filename="m.eml", content_type="message/rfc822", metadata={}
@@ -125,15 +126,15 @@ async def test_ledger_keeps_the_first_decision(store: Store) -> None:
 
     assert await ledger.get(fax_id) is None
     first = (rejected("first"), rejected("first, second message"))
-    assert await ledger.record(fax_id, first) == first
-    assert await ledger.record(fax_id, (rejected("second"),)) == first
+    assert (await ledger.record(Decided(fax_id, first))).messages == first
+    assert (await ledger.record(Decided(fax_id, (rejected("second"),)))).messages == first
     entry = await ledger.get(fax_id)
     assert entry is not None
-    assert (entry.messages, entry.published) == (first, False)
-    await ledger.mark_published(fax_id)
+    assert (entry.messages, not entry.owed) == (first, False)
+    await ledger.forget(fax_id)
     entry = await ledger.get(fax_id)
     assert entry is not None
-    assert entry.published
+    assert not entry.owed
     assert FaxSettings().resolution == "fine"
 
     # A decision recorded before one mail could become several faxes: one message.
@@ -143,7 +144,7 @@ async def test_ledger_keeps_the_first_decision(store: Store) -> None:
     )
     entry = await ledger.get(older)
     assert entry is not None
-    assert (entry.messages, entry.published) == ((first[0],), False)
+    assert (entry.messages, not entry.owed) == ((first[0],), False)
 
 
 async def test_a_claim_is_held_by_one_fax_id_until_it_gives_it_up(

@@ -201,8 +201,8 @@ async def test_each_fax_of_one_mail_is_told_in_the_thread_of_that_mail(world: Wo
     second = failed_event().model_copy(
         update={"fax_id": "fax_1-2", "destination": "+14155550124", "source_message_id": original}
     )
-    await on_sent(first, world.deps)
-    await on_failed(second, world.deps)
+    await world.handle(on_sent, first)
+    await world.handle(on_failed, second)
     (sent, _), (failed, _) = world.mailer.sent
     assert (sent["In-Reply-To"], failed["In-Reply-To"]) == (original, original)
     assert sent["References"] == failed["References"] == original
@@ -215,7 +215,7 @@ async def test_each_fax_of_one_mail_is_told_in_the_thread_of_that_mail(world: Wo
         assert html is not None
         assert number in text.get_content()
         assert number in html.get_content()
-    assert sorted(world.ledger.entries) == ["fax_1-2:failed", "fax_1:sent"]
+    assert sorted(world.decisions.decisions) == ["fax_1-2:failed", "fax_1:sent"]
 
 
 def test_every_rejection_code_says_how_to_fix_it() -> None:

@@ -7,14 +7,15 @@ Rejected: one message under the mail's fax id, every reason in it. Copies of one
 that come to the same rejection send it once: the first claims
 ``<mailbox>|<identity>|rejected|<digest of the reasons>``.
 
-Idempotent on the mail's fax id: every message of the decision is recorded in a ledger
-before any is published, and marked once the broker confirmed them all. A redelivery
-finds them there: if confirmed, nothing more happens; if not, those same messages (same
-``message_id`` each) are published again, so downstream services, which deduplicate on
-it, see one decision. Work done before a crash is not repeated either: claims and page
-reservations are keyed by fax id and stored documents are found again by fax id and role.
+Idempotent on the mail's fax id: the handler returns every message of its decision under
+that key, and the runtime records them (``faxbox.shared.outbox``) before any is
+published. A redelivery finds them there: if all were confirmed, nothing more happens;
+if not, those same messages (same ``message_id`` each) are returned to be published
+again, so downstream services, which deduplicate on it, see one decision. Work done
+before a crash is not repeated either: claims and page reservations are keyed by fax id
+and stored documents are found again by fax id and role.
 
-Settling: returning acks (after the broker confirmed the publish); unknown senders and
+Settling: returning acks (once the broker confirmed the decision); unknown senders and
 mail for no account raise ``PermanentError`` (dead-letter with the reason: admins see
 it, the sender hears nothing); database or broker trouble propagates and is retried.
 """
@@ -38,6 +39,7 @@ from faxbox.shared.contracts import (
     RetryPolicy,
     month_of,
 )
+from faxbox.shared.outbox import Decided, DecisionStore, Recorded
 from faxbox.shared.store import DocumentCorrupt, NotFound
 from faxbox.validator.decision import Decision, Limits, Outcome, evaluate
 from faxbox.validator.mime import DocumentKind
@@ -45,9 +47,7 @@ from faxbox.validator.ports import (
     Claims,
     Directory,
     Documents,
-    Ledger,
     PageCounters,
-    Publisher,
     Renderer,
 )
 
@@ -64,8 +64,7 @@ class Deps:
     counters: PageCounters
     renderer: Renderer
     documents: Documents
-    ledger: Ledger
-    publisher: Publisher
+    decisions: DecisionStore
     limits: Limits
     claims: Claims
 
@@ -193,19 +192,10 @@ def rejection_claim_key(mailbox: str, identity: str, decision: Decision) -> str:
     return f"{mailbox}|{identity}|rejected|{hashlib.sha256(said.encode()).hexdigest()[:32]}"
 
 
-async def on_mail_received(message: MailReceived, deps: Deps) -> None:
-    earlier = await deps.ledger.get(message.fax_id)
+async def on_mail_received(message: MailReceived, deps: Deps) -> Decided | None:
+    earlier = await deps.decisions.get(message.fax_id)
     if earlier is not None:
-        names = ", ".join(type(m).__name__ for m in earlier.messages)
-        if earlier.published:
-            log.info("mail decided and published before (%s); nothing to do", names)
-            return
-        # Decided, but the confirms may never have come: the same messages once more.
-        log.info("mail decided before (%s); publishing that decision again", names)
-        for decided in earlier.messages:
-            await deps.publisher.publish(decided)
-        await deps.ledger.mark_published(message.fax_id)
-        return
+        return _decided_before(earlier)
 
     raw = await _load_raw(deps.documents, message.raw)
     decision = await evaluate(
@@ -225,7 +215,7 @@ async def on_mail_received(message: MailReceived, deps: Deps) -> None:
         if decision.ignored.dead_letter:
             raise PermanentError(f"{decision.ignored.code}: {decision.ignored.message}")
         log.info("ignored: %s", decision.ignored.message)
-        return
+        return None
 
     if decision.outcome is Outcome.ACCEPTED:
         outcome = await _requested(message, decision, deps)
@@ -234,18 +224,25 @@ async def on_mail_received(message: MailReceived, deps: Deps) -> None:
         key = rejection_claim_key(message.mailbox, decision.mail.identity, decision)
         if not await deps.claims.claim(key, message.fax_id):
             log.info("another copy of this mail was rejected for the same reasons; not again")
-            return
+            return None
         outcome = (_rejected(message, decision),)
-    recorded = await deps.ledger.record(message.fax_id, outcome)
-    for decided in recorded:
-        await deps.publisher.publish(decided)
-    await deps.ledger.mark_published(message.fax_id)
     log.info(
         "decided %s",
         decision.outcome.value,
         extra={
             "reasons": [r.code.value for r in decision.reasons],
             "numbers": list(decision.numbers),
-            "fax_ids": [m.fax_id for m in recorded],
+            "fax_ids": [m.fax_id for m in outcome],
         },
     )
+    return Decided(message.fax_id, outcome)
+
+
+def _decided_before(earlier: Recorded) -> Recorded | None:
+    names = ", ".join(type(m).__name__ for m in earlier.messages)
+    if not earlier.owed:
+        log.info("mail decided and published before (%s); nothing to do", names)
+        return None
+    # Decided, but the confirms may never have come: the same messages once more.
+    log.info("mail decided before (%s); publishing that decision again", names)
+    return earlier

@@ -2,9 +2,9 @@
 
 Collections owned here (no indexes beyond ``_id`` needed):
 
-- ``validator_decisions``: one document per mail (its fax id) with every message
-  decided, so a redelivered ``MailReceived`` republishes the same messages instead of
-  deciding again;
+- ``validator_decisions`` (and ``validator_outbox``): the outbox's, one decision per
+  mail (its fax id) with every message decided, so a redelivered ``MailReceived``
+  republishes the same messages instead of deciding again (``faxbox.shared.outbox``);
 - ``validator_claims``: one document per claimed key (a number of a mail, a rejection of
   a mail), holding the fax id that claimed it (a unique ``_id`` insert: exclusive on
   FerretDB v1 too);
@@ -28,12 +28,12 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from faxbox.shared.contracts import DocumentRef, Message, contract_by_name
+from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account, Faxbox, NotFound, Store, User
+from faxbox.shared.store.decisions import decisions_collection
 from faxbox.validator.authz import Candidate, permission_match
-from faxbox.validator.ports import LedgerEntry
 
-DECISIONS = "validator_decisions"
+DECISIONS = decisions_collection("validator")
 CLAIMS = "validator_claims"
 Doc = dict[str, Any]
 DAILY_PAGES = "daily_pages"
@@ -247,45 +247,3 @@ class MongoClaims:
     async def release(self, key: str, fax_id: str) -> None:
         # Only the holder releases its own claim: no race on the condition.
         await self._collection.delete_one({"_id": key, "fax_id": fax_id})
-
-
-class MongoLedger:
-    def __init__(self, store: Store) -> None:
-        self._collection = store.db[DECISIONS]
-
-    async def get(self, fax_id: str) -> LedgerEntry | None:
-        doc = await self._collection.find_one({"_id": fax_id})
-        if doc is None:
-            return None
-        # Decisions recorded before one mail could become several faxes hold one message.
-        stored = doc.get("messages") or [{"type": doc["type"], "message": doc["message"]}]
-        messages = tuple(
-            contract_by_name(str(item["type"])).model_validate_json(str(item["message"]))
-            for item in stored
-        )
-        return LedgerEntry(messages, doc.get("published_at") is not None)
-
-    async def record(self, fax_id: str, messages: tuple[Message, ...]) -> tuple[Message, ...]:
-        try:
-            await self._collection.insert_one(
-                {
-                    "_id": fax_id,
-                    "messages": [
-                        {"type": type(m).__name__, "message": m.model_dump_json()} for m in messages
-                    ],
-                    "decided_at": datetime.now(UTC),
-                    "published_at": None,
-                }
-            )
-        except DuplicateKeyError:
-            # Another delivery of the same mail decided first: its messages are the ones.
-            existing = await self.get(fax_id)
-            if existing is None:
-                raise
-            return existing.messages
-        return messages
-
-    async def mark_published(self, fax_id: str) -> None:
-        await self._collection.update_one(
-            {"_id": fax_id}, {"$set": {"published_at": datetime.now(UTC)}}
-        )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from faxbox.render import RenderedDocument
-from faxbox.shared.contracts import DocumentRef, Message
+from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account
 from faxbox.validator.authz import Candidate
 
@@ -77,25 +76,3 @@ class Claims(Protocol):
     async def release(self, key: str, fax_id: str) -> None:
         """Give up a claim ``fax_id`` holds (an accepted copy rejected after claiming)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    messages: tuple[Message, ...]  # every message of the one decision, in publishing order
-    published: bool  # the broker confirmed them all once
-
-
-class Ledger(Protocol):
-    """The decision taken for each mail (its fax id), so a redelivery repeats it exactly."""
-
-    async def get(self, fax_id: str) -> LedgerEntry | None: ...
-
-    async def record(self, fax_id: str, messages: tuple[Message, ...]) -> tuple[Message, ...]:
-        """Store the decision; if one is stored already, return that one instead."""
-        ...
-
-    async def mark_published(self, fax_id: str) -> None: ...
-
-
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None: ...

@@ -13,10 +13,11 @@ from faxbox.render import DEFAULT_MAX_LENGTH_MM, DEFAULT_TIMEOUT_S
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import MailReceived, Message
+from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.validator.decision import DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_PAGES, Limits
 from faxbox.validator.handler import Deps, on_mail_received
 from faxbox.validator.mime import Caps
@@ -24,10 +25,9 @@ from faxbox.validator.mongo import (
     MongoClaims,
     MongoDirectory,
     MongoDocuments,
-    MongoLedger,
     MongoPageCounters,
 )
-from faxbox.validator.ports import Publisher, Renderer
+from faxbox.validator.ports import Renderer
 from faxbox.validator.renderer import ProcessRenderer
 
 SERVICE = "validator"
@@ -75,7 +75,7 @@ class Settings(ServiceSettings):
 
 
 def build_deps(
-    store: Store, publisher: Publisher, settings: Settings, renderer: Renderer | None = None
+    store: Store, decisions: DecisionStore, settings: Settings, renderer: Renderer | None = None
 ) -> Deps:
     return Deps(
         directory=MongoDirectory(store),
@@ -87,8 +87,7 @@ def build_deps(
             settings.validator_max_page_length_mm,
         ),
         documents=MongoDocuments(store),
-        ledger=MongoLedger(store),
-        publisher=publisher,
+        decisions=decisions,
         limits=settings.limits(),
         claims=MongoClaims(store),
     )
@@ -96,10 +95,10 @@ def build_deps(
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
-    async with infrastructure(settings, runtime) as infra:
-        deps = build_deps(infra.store, infra.bus, settings)
+    async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
+        deps = build_deps(infra.store, box.store, settings)
         handlers: dict[type[Message], Handler] = {
-            MailReceived: partial(on_mail_received, deps=deps)
+            MailReceived: box.consuming(partial(on_mail_received, deps=deps))
         }
         consumer = infra.bus.consumer(SERVICE, handlers)
         await consumer.start()

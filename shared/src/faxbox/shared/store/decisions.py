@@ -45,10 +45,21 @@ def outbox_collection(name: str) -> str:
 
 
 def _messages(doc: Doc) -> tuple[Message, ...]:
+    # The validator's decisions from before this store: "message" for "body", and before
+    # one mail could become several faxes, a single message at the top level.
+    items = doc.get("messages") or [doc]
     return tuple(
-        contract_by_name(str(item["type"])).model_validate_json(str(item["body"]))
-        for item in doc["messages"]
+        contract_by_name(str(item["type"])).model_validate_json(
+            str(item.get("body") or item["message"])
+        )
+        for item in items
     )
+
+
+def _unconfirmed_before(doc: Doc) -> bool:
+    # The validator's own ledger, before this store, marked what the broker confirmed.
+    before = not doc.get("messages") or "body" not in doc["messages"][0]
+    return before and doc.get("published_at") is None
 
 
 class MongoDecisionStore:
@@ -74,7 +85,7 @@ class MongoDecisionStore:
         if doc is None:
             return None
         owed = await self.outbox.find_one({"_id": key}, {"_id": 1}) is not None
-        return Recorded(key, _messages(doc), owed=owed)
+        return Recorded(key, _messages(doc), owed=owed or _unconfirmed_before(doc))
 
     async def record(self, decided: Decided) -> Recorded:
         now = datetime.now(UTC)

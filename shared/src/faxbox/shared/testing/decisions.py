@@ -11,8 +11,9 @@ class MemoryDecisionStore:
     def __init__(self) -> None:
         self.decisions: dict[str, Decided] = {}
         self.owed_since: dict[str, datetime] = {}
-        # Raised by the next records, one each, as a database going away would.
+        # Raised by the next records (forgets), one each, as a database going away would.
         self.failures: list[Exception] = []
+        self.forget_failures: list[Exception] = []
 
     async def get(self, key: str) -> Recorded | None:
         decided = self.decisions.get(key)
@@ -28,6 +29,8 @@ class MemoryDecisionStore:
         return Recorded(decided.key, standing.messages, decided.retry)
 
     async def forget(self, key: str) -> None:
+        if self.forget_failures:
+            raise self.forget_failures.pop(0)
         self.owed_since.pop(key, None)
 
     async def owed(self, older_than: datetime) -> list[Recorded]:

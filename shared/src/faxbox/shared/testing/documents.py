@@ -72,7 +72,7 @@ class MemoryDocuments:
     async def delete(self, ref: DocumentRef) -> None:
         self.files.pop(ref.file_id, None)
 
-    def roles_of(self, fax_id: str) -> list[str]:
+    def stored_for(self, fax_id: str) -> list[str]:
         """The roles stored for a fax, sorted."""
         return sorted(
             str(m["role"]) for _r, _d, m in self.files.values() if m.get("fax_id") == fax_id

@@ -12,12 +12,14 @@ M = TypeVar("M", bound=Message)
 class MemoryPublisher:
     def __init__(self) -> None:
         self.published: list[Message] = []
-        # Raised by the next publishes, one each, as a broker without a confirm would.
-        self.failures: list[Exception] = []
+        # What the next publishes do, one entry each: None goes through, an exception is
+        # raised, as a broker that does not confirm; once the list is empty, all go through.
+        self.failures: list[Exception | None] = []
 
     async def publish(self, message: Message) -> None:
-        if self.failures:
-            raise self.failures.pop(0)
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
         self.published.append(message)
 
     def of(self, kind: type[M]) -> list[M]:
