@@ -285,7 +285,8 @@ class Stack:
             # inbound
             "FAXBOX_INBOUND_SIP_PORT": str(self.inbound_sip_port),
             "FAXBOX_INBOUND_SPOOL_DIR": str(self.directory / "spool-inbound"),
-            "FAXBOX_INBOUND_OUTBOX_INTERVAL_S": "2",
+            # every service's outbox sweep (inbound's after a broker outage, the chaos run)
+            "FAXBOX_OUTBOX_SWEEP_INTERVAL_S": "2",
             # pstn-sim
             "FAXBOX_PSTN_SIP_PORT": str(self.pstn_sip_port),
             "FAXBOX_PSTN_HTTP_PORT": str(self.pstn_http_port),

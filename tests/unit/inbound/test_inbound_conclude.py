@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,6 @@ from PIL import Image
 from faxbox.fax.outcome import FailureClass as EngineClass
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.inbound.handler import Deps, _candidates, _conclude
-from faxbox.inbound.outbox import deliver, sweep
 from faxbox.inbound.pdf import tiff_to_pdf
 from faxbox.shared.contracts import (
     DocumentRef,
@@ -26,7 +23,9 @@ from faxbox.shared.contracts import (
     InboundFaxReceived,
     Message,
 )
+from faxbox.shared.outbox import Decided, Outbox
 from faxbox.shared.store import Account, Faxbox
+from faxbox.shared.testing import MemoryDecisionStore, MemoryDocuments, MemoryPublisher
 
 A4_W = 1728 / 204 * 72
 A4_H = 2292 / 196 * 72
@@ -66,62 +65,9 @@ def test_called_numbers_without_plus_are_tried_as_e164() -> None:
     assert _candidates("1001*") == ["1001*"]
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.stored: dict[str, tuple[str, str, bytes]] = {}
-
-    async def put(
-        self,
-        account_id: str,
-        month: str,
-        data: bytes,
-        *,
-        filename: str,
-        content_type: str,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> DocumentRef:
-        ref = DocumentRef(
-            account_id=account_id,
-            month=month,
-            file_id=f"doc{len(self.stored)}",
-            filename=filename,
-            content_type=content_type,
-            length=len(data),
-            sha256="0" * 64,
-        )
-        self.stored[ref.file_id] = (content_type, month, data)
-        return ref
-
-
-class Bus:
-    def __init__(self) -> None:
-        self.published: list[Message] = []
-
-    async def publish(self, message: Message) -> None:
-        self.published.append(message)
-
-
-class MemoryOutbox:
-    def __init__(self) -> None:
-        self.kept: dict[str, tuple[datetime, Message]] = {}
-
-    async def add(self, message: Message) -> None:
-        self.kept[message.message_id] = (datetime.now(UTC), message)
-
-    async def remove(self, message: Message) -> None:
-        self.kept.pop(message.message_id, None)
-
-    async def pending(self, older_than: datetime) -> list[Message]:
-        return [m for at, m in self.kept.values() if at < older_than]
-
-
-class BrokenBus(Bus):
-    async def publish(self, message: Message) -> None:
-        raise ConnectionError("broker away")
-
-
 async def test_an_event_the_broker_did_not_take_is_published_by_the_sweeper() -> None:
-    outbox, broken, bus = MemoryOutbox(), BrokenBus(), Bus()
+    store, broken, bus = MemoryDecisionStore(), MemoryPublisher(), MemoryPublisher()
+    broken.failures.append(ConnectionError("broker away"))
     event = InboundFaxFailed(
         fax_id="fax_1",
         account_id="acc1",
@@ -133,13 +79,14 @@ async def test_an_event_the_broker_did_not_take_is_published_by_the_sweeper() ->
         failure=FaxFailure(failure_class=FailureClass.line, code=2, text="no fax"),
         pages_received=0,
     )
-    await deliver(outbox, broken, event)
-    assert list(outbox.kept) == [event.message_id]
-    assert await sweep(outbox, bus, grace_s=0) == 1
+    with pytest.raises(ConnectionError):
+        await Outbox(store, broken).emit(Decided(event.fax_id, (event,)))
+    assert list(store.owed_since) == [event.fax_id]
+    assert await Outbox(store, bus).sweep(grace_s=0) == 1
     assert bus.published == [event]
-    assert not outbox.kept
-    await deliver(outbox, bus, event)
-    assert not outbox.kept
+    assert not store.owed_since
+    await Outbox(store, bus).emit(Decided(event.fax_id, (event,)))
+    assert not store.owed_since
 
 
 class NoDirectory:
@@ -168,34 +115,41 @@ def outcome(success: bool, pages: int, code: int = 0) -> FaxOutcome:
     )
 
 
+Parts = tuple[Deps, MemoryDocuments, Faxbox, Account]
+
+
 @pytest.fixture
-def parts() -> tuple[Deps, Sink, Bus, Faxbox, Account]:
-    sink, bus = Sink(), Bus()
+def parts() -> Parts:
+    documents = MemoryDocuments()
     account = Account(id="acc1", name="Acme", realm="acme.example")
     faxbox = Faxbox(id="fbx1", account_id="acc1", owner_user_id="usr1")
     deps = Deps(
         directory=NoDirectory(),
-        documents=sink,
-        publisher=bus,
-        outbox=MemoryOutbox(),
+        documents=documents,
+        decisions=MemoryDecisionStore(),
         calls=asyncio.Semaphore(1),
     )
-    return deps, sink, bus, faxbox, account
+    return deps, documents, faxbox, account
 
 
-async def conclude(
-    parts: tuple[Deps, Sink, Bus, Faxbox, Account], result: FaxOutcome, path: Path
-) -> Message:
-    deps, _, bus, faxbox, account = parts
-    await _conclude(
+async def conclude(parts: Parts, result: FaxOutcome, path: Path) -> Message:
+    deps, _, faxbox, account = parts
+    decided = await _conclude(
         deps, faxbox, account, "fax_1", "202611", "+12125550100", "+16465550101", result, path, 61.5
     )
-    (event,) = bus.published
+    assert decided.key == "fax_1"
+    (event,) = decided.messages
     return event
 
 
+def stored(parts: Parts, ref: DocumentRef) -> tuple[str, bytes]:
+    """The content type and bytes of a document the receiver stored."""
+    kept, data, _ = parts[1].files[ref.file_id]
+    return kept.content_type, data
+
+
 async def test_a_complete_fax_is_stored_as_tiff_and_pdf_and_announced(
-    parts: tuple[Deps, Sink, Bus, Faxbox, Account], tmp_path: Path
+    parts: Parts, tmp_path: Path
 ) -> None:
     event = await conclude(parts, outcome(True, 2), fax_tiff(tmp_path / "rx.tif", 2))
     assert isinstance(event, InboundFaxReceived)
@@ -205,28 +159,25 @@ async def test_a_complete_fax_is_stored_as_tiff_and_pdf_and_announced(
     assert event.statistics.pages_transferred == 2
     assert event.statistics.remote_station_id == "CALLER"
     assert event.statistics.duration_s == 61.5
-    stored = parts[1].stored
-    assert stored[event.tiff.file_id][0] == "image/tiff"
-    assert stored[event.pdf.file_id][0] == "application/pdf"
-    assert len(sizes(stored[event.pdf.file_id][2])) == 2
+    assert stored(parts, event.tiff)[0] == "image/tiff"
+    assert stored(parts, event.pdf)[0] == "application/pdf"
+    assert len(sizes(stored(parts, event.pdf)[1])) == 2
 
 
-async def test_a_partial_fax_keeps_its_pages(
-    parts: tuple[Deps, Sink, Bus, Faxbox, Account], tmp_path: Path
-) -> None:
+async def test_a_partial_fax_keeps_its_pages(parts: Parts, tmp_path: Path) -> None:
     event = await conclude(parts, outcome(False, 1, code=49), fax_tiff(tmp_path / "rx.tif", 1))
     assert isinstance(event, InboundFaxFailed)
     assert event.pages_received == 1
     assert event.failure.failure_class is FailureClass.line
     assert event.failure.code == 49
     assert event.partial_pdf is not None
-    assert len(sizes(parts[1].stored[event.partial_pdf.file_id][2])) == 1
+    assert len(sizes(stored(parts, event.partial_pdf)[1])) == 1
 
 
 async def test_a_call_without_pages_is_reported_without_documents(
-    parts: tuple[Deps, Sink, Bus, Faxbox, Account], tmp_path: Path
+    parts: Parts, tmp_path: Path
 ) -> None:
     event = await conclude(parts, outcome(False, 0, code=2), tmp_path / "never-written.tif")
     assert isinstance(event, InboundFaxFailed)
     assert (event.pages_received, event.partial_pdf) == (0, None)
-    assert not parts[1].stored
+    assert not parts[1].files

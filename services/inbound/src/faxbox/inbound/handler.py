@@ -6,6 +6,11 @@
 - whatever pages arrived are stored (TIFF as received, and a PDF) and announced: a
   complete fax as ``InboundFaxReceived``, anything else as ``InboundFaxFailed`` with
   the pages that did arrive as ``partial_pdf``.
+
+The announcement is a decision of the receiver's outbox under the fax id
+(``faxbox.shared.outbox``), recorded within the same retries as storing the pages (a
+call cannot be asked again) and returned; the runtime publishes it, and a sweep does
+if the broker was away.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from faxbox.fax.session import CallSettings
 from faxbox.fax.sip.dialog import CallEnded, IncomingCall
 from faxbox.fax.tiffcheck import count_pages
 from faxbox.inbound import metrics
-from faxbox.inbound.outbox import Outbox, deliver
 from faxbox.inbound.pdf import tiff_to_pdf
 from faxbox.shared.contracts import (
     DocumentRef,
@@ -39,6 +43,7 @@ from faxbox.shared.contracts import (
     month_of,
 )
 from faxbox.shared.logs import fax_context
+from faxbox.shared.outbox import Decided, DecisionStore, Recorded
 from faxbox.shared.store import Account, Faxbox, new_id
 
 log = logging.getLogger(__name__)
@@ -64,16 +69,11 @@ class DocumentSink(Protocol):
     ) -> DocumentRef: ...
 
 
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None: ...
-
-
 @dataclass(frozen=True)
 class Deps:
     directory: NumberDirectory
     documents: DocumentSink
-    publisher: Publisher
-    outbox: Outbox
+    decisions: DecisionStore
     calls: asyncio.Semaphore
     max_call_s: float = 1800.0  # call time
     media_silence_s: float = 60.0  # call time without any media before we hang up
@@ -98,7 +98,7 @@ async def _lookup(deps: Deps, number: str) -> tuple[Faxbox, Account] | None:
     return None
 
 
-async def handle_call(incoming: IncomingCall, deps: Deps) -> None:
+async def handle_call(incoming: IncomingCall, deps: Deps) -> Recorded | None:
     called = incoming.to_number
     caller = incoming.from_number
     found = await _lookup(deps, called)
@@ -106,21 +106,21 @@ async def handle_call(incoming: IncomingCall, deps: Deps) -> None:
         log.info("call from %s to unassigned number %s: 404", caller, called)
         metrics.CALLS_REFUSED.labels("404").inc()
         await incoming.reject(404)
-        return
+        return None
     faxbox, account = found
     if not faxbox.enabled:
         log.info("call from %s to %s: faxbox %s is disabled: 480", caller, called, faxbox.id)
         metrics.CALLS_REFUSED.labels("480").inc()
         await incoming.reject(480)
-        return
+        return None
     if deps.calls.locked():
         metrics.CALLS_REFUSED.labels("486").inc()
         await incoming.reject(486, "All Lines Busy")
-        return
+        return None
     async with deps.calls:
         fax_id = deps.new_fax_id()
         with fax_context(fax_id):
-            await _receive(incoming, deps, faxbox, account, fax_id, caller, called)
+            return await _receive(incoming, deps, faxbox, account, fax_id, caller, called)
 
 
 async def _receive(
@@ -131,14 +131,14 @@ async def _receive(
     fax_id: str,
     caller: str,
     called: str,
-) -> None:
+) -> Recorded | None:
     month = month_of(deps.clock())
     incoming.ring()
     try:
         call = await incoming.answer()
     except CallEnded:
         log.info("caller %s gave up before we answered", caller)
-        return
+        return None
     log.info("answered %s → %s for faxbox %s", caller, called, faxbox.id)
     metrics.CALLS_IN_PROGRESS.inc()
     try:
@@ -154,7 +154,7 @@ async def _receive(
             delay = 1.0
             for attempt in range(1, CONCLUDE_TRIES + 1):
                 try:
-                    await _conclude(
+                    decided = await _conclude(
                         deps,
                         faxbox,
                         account,
@@ -166,7 +166,7 @@ async def _receive(
                         path,
                         result.duration_s,
                     )
-                    break
+                    return await deps.decisions.record(decided)
                 except Exception:
                     # The pages exist only in this file: keep trying to store them.
                     log.exception("could not store or announce the fax (try %d)", attempt)
@@ -177,6 +177,7 @@ async def _receive(
                     delay = min(delay * 2, 60.0)
     finally:
         metrics.CALLS_IN_PROGRESS.dec()
+    return None
 
 
 async def _conclude(
@@ -190,7 +191,7 @@ async def _conclude(
     outcome: FaxOutcome,
     path: Path,
     duration_s: float,
-) -> None:
+) -> Decided:
     pages = outcome.pages_transferred
     data, in_file = await asyncio.to_thread(_read_received, path)
     tiff_ref: DocumentRef | None = None
@@ -248,7 +249,7 @@ async def _conclude(
         )
         metrics.OUTCOMES.labels("failed", failure.failure_class.value).inc()
         log.info("reception failed after %d page(s): %s", pages, failure.text)
-    await deliver(deps.outbox, deps.publisher, event)
+    return Decided(fax_id, (event,))
 
 
 def _keep_for_operator(path: Path, spool_dir: Path | None, fax_id: str) -> None:

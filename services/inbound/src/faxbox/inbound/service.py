@@ -1,4 +1,4 @@
-"""Wiring of the inbound receiver: settings, the SIP listener, store and bus."""
+"""Wiring of the inbound receiver: settings, the SIP listener, store, outbox and bus."""
 
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ from pydantic import Field
 from faxbox.fax.sip.dialog import IncomingCall
 from faxbox.fax.sip.ua import UserAgent
 from faxbox.inbound.handler import Deps, handle_call
-from faxbox.inbound.outbox import COLLECTION as OUTBOX
-from faxbox.inbound.outbox import MongoOutbox, sweep_forever
 from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.outbox import Outbox, Recorded
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.wiring import infrastructure, outbox
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +41,6 @@ class Settings(ServiceSettings):
         default=60.0, gt=0, description="Hang up when no media arrived for this long (call time)."
     )
     inbound_spool_dir: Path | None = None
-    inbound_outbox_interval_s: float = Field(default=30.0, gt=0)
-    inbound_outbox_grace_s: float = Field(
-        default=60.0, ge=0, description="Age before another replica publishes a leftover event."
-    )
 
 
 class GridFsSink:
@@ -72,14 +67,11 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     if settings.inbound_spool_dir is not None:
         # A configured spool that does not exist yet (a fresh volume) is ours to make.
         settings.inbound_spool_dir.mkdir(parents=True, exist_ok=True)
-    async with infrastructure(settings, runtime) as infra:
-        outbox = MongoOutbox(infra.store.db[OUTBOX])
-        await outbox.ensure_indexes()
+    async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         deps = Deps(
             directory=infra.store,
             documents=GridFsSink(infra.store),
-            publisher=infra.bus,
-            outbox=outbox,
+            decisions=box.store,
             calls=asyncio.Semaphore(settings.max_calls),
             max_call_s=settings.inbound_max_call_s,  # call time, as the fax line counts
             media_silence_s=settings.inbound_media_silence_s,
@@ -100,32 +92,31 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             if task is not None:
                 in_flight.add(task)
             try:
-                await handle_call(incoming, deps)
+                recorded = await handle_call(incoming, deps)
+                if recorded is not None:
+                    await _announce(box, recorded)
             finally:
                 if task is not None:
                     in_flight.discard(task)
 
         ua.listen(on_invite)
         log.info("inbound receiver listening for SIP on %s:%d", ua.host, ua.port)
-        sweeper = asyncio.create_task(
-            sweep_forever(
-                outbox,
-                infra.bus,
-                settings.inbound_outbox_interval_s,
-                settings.inbound_outbox_grace_s,
-            )
-        )
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
             ua.listen(_refuse)  # no new calls while the ones in progress finish
             pending = {t for t in in_flight if not t.done()}
             if pending:
                 await asyncio.wait(pending, timeout=settings.shutdown_grace_s)
             await ua.close()
+
+
+async def _announce(box: Outbox, recorded: Recorded) -> None:
+    try:
+        await box.deliver(recorded)
+    except Exception:
+        # It stays owed: a sweep (of this replica or another) publishes it.
+        log.exception("could not publish %s; the outbox sweep will", recorded.key)
 
 
 async def _refuse(incoming: IncomingCall) -> None:
