@@ -5,8 +5,8 @@ RabbitMQ, FerretDB. A mail-poller process (``python -m faxbox.mail_poller``, IDL
 as in production) watches a fresh folder of its own; this script APPENDs a mail over an
 already logged-in IMAP connection and stops the clock when the ``MailReceived`` is
 consumed from the validator's queue (so the time covers: the poller being woken, it
-fetching the mail, storing it in GridFS, the ledger writes, the confirmed publish, and
-the broker delivering it to a consumer). The next mail is appended once the previous
+fetching the mail, storing it in GridFS, recording the decision, the confirmed publish,
+and the broker delivering it to a consumer). The next mail is appended once the previous
 one was moved out of the folder.
 
 Two configurations, alternating run by run, each run with a fresh poller process:
@@ -23,10 +23,11 @@ sends EXISTS 0.5 s after it first sees the folder change (``NOTIFY_DELAY_MSECS``
 client of this server gets below it; ``idle_only.poller_share_*`` is what remains after
 that push.
 
-The poller's part is split with its ledger's own timestamps (wall clock, same
-machine), from the APPEND: -> ledger ``created_at`` (woken, IDLE DONE, SEARCH, ledger
-lookup, UID FETCH), -> ``published_at`` (GridFS store, ledger insert, publish until the
-broker's confirm), -> consumed (the broker delivering to the validator queue's consumer).
+The poller's part is split with its own timestamps (wall clock, same machine), from the
+APPEND: -> ledger ``created_at`` (woken, IDLE DONE, SEARCH, ledger lookup, UID FETCH),
+-> the outbox decision's ``decided_at`` (decision lookup, GridFS store), -> consumed
+(recording the decision, the publish until the broker's confirm, the broker delivering
+to the validator queue's consumer).
 
 p50/p99 are over all samples of a configuration; the per-run medians are reported too.
 Writes benchmarks/results/intake_latency.json.
@@ -146,6 +147,7 @@ async def one_run(run: int, samples: int, warmup: int, push: bool) -> dict[str, 
 
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
     ledger = mongo[db_name]["intake_ledger"]
+    decisions = mongo[db_name]["mail_poller_decisions"]
     appender = await imap_login()
     assert (await appender.create(quoted(folder))).result == "OK"
     observer = Observer(folder)
@@ -213,19 +215,23 @@ async def one_run(run: int, samples: int, warmup: int, push: bool) -> dict[str, 
             idle_push = await observer.push_after(t0, timeout_s=1.5)
             # Moved? Asked of the ledger, not over IMAP, to leave the folder quiet.
             while not (
-                entry := await ledger.find_one({"rfc822_message_id": message_id, "state": "moved"})
+                entry := await ledger.find_one(
+                    {"rfc822_message_id": message_id, "moved_at": {"$ne": None}}
+                )
             ):
                 await asyncio.sleep(0.02)
+            decision = await decisions.find_one({"_id": entry["message_key"]})
+            assert decision is not None
             if index >= warmup:
                 latencies.append(latency)
                 idle_pushes.append(idle_push)
                 fetched = entry["created_at"].replace(tzinfo=UTC).timestamp() - wall0
-                published = entry["published_at"].replace(tzinfo=UTC).timestamp() - wall0
+                decided = decision["decided_at"].replace(tzinfo=UTC).timestamp() - wall0
                 stages.append(
                     {
                         "fetched": fetched,
-                        "store_publish": published - fetched,
-                        "deliver": latency - published,
+                        "store_decide": decided - fetched,
+                        "publish_deliver": latency - decided,
                     }
                 )
         await consumer.stop(5)
@@ -269,7 +275,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "after_idle_exists_p50_s": round(statistics.median(shares), 4) if shares else None,
         "breakdown_p50_s": {
             name: round(statistics.median(s[name] for s in stages), 4)
-            for name in ("fetched", "store_publish", "deliver")
+            for name in ("fetched", "store_decide", "publish_deliver")
         },
     }
 
@@ -312,10 +318,11 @@ async def main() -> None:
         "idle_exists_p50_s": round(statistics.median(exists), 4),
         "idle_exists_p99_s": round(percentile(exists, 0.99), 4),
         "breakdown_note": "from the APPEND: fetched = ledger created_at (woken, DONE, "
-        "SEARCH, ledger lookup, UID FETCH); store_publish: -> published_at (GridFS, ledger "
-        "insert, confirmed publish); deliver: -> consumed. Ledger stamps are millisecond "
-        "wall-clock times, so stages are +-1 ms. idle_only.after_idle_exists_p50_s is "
-        "the poller's share after Dovecot's EXISTS.",
+        "SEARCH, ledger lookup, UID FETCH); store_decide: -> the outbox decision's "
+        "decided_at (decision lookup, GridFS); publish_deliver: -> consumed (decision "
+        "recorded, confirmed publish, delivery). Stamps are millisecond wall-clock "
+        "times, so stages are +-1 ms. idle_only.after_idle_exists_p50_s is the "
+        "poller's share after Dovecot's EXISTS.",
         "note": args.note,
         "targets": {"p50_s": 0.5, "p99_s": 2.0},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},

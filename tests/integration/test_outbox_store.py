@@ -90,6 +90,20 @@ async def test_twelve_contenders_for_one_key_all_get_the_one_decision_that_stand
             await client.close()
 
 
+async def test_a_late_duplicate_of_a_confirmed_decision_owes_nothing(store: Store) -> None:
+    db = decisions(store)
+    first = note("fax_1")
+    await db.record(Decided("mail-9", (first,)))
+    await db.forget("mail-9")  # published and confirmed
+    late = await db.record(Decided("mail-9", (note("fax_2"),)))
+    assert (late.messages, late.owed) == ((first,), False)
+    assert await db.owed(datetime.now(UTC) + timedelta(seconds=1)) == []
+    # While the first is still owed, a second handling sees it owed and publishes it too.
+    await db.record(Decided("mail-10", (first,)))
+    again = await db.record(Decided("mail-10", (note("fax_2"),)))
+    assert (again.messages, again.owed) == ((first,), True)
+
+
 async def test_an_owed_key_without_a_decision_is_dropped_once_abandoned(store: Store) -> None:
     db = decisions(store)
     long_ago = datetime.now(UTC) - timedelta(hours=2)

@@ -1,4 +1,4 @@
-"""The ledger and the lease on the real FerretDB: uniqueness, conditional steps, expiry."""
+"""The ledger, the intake's one decision per mail and the lease on the real FerretDB."""
 
 from __future__ import annotations
 
@@ -8,24 +8,23 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import ASCENDING, AsyncMongoClient
 
+from faxbox.mail_poller.intake import IntakeDeps, Outcome, take_message
 from faxbox.mail_poller.lease import MailboxLease
-from faxbox.mail_poller.ledger import (
-    DuplicateLedgerId,
-    DuplicateMessageKey,
-    LedgerEntry,
-    MongoLedger,
-    State,
-)
+from faxbox.mail_poller.ledger import COLLECTION, LedgerEntry, MongoLedger
 from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.outbox import Outbox
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Store
+from faxbox.shared.store.decisions import MongoDecisionStore
+from faxbox.shared.testing import MemoryPublisher
+from tests.unit.mail_poller.mail_poller_fakes import FakeClock, FakeFolder, FakeRawStore, mail
 
 pytestmark = pytest.mark.integration
 
 
-def _entry(entry_id: str, key: str, state: State = State.stored) -> LedgerEntry:
+def _entry(entry_id: str, key: str) -> LedgerEntry:
     now = datetime.now(UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # BSON keeps milliseconds
     return LedgerEntry(
@@ -35,7 +34,6 @@ def _entry(entry_id: str, key: str, state: State = State.stored) -> LedgerEntry:
         uid=1,
         message_key=key,
         rfc822_message_id="<a@b>",
-        state=state,
         received_at=now,
         created_at=now,
         fax_id="fax_1",
@@ -52,44 +50,56 @@ def _entry(entry_id: str, key: str, state: State = State.stored) -> LedgerEntry:
     )
 
 
-async def test_ledger_keys_and_steps(store: Store) -> None:
+async def test_ledger_entries_are_written_once_by_id(store: Store) -> None:
+    # What the ledger had while it decided which copy was first: a unique key index.
+    await store.db[COLLECTION].create_index(
+        [("message_key", ASCENDING)], name="message_key_unique", unique=True
+    )
     ledger = MongoLedger(store.db)
     await ledger.ensure_indexes()
     await ledger.ensure_indexes()  # every start-up does it again
     tag = uuid.uuid4().hex
     first = _entry(f"box|1|{tag}", f"mid:{tag}@x")
-    await ledger.insert(first)
-
-    with pytest.raises(DuplicateLedgerId):
-        await ledger.insert(_entry(first.id, f"mid:other-{tag}@x"))
-    with pytest.raises(DuplicateMessageKey):
-        await ledger.insert(_entry(f"box|1|{tag}-2", first.message_key))
-
+    assert await ledger.insert(first) == first
+    assert await ledger.insert(_entry(first.id, f"mid:other-{tag}@x")) == first
+    # A duplicate copy carries the first copy's key.
+    copy = _entry(f"box|1|{tag}-2", first.message_key)
+    assert await ledger.insert(copy) == copy
     assert await ledger.get(first.id) == first
-    assert await ledger.find_by_message_key(first.message_key) == first
-    assert await ledger.find_by_message_key(f"mid:other-{tag}@x") is None
-    now = datetime.now(UTC)
-    published = await ledger.advance(first.id, (State.stored,), State.published, now)
-    assert published is not None
-    assert published.state is State.published
-    assert published.raw == first.raw
-    # A second "stored → published" (a racing or repeated publish) finds nothing to do.
-    assert await ledger.advance(first.id, (State.stored,), State.published, now) is None
+    moved_at = datetime.now(UTC).replace(microsecond=0)
+    await ledger.mark_moved(first.id, moved_at)
+    moved = await ledger.get(first.id)
+    assert moved is not None
+    assert moved.moved_at is not None
+    assert moved.moved_at.replace(tzinfo=UTC) == moved_at
 
 
-async def test_a_key_claimed_by_an_entry_never_written(store: Store) -> None:
-    """The taker died between claiming the message key and writing its entry."""
-    ledger = MongoLedger(store.db)
-    tag = uuid.uuid4().hex
-    entry = _entry(f"box|1|{tag}", f"mid:{tag}@x")
-    await ledger.keys.insert_one({"_id": entry.message_key, "entry_id": entry.id})
-    assert await ledger.find_by_message_key(entry.message_key) is None
-    # Another copy of the mail cannot take the key ...
-    with pytest.raises(DuplicateMessageKey):
-        await ledger.insert(_entry(f"box|1|{tag}-copy", entry.message_key))
-    # ... the first copy, taken again, finishes its own claim.
-    await ledger.insert(entry)
-    assert await ledger.find_by_message_key(entry.message_key) == entry
+async def test_twelve_pollers_taking_copies_of_one_mail_publish_it_once(
+    store: Store, mongo_settings: MongoSettings
+) -> None:
+    """Twelve copies of one mail (a resend, other folders' pollers), taken at once."""
+    pool = [AsyncMongoClient[dict[str, object]](mongo_settings.mongo_url) for _ in range(4)]
+    mailbox = f"box-{uuid.uuid4().hex[:8]}"
+    publisher, raw_store = MemoryPublisher(), FakeRawStore()
+    try:
+        folders, takers = [], []
+        for i in range(12):
+            db = pool[i % 4][mongo_settings.mongo_db]
+            folders.append(FakeFolder(mailbox, uid_validity=i + 1))
+            outbox = Outbox(MongoDecisionStore(db, "mail-poller"), publisher)
+            takers.append(IntakeDeps(MongoLedger(db), raw_store, outbox, clock=FakeClock()))
+        uids = [folder.deliver(mail(f"<race-{mailbox}@example.com>")) for folder in folders]
+        outcomes = await asyncio.gather(
+            *(take_message(f, u, d) for f, u, d in zip(folders, uids, takers, strict=True))
+        )
+    finally:
+        for client in pool:
+            await client.close()
+    assert sorted(outcomes) == sorted([Outcome.published] + [Outcome.duplicate] * 11)
+    (published,) = publisher.published
+    assert len(raw_store.files) == 1
+    assert published.raw.file_id in raw_store.files
+    assert all(not folder.messages for folder in folders)
 
 
 async def test_lease_is_exclusive_expires_and_is_released(store: Store) -> None:

@@ -1,4 +1,4 @@
-"""In-memory fakes of the mail-poller's own ports (ledger, raw store, publisher, folder)."""
+"""In-memory fakes of the mail-poller's own ports (ledger, raw store, folder, dead letters)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from faxbox.mail_poller.ledger import (
-    DuplicateLedgerId,
-    DuplicateMessageKey,
-    LedgerEntry,
-    State,
-)
+from faxbox.mail_poller.ledger import LedgerEntry
 from faxbox.mail_poller.ports import Destination, FetchedMessage
-from faxbox.shared.contracts import DocumentRef, MailReceived
+from faxbox.shared.contracts import DocumentRef
 
 
 class FakeClock:
@@ -28,40 +23,19 @@ class FakeClock:
 
 
 class FakeLedger:
-    """Keeps the two uniqueness rules of the real one: ``_id`` and ``message_key``."""
+    """Entries by ``_id``, as the real one: the first write of an entry stands."""
 
     def __init__(self) -> None:
         self.entries: dict[str, LedgerEntry] = {}
-        self.fail_next_advance_to: State | None = None
-        self.fail_next_insert_with: Exception | None = None
 
     async def get(self, entry_id: str) -> LedgerEntry | None:
         return self.entries.get(entry_id)
 
-    async def find_by_message_key(self, key: str) -> LedgerEntry | None:
-        return next((e for e in self.entries.values() if e.message_key == key), None)
+    async def insert(self, entry: LedgerEntry) -> LedgerEntry:
+        return self.entries.setdefault(entry.id, entry)
 
-    async def insert(self, entry: LedgerEntry) -> None:
-        if self.fail_next_insert_with is not None:
-            exc, self.fail_next_insert_with = self.fail_next_insert_with, None
-            raise exc
-        if entry.id in self.entries:
-            raise DuplicateLedgerId(entry.id)
-        if any(e.message_key == entry.message_key for e in self.entries.values()):
-            raise DuplicateMessageKey(entry.message_key)
-        self.entries[entry.id] = entry
-
-    async def advance(
-        self, entry_id: str, from_states: tuple[State, ...], to: State, at: datetime
-    ) -> LedgerEntry | None:
-        if self.fail_next_advance_to is to:
-            self.fail_next_advance_to = None
-            raise ConnectionError("database went away")
-        entry = self.entries.get(entry_id)
-        if entry is None or entry.state not in from_states:
-            return None
-        self.entries[entry_id] = replace(entry, state=to)
-        return self.entries[entry_id]
+    async def mark_moved(self, entry_id: str, at: datetime) -> None:
+        self.entries[entry_id] = replace(self.entries[entry_id], moved_at=at)
 
 
 class FakeRawStore:
@@ -87,18 +61,6 @@ class FakeRawStore:
 
     async def discard(self, ref: DocumentRef) -> None:
         self.files.pop(ref.file_id, None)
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.published: list[MailReceived] = []
-        self.fail_next: Exception | None = None
-
-    async def publish(self, message: MailReceived) -> None:
-        if self.fail_next is not None:
-            exc, self.fail_next = self.fail_next, None
-            raise exc
-        self.published.append(message)
 
 
 class FakeFolder:

@@ -1,4 +1,4 @@
-"""Ledger state logic of the intake: store → publish (confirmed) → move, exactly once."""
+"""The intake: store → decide → publish (confirmed) → move, exactly once."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pytest
 
 from faxbox.mail_poller.intake import FetchFailed, IntakeDeps, LeaseLost, Outcome, take_message
 from faxbox.mail_poller.keys import ledger_id
-from faxbox.mail_poller.ledger import DuplicateMessageKey, State
 from faxbox.mail_poller.ports import Destination
+from faxbox.shared.outbox import Outbox, Recorded
+from faxbox.shared.testing import MemoryDecisionStore, MemoryPublisher
 from tests.unit.mail_poller.mail_poller_fakes import (
     FakeClock,
     FakeFolder,
     FakeLedger,
-    FakePublisher,
     FakeRawStore,
     fax_realm,
     mail,
@@ -36,8 +36,13 @@ def raw_store() -> FakeRawStore:
 
 
 @pytest.fixture
-def publisher() -> FakePublisher:
-    return FakePublisher()
+def publisher() -> MemoryPublisher:
+    return MemoryPublisher()
+
+
+@pytest.fixture
+def decisions() -> MemoryDecisionStore:
+    return MemoryDecisionStore()
 
 
 @pytest.fixture
@@ -46,8 +51,20 @@ def folder() -> FakeFolder:
 
 
 @pytest.fixture
-def deps(ledger: FakeLedger, raw_store: FakeRawStore, publisher: FakePublisher) -> IntakeDeps:
-    return IntakeDeps(ledger=ledger, raw_store=raw_store, publisher=publisher, clock=FakeClock())
+def deps(
+    ledger: FakeLedger,
+    raw_store: FakeRawStore,
+    decisions: MemoryDecisionStore,
+    publisher: MemoryPublisher,
+) -> IntakeDeps:
+    return IntakeDeps(ledger, raw_store, Outbox(decisions, publisher), clock=FakeClock())
+
+
+async def decision(decisions: MemoryDecisionStore, ledger: FakeLedger, entry_id: str) -> Recorded:
+    """The outbox's decision on the mail of one ledger entry."""
+    recorded = await decisions.get(ledger.entries[entry_id].message_key)
+    assert recorded is not None
+    return recorded
 
 
 async def test_new_message_is_stored_published_then_moved(
@@ -55,7 +72,7 @@ async def test_new_message_is_stored_published_then_moved(
     deps: IntakeDeps,
     ledger: FakeLedger,
     raw_store: FakeRawStore,
-    publisher: FakePublisher,
+    publisher: MemoryPublisher,
 ) -> None:
     raw = mail()
     uid = folder.deliver(raw)
@@ -65,7 +82,7 @@ async def test_new_message_is_stored_published_then_moved(
     assert folder.processed == [raw]
     [message] = publisher.published
     entry = ledger.entries[ledger_id(folder.mailbox, 7, uid)]
-    assert entry.state is State.moved
+    assert entry.moved_at is not None
     assert entry.message_key == f"{folder.mailbox}|all|mid:abc@example.com"
     assert (message.fax_id, message.message_id) == (entry.fax_id, entry.message_id)
     assert (message.mailbox, message.uid_validity, message.uid) == (folder.mailbox, 7, uid)
@@ -75,16 +92,20 @@ async def test_new_message_is_stored_published_then_moved(
 
 
 async def test_nothing_is_moved_when_the_publish_fails(
-    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+    folder: FakeFolder,
+    deps: IntakeDeps,
+    ledger: FakeLedger,
+    decisions: MemoryDecisionStore,
+    publisher: MemoryPublisher,
 ) -> None:
     uid = folder.deliver(mail())
-    publisher.fail_next = ConnectionError("broker down")
+    publisher.failures.append(ConnectionError("broker down"))
 
     with pytest.raises(ConnectionError):
         await take_message(folder, uid, deps)
 
     assert uid in folder.messages
-    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.stored
+    assert (await decision(decisions, ledger, ledger_id(folder.mailbox, 7, uid))).owed
     # The next run publishes the stored copy, without fetching or storing it again.
     fetches = folder.fetches
     assert await take_message(folder, uid, deps) is Outcome.republished
@@ -97,30 +118,34 @@ async def test_crash_after_recorded_publish_only_moves_on_restart(
     folder: FakeFolder,
     ledger: FakeLedger,
     raw_store: FakeRawStore,
-    publisher: FakePublisher,
+    publisher: MemoryPublisher,
 ) -> None:
     def crash() -> None:
         raise Crash
 
     uid = folder.deliver(mail())
-    crashing = IntakeDeps(ledger, raw_store, publisher, clock=FakeClock(), after_publish=crash)
+    box = Outbox(MemoryDecisionStore(), publisher)
+    crashing = IntakeDeps(ledger, raw_store, box, clock=FakeClock(), after_publish=crash)
     with pytest.raises(Crash):
         await take_message(folder, uid, crashing)
     assert uid in folder.messages
 
-    restarted = IntakeDeps(ledger, raw_store, publisher, clock=FakeClock())
+    restarted = IntakeDeps(ledger, raw_store, box, clock=FakeClock())
     assert await take_message(folder, uid, restarted) is Outcome.moved_only
 
     assert len(publisher.published) == 1
     assert uid not in folder.messages
-    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.moved
+    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].moved_at is not None
 
 
 async def test_confirmed_but_unrecorded_publish_is_repeated_with_the_same_ids(
-    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+    folder: FakeFolder,
+    deps: IntakeDeps,
+    decisions: MemoryDecisionStore,
+    publisher: MemoryPublisher,
 ) -> None:
     uid = folder.deliver(mail())
-    ledger.fail_next_advance_to = State.published
+    decisions.forget_failures.append(ConnectionError("database went away"))
 
     with pytest.raises(ConnectionError):
         await take_message(folder, uid, deps)
@@ -135,18 +160,24 @@ async def test_confirmed_but_unrecorded_publish_is_repeated_with_the_same_ids(
 
 
 async def test_failed_move_is_retried_without_publishing_again(
-    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+    folder: FakeFolder,
+    deps: IntakeDeps,
+    ledger: FakeLedger,
+    decisions: MemoryDecisionStore,
+    publisher: MemoryPublisher,
 ) -> None:
     uid = folder.deliver(mail())
     folder.fail_next_move = True
 
     with pytest.raises(ConnectionError):
         await take_message(folder, uid, deps)
-    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.published
+    entry_id = ledger_id(folder.mailbox, 7, uid)
+    assert not (await decision(decisions, ledger, entry_id)).owed
+    assert ledger.entries[entry_id].moved_at is None
 
     assert await take_message(folder, uid, deps) is Outcome.moved_only
     assert len(publisher.published) == 1
-    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.moved
+    assert ledger.entries[entry_id].moved_at is not None
 
 
 async def test_same_message_id_again_is_moved_without_a_second_publish(
@@ -154,7 +185,7 @@ async def test_same_message_id_again_is_moved_without_a_second_publish(
     deps: IntakeDeps,
     ledger: FakeLedger,
     raw_store: FakeRawStore,
-    publisher: FakePublisher,
+    publisher: MemoryPublisher,
 ) -> None:
     first = folder.deliver(mail("<abc@example.com>"))
     await take_message(folder, first, deps)
@@ -166,14 +197,15 @@ async def test_same_message_id_again_is_moved_without_a_second_publish(
     assert len(publisher.published) == 1
     assert len(folder.processed) == 2
     entry = ledger.entries[ledger_id(folder.mailbox, 7, second)]
-    assert entry.state is State.moved
+    assert entry.moved_at is not None
     assert entry.duplicate_of == ledger_id(folder.mailbox, 7, first)
-    assert entry.message_key == f"dup:{entry.id}"
+    assert entry.message_key == ledger.entries[entry.duplicate_of].message_key
+    assert entry.message_id is None
     assert raw_store.puts == 1
 
 
 async def test_same_mail_in_a_new_uidvalidity_is_not_published_again(
-    deps: IntakeDeps, publisher: FakePublisher
+    deps: IntakeDeps, publisher: MemoryPublisher
 ) -> None:
     before = FakeFolder(uid_validity=1)
     await take_message(before, before.deliver(mail()), deps)
@@ -184,7 +216,7 @@ async def test_same_mail_in_a_new_uidvalidity_is_not_published_again(
 
 
 async def test_mail_without_message_id_is_keyed_by_its_content(
-    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+    folder: FakeFolder, deps: IntakeDeps, ledger: FakeLedger, publisher: MemoryPublisher
 ) -> None:
     a = folder.deliver(mail(None, body="one"))
     b = folder.deliver(mail(None, body="two"))
@@ -195,16 +227,16 @@ async def test_mail_without_message_id_is_keyed_by_its_content(
     assert outcomes == [Outcome.published, Outcome.published, Outcome.duplicate]
     assert len(publisher.published) == 2
     keys = [e.message_key for e in ledger.entries.values()]
-    assert all(k.startswith((f"{folder.mailbox}|all|sha256:", "dup:")) for k in keys)
+    assert all(k.startswith(f"{folder.mailbox}|all|sha256:") for k in keys)
     assert None not in keys
 
 
 async def test_duplicate_of_a_never_published_mail_publishes_the_first_copy(
-    deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+    deps: IntakeDeps, ledger: FakeLedger, decisions: MemoryDecisionStore, publisher: MemoryPublisher
 ) -> None:
     folder = FakeFolder()
     first = folder.deliver(mail())
-    publisher.fail_next = ConnectionError("broker down")
+    publisher.failures.append(ConnectionError("broker down"))
     with pytest.raises(ConnectionError):
         await take_message(folder, first, deps)
     del folder.messages[first]  # someone removed it from the folder meanwhile
@@ -214,30 +246,29 @@ async def test_duplicate_of_a_never_published_mail_publishes_the_first_copy(
 
     [message] = publisher.published
     assert message.uid == first
-    assert ledger.entries[ledger_id(folder.mailbox, 7, first)].state is State.published
+    assert not (await decision(decisions, ledger, ledger_id(folder.mailbox, 7, first))).owed
 
 
 async def test_racing_insert_of_the_same_mail_discards_the_extra_copy(
     folder: FakeFolder,
     deps: IntakeDeps,
-    ledger: FakeLedger,
+    decisions: MemoryDecisionStore,
     raw_store: FakeRawStore,
-    publisher: FakePublisher,
+    publisher: MemoryPublisher,
 ) -> None:
     first = folder.deliver(mail())
     await take_message(folder, first, deps)
     second = folder.deliver(mail())
-    # Another poller's entry appears between our lookup and our insert.
-    original_find = ledger.find_by_message_key
+    # Another poller's decision appears between our lookup and our record.
+    original_get = decisions.get
     calls = 0
 
     async def find_late(key: str):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
-        return None if calls == 1 else await original_find(key)
+        return None if calls == 1 else await original_get(key)
 
-    ledger.find_by_message_key = find_late  # type: ignore[method-assign]
-    ledger.fail_next_insert_with = DuplicateMessageKey("mid:abc@example.com")
+    decisions.get = find_late  # type: ignore[method-assign]
 
     assert await take_message(folder, second, deps) is Outcome.duplicate
     assert len(publisher.published) == 1
@@ -248,20 +279,24 @@ async def test_lost_lease_stops_before_publish_and_move(
     folder: FakeFolder,
     ledger: FakeLedger,
     raw_store: FakeRawStore,
-    publisher: FakePublisher,
+    decisions: MemoryDecisionStore,
+    publisher: MemoryPublisher,
 ) -> None:
     def lost() -> None:
         raise LeaseLost(folder.mailbox)
 
     uid = folder.deliver(mail())
-    deps = IntakeDeps(ledger, raw_store, publisher, clock=FakeClock(), ensure_active=lost)
+    box = Outbox(decisions, publisher)
+    deps = IntakeDeps(ledger, raw_store, box, clock=FakeClock(), ensure_active=lost)
 
     with pytest.raises(LeaseLost):
         await take_message(folder, uid, deps)
 
     assert publisher.published == []
     assert uid in folder.messages
-    assert ledger.entries[ledger_id(folder.mailbox, 7, uid)].state is State.stored
+    entry_id = ledger_id(folder.mailbox, 7, uid)
+    assert (await decision(decisions, ledger, entry_id)).owed
+    assert ledger.entries[entry_id].moved_at is None
 
 
 async def test_vanished_message_is_skipped(folder: FakeFolder, deps: IntakeDeps) -> None:
@@ -274,7 +309,7 @@ def realm_deps(deps: IntakeDeps) -> IntakeDeps:
 
 
 async def test_two_envelope_copies_of_one_mail_are_two_mails(
-    folder: FakeFolder, realm_deps: IntakeDeps, ledger: FakeLedger, publisher: FakePublisher
+    folder: FakeFolder, realm_deps: IntakeDeps, ledger: FakeLedger, publisher: MemoryPublisher
 ) -> None:
     first = folder.deliver(mail(envelope="+12125550147@fax.example.com"))
     second = folder.deliver(mail(envelope="2125550148@fax.example.com"))
@@ -309,7 +344,7 @@ async def test_an_oversize_mail_is_never_fetched_whole(
     deps: IntakeDeps,
     ledger: FakeLedger,
     raw_store: FakeRawStore,
-    publisher: FakePublisher,
+    publisher: MemoryPublisher,
 ) -> None:
     small = dataclasses.replace(deps, max_mail_bytes=1000)
     big = folder.deliver(mail(body="x" * 5000))
@@ -329,11 +364,11 @@ async def test_an_oversize_mail_is_never_fetched_whole(
     assert len(folder.moved[Destination.oversize]) == 1
     assert len(folder.processed) == 1
     entry = ledger.entries[ledger_id(folder.mailbox, 7, big)]
-    assert (entry.state, entry.oversize_limit) == (State.moved, 1000)
+    assert (entry.moved_at is not None, entry.oversize_limit) == (True, 1000)
 
 
 async def test_a_crash_before_the_move_of_an_oversize_mail_moves_it_to_oversize(
-    folder: FakeFolder, deps: IntakeDeps, publisher: FakePublisher
+    folder: FakeFolder, deps: IntakeDeps, publisher: MemoryPublisher
 ) -> None:
     small = dataclasses.replace(deps, max_mail_bytes=1000)
     big = folder.deliver(mail(body="x" * 5000))

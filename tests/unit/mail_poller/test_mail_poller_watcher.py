@@ -14,17 +14,22 @@ from faxbox.mail_poller.imap import ConnectionLost, WaitMode
 from faxbox.mail_poller.intake import IntakeDeps
 from faxbox.mail_poller.ports import Destination, FetchedMessage
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing, WatcherState
+from faxbox.shared.outbox import Outbox
+from faxbox.shared.testing import MemoryDecisionStore, MemoryPublisher
 from tests.unit.mail_poller.mail_poller_fakes import (
     FakeClock,
     FakeDeadLetters,
     FakeFolder,
     FakeLedger,
-    FakePublisher,
     FakeRawStore,
     mail,
 )
 
 FAST = Timing(lease_renew_s=0.05, lease_retry_s=0.02, reconnect_base_s=0.01, reconnect_cap_s=0.05)
+
+
+def outbox(publisher: MemoryPublisher) -> Outbox:
+    return Outbox(MemoryDecisionStore(), publisher)
 
 
 class FakeLease:
@@ -88,9 +93,9 @@ class FakeSession(FakeFolder):
 
 def make_watcher(
     session: FakeSession, lease: FakeLease, *, use_idle: bool = True
-) -> tuple[MailboxWatcher, FakePublisher]:
-    publisher = FakePublisher()
-    deps = IntakeDeps(FakeLedger(), FakeRawStore(), publisher, clock=FakeClock())
+) -> tuple[MailboxWatcher, MemoryPublisher]:
+    publisher = MemoryPublisher()
+    deps = IntakeDeps(FakeLedger(), FakeRawStore(), outbox(publisher), clock=FakeClock())
     config = MailboxConfig(
         host="imap.test",
         username="u",
@@ -267,9 +272,9 @@ async def test_a_uid_that_cannot_be_read_is_set_aside_and_the_next_taken(
 ) -> None:
     session = DroppingSession() if session_dies else FakeSession(frozenset({"IDLE"}))
     timing = dataclasses.replace(FAST, fetch_attempts=3, fetch_retry_base_s=0.01)
-    publisher = FakePublisher()
+    publisher = MemoryPublisher()
     dead_letters = FakeDeadLetters()
-    deps = IntakeDeps(FakeLedger(), FakeRawStore(), publisher, clock=FakeClock())
+    deps = IntakeDeps(FakeLedger(), FakeRawStore(), outbox(publisher), clock=FakeClock())
     config = MailboxConfig(host="imap.test", username="u", password=SecretStr("p"))
     watcher = MailboxWatcher(config, FakeLease(), deps, lambda: session, dead_letters, timing)
     stuck = session.deliver(mail("<stuck@example.com>"))
@@ -299,8 +304,8 @@ async def test_a_uid_that_cannot_be_read_is_set_aside_and_the_next_taken(
 async def test_a_broken_uid_waits_for_its_backoff_not_the_folder() -> None:
     session = FakeSession(frozenset({"IDLE"}))
     timing = dataclasses.replace(FAST, fetch_attempts=100, fetch_retry_base_s=30)
-    publisher = FakePublisher()
-    deps = IntakeDeps(FakeLedger(), FakeRawStore(), publisher, clock=FakeClock())
+    publisher = MemoryPublisher()
+    deps = IntakeDeps(FakeLedger(), FakeRawStore(), outbox(publisher), clock=FakeClock())
     config = MailboxConfig(host="imap.test", username="u", password=SecretStr("p"))
     watcher = MailboxWatcher(config, FakeLease(), deps, lambda: session, FakeDeadLetters(), timing)
     stuck = session.deliver(mail("<stuck@example.com>"))

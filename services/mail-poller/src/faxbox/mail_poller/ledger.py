@@ -1,43 +1,36 @@
-"""The intake ledger: one document per message seen, the source of exactly-once intake.
+"""The intake ledger: one document per copy of a mail seen in a mailbox, and where it went.
 
-``_id`` is mailbox|UIDVALIDITY|UID (where the message sits); ``message_key`` (unique
-index) is what the message is: the intake key, mailbox + envelope recipient (or "all")
-+ normalized Message-ID or content hash (``faxbox.shared.envelope``). A second copy of
-an already-taken mail for the same recipient gets ``message_key = "dup:<_id>"`` (unique,
-never null) and state ``duplicate``, pointing at the first one.
+``_id`` is mailbox|UIDVALIDITY|UID (where the copy sits); ``message_key`` is which mail it
+is: the intake key, mailbox + envelope recipient (or "all") + normalized Message-ID or
+content hash (``faxbox.shared.envelope``). A second copy of a mail taken before carries
+the same key and ``duplicate_of`` = the first copy's ``_id``.
 
-States only move forward, each step one conditional single-document update:
-``stored → published → moved`` and ``duplicate → moved``.
+The ledger decides nothing: whether a mail was taken, and its ``MailReceived``, are the
+mail-poller's outbox decision under the intake key (``faxbox.shared.outbox``). An entry is
+written once the decision is recorded, so that taking the same UID again (the publish
+or the move failed, the process died) needs no second fetch; ``moved_at`` is set once
+the copy left the folder. Every write is by ``_id``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import contextlib
+from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final
 
-from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from faxbox.shared.contracts import DocumentRef
 
 COLLECTION: Final = "intake_ledger"
-# message key -> ledger entry id, one document per key with the key as ``_id``: FerretDB
-# v1 finds documents by index only through ``_id``, so a lookup by the ledger's
-# ``message_key`` field read the whole ledger (every mail ever taken) for each new mail.
-KEYS_COLLECTION: Final = "intake_message_keys"
+# The key was unique while the ledger itself decided which copy was first; the outbox
+# decides it now, and a duplicate entry carries the first copy's key.
+_RETIRED_INDEX: Final = "message_key_unique"
 
 Doc = dict[str, Any]
-
-
-class State(StrEnum):
-    stored = "stored"
-    published = "published"
-    duplicate = "duplicate"
-    moved = "moved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +41,17 @@ class LedgerEntry:
     uid: int
     message_key: str
     rfc822_message_id: str | None
-    state: State
     received_at: datetime
     created_at: datetime
-    # Allocated once, when the entry is created, and reused by every (re)publish.
-    fax_id: str | None = None
-    message_id: str | None = None
-    raw: DocumentRef | None = None
+    fax_id: str | None = None  # the mail's, also on a duplicate
+    message_id: str | None = None  # of this copy's MailReceived; None on a duplicate
+    raw: DocumentRef | None = None  # this copy's stored bytes; None on a duplicate
     duplicate_of: str | None = None
     recipient: str | None = None  # the copy's envelope recipient, if it names one
     size: int | None = None  # RFC822.SIZE
     # Set when the mail was over this size cap: only its header block was taken.
     oversize_limit: int | None = None
+    moved_at: datetime | None = None
 
     def to_doc(self) -> Doc:
         return {
@@ -69,7 +61,6 @@ class LedgerEntry:
             "uid": self.uid,
             "message_key": self.message_key,
             "rfc822_message_id": self.rfc822_message_id,
-            "state": self.state.value,
             "received_at": self.received_at,
             "created_at": self.created_at,
             "fax_id": self.fax_id,
@@ -79,6 +70,7 @@ class LedgerEntry:
             "recipient": self.recipient,
             "size": self.size,
             "oversize_limit": self.oversize_limit,
+            "moved_at": self.moved_at,
         }
 
     @classmethod
@@ -91,7 +83,6 @@ class LedgerEntry:
             uid=doc["uid"],
             message_key=doc["message_key"],
             rfc822_message_id=doc.get("rfc822_message_id"),
-            state=State(doc["state"]),
             received_at=doc["received_at"],
             created_at=doc["created_at"],
             fax_id=doc.get("fax_id"),
@@ -101,74 +92,32 @@ class LedgerEntry:
             recipient=doc.get("recipient"),
             size=doc.get("size"),
             oversize_limit=doc.get("oversize_limit"),
+            moved_at=doc.get("moved_at"),
         )
-
-    def with_state(self, state: State) -> LedgerEntry:
-        return replace(self, state=state)
-
-
-class DuplicateLedgerId(Exception):
-    """An entry for this mailbox/UIDVALIDITY/UID exists already."""
-
-
-class DuplicateMessageKey(Exception):
-    """Another entry has this message key: the mail was taken before."""
 
 
 class MongoLedger:
-    """The ledger in MongoDB/FerretDB: single-document atomic writes only."""
-
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection: AsyncCollection[Doc] = db[COLLECTION]
-        self.keys: AsyncCollection[Doc] = db[KEYS_COLLECTION]
 
     async def ensure_indexes(self) -> None:
-        # One index per createIndexes command: FerretDB v1.24 crashes otherwise on restart.
-        await self.collection.create_indexes(
-            [IndexModel([("message_key", ASCENDING)], name="message_key_unique", unique=True)]
-        )
-        await self.collection.create_indexes(
-            [IndexModel([("mailbox", ASCENDING), ("state", ASCENDING)], name="mailbox_state")]
-        )
+        with contextlib.suppress(OperationFailure):  # never created, or dropped before
+            await self.collection.drop_index(_RETIRED_INDEX)
 
     async def get(self, entry_id: str) -> LedgerEntry | None:
         doc = await self.collection.find_one({"_id": entry_id})
         return None if doc is None else LedgerEntry.from_doc(doc)
 
-    async def find_by_message_key(self, key: str) -> LedgerEntry | None:
-        held = await self.keys.find_one({"_id": key})
-        # A key whose entry is not written yet (its writer died in between) is nobody's
-        # until that message is taken again.
-        return None if held is None else await self.get(str(held["entry_id"]))
-
-    async def insert(self, entry: LedgerEntry) -> None:
-        # The key first: a unique _id insert is the one write FerretDB v1 makes exclusive.
-        claimed = True
-        try:
-            await self.keys.insert_one({"_id": entry.message_key, "entry_id": entry.id})
-        except DuplicateKeyError:
-            held = await self.keys.find_one({"_id": entry.message_key})
-            if held is None or held["entry_id"] != entry.id:
-                raise DuplicateMessageKey(entry.message_key) from None
-            claimed = False  # ours from an earlier try that died before the entry
+    async def insert(self, entry: LedgerEntry) -> LedgerEntry:
+        """Write the entry; if another run wrote this copy's entry first, that one."""
         try:
             await self.collection.insert_one(entry.to_doc())
         except DuplicateKeyError:
-            # FerretDB's duplicate-key error does not name the index: look at the data.
-            existing = await self.collection.find_one({"_id": entry.id}, {"message_key": 1})
-            if existing is not None:
-                if claimed and existing["message_key"] != entry.message_key:
-                    await self.keys.delete_one({"_id": entry.message_key, "entry_id": entry.id})
-                raise DuplicateLedgerId(entry.id) from None
-            raise DuplicateMessageKey(entry.message_key) from None
+            existing = await self.get(entry.id)
+            if existing is None:  # removed by hand in between
+                raise
+            return existing
+        return entry
 
-    async def advance(
-        self, entry_id: str, from_states: tuple[State, ...], to: State, at: datetime
-    ) -> LedgerEntry | None:
-        """Move the entry to ``to`` if it is in one of ``from_states``; None if it was not."""
-        doc = await self.collection.find_one_and_update(
-            {"_id": entry_id, "state": {"$in": [s.value for s in from_states]}},
-            {"$set": {"state": to.value, f"{to.value}_at": at}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return None if doc is None else LedgerEntry.from_doc(doc)
+    async def mark_moved(self, entry_id: str, at: datetime) -> None:
+        await self.collection.update_one({"_id": entry_id}, {"$set": {"moved_at": at}})

@@ -8,8 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from faxbox.mail_poller.ledger import LedgerEntry, State
-from faxbox.shared.contracts import DocumentRef, MailReceived
+from faxbox.mail_poller.ledger import LedgerEntry
+from faxbox.shared.contracts import DocumentRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +30,10 @@ class Destination(StrEnum):
 class Ledger(Protocol):
     async def get(self, entry_id: str) -> LedgerEntry | None: ...
 
-    async def find_by_message_key(self, key: str) -> LedgerEntry | None: ...
+    async def insert(self, entry: LedgerEntry) -> LedgerEntry:
+        """Write the entry; if one with its ``_id`` exists, return that one."""
 
-    async def insert(self, entry: LedgerEntry) -> None:
-        """Raises DuplicateLedgerId or DuplicateMessageKey."""
-
-    async def advance(
-        self, entry_id: str, from_states: tuple[State, ...], to: State, at: datetime
-    ) -> LedgerEntry | None: ...
+    async def mark_moved(self, entry_id: str, at: datetime) -> None: ...
 
 
 class RawStore(Protocol):
@@ -46,11 +42,6 @@ class RawStore(Protocol):
     ) -> DocumentRef: ...
 
     async def discard(self, ref: DocumentRef) -> None: ...
-
-
-class Publisher(Protocol):
-    async def publish(self, message: MailReceived) -> None:
-        """Returns once the broker confirmed."""
 
 
 class DeadLetters(Protocol):

@@ -29,7 +29,7 @@ from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import DocumentStore, NotFound, Store
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.wiring import infrastructure, outbox
 
 log = logging.getLogger(__name__)
 
@@ -148,13 +148,13 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     names = [m.name for m in settings.mailboxes]
     if len(set(names)) != len(names):
         raise ValueError(f"mailbox names must be unique: {names}")
-    async with infrastructure(settings, runtime) as infra:
+    async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         ledger = MongoLedger(infra.store.db)
         await ledger.ensure_indexes()
         deps = IntakeDeps(
             ledger=ledger,
             raw_store=GridFsRawStore(infra.store.documents),
-            publisher=infra.bus,
+            outbox=box,
             is_realm=StoreRealms(infra.store).is_realm,
             max_mail_bytes=settings.max_mail_bytes,
             max_header_bytes=settings.max_header_bytes,

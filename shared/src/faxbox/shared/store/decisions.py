@@ -14,12 +14,18 @@ exists and is not confirmed is always in the outbox, whatever instant a process 
 at. An outbox entry without a decision (a process died between the two inserts) is the
 one thing that may be left behind: the sweeper drops it once it is ``abandoned_after``
 old; the delivery that made it comes back and records it again.
+
+Each entry carries a token of the handling that made it, and the decision the token of
+the entry it was owed under. A handling that loses the decision's insert and finds that
+the only entry is its own (the decision's entry is gone, so it was confirmed) takes its
+entry back: a late duplicate does not publish a confirmed decision again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -89,8 +95,8 @@ class MongoDecisionStore:
 
     async def record(self, decided: Decided) -> Recorded:
         now = datetime.now(UTC)
-        with contextlib.suppress(DuplicateKeyError):
-            await self.outbox.insert_one({"_id": decided.key, "owed_since": now})
+        token = uuid.uuid4().hex
+        owed_by = await self._owe(decided.key, now, token)
         try:
             await self.decisions.insert_one(
                 {
@@ -100,6 +106,7 @@ class MongoDecisionStore:
                         for m in decided.messages
                     ],
                     "decided_at": now,
+                    "owed_by": owed_by,
                 }
             )
         except DuplicateKeyError:
@@ -107,8 +114,23 @@ class MongoDecisionStore:
             doc = await self.decisions.find_one({"_id": decided.key})
             if doc is None:  # removed by hand in between
                 raise
-            return Recorded(decided.key, _messages(doc), decided.retry)
+            standing = Recorded(decided.key, _messages(doc), decided.retry)
+            if owed_by == token and doc.get("owed_by") != token:
+                # Ours is the only entry, so the one it was owed under is gone: it was
+                # confirmed. (Had it relied on ours, it would carry our token.)
+                await self.outbox.delete_one({"_id": decided.key, "owed_by": token})
+                return replace(standing, owed=_unconfirmed_before(doc))
+            return standing
         return Recorded(decided.key, decided.messages, decided.retry)
+
+    async def _owe(self, key: str, now: datetime, token: str) -> str | None:
+        """Enter ``key`` as owed; the token of its entry (ours, or the one already there)."""
+        try:
+            await self.outbox.insert_one({"_id": key, "owed_since": now, "owed_by": token})
+        except DuplicateKeyError:
+            entry = await self.outbox.find_one({"_id": key}, {"owed_by": 1})
+            return None if entry is None else entry.get("owed_by")
+        return token
 
     async def forget(self, key: str) -> None:
         await self.outbox.delete_one({"_id": key})

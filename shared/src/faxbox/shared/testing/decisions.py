@@ -24,6 +24,11 @@ class MemoryDecisionStore:
     async def record(self, decided: Decided) -> Recorded:
         if self.failures:
             raise self.failures.pop(0)
+        owed_before = decided.key in self.owed_since
+        standing = self.decisions.get(decided.key)
+        if standing is not None and not owed_before:
+            # As the database: the standing decision was confirmed, a late record owes nothing.
+            return Recorded(decided.key, standing.messages, decided.retry, owed=False)
         self.owed_since.setdefault(decided.key, datetime.now(UTC))
         standing = self.decisions.setdefault(decided.key, decided)
         return Recorded(decided.key, standing.messages, decided.retry)

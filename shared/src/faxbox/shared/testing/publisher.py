@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from faxbox.shared.contracts import Message
 
@@ -11,7 +11,8 @@ M = TypeVar("M", bound=Message)
 
 class MemoryPublisher:
     def __init__(self) -> None:
-        self.published: list[Message] = []
+        # Every message confirmed, in order; typed loosely, as each test knows what it sent.
+        self.published: list[Any] = []
         # What the next publishes do, one entry each: None goes through, an exception is
         # raised, as a broker that does not confirm; once the list is empty, all go through.
         self.failures: list[Exception | None] = []
