@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
+from typing import Any, Final, Protocol
 
 from PIL import UnidentifiedImageError
 
@@ -169,6 +171,19 @@ async def on_inbound_failed(event: InboundFaxFailed, deps: Deps) -> Decided | No
         partial_pdf=partial,
     )
     return await deliver(deps, event, NotificationKind.inbound_failed, recipients, mail)
+
+
+class Notify(Protocol):
+    def __call__(self, event: Any, deps: Deps) -> Awaitable[Decided | None]: ...
+
+
+HANDLERS: Final[Mapping[type[FaxMessage], Notify]] = {
+    OutboundFaxRejected: on_rejected,
+    FaxSent: on_sent,
+    FaxFailed: on_failed,
+    InboundFaxReceived: on_received,
+    InboundFaxFailed: on_inbound_failed,
+}
 
 
 # --- delivery, once ----------------------------------------------------------------------

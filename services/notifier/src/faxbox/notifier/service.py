@@ -11,25 +11,13 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from faxbox.notifier.claims import COLLECTION, MongoSendClaims
-from faxbox.notifier.handlers import (
-    Deps,
-    on_failed,
-    on_inbound_failed,
-    on_received,
-    on_rejected,
-    on_sent,
-)
+from faxbox.notifier.handlers import HANDLERS, Deps
 from faxbox.notifier.mailer import SmtpMailer
 from faxbox.notifier.store_adapters import StoreDirectory, StoreDocuments
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import (
-    FaxFailed,
-    FaxSent,
-    InboundFaxFailed,
-    InboundFaxReceived,
     Message,
-    OutboundFaxRejected,
 )
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
@@ -86,11 +74,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             message_id_domain=settings.message_id_domain,
         )
         handlers: dict[type[Message], Handler] = {
-            OutboundFaxRejected: box.consuming(partial(on_rejected, deps=deps)),
-            FaxSent: box.consuming(partial(on_sent, deps=deps)),
-            FaxFailed: box.consuming(partial(on_failed, deps=deps)),
-            InboundFaxReceived: box.consuming(partial(on_received, deps=deps)),
-            InboundFaxFailed: box.consuming(partial(on_inbound_failed, deps=deps)),
+            kind: box.consuming(partial(handler, deps=deps)) for kind, handler in HANDLERS.items()
         }
         consumer = infra.bus.consumer(SERVICE, handlers)
         await consumer.start()
