@@ -260,8 +260,8 @@ class Clock:
         self.slots = 0
 
     async def wait_slot(self, slots: int = 1) -> None:
-        """Wait for the next slot's time (immediately when late or unpaced); it lasts
-        ``slots`` slots."""
+        """Wait for the next slot's time (when late, only a yield; unpaced, not at all); it
+        lasts ``slots`` slots."""
         if self.pace:
             loop = asyncio.get_running_loop()
             now = loop.time()
@@ -270,8 +270,9 @@ class Clock:
             due = self._start + self.slots * self.interval
             if now - due > 1.0:  # stalled for long (debugger, overload): start afresh
                 self._start, due = now - self.slots * self.interval, now
-            if due > now:
-                await asyncio.sleep(due - now)
+            # Late, it still yields: a pump that never waits would starve the loop (the
+            # other calls, the far end's BYE) and, while it never catches up, run forever.
+            await asyncio.sleep(max(0.0, due - now))
         self.slots += slots
 
 
