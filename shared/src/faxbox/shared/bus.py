@@ -35,7 +35,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -418,6 +418,15 @@ class Consumer:
         await self._channel.set_qos(prefetch_count=self.bus.settings.prefetch)
         self._queue = await self._channel.get_queue(self.queue_name)
         self._tag = await self._queue.consume(self._on_message)
+
+    @contextlib.asynccontextmanager
+    async def running(self, grace_s: float) -> AsyncIterator[None]:
+        """Consume for the length of the block; then stop, giving work in hand ``grace_s``."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop(grace_s)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Stop taking messages, let the ones in hand finish, then close the channel.

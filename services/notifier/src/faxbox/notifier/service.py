@@ -76,12 +76,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         handlers: dict[type[Message], Handler] = {
             kind: box.consuming(partial(handler, deps=deps)) for kind, handler in HANDLERS.items()
         }
-        consumer = infra.bus.consumer(SERVICE, handlers)
-        await consumer.start()
-        try:
+        async with infra.bus.consumer(SERVICE, handlers).running(settings.shutdown_grace_s):
             yield
-        finally:
-            await consumer.stop(settings.shutdown_grace_s)
 
 
 def run(settings: Settings) -> None:

@@ -141,11 +141,10 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         consumer = infra.bus.consumer(
             SERVICE, {OutboundFaxRequested: box.consuming(partial(handle_outbound, deps=deps))}
         )
-        await consumer.start()
         try:
-            yield
+            async with consumer.running(settings.shutdown_grace_s):
+                yield
         finally:
-            await consumer.stop(settings.shutdown_grace_s)
             await ua.close()
 
 

@@ -100,12 +100,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         handlers: dict[type[Message], Handler] = {
             MailReceived: box.consuming(partial(on_mail_received, deps=deps))
         }
-        consumer = infra.bus.consumer(SERVICE, handlers)
-        await consumer.start()
-        try:
+        async with infra.bus.consumer(SERVICE, handlers).running(settings.shutdown_grace_s):
             yield
-        finally:
-            await consumer.stop(settings.shutdown_grace_s)
 
 
 def run(settings: Settings) -> None:
