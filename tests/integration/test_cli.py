@@ -33,10 +33,11 @@ def faxbox_cli(mongo_settings: MongoSettings) -> Any:
         "FAXBOX_MONGO_DB": mongo_settings.mongo_db,
     }
 
-    def run(*args: str) -> Result:
+    def run(*args: str, stdin: str | None = None, **extra_env: str) -> Result:
         proc = subprocess.run(
             [sys.executable, "-m", "faxbox.admin", "--json", *args],
-            env=env,
+            env=env | extra_env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=60,
@@ -96,6 +97,16 @@ def test_account_user_faxbox_carrier_lifecycle(faxbox_cli: Any) -> None:
     )
     assert run("user", "create", "--realm", "fax.acme.test", "--email", "bob@acme.test").code == 0
 
+    # Numbers come from the account's inventory.
+    not_held = run("faxbox", "enable", "--user", "alice@acme.test", "--number", "+12125551234")
+    one_line_error(not_held, "+12125551234", "not in the inventory", "faxbox number add")
+    one_line_error(run("faxbox", "show", "--user", "alice@acme.test"), "has no faxbox")
+    added = run(
+        "number", "add", "--realm", "fax.acme.test", "--number", "2125551234", "--number", "1001"
+    )
+    assert added.json() == {"account": "fax.acme.test", "added": ["+12125551234", "1001"]}
+    assert run("number", "add", "--realm", "fax.acme.test", "--number", "+13125550188").code == 0
+
     box = run(
         "faxbox",
         "enable",
@@ -121,6 +132,7 @@ def test_account_user_faxbox_carrier_lifecycle(faxbox_cli: Any) -> None:
     assert data["enabled"] is True
     assert data["success_notifications"] is False
     assert data["timezone"] == "America/New_York"
+    assert data["sender_auth"] == "required"  # the default
 
     # Bob cannot take Alice's number, and Bob's faxbox is not created half-way.
     taken = run("faxbox", "enable", "--user", "bob@acme.test", "--number", "2125551234")
@@ -171,6 +183,44 @@ def test_account_user_faxbox_carrier_lifecycle(faxbox_cli: Any) -> None:
     shown = run("faxbox", "show", "--user", "alice@acme.test").json()
     assert shown["numbers"] == ["+12125551234"]
     assert run("faxbox", "assign", "--user", "bob@acme.test", "--number", "1001").code == 0
+    one_line_error(
+        run("number", "remove", "--realm", "fax.acme.test", "--number", "1001"), "unassign it first"
+    )
+    assert run("number", "list", "--realm", "fax.acme.test").json() == [
+        {"number": "+12125551234", "faxbox_id": shown["id"]},
+        {
+            "number": "+13125550188",
+            "faxbox_id": run("faxbox", "show", "--user", "bob@acme.test").json()["id"],
+        },
+        {
+            "number": "1001",
+            "faxbox_id": run("faxbox", "show", "--user", "bob@acme.test").json()["id"],
+        },
+    ]
+
+    # Caller id: one of the faxbox's own numbers, nothing else.
+    one_line_error(
+        run("faxbox", "enable", "--user", "alice@acme.test", "--caller-id", "+13125550188"),
+        "caller id +13125550188",
+        "own numbers",
+    )
+    own = run("faxbox", "enable", "--user", "alice@acme.test", "--caller-id", "2125551234")
+    assert own.json()["caller_id"] == "+12125551234"
+    # ... or, where the platform allows it, of the account's.
+    wider = run(
+        "faxbox",
+        "enable",
+        "--user",
+        "alice@acme.test",
+        "--caller-id",
+        "+13125550188",
+        FAXBOX_CALLER_ID_SCOPE="account",
+    )
+    assert wider.code == 0, wider.err
+    assert wider.json()["caller_id"] == "+13125550188"
+
+    off = run("faxbox", "enable", "--user", "alice@acme.test", "--sender-auth", "off")
+    assert off.json()["sender_auth"] == "off"
 
     carrier = run(
         "carrier",
@@ -187,20 +237,29 @@ def test_account_user_faxbox_carrier_lifecycle(faxbox_cli: Any) -> None:
         "127.0.0.1",
         "--sip-port",
         "5070",
-        "--sip-password",
-        "secret",
+        "--sip-username",
+        "trunk",
+        "--sip-password-stdin",
+        stdin="s3cret-sip-password\n",
+        FAXBOX_SECRET_KEY="k" * 32,
     )
     assert carrier.code == 0, carrier.err
-    assert "sip_password" not in carrier.json()
-    listed = run("carrier", "list").json()
-    assert [c["name"] for c in listed] == ["sim"]
+    assert carrier.json()["sip_password"] == "sealed"
+    listed = run("carrier", "list")
+    assert [c["name"] for c in listed.json()] == ["sim"]
+    assert "s3cret" not in listed.out
+    no_key = run("carrier", "set-password", "--name", "sim", stdin="other\n")
+    one_line_error(no_key, "FAXBOX_SECRET_KEY")
     one_line_error(run("carrier", "add", "--name", "sim"), "sim")
     one_line_error(run("carrier", "add", "--name", "x", "--flag", "Fax!"), "flag")
 
 
 def test_show_help_prints_the_address_or_why_not(faxbox_cli: Any) -> None:
     run = faxbox_cli
-    assert run("account", "create", "--name", "Help", "--realm", "help.test").code == 0
+    created = run(
+        "account", "create", "--name", "Help", "--realm", "help.test", "--allow-countries", "US,GB"
+    )
+    assert created.code == 0, created.err
     ok = run("show-help", "00442079460958", "--realm", "help.test")
     assert ok.code == 0, ok.err
     assert ok.json()["to"] == "+442079460958@help.test"
@@ -229,3 +288,40 @@ def test_show_help_prints_the_address_or_why_not(faxbox_cli: Any) -> None:
     one_line_error(run("show-help", "555123456", "--realm", "help.test"), "cannot be faxed")
     one_line_error(run("show-help", "+1212555123x", "--realm", "help.test"), "cannot be faxed")
     one_line_error(run("show-help", "2125551234", "--realm", "nowhere.test"), "nowhere.test")
+
+
+def test_accounts_fax_home_until_the_platform_widens_them(faxbox_cli: Any) -> None:
+    run = faxbox_cli
+    created = run("account", "create", "--name", "Euro", "--realm", "euro.test", "--country", "de")
+    assert created.json()["allowed_countries"] == ["DE"]
+    assert created.json()["blocked_categories"] == ["premium_rate", "shared_cost"]
+    one_line_error(run("show-help", "+442079460958", "--realm", "euro.test"), "GB", "reseller")
+    widened = run("account", "update", "--realm", "euro.test", "--allow-countries", "DE,gb,FR")
+    assert widened.json()["allowed_countries"] == ["DE", "GB", "FR"]
+    assert run("show-help", "+442079460958", "--realm", "euro.test").code == 0
+    one_line_error(
+        run("account", "update", "--realm", "euro.test", "--allow-countries", "UK"),
+        "United Kingdom is GB",
+    )
+    capped = run("account", "update", "--realm", "euro.test", "--daily-page-limit", "0")
+    assert capped.json()["daily_page_limit"] == 0
+    one_line_error(
+        run("account", "update", "--realm", "euro.test", "--daily-page-limit", "-3"), "negative"
+    )
+    moved = run("account", "update", "--realm", "euro.test", "--country", "CA")
+    assert "US" in moved.json()["allowed_countries"]  # a North American home: every +1 country
+    assert "DE" not in moved.json()["allowed_countries"]
+
+
+def test_a_number_another_account_holds_is_refused(faxbox_cli: Any) -> None:
+    run = faxbox_cli
+    for realm in ("one.test", "two.test"):
+        assert run("account", "create", "--name", realm, "--realm", realm).code == 0
+    assert run("number", "add", "--realm", "one.test", "--number", "+16175550100").code == 0
+    one_line_error(
+        run("number", "add", "--realm", "two.test", "--number", "6175550100"),
+        "+16175550100",
+        "another account",
+    )
+    assert run("number", "remove", "--realm", "one.test", "--number", "+16175550100").code == 0
+    assert run("number", "add", "--realm", "two.test", "--number", "+16175550100").code == 0

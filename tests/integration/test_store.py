@@ -102,6 +102,7 @@ async def test_number_is_unique_across_faxboxes(store: Store) -> None:
     first = await new_faxbox(store, account)
     second = await new_faxbox(store, account)
 
+    await store.add_account_number(account.id, "+4930123456")
     await store.assign_number(first.id, "+4930123456")
     with pytest.raises(NumberAlreadyAssigned, match=first.id) as info:
         await store.assign_number(second.id, "+4930123456")
@@ -157,6 +158,7 @@ async def test_failed_mirror_update_releases_the_number(store: Store) -> None:
     account = await new_account(store)
     faxbox = await new_faxbox(store, account)
     flaky = _FlakyStore(store.client, store.db)
+    await store.add_account_number(account.id, "+4930555555")
     with pytest.raises(ConnectionFailure):
         await flaky.assign_number(faxbox.id, "+4930555555")
     assert await store.find_number("+4930555555") is None
@@ -166,6 +168,7 @@ async def test_failed_mirror_update_releases_the_number(store: Store) -> None:
 async def test_enable_disable_and_update(store: Store) -> None:
     account = await new_account(store)
     faxbox = await new_faxbox(store, account)
+    await store.add_account_number(account.id, "+4930777777")
     await store.assign_number(faxbox.id, "+4930777777")
 
     assert (await store.disable_faxbox(faxbox.id)).enabled is False

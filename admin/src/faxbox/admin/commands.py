@@ -15,10 +15,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from faxbox.shared import numbers, passwords
+from faxbox.shared.secretbox import SecretBox, SecretKeyMissing, SecretSettings, is_sealed
+from faxbox.shared.settings import OwnershipSettings
 from faxbox.shared.store import (
     Account,
+    CallerIdNotOwned,
     Carrier,
     Faxbox,
+    NumberHeldByAnotherAccount,
+    NumberNotInInventory,
     Role,
     Store,
     User,
@@ -52,6 +57,42 @@ def assignable_number(raw: str) -> str:
 # --- commands -----------------------------------------------------------------------------
 
 
+def _countries(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    return [c for c in (part.strip() for part in raw.split(",")) if c]
+
+
+def _page_limit(raw: str | None) -> tuple[bool, int | None]:
+    """(given, value): ``default`` is None (the platform's cap), 0 no cap, N pages."""
+    if raw is None:
+        return False, None
+    if raw.strip().lower() == "default":
+        return True, None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise CliError(f"page limit {raw!r}: give a number of pages, 0 or default") from None
+    if value < 0:
+        raise CliError(f"page limit {raw!r}: a limit cannot be negative")
+    return True, value
+
+
+def _account_policy(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if args.country is not None:
+        fields["country"] = args.country
+    countries = _countries(args.allow_countries)
+    if countries is not None:
+        fields["allowed_countries"] = countries
+    if args.block is not None:
+        fields["blocked_categories"] = args.block
+    given, limit = _page_limit(args.daily_page_limit)
+    if given:
+        fields["daily_page_limit"] = limit
+    return fields
+
+
 async def account_create(store: Store, args: argparse.Namespace) -> Any:
     account = _model(
         Account,
@@ -59,14 +100,78 @@ async def account_create(store: Store, args: argparse.Namespace) -> Any:
         realm=args.realm,
         reseller_id=args.reseller,
         months_to_keep=args.months_to_keep,
-        allowed_countries=args.allowed_country or [],
-        blocked_categories=args.block if args.block is not None else ["premium_rate"],
+        **_account_policy(args),
     )
     return (await store.create_account(account)).model_dump(mode="json")
 
 
 async def account_list(store: Store, args: argparse.Namespace) -> Any:
     return [a.model_dump(mode="json") for a in await store.list_accounts()]
+
+
+async def account_update(store: Store, args: argparse.Namespace) -> Any:
+    """Widen or narrow an account's destinations, change its page cap (platform admin)."""
+    account = await store.get_account_by_realm(args.realm)
+    changes = _account_policy(args)
+    if args.name is not None:
+        changes["name"] = args.name
+    if args.months_to_keep is not None:
+        changes["months_to_keep"] = args.months_to_keep
+    if "country" in changes and "allowed_countries" not in changes:
+        # A new home with the old home's defaults would keep faxing the old country.
+        changes["allowed_countries"] = []
+    if not changes:
+        raise CliError("nothing to change: give --allow-countries, --country, --block, ...")
+    _model(Account, **(account.model_dump() | changes))
+    return (await store.update_account(account.id, **changes)).model_dump(mode="json")
+
+
+# --- the number inventory -------------------------------------------------------------------
+
+
+async def number_add(store: Store, args: argparse.Namespace) -> Any:
+    account = await store.get_account_by_realm(args.realm)
+    wanted = list(dict.fromkeys(assignable_number(n) for n in args.number))
+    for number in wanted:  # all or nothing: check every number before adding any
+        held = await store.find_account_number(number)
+        assigned = await store.find_number(number)
+        if (held and held.account_id != account.id) or (
+            assigned and assigned.account_id != account.id
+        ):
+            raise CliError(f"number {number} belongs to another account", EXIT_CONFLICT)
+    added = []
+    for number in wanted:
+        try:
+            added.append((await store.add_account_number(account.id, number)).number)
+        except NumberHeldByAnotherAccount as exc:  # lost a race since the check
+            raise CliError(str(exc), EXIT_CONFLICT) from None
+    return {"account": account.realm, "added": added}
+
+
+async def number_remove(store: Store, args: argparse.Namespace) -> Any:
+    account = await store.get_account_by_realm(args.realm)
+    wanted = list(dict.fromkeys(assignable_number(n) for n in args.number))
+    for number in wanted:
+        held = await store.find_account_number(number)
+        if held is None or held.account_id != account.id:
+            raise CliError(f"number {number} is not in the inventory of {account.realm}")
+        assigned = await store.find_number(number)
+        if assigned is not None:
+            raise CliError(
+                f"number {number} is assigned to faxbox {assigned.faxbox_id}; unassign it first",
+                EXIT_CONFLICT,
+            )
+    for number in wanted:
+        await store.remove_account_number(account.id, number)
+    return {"account": account.realm, "removed": wanted}
+
+
+async def number_list(store: Store, args: argparse.Namespace) -> Any:
+    account = await store.get_account_by_realm(args.realm)
+    return [
+        {"number": entry.number, "faxbox_id": faxbox_id}
+        for entry, faxbox_id in await store.list_account_numbers(account.id)
+    ]
 
 
 async def user_create(store: Store, args: argparse.Namespace) -> Any:
@@ -103,6 +208,12 @@ async def user_set_alternate(store: Store, args: argparse.Namespace) -> Any:
     return _public_user(await store.set_alternate_email(user.id, args.alternate_email))
 
 
+async def user_set_page_limit(store: Store, args: argparse.Namespace) -> Any:
+    user = await _user(store, args.email)
+    _, limit = _page_limit(args.pages)
+    return _public_user(await store.set_daily_page_limit(user.id, limit))
+
+
 def _faxbox_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = {
         "caller_id": args.caller_id,
@@ -117,8 +228,8 @@ def _faxbox_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: v for k, v in given.items() if v is not None}
     if args.caller_id is not None:
         settings["caller_id"] = assignable_number(args.caller_id)
-    if args.require_authenticated_sender is not None:
-        settings["require_authenticated_sender"] = args.require_authenticated_sender
+    if args.sender_auth is not None:
+        settings["sender_auth"] = args.sender_auth
     if args.success_mails is not None:
         settings["success_notifications"] = args.success_mails
     return settings
@@ -146,6 +257,11 @@ async def faxbox_enable(store: Store, args: argparse.Namespace) -> Any:
             raise CliError(
                 f"number {number} is already assigned to faxbox {holder.faxbox_id}", EXIT_CONFLICT
             )
+        if holder is None:
+            await _in_inventory(store, user.account_id, number)
+    if "caller_id" in settings:
+        owned = [*(base.numbers if base else []), *wanted]
+        await _owned_caller_id(store, candidate, settings["caller_id"], owned)
 
     created = base is None
     faxbox = await store.create_faxbox(candidate) if created else base
@@ -176,7 +292,10 @@ async def faxbox_disable(store: Store, args: argparse.Namespace) -> Any:
 async def faxbox_assign(store: Store, args: argparse.Namespace) -> Any:
     number = assignable_number(args.number)
     faxbox = await _faxbox_of(store, args.user)
-    await store.assign_number(faxbox.id, number)
+    try:
+        await store.assign_number(faxbox.id, number)
+    except NumberNotInInventory as exc:
+        raise CliError(str(exc)) from None
     return (await store.get_faxbox(faxbox.id)).model_dump(mode="json")
 
 
@@ -190,6 +309,27 @@ async def faxbox_show(store: Store, args: argparse.Namespace) -> Any:
     return (await _faxbox_of(store, args.user)).model_dump(mode="json")
 
 
+def _secret_box() -> SecretBox | None:
+    try:
+        return SecretSettings().box()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _stdin_password() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("no password on stdin")
+    return password
+
+
+def _public_carrier(carrier: Carrier) -> dict[str, Any]:
+    shown = carrier.model_dump(mode="json", exclude={"sip_password"})
+    stored = carrier.sip_password
+    shown["sip_password"] = None if stored is None else "sealed" if is_sealed(stored) else "plain"
+    return shown
+
+
 async def carrier_add(store: Store, args: argparse.Namespace) -> Any:
     carrier = _model(
         Carrier,
@@ -201,15 +341,39 @@ async def carrier_add(store: Store, args: argparse.Namespace) -> Any:
         sip_host=args.sip_host,
         sip_port=args.sip_port,
         sip_username=args.sip_username,
-        sip_password=args.sip_password,
     )
-    return (await store.add_carrier(carrier)).model_dump(mode="json", exclude={"sip_password"})
+    if args.sip_password_stdin:
+        carrier = _sealed(carrier, _stdin_password())
+    return _public_carrier(await store.add_carrier(carrier))
+
+
+def _sealed(carrier: Carrier, password: str | None) -> Carrier:
+    try:
+        return carrier.with_password(password, _secret_box())
+    except SecretKeyMissing as exc:
+        raise CliError(str(exc)) from None
 
 
 async def carrier_list(store: Store, args: argparse.Namespace) -> Any:
-    return [
-        c.model_dump(mode="json", exclude={"sip_password"}) for c in await store.list_carriers()
-    ]
+    return [_public_carrier(c) for c in await store.list_carriers()]
+
+
+async def carrier_set_password(store: Store, args: argparse.Namespace) -> Any:
+    carrier = await store.get_carrier_by_name(args.name)
+    sealed = _sealed(carrier, None if args.clear else _stdin_password())
+    return _public_carrier(await store.update_carrier(carrier, sip_password=sealed.sip_password))
+
+
+async def carrier_seal_passwords(store: Store, args: argparse.Namespace) -> Any:
+    """Seal every password stored in clear (before FAXBOX_SECRET_KEY was used)."""
+    sealed = []
+    for carrier in await store.list_carriers():
+        stored = carrier.sip_password
+        if stored is not None and not is_sealed(stored):
+            updated = _sealed(carrier, stored)
+            await store.update_carrier(carrier, sip_password=updated.sip_password)
+            sealed.append(carrier.name)
+    return {"sealed": sealed}
 
 
 async def show_help(store: Store, args: argparse.Namespace) -> Any:
@@ -259,6 +423,20 @@ async def _user(store: Store, email: str) -> User:
     if user is None:
         raise CliError(f"no user with email {email}")
     return user
+
+
+async def _in_inventory(store: Store, account_id: str, number: str) -> None:
+    held = await store.find_account_number(number)
+    if held is None or held.account_id != account_id:
+        account = await store.get_account(account_id)
+        raise CliError(str(NumberNotInInventory(number, account.realm)))
+
+
+async def _owned_caller_id(store: Store, faxbox: Faxbox, number: str, also: list[str]) -> None:
+    try:
+        await store.check_caller_id(faxbox, number, OwnershipSettings().caller_id_scope, also=also)
+    except CallerIdNotOwned as exc:
+        raise CliError(str(exc)) from None
 
 
 async def _faxbox_of(store: Store, email: str) -> Faxbox:

@@ -7,8 +7,11 @@ import argparse
 from faxbox.admin.commands import (
     account_create,
     account_list,
+    account_update,
     carrier_add,
     carrier_list,
+    carrier_seal_passwords,
+    carrier_set_password,
     faxbox_assign,
     faxbox_disable,
     faxbox_enable,
@@ -16,19 +19,45 @@ from faxbox.admin.commands import (
     faxbox_unassign,
     history_apply_retention,
     history_drop_month,
+    number_add,
+    number_list,
+    number_remove,
     show_help,
     user_create,
     user_list,
     user_set_alternate,
+    user_set_page_limit,
     user_set_password,
 )
-from faxbox.shared.store import Role
+from faxbox.shared.store import Role, SenderAuth
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
     parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None)
     parser.add_argument(
         f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_text
+    )
+
+
+def _account_policy(parser: argparse.ArgumentParser, country_default: str | None) -> None:
+    parser.add_argument(
+        "--country",
+        default=country_default,
+        help="home country, ISO code (US); new accounts may fax only there by default "
+        "(a North American home: every +1 country)",
+    )
+    parser.add_argument(
+        "--allow-countries",
+        help="comma-separated ISO codes the account may fax, e.g. US,CA,GB ('*': every country)",
+    )
+    parser.add_argument(
+        "--block",
+        action="append",
+        help="number category to block (repeat; default premium_rate and shared_cost)",
+    )
+    parser.add_argument(
+        "--daily-page-limit",
+        help="pages a UTC day for the whole account: N, 0 for no cap, or default",
     )
 
 
@@ -43,10 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realm", required=True, help="mail domain, e.g. acme.fax.example.com")
     p.add_argument("--reseller")
     p.add_argument("--months-to-keep", type=int)
-    p.add_argument("--allowed-country", action="append", help="ISO code; repeat (default all)")
-    p.add_argument("--block", action="append", help="number category to block (repeat)")
+    _account_policy(p, country_default="US")
     p.set_defaults(command=account_create)
     account.add_parser("list").set_defaults(command=account_list)
+    p = account.add_parser("update", help="change an account's destinations and page cap")
+    p.add_argument("--realm", required=True)
+    p.add_argument("--name")
+    p.add_argument("--months-to-keep", type=int)
+    _account_policy(p, country_default=None)
+    p.set_defaults(command=account_update)
+
+    number = groups.add_parser("number", help="an account's number inventory").add_subparsers(
+        required=True
+    )
+    for name, command, text in (
+        ("add", number_add, "add numbers to the account's inventory (platform/reseller admin)"),
+        ("remove", number_remove, "release unassigned numbers from the account"),
+    ):
+        p = number.add_parser(name, help=text)
+        p.add_argument("--realm", required=True)
+        p.add_argument("--number", action="append", required=True, help="DID or extension; repeat")
+        p.set_defaults(command=command)
+    p = number.add_parser("list", help="the account's numbers and where each is assigned")
+    p.add_argument("--realm", required=True)
+    p.set_defaults(command=number_list)
 
     user = groups.add_parser("user", help="users").add_subparsers(required=True)
     p = user.add_parser("create")
@@ -65,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--email", required=True)
     p.add_argument("--alternate-email", help="omit to clear")
     p.set_defaults(command=user_set_alternate)
+    p = user.add_parser("set-page-limit", help="the user's own daily page cap")
+    p.add_argument("--email", required=True)
+    p.add_argument("--pages", required=True, help="N pages a UTC day, 0 for no cap, or default")
+    p.set_defaults(command=user_set_page_limit)
 
     faxbox = groups.add_parser("faxbox", help="faxboxes").add_subparsers(required=True)
     p = faxbox.add_parser("enable", help="create or enable a user's faxbox, with settings")
@@ -78,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-recipient", action="append")
     p.add_argument("--resolution", choices=["fine", "standard"])
     p.add_argument("--max-recipients", type=int, help="fax numbers one email may name (10)")
-    _bool_flag(p, "require-authenticated-sender", "trust DMARC/SPF/DKIM results")
+    p.add_argument(
+        "--sender-auth",
+        choices=[a.value for a in SenderAuth],
+        help="required (default): fax only mail a trusted mail server proved came from the "
+        "sender; off: believe the From header (anyone can forge it)",
+    )
     _bool_flag(p, "success-mails", "mail the sender when a fax was sent")
     p.set_defaults(command=faxbox_enable)
     for name, command in (("disable", faxbox_disable), ("show", faxbox_show)):
@@ -103,9 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sip-host")
     p.add_argument("--sip-port", type=int)
     p.add_argument("--sip-username")
-    p.add_argument("--sip-password")
+    p.add_argument(
+        "--sip-password-stdin",
+        action="store_true",
+        help="read the SIP password from stdin (sealed with FAXBOX_SECRET_KEY)",
+    )
     p.set_defaults(command=carrier_add)
     carrier.add_parser("list").set_defaults(command=carrier_list)
+    p = carrier.add_parser("set-password", help="set (stdin) or clear a carrier's SIP password")
+    p.add_argument("--name", required=True)
+    p.add_argument("--clear", action="store_true")
+    p.set_defaults(command=carrier_set_password)
+    carrier.add_parser(
+        "seal-passwords", help="seal passwords stored before FAXBOX_SECRET_KEY was used"
+    ).set_defaults(command=carrier_seal_passwords)
 
     history = groups.add_parser("history", help="fax history retention").add_subparsers(
         required=True

@@ -97,6 +97,7 @@ async def seed(store: Store, tenant: DemoTenant) -> Seeded:
                 Faxbox(account_id=account.id, owner_user_id=user.id, **settings)
             )
         if wanted.number not in faxbox.numbers:
+            await store.add_account_number(account.id, wanted.number)
             await store.assign_number(faxbox.id, wanted.number)
             faxbox = await store.get_faxbox(faxbox.id)
         faxboxes[wanted.email] = faxbox

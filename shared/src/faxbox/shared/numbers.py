@@ -26,6 +26,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "ALL_COUNTRIES",
     "MAX_EXTENSION_DIGITS",
     "NormalizedNumber",
     "NumberCategory",
@@ -35,7 +36,9 @@ __all__ = [
     "assignable",
     "check",
     "fax_address",
+    "home_regions",
     "normalize",
+    "validate_region",
 ]
 
 
@@ -104,6 +107,39 @@ _CATEGORY_LABEL: Final[dict[NumberCategory, str]] = {
 
 # libphonenumber's pseudo-region for numbers that belong to no country (+800, +882 …).
 NON_GEOGRAPHIC_REGION: Final = phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+
+# An account's allowed countries may be this alone: every country.
+ALL_COUNTRIES: Final = "*"
+
+# The countries of the North American Numbering Plan (+1): the US, Canada and the
+# Caribbean states and territories that share the plan.
+NANP_REGIONS: Final = frozenset(phonenumbers.region_codes_for_country_code(1))
+
+
+def validate_region(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code libphonenumber knows (upper-cased), or ValueError."""
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        hint = " (the United Kingdom is GB)" if code == "UK" else ""
+        raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code{hint}")
+    return code
+
+
+def home_regions(country: str) -> list[str]:
+    """The countries an account in ``country`` may fax by default: that one, or for a
+    North American home every country of the shared +1 plan (one dials them alike)."""
+    code = validate_region(country)
+    return sorted(NANP_REGIONS) if code in NANP_REGIONS else [code]
+
+
+def _countries_phrase(regions: frozenset[str]) -> str:
+    if regions == NANP_REGIONS:
+        return "North America (the countries of the +1 plan)"
+    # Country codes, not names: libphonenumber's names live in its geocoder, whose
+    # import costs seconds.
+    if regions >= NANP_REGIONS:
+        return _join(["North America (the +1 countries)", *sorted(regions - NANP_REGIONS)], "or")
+    return _join(sorted(regions), "or")
 
 
 class NumberPolicy(BaseModel):
@@ -424,10 +460,10 @@ def _resolve(with_country_code: str, policy: NumberPolicy) -> NormalizedNumber:
     if policy.allowed_countries and region not in policy.allowed_countries:
         raise NumberRefused(
             RefusalCode.COUNTRY_NOT_ALLOWED,
-            f"{shown} is {_region_phrase(region, country_code)}, and your account can only "
-            f"send faxes to numbers in {_join(sorted(policy.allowed_countries), 'or')}. Use a "
-            "fax number in one of those countries, or ask your account administrator to "
-            "allow this one.",
+            f"{shown} is {_region_phrase(region, country_code)}, and your account may only "
+            f"send faxes to {_countries_phrase(policy.allowed_countries)}. Only your service "
+            "provider (your reseller, or the platform's administrator) can allow faxes to "
+            f"{_region_name(region)}; ask them, or use a fax number in an allowed country.",
         )
     if category in policy.blocked_categories:
         raise _blocked(shown, category)
@@ -513,6 +549,10 @@ def _region_phrase(region: str, country_code: int) -> str:
     if region == NON_GEOGRAPHIC_REGION:
         return f"an international number that belongs to no country (+{country_code})"
     return f"a number in {region} (country code +{country_code})"
+
+
+def _region_name(region: str) -> str:
+    return "numbers of no country" if region == NON_GEOGRAPHIC_REGION else region
 
 
 def _nanp_dashed(ten: str) -> str:

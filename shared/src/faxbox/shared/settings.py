@@ -6,6 +6,8 @@ Each service composes its own ``Settings`` class from these parts, so one variab
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -82,3 +84,15 @@ class OutboxSettings(_FaxboxSettings):
 
 class ServiceSettings(BrokerSettings, MongoSettings, RunnerSettings, OutboxSettings):
     """The parts most workers need: broker, database, the runner and the outbox sweep."""
+
+
+class OwnershipSettings(_FaxboxSettings):
+    """What a faxbox may present as its own: read by everything that sets or uses it."""
+
+    caller_id_scope: Literal["faxbox", "account"] = Field(
+        default="faxbox",
+        description=(
+            "faxbox: a caller id must be one of the faxbox's numbers; account: any number "
+            "in its account's inventory."
+        ),
+    )

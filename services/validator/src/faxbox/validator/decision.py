@@ -50,7 +50,7 @@ from faxbox.shared.numbers import (
     fax_address,
     normalize,
 )
-from faxbox.shared.store import Account, Faxbox, User
+from faxbox.shared.store import Account, Faxbox, SenderAuth, User
 from faxbox.validator.authz import SenderMatch, match_sender, sender_authenticated
 from faxbox.validator.merge import concatenate
 from faxbox.validator.mime import Caps, Mail, Part, PartRole, describe, parse_mail
@@ -577,7 +577,7 @@ async def evaluate(
                 "administrator to enable it, then send the email again.",
             )
         )
-    if faxbox.require_authenticated_sender and not sender_authenticated(
+    if faxbox.sender_auth is SenderAuth.REQUIRED and not sender_authenticated(
         mail.sender_domain, mail.authentication_results, limits.trusted_authserv_ids
     ):
         reasons.append(

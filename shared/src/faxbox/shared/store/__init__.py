@@ -4,6 +4,7 @@ from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store.cursors import Page
 from faxbox.shared.store.documents import DocumentStore
 from faxbox.shared.store.errors import (
+    CallerIdNotOwned,
     DocumentCorrupt,
     DuplicateCarrier,
     DuplicateEmail,
@@ -11,16 +12,21 @@ from faxbox.shared.store.errors import (
     InvalidCursor,
     NotFound,
     NumberAlreadyAssigned,
+    NumberHeldByAnotherAccount,
+    NumberInUse,
+    NumberNotInInventory,
     StoreError,
 )
 from faxbox.shared.store.history import HistoryStore
 from faxbox.shared.store.models import (
     Account,
+    AccountNumber,
     Carrier,
     Faxbox,
     NumberAssignment,
     RetryPolicy,
     Role,
+    SenderAuth,
     User,
     new_id,
 )
@@ -30,6 +36,8 @@ from faxbox.shared.store.store import Store
 
 __all__ = [
     "Account",
+    "AccountNumber",
+    "CallerIdNotOwned",
     "Carrier",
     "DocumentCorrupt",
     "DocumentRef",
@@ -45,9 +53,13 @@ __all__ = [
     "NotFound",
     "NumberAlreadyAssigned",
     "NumberAssignment",
+    "NumberHeldByAnotherAccount",
+    "NumberInUse",
+    "NumberNotInInventory",
     "Page",
     "RetryPolicy",
     "Role",
+    "SenderAuth",
     "StatusRank",
     "Store",
     "StoreError",

@@ -70,3 +70,45 @@ class InvalidCursor(StoreError, ValueError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"invalid pagination cursor: {reason}")
+
+
+class NumberHeldByAnotherAccount(StoreError):
+    """The number is in another account's inventory (or assigned to its faxboxes)."""
+
+    def __init__(self, number: str) -> None:
+        super().__init__(f"number {number} belongs to another account")
+        self.number = number
+
+
+class NumberNotInInventory(StoreError):
+    """A faxbox may only be given a number its account holds."""
+
+    def __init__(self, number: str, realm: str) -> None:
+        super().__init__(
+            f"number {number} is not in the inventory of account {realm}; a platform or "
+            f"reseller admin adds it first (faxbox number add --realm {realm} --number {number})"
+        )
+        self.number = number
+        self.realm = realm
+
+
+class NumberInUse(StoreError):
+    """The number is assigned to a faxbox, so it cannot leave its account."""
+
+    def __init__(self, number: str, faxbox_id: str) -> None:
+        super().__init__(f"number {number} is assigned to faxbox {faxbox_id}; unassign it first")
+        self.number = number
+        self.faxbox_id = faxbox_id
+
+
+class CallerIdNotOwned(StoreError, ValueError):
+    """A caller id must be a number the faxbox (or, where allowed, its account) holds."""
+
+    def __init__(self, number: str, scope: str, owned: list[str]) -> None:
+        listed = ", ".join(owned) if owned else "none yet"
+        super().__init__(
+            f"caller id {number} is not one of the {scope}'s own numbers ({listed}); "
+            "a fax may only present a number it owns"
+        )
+        self.number = number
+        self.scope = scope

@@ -33,7 +33,14 @@ from pydantic import (
     model_validator,
 )
 
-from faxbox.shared.numbers import NumberCategory, NumberPolicy
+from faxbox.shared.numbers import (
+    ALL_COUNTRIES,
+    NumberCategory,
+    NumberPolicy,
+    home_regions,
+    validate_region,
+)
+from faxbox.shared.secretbox import SecretBox, SecretKeyMissing, is_sealed
 from faxbox.shared.store.monthly import MAX_ACCOUNT_ID_LENGTH, validate_account_id
 
 # Crockford's base32 alphabet, lower-cased: ids end up inside collection names
@@ -128,6 +135,11 @@ class StoreModel(BaseModel):
         return cls.model_validate(doc)
 
 
+# Premium-rate and shared-cost numbers are billed to the caller at the line's rate: a
+# fax that never connects can still cost money, so new accounts block both.
+DEFAULT_BLOCKED_CATEGORIES: tuple[str, ...] = ("premium_rate", "shared_cost")
+
+
 class Account(StoreModel):
     id: str = Field(
         default_factory=lambda: new_id("acc"), alias="_id", max_length=MAX_ACCOUNT_ID_LENGTH
@@ -138,20 +150,45 @@ class Account(StoreModel):
     months_to_keep: int | None = Field(
         default=None, ge=1, description="History/document retention; None keeps forever."
     )
+    country: str = Field(default="US", description="Home country, ISO 3166 alpha-2.")
     # Number policy: which destinations this account's faxes may dial.
-    blocked_categories: list[str] = Field(default_factory=lambda: ["premium_rate"])
+    blocked_categories: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKED_CATEGORIES))
     allowed_countries: list[str] = Field(
-        default_factory=list, description="ISO 3166 alpha-2 codes; empty allows every country."
+        default_factory=list,
+        description=(
+            "ISO 3166 alpha-2 codes, or ['*'] for every country. Empty (or absent, as in "
+            "accounts stored before this field had a default) reads as the home country: "
+            "for a North American (NANP) home, every NANP country."
+        ),
     )
-    daily_page_limit: int | None = Field(default=None, ge=0)
+    daily_page_limit: int | None = Field(
+        default=None, ge=0, description="Pages a UTC day; None: the platform's default; 0: no cap."
+    )
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
     def number_policy(self) -> NumberPolicy:
         """The destination rules this account's faxes are held to."""
+        every = ALL_COUNTRIES in self.allowed_countries
         return NumberPolicy(
             blocked_categories=frozenset(NumberCategory(c) for c in self.blocked_categories),
-            allowed_countries=frozenset(self.allowed_countries),
+            allowed_countries=frozenset() if every else frozenset(self.allowed_countries),
         )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _home_countries_by_default(cls, data: Any) -> Any:
+        # A read-time default rather than a migration: an account stored before allowed
+        # countries defaulted to the home country has [] there, which meant "everywhere";
+        # every reader now sees the home country without anything having to run first.
+        if isinstance(data, dict) and not data.get("allowed_countries"):
+            country = data.get("country") or "US"
+            if isinstance(country, str):
+                try:
+                    regions = home_regions(country)
+                except ValueError:
+                    return data  # the country's own validator says what is wrong
+                data = {**data, "allowed_countries": regions}
+        return data
 
     @field_validator("blocked_categories")
     @classmethod
@@ -176,20 +213,28 @@ class Account(StoreModel):
             raise ValueError(f"{value!r} is not a valid realm")
         return value
 
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        return validate_region(value)
+
     @field_validator("allowed_countries")
     @classmethod
     def _countries(cls, value: list[str]) -> list[str]:
-        out = [c.strip().upper() for c in value]
-        for c in out:
-            if len(c) != 2 or not c.isascii() or not c.isalpha():
-                raise ValueError(f"{c!r} is not an ISO 3166 alpha-2 country code")
-        return out
+        out = list(dict.fromkeys(c.strip().upper() for c in value))
+        if ALL_COUNTRIES in out:
+            if len(out) > 1:
+                raise ValueError(f"{ALL_COUNTRIES!r} (every country) stands alone")
+            return out
+        return [validate_region(c) for c in out]
 
 
 class Role(StrEnum):
     USER = "user"
     ACCOUNT_ADMIN = "account_admin"
     RESELLER_ADMIN = "reseller_admin"
+    # The operator of the whole platform: every account, the queue dashboard, re-drive.
+    PLATFORM_ADMIN = "platform_admin"
 
 
 class User(StoreModel):
@@ -199,7 +244,9 @@ class User(StoreModel):
     role: Role = Role.USER
     alternate_email: Email | None = None
     password_hash: str | None = Field(default=None, repr=False)
-    daily_page_limit: int | None = Field(default=None, ge=0)
+    daily_page_limit: int | None = Field(
+        default=None, ge=0, description="Pages a UTC day; None: the platform's default; 0: no cap."
+    )
     created_at: UtcDatetime = Field(default_factory=utc_now)
 
     # FerretDB has no collation, so case-insensitive uniqueness and lookup use a stored
@@ -225,6 +272,13 @@ class RetryPolicy(StoreModel):
         return value
 
 
+class SenderAuth(StrEnum):
+    """Whether a faxbox faxes only mail whose sender a trusted mail server proved."""
+
+    REQUIRED = "required"
+    OFF = "off"
+
+
 class Faxbox(StoreModel):
     id: str = Field(default_factory=lambda: new_id("fbx"), alias="_id")
     account_id: str
@@ -240,7 +294,10 @@ class Faxbox(StoreModel):
     header_name: str = Field(default="", max_length=60, description="Name in the page header.")
     timezone: str = "UTC"
     permission_list: list[PermissionEntry] = Field(default_factory=list)
-    require_authenticated_sender: bool = False
+    # Absent in faxboxes stored before it existed, so they read as required too: their
+    # old ``require_authenticated_sender: false`` was the old default, indistinguishable
+    # from a choice, and is ignored.
+    sender_auth: SenderAuth = SenderAuth.REQUIRED
     success_notifications: bool = True
     extra_recipients: list[LowerEmail] = Field(default_factory=list)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -285,6 +342,18 @@ class NumberAssignment(StoreModel):
     assigned_at: UtcDatetime = Field(default_factory=utc_now)
 
 
+class AccountNumber(StoreModel):
+    """A number in an account's inventory; ``_id`` is the number, so one account holds it.
+
+    Platform and reseller admins add numbers to an account; its admins assign them to
+    faxboxes from there (``NumberAssignment``), and an unassigned number comes back here.
+    """
+
+    number: NumberKey = Field(alias="_id")
+    account_id: str
+    added_at: UtcDatetime = Field(default_factory=utc_now)
+
+
 class Carrier(StoreModel):
     id: str = Field(default_factory=lambda: new_id("car"), alias="_id")
     name: str = Field(min_length=1, max_length=100)
@@ -298,7 +367,36 @@ class Carrier(StoreModel):
     sip_host: str | None = None
     sip_port: int | None = Field(default=None, ge=1, le=65535)
     sip_username: str | None = None
-    sip_password: str | None = Field(default=None, repr=False)
+    sip_password: str | None = Field(
+        default=None,
+        repr=False,
+        description="Sealed with FAXBOX_SECRET_KEY (see faxbox.shared.secretbox); never shown.",
+    )
+
+    @property
+    def password_purpose(self) -> str:
+        return f"carrier:{self.id}:sip_password"
+
+    def with_password(self, password: str | None, box: SecretBox | None) -> Carrier:
+        """A copy holding ``password`` sealed (None clears it)."""
+        if password is None:
+            return self.model_copy(update={"sip_password": None})
+        if box is None:
+            raise SecretKeyMissing("storing a carrier password")
+        return self.model_copy(update={"sip_password": box.seal(password, self.password_purpose)})
+
+    def sip_secret(self, box: SecretBox | None) -> str | None:
+        """The password in clear, for the digest exchange.
+
+        A value stored before passwords were sealed is returned as it is (and sealed by
+        ``faxbox carrier seal-passwords``).
+        """
+        stored = self.sip_password
+        if stored is None or not is_sealed(stored):
+            return stored
+        if box is None:
+            raise SecretKeyMissing(f"carrier {self.name}'s password")
+        return box.open(stored, self.password_purpose)
 
     @model_validator(mode="after")
     def _flags_are_keys_safe(self) -> Self:

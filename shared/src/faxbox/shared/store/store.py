@@ -11,9 +11,9 @@ returns ``None``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -21,18 +21,24 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from faxbox.shared.settings import MongoSettings
+from faxbox.shared.store.claims import claim
 from faxbox.shared.store.documents import DocumentStore
 from faxbox.shared.store.errors import (
+    CallerIdNotOwned,
     DuplicateCarrier,
     DuplicateEmail,
     DuplicateRealm,
     NotFound,
     NumberAlreadyAssigned,
+    NumberHeldByAnotherAccount,
+    NumberInUse,
+    NumberNotInInventory,
     StoreError,
 )
 from faxbox.shared.store.history import HistoryStore
 from faxbox.shared.store.models import (
     Account,
+    AccountNumber,
     Carrier,
     Faxbox,
     NumberAssignment,
@@ -62,6 +68,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("faxbox_id", ASCENDING)], name="faxbox_id"),
         IndexModel([("account_id", ASCENDING)], name="account_id"),
     ],
+    "account_numbers": [
+        IndexModel([("account_id", ASCENDING)], name="account_id"),
+    ],
     "carriers": [
         IndexModel([("name", ASCENDING)], name="name_unique", unique=True),
         IndexModel([("priority", ASCENDING), ("name", ASCENDING)], name="priority_name"),
@@ -71,6 +80,13 @@ INDEXES: dict[str, list[IndexModel]] = {
 # Fields of a faxbox that update_faxbox must not touch: identity and ownership are
 # fixed, and ``numbers`` mirrors the numbers collection (assign/unassign keep both).
 _FROZEN_FAXBOX_FIELDS = frozenset({"id", "_id", "account_id", "numbers", "created_at"})
+_FROZEN_ACCOUNT_FIELDS = frozenset({"id", "_id", "realm", "created_at"})
+
+# One-time data changes, each done once by whoever claims its name first.
+MIGRATIONS = "store_migrations"
+_INVENTORY_MIGRATION = "number-inventory-from-assignments"
+
+CallerIdScope = Literal["faxbox", "account"]
 
 
 class Store:
@@ -139,6 +155,10 @@ class Store:
     def carriers(self) -> AsyncCollection[Doc]:
         return self.db["carriers"]
 
+    @property
+    def account_numbers(self) -> AsyncCollection[Doc]:
+        return self.db["account_numbers"]
+
     async def ensure_indexes(self) -> None:
         """Create the global collections' indexes; safe to run at every start-up."""
         for name, indexes in INDEXES.items():
@@ -147,6 +167,18 @@ class Store:
                 # the connection ("slice bounds out of range") when one command names
                 # two or more indexes that already exist, i.e. on every restart.
                 await self.db[name].create_indexes([index])
+        await self._inventory_from_assignments()
+
+    async def _inventory_from_assignments(self) -> None:
+        """Put every number assigned before inventories existed into its account's.
+
+        Once per database (the first process to claim the migration runs it); a number
+        it misses (a process stopped half-way) returns to its account when unassigned.
+        """
+        if not await claim(self.db[MIGRATIONS], _INVENTORY_MIGRATION):
+            return
+        async for doc in self.numbers.find({}, {"_id": 1, "account_id": 1}):
+            await self._hold(AccountNumber(number=doc["_id"], account_id=doc["account_id"]))
 
     # -- accounts ------------------------------------------------------------------
 
@@ -178,6 +210,26 @@ class Store:
         query: Doc = {} if reseller_id is None else {"reseller_id": reseller_id}
         cursor = self.accounts.find(query).sort("realm", ASCENDING)
         return [Account.from_doc(doc) async for doc in cursor]
+
+    async def update_account(self, account_id: str, **changes: Any) -> Account:
+        """Change an account's settings, validated as a whole, writing only those fields."""
+        frozen = _FROZEN_ACCOUNT_FIELDS.intersection(changes)
+        if frozen:
+            raise ValueError(f"update_account cannot change {', '.join(sorted(frozen))}")
+        unknown = set(changes) - set(Account.model_fields)
+        if unknown:
+            raise ValueError(f"unknown account field(s): {', '.join(sorted(unknown))}")
+        current = await self.get_account(account_id)
+        updated = Account.model_validate({**current.model_dump(), **changes})
+        doc = updated.to_doc()
+        written = await self.accounts.find_one_and_update(
+            {"_id": account_id},
+            {"$set": {name: doc[name] for name in changes}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if written is None:
+            raise NotFound("account", account_id)
+        return Account.from_doc(written)
 
     # -- users ---------------------------------------------------------------------
 
@@ -224,6 +276,19 @@ class Store:
         doc = await self.users.find_one_and_update(
             {"_id": user_id},
             {"$set": {"password_hash": password_hash}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            raise NotFound("user", user_id)
+        return User.from_doc(doc)
+
+    async def set_daily_page_limit(self, user_id: str, pages: int | None) -> User:
+        """The user's own daily cap: None for the platform's default, 0 for none."""
+        current = await self.get_user(user_id)
+        checked = User.model_validate(current.model_dump() | {"daily_page_limit": pages})
+        doc = await self.users.find_one_and_update(
+            {"_id": user_id},
+            {"$set": {"daily_page_limit": checked.daily_page_limit}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
@@ -300,11 +365,94 @@ class Store:
             raise NotFound("faxbox", faxbox_id)
         return Faxbox.from_doc(doc)
 
+    # -- number inventory ----------------------------------------------------------
+
+    async def _hold(self, entry: AccountNumber) -> AccountNumber:
+        """Insert an inventory entry; the existing one if this account holds it already."""
+        try:
+            await self.account_numbers.insert_one(entry.to_doc())
+        except DuplicateKeyError:
+            existing = await self.account_numbers.find_one({"_id": entry.number})
+            if existing is None:  # released in between: let the caller retry
+                raise StoreError(f"number {entry.number} changed while adding it; retry") from None
+            held = AccountNumber.from_doc(existing)
+            if held.account_id != entry.account_id:
+                raise NumberHeldByAnotherAccount(entry.number) from None
+            return held
+        return entry
+
+    async def add_account_number(self, account_id: str, number: str) -> AccountNumber:
+        """Put ``number`` in the account's inventory (again: a no-op).
+
+        The inventory entry's ``_id`` is the number, so of two accounts asking for one
+        number only one insert succeeds; the other gets NumberHeldByAnotherAccount.
+        """
+        number = validate_number_key(number)
+        await self.get_account(account_id)
+        assigned = await self.find_number(number)
+        if assigned is not None and assigned.account_id != account_id:
+            raise NumberHeldByAnotherAccount(number)
+        return await self._hold(AccountNumber(number=number, account_id=account_id))
+
+    async def remove_account_number(self, account_id: str, number: str) -> None:
+        """Release ``number`` from the account to the public pool (unassign it first)."""
+        held = await self.find_account_number(number)
+        if held is None or held.account_id != account_id:
+            raise NotFound("number in this account", number)
+        assigned = await self.find_number(number)
+        if assigned is not None:
+            raise NumberInUse(number, assigned.faxbox_id)
+        await self.account_numbers.delete_one({"_id": number, "account_id": account_id})
+        # A caller id the account no longer holds is nobody's to present.
+        await self.faxboxes.update_many(
+            {"account_id": account_id, "caller_id": number}, {"$set": {"caller_id": None}}
+        )
+
+    async def find_account_number(self, number: str) -> AccountNumber | None:
+        doc = await self.account_numbers.find_one({"_id": number})
+        return None if doc is None else AccountNumber.from_doc(doc)
+
+    async def list_account_numbers(self, account_id: str) -> list[tuple[AccountNumber, str | None]]:
+        """The account's inventory, each number with the faxbox it is assigned to (or None)."""
+        cursor = self.account_numbers.find({"account_id": account_id}).sort("_id", ASCENDING)
+        held = [AccountNumber.from_doc(doc) async for doc in cursor]
+        assigned = {
+            doc["_id"]: doc["faxbox_id"]
+            async for doc in self.numbers.find({"account_id": account_id}, {"faxbox_id": 1})
+        }
+        return [(entry, assigned.get(entry.number)) for entry in held]
+
+    async def check_caller_id(
+        self,
+        faxbox: Faxbox,
+        number: str,
+        scope: CallerIdScope = "faxbox",
+        *,
+        also: Sequence[str] = (),
+    ) -> str:
+        """``number`` if the faxbox may present it; CallerIdNotOwned otherwise.
+
+        ``also`` names numbers being assigned to the faxbox in the same change.
+        """
+        own = [*faxbox.numbers, *(n for n in also if n not in faxbox.numbers)]
+        if number in own:
+            return number
+        if scope == "account":
+            held = await self.find_account_number(number)
+            if held is not None and held.account_id == faxbox.account_id:
+                return number
+            inventory = [
+                entry.number for entry, _ in await self.list_account_numbers(faxbox.account_id)
+            ]
+            raise CallerIdNotOwned(number, "account", inventory)
+        raise CallerIdNotOwned(number, "faxbox", own)
+
     # -- numbers -------------------------------------------------------------------
 
     async def assign_number(self, faxbox_id: str, number: str) -> NumberAssignment:
         """Give ``number`` to a faxbox; raises NumberAlreadyAssigned if another has it.
 
+        The number must be in the faxbox's account's inventory (NumberNotInInventory).
         Order matters without transactions: the ``numbers`` document is the lock
         (its ``_id`` is the number), so it is written first; the faxbox's ``numbers``
         list is only a mirror for display. If the mirror update fails, the lock is
@@ -313,6 +461,12 @@ class Store:
         """
         number = validate_number_key(number)
         faxbox = await self.get_faxbox(faxbox_id)
+        held = await self.find_account_number(number)
+        if held is None or held.account_id != faxbox.account_id:
+            existing = await self.find_number(number)
+            if existing is None or existing.faxbox_id != faxbox.id:
+                account = await self.get_account(faxbox.account_id)
+                raise NumberNotInInventory(number, account.realm)
         assignment = NumberAssignment(
             number=number, faxbox_id=faxbox.id, account_id=faxbox.account_id
         )
@@ -354,8 +508,15 @@ class Store:
         assignment = NumberAssignment.from_doc(doc)
         if faxbox_id is not None and assignment.faxbox_id != faxbox_id:
             raise NumberAlreadyAssigned(number, assignment.faxbox_id)
+        # Back to its account, not to the public pool (a number assigned before
+        # inventories existed may have no entry yet).
+        await self._hold(AccountNumber(number=number, account_id=assignment.account_id))
         await self.faxboxes.update_one(
             {"_id": assignment.faxbox_id}, {"$pull": {"numbers": number}}
+        )
+        # The faxbox no longer owns it, so it no longer presents it.
+        await self.faxboxes.update_one(
+            {"_id": assignment.faxbox_id, "caller_id": number}, {"$set": {"caller_id": None}}
         )
         await self.numbers.delete_one({"_id": number, "faxbox_id": assignment.faxbox_id})
 
@@ -395,6 +556,28 @@ class Store:
         query: Doc = {} if flag is None else {"flags": flag}
         cursor = self.carriers.find(query).sort([("priority", ASCENDING), ("name", ASCENDING)])
         return [Carrier.from_doc(doc) async for doc in cursor]
+
+    async def get_carrier_by_name(self, name: str) -> Carrier:
+        doc = await self.carriers.find_one({"name": name})
+        if doc is None:
+            raise NotFound("carrier", name)
+        return Carrier.from_doc(doc)
+
+    async def update_carrier(self, carrier: Carrier, **changes: Any) -> Carrier:
+        """Write the named fields of ``carrier`` with ``changes`` applied, validated."""
+        unknown = set(changes) - set(Carrier.model_fields) - {"id"}
+        if unknown or "id" in changes:
+            raise ValueError(f"cannot change carrier field(s): {', '.join(sorted(unknown))}")
+        updated = Carrier.model_validate({**carrier.model_dump(), **changes})
+        doc = updated.to_doc()
+        written = await self.carriers.find_one_and_update(
+            {"_id": carrier.id},
+            {"$set": {name: doc[name] for name in changes}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if written is None:
+            raise NotFound("carrier", carrier.name)
+        return Carrier.from_doc(written)
 
     async def remove_carrier(self, carrier_id: str) -> None:
         result = await self.carriers.delete_one({"_id": carrier_id})
