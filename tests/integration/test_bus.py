@@ -349,6 +349,34 @@ async def test_redrive_moves_dead_letters_back_to_the_queue(bus: Bus) -> None:
     assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0
 
 
+async def test_redrive_is_bounded_and_never_loops_on_what_fails_again(bus: Bus) -> None:
+    failures: list[int] = []
+
+    async def handle(message: MailReceived) -> None:
+        failures.append(message.uid)
+        raise PermanentError("still broken")
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    dlq = bus.topology.dead_letter_queue("validator")
+    for uid in range(5):
+        await bus.publish(mail(100 + uid))
+    deadline = time.monotonic() + 10
+    while await queue_depth(bus, dlq) < 5:
+        assert time.monotonic() < deadline, "messages never reached the dead-letter queue"
+        await asyncio.sleep(0.05)
+
+    assert await bus.redrive("validator", limit=2) == 2
+    # Every message fails again at once and is dead-lettered behind the others while the
+    # run goes on: an unbounded run still moves only the five that were there.
+    moved = await asyncio.wait_for(bus.redrive("validator"), 20)
+    assert moved <= 5
+    await asyncio.sleep(0.5)
+    await consumer.stop()
+    assert len(failures) <= 5 + 2 + 5
+    assert await queue_depth(bus, dlq) == 5
+
+
 async def test_retry_later_does_not_use_up_the_transient_budget(bus: Bus) -> None:
     calls = 0
     done = asyncio.Event()

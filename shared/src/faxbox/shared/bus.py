@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,6 +80,8 @@ M = TypeVar("M", bound=Message)
 ATTEMPT_HEADER: Final = "x-faxbox-attempt"
 WAITS_HEADER: Final = "x-faxbox-waits"
 REASON_HEADER: Final = "x-faxbox-reason"
+# The re-drive run that last moved a message back from its dead-letter queue.
+REDRIVE_HEADER: Final = "x-faxbox-redrive"
 ERROR_KIND_HEADER: Final = "x-faxbox-error-kind"
 ORIGIN_QUEUE_HEADER: Final = "x-faxbox-origin-queue"
 ORIGIN_ROUTING_KEY_HEADER: Final = "x-faxbox-origin-routing-key"
@@ -337,12 +340,27 @@ class Bus:
         await self._publish_raw(self._channel().default_exchange, _copy(incoming, headers), name)
 
     async def redrive(self, service: str, limit: int | None = None) -> int:
-        """Move dead-lettered messages back to the service's queue; returns how many."""
-        queue = await self._channel().get_queue(self.topology.dead_letter_queue(service))
+        """Move up to ``limit`` dead-lettered messages back to the service's queue.
+
+        Only what was dead-lettered when the call began is moved, once: a re-driven copy
+        carries this run's id, and a message that fails again and comes back while the
+        run goes on is left where it is, so a run never loops on a message that keeps
+        failing.
+        """
+        name = self.topology.dead_letter_queue(service)
+        queue = await self._channel().get_queue(name)
+        # Counted on the wire: a robust channel answers a passive declare from its cache.
+        underlay = await self._channel().get_underlay_channel()
+        waiting = (await underlay.queue_declare(name, passive=True)).message_count or 0
+        budget = waiting if limit is None else min(limit, waiting)
+        run = uuid.uuid4().hex
         moved = 0
-        while limit is None or moved < limit:
+        while moved < budget:
             incoming = await queue.get(no_ack=False, fail=False)
             if incoming is None:
+                break
+            if (incoming.headers or {}).get(REDRIVE_HEADER) == run:
+                await incoming.nack(requeue=True)
                 break
             headers = {
                 k: v
@@ -350,6 +368,7 @@ class Bus:
                 if not k.startswith("x-faxbox-") or k == SCHEMA_VERSION_HEADER
             }
             headers[ATTEMPT_HEADER] = 1
+            headers[REDRIVE_HEADER] = run
             await self._publish_raw(
                 self._channel().default_exchange,
                 _copy(incoming, headers),
