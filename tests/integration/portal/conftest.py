@@ -3,7 +3,6 @@ app on FastAPI's ASGI transport."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 from faxbox.portal.app import create_app
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement
 from faxbox.portal.deps import PortalDeps
-from faxbox.portal.security import SessionSigner, TokenStore
+from faxbox.portal.security import SessionStore, TokenStore
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import Store
 from tests.integration.portal.seed import PASSWORD, World, build_world
@@ -48,7 +47,7 @@ def make_deps(
     values: dict[str, object] = {
         "store": store,
         "tokens": tokens,
-        "signer": SessionSigner(secrets.token_urlsafe(16), 3600),
+        "sessions": SessionStore(store.db, 3600),
         "queues": RabbitManagement(
             http,
             rabbit.api_url if rabbit else "http://127.0.0.1:9",

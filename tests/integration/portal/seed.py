@@ -54,12 +54,17 @@ class Tenant:
     faxes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
+# Numbers in A's inventory that no faxbox has yet.
+A_SPARE_NUMBERS = ("+12125550177", "+12125550178", "4711", "4712")
+
+
 @dataclass
 class World:
     reseller: Tenant  # the reseller's own account; A is its customer
     a: Tenant
     b: Tenant  # unrelated tenant
     now: datetime
+    platform: User  # the platform's operator, in an account of its own
     pdf: bytes = b""
 
     def fax_of(self, tenant: Tenant, user: User, *, recent: bool = True) -> tuple[str, str]:
@@ -148,6 +153,7 @@ async def _tenant(
     tenant = Tenant(account, admin, users)
     for user, number in zip(users, numbers, strict=True):
         box = await store.create_faxbox(Faxbox(account_id=account.id, owner_user_id=user.id))
+        await store.add_account_number(account.id, number)
         await store.assign_number(box.id, number)
         tenant.faxboxes[user.id] = await store.get_faxbox(box.id)
     return tenant
@@ -161,7 +167,13 @@ async def build_world(store: Store) -> World:
         store, "Acme", "acme.portal.test", reseller.account.id, ["+12125550111", "9111"]
     )
     b = await _tenant(store, "Bravo", "bravo.portal.test", None, ["+12125550121", "9121"])
-    world = World(reseller=reseller, a=a, b=b, now=now, pdf=tiny_pdf("hello fax"))
+    for number in A_SPARE_NUMBERS:
+        await store.add_account_number(a.account.id, number)
+    operators = await store.create_account(Account(name="Operators", realm="ops.portal.test"))
+    platform = await _user(store, operators, "root@ops.portal.test", Role.PLATFORM_ADMIN)
+    world = World(
+        reseller=reseller, a=a, b=b, now=now, platform=platform, pdf=tiny_pdf("hello fax")
+    )
     # Ages in days: two inside the default 30-day window, the rest older, across months.
     ages = [0.01, 2, 10, 40, 70, 100, 130]
     serial = 0

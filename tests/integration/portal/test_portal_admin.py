@@ -41,10 +41,13 @@ async def test_assign_normalizes_and_numbers_are_unique_platform_wide(
     assignment = await store.find_number("+12125550177")
     assert assignment is not None
     assert assignment.faxbox_id == world.a.faxboxes[world.a.users[0].id].id
-    # B's number, and the same number for bob: both taken.
+    # B's number is not A's to assign; the same number for bob is taken.
     taken = await client.post(numbers, json={"number": "+12125550121"})
-    assert taken.status_code == 409
+    assert taken.status_code == 422
+    assert "not one of this account's numbers" in taken.json()["detail"]
     assert "fbx_" not in taken.text  # the other tenant's faxbox stays unnamed
+    nobodys = await client.post(numbers, json={"number": "+12125550199"})
+    assert nobodys.status_code == 422
     bob = f"{_user_url(world, 1)}/faxbox/numbers"
     assert (await client.post(bob, json={"number": "+1 212 555 0177"})).status_code == 422
     assert (await client.post(bob, json={"number": "+12125550177"})).status_code == 409
@@ -65,24 +68,30 @@ async def test_settings_enable_disable_and_validation(
 ) -> None:
     await sign_in(client, world.a.admin.email)
     url = f"{_user_url(world, 1)}/faxbox"
+    assigned = await client.post(f"{url}/numbers", json={"number": "+12125550178"})
+    assert assigned.status_code == 201, assigned.text
+    # Alice's number is not bob's to present.
+    alices = await client.patch(url, json={"caller_id": "2125550111"})
+    assert alices.status_code == 422
+    assert "not one of the faxbox's own numbers" in alices.json()["detail"]
     changes = {
         "enabled": False,
-        "caller_id": "2125550111",
+        "caller_id": "2125550178",
         "identity": "ACME FAX",
         "header_name": "Acme Corp",
         "timezone": "Europe/Berlin",
         "permission_list": ["@acme.example", "boss@partner.example"],
-        "require_authenticated_sender": True,
+        "sender_auth": "off",
         "success_notifications": False,
     }
     response = await client.patch(url, json=changes)
     assert response.status_code == 200, response.text
     box = response.json()["faxbox"]
     assert box["enabled"] is False
-    assert box["caller_id"] == "+12125550111"
+    assert box["caller_id"] == "+12125550178"
     assert box["permission_list"] == ["@acme.example", "boss@partner.example"]
     assert box["timezone"] == "Europe/Berlin"
-    assert box["require_authenticated_sender"] is True
+    assert box["sender_auth"] == "off"
     assert box["success_notifications"] is False
     assert (await client.patch(url, json={"enabled": True})).json()["faxbox"]["enabled"] is True
     for bad in (
@@ -90,6 +99,7 @@ async def test_settings_enable_disable_and_validation(
         {"identity": "x" * 21},
         {"permission_list": ["not an address"]},
         {"caller_id": "call me"},
+        {"sender_auth": "sometimes"},
         {"numbers": ["+1"]},
     ):
         answer = await client.patch(url, json=bad)
@@ -123,7 +133,8 @@ async def test_alternate_email(client: httpx.AsyncClient, world: World) -> None:
     ("number", "to", "refusal"),
     [
         ("2125550100", "+12125550100@acme.portal.test", None),
-        ("+442079460958", "+442079460958@acme.portal.test", None),
+        # Only the home country (North America) until a reseller widens it.
+        ("+442079460958", None, "country_not_allowed"),
         ("19005550100", None, "blocked_category"),
         ("212-555-0100", None, "invalid_characters"),
     ],
@@ -163,7 +174,7 @@ async def test_admin_pages_assign_and_settings_forms(
     again = await client.post(f"{base}/numbers", data={"number": "4712", "csrf_token": csrf})
     assert "msg=" in again.headers["location"]  # the same faxbox again: nothing to do
     taken = await client.post(f"{base}/numbers", data={"number": "9121", "csrf_token": csrf})
-    assert "already+assigned" in taken.headers["location"]
+    assert "not+one+of+this+account" in taken.headers["location"]
     form = {
         "csrf_token": csrf,
         "caller_id": "",
@@ -178,7 +189,7 @@ async def test_admin_pages_assign_and_settings_forms(
     detail = await client.get(f"/api/accounts/{account}/users/{user.id}")
     box = detail.json()["faxbox"]
     assert box["permission_list"] == ["@bob.example", "friend@x.example"]
-    assert box["require_authenticated_sender"] is False
+    assert box["sender_auth"] == "required"  # the form's default
     assert box["caller_id"] is None
     bad = await client.post(f"{base}/faxbox", data=form | {"timezone": "Nowhere/Else"})
     assert "error=" in bad.headers["location"]

@@ -91,7 +91,7 @@ async def test_api_tokens_work_without_cookies_and_can_be_revoked(
 ) -> None:
     user = world.a.users[0]
     await sign_in(client, user.email)
-    created = await client.post("/api/tokens", json={"name": "nightly export"})
+    created = await client.post("/api/tokens", json={"name": "nightly export", "scope": "admin"})
     assert created.status_code == 201
     body = created.json()
     secret = body["token"]
@@ -121,11 +121,11 @@ async def test_api_tokens_work_without_cookies_and_can_be_revoked(
 
 
 async def test_another_users_token_cannot_be_revoked(deps: PortalDeps, world: World) -> None:
-    token, _ = await deps.tokens.create(world.b.users[0].id, "b's")
+    token, _ = await deps.tokens.create(world.b.users[0], "b's")
     async with client_for(deps) as client:
         await sign_in(client, world.a.users[0].email)
         assert (await client.delete(f"/api/tokens/{token.id}")).status_code == 404
-    assert any(t.id == token.id for t in await deps.tokens.list(world.b.users[0].id))
+    assert any(t.id == token.id for t in await deps.tokens.list(world.b.users[0]))
 
 
 async def test_a_tampered_session_cookie_is_not_a_session(

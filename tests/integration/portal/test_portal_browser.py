@@ -112,33 +112,62 @@ async def test_user_filters_opens_a_fax_and_downloads_its_pdf(
     await context.close()
 
 
-async def test_admin_assigns_a_number(
+async def test_reseller_adds_a_number_and_the_admin_assigns_it(
     browser: Browser, base_url: str, world: World, store: Store
 ) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    blocked: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            blocked.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    # The reseller puts a number into its customer's inventory.
+    await _sign_in(page, base_url, world.reseller.admin.email)
+    await page.goto(f"{base_url}/admin/accounts/{world.a.account.id}")
+    await page.fill("#new_number", "12125550188")
+    await page.click("form[action$='/numbers'] button[type=submit]")
+    await expect(page.locator(".flash")).to_contain_text("+12125550188 added")
+    # A number another tenant holds is refused with a reason, and nothing changes.
+    await page.fill("#new_number", "+12125550121")
+    await page.click("form[action$='/numbers'] button[type=submit]")
+    await expect(page.locator(".error")).to_contain_text("belongs to another account")
+    await page.screenshot(path=str(ARTIFACTS / "reseller-inventory.png"), full_page=True)
+    await context.clear_cookies()
+
     await _sign_in(page, base_url, world.a.admin.email)
     await page.click("text=Administration")
     await expect(page.locator("#users")).to_contain_text(world.a.users[1].email)
+    await expect(page.locator("#new_number")).to_have_count(0)  # not the admin's to add
     await page.fill("#help_number", "2125550100")
     await page.click("#show-help button[type=submit]")
     await expect(page.locator("#help-to")).to_have_text("+12125550100@acme.portal.test")
     await page.screenshot(path=str(ARTIFACTS / "admin-account.png"), full_page=True)
 
     await page.click(f"text={world.a.users[1].email}")
-    await page.fill("#number", "12125550188")
+    await page.select_option("#number", "+12125550188")
     await page.click("form[action$='/numbers'] button[type=submit]")
     await expect(page.locator(".flash")).to_contain_text("assigned")
     await expect(page.locator("#numbers")).to_contain_text("+12125550188")
-    await page.screenshot(path=str(ARTIFACTS / "admin-user.png"), full_page=True)
     assignment = await store.find_number("+12125550188")
     assert assignment is not None
     assert assignment.faxbox_id == world.a.faxboxes[world.a.users[1].id].id
 
-    # A number another tenant holds is refused with a reason, and nothing changes.
-    await page.fill("#number", "+12125550121")
-    await page.click("form[action$='/numbers'] button[type=submit]")
-    await expect(page.locator(".error")).to_contain_text("already assigned")
+    # Switching the sender check off says what that means.
+    await expect(page.locator("#sender-auth-warning")).to_have_count(0)
+    await page.select_option("#sender_auth", "off")
+    await page.click("#settings button[type=submit]")
+    await expect(page.locator("#sender-auth-warning")).to_contain_text("anyone")
+    await page.screenshot(path=str(ARTIFACTS / "admin-user.png"), full_page=True)
+    await page.select_option("#sender_auth", "required")
+    await page.click("#settings button[type=submit]")
+    await expect(page.locator("#sender-auth-warning")).to_have_count(0)
+    # The stylesheet came from the portal itself, and the policy blocked nothing.
+    color = await page.evaluate("getComputedStyle(document.querySelector('header')).display")
+    assert color == "flex"
+    assert blocked == []
     await context.close()
 
 

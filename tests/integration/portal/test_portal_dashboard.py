@@ -76,12 +76,14 @@ async def _dead_letter_one(bus: Bus) -> None:
     async def refuse(message: MailReceived) -> None:
         raise PermanentError("template missing")
 
+    dlq = bus.topology.dead_letter_queue("validator")
+    before = await _depth(bus, dlq)
     consumer = bus.consumer("validator", {MailReceived: refuse})
     await consumer.start()
     await bus.publish(mail(1))
     try:
         deadline = time.monotonic() + 15
-        while await _depth(bus, bus.topology.dead_letter_queue("validator")) < 1:
+        while await _depth(bus, dlq) < before + 1:
             assert time.monotonic() < deadline, "never dead-lettered"
             await asyncio.sleep(0.05)
     finally:
@@ -123,7 +125,7 @@ async def test_dashboard_shows_queues_health_and_redrives(
     await bus.publish(mail(2))
     await bus.publish(mail(3))
     async with client_for(dashboard_deps) as client:
-        await sign_in(client, world.reseller.admin.email)
+        await sign_in(client, world.platform.email)
         board = await _board_until(
             client,
             lambda b: (
@@ -173,11 +175,32 @@ async def test_dashboard_shows_queues_health_and_redrives(
         assert "Re-drove+0" in again.headers["location"]
 
 
+async def test_redrive_moves_at_most_the_count_asked_for(
+    dashboard_deps: PortalDeps, bus: Bus, world: World
+) -> None:
+    for _ in range(3):
+        await _dead_letter_one(bus)
+    dlq = bus.topology.dead_letter_queue("validator")
+    async with client_for(dashboard_deps) as client:
+        await sign_in(client, world.platform.email)
+        url = "/api/dashboard/queues/validator/redrive"
+        assert (await client.post(url, json={"confirm": True, "count": 0})).status_code == 422
+        moved = await client.post(url, json={"confirm": True, "count": 2})
+        assert moved.json() == {"service": "validator", "moved": 2}
+        assert await _depth(bus, dlq) == 1
+        form = await client.post(
+            "/dashboard/redrive/validator",
+            data={"csrf_token": client.headers["X-CSRF-Token"], "confirm": "yes", "count": "5"},
+        )
+        assert "Re-drove+1" in form.headers["location"]
+
+
 async def test_dashboard_is_for_platform_admins_only(
     dashboard_deps: PortalDeps, world: World
 ) -> None:
     async with client_for(dashboard_deps) as client:
-        for email in (world.a.admin.email, world.a.users[0].email):
+        # A reseller sees its own accounts, never the platform's queues.
+        for email in (world.reseller.admin.email, world.a.admin.email, world.a.users[0].email):
             await sign_in(client, email)
             assert (await client.get("/api/dashboard")).status_code == 403
             url = "/api/dashboard/queues/validator/redrive"
@@ -190,7 +213,7 @@ async def test_management_api_down_is_reported_not_raised(
 ) -> None:
     deps = make_deps(store, TokenStore(store.db), http)  # points at a closed port
     async with client_for(deps) as client:
-        await sign_in(client, world.reseller.admin.email)
+        await sign_in(client, world.platform.email)
         board = (await client.get("/api/dashboard")).json()
         assert board["queues"] == []
         assert "unreachable" in board["queue_error"]

@@ -6,7 +6,6 @@ import asyncio
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from faxbox.portal.service import Settings, bound_port, serve, service
 from faxbox.shared.runner import Runtime
@@ -24,7 +23,6 @@ async def test_service_serves_the_portal_and_reports_ready(
         **broker_settings.model_dump(),
         **mongo_settings.model_dump(),
         portal_port=0,
-        session_secret=SecretStr("s3cret-for-this-test"),
     )
     runtime = Runtime("portal")
     async with service(runtime, settings):

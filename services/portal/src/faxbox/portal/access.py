@@ -10,6 +10,12 @@ Roles:
   customer accounts (``Account.reseller_id``) is that account's id. A reseller admin
   administers their own account and every account whose ``reseller_id`` is it (one
   level: customers of a customer are not included).
+* ``platform_admin``: the platform's operator: every account, the queue dashboard and
+  re-drive. Resellers see only their own and their customers' accounts.
+
+Adding numbers to an account's inventory and widening the countries it may fax is for
+reseller and platform admins (on the accounts they reach); account admins assign the
+account's numbers to its faxboxes.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class Forbidden(Exception):
 
 async def visible_accounts(store: Store, principal: Principal) -> list[Account]:
     own = await store.get_account(principal.user.account_id)
+    if principal.is_platform_admin:
+        return [own, *(a for a in await store.list_accounts() if a.id != own.id)]
     if principal.role != Role.RESELLER_ADMIN:
         return [own]
     customers = await store.list_accounts(reseller_id=own.id)
@@ -37,6 +45,11 @@ async def account_in_scope(store: Store, principal: Principal, account_id: str) 
     user = principal.user
     if account_id == user.account_id:
         return await store.get_account(account_id)
+    if principal.is_platform_admin:
+        try:
+            return await store.get_account(account_id)
+        except (NotFound, ValueError):
+            raise NotFound("account", account_id) from None
     if principal.role == Role.RESELLER_ADMIN:
         try:
             account = await store.get_account(account_id)
@@ -50,6 +63,17 @@ async def account_in_scope(store: Store, principal: Principal, account_id: str) 
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise Forbidden("administration needs an account or reseller admin")
+
+
+async def managed_account(store: Store, principal: Principal, account_id: str) -> Account:
+    """An account whose numbers and countries the principal may change."""
+    account = await account_in_scope(store, principal, account_id)
+    if not principal.manages_accounts:
+        raise Forbidden(
+            "numbers and countries of an account are set by its reseller or the platform's "
+            "administrator"
+        )
+    return account
 
 
 async def admin_account(store: Store, principal: Principal, account_id: str) -> Account:

@@ -7,10 +7,27 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from faxbox.portal.access import account_in_scope, admin_account, faxbox_of, user_in_scope
+from faxbox.portal.access import (
+    account_in_scope,
+    admin_account,
+    faxbox_of,
+    managed_account,
+    user_in_scope,
+)
 from faxbox.portal.security import Principal
 from faxbox.shared import numbers
-from faxbox.shared.store import Account, Faxbox, NotFound, Store, User
+from faxbox.shared.store import (
+    Account,
+    AccountNumber,
+    CallerIdNotOwned,
+    Faxbox,
+    NotFound,
+    NumberNotInInventory,
+    SenderAuth,
+    Store,
+    User,
+)
+from faxbox.shared.store.store import CallerIdScope
 
 
 class InvalidInput(ValueError):
@@ -28,8 +45,18 @@ class FaxboxChanges(BaseModel):
     header_name: str | None = None
     timezone: str | None = None
     permission_list: list[str] | None = None
-    require_authenticated_sender: bool | None = None
+    sender_auth: SenderAuth | None = None
     success_notifications: bool | None = None
+
+
+class AccountPolicy(BaseModel):
+    """What a reseller or platform admin may change of an account; left out stays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_countries: list[str] | None = None
+    daily_page_limit: int | None = None
+    clear_daily_page_limit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +94,12 @@ async def _faxbox_for_change(store: Store, user: User) -> Faxbox:
 
 
 async def update_faxbox(
-    store: Store, principal: Principal, account_id: str, user_id: str, changes: FaxboxChanges
+    store: Store,
+    principal: Principal,
+    account_id: str,
+    user_id: str,
+    changes: FaxboxChanges,
+    caller_id_scope: CallerIdScope = "faxbox",
 ) -> UserRow:
     _, user = await user_in_scope(store, principal, account_id, user_id)
     fields: dict[str, Any] = changes.model_dump(exclude_unset=True)
@@ -77,16 +109,21 @@ async def update_faxbox(
             fields["caller_id"] = numbers.assignable(raw) if raw else None
         except numbers.NumberRefused as refused:
             raise InvalidInput(f"caller id {raw!r}: {refused.message}") from None
-    for name in ("enabled", "require_authenticated_sender", "success_notifications"):
+    for name in ("enabled", "sender_auth", "success_notifications"):
         if name in fields and fields[name] is None:
             del fields[name]
     current = await faxbox_of(store, user)
     # Validate the whole result before creating anything.
     base = current.model_dump() if current else {"account_id": account_id, "owner_user_id": user.id}
     try:
-        Faxbox.model_validate({**base, **fields})
+        candidate = Faxbox.model_validate({**base, **fields})
     except ValidationError as exc:
         raise InvalidInput(explain(exc)) from None
+    if fields.get("caller_id") is not None and fields["caller_id"] != base.get("caller_id"):
+        try:
+            await store.check_caller_id(candidate, fields["caller_id"], caller_id_scope)
+        except CallerIdNotOwned as exc:
+            raise InvalidInput(str(exc)) from None
     box = current or await _faxbox_for_change(store, user)
     if fields:
         box = await store.update_faxbox(box.id, **fields)
@@ -118,7 +155,13 @@ async def assign_number(
     except numbers.NumberRefused as refused:
         raise InvalidInput(f"{raw.strip()!r} cannot be assigned: {refused.message}") from None
     box = await _faxbox_for_change(store, user)
-    await store.assign_number(box.id, number)
+    try:
+        await store.assign_number(box.id, number)
+    except NumberNotInInventory:
+        raise InvalidInput(
+            f"{number} is not one of this account's numbers; assign one from the account's "
+            "list, or ask your reseller or the platform's administrator to add it"
+        ) from None
     return UserRow(user, await store.get_faxbox(box.id))
 
 
@@ -135,6 +178,69 @@ async def unassign_number(
         raise NotFound("number", number)
     await store.unassign_number(number, faxbox_id=box.id)
     return UserRow(user, await store.get_faxbox(box.id))
+
+
+# --- the account: its numbers and where it may fax ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    number: str
+    faxbox_id: str | None
+    owner: str | None  # the e-mail address of the faxbox's owner
+
+
+async def inventory(store: Store, principal: Principal, account_id: str) -> list[InventoryRow]:
+    account = await admin_account(store, principal, account_id)
+    boxes = {b.id: b for b in await store.list_faxboxes(account_id=account.id)}
+    users = {u.id: u.email for u in await store.list_users(account.id)}
+    return [
+        InventoryRow(
+            entry.number,
+            faxbox_id,
+            users.get(boxes[faxbox_id].owner_user_id) if faxbox_id in boxes else None,
+        )
+        for entry, faxbox_id in await store.list_account_numbers(account.id)
+    ]
+
+
+async def add_number(
+    store: Store, principal: Principal, account_id: str, raw: str
+) -> AccountNumber:
+    """Add a number to the account (reseller/platform admin); NumberHeldByAnotherAccount
+    when any other account holds it."""
+    account = await managed_account(store, principal, account_id)
+    try:
+        number = numbers.assignable(raw)
+    except numbers.NumberRefused as refused:
+        raise InvalidInput(f"{raw.strip()!r} cannot be added: {refused.message}") from None
+    return await store.add_account_number(account.id, number)
+
+
+async def remove_number(store: Store, principal: Principal, account_id: str, number: str) -> None:
+    """Release an unassigned number from the account (NumberInUse while assigned)."""
+    account = await managed_account(store, principal, account_id)
+    await store.remove_account_number(account.id, number)
+
+
+async def update_account_policy(
+    store: Store, principal: Principal, account_id: str, policy: AccountPolicy
+) -> Account:
+    account = await managed_account(store, principal, account_id)
+    changes: dict[str, Any] = {}
+    if policy.allowed_countries is not None:
+        changes["allowed_countries"] = policy.allowed_countries
+    if policy.clear_daily_page_limit:
+        changes["daily_page_limit"] = None
+    elif policy.daily_page_limit is not None:
+        changes["daily_page_limit"] = policy.daily_page_limit
+    if not changes:
+        return account
+    try:
+        Account.model_validate({**account.model_dump(), **changes})
+    except ValidationError as exc:
+        raise InvalidInput(explain(exc)) from None
+    return await store.update_account(account.id, **changes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,9 @@ from faxbox.portal.deps import (
     require_dashboard,
     submitted_csrf,
 )
+from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
 from faxbox.portal.sessions import (
+    change_password,
     end_session,
     prelogin_ok,
     prelogin_token,
@@ -28,7 +30,7 @@ from faxbox.portal.sessions import (
     throttled_sign_in,
 )
 from faxbox.portal.views import failure_text, range_note
-from faxbox.shared.store import Faxbox, NotFound, User
+from faxbox.shared.store import Account, Faxbox, NotFound, User
 from faxbox.shared.store.records import HistoryRecord
 
 router = APIRouter(prefix="/api")
@@ -66,7 +68,7 @@ class FaxboxOut(BaseModel):
     header_name: str
     timezone: str
     permission_list: list[str]
-    require_authenticated_sender: bool
+    sender_auth: str = Field(description="required: only mail a trusted server proved; off.")
     success_notifications: bool
 
     @classmethod
@@ -171,6 +173,24 @@ class AccountOut(BaseModel):
     name: str
     realm: str
     reseller_id: str | None
+    country: str
+    allowed_countries: list[str] = Field(description="ISO codes, or ['*'] for every country.")
+    daily_page_limit: int | None = Field(description="None: the platform's; 0: no cap.")
+
+    @classmethod
+    def of(cls, account: Account) -> AccountOut:
+        return cls.model_validate(account.model_dump(include=set(cls.model_fields)))
+
+
+class InventoryOut(BaseModel):
+    number: str
+    faxbox_id: str | None
+    owner: str | None
+
+
+class PasswordChange(BaseModel):
+    current_password: str
+    new_password: str
 
 
 class NumberIn(BaseModel):
@@ -194,12 +214,18 @@ class HelpOut(BaseModel):
 
 class TokenIn(BaseModel):
     name: str = Field(default="", max_length=100)
+    scope: TokenScope = Field(
+        default=TokenScope.READ, description="read: GET requests only; admin: also changes."
+    )
+    expires_in_days: int = Field(default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS)
 
 
 class TokenOut(BaseModel):
     id: str
     name: str
+    scope: TokenScope
     created_at: datetime
+    expires_at: datetime
     last_used_at: datetime | None
 
 
@@ -238,6 +264,9 @@ class DashboardOut(BaseModel):
 
 class RedriveIn(BaseModel):
     confirm: bool = Field(description="Must be true: re-driving is not undone easily.")
+    count: int = Field(
+        default=100, ge=1, le=10_000, description="At most this many (those dead-lettered first)."
+    )
 
 
 class RedriveOut(BaseModel):
@@ -267,13 +296,37 @@ async def sign_in(body: SignIn, request: Request, response: Response, deps: Deps
     user = await throttled_sign_in(request, deps, body.email, body.password)
     if user is None:
         raise HTTPException(401, "wrong e-mail address or password")
-    csrf = start_session(response, deps, user)
+    csrf = await start_session(response, deps, user)
     return Me(user=UserOut.of(user), csrf_token=csrf)
 
 
 @router.delete("/session", status_code=204, tags=["session"])
-async def sign_out(principal: CheckedPrincipal, response: Response) -> None:
-    end_session(response)
+async def sign_out(principal: CheckedPrincipal, response: Response, deps: Deps) -> None:
+    """End this session on the server (a copy of the cookie stops working too)."""
+    await end_session(response, deps, principal.session_id)
+
+
+@router.delete("/sessions", status_code=204, tags=["session"])
+async def sign_out_everywhere(principal: CheckedPrincipal, response: Response, deps: Deps) -> None:
+    """End every session of this user, on every device."""
+    await deps.sessions.end_all(principal.user.id)
+    await end_session(response, deps, None)
+
+
+@router.post("/me/password", response_model=Me, tags=["session"])
+async def new_password(
+    body: PasswordChange, principal: CheckedPrincipal, response: Response, deps: Deps
+) -> Me:
+    """Change your password: every session and API token of yours ends; this browser
+    gets a new session."""
+    try:
+        user = await change_password(deps, principal.user, body.current_password, body.new_password)
+    except ValueError as exc:
+        raise admin.InvalidInput(str(exc)) from None
+    if user is None:
+        raise admin.InvalidInput("the current password is wrong")
+    csrf = await start_session(response, deps, user) if principal.token_id is None else None
+    return Me(user=UserOut.of(user), csrf_token=csrf)
 
 
 @router.get("/me", response_model=Me, tags=["session"])
@@ -286,12 +339,16 @@ async def me(principal: CurrentPrincipal) -> Me:
 
 @router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
 async def list_tokens(principal: CurrentPrincipal, deps: Deps) -> list[TokenOut]:
-    return [TokenOut(**_token(t)) for t in await deps.tokens.list(principal.user.id)]
+    return [TokenOut(**_token(t)) for t in await deps.tokens.list(principal.user)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])
 async def create_token(body: TokenIn, principal: CheckedPrincipal, deps: Deps) -> TokenCreated:
-    token, secret = await deps.tokens.create(principal.user.id, body.name)
+    """A token for scripts; a read token may only read, and no token outlives its expiry
+    or a change of its owner's password."""
+    token, secret = await deps.tokens.create(
+        principal.user, body.name, body.scope, body.expires_in_days
+    )
     return TokenCreated(**_token(token), token=secret)
 
 
@@ -305,7 +362,9 @@ def _token(token: Any) -> dict[str, Any]:
     return {
         "id": token.id,
         "name": token.name,
+        "scope": token.scope,
         "created_at": token.created_at,
+        "expires_at": token.expires_at,
         "last_used_at": token.last_used_at,
     }
 
@@ -315,10 +374,51 @@ def _token(token: Any) -> dict[str, Any]:
 
 @router.get("/accounts", response_model=list[AccountOut], tags=["accounts"])
 async def accounts(principal: CurrentPrincipal, deps: Deps) -> list[AccountOut]:
-    return [
-        AccountOut(id=a.id, name=a.name, realm=a.realm, reseller_id=a.reseller_id)
-        for a in await visible_accounts(deps.store, principal)
-    ]
+    return [AccountOut.of(a) for a in await visible_accounts(deps.store, principal)]
+
+
+@router.patch("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
+async def update_account(
+    account_id: str, body: admin.AccountPolicy, principal: CheckedPrincipal, deps: Deps
+) -> AccountOut:
+    """Countries the account may fax (['*']: all) and its daily page cap; for its
+    reseller and the platform's administrators."""
+    return AccountOut.of(await admin.update_account_policy(deps.store, principal, account_id, body))
+
+
+@router.get("/accounts/{account_id}/numbers", response_model=list[InventoryOut], tags=["accounts"])
+async def account_numbers(
+    account_id: str, principal: CurrentPrincipal, deps: Deps
+) -> list[InventoryOut]:
+    """The account's numbers and the faxbox each is assigned to."""
+    rows = await admin.inventory(deps.store, principal, account_id)
+    return [InventoryOut(number=r.number, faxbox_id=r.faxbox_id, owner=r.owner) for r in rows]
+
+
+@router.post(
+    "/accounts/{account_id}/numbers",
+    response_model=InventoryOut,
+    status_code=201,
+    tags=["accounts"],
+    responses={409: {"description": "Another account holds this number."}},
+)
+async def add_account_number(
+    account_id: str, body: NumberIn, principal: CheckedPrincipal, deps: Deps
+) -> InventoryOut:
+    entry = await admin.add_number(deps.store, principal, account_id, body.number)
+    return InventoryOut(number=entry.number, faxbox_id=None, owner=None)
+
+
+@router.delete(
+    "/accounts/{account_id}/numbers/{number}",
+    status_code=204,
+    tags=["accounts"],
+    responses={409: {"description": "The number is assigned to a faxbox."}},
+)
+async def remove_account_number(
+    account_id: str, number: str, principal: CheckedPrincipal, deps: Deps
+) -> None:
+    await admin.remove_number(deps.store, principal, account_id, number)
 
 
 @router.get("/accounts/{account_id}/faxes", response_model=FaxPageOut, tags=["faxes"])
@@ -433,7 +533,9 @@ async def update_faxbox(
     deps: Deps,
 ) -> UserWithFaxbox:
     """Change faxbox settings (creating the faxbox, disabled, if the user has none)."""
-    row = await admin.update_faxbox(deps.store, principal, account_id, user_id, changes)
+    row = await admin.update_faxbox(
+        deps.store, principal, account_id, user_id, changes, deps.caller_id_scope
+    )
     return UserWithFaxbox.of(row)
 
 
@@ -499,7 +601,7 @@ def _slots(obj: Any) -> dict[str, Any]:
 
 @router.get("/dashboard", response_model=DashboardOut, tags=["dashboard"])
 async def dashboard(principal: CurrentPrincipal, deps: Deps) -> DashboardOut:
-    require_dashboard(principal, deps)
+    require_dashboard(principal)
     board = await load_dashboard(deps.queues, deps.probe, deps.topology, deps.health_urls)
     return DashboardOut(
         queues=[QueueOut(**_slots(q)) for q in board.queues],
@@ -514,10 +616,12 @@ async def dashboard(principal: CurrentPrincipal, deps: Deps) -> DashboardOut:
 async def redrive(
     service: str, body: RedriveIn, principal: CheckedPrincipal, deps: Deps
 ) -> RedriveOut:
-    """Move the service's dead-lettered messages back to its queue (needs confirm=true)."""
-    require_dashboard(principal, deps)
+    """Move up to ``count`` of the service's dead-lettered messages back to its queue
+    (needs confirm=true); a message that fails again stays dead-lettered."""
+    require_dashboard(principal)
     if not redrivable(service):
         raise NotFound("service", service)
     if not body.confirm:
         raise admin.InvalidInput("re-driving needs confirm=true")
-    return RedriveOut(service=service, moved=await deps.redriver.redrive(service))
+    moved = await deps.redriver.redrive(service, body.count)
+    return RedriveOut(service=service, moved=moved)

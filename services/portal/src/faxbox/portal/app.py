@@ -7,6 +7,7 @@ import time); :mod:`faxbox.portal.service` wires the real ones.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,9 +17,18 @@ from faxbox.portal import api, pages
 from faxbox.portal.access import Forbidden
 from faxbox.portal.admin import InvalidInput
 from faxbox.portal.deps import CsrfFailed, NotSignedIn, PortalDeps
+from faxbox.portal.headers import STATIC_PREFIX, install_security_headers
 from faxbox.portal.throttle import SignInThrottle, TooManyFailures
 from faxbox.portal.views import TEMPLATES
-from faxbox.shared.store import InvalidCursor, NotFound, NumberAlreadyAssigned
+from faxbox.shared.store import (
+    InvalidCursor,
+    NotFound,
+    NumberAlreadyAssigned,
+    NumberHeldByAnotherAccount,
+    NumberInUse,
+)
+
+STYLESHEET = (Path(__file__).parent / "static" / "portal.css").read_bytes()
 
 
 def is_api(request: Request) -> bool:
@@ -64,6 +74,14 @@ def install_error_handlers(app: FastAPI) -> None:
         number = getattr(exc, "number", "the number")
         return _error(request, 409, f"{number} is already assigned to another faxbox")
 
+    async def held_elsewhere(request: Request, exc: Exception) -> Response:
+        number = getattr(exc, "number", "the number")
+        return _error(request, 409, f"{number} belongs to another account")
+
+    async def in_use(request: Request, exc: Exception) -> Response:
+        number = getattr(exc, "number", "the number")
+        return _error(request, 409, f"{number} is assigned to a faxbox; unassign it first")
+
     async def bad_cursor(request: Request, exc: Exception) -> Response:
         return _error(request, 400, str(exc))
 
@@ -77,6 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
         CsrfFailed: csrf_failed,
         InvalidInput: invalid,
         NumberAlreadyAssigned: conflict,
+        NumberHeldByAnotherAccount: held_elsewhere,
+        NumberInUse: in_use,
         InvalidCursor: bad_cursor,
         TooManyFailures: too_many,
     }
@@ -90,11 +110,23 @@ def create_app(deps: PortalDeps) -> FastAPI:
         version="1",
         description="Fax history, faxbox administration and the queue dashboard. "
         "Scripts authenticate with `Authorization: Bearer <API token>`.",
+        # Swagger UI and ReDoc load their scripts from a CDN and run inline script, which
+        # the portal's CSP forbids; the OpenAPI document itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     if deps.signin is None:
         deps = dataclasses.replace(deps, signin=SignInThrottle(deps.store.db))
     app.state.deps = deps
     install_error_handlers(app)
+    install_security_headers(app, deps.proxies)
+
+    @app.get(f"{STATIC_PREFIX}portal.css", include_in_schema=False)
+    async def stylesheet() -> Response:
+        return Response(
+            STYLESHEET, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+        )
+
     app.include_router(api.router)
     app.include_router(pages.router)
     return app

@@ -14,13 +14,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from faxbox.portal.access import Forbidden
+from faxbox.portal.clientaddr import TrustedProxies
 from faxbox.portal.dashboard import HealthProbe, QueueSource, Redriver
 from faxbox.portal.security import (
     CSRF_FIELD,
     CSRF_HEADER,
     SESSION_COOKIE,
     Principal,
-    SessionSigner,
+    SessionStore,
+    TokenScope,
     TokenStore,
     password_fingerprint,
     tokens_match,
@@ -28,6 +30,7 @@ from faxbox.portal.security import (
 from faxbox.portal.throttle import SignInThrottle
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import NotFound, Store
+from faxbox.shared.store.store import CallerIdScope
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,14 @@ class Links:
 class PortalDeps:
     store: Store
     tokens: TokenStore
-    signer: SessionSigner
+    sessions: SessionStore
     queues: QueueSource
     probe: HealthProbe
     redriver: Redriver
     topology: Topology
     cookie_secure: bool = False
-    dashboard_roles: tuple[str, ...] = ("reseller_admin",)
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    caller_id_scope: CallerIdScope = "faxbox"
     health_urls: dict[str, str] = field(default_factory=dict)
     links: Links = field(default_factory=Links)
     # None: the default limits on ``store.db`` (create_app fills it in).
@@ -78,20 +82,24 @@ async def optional_principal(request: Request) -> Principal | None:
             user = await deps.store.get_user(token.user_id)
         except NotFound:
             raise NotSignedIn() from None
-        return Principal(user=user, csrf=None, token_id=token.id)
+        if not await deps.tokens.still_valid_for(token, user):
+            raise NotSignedIn()  # the password changed: the token went with it
+        return Principal(user=user, csrf=None, token_id=token.id, scope=token.scope)
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
-    session = deps.signer.loads(cookie)
+    session = await deps.sessions.find(cookie)
     if session is None:
         return None
     try:
         user = await deps.store.get_user(session.user_id)
     except NotFound:
+        await deps.sessions.end(session.id)
         return None
     if not tokens_match(password_fingerprint(user), session.fingerprint):
-        return None  # the password changed since this session began
-    return Principal(user=user, csrf=session.csrf)
+        await deps.sessions.end(session.id)  # the password changed since it began
+        return None
+    return Principal(user=user, csrf=session.csrf, session_id=session.id)
 
 
 async def current_principal(
@@ -116,7 +124,9 @@ async def submitted_csrf(request: Request) -> str | None:
 async def checked_principal(
     request: Request, principal: Annotated[Principal, Depends(current_principal)]
 ) -> Principal:
-    """The principal of a state-changing request, after the CSRF check."""
+    """The principal of a state-changing request, after the CSRF and scope checks."""
+    if principal.token_id is not None and principal.scope is not TokenScope.ADMIN:
+        raise Forbidden("this API token may only read (scope read); changes need scope admin")
     if principal.csrf is not None and not tokens_match(
         principal.csrf, await submitted_csrf(request)
     ):
@@ -129,6 +139,7 @@ CheckedPrincipal = Annotated[Principal, Depends(checked_principal)]
 Deps = Annotated[PortalDeps, Depends(deps_of)]
 
 
-def require_dashboard(principal: Principal, deps: PortalDeps) -> None:
-    if principal.role.value not in deps.dashboard_roles:
+def require_dashboard(principal: Principal) -> None:
+    # The queues are the whole platform's: every tenant's mail passes through them.
+    if not principal.is_platform_admin:
         raise Forbidden("the queue dashboard is for platform administrators")

@@ -22,7 +22,9 @@ from faxbox.portal.deps import (
     require_dashboard,
 )
 from faxbox.portal.localtime import clock_for, with_faxboxes
+from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
 from faxbox.portal.sessions import (
+    change_password,
     end_session,
     prelogin_ok,
     prelogin_token,
@@ -32,7 +34,13 @@ from faxbox.portal.sessions import (
 from faxbox.portal.throttle import TooManyFailures
 from faxbox.portal.views import range_note, render
 from faxbox.shared import numbers
-from faxbox.shared.store import NotFound, NumberAlreadyAssigned
+from faxbox.shared.store import (
+    NotFound,
+    NumberAlreadyAssigned,
+    NumberHeldByAnotherAccount,
+    NumberInUse,
+)
+from faxbox.shared.store.models import SenderAuth
 
 router = APIRouter(include_in_schema=False)
 
@@ -97,14 +105,38 @@ async def login(
             email=email,
         )
     response = RedirectResponse("/faxes", status_code=303)
-    start_session(response, deps, user)
+    await start_session(response, deps, user)
     return response
 
 
 @router.post("/logout")
-async def logout(principal: CheckedPrincipal) -> Response:
+async def logout(
+    principal: CheckedPrincipal, deps: Deps, everywhere: Annotated[str, Form()] = ""
+) -> Response:
     response = RedirectResponse("/login", status_code=303)
-    end_session(response)
+    if everywhere == "yes":
+        await deps.sessions.end_all(principal.user.id)
+    await end_session(response, deps, principal.session_id)
+    return response
+
+
+@router.post("/password")
+async def password_change(
+    principal: CheckedPrincipal,
+    deps: Deps,
+    current_password: Annotated[str, Form()],
+    new_password: Annotated[str, Form()],
+) -> Response:
+    try:
+        user = await change_password(deps, principal.user, current_password, new_password)
+    except ValueError as exc:
+        return back("/tokens", error=f"Password not changed: {exc}.")
+    if user is None:
+        return back("/tokens", error="Password not changed: the current password is wrong.")
+    response = back(
+        "/tokens", msg="Password changed. Every other session and all your API tokens ended."
+    )
+    await start_session(response, deps, user)
     return response
 
 
@@ -211,8 +243,10 @@ async def tokens_page(request: Request, principal: CurrentPrincipal, deps: Deps)
         request,
         "tokens.html",
         principal,
-        tokens=await deps.tokens.list(principal.user.id),
+        tokens=await deps.tokens.list(principal.user),
         clock=await clock_for(deps.store, principal.user, principal.user.account_id),
+        default_days=DEFAULT_TOKEN_DAYS,
+        max_days=MAX_TOKEN_DAYS,
     )
 
 
@@ -222,14 +256,21 @@ async def token_create(
     principal: CheckedPrincipal,
     deps: Deps,
     name: Annotated[str, Form()] = "",
+    scope: Annotated[str, Form()] = TokenScope.READ.value,
+    days: Annotated[int, Form()] = DEFAULT_TOKEN_DAYS,
 ) -> Response:
-    token, secret = await deps.tokens.create(principal.user.id, name)
+    try:
+        token, secret = await deps.tokens.create(principal.user, name, TokenScope(scope), days)
+    except ValueError as exc:
+        return back("/tokens", error=f"No token made: {exc}.")
     return render(
         request,
         "tokens.html",
         principal,
-        tokens=await deps.tokens.list(principal.user.id),
+        tokens=await deps.tokens.list(principal.user),
         clock=await clock_for(deps.store, principal.user, principal.user.account_id),
+        default_days=DEFAULT_TOKEN_DAYS,
+        max_days=MAX_TOKEN_DAYS,
         new_secret=secret,
         new_token=token,
     )
@@ -274,9 +315,62 @@ async def admin_account_page(
         principal,
         account=account,
         rows=rows,
+        inventory=await admin.inventory(deps.store, principal, account_id),
         help_number=help_number,
         answer=answer,
     )
+
+
+def _account_url(account_id: str) -> str:
+    return f"/admin/accounts/{account_id}"
+
+
+@router.post("/admin/accounts/{account_id}/numbers")
+async def admin_add_number(
+    account_id: str, principal: CheckedPrincipal, deps: Deps, number: Annotated[str, Form()]
+) -> Response:
+    url = _account_url(account_id)
+    try:
+        entry = await admin.add_number(deps.store, principal, account_id, number)
+    except admin.InvalidInput as exc:
+        return back(url, error=str(exc))
+    except NumberHeldByAnotherAccount as exc:
+        return back(url, error=f"{exc.number} belongs to another account.")
+    return back(url, msg=f"Number {entry.number} added to the account.")
+
+
+@router.post("/admin/accounts/{account_id}/numbers/remove")
+async def admin_remove_number(
+    account_id: str, principal: CheckedPrincipal, deps: Deps, number: Annotated[str, Form()]
+) -> Response:
+    url = _account_url(account_id)
+    try:
+        await admin.remove_number(deps.store, principal, account_id, number)
+    except NumberInUse as exc:
+        return back(url, error=f"{exc.number} is assigned to a faxbox; unassign it first.")
+    return back(url, msg=f"Number {number} released from the account.")
+
+
+@router.post("/admin/accounts/{account_id}/policy")
+async def admin_account_policy(
+    account_id: str,
+    principal: CheckedPrincipal,
+    deps: Deps,
+    allowed_countries: Annotated[str, Form()] = "",
+    daily_page_limit: Annotated[str, Form()] = "",
+) -> Response:
+    url = _account_url(account_id)
+    limit = daily_page_limit.strip()
+    try:
+        policy = admin.AccountPolicy(
+            allowed_countries=[c for c in (p.strip() for p in allowed_countries.split(",")) if c],
+            daily_page_limit=int(limit) if limit else None,
+            clear_daily_page_limit=not limit,
+        )
+        await admin.update_account_policy(deps.store, principal, account_id, policy)
+    except (admin.InvalidInput, ValueError) as exc:
+        return back(url, error=str(exc))
+    return back(url, msg="Destinations and page cap saved.")
 
 
 def _user_url(account_id: str, user_id: str) -> str:
@@ -289,7 +383,16 @@ async def admin_user_page(
 ) -> Response:
     row = await admin.get_user(deps.store, principal, account_id, user_id)
     account = await deps.store.get_account(account_id)
-    return render(request, "user.html", principal, account=account, row=row)
+    free = [r.number for r in await admin.inventory(deps.store, principal, account_id)]
+    return render(
+        request,
+        "user.html",
+        principal,
+        account=account,
+        row=row,
+        free_numbers=[n for n in free if not row.faxbox or n not in row.faxbox.numbers],
+        caller_id_scope=deps.caller_id_scope,
+    )
 
 
 @router.post("/admin/accounts/{account_id}/users/{user_id}/faxbox")
@@ -303,21 +406,26 @@ async def admin_faxbox_settings(
     header_name: Annotated[str, Form()] = "",
     timezone: Annotated[str, Form()] = "UTC",
     permission_list: Annotated[str, Form()] = "",
-    require_authenticated_sender: Annotated[str, Form()] = "",
+    sender_auth: Annotated[str, Form()] = SenderAuth.REQUIRED.value,
     success_notifications: Annotated[str, Form()] = "",
 ) -> Response:
-    changes = admin.FaxboxChanges(
-        caller_id=caller_id,
-        identity=identity,
-        header_name=header_name,
-        timezone=timezone.strip() or "UTC",
-        permission_list=[line.strip() for line in permission_list.splitlines() if line.strip()],
-        require_authenticated_sender=bool(require_authenticated_sender),
-        success_notifications=bool(success_notifications),
-    )
     url = _user_url(account_id, user_id)
     try:
-        await admin.update_faxbox(deps.store, principal, account_id, user_id, changes)
+        changes = admin.FaxboxChanges(
+            caller_id=caller_id,
+            identity=identity,
+            header_name=header_name,
+            timezone=timezone.strip() or "UTC",
+            permission_list=[line.strip() for line in permission_list.splitlines() if line.strip()],
+            sender_auth=SenderAuth(sender_auth),
+            success_notifications=bool(success_notifications),
+        )
+    except ValueError:
+        return back(url, error=f"sender check {sender_auth!r}: choose required or off")
+    try:
+        await admin.update_faxbox(
+            deps.store, principal, account_id, user_id, changes, deps.caller_id_scope
+        )
     except admin.InvalidInput as exc:
         return back(url, error=str(exc))
     return back(url, msg="Settings saved.")
@@ -333,7 +441,9 @@ async def admin_faxbox_enabled(
 ) -> Response:
     on = enabled == "yes"
     changes = admin.FaxboxChanges(enabled=on)
-    await admin.update_faxbox(deps.store, principal, account_id, user_id, changes)
+    await admin.update_faxbox(
+        deps.store, principal, account_id, user_id, changes, deps.caller_id_scope
+    )
     return back(_user_url(account_id, user_id), msg="Faxbox enabled." if on else "Faxbox disabled.")
 
 
@@ -389,7 +499,7 @@ async def admin_alternate(
 
 @router.get("/dashboard")
 async def dashboard_page(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
-    require_dashboard(principal, deps)
+    require_dashboard(principal)
     board = await load_dashboard(deps.queues, deps.probe, deps.topology, deps.health_urls)
     return render(request, "dashboard.html", principal, board=board, links=deps.links)
 
@@ -401,13 +511,14 @@ async def dashboard_redrive(
     principal: CheckedPrincipal,
     deps: Deps,
     confirm: Annotated[str, Form()] = "",
+    count: Annotated[int, Form(ge=1, le=10_000)] = 100,
 ) -> Response:
-    require_dashboard(principal, deps)
+    require_dashboard(principal)
     if not redrivable(service):
         raise NotFound("service", service)
     if confirm != "yes":
         board = await load_dashboard(deps.queues, deps.probe, deps.topology, {})
         row = next((q for q in board.queues if q.service == service), None)
-        return render(request, "redrive.html", principal, service=service, row=row)
-    moved = await deps.redriver.redrive(service)
+        return render(request, "redrive.html", principal, service=service, row=row, count=count)
+    moved = await deps.redriver.redrive(service, count)
     return back("/dashboard", msg=f"Re-drove {moved} message(s) to the {service} queue.")

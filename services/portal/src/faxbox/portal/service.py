@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 
@@ -16,9 +15,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from faxbox.portal.app import create_app
+from faxbox.portal.clientaddr import TrustedProxies
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement, vhost_of
 from faxbox.portal.deps import Links, PortalDeps
-from faxbox.portal.security import SessionSigner, TokenStore
+from faxbox.portal.security import SessionStore, TokenStore
 from faxbox.portal.settings import PortalSettings
 from faxbox.portal.throttle import SignInLimits, SignInThrottle
 from faxbox.shared import runner
@@ -37,19 +37,21 @@ class _Server(uvicorn.Server):
         yield
 
 
-def session_secret(settings: PortalSettings) -> str:
-    secret = settings.session_secret.get_secret_value()
-    if secret:
-        return secret
-    log.warning("FAXBOX_SESSION_SECRET is not set: sessions end when this process stops")
-    return secrets.token_urlsafe(32)
-
-
 @contextlib.asynccontextmanager
 async def serve(app: FastAPI, host: str, port: int) -> AsyncIterator[_Server]:
     """Run uvicorn until the context ends; the bound port is in ``server.servers``."""
     server = _Server(
-        uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None, access_log=False)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            # uvicorn would believe X-Forwarded-For/-Proto from 127.0.0.1 (its default
+            # forwarded_allow_ips); the portal decides itself (FAXBOX_PORTAL_TRUSTED_PROXIES).
+            proxy_headers=False,
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -77,11 +79,14 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
     ):
         tokens = TokenStore(infra.store.db)
         await tokens.ensure_indexes()
+        sessions = SessionStore(infra.store.db, settings.session_max_age_s)
+        await sessions.ensure_indexes()
         signin = SignInThrottle(
             infra.store.db,
             SignInLimits(
-                per_email=settings.signin_failures_per_email,
+                per_email_and_address=settings.signin_failures_per_email_and_address,
                 per_address=settings.signin_failures_per_address,
+                per_email=settings.signin_failures_per_email,
                 window_s=settings.signin_window_s,
             ),
         )
@@ -89,7 +94,7 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
         deps = PortalDeps(
             store=infra.store,
             tokens=tokens,
-            signer=SessionSigner(session_secret(settings), settings.session_max_age_s),
+            sessions=sessions,
             queues=RabbitManagement(
                 http,
                 settings.rabbitmq_api_url,
@@ -101,7 +106,8 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             redriver=infra.bus,
             topology=infra.bus.topology,
             cookie_secure=settings.cookie_secure,
-            dashboard_roles=settings.dashboard_roles,
+            proxies=TrustedProxies.parse(settings.portal_trusted_proxies),
+            caller_id_scope=settings.caller_id_scope,
             health_urls=dict(settings.service_health_urls),
             links=Links(rabbitmq_ui=settings.rabbitmq_ui_url, grafana=settings.grafana_url),
             signin=signin,

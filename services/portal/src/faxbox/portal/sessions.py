@@ -1,19 +1,18 @@
 """Signing in and out: password checks behind the sign-in limits, session cookies, and
-the double-submit token of the sign-in form."""
+the double-submit token of the sign-in form.
+
+Argon2 verification takes tens of milliseconds of CPU on purpose; it runs in a worker
+thread so one sign-in never stalls every other request of the event loop.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import Request, Response
 
 from faxbox.portal.deps import PortalDeps
-from faxbox.portal.security import (
-    PRELOGIN_COOKIE,
-    SESSION_COOKIE,
-    SessionData,
-    new_csrf_token,
-    password_fingerprint,
-    tokens_match,
-)
+from faxbox.portal.security import PRELOGIN_COOKIE, SESSION_COOKIE, new_csrf_token, tokens_match
 from faxbox.portal.throttle import SignInThrottle
 from faxbox.shared import passwords
 from faxbox.shared.store import User
@@ -21,17 +20,19 @@ from faxbox.shared.store import User
 
 async def authenticate_password(deps: PortalDeps, email: str, password: str) -> User | None:
     user = await deps.store.find_user_by_email(email)
-    if not passwords.verify_password(user.password_hash if user else None, password):
+    stored = user.password_hash if user else None
+    if not await asyncio.to_thread(passwords.verify_password, stored, password):
         return None
     if user is None or user.password_hash is None:
         return None
     if passwords.needs_rehash(user.password_hash):
-        user = await deps.store.set_password_hash(user.id, passwords.hash_password(password))
+        rehashed = await asyncio.to_thread(passwords.hash_password, password)
+        user = await deps.store.set_password_hash(user.id, rehashed)
     return user
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address(request: Request, deps: PortalDeps) -> str:
+    return deps.proxies.client(request)
 
 
 async def throttled_sign_in(
@@ -39,7 +40,7 @@ async def throttled_sign_in(
 ) -> User | None:
     """authenticate_password behind the sign-in limits (TooManyFailures when over)."""
     throttle = deps.signin or SignInThrottle(deps.store.db)
-    attempt = await throttle.begin(email, client_address(request))
+    attempt = await throttle.begin(email, client_address(request, deps))
     try:
         user = await authenticate_password(deps, email, password)
     except BaseException:
@@ -52,25 +53,40 @@ async def throttled_sign_in(
     return user
 
 
-def start_session(response: Response, deps: PortalDeps, user: User) -> str:
-    """Set the session cookie (with a fresh CSRF token, which is returned)."""
-    csrf = new_csrf_token()
-    value = deps.signer.dumps(SessionData(user.id, csrf, password_fingerprint(user)))
+async def start_session(response: Response, deps: PortalDeps, user: User) -> str:
+    """A new server-side session and its cookie; returns the session's CSRF token."""
+    session, secret = await deps.sessions.start(user)
     response.set_cookie(
         SESSION_COOKIE,
-        value,
-        max_age=deps.signer.max_age_s,
+        secret,
+        max_age=deps.sessions.max_age_s,
         httponly=True,
         samesite="lax",
         secure=deps.cookie_secure,
         path="/",
     )
     response.delete_cookie(PRELOGIN_COOKIE, path="/")
-    return csrf
+    return session.csrf
 
 
-def end_session(response: Response) -> None:
+async def end_session(response: Response, deps: PortalDeps, session_id: str | None) -> None:
+    if session_id is not None:
+        await deps.sessions.end(session_id)
     response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+async def change_password(deps: PortalDeps, user: User, current: str, new: str) -> User | None:
+    """Set a new password if ``current`` is right; None if it is not.
+
+    Every session and API token of the user ends with the old password (their
+    fingerprints no longer match); the caller starts a new session for this browser.
+    """
+    if not await asyncio.to_thread(passwords.verify_password, user.password_hash, current):
+        return None
+    hashed = await asyncio.to_thread(passwords.hash_password, new)
+    changed = await deps.store.set_password_hash(user.id, hashed)
+    await deps.sessions.end_all(user.id)
+    return changed
 
 
 def prelogin_token(request: Request, response: Response, deps: PortalDeps) -> str:

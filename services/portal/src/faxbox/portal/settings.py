@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.settings import OwnershipSettings, ServiceSettings
 
 
-class PortalSettings(ServiceSettings):
+class PortalSettings(ServiceSettings, OwnershipSettings):
     portal_host: str = "127.0.0.1"
     portal_port: int = Field(default=8080, ge=0, le=65535)
-    session_secret: SecretStr = Field(
-        default=SecretStr(""),
-        description="Signs session cookies; set it in production (empty = random per process).",
+    portal_trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Addresses or networks of the reverse proxies in front of the portal (JSON list, "
+            'e.g. ["10.0.0.0/8"]); only their X-Forwarded-For/-Proto are believed.'
+        ),
     )
     session_max_age_s: int = Field(default=12 * 3600, ge=60)
     cookie_secure: bool = Field(
@@ -27,14 +30,13 @@ class PortalSettings(ServiceSettings):
         default_factory=dict,
         description='JSON object, e.g. {"validator": "http://127.0.0.1:9101/readyz"}.',
     )
-    signin_failures_per_email: int = Field(
-        default=5, ge=1, description="Failed sign-ins per e-mail address in the window."
+    signin_failures_per_email_and_address: int = Field(
+        default=5, ge=1, description="Failed sign-ins to one account from one address."
     )
     signin_failures_per_address: int = Field(
         default=20, ge=1, description="Failed sign-ins per client address in the window."
     )
-    signin_window_s: int = Field(default=15 * 60, ge=1)
-    dashboard_roles: tuple[str, ...] = Field(
-        default=("reseller_admin",),
-        description="Roles that see the queue dashboard and may re-drive dead letters.",
+    signin_failures_per_email: int = Field(
+        default=100, ge=1, description="Failed sign-ins to one account from all addresses."
     )
+    signin_window_s: int = Field(default=15 * 60, ge=1)

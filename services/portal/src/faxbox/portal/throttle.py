@@ -1,12 +1,13 @@
 """Sign-in brute-force protection, shared by every portal replica through the database.
 
-Each password check first inserts one document (e-mail address, client address, time)
-into ``portal_signin_attempts``, then counts the documents of the same e-mail address
-and of the same client address in the window, its own included. Over a limit, the
+Each password check first inserts one document (e-mail address, client address, the
+pair of both, time) into ``portal_signin_attempts``, then counts the documents of the
+same pair, of the same client address and of the same e-mail address in the window,
+its own included. Over a limit, the
 attempt is refused before the password is looked at (its document is removed again, so
 refused attempts do not prolong the block) and the caller learns when the oldest
 counted failure leaves the window. A wrong password leaves the document in place as a
-failure; a right one removes it and the e-mail address's earlier failures.
+failure; a right one removes it and the earlier failures of that account from that address.
 
 Insert-then-count needs no conditional update, which FerretDB v1 does not make atomic
 (see ``faxbox.shared.store.claims``): concurrent attempts all see each other's inserts,
@@ -14,10 +15,12 @@ so racing requests can only be refused too often, never let through past the lim
 There are no TTL indexes on FerretDB v1, so a failure recorded also deletes the
 documents that have left the window.
 
-The per-e-mail limit also lets anyone lock an account out for the window by guessing
-wrong on purpose; that is the price of stopping password guessing against it. The
-client address is what uvicorn reports (with a proxy in front, its X-Forwarded-For
-when the proxy is trusted, ``--forwarded-allow-ips``).
+The tight limit is per account and address (5): someone guessing from one address
+cannot lock the real user, signing in from elsewhere, out. One address gets 20 tries
+over all accounts (an office behind one NAT shares it), and one account 100 from all
+addresses together, a backstop against guessing spread over many addresses (which can
+still lock that account for the window: the price of stopping it). The client address
+is the peer's, or a trusted proxy's X-Forwarded-For (``faxbox.portal.clientaddr``).
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ COLLECTION = "portal_signin_attempts"
 
 @dataclass(frozen=True, slots=True)
 class SignInLimits:
-    per_email: int = 5
+    per_email_and_address: int = 5
     # Higher: an office behind one NAT address shares it.
     per_address: int = 20
+    # Every address together: a backstop against guessing from many.
+    per_email: int = 100
     window_s: int = 15 * 60
 
 
@@ -57,7 +62,7 @@ class TooManyFailures(Exception):
     def message(self) -> str:
         minutes = max(1, math.ceil(self.retry_after_s / 60))
         return (
-            "Too many failed sign-ins for this e-mail address or from your network. "
+            "Too many failed sign-ins for this account or from your network. "
             f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
         )
 
@@ -66,6 +71,7 @@ class TooManyFailures(Exception):
 class Attempt:
     id: str
     email: str
+    pair: str
 
 
 def email_key(email: str) -> str:
@@ -88,6 +94,7 @@ class SignInThrottle:
         for index in (
             IndexModel([("email", ASCENDING), ("at", ASCENDING)], name="email_at"),
             IndexModel([("address", ASCENDING), ("at", ASCENDING)], name="address_at"),
+            IndexModel([("pair", ASCENDING), ("at", ASCENDING)], name="pair_at"),
         ):
             await self.collection.create_indexes([index])
 
@@ -98,14 +105,17 @@ class SignInThrottle:
     async def begin(self, email: str, address: str) -> Attempt:
         """Record an attempt about to check a password; TooManyFailures if over a limit."""
         now = self.clock()
-        attempt = Attempt(new_id("sia"), email_key(email))
+        key = email_key(email)
+        pair = f"{key} {address}"
+        attempt = Attempt(new_id("sia"), key, pair)
         await self.collection.insert_one(
-            {"_id": attempt.id, "email": attempt.email, "address": address, "at": now}
+            {"_id": attempt.id, "email": key, "address": address, "pair": pair, "at": now}
         )
         since = now - self.window
         for field, value, limit in (
-            ("email", attempt.email, self.limits.per_email),
+            ("pair", pair, self.limits.per_email_and_address),
             ("address", address, self.limits.per_address),
+            ("email", attempt.email, self.limits.per_email),
         ):
             counted = await self.collection.count_documents({field: value, "at": {"$gt": since}})
             if counted > limit:
@@ -118,7 +128,8 @@ class SignInThrottle:
         await self.collection.delete_many({"at": {"$lte": self.clock() - self.window}})
 
     async def succeeded(self, attempt: Attempt) -> None:
-        await self.collection.delete_many({"email": attempt.email})
+        # Only this address's failures: someone else's guesses at the account still count.
+        await self.collection.delete_many({"pair": attempt.pair})
 
     async def abandon(self, attempt: Attempt) -> None:
         """The check itself failed (not the password): forget the attempt."""

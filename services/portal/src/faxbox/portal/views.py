@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from faxbox.portal import faxes
-from faxbox.portal.deps import deps_of
 from faxbox.portal.security import Principal
 from faxbox.shared.store.records import HistoryRecord
 
@@ -25,11 +24,10 @@ def render(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    deps = deps_of(request)
     context |= {
         "principal": principal,
         "csrf": principal.csrf if principal else None,
-        "show_dashboard": principal is not None and principal.role.value in deps.dashboard_roles,
+        "show_dashboard": principal is not None and principal.is_platform_admin,
         "msg": request.query_params.get("msg"),
         "error": context.get("error") or request.query_params.get("error"),
         "failure_text": failure_text,
