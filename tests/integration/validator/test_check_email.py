@@ -19,6 +19,10 @@ from tests.unit.validator.mailkit import REALM, gmail, pdf
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
+TRUSTED = "mx.check.test"
+# What our receiving mail server writes on top of mail it proved (the senders here are
+# all @example.com).
+PROVEN = f"Authentication-Results: {TRUSTED}; dmarc=pass header.from=example.com\r\n".encode()
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +35,20 @@ async def seeded(store: Store) -> Faxbox:
 
 
 def check_email(
-    command: list[str], eml: Path, mongo_settings: MongoSettings
+    command: list[str],
+    eml: Path,
+    mongo_settings: MongoSettings,
+    *,
+    proven: bool = True,
+    trusted: str = f'["{TRUSTED}"]',
 ) -> tuple[int, dict[str, Any] | None, str]:
     env = os.environ | {
         "FAXBOX_MONGO_URL": mongo_settings.mongo_url,
         "FAXBOX_MONGO_DB": mongo_settings.mongo_db,
+        "FAXBOX_VALIDATOR_AUTHSERV_IDS": trusted,
     }
+    if proven and eml.exists():
+        eml.write_bytes(PROVEN + eml.read_bytes())
     done = subprocess.run(
         [*command, str(eml)], env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -146,3 +158,35 @@ async def test_missing_file_is_an_input_error(
     )
     assert (code, result) == (2, None)
     assert "cannot read" in stderr
+
+
+async def test_without_a_trusted_server_it_warns_and_refuses(
+    tmp_path: Path, mongo_settings: MongoSettings, seeded: Faxbox
+) -> None:
+    eml = tmp_path / "fax.eml"
+    eml.write_bytes(gmail("alice@example.com", [("a.pdf", pdf())]))
+    code, result, stderr = check_email(
+        [str(BIN / "faxbox"), "check-email"], eml, mongo_settings, trusted="[]"
+    )
+    assert code == 0, stderr
+    assert "FAXBOX_VALIDATOR_AUTHSERV_IDS is empty" in stderr
+    assert result is not None
+    assert [r["code"] for r in result["reasons"]] == ["sender_not_authenticated"]
+    assert "no trusted mail server configured" in result["reasons"][0]["message"]
+
+
+async def test_a_forged_proof_is_no_proof(
+    tmp_path: Path, mongo_settings: MongoSettings, seeded: Faxbox
+) -> None:
+    eml = tmp_path / "forged.eml"
+    # Written by the sender, under our server's own failing header.
+    forged = f"Authentication-Results: {TRUSTED}; dmarc=pass header.from=example.com\r\n"
+    ours = f"Authentication-Results: {TRUSTED}; dmarc=fail header.from=example.com\r\n"
+    raw = (ours + forged).encode() + gmail("alice@example.com", [("a.pdf", pdf())])
+    eml.write_bytes(raw)
+    code, result, stderr = check_email(
+        [str(BIN / "faxbox"), "check-email"], eml, mongo_settings, proven=False
+    )
+    assert code == 0, stderr
+    assert result is not None
+    assert [r["code"] for r in result["reasons"]] == ["sender_not_authenticated"]

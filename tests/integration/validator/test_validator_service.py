@@ -40,6 +40,9 @@ from tests.unit.validator.mailkit import FAX_TO, REALM, gmail, pdf, tiff_mail
 pytestmark = pytest.mark.integration
 
 ALICE = "alice@example.com"
+TRUSTED = "mx.acme.fax.test"
+# What the receiving mail server writes on top of a mail from example.com it proved.
+PROVEN = f"Authentication-Results: {TRUSTED}; dmarc=pass header.from=example.com\r\n".encode()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,9 @@ async def seeded(store: Store) -> Faxbox:
             resolution="standard",
         )
     )
-    return faxbox
+    await store.add_account_number(account.id, "+12125550100")
+    await store.assign_number(faxbox.id, "+12125550100")
+    return await store.get_faxbox(faxbox.id)
 
 
 @pytest.fixture
@@ -74,6 +79,7 @@ async def validator(
         **mongo_settings.model_dump(),
         validator_render_concurrency=2,
         validator_render_timeout_s=60,
+        validator_authserv_ids=(TRUSTED,),
     )
     try:
         async with service(Runtime("validator"), settings):
@@ -82,8 +88,11 @@ async def validator(
         await bus.close()
 
 
-async def mail_received(store: Store, raw: bytes, fax_id: str | None = None) -> MailReceived:
+async def mail_received(
+    store: Store, raw: bytes, fax_id: str | None = None, *, proven: bool = True
+) -> MailReceived:
     received_at = datetime.now(UTC)
+    raw = PROVEN + raw if proven else raw
     ref = await store.documents.put(
         "intake", month_of(received_at), raw, filename="mail.eml", content_type="message/rfc822"
     )
@@ -188,6 +197,36 @@ async def test_problems_of_a_known_sender_go_to_the_notifier(validator: Bus, sto
     assert await nothing_on(validator, validator.topology.queue("transmitter"))
 
 
+async def test_an_unproven_sender_is_refused_and_the_owner_told(
+    validator: Bus, store: Store, seeded: Faxbox
+) -> None:
+    """A From anyone could have written: refused, the notice for the faxbox's owner."""
+    forged = f"Authentication-Results: {TRUSTED}; dmarc=fail header.from=example.com\r\n"
+    below = f"Authentication-Results: {TRUSTED}; dmarc=pass header.from=example.com\r\n"
+    raw = (forged + below).encode() + gmail(ALICE, [("x.pdf", pdf())])
+    message = await mail_received(store, raw, proven=False)
+    await validator.publish(message)
+    rejected = decode(await take(validator, validator.topology.queue("notifier")))
+    assert isinstance(rejected, OutboundFaxRejected)
+    assert [r.code.value for r in rejected.reasons] == ["sender_not_authenticated"]
+    assert rejected.user_id == seeded.owner_user_id  # the notifier mails the owner's address
+    assert "dmarc=fail" in rejected.reasons[0].message
+    assert await nothing_on(validator, validator.topology.queue("transmitter"))
+
+
+async def test_with_no_trusted_server_the_service_says_so_at_start(
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    seeded: Faxbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = Settings(**broker_settings.model_dump(), **mongo_settings.model_dump())
+    with caplog.at_level("WARNING", logger="faxbox.validator.trust"):
+        async with service(Runtime("validator"), settings):
+            pass
+    assert any("FAXBOX_VALIDATOR_AUTHSERV_IDS is empty" in r.message for r in caplog.records)
+
+
 async def test_unknown_sender_lands_in_the_dead_letter_queue_with_the_reason(
     validator: Bus, store: Store
 ) -> None:
@@ -241,7 +280,7 @@ async def test_service_process_decides_and_stops_on_sigterm(
         "FAXBOX_EXCHANGE_PREFIX": broker_settings.exchange_prefix,
         "FAXBOX_MONGO_URL": mongo_settings.mongo_url,
         "FAXBOX_MONGO_DB": mongo_settings.mongo_db,
-        "FAXBOX_VALIDATOR_AUTHSERV_IDS": '["mx.acme.fax.test"]',
+        "FAXBOX_VALIDATOR_AUTHSERV_IDS": f'["{TRUSTED}"]',
     }
     log_path = tmp_path / "validator.log"
     with log_path.open("wb") as log_file:

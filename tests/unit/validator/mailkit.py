@@ -190,6 +190,7 @@ class World:
     )
     users: dict[str, User] = field(default_factory=dict)
     faxboxes: dict[str, Faxbox] = field(default_factory=dict)
+    inventory: set[str] = field(default_factory=set)  # the account's numbers
 
     def add(self, email: str, alternate: str | None = None, **faxbox: object) -> Faxbox:
         user = User(
@@ -200,9 +201,11 @@ class World:
             daily_page_limit=faxbox.pop("user_limit", None),  # type: ignore[arg-type]
         )
         self.users[user.id] = user
+        # The corpus is about reading mail: its faxboxes take the sender on its word
+        # unless a case says otherwise (dave keeps the real default, required).
         box = Faxbox.model_validate(
             {"id": f"fbx_{len(self.faxboxes) + 1}", "account_id": self.account.id}
-            | {"owner_user_id": user.id}
+            | {"owner_user_id": user.id, "sender_auth": "off"}
             | faxbox
         )
         self.faxboxes[box.id] = box
@@ -211,9 +214,14 @@ class World:
 
 def standard_world() -> World:
     world = World()
-    world.add("Alice@Example.com", alternate="alice.notify@example.org", caller_id="+12125550100")
+    world.add(
+        "Alice@Example.com",
+        alternate="alice.notify@example.org",
+        numbers=["+12125550100"],
+        caller_id="+12125550100",
+    )
     world.add("bob@example.com", permission_list=["@partner.example", "carol@other.example"])
-    world.add("dave@secure.example", require_authenticated_sender=True)
+    world.add("dave@secure.example", sender_auth="required")
     world.add("erin@example.com", enabled=False)
     world.add("frank@example.com", merge_attachments=True)
     return world
@@ -225,6 +233,9 @@ class FakeDirectory:
 
     async def account_by_realm(self, realm: str) -> Account | None:
         return self.world.account if realm == self.world.account.realm else None
+
+    async def holds_number(self, account_id: str, number: str) -> bool:
+        return account_id == self.world.account.id and number in self.world.inventory
 
     async def sender_candidates(self, account_id: str, sender: str) -> list[Candidate]:
         return [
@@ -241,6 +252,10 @@ class FakeCounters:
 
     async def used(self, key: str) -> int:
         return self.pages.get(key, 0)
+
+    def user_pages(self) -> int:
+        """Pages counted against users (the account's counter counts them too)."""
+        return sum(v for k, v in self.pages.items() if k.startswith("user:"))
 
     async def reserve(self, key: str, fax_id: str, pages: int, limit: int) -> bool:
         counted = self.faxes.setdefault(key, set())

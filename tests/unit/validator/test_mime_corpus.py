@@ -100,6 +100,19 @@ def _auth(result: str, authserv: str = TRUSTED) -> bytes:
     )
 
 
+def _forged_below_ours() -> bytes:
+    """The sender's own "pass" under the header our server added on top."""
+    raw = gmail(
+        "dave@secure.example",
+        [("scan.pdf", pdf())],
+        headers={"Authentication-Results": f"{TRUSTED}; dmarc=pass header.from=secure.example"},
+    )
+    return (
+        f"Authentication-Results: {TRUSTED}; dmarc=fail header.from=secure.example\r\n".encode()
+        + raw
+    )
+
+
 def _to(local: str) -> Callable[[], bytes]:
     return lambda: gmail(ALICE, [("scan.pdf", pdf())], to=f'"{local}"@{REALM}')
 
@@ -146,16 +159,23 @@ CASES = [
     Case("disabled faxbox", lambda: gmail("erin@example.com", [("s.pdf", pdf())]), Outcome.REJECTED, ("faxbox_disabled",)),
     Case("disabled, bad number, nothing attached", lambda: gmail("erin@example.com", [], to=f"12345@{REALM}"), Outcome.REJECTED, ("faxbox_disabled", "invalid_number", "no_attachment")),
     # --- authentication results
-    Case("no authentication results", lambda: gmail("dave@secure.example", [("s.pdf", pdf())]), Outcome.REJECTED, ("unauthenticated_sender",)),
+    Case("no authentication results", lambda: gmail("dave@secure.example", [("s.pdf", pdf())]), Outcome.REJECTED, ("sender_not_authenticated",)),
     Case("dmarc pass", lambda: _auth("dmarc=pass header.from=secure.example"), Outcome.ACCEPTED, (), 1, "scan.pdf", "fbx_3"),
-    Case("dmarc pass, untrusted authserv-id", lambda: _auth("dmarc=pass header.from=secure.example", "mx.evil.example"), Outcome.REJECTED, ("unauthenticated_sender",)),
-    Case("aligned spf pass", lambda: _auth("spf=pass (sender ok) smtp.mailfrom=bounce@mail.secure.example"), Outcome.ACCEPTED, (), 1),
-    Case("aligned dkim pass", lambda: _auth('dkim=pass header.d=secure.example header.s="s1"; spf=fail'), Outcome.ACCEPTED, (), 1),
-    Case("unaligned dkim pass", lambda: _auth("dkim=pass header.d=evil.example; dmarc=fail"), Outcome.REJECTED, ("unauthenticated_sender",)),
-    Case("dmarc fail", lambda: _auth("dmarc=fail header.from=secure.example; spf=softfail"), Outcome.REJECTED, ("unauthenticated_sender",)),
+    Case("dmarc pass, untrusted authserv-id", lambda: _auth("dmarc=pass header.from=secure.example", "mx.evil.example"), Outcome.REJECTED, ("sender_not_authenticated",)),
+    Case("dmarc pass, look-alike authserv-id", lambda: _auth("dmarc=pass header.from=secure.example", f"{TRUSTED}.evil.example"), Outcome.REJECTED, ("sender_not_authenticated",)),
+    Case("forged pass below our failing header", lambda: _forged_below_ours(), Outcome.REJECTED, ("sender_not_authenticated",)),
+    Case("spf pass for the from domain", lambda: _auth("spf=pass (sender ok) smtp.mailfrom=bounce@secure.example"), Outcome.ACCEPTED, (), 1),
+    Case("spf pass for a subdomain only", lambda: _auth("spf=pass smtp.mailfrom=bounce@mail.secure.example"), Outcome.REJECTED, ("sender_not_authenticated",)),
+    Case("dkim pass", lambda: _auth('dkim=pass header.d=secure.example header.s="s1"; spf=fail'), Outcome.ACCEPTED, (), 1),
+    Case("dkim pass for another domain", lambda: _auth("dkim=pass header.d=evil.example; dmarc=fail"), Outcome.REJECTED, ("sender_not_authenticated",)),
+    Case("smtp auth as the sender", lambda: _auth("auth=pass smtp.auth=dave@secure.example"), Outcome.ACCEPTED, (), 1),
+    Case("smtp auth as someone else", lambda: _auth("auth=pass smtp.auth=mallory@secure.example"), Outcome.REJECTED, ("sender_not_authenticated",)),
+    Case("dmarc fail", lambda: _auth("dmarc=fail header.from=secure.example; spf=softfail"), Outcome.REJECTED, ("sender_not_authenticated",)),
+    Case("no trusted server configured", lambda: _auth("dmarc=pass header.from=secure.example"), Outcome.REJECTED, ("sender_not_authenticated",), limits=Limits()),
     # --- numbers
     Case("national number", _to("2125551234"), Outcome.ACCEPTED, (), 1),
-    Case("00 prefix", _to("00442079460958"), Outcome.ACCEPTED, (), 1),
+    Case("00 prefix", _to("0012125551234"), Outcome.ACCEPTED, (), 1),
+    Case("outside the home countries", _to("00442079460958"), Outcome.REJECTED, ("country_not_allowed",)),
     Case("dashes", _to("212-555-1234"), Outcome.REJECTED, ("invalid_number",)),
     Case("spaces", _to("+44 20 7946 0958"), Outcome.REJECTED, ("invalid_number",)),
     Case("letters", _to("fax"), Outcome.REJECTED, ("invalid_number",)),
@@ -254,7 +274,9 @@ async def test_daily_page_limit_of_the_user_counts_reserved_pages() -> None:
     assert second.outcome is Outcome.REJECTED
     assert [r.code.value for r in second.reasons] == ["daily_page_limit"]
     assert "3 pages a day" in second.reasons[0].message
-    assert sum(counters.pages.values()) == 2
+    assert "00:00 UTC on 28 November 2026" in second.reasons[0].message  # when it resets
+    user_id = next(u.id for u in world.users.values() if u.email == "gina@example.com")
+    assert counters.pages[f"user:{user_id}:20261127"] == 2
 
 
 async def test_account_limit_gives_back_the_users_reservation() -> None:
@@ -303,3 +325,48 @@ async def test_summary_is_the_check_email_object() -> None:
         "attachment": "scan.pdf",
         "reasons": [],
     }
+
+
+async def test_the_platform_page_caps_apply_unless_own_caps_say_otherwise() -> None:
+    world = standard_world()
+    world.add("kim@example.com")  # no cap of her own: the platform's
+    world.add("lee@example.com", user_limit=0)  # no cap at all
+    limits = Limits(daily_pages_per_user=3, daily_pages_per_account=1000)
+    counters = FakeCounters()
+    over = await decide(gmail("kim@example.com", [("a.pdf", pdf(4))]), world, limits, counters)
+    assert [r.code.value for r in over.reasons] == ["daily_page_limit"]
+    assert "at most 3 pages a day" in over.reasons[0].message
+    free = await decide(gmail("lee@example.com", [("a.pdf", pdf(4))]), world, limits, counters)
+    assert free.outcome is Outcome.ACCEPTED
+    unlimited = Limits(daily_pages_per_user=0, daily_pages_per_account=0)
+    anything = await decide(gmail("kim@example.com", [("a.pdf", pdf(4))]), world, unlimited)
+    assert anything.outcome is Outcome.ACCEPTED
+
+
+async def test_a_caller_id_the_faxbox_does_not_own_is_not_presented() -> None:
+    world = standard_world()
+    # Stored before caller ids had to be owned: someone else's number.
+    world.add("max@example.com", numbers=["+12125550160", "4711"], caller_id="+13105550199")
+    decision = await decide(gmail("max@example.com", [("a.pdf", pdf())]), world)
+    assert decision.caller_id == "+12125550160"  # its own number instead
+    owned = await decide(gmail(ALICE, [("a.pdf", pdf())]))
+    assert owned.caller_id == "+12125550100"
+    # The account's number, where the platform lets faxboxes present those.
+    world.inventory.add("+13105550199")
+    account_wide = Limits(caller_id_scope="account")
+    wider = await decide(gmail("max@example.com", [("a.pdf", pdf())]), world, account_wide)
+    assert wider.caller_id == "+13105550199"
+
+
+async def test_an_unproven_sender_is_told_what_was_checked_and_nothing_is_rendered() -> None:
+    header = {"Authentication-Results": f"{TRUSTED}; dmarc=fail header.from=secure.example"}
+    raw = gmail("dave@secure.example", [("scan.pdf", b"%PDF-1.4 not really")], headers=header)
+    decision = await decide(raw)
+    (reason,) = decision.reasons  # the broken PDF was never looked at
+    assert reason.code.value == "sender_not_authenticated"
+    assert f"our mail server ({TRUSTED}) found dmarc=fail" in reason.message
+    assert "send it again from your own mail account" in reason.message
+    assert decision.owner is not None
+    assert decision.owner.email == "dave@secure.example"
+    nothing_trusted = await decide(raw, limits=Limits())
+    assert "no trusted mail server configured" in nothing_trusted.reasons[0].message

@@ -167,7 +167,12 @@ class RejectionCode(StrEnum):
     unreadable_document = "unreadable_document"
     too_many_pages = "too_many_pages"
     faxbox_disabled = "faxbox_disabled"
+    # Older messages only: sender_not_authenticated replaced it.
     unauthenticated_sender = "unauthenticated_sender"
+    # No trusted mail server proved the sender (see the validator's authz).
+    sender_not_authenticated = "sender_not_authenticated"
+    # A destination outside the countries the account may fax.
+    country_not_allowed = "country_not_allowed"
     daily_page_limit = "daily_page_limit"
     # A document a reader could open but that was not rendered for a reason not listed
     # here; the renderer names every cause it knows with the codes below.

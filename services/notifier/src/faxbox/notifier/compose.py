@@ -56,7 +56,18 @@ FIXES: dict[RejectionCode, str] = {
     RejectionCode.unauthenticated_sender: (
         "Send from your own address through your usual mail server, so the mail can be verified."
     ),
-    RejectionCode.daily_page_limit: "Try again tomorrow, or ask your administrator.",
+    RejectionCode.sender_not_authenticated: (
+        "If you sent this email, send it again from your own mail account, the way you send "
+        "other mail (not through a forwarding or bulk-mail service). If you did not send it, "
+        "someone tried to fax in your name: tell your administrator."
+    ),
+    RejectionCode.country_not_allowed: (
+        "Your account may only fax to certain countries; your reseller or the platform's "
+        "administrator can allow more."
+    ),
+    RejectionCode.daily_page_limit: (
+        "Try again after the count starts over (midnight UTC), or ask your administrator."
+    ),
     RejectionCode.rendering_failed: (
         "Save or print the document as a new PDF and send that; if it keeps failing, "
         "contact support."

@@ -6,14 +6,23 @@ the owner's alternate notification address, or match the faxbox's permission lis
 exact domain, not its subdomains, which are often separate mail systems). Addresses
 compare case-insensitively.
 
-Authentication (optional per faxbox, ``require_authenticated_sender``): a From header is
-trivially forged, so a faxbox may demand proof. Only ``Authentication-Results`` headers
-(RFC 8601) stamped by one of our own authserv-ids are read (the receiving MTA removes
-look-alikes arriving from outside, as RFC 8601 §5 requires); anything else in the mail
-is the sender's own claim. Proof is ``dmarc=pass``, or ``spf=pass`` / ``dkim=pass`` for
-a domain aligned with the From domain. Alignment here is the simple rule "the same
-domain, or one a subdomain of the other" (with at least two labels each), which is
-DMARC's relaxed alignment without a public-suffix list.
+Authentication (per faxbox ``sender_auth``, ``required`` by default): a From header is
+trivially forged, so the sender must be proven by a mail server we trust. Only
+``Authentication-Results`` headers (RFC 8601) whose authserv-id is exactly one of ours
+(``FAXBOX_VALIDATOR_AUTHSERV_IDS``; ``mx.example.evil.example`` is not
+``mx.example``) are read, and of those only the **topmost**: our server adds its header
+above everything the mail arrived with, so any header below it, whatever id it claims,
+may have been written by the sender (RFC 8601 §5). Proof, in that one header, is any of:
+
+- ``dmarc=pass`` with ``header.from`` equal to From's domain;
+- ``dkim=pass`` whose ``header.d`` is From's domain or a parent of it;
+- ``spf=pass`` whose ``smtp.mailfrom`` domain is From's domain or a parent of it;
+- ``auth=pass`` whose ``smtp.auth`` is the From address itself (the sender logged in to
+  our submission server as that user).
+
+"A parent" needs at least two labels (``example.com`` for ``mail.example.com``; never
+``com``): a public-suffix list is not needed for that, because a pass for ``co.uk``
+would take control of ``co.uk``'s DNS.
 """
 
 from __future__ import annotations
@@ -170,46 +179,64 @@ def parse_authentication_results(value: str) -> AuthResults | None:
     return AuthResults(authserv_id, tuple(results))
 
 
-def aligned(domain: str, from_domain: str) -> bool:
+def _is_or_parent_of(domain: str, from_domain: str) -> bool:
     domain, from_domain = domain.lower().strip("."), from_domain.lower().strip(".")
-    if "." not in domain or "." not in from_domain:
+    if "." not in domain:
         return False
-    return (
-        domain == from_domain
-        or from_domain.endswith("." + domain)
-        or domain.endswith("." + from_domain)
-    )
+    return from_domain == domain or from_domain.endswith("." + domain)
 
 
-def _result_proves(result: AuthResult, from_domain: str) -> bool:
+def _result_proves(result: AuthResult, sender: str) -> bool:
     if result.result != "pass":
         return False
     props = result.properties
+    from_domain = _domain(sender)
     if result.method == "dmarc":
-        header_from = props.get("header.from")
-        return header_from is None or aligned(header_from, from_domain)
-    if result.method == "spf":
-        mailfrom = props.get("smtp.mailfrom")
-        return mailfrom is not None and aligned(_domain(mailfrom), from_domain)
+        return props.get("header.from", "").strip(".") == from_domain
     if result.method == "dkim":
         signer = props.get("header.d") or (
             _domain(props["header.i"]) if "header.i" in props else None
         )
-        return signer is not None and aligned(signer, from_domain)
+        return signer is not None and _is_or_parent_of(signer, from_domain)
+    if result.method == "spf":
+        mailfrom = props.get("smtp.mailfrom")
+        return bool(mailfrom) and _is_or_parent_of(_domain(mailfrom or ""), from_domain)
+    if result.method == "auth":
+        return props.get("smtp.auth", "") == sender
     return False
 
 
-def sender_authenticated(
-    from_domain: str | None, headers: Iterable[str], trusted_authserv_ids: Iterable[str]
-) -> bool:
-    """True if a trusted Authentication-Results header proves the From domain."""
-    if not from_domain:
-        return False
+@dataclass(frozen=True, slots=True)
+class SenderProof:
+    """What the trusted mail server said about the sender."""
+
+    proven: bool
+    header: AuthResults | None  # the topmost header of a trusted server, if any
+    proof: AuthResult | None = None  # the result that proved it
+
+    def found(self) -> str:
+        """The results read, in words ("dmarc=fail, spf=softfail"), or that there were none."""
+        if self.header is None:
+            return ""
+        results = [f"{r.method}={r.result}" for r in self.header.results]
+        return ", ".join(results) if results else "no results"
+
+
+def prove_sender(
+    sender: str | None, headers: Iterable[str], trusted_authserv_ids: Iterable[str]
+) -> SenderProof:
+    """Whether our topmost trusted Authentication-Results header proves ``sender``."""
     trusted = {t.strip().lower() for t in trusted_authserv_ids}
-    for value in headers:
+    topmost: AuthResults | None = None
+    for value in headers:  # in the order they appear: top first
         parsed = parse_authentication_results(value)
-        if parsed is None or parsed.authserv_id not in trusted:
-            continue
-        if any(_result_proves(r, from_domain) for r in parsed.results):
-            return True
-    return False
+        if parsed is not None and parsed.authserv_id in trusted:
+            topmost = parsed
+            break
+    if topmost is None or not sender or "@" not in sender:
+        return SenderProof(False, topmost)
+    sender = sender.strip().lower()
+    for result in topmost.results:
+        if _result_proves(result, sender):
+            return SenderProof(True, topmost, result)
+    return SenderProof(False, topmost)

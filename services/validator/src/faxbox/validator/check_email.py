@@ -41,9 +41,12 @@ async def check(raw: bytes, settings: Settings) -> dict[str, Any]:
     from faxbox.validator.mime import UndecodableMail
     from faxbox.validator.mongo import MongoDirectory, MongoPageCounters
     from faxbox.validator.renderer import ProcessRenderer
+    from faxbox.validator.trust import warn_without_trusted_servers
 
     store = await Store.connect(settings)
     try:
+        # On stderr (logging's last resort), beside the decision on stdout.
+        await warn_without_trusted_servers(store, settings.validator_authserv_ids)
         try:
             decision = await evaluate(
                 raw,

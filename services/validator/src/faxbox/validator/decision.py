@@ -35,7 +35,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -51,7 +51,7 @@ from faxbox.shared.numbers import (
     normalize,
 )
 from faxbox.shared.store import Account, Faxbox, SenderAuth, User
-from faxbox.validator.authz import SenderMatch, match_sender, sender_authenticated
+from faxbox.validator.authz import SenderMatch, SenderProof, match_sender, prove_sender
 from faxbox.validator.merge import concatenate
 from faxbox.validator.mime import Caps, Mail, Part, PartRole, describe, parse_mail
 from faxbox.validator.ports import Claims, Directory, PageCounters, Renderer
@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTACHMENT_BYTES: Final = 20 * 1024 * 1024
 DEFAULT_MAX_PAGES: Final = 100
+# Pages a UTC day when neither the user nor the account sets its own cap (0: no cap).
+DEFAULT_DAILY_PAGES_PER_USER: Final = 200
+DEFAULT_DAILY_PAGES_PER_ACCOUNT: Final = 1000
 _EXAMPLE_NUMBER: Final = "+12125551234"
 _Y_DPI: Final = {"fine": 196, "standard": 98}
 
@@ -84,6 +87,11 @@ class Limits:
     max_pages: int = DEFAULT_MAX_PAGES
     trusted_authserv_ids: frozenset[str] = frozenset()
     caps: Caps = field(default_factory=Caps)
+    daily_pages_per_user: int = DEFAULT_DAILY_PAGES_PER_USER
+    daily_pages_per_account: int = DEFAULT_DAILY_PAGES_PER_ACCOUNT
+    # faxbox: a caller id is presented only while the faxbox holds it; account: while
+    # its account does (FAXBOX_CALLER_ID_SCOPE).
+    caller_id_scope: str = "faxbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,7 @@ class Decision:
     documents: tuple[Part, ...] = ()
     pages: int | None = None
     fax_tiff: bytes | None = field(default=None, repr=False)
+    caller_id: str | None = None  # the number presented; one the faxbox owns
 
     @property
     def number(self) -> NormalizedNumber | None:
@@ -201,7 +210,6 @@ async def _addressed(mail: Mail, realms: _Realms) -> _Addressed | None:
 def _number_reason(
     local: str, account: Account, refused: NumberRefused
 ) -> tuple[RejectionReason, None]:
-    blocked = refused.code in (RefusalCode.BLOCKED_CATEGORY, RefusalCode.COUNTRY_NOT_ALLOWED)
     example = fax_address(_EXAMPLE_NUMBER, account.realm)
     hint = f"A valid fax address looks like {example}."
     if refused.code is RefusalCode.INVALID_CHARACTERS:
@@ -214,7 +222,10 @@ def _number_reason(
                 pass
             else:
                 hint = f"Did you mean {fax_address(suggestion.e164, account.realm)}?"
-    code = RejectionCode.blocked_number if blocked else RejectionCode.invalid_number
+    code = {
+        RefusalCode.BLOCKED_CATEGORY: RejectionCode.blocked_number,
+        RefusalCode.COUNTRY_NOT_ALLOWED: RejectionCode.country_not_allowed,
+    }.get(refused.code, RejectionCode.invalid_number)
     shown = local if len(local) <= 64 else local[:61] + "..."
     text = f"The fax address {shown}@{account.realm} does not name a number we can fax: "
     return _reason(code, f"{text}{refused.message} {hint}"), None
@@ -401,18 +412,28 @@ def counter_key(scope: str, ident: str, day: date) -> str:
     return f"{scope}:{ident}:{day.strftime('%Y%m%d')}"
 
 
-def _limit_reason(who: str, limit: int, used: int, pages: int, faxes: int) -> RejectionReason:
+def _limit_reason(
+    who: str, limit: int, used: int, pages: int, faxes: int, day: date
+) -> RejectionReason:
     this = (
         f"This fax has {pages} pages"
         if faxes == 1
         else f"These {faxes} faxes have {pages} pages each ({pages * faxes} pages)"
     )
+    resets = day + timedelta(days=1)
     return _reason(
         RejectionCode.daily_page_limit,
-        f"{this}, but {who} may send at most {limit} pages a day and "
-        f"{used} have been sent today, so it would go over the limit. The count starts "
-        "again at midnight (UTC): send it then, or ask your administrator to raise the limit.",
+        f"{this}, but {who} may send at most {limit} pages a day and {used} have been sent "
+        f"today, so it would go over the limit. The count starts again at 00:00 UTC on "
+        f"{resets:%d %B %Y}: send it then, or ask your administrator to raise the limit.",
     )
+
+
+def _cap(own: int | None, default: int) -> int | None:
+    """The pages allowed a day: the user's or account's own cap, else the platform's;
+    0 (either way) is no cap at all."""
+    value = default if own is None else own
+    return None if value == 0 else value
 
 
 async def _check_limits(
@@ -423,13 +444,22 @@ async def _check_limits(
     faxes: int,
     day: date,
     reserve_for: str | None,
+    limits: Limits,
 ) -> list[RejectionReason]:
     """Every fax of the mail counts its pages; ``reserve_for`` (the mail's fax id)
     reserves them all at once, or none."""
     total = pages * faxes
     scopes = [
-        ("your faxbox", owner.daily_page_limit, counter_key("user", owner.id, day)),
-        ("your organisation", account.daily_page_limit, counter_key("account", account.id, day)),
+        (
+            "your faxbox",
+            _cap(owner.daily_page_limit, limits.daily_pages_per_user),
+            counter_key("user", owner.id, day),
+        ),
+        (
+            "your organisation",
+            _cap(account.daily_page_limit, limits.daily_pages_per_account),
+            counter_key("account", account.id, day),
+        ),
     ]
     reasons: list[RejectionReason] = []
     if reserve_for is None:
@@ -437,7 +467,7 @@ async def _check_limits(
             if limit is not None:
                 used = await counters.used(key)
                 if used + total > limit:
-                    reasons.append(_limit_reason(who, limit, used, pages, faxes))
+                    reasons.append(_limit_reason(who, limit, used, pages, faxes, day))
         return reasons
     reserved: list[str] = []
     for who, limit, key in scopes:
@@ -449,8 +479,62 @@ async def _check_limits(
         for key_done in reserved:  # all or nothing: give back what this mail took
             await counters.release(key_done, reserve_for, total)
         used = await counters.used(key)
-        return [_limit_reason(who, limit, used, pages, faxes)]
+        return [_limit_reason(who, limit, used, pages, faxes, day)]
     return reasons
+
+
+# --- who sent it, and what it presents ---------------------------------------------------------
+
+
+def _unproven_reason(sender: str, proof: SenderProof, limits: Limits) -> RejectionReason:
+    """What was checked and how to fix it, for the faxbox's owner."""
+    if not limits.trusted_authserv_ids:
+        checked = (
+            "This platform has no trusted mail server configured, so no sender can be "
+            "proven and every fax to a faxbox that requires a proven sender is refused. "
+            "The platform's administrator sets the trusted servers "
+            "(FAXBOX_VALIDATOR_AUTHSERV_IDS); until then an administrator can switch the "
+            "sender check of this faxbox off."
+        )
+        return _reason(RejectionCode.sender_not_authenticated, checked)
+    servers = " or ".join(sorted(limits.trusted_authserv_ids))
+    if proof.header is None:
+        said = f"no Authentication-Results from our mail server ({servers}) at all"
+    else:
+        said = f"our mail server ({proof.header.authserv_id}) found {proof.found()}"
+    return _reason(
+        RejectionCode.sender_not_authenticated,
+        f"This faxbox faxes only email that our mail server proved came from its sender, "
+        f"and this email, from {sender}, was not proven: {said}. Proof is a DMARC pass for "
+        f"{_domain_of(sender)}, a DKIM signature or SPF pass of that domain, or a login to "
+        "our mail server as that address. It may have been forged. If you sent it, send it "
+        "again from your own mail account, directly (not through a forwarding service); if "
+        "that keeps failing, ask your administrator.",
+    )
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+async def _caller_id(faxbox: Faxbox, directory: Directory, limits: Limits) -> str | None:
+    """The faxbox's caller id while it owns it; else its first number, else none.
+
+    The CLI and the portal only set owned numbers and unassigning clears them; this
+    keeps a caller id stored before those rules (or left by a race) off the line.
+    """
+    wanted = faxbox.caller_id
+    if wanted is None or wanted in faxbox.numbers:
+        return wanted
+    if limits.caller_id_scope == "account" and await directory.holds_number(
+        faxbox.account_id, wanted
+    ):
+        return wanted
+    fallback = next((n for n in faxbox.numbers if n.startswith("+")), None)
+    log.warning(
+        "caller id %s is not the faxbox's own number; presenting %s instead", wanted, fallback
+    )
+    return fallback
 
 
 # --- the whole decision --------------------------------------------------------------------------
@@ -568,6 +652,14 @@ async def evaluate(
     if mail.cap is not None:
         return dataclasses.replace(rejected, reasons=(_reason(mail.cap.code, mail.cap.message),))
 
+    if faxbox.sender_auth is SenderAuth.REQUIRED:
+        proof = prove_sender(mail.sender, mail.authentication_results, limits.trusted_authserv_ids)
+        if not proof.proven:
+            # Possibly forged: nothing more of it is read (no rendering, no counting), and
+            # the notice goes to the owner's own address, never to one from the mail.
+            reason = _unproven_reason(mail.sender or "", proof, limits)
+            return dataclasses.replace(rejected, reasons=(reason,))
+
     reasons: list[RejectionReason] = []
     if not faxbox.enabled:
         reasons.append(
@@ -575,19 +667,6 @@ async def evaluate(
                 RejectionCode.faxbox_disabled,
                 "Your faxbox is switched off, so it cannot send faxes. Ask your "
                 "administrator to enable it, then send the email again.",
-            )
-        )
-    if faxbox.sender_auth is SenderAuth.REQUIRED and not sender_authenticated(
-        mail.sender_domain, mail.authentication_results, limits.trusted_authserv_ids
-    ):
-        reasons.append(
-            _reason(
-                RejectionCode.unauthenticated_sender,
-                f"This faxbox only accepts email whose sender address is proven genuine "
-                f"(DMARC, or SPF or DKIM for the domain {mail.sender_domain}), and this "
-                "email carried no such proof, so it may have been forged. Send from your "
-                "own mail account directly (not through a forwarding service), or ask "
-                "your mail administrator to set up SPF and DKIM for your domain.",
             )
         )
 
@@ -609,10 +688,17 @@ async def evaluate(
         return dataclasses.replace(decided, reasons=tuple(reasons))
     if reasons or reserve_for is None:  # read the limits only, to list every reason
         faxes = max(1, len(recipients))  # a bad number would still have been one fax
-        reasons.extend(await _check_limits(counters, owner, account, pages, faxes, day, None))
+        reasons.extend(
+            await _check_limits(counters, owner, account, pages, faxes, day, None, limits)
+        )
         if reasons:
             return dataclasses.replace(decided, reasons=tuple(reasons))
-        return dataclasses.replace(decided, outcome=Outcome.ACCEPTED, fax_tiff=tiff)
+        return dataclasses.replace(
+            decided,
+            outcome=Outcome.ACCEPTED,
+            fax_tiff=tiff,
+            caller_id=await _caller_id(faxbox, directory, limits),
+        )
 
     if claims is not None:
         recipients = await _claimed(recipients, claims, mailbox, mail, reserve_for)
@@ -630,7 +716,9 @@ async def evaluate(
             for i, r in enumerate(recipients)
         )
     reasons.extend(
-        await _check_limits(counters, owner, account, pages, len(recipients), day, reserve_for)
+        await _check_limits(
+            counters, owner, account, pages, len(recipients), day, reserve_for, limits
+        )
     )
     if reasons:
         if claims is not None:  # another copy may fax these numbers after all
@@ -640,5 +728,9 @@ async def evaluate(
                 await claims.release(key, recipient.fax_id)
         return dataclasses.replace(decided, reasons=tuple(reasons))
     return dataclasses.replace(
-        decided, outcome=Outcome.ACCEPTED, recipients=recipients, fax_tiff=tiff
+        decided,
+        outcome=Outcome.ACCEPTED,
+        recipients=recipients,
+        fax_tiff=tiff,
+        caller_id=await _caller_id(faxbox, directory, limits),
     )

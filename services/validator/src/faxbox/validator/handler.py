@@ -134,7 +134,7 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> t
     )
     retry = faxbox.retry
     settings = FaxSettings(
-        caller_id=faxbox.caller_id,
+        caller_id=decision.caller_id,
         identity=faxbox.identity,
         header_name=faxbox.header_name,
         timezone=faxbox.timezone,

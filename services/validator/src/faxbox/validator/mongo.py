@@ -50,6 +50,10 @@ class MongoDirectory:
         except (NotFound, ValueError):
             return None
 
+    async def holds_number(self, account_id: str, number: str) -> bool:
+        held = await self._store.find_account_number(number)
+        return held is not None and held.account_id == account_id
+
     async def sender_candidates(self, account_id: str, sender: str) -> list[Candidate]:
         """Faxboxes the sender owns, is the alternate of, or is permitted on.
 

@@ -23,6 +23,10 @@ class Directory(Protocol):
         """
         ...
 
+    async def holds_number(self, account_id: str, number: str) -> bool:
+        """True if the number is in the account's inventory."""
+        ...
+
 
 class PageCounters(Protocol):
     """Pages faxed per key (user or account) and UTC day, reserved atomically."""

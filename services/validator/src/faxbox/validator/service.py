@@ -15,10 +15,16 @@ from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import MailReceived, Message
 from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
-from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.settings import OwnershipSettings, ServiceSettings
 from faxbox.shared.store import Store
 from faxbox.shared.wiring import infrastructure, outbox
-from faxbox.validator.decision import DEFAULT_MAX_ATTACHMENT_BYTES, DEFAULT_MAX_PAGES, Limits
+from faxbox.validator.decision import (
+    DEFAULT_DAILY_PAGES_PER_ACCOUNT,
+    DEFAULT_DAILY_PAGES_PER_USER,
+    DEFAULT_MAX_ATTACHMENT_BYTES,
+    DEFAULT_MAX_PAGES,
+    Limits,
+)
 from faxbox.validator.handler import Deps, on_mail_received
 from faxbox.validator.mime import Caps
 from faxbox.validator.mongo import (
@@ -29,12 +35,13 @@ from faxbox.validator.mongo import (
 )
 from faxbox.validator.ports import Renderer
 from faxbox.validator.renderer import ProcessRenderer
+from faxbox.validator.trust import warn_without_trusted_servers
 
 SERVICE = "validator"
 _CAPS = Caps()
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, OwnershipSettings):
     # Each message in hand may hold a rendering worker; more than the cores just queues.
     prefetch: int = Field(default=4, ge=1, le=1000)
     validator_max_attachment_bytes: int = Field(default=DEFAULT_MAX_ATTACHMENT_BYTES, ge=1)
@@ -55,9 +62,20 @@ class Settings(ServiceSettings):
     validator_authserv_ids: tuple[str, ...] = Field(
         default=(),
         description=(
-            "authserv-ids of our own MTAs; only their Authentication-Results are trusted "
-            '(JSON list in FAXBOX_VALIDATOR_AUTHSERV_IDS, e.g. ["mx.faxbox.example"]).'
+            "authserv-ids of our own MTAs; only the topmost Authentication-Results header "
+            "of one of them is trusted (JSON list in FAXBOX_VALIDATOR_AUTHSERV_IDS, e.g. "
+            '["mx.faxbox.example"]). Empty: no sender can be proven.'
         ),
+    )
+    validator_daily_pages_per_user: int = Field(
+        default=DEFAULT_DAILY_PAGES_PER_USER,
+        ge=0,
+        description="Pages a user may fax a UTC day unless the user has its own cap; 0: no cap.",
+    )
+    validator_daily_pages_per_account: int = Field(
+        default=DEFAULT_DAILY_PAGES_PER_ACCOUNT,
+        ge=0,
+        description="Pages an account may fax a UTC day unless it has its own cap; 0: no cap.",
     )
 
     def limits(self) -> Limits:
@@ -71,6 +89,9 @@ class Settings(ServiceSettings):
                 depth=self.validator_max_depth,
                 addresses=self.validator_max_addresses,
             ),
+            daily_pages_per_user=self.validator_daily_pages_per_user,
+            daily_pages_per_account=self.validator_daily_pages_per_account,
+            caller_id_scope=self.caller_id_scope,
         )
 
 
@@ -96,6 +117,7 @@ def build_deps(
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
+        await warn_without_trusted_servers(infra.store, settings.validator_authserv_ids)
         deps = build_deps(infra.store, box.store, settings)
         handlers: dict[type[Message], Handler] = {
             MailReceived: box.consuming(partial(on_mail_received, deps=deps))
