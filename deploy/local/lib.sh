@@ -27,6 +27,9 @@ FERRETDB_DEBUG_PORT="${FAXBOX_LOCAL_FERRETDB_DEBUG_PORT:-8088}"
 IMAP_PORT="${FAXBOX_LOCAL_IMAP_PORT:-1143}"
 LMTP_PORT="${FAXBOX_LOCAL_LMTP_PORT:-1124}"
 SMTP_PORT="${FAXBOX_LOCAL_SMTP_PORT:-2525}"
+SUBMISSION_PORT="${FAXBOX_LOCAL_SUBMISSION_PORT:-2587}"
+# The id the relay writes into Authentication-Results; var/env trusts it.
+RELAY_AUTHSERV_ID=relay.faxbox.test
 # Dovecot's base_dir holds unix sockets (108-byte path limit): var/run/dovecot when
 # short enough, else a per-clone directory under /run.
 DOVECOT_BASE="$RUN_DIR/dovecot"

@@ -60,6 +60,7 @@ from tests.e2e.stack import ALICE, BOB, REALM, SERVICES, Mailbox, SmtpCapture, S
 from tests.support import ImapServer, RabbitServer
 
 REPO = Path(__file__).resolve().parents[2]
+MTA_AUTHSERV_ID = "mx.chaos.test"
 INTAKE_USER = "chaos@faxbox.test"
 # pstn-sim's default table: every number listed below but 011x is answered by a fax
 # machine that receives (no scenario row matches it); 011x is always busy.
@@ -176,6 +177,9 @@ def plan_emails(config: ChaosConfig, rng: random.Random) -> list[Planned]:
             else:
                 to = f"12345@{REALM}"
         message = EmailMessage()
+        # Put straight into the intake folder: the proof is what the MTA in front of it
+        # writes for a sender who logged in (the run trusts that MTA's id, no other).
+        message["Authentication-Results"] = f"{MTA_AUTHSERV_ID}; auth=pass smtp.auth={sender}"
         message["From"] = sender
         message["To"] = to or f"{number}@{REALM}"
         message["Subject"] = f"chaos {index}"
@@ -334,6 +338,7 @@ class Chaos:
             mailbox=mailbox,
             smtp_port=smtp.port,
             directory=self.directory,
+            extra_env={"FAXBOX_VALIDATOR_AUTHSERV_IDS": f'["{MTA_AUTHSERV_ID}"]'},
         )
         _say(f"stack directory (one log per service): {self.directory}")
         smtp.start()

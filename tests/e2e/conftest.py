@@ -11,10 +11,25 @@ import pytest
 from faxbox.demo.tenant import Seeded
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Store
-from tests.e2e.stack import Mailbox, SmtpCapture, Stack
+from tests.e2e.stack import REALM, Mailbox, SmtpCapture, Stack
+from tests.relay import LocalRelay
 from tests.support import ImapServer, RabbitServer
 
 INTAKE_USER = "e2e@faxbox.test"
+
+
+@pytest.fixture(scope="module")
+def relay(
+    imap_server: ImapServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalRelay]:
+    """This checkout's mail relay on ports of its own: the e2e realm to the intake mailbox,
+    faxbox.test to its users' inboxes, submission with AUTH checked by Dovecot."""
+    relay = LocalRelay(tmp_path_factory.mktemp("relay"), catch_all={REALM: INTAKE_USER})
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +61,7 @@ async def stack(
     store: Store,
     intake: Mailbox,
     notifier_smtp_port: int,
+    relay: LocalRelay,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     directory: Path = tmp_path_factory.mktemp("stack")
@@ -57,6 +73,7 @@ async def stack(
         mailbox=intake,
         smtp_port=notifier_smtp_port,
         directory=directory,
+        relay=relay,
     )
     try:
         await system.start_all()

@@ -36,6 +36,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from faxbox.demo.tenant import DemoTenant, DemoUser, Seeded, seed
 from faxbox.shared.store import RetryPolicy, Role, Store
+from tests.relay import LocalRelay
 from tests.support import free_port
 
 # The order they start in: the far end and the receiving side before anything dials.
@@ -242,6 +243,9 @@ class Stack:
     mailbox: Mailbox
     smtp_port: int
     directory: Path
+    # The MTA in front of the intake mailbox: mail submitted through it (logged in) is
+    # stamped with its Authentication-Results, which the validator is told to trust.
+    relay: LocalRelay | None = None
     pace: float = 20.0
     services: tuple[str, ...] = SERVICES
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -294,6 +298,10 @@ class Stack:
             "FAXBOX_PSTN_DATA_DIR": str(self.directory / "pstn-sim"),
             "FAXBOX_PSTN_INBOUND_URI": f"sip:127.0.0.1:{self.inbound_sip_port}",
             "FAXBOX_PSTN_ANSWER_TIMEOUT_S": "20",
+            # validator
+            "FAXBOX_VALIDATOR_AUTHSERV_IDS": json.dumps(
+                [self.relay.authserv_id] if self.relay else []
+            ),
         }
         env.update(self.extra_env)
         return env
@@ -368,6 +376,23 @@ class Stack:
 
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]
+
+    # --- mail in -----------------------------------------------------------------------
+
+    def submit(
+        self, message: EmailMessage, login: str | None = None, recipients: list[str] | None = None
+    ) -> None:
+        """Send as a user does: to the relay's submission port, logged in (by default as
+        the From address, with the Dovecot test password)."""
+        assert self.relay is not None, "this stack has no relay"
+        sender = str(message["From"])
+        self.relay.submit(
+            message,
+            login or sender,
+            os.environ.get("FAXBOX_IMAP_TEST_PASSWORD", "faxbox-test"),
+            sender=sender,
+            recipients=recipients,
+        )
 
     # --- pstn-sim ----------------------------------------------------------------------
 

@@ -1,14 +1,15 @@
 """`faxbox demo` against a whole system: the mail goes by SMTP through the local relay.
 
-The stack's notifier sends through the local mail relay (deploy/local/mailrelay.py) into
-Dovecot, so the demo finds both users' mails in their real IMAP inboxes; the relay's
-catch-all for the e2e realm drops the demo's mail into the stack's intake mailbox.
+The demo submits its mail to the relay's submission port, logged in as alice (a Dovecot
+user), so the relay stamps the proof the validator requires; the relay's catch-all for
+the e2e realm drops it into the stack's intake mailbox. The stack's notifier sends
+through the same relay into Dovecot, so the demo finds both users' mails in their real
+IMAP inboxes. The relay is this checkout's (tests/relay.py), on ports of its own.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -17,20 +18,19 @@ from faxbox.demo.run import DemoSettings, run_demo
 from faxbox.demo.tenant import DemoTenant, seed
 from faxbox.shared.store import RetryPolicy, Store
 from tests.e2e.stack import ALICE, BOB, REALM, Stack
-from tests.support import ImapServer, require_server
+from tests.relay import LocalRelay
+from tests.support import ImapServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def notifier_smtp_port() -> int:
-    port = int(os.environ.get("FAXBOX_LOCAL_SMTP_PORT", "2525"))
-    require_server("the local SMTP relay (deploy/local/mailrelay.sh)", "127.0.0.1", port)
-    return port
+def notifier_smtp_port(relay: LocalRelay) -> int:
+    return relay.port
 
 
 async def test_the_demo_shows_every_step_and_succeeds(
-    stack: Stack, store: Store, imap_server: ImapServer, notifier_smtp_port: int, tmp_path: Path
+    stack: Stack, store: Store, imap_server: ImapServer, relay: LocalRelay, tmp_path: Path
 ) -> None:
     tenant = DemoTenant(
         realm=REALM,
@@ -44,7 +44,7 @@ async def test_the_demo_shows_every_step_and_succeeds(
         exchange_prefix=stack.prefix,
         mongo_url=stack.mongo_url,
         mongo_db=stack.mongo_db,
-        local_smtp_port=notifier_smtp_port,
+        local_submission_port=relay.submission_port,
         imap_host=imap_server.host,
         imap_port=imap_server.port,
         pstn_sim_url=stack.pstn_url,

@@ -1,17 +1,17 @@
 """The whole pipeline, every service a real process: mail in, fax on the line, mail out.
 
-User A (alice) emails documents to numbers at the account's realm: IMAP APPEND into the
-intake mailbox the mail-poller watches. Outbound calls go to pstn-sim, whose numbers
-+1 646 555 01xx are forwarded to our inbound receiver (B's number is one of them). The
-notifier's mail lands in the test's SMTP server. Line clock 20 times real time, T.38.
+User A (alice) emails documents to numbers at the account's realm: submitted to the mail
+relay logged in as alice (so it carries the relay's proof of the sender, which the
+faxbox requires by default), delivered into the intake mailbox the mail-poller watches.
+Outbound calls go to pstn-sim, whose numbers +1 646 555 01xx are forwarded to our
+inbound receiver (B's number is one of them). The notifier's mail lands in the test's
+SMTP server. Line clock 20 times real time, T.38.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import os
-import smtplib
 import uuid
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
@@ -42,7 +42,7 @@ from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import HistoryRecord, Store
 from tests.e2e.stack import ALICE, BOB, REALM, CapturedMail, SmtpCapture, Stack, eventually
 from tests.integration.sip._pages import save_fax_tiff, text_page
-from tests.support import RabbitServer, require_server
+from tests.support import RabbitServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -142,7 +142,7 @@ async def test_a_to_b_three_pages(
     stack: Stack, tenant: Seeded, tap: Tap, smtp: SmtpCapture, store: Store
 ) -> None:
     original = mail(f"{BOB.number}@{REALM}", [("report.pdf", "application/pdf", demo_pdf(3))])
-    stack.mailbox.append(original)
+    stack.submit(original)
 
     requested: OutboundFaxRequested = await tap.first(
         OutboundFaxRequested, source_message_id=original["Message-ID"]
@@ -186,12 +186,6 @@ async def test_a_to_b_three_pages(
     assert inbound.pages == 3
     calls = stack.calls(to=BOB.number)
     assert len(calls) == 1, calls
-
-
-def relay_port() -> int:
-    port = int(os.environ.get("FAXBOX_LOCAL_SMTP_PORT", "2525"))
-    require_server("the local SMTP relay (deploy/local/mailrelay.sh)", "127.0.0.1", port)
-    return port
 
 
 async def one_fax_per_number(
@@ -250,11 +244,7 @@ async def test_one_mail_to_two_numbers_through_the_relay(
     to = [f"{numbers[0]}@{REALM}", f"{numbers[1].removeprefix('+')}@{REALM}"]
     original = mail(", ".join(to), [("one.pdf", "application/pdf", demo_pdf(1))])
 
-    def send() -> None:
-        with smtplib.SMTP("127.0.0.1", relay_port(), timeout=30) as client:
-            assert client.send_message(original, ALICE.email, to) == {}
-
-    await asyncio.to_thread(send)
+    await asyncio.to_thread(stack.submit, original, None, to)
     requests = await one_fax_per_number(stack, tap, smtp, store, original, set(numbers))
     # Two copies, two mails taken in: each its own fax id, neither derived from the other.
     first, second = sorted(requests, key=lambda e: e.fax_id)
@@ -269,11 +259,38 @@ async def test_one_copy_for_two_numbers(
     numbers = ("+12125550347", "+12125550348")
     to = f"{numbers[0]}@{REALM}, Carol <carol@example.com>, {numbers[1]}@{REALM}"
     original = mail(to, [("one.pdf", "application/pdf", demo_pdf(1))])
-    stack.mailbox.append(original)
+    # Put straight into the mailbox, as such a catch-all delivers it, with the proof its
+    # MTA writes on top (here: what our relay writes for a logged-in alice).
+    assert stack.relay is not None
+    proof = f"Authentication-Results: {stack.relay.authserv_id}; auth=pass smtp.auth={ALICE.email}"
+    stack.mailbox.append(f"{proof}\r\n".encode() + original.as_bytes())
     requests = await one_fax_per_number(stack, tap, smtp, store, original, set(numbers))
     first, second = sorted(requests, key=lambda e: e.fax_id)
     assert second.fax_id == f"{first.fax_id}-2"
     assert first.fax_tiff == second.fax_tiff  # rendered and stored once
+
+
+async def test_mail_sent_without_logging_in_is_refused_and_the_owner_told(
+    stack: Stack, tenant: Seeded, tap: Tap, smtp: SmtpCapture
+) -> None:
+    """Anyone can put alice's address in From; without her login (or DMARC, DKIM, SPF)
+    nothing proves it was her, whatever proof the mail itself claims."""
+    number = "+12125550249"
+    original = mail(f"{number}@{REALM}", [("one.pdf", "application/pdf", demo_pdf(1))])
+    assert stack.relay is not None
+    original["Authentication-Results"] = (
+        f"{stack.relay.authserv_id}; auth=pass smtp.auth={ALICE.email}"  # forged
+    )
+    await asyncio.to_thread(stack.relay.send_unauthenticated, original, ALICE.email)
+    rejected: OutboundFaxRejected = await tap.first(
+        OutboundFaxRejected, source_message_id=original["Message-ID"]
+    )
+    assert [r.code.value for r in rejected.reasons] == ["sender_not_authenticated"]
+    assert "no Authentication-Results" in rejected.reasons[0].message
+    (notice,) = await eventually(lambda: replies_to(smtp, original), 30, "the owner's notice")
+    assert notice.rcpt_tos == (ALICE.email,)  # the faxbox owner's own address
+    assert "someone tried to fax in your name" in notice.text()
+    assert not stack.calls(to=number)
 
 
 async def read_document(store: Store, ref: Any) -> bytes:
@@ -285,7 +302,7 @@ async def test_busy_then_success_on_the_retry(
 ) -> None:
     number = "+12125550181"  # pstn-sim: busy to the first call, then a fax machine
     original = mail(f"{number}@{REALM}", [("one.pdf", "application/pdf", demo_pdf(1))])
-    stack.mailbox.append(original)
+    stack.submit(original)
     requested = await tap.first(OutboundFaxRequested, source_message_id=original["Message-ID"])
     sent: FaxSent = await tap.first(FaxSent, 90, fax_id=requested.fax_id)
     assert sent.attempts == 2
@@ -301,7 +318,7 @@ async def test_no_answer_until_final_failure(
 ) -> None:
     number = "+12125550121"  # pstn-sim: rings, nobody answers
     original = mail(f"{number}@{REALM}", [("one.pdf", "application/pdf", demo_pdf(1))])
-    stack.mailbox.append(original)
+    stack.submit(original)
     requested = await tap.first(OutboundFaxRequested, source_message_id=original["Message-ID"])
     failed = await tap.first(FaxFailed, 120, fax_id=requested.fax_id)
     assert failed.attempts == 3
@@ -329,7 +346,9 @@ async def test_rejections_are_explained_and_an_unknown_sender_gets_nothing(
         f"{BOB.number}@{REALM}", [("a.pdf", "application/pdf", pdf)], sender="eve@elsewhere.test"
     )
     for message in (*cases.values(), stranger):
-        stack.mailbox.append(message)
+        # The stranger cannot log in as eve@elsewhere.test; logged in as alice, the
+        # proof names alice, and eve is still nobody this realm knows.
+        stack.submit(message, login=ALICE.email)
 
     for case, original in cases.items():
         rejected: OutboundFaxRejected = await tap.first(

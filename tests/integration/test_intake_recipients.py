@@ -13,10 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import smtplib
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
@@ -37,19 +33,19 @@ from faxbox.validator.mongo import CLAIMS
 from faxbox.validator.service import Settings as ValidatorSettings
 from faxbox.validator.service import service as validator_service
 from tests.integration.mail_poller.mail_poller_support import (
-    REPO,
     Imap,
     eventually,
     leaving_folders,
     own_folder,
     poller_user,
 )
-from tests.support import ImapServer, free_port
+from tests.relay import AUTHSERV_ID, LocalRelay
+from tests.support import ImapServer
 from tests.unit.validator.mailkit import pdf
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-ALICE = "alice@example.com"
+ALICE = "alice@faxbox.test"  # a Dovecot user: she logs in to the relay to send
 NUMBERS = ("+12125550147", "+12125550148", "+12125550149")
 
 
@@ -70,36 +66,13 @@ async def folder(imap: Imap) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def relay(tmp_path: Path, realm: str, imap: Imap) -> Iterator[int]:
-    """The local relay on a port of its own: ``realm`` is a catch-all for ``imap.user``."""
-    port = free_port()
-    lmtp = os.environ.get("FAXBOX_LOCAL_LMTP_PORT", "1124")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "deploy" / "local" / "mailrelay.py"),
-            *("--port", str(port), "--lmtp-port", lmtp),
-            *("--catch-all", f"{realm}={imap.user}"),
-            *("--sink", str(tmp_path / "outbound")),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "relay.log").open("wb"),
-    )
+def relay(tmp_path: Path, realm: str, imap: Imap) -> Iterator[LocalRelay]:
+    """This checkout's relay on ports of its own: ``realm`` is a catch-all for ``imap.user``."""
+    relay = LocalRelay(tmp_path / "relay", catch_all={realm: imap.user}).start()
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with smtplib.SMTP("127.0.0.1", port, timeout=2) as smtp:
-                    smtp.noop()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError((tmp_path / "relay.log").read_text()) from None
-                time.sleep(0.1)
-        yield port
+        yield relay
     finally:
-        process.terminate()
-        process.wait(10)
+        relay.stop()
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +105,9 @@ async def intake(
     )
     common = {**broker_settings.model_dump(), **mongo_settings.model_dump()}
     poller = PollerSettings(**common, mailboxes=(mailbox,), lease_ttl_s=5)
-    validator = ValidatorSettings(**common, validator_render_concurrency=1)
+    validator = ValidatorSettings(
+        **common, validator_render_concurrency=1, validator_authserv_ids=(AUTHSERV_ID,)
+    )
     async with (
         validator_service(Runtime("validator"), validator),
         poller_service(Runtime("mail-poller"), poller),
@@ -152,10 +127,9 @@ def one_mail(realm: str, token: str) -> EmailMessage:
     return message
 
 
-def send(port: int, message: EmailMessage, recipients: list[str]) -> None:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-        refused = smtp.send_message(message, from_addr=ALICE, to_addrs=recipients)
-    assert refused == {}
+def send(relay: LocalRelay, message: EmailMessage, recipients: list[str]) -> None:
+    password = os.environ.get("FAXBOX_IMAP_TEST_PASSWORD", "faxbox-test")
+    relay.submit(message, ALICE, password, recipients=recipients)
 
 
 async def requests_on(bus: Bus, queue_name: str) -> list[Message]:
@@ -177,7 +151,7 @@ async def test_one_mail_to_three_numbers_is_three_faxes_once(
     imap_server: ImapServer,
     imap: Imap,
     folder: str,
-    relay: int,
+    relay: LocalRelay,
     realm: str,
     seeded: Faxbox,
     store: Store,
@@ -223,7 +197,9 @@ async def test_one_mail_to_three_numbers_is_three_faxes_once(
             # again, and a copy for all lands beside them, as a second intake path would.
             await asyncio.to_thread(send, relay, message, envelope)
             await eventually(lambda: copies_in_folder(6), 20, "three more copies delivered")
-            await imap.append(folder, message.as_bytes())
+            # That path's MTA proves the sender too (here: as our relay writes it).
+            proof = f"Authentication-Results: {AUTHSERV_ID}; auth=pass smtp.auth={ALICE}\r\n"
+            await imap.append(folder, proof.encode() + message.as_bytes())
 
             async def all_processed() -> bool:
                 return (

@@ -220,7 +220,9 @@ async def test_with_no_trusted_server_the_service_says_so_at_start(
     seeded: Faxbox,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = Settings(**broker_settings.model_dump(), **mongo_settings.model_dump())
+    settings = Settings(
+        **broker_settings.model_dump(), **mongo_settings.model_dump(), validator_authserv_ids=()
+    )
     with caplog.at_level("WARNING", logger="faxbox.validator.trust"):
         async with service(Runtime("validator"), settings):
             pass

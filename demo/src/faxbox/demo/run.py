@@ -54,7 +54,9 @@ M = TypeVar("M", bound=Message)
 
 class DemoSettings(BrokerSettings, MongoSettings):
     local_smtp_host: str = "127.0.0.1"
-    local_smtp_port: int = 2525
+    # The relay's submission port: the demo logs in as the sender (a Dovecot user, with
+    # the IMAP test password), and the relay stamps the proof the validator requires.
+    local_submission_port: int = 2587
     imap_host: str = "127.0.0.1"
     imap_port: int = 1143
     imap_test_password: SecretStr = SecretStr("faxbox-test")
@@ -207,18 +209,24 @@ async def _send_mail(
         demo_pdf(3), maintype="application", subtype="pdf", filename="faxbox-demo.pdf"
     )
 
+    host, port = settings.local_smtp_host, settings.local_submission_port
+
     def send() -> None:
-        with smtplib.SMTP(settings.local_smtp_host, settings.local_smtp_port, timeout=30) as smtp:
+        with smtplib.SMTP(host, port, timeout=30) as smtp:
+            smtp.login(sender.email, settings.imap_test_password.get_secret_value())
             smtp.send_message(mail)
 
     try:
         await asyncio.to_thread(send)
     except (OSError, smtplib.SMTPException) as exc:
         raise DemoFailed(
-            f"could not send the email through SMTP {settings.local_smtp_host}:"
-            f"{settings.local_smtp_port} ({exc}); is `bash deploy/local/up` done?"
+            f"could not send the email through SMTP submission {host}:{port} as "
+            f"{sender.email} ({exc}); is `bash deploy/local/up` done?"
         ) from None
-    progress.step(f"emailed faxbox-demo.pdf (3 pages) from {sender.email} to {to}")
+    progress.step(
+        f"emailed faxbox-demo.pdf (3 pages) from {sender.email} to {to} "
+        f"(logged in to the mail server as {sender.email})"
+    )
     return message_id
 
 
