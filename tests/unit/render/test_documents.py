@@ -186,7 +186,7 @@ def test_image_with_too_many_pixels_says_how_many() -> None:
     huge = tiff_bytes(Image.new("1", (20_000, 8_000), 1), compression="group4", dpi=(1200, 1200))
     with pytest.raises(RenderRefused) as refused:
         render(huge)
-    assert refused.value.code is RefusalCode.PAGE_TOO_LARGE
+    assert refused.value.code is RefusalCode.TOO_COMPLEX
     assert "160 million pixels" in refused.value.message
     assert "at most 150 million" in refused.value.message
 

@@ -17,11 +17,12 @@ from faxbox.render.model import (
     RenderedPage,
     Resolution,
 )
-from faxbox.render.sandbox import DEFAULT_TIMEOUT_S, render_document
+from faxbox.render.sandbox import DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT_S, render_document
 
 __all__ = [
     "DEFAULT_MAX_LENGTH_MM",
     "DEFAULT_MAX_PAGES",
+    "DEFAULT_MEMORY_LIMIT_BYTES",
     "DEFAULT_TIMEOUT_S",
     "FAX_WIDTH",
     "X_DPI",

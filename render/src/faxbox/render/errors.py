@@ -20,6 +20,8 @@ class RefusalCode(StrEnum):
     EMPTY_DOCUMENT = "empty_document"
     TOO_MANY_PAGES = "too_many_pages"
     PAGE_TOO_LARGE = "page_too_large"
+    # More pixels or memory than preparing a fax may take (an image bomb, a huge scan).
+    TOO_COMPLEX = "too_complex"
     RENDERING_TIMEOUT = "rendering_timeout"
 
 
@@ -121,7 +123,7 @@ def too_many_pixels(page: int | None, pixels: int | None, limit: int) -> RenderR
     where = f"Page {page} of the document" if page is not None else "A page of the document"
     count = f"{pixels / 1e6:.0f} million pixels" if pixels else "more pixels than that"
     return RenderRefused(
-        RefusalCode.PAGE_TOO_LARGE,
+        RefusalCode.TOO_COMPLEX,
         f"{where} is an image of {count}; an image of at most {limit / 1e6:.0f} million "
         "pixels can be faxed. Please resend it at a lower resolution (300 dpi is plenty "
         "for a fax).",
@@ -129,11 +131,13 @@ def too_many_pixels(page: int | None, pixels: int | None, limit: int) -> RenderR
     )
 
 
-def out_of_memory() -> RenderRefused:
+def out_of_memory(limit_bytes: int | None = None) -> RenderRefused:
+    limit = f" ({limit_bytes / 2**20:.0f} MB)" if limit_bytes else ""
     return RenderRefused(
-        RefusalCode.PAGE_TOO_LARGE,
-        "The document's pages need more memory to prepare than a fax may take (very large "
-        "images). Please resend it at a lower resolution (300 dpi is plenty for a fax).",
+        RefusalCode.TOO_COMPLEX,
+        f"The document is too complex to prepare for faxing: its pages need more memory "
+        f"than a fax may take{limit}, usually because of very large images. Please resend "
+        "it at a lower resolution (300 dpi is plenty for a fax), or printed to PDF again.",
     )
 
 

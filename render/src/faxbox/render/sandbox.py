@@ -1,8 +1,14 @@
-"""A document rendered in a child process that is killed when it takes too long.
+"""A document rendered in a child process bounded in time and memory.
 
 PDFium and Pillow are C code: a hostile or damaged file can make them loop, take all
 memory or crash, and none of that may take the caller with it. ``render_document`` runs
-``render`` in a fresh worker per document and waits at most ``timeout_s`` for it.
+``render`` in a fresh worker per document and waits at most ``timeout_s`` for it. The
+worker first limits its own address space (``RLIMIT_AS``, ``memory_limit_bytes``, 1 GiB
+by default), so an image bomb makes its allocations fail (MemoryError: refused as
+``too_complex``) instead of growing until the machine runs out; and it raises its own
+``oom_score_adj`` to the maximum, so should the machine run out anyway, the kernel's OOM
+killer takes the worker, never the service that started it (a worker killed that way is
+refused as ``too_complex`` too).
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
+import resource
+import signal
 import threading
+from pathlib import Path
 from typing import Final
 
 from faxbox.render.bilevel import Conversion
@@ -23,6 +32,17 @@ from faxbox.render.model import DEFAULT_MAX_PAGES, DocumentKind, RenderedDocumen
 log = logging.getLogger("faxbox.render")
 
 DEFAULT_TIMEOUT_S: Final = 120.0
+DEFAULT_MEMORY_LIMIT_BYTES: Final = 1 << 30
+_OOM_SCORE_ADJ_MAX: Final = 1000
+
+
+def bound_self(memory_limit_bytes: int) -> None:
+    """Limit this process's address space, and offer it first to the OOM killer."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    try:
+        Path("/proc/self/oom_score_adj").write_text(str(_OOM_SCORE_ADJ_MAX))
+    except OSError:  # no procfs (not Linux): the address-space limit still holds
+        log.debug("could not raise the render worker's oom_score_adj")
 
 
 def _child_main(
@@ -33,14 +53,16 @@ def _child_main(
     max_pages: int,
     conversion: str,
     max_length_mm: float,
+    memory_limit_bytes: int,
 ) -> None:
+    bound_self(memory_limit_bytes)
     try:
         document = render(data, kind, resolution, max_pages, conversion, max_length_mm)
         result: tuple[str, object] = ("ok", document)
     except RenderRefused as exc:
         result = ("refused", exc)
     except MemoryError:
-        result = ("refused", out_of_memory())
+        result = ("refused", out_of_memory(memory_limit_bytes))
     except Exception as exc:
         # Anything else is a damaged file that PDFium or Pillow could not cope with.
         result = ("error", f"{type(exc).__name__}: {exc}")
@@ -78,8 +100,10 @@ def render_document(
     max_pages: int = DEFAULT_MAX_PAGES,
     conversion: Conversion | str = Conversion.AUTO,
     max_length_mm: float = DEFAULT_MAX_LENGTH_MM,
+    memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
 ) -> RenderedDocument:
-    """Render in a child process, killed after ``timeout_s``; raises ``RenderRefused``.
+    """Render in a child process, killed after ``timeout_s``, its address space at most
+    ``memory_limit_bytes``; raises ``RenderRefused``.
 
     Blocking: from asyncio, call it through ``asyncio.to_thread``.
     """
@@ -95,6 +119,7 @@ def render_document(
             max_pages,
             Conversion(conversion).value,
             max_length_mm,
+            memory_limit_bytes,
         ),
         name="fax-render",
         daemon=True,
@@ -106,9 +131,12 @@ def render_document(
             ready = receiver.poll(timeout_s)
             message = receiver.recv() if ready else None
         except (EOFError, OSError):
-            # The worker died without a word: PDFium or Pillow crashed on the file.
             process.join(1.0)
             log.warning("the rendering worker died (exit code %s)", process.exitcode)
+            if process.exitcode == -signal.SIGKILL:
+                # Nobody here killed it: the kernel's OOM killer took it, as it should.
+                raise out_of_memory(memory_limit_bytes) from None
+            # Without a word: PDFium or Pillow crashed on the file.
             raise unreadable() from None
         if message is None:
             raise rendering_timeout(timeout_s)

@@ -179,6 +179,8 @@ class RejectionCode(StrEnum):
     rendering_failed = "rendering_failed"
     unsupported_document = "unsupported_document"
     page_too_large = "page_too_large"
+    # More pixels or memory than preparing a fax may take (an image bomb, a huge scan).
+    too_complex = "too_complex"
     rendering_timeout = "rendering_timeout"
     # The email itself: more fax numbers than allowed, or past a cap on what is read.
     too_many_recipients = "too_many_recipients"

@@ -78,6 +78,10 @@ FIXES: dict[RejectionCode, str] = {
     RejectionCode.page_too_large: (
         "Print or export the document on ordinary pages (A4 or Letter) and send that."
     ),
+    RejectionCode.too_complex: (
+        "Scan or export the document again at 200 or 300 dpi (plenty for a fax), or print "
+        "it to a new PDF, and send that."
+    ),
     RejectionCode.rendering_timeout: (
         "Print the document to a new PDF, or split it into smaller parts, and send that."
     ),

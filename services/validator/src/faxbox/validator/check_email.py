@@ -53,7 +53,10 @@ async def check(raw: bytes, settings: Settings) -> dict[str, Any]:
                 directory=MongoDirectory(store),
                 counters=MongoPageCounters(store),
                 renderer=ProcessRenderer(
-                    settings.validator_render_timeout_s, 1, settings.validator_max_page_length_mm
+                    settings.validator_render_timeout_s,
+                    1,
+                    settings.validator_max_page_length_mm,
+                    settings.validator_render_memory_mb * 2**20,
                 ),
                 limits=settings.limits(),
                 day=datetime.now(UTC).date(),

@@ -361,6 +361,7 @@ _RENDER_CODES: Final = {
     RenderCode.EMPTY_DOCUMENT: RejectionCode.empty_attachment,
     RenderCode.TOO_MANY_PAGES: RejectionCode.too_many_pages,
     RenderCode.PAGE_TOO_LARGE: RejectionCode.page_too_large,
+    RenderCode.TOO_COMPLEX: RejectionCode.too_complex,
     RenderCode.RENDERING_TIMEOUT: RejectionCode.rendering_timeout,
 }
 

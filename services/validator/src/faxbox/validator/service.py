@@ -52,6 +52,11 @@ class Settings(ServiceSettings, OwnershipSettings):
         gt=0,
         description="Longest page faxed, once fitted to the 215 mm fax width; longer is refused.",
     )
+    validator_render_memory_mb: int = Field(
+        default=1024,
+        ge=128,
+        description="Address space a rendering worker may take; more is refused as too_complex.",
+    )
     validator_render_concurrency: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1), ge=1
     )
@@ -106,6 +111,7 @@ def build_deps(
             settings.validator_render_timeout_s,
             settings.validator_render_concurrency,
             settings.validator_max_page_length_mm,
+            settings.validator_render_memory_mb * 2**20,
         ),
         documents=MongoDocuments(store),
         decisions=decisions,
