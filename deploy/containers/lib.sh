@@ -53,7 +53,7 @@ CONF
 stand_in_passwords() {
     local var
     for var in FAXBOX_RABBITMQ_PASSWORD FAXBOX_MONGO_PASSWORD FAXBOX_IMAP_PASSWORD \
-        FAXBOX_PORTAL_SESSION_SECRET FAXBOX_GRAFANA_PASSWORD; do
+        FAXBOX_SECRET_KEY FAXBOX_GRAFANA_PASSWORD; do
         export "$var=${!var:-unused-stand-in}"
     done
 }

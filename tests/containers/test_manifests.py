@@ -28,7 +28,7 @@ PASSWORDS = {
     "FAXBOX_RABBITMQ_PASSWORD": "rabbit-pw",
     "FAXBOX_MONGO_PASSWORD": "mongo-pw",
     "FAXBOX_IMAP_PASSWORD": "imap-pw",
-    "FAXBOX_PORTAL_SESSION_SECRET": "session-secret",
+    "FAXBOX_SECRET_KEY": "a-secret-key-of-at-least-32-characters",
     "FAXBOX_GRAFANA_PASSWORD": "grafana-pw",
 }
 FILES = ("compose.yaml", "compose.local.yaml")
