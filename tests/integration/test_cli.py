@@ -28,7 +28,13 @@ class Result:
 
 @pytest.fixture(scope="module")
 def faxbox_cli(mongo_settings: MongoSettings) -> Any:
-    env = os.environ | {
+    # The key and the caller-id scope are what each test gives (var/env sets a key).
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FAXBOX_SECRET_KEY", "FAXBOX_CALLER_ID_SCOPE")
+    }
+    env = inherited | {
         "FAXBOX_MONGO_URL": mongo_settings.mongo_url,
         "FAXBOX_MONGO_DB": mongo_settings.mongo_db,
     }
@@ -325,3 +331,29 @@ def test_a_number_another_account_holds_is_refused(faxbox_cli: Any) -> None:
     )
     assert run("number", "remove", "--realm", "one.test", "--number", "+16175550100").code == 0
     assert run("number", "add", "--realm", "two.test", "--number", "+16175550100").code == 0
+
+
+def test_passwords_stored_in_clear_are_sealed_on_request(
+    faxbox_cli: Any, mongo_settings: MongoSettings
+) -> None:
+    import asyncio
+
+    from faxbox.shared.store import Carrier, Store
+
+    async def legacy() -> None:
+        store = await Store.connect(mongo_settings)
+        try:
+            await store.add_carrier(Carrier(name="old-trunk", sip_password="plain-secret"))
+        finally:
+            await store.close()
+
+    asyncio.run(legacy())
+    run = faxbox_cli
+    listed = {c["name"]: c for c in run("carrier", "list").json()}
+    assert listed["old-trunk"]["sip_password"] == "plain"
+    one_line_error(run("carrier", "seal-passwords"), "FAXBOX_SECRET_KEY")
+    sealed = run("carrier", "seal-passwords", FAXBOX_SECRET_KEY="k" * 32)
+    assert sealed.json() == {"sealed": ["old-trunk"]}
+    listed = {c["name"]: c for c in run("carrier", "list").json()}
+    assert listed["old-trunk"]["sip_password"] == "sealed"
+    assert "plain-secret" not in run("carrier", "list").out

@@ -25,6 +25,7 @@ from faxbox.shared.numbers import (
     fax_address,
     normalize,
 )
+from faxbox.shared.store import Account
 
 R = RefusalCode
 ALLOW_ALL = NumberPolicy(blocked_categories=frozenset())
@@ -363,3 +364,22 @@ def test_north_american_forms_agree(ten: str) -> None:
     # Only area codes 2-9: a bare 10 digits starting with 0 or 1 gets a different (more
     # helpful) reason than the same digits after +1.
     assert _outcome(ten) == _outcome("1" + ten) == _outcome("+1" + ten)
+
+
+@pytest.mark.parametrize(
+    ("country", "number", "label"),
+    [
+        ("FR", "+33810123456", "shared-cost"),
+        ("ES", "+34901123456", "shared-cost"),
+        ("GB", "+448451234567", "premium-rate"),
+        ("US", "+19005550100", "premium-rate"),
+    ],
+)
+def test_a_new_account_blocks_premium_and_shared_cost_at_home(
+    country: str, number: str, label: str
+) -> None:
+    policy = Account(name="x", realm="x.example", country=country).number_policy()
+    with pytest.raises(NumberRefused) as refused:
+        normalize(number, policy)
+    assert refused.value.code is RefusalCode.BLOCKED_CATEGORY
+    assert label in refused.value.message
