@@ -19,6 +19,7 @@ from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.outbox import Outbox, Recorded
 from faxbox.shared.runner import Runtime
+from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
 from faxbox.shared.wiring import infrastructure, outbox
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 SERVICE = "inbound"
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, SecretSettings):
     inbound_sip_host: str = "127.0.0.1"
     inbound_sip_port: int = Field(default=5080, ge=0, le=65535, description="0: any free port.")
     line_pace: float = Field(

@@ -22,6 +22,7 @@ from faxbox.fax.session import CallSettings, Compression, Modem
 from faxbox.fax.sip.digest import Credentials
 from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
 from faxbox.shared.contracts import FaxFailure, TransferStatistics
+from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Carrier
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,10 @@ class SipFaxLine:
         max_call_s: float = 1800.0,
         request_t38: bool = True,
         media_silence_s: float = 60.0,
+        secrets: SecretBox | None = None,
     ) -> None:
         self.ua = ua
+        self.secrets = secrets  # opens the carriers' sealed passwords
         self.answer_timeout_s = answer_timeout_s
         self.line = LineSettings(
             silence_s=media_silence_s, max_call_s=max_call_s, request_t38=request_t38
@@ -127,7 +130,9 @@ class SipFaxLine:
         carrier = dial.carrier
         credentials = None
         if carrier.sip_username:
-            credentials = Credentials(carrier.sip_username, carrier.sip_password or "")
+            # A password that does not open (no or another FAXBOX_SECRET_KEY) raises:
+            # retried, then dead-lettered with the reason, for the operator to fix.
+            credentials = Credentials(carrier.sip_username, carrier.sip_secret(self.secrets) or "")
         try:
             call = await self.ua.dial(
                 carrier_uri(carrier),

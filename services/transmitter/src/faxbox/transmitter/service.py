@@ -19,6 +19,7 @@ from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef, FaxSent, Message, OutboundFaxRequested
 from faxbox.shared.outbox import Outbox, Publisher
 from faxbox.shared.runner import Runtime
+from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
 from faxbox.shared.wiring import infrastructure, outbox
@@ -37,7 +38,7 @@ def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, SecretSettings):
     # Back-pressure: the broker hands us at most this many requests at a time; keep it a
     # little above max_calls so a freed channel finds the next job already here.
     prefetch: int = Field(default=64, ge=1, le=1000)
@@ -115,6 +116,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             max_call_s=settings.transmitter_max_call_s,
             request_t38=settings.transmitter_request_t38,
             media_silence_s=settings.transmitter_media_silence_s,
+            secrets=settings.box(),
         )
         deps = Deps(
             ledger=ledger,
