@@ -353,7 +353,7 @@ def test_passwords_stored_in_clear_are_sealed_on_request(
     assert listed["old-trunk"]["sip_password"] == "plain"
     one_line_error(run("carrier", "seal-passwords"), "FAXBOX_SECRET_KEY")
     sealed = run("carrier", "seal-passwords", FAXBOX_SECRET_KEY="k" * 32)
-    assert sealed.json() == {"sealed": ["old-trunk"]}
+    assert sealed.json() == {"sealed": ["old-trunk sip_password"]}
     listed = {c["name"]: c for c in run("carrier", "list").json()}
     assert listed["old-trunk"]["sip_password"] == "sealed"
     assert "plain-secret" not in run("carrier", "list").out

@@ -34,7 +34,12 @@ from tests.integration.sip._pages import (
     save_fax_tiff,
     text_page,
 )
-from tests.integration.transmitter._support import EventLog, seed_faxbox
+from tests.integration.transmitter._support import (
+    EventLog,
+    give_number,
+    loopback_carrier,
+    seed_faxbox,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -65,9 +70,10 @@ def standard_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 async def faxboxes(store: Store) -> tuple[Faxbox, Faxbox]:
     enabled = await seed_faxbox(store, "rx.example.com", identity="ACME RX")
-    await store.assign_number(enabled.id, ASSIGNED)
+    await give_number(store, enabled, ASSIGNED)
     disabled = await seed_faxbox(store, "off.example.com", enabled=False)
-    await store.assign_number(disabled.id, DISABLED)
+    await give_number(store, disabled, DISABLED)
+    await loopback_carrier(store)  # the callers here are on this machine
     return enabled, disabled
 
 

@@ -24,7 +24,7 @@ from faxbox.shared.contracts import (
     RetryPolicy,
     month_of,
 )
-from faxbox.shared.store import Account, Faxbox, Store, User, new_id
+from faxbox.shared.store import Account, Carrier, Faxbox, Store, User, new_id
 
 M = TypeVar("M", bound=Message)
 
@@ -74,6 +74,22 @@ async def seed_faxbox(store: Store, realm: str, **faxbox: object) -> Faxbox:
     user = await store.create_user(User(account_id=account.id, email=f"owner@{realm}"))
     return await store.create_faxbox(
         Faxbox.model_validate({"account_id": account.id, "owner_user_id": user.id, **faxbox})
+    )
+
+
+async def give_number(store: Store, faxbox: Faxbox, number: str) -> None:
+    """The number into the faxbox's account's inventory, then to the faxbox."""
+    await store.add_account_number(faxbox.account_id, number)
+    await store.assign_number(faxbox.id, number)
+
+
+async def loopback_carrier(store: Store, name: str = "loopback", **fields: object) -> Carrier:
+    """A carrier whose calls come from this machine (the tests' callers and pstn-sim)."""
+    existing = {c.name: c for c in await store.list_carriers()}
+    if name in existing:
+        return existing[name]
+    return await store.add_carrier(
+        Carrier.model_validate({"name": name, "sip_host": "127.0.0.1", **fields})
     )
 
 

@@ -38,7 +38,13 @@ from faxbox.shared.store import Carrier, Faxbox, Store
 from faxbox.transmitter import service as transmitter_service
 from faxbox.transmitter.carriers import COLLECTION as SLOTS
 from tests.integration.sip._pages import assert_pages_identical, save_fax_tiff, text_page
-from tests.integration.transmitter._support import EventLog, eventually, fax_request, seed_faxbox
+from tests.integration.transmitter._support import (
+    EventLog,
+    eventually,
+    fax_request,
+    give_number,
+    seed_faxbox,
+)
 from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -164,7 +170,7 @@ async def faxboxes(store: Store, sim: Sim) -> tuple[Faxbox, Faxbox]:
     )
     a = await seed_faxbox(store, "a.example.com", identity="FAXBOX A")
     b = await seed_faxbox(store, "b.example.com", identity="FAXBOX B")
-    await store.assign_number(b.id, FAXBOX_B)
+    await give_number(store, b, FAXBOX_B)
     return a, b
 
 

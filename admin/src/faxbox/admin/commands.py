@@ -30,6 +30,7 @@ from faxbox.shared.store import (
     apply_retention,
     drop_month,
 )
+from faxbox.shared.store.models import PasswordField
 from faxbox.shared.store.monthly import parse_month, validate_account_id
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -323,10 +324,15 @@ def _stdin_password() -> str:
     return password
 
 
+_PASSWORDS: tuple[PasswordField, ...] = ("sip_password", "inbound_password")
+
+
 def _public_carrier(carrier: Carrier) -> dict[str, Any]:
-    shown = carrier.model_dump(mode="json", exclude={"sip_password"})
-    stored = carrier.sip_password
-    shown["sip_password"] = None if stored is None else "sealed" if is_sealed(stored) else "plain"
+    """The carrier as shown: each password only as whether it is set, and sealed."""
+    shown = carrier.model_dump(mode="json", exclude={str(f) for f in _PASSWORDS})
+    for field in _PASSWORDS:
+        stored = getattr(carrier, field)
+        shown[field] = None if stored is None else "sealed" if is_sealed(stored) else "plain"
     return shown
 
 
@@ -341,17 +347,36 @@ async def carrier_add(store: Store, args: argparse.Namespace) -> Any:
         sip_host=args.sip_host,
         sip_port=args.sip_port,
         sip_username=args.sip_username,
+        sip_allow=args.sip_allow or [],
+        inbound_username=args.inbound_username,
     )
     if args.sip_password_stdin:
         carrier = _sealed(carrier, _stdin_password())
     return _public_carrier(await store.add_carrier(carrier))
 
 
-def _sealed(carrier: Carrier, password: str | None) -> Carrier:
+def _sealed(carrier: Carrier, password: str | None, field: str = "sip_password") -> Carrier:
     try:
-        return carrier.with_password(password, _secret_box())
+        return carrier.with_password(
+            password,
+            _secret_box(),
+            "inbound_password" if field == "inbound_password" else "sip_password",
+        )
     except SecretKeyMissing as exc:
         raise CliError(str(exc)) from None
+
+
+async def carrier_update(store: Store, args: argparse.Namespace) -> Any:
+    carrier = await store.get_carrier_by_name(args.name)
+    changes: dict[str, Any] = {}
+    if args.sip_allow is not None:
+        changes["sip_allow"] = args.sip_allow
+    if args.inbound_username is not None:
+        changes["inbound_username"] = args.inbound_username or None
+    if not changes:
+        raise CliError("nothing to change: give --sip-allow or --inbound-username")
+    _model(Carrier, **(carrier.model_dump() | changes))
+    return _public_carrier(await store.update_carrier(carrier, **changes))
 
 
 async def carrier_list(store: Store, args: argparse.Namespace) -> Any:
@@ -360,19 +385,22 @@ async def carrier_list(store: Store, args: argparse.Namespace) -> Any:
 
 async def carrier_set_password(store: Store, args: argparse.Namespace) -> Any:
     carrier = await store.get_carrier_by_name(args.name)
-    sealed = _sealed(carrier, None if args.clear else _stdin_password())
-    return _public_carrier(await store.update_carrier(carrier, sip_password=sealed.sip_password))
+    field: PasswordField = "inbound_password" if args.inbound else "sip_password"
+    sealed = _sealed(carrier, None if args.clear else _stdin_password(), field)
+    changes = {field: getattr(sealed, field)}
+    return _public_carrier(await store.update_carrier(carrier, **changes))
 
 
 async def carrier_seal_passwords(store: Store, args: argparse.Namespace) -> Any:
     """Seal every password stored in clear (before FAXBOX_SECRET_KEY was used)."""
     sealed = []
     for carrier in await store.list_carriers():
-        stored = carrier.sip_password
-        if stored is not None and not is_sealed(stored):
-            updated = _sealed(carrier, stored)
-            await store.update_carrier(carrier, sip_password=updated.sip_password)
-            sealed.append(carrier.name)
+        for field in _PASSWORDS:
+            stored = getattr(carrier, field)
+            if stored is not None and not is_sealed(stored):
+                updated = _sealed(carrier, stored, field)
+                carrier = await store.update_carrier(carrier, **{field: getattr(updated, field)})
+                sealed.append(f"{carrier.name} {field}")
     return {"sealed": sealed}
 
 

@@ -12,6 +12,7 @@ from faxbox.admin.commands import (
     carrier_list,
     carrier_seal_passwords,
     carrier_set_password,
+    carrier_update,
     faxbox_assign,
     faxbox_disable,
     faxbox_enable,
@@ -36,6 +37,20 @@ def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> No
     parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None)
     parser.add_argument(
         f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_text
+    )
+
+
+def _carrier_edge(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sip-allow",
+        action="append",
+        metavar="CIDR",
+        help="an address or network the carrier's calls come from (repeat; default: the "
+        "addresses of --sip-host); calls from anywhere else are refused",
+    )
+    parser.add_argument(
+        "--inbound-username",
+        help="challenge the carrier's calls for this user (password: set-password --inbound)",
     )
 
 
@@ -166,10 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the SIP password from stdin (sealed with FAXBOX_SECRET_KEY)",
     )
+    _carrier_edge(p)
     p.set_defaults(command=carrier_add)
     carrier.add_parser("list").set_defaults(command=carrier_list)
-    p = carrier.add_parser("set-password", help="set (stdin) or clear a carrier's SIP password")
+    p = carrier.add_parser("update", help="where a carrier's calls may come from, and how")
     p.add_argument("--name", required=True)
+    _carrier_edge(p)
+    p.set_defaults(command=carrier_update)
+    p = carrier.add_parser(
+        "set-password", help="set (from stdin) or clear a carrier's SIP password"
+    )
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--inbound",
+        action="store_true",
+        help="the password the carrier answers our challenge with (see --inbound-username)",
+    )
     p.add_argument("--clear", action="store_true")
     p.set_defaults(command=carrier_set_password)
     carrier.add_parser(

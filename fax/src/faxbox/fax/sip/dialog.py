@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -459,11 +460,20 @@ class IncomingCall:
         call._send_2xx(self.request, self.tx, call._sdp(media))
         return call
 
-    async def reject(self, status: int = 486, reason: str | None = None) -> None:
+    async def reject(
+        self,
+        status: int = 486,
+        reason: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Refuse the call; ``headers`` such as WWW-Authenticate or Retry-After go with it."""
         if self.decided or self.cancelled.is_set():
             return
         self.decided = True
-        self.tx.respond(self.tx.response(status, reason, to_tag=self.local_tag))
+        response = self.tx.response(status, reason, to_tag=self.local_tag)
+        for name, value in headers:
+            response.headers.add(name, value)
+        self.tx.respond(response)
 
 
 def _user_of(uri: str) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from faxbox.fax.sip.latch import SourceLatch
 from faxbox.fax.sip.sdp import PCMA, PCMU
 from faxbox.fax.sip.transport import DatagramEndpoint, SocketClosed
 
@@ -295,7 +296,7 @@ class RtpStream(DatagramEndpoint):
     ) -> None:
         self.pace = pace
         self.payload_type = PCMU
-        self.remote: tuple[str, int] | None = None
+        self.latch = SourceLatch()
         self.ssrc = secrets.randbits(32)
         self._seq = secrets.randbits(16)
         self._timestamp = secrets.randbits(32)
@@ -321,13 +322,20 @@ class RtpStream(DatagramEndpoint):
     def jitter(self) -> JitterBuffer:
         return self._jitter
 
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where our audio goes: the peer's latched address (see ``latch``)."""
+        return self.latch.destination
+
     def connect(self, remote: tuple[str, int], payload_type: int) -> None:
         if payload_type not in _ENCODERS:
             raise ValueError(f"unsupported payload type {payload_type}")
-        self.remote = remote
+        self.latch.expect(remote)
         self.payload_type = payload_type
 
     def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.latch.admit(addr):
+            return  # not the peer the SDP named
         try:
             packet = RtpPacket.parse(data)
         except RtpParseError:

@@ -21,10 +21,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from faxbox.fax.sip.latch import SourceLatch
 from faxbox.fax.sip.rtp import MediaClosed
 from faxbox.fax.sip.transport import DatagramEndpoint
 
 log = logging.getLogger("faxbox.fax.sip.udptl")
+
+
+# IFPs received and not yet read: seconds of T.38 at any pace the fax line runs.
+DEFAULT_MAX_QUEUED = 1024
 
 
 class UdptlParseError(ValueError):
@@ -157,12 +162,21 @@ class UdptlDecoder:
 class UdptlStream(DatagramEndpoint):
     """One call's T.38 transport: ``send_ifp`` out, ``recv_ifp`` in (in order, once each)."""
 
-    def __init__(self, pace: float = 1.0, redundancy: int = 3, max_datagram: int = 400) -> None:
+    def __init__(
+        self,
+        pace: float = 1.0,
+        redundancy: int = 3,
+        max_datagram: int = 400,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+    ) -> None:
         self.pace = pace
-        self.remote: tuple[str, int] | None = None
+        self.latch = SourceLatch()
         self.encoder = UdptlEncoder(redundancy, max_datagram)
         self.decoder = UdptlDecoder()
-        self._queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        # Bounded: a peer (or anyone) sending faster than the fax reads cannot grow it
+        # without end; past the bound the oldest IFPs go (T.30 recovers or fails).
+        self._queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(max_queued)
+        self.overflowed = 0
         self._closed = False
         self.packets_sent = 0
         self.packets_received = 0
@@ -173,19 +187,32 @@ class UdptlStream(DatagramEndpoint):
         await stream.bind(host, port)
         return stream
 
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where our IFPs go: the peer's latched address (see ``latch``)."""
+        return self.latch.destination
+
     def connect(self, remote: tuple[str, int], max_datagram: int | None = None) -> None:
-        self.remote = remote
+        self.latch.expect(remote)
         if max_datagram:
             self.encoder.max_datagram = max_datagram
 
     def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.latch.admit(addr):
+            return  # not the peer the SDP named
         try:
             ifps = self.decoder.decode(data)
         except UdptlParseError:
             return
         self.packets_received += 1
         for item in ifps:
-            self._queue.put_nowait(item)
+            self._put(item)
+
+    def _put(self, item: tuple[int, bytes]) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.overflowed += 1
+        self._queue.put_nowait(item)
 
     def send_ifp(self, ifp: bytes, seq: int, copies: int = 1) -> None:
         if self._closed or self._transport is None:
@@ -216,7 +243,7 @@ class UdptlStream(DatagramEndpoint):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._queue.put_nowait((-1, b""))  # wakes a waiting recv_ifp
+            self._put((-1, b""))  # wakes a waiting recv_ifp
             self.close_socket()
 
     @property

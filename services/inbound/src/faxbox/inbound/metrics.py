@@ -8,6 +8,13 @@ CALLS_IN_PROGRESS = Gauge("faxbox_inbound_calls_in_progress", "Inbound fax calls
 CALLS_REFUSED = Counter(
     "faxbox_inbound_calls_refused_total", "INVITEs refused, by SIP status", ["status"]
 )
+INVITES_REFUSED = Counter(
+    "faxbox_inbound_invites_refused_total",
+    "INVITEs refused before any number was looked up, by reason: rate (too many from one "
+    "address), source (not a carrier's address), auth (a wrong digest answer), challenge "
+    "(the 401 a carrier with inbound credentials gets first)",
+    ["reason"],
+)
 PAGES_RECEIVED = Counter("faxbox_inbound_pages_received_total", "Pages received and stored")
 OUTCOMES = Counter(
     "faxbox_inbound_outcomes_total",

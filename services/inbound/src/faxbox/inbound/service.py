@@ -14,6 +14,8 @@ from pydantic import Field
 
 from faxbox.fax.sip.dialog import IncomingCall
 from faxbox.fax.sip.ua import UserAgent
+from faxbox.inbound import metrics
+from faxbox.inbound.edge import Admitted, CarrierEdge
 from faxbox.inbound.handler import Deps, handle_call
 from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef
@@ -42,6 +44,15 @@ class Settings(ServiceSettings, SecretSettings):
         default=60.0, gt=0, description="Hang up when no media arrived for this long (call time)."
     )
     inbound_spool_dir: Path | None = None
+    inbound_invites_per_s: float = Field(
+        default=20.0, gt=0, description="INVITEs a second from one address; more get 503."
+    )
+    inbound_invite_burst: int = Field(
+        default=40, ge=1, description="INVITEs one address may send at once before the rate."
+    )
+    inbound_carriers_refresh_s: float = Field(
+        default=5.0, gt=0, description="How often the carriers' allowed addresses are re-read."
+    )
 
 
 class GridFsSink:
@@ -88,14 +99,24 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         runtime.add_check("sip", lambda: ua.is_open)
         in_flight: set[asyncio.Task[None]] = set()
 
+        edge = CarrierEdge(
+            infra.store,
+            settings.box(),
+            invites_per_s=settings.inbound_invites_per_s,
+            burst=settings.inbound_invite_burst,
+            refresh_s=settings.inbound_carriers_refresh_s,
+        )
+        await edge.known()  # says at once when no carrier is configured
+
         async def on_invite(incoming: IncomingCall) -> None:
             task = asyncio.current_task()
             if task is not None:
                 in_flight.add(task)
             try:
-                recorded = await handle_call(incoming, deps)
-                if recorded is not None:
-                    await _announce(box, recorded)
+                if await admitted(incoming, edge):
+                    recorded = await handle_call(incoming, deps)
+                    if recorded is not None:
+                        await _announce(box, recorded)
             finally:
                 if task is not None:
                     in_flight.discard(task)
@@ -118,6 +139,26 @@ async def _announce(box: Outbox, recorded: Recorded) -> None:
     except Exception:
         # It stays owed: a sweep (of this replica or another) publishes it.
         log.exception("could not publish %s; the outbox sweep will", recorded.key)
+
+
+async def admitted(incoming: IncomingCall, edge: CarrierEdge) -> bool:
+    """Whether the INVITE passed the edge (see ``edge``); if not, it is refused here."""
+    verdict = await edge.judge(incoming.request, incoming.addr[0])
+    if isinstance(verdict, Admitted):
+        return True
+    metrics.INVITES_REFUSED.labels(verdict.why).inc()
+    metrics.CALLS_REFUSED.labels(str(verdict.status)).inc()
+    if verdict.why != "challenge":
+        log.warning(
+            "INVITE from %s:%d to %s refused: %d %s (%s)",
+            *incoming.addr,
+            incoming.to_number,
+            verdict.status,
+            verdict.reason,
+            verdict.why,
+        )
+    await incoming.reject(verdict.status, verdict.reason, verdict.headers)
+    return False
 
 
 async def _refuse(incoming: IncomingCall) -> None:

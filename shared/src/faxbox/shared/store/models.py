@@ -14,6 +14,7 @@ Conventions, chosen so documents read the same on MongoDB 8 and on FerretDB v1:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import string
@@ -354,6 +355,9 @@ class AccountNumber(StoreModel):
     added_at: UtcDatetime = Field(default_factory=utc_now)
 
 
+PasswordField = Literal["sip_password", "inbound_password"]
+
+
 class Carrier(StoreModel):
     id: str = Field(default_factory=lambda: new_id("car"), alias="_id")
     name: str = Field(min_length=1, max_length=100)
@@ -372,31 +376,63 @@ class Carrier(StoreModel):
         repr=False,
         description="Sealed with FAXBOX_SECRET_KEY (see faxbox.shared.secretbox); never shown.",
     )
+    sip_allow: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Addresses or networks (CIDR) this carrier's calls may come from; empty: the "
+            "addresses of sip_host. An INVITE from anywhere else is refused (403)."
+        ),
+    )
+    inbound_username: str | None = Field(
+        default=None, description="When set, calls from this carrier must pass a digest challenge."
+    )
+    inbound_password: str | None = Field(
+        default=None, repr=False, description="Sealed like sip_password; never shown."
+    )
 
-    @property
-    def password_purpose(self) -> str:
-        return f"carrier:{self.id}:sip_password"
-
-    def with_password(self, password: str | None, box: SecretBox | None) -> Carrier:
-        """A copy holding ``password`` sealed (None clears it)."""
+    def with_password(
+        self, password: str | None, box: SecretBox | None, field: PasswordField = "sip_password"
+    ) -> Carrier:
+        """A copy holding ``password`` sealed in ``field`` (None clears it)."""
         if password is None:
-            return self.model_copy(update={"sip_password": None})
+            return self.model_copy(update={field: None})
         if box is None:
             raise SecretKeyMissing("storing a carrier password")
-        return self.model_copy(update={"sip_password": box.seal(password, self.password_purpose)})
+        return self.model_copy(update={field: box.seal(password, self._purpose(field))})
 
     def sip_secret(self, box: SecretBox | None) -> str | None:
-        """The password in clear, for the digest exchange.
+        """The password we answer the carrier's challenges with, in clear.
 
         A value stored before passwords were sealed is returned as it is (and sealed by
         ``faxbox carrier seal-passwords``).
         """
-        stored = self.sip_password
+        return self._open("sip_password", box)
+
+    def inbound_secret(self, box: SecretBox | None) -> str | None:
+        """The password the carrier answers our challenge with, in clear."""
+        return self._open("inbound_password", box)
+
+    def _purpose(self, field: PasswordField) -> str:
+        return f"carrier:{self.id}:{field}"
+
+    def _open(self, field: PasswordField, box: SecretBox | None) -> str | None:
+        stored: str | None = getattr(self, field)
         if stored is None or not is_sealed(stored):
             return stored
         if box is None:
-            raise SecretKeyMissing(f"carrier {self.name}'s password")
-        return box.open(stored, self.password_purpose)
+            raise SecretKeyMissing(f"carrier {self.name}'s {field.replace('_', ' ')}")
+        return box.open(stored, self._purpose(field))
+
+    @field_validator("sip_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        out = []
+        for entry in value:
+            try:
+                out.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+        return out
 
     @model_validator(mode="after")
     def _flags_are_keys_safe(self) -> Self:

@@ -1,0 +1,168 @@
+"""Which INVITEs the inbound receiver looks at: only its carriers', at a sane rate.
+
+Every INVITE is judged before anything else is done with it (number lookup, a line):
+
+1. **rate**: at most ``invites_per_s`` a second from one source address, with bursts of
+   ``burst`` (a token bucket per address); over it, 503 with Retry-After. A carrier
+   starting many calls at once fits in the burst; a flood does not reach the lookups.
+2. **source**: the address must be one a carrier's calls come from: its ``sip_allow``
+   networks, or the addresses its ``sip_host`` resolves to when it lists none. Anything
+   else gets 403: nobody but a carrier may put calls (and faxes, on someone's bill of
+   paper and attention) into the receiver.
+3. **digest** (optional, per carrier): a carrier with an ``inbound_username`` must
+   answer a digest challenge (401) with it and its ``inbound_password``.
+
+Carriers are read from the database every ``refresh_s`` seconds (and their host names
+resolved then), so a carrier added with the CLI is heard within that time. Every
+refusal is counted by reason (``faxbox_inbound_invites_refused_total``) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from faxbox.fax.sip.digest import Credentials, authorization_matches, digest_challenge
+from faxbox.fax.sip.message import SipRequest
+from faxbox.shared.secretbox import SecretBox
+from faxbox.shared.store import Carrier
+
+log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+REALM = "faxbox"
+_MAX_TRACKED = 10_000  # source addresses remembered by the rate limit, and nonces
+
+
+class CarrierSource(Protocol):
+    async def list_carriers(self, *, flag: str | None = None) -> list[Carrier]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    carrier: Carrier
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    status: int
+    reason: str  # the SIP reason phrase
+    why: str  # the metric label: rate, source, auth
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Verdict = Admitted | Refused
+
+
+class InviteRate:
+    """A token bucket per source address."""
+
+    def __init__(
+        self, per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_s = per_s
+        self.burst = burst
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: str) -> bool:
+        now = self.clock()
+        tokens, at = self._buckets.pop(source, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_s)
+        allowed = tokens >= 1.0
+        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > _MAX_TRACKED:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+async def _resolve(host: str) -> list[Network]:
+    try:
+        return [ipaddress.ip_network(host)]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        log.warning("carrier host %s does not resolve (%s): its calls are refused", host, exc)
+        return []
+    return [ipaddress.ip_network(str(info[4][0])) for info in infos]
+
+
+@dataclass
+class CarrierEdge:
+    carriers: CarrierSource
+    secrets: SecretBox | None = None
+    invites_per_s: float = 20.0
+    burst: int = 40
+    refresh_s: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    rate: InviteRate = field(init=False)
+    _known: list[tuple[Carrier, list[Network]]] = field(init=False, default_factory=list)
+    _loaded_at: float | None = field(init=False, default=None)
+    _nonces: OrderedDict[str, None] = field(init=False, default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self.rate = InviteRate(self.invites_per_s, self.burst, self.clock)
+
+    async def known(self) -> list[tuple[Carrier, list[Network]]]:
+        """Every carrier with the networks its calls may come from (cached)."""
+        now = self.clock()
+        if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
+            known = []
+            for carrier in await self.carriers.list_carriers():
+                if carrier.sip_allow:
+                    networks = [ipaddress.ip_network(n) for n in carrier.sip_allow]
+                elif carrier.sip_host:
+                    networks = await _resolve(carrier.sip_host)
+                else:
+                    networks = []
+                known.append((carrier, networks))
+            self._known, self._loaded_at = known, now
+            if not known:
+                log.warning("no carrier is configured: every inbound call is refused (403)")
+        return self._known
+
+    async def carrier_for(self, source: str) -> Carrier | None:
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            return None
+        for carrier, networks in await self.known():
+            if any(address in network for network in networks):
+                return carrier
+        return None
+
+    async def judge(self, request: SipRequest, source: str) -> Verdict:
+        if not self.rate.allow(source):
+            return Refused(503, "Too Many Calls", "rate", (("Retry-After", "5"),))
+        carrier = await self.carrier_for(source)
+        if carrier is None:
+            return Refused(403, "Forbidden", "source")
+        if carrier.inbound_username:
+            password = carrier.inbound_secret(self.secrets) or ""
+            expected = Credentials(carrier.inbound_username, password)
+            header = request.headers.get("Authorization")
+            if header is None or not authorization_matches(
+                header, expected, request.method, realm=REALM, nonces=self._nonces
+            ):
+                why = "auth" if header is not None else "challenge"
+                challenge = digest_challenge(REALM, self._new_nonce())
+                return Refused(401, "Unauthorized", why, (("WWW-Authenticate", challenge),))
+        return Admitted(carrier)
+
+    def _new_nonce(self) -> str:
+        nonce = secrets.token_hex(16)
+        self._nonces[nonce] = None
+        while len(self._nonces) > _MAX_TRACKED:
+            self._nonces.popitem(last=False)
+        return nonce
