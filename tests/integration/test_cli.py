@@ -357,3 +357,24 @@ def test_passwords_stored_in_clear_are_sealed_on_request(
     listed = {c["name"]: c for c in run("carrier", "list").json()}
     assert listed["old-trunk"]["sip_password"] == "sealed"
     assert "plain-secret" not in run("carrier", "list").out
+
+
+def test_a_carriers_addresses_and_inbound_credentials(faxbox_cli: Any) -> None:
+    run = faxbox_cli
+    made = run(
+        "carrier", "add", "--name", "edge-trunk", "--sip-host", "sip.example.net",
+        "--sip-allow", "203.0.113.0/28", "--sip-allow", "198.51.100.7",
+    )  # fmt: skip
+    assert made.json()["sip_allow"] == ["203.0.113.0/28", "198.51.100.7/32"]
+    one_line_error(
+        run("carrier", "update", "--name", "edge-trunk", "--sip-allow", "not-an-address"),
+        "not an IP address",
+    )
+    updated = run("carrier", "update", "--name", "edge-trunk", "--inbound-username", "trunk-in")
+    assert updated.json()["inbound_username"] == "trunk-in"
+    sealed = run(
+        "carrier", "set-password", "--name", "edge-trunk", "--inbound",
+        stdin="their-secret\n", FAXBOX_SECRET_KEY="k" * 32,
+    )  # fmt: skip
+    assert (sealed.json()["inbound_password"], sealed.json()["sip_password"]) == ("sealed", None)
+    assert "their-secret" not in run("carrier", "list").out
