@@ -289,6 +289,9 @@ class Stack:
             # inbound
             "FAXBOX_INBOUND_SIP_PORT": str(self.inbound_sip_port),
             "FAXBOX_INBOUND_SPOOL_DIR": str(self.directory / "spool-inbound"),
+            # The tests seed the carrier after the services start; its first call comes
+            # in a second or two, before the default 5 s re-read would know the carrier.
+            "FAXBOX_INBOUND_CARRIERS_REFRESH_S": "0.2",
             # every service's outbox sweep (inbound's after a broker outage, the chaos run)
             "FAXBOX_OUTBOX_SWEEP_INTERVAL_S": "2",
             # pstn-sim
