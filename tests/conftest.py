@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from pymongo.uri_parser import parse_uri
 
+from faxbox.shared.failover import split_urls
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Store
 from tests.support import ImapServer, RabbitServer, require_server
@@ -27,7 +28,7 @@ from tests.support import ImapServer, RabbitServer, require_server
 @pytest.fixture(scope="session")
 def rabbit() -> RabbitServer:
     server = RabbitServer.from_env()
-    parts = urllib.parse.urlsplit(server.amqp_url)
+    parts = urllib.parse.urlsplit(split_urls(server.amqp_url)[0])
     require_server("RabbitMQ", parts.hostname or "127.0.0.1", parts.port or 5672)
     return server
 

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from faxbox.shared.contracts import DocumentRef, MailReceived
+from faxbox.shared.failover import split_urls
 
 
 def servers_required() -> bool:
@@ -83,7 +84,7 @@ class RabbitServer:
     @classmethod
     def from_env(cls) -> RabbitServer:
         amqp_url = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-        parts = urllib.parse.urlsplit(amqp_url)
+        parts = urllib.parse.urlsplit(split_urls(amqp_url)[0])
         api_url = os.environ.get("FAXBOX_RABBITMQ_API_URL", "http://127.0.0.1:15672")
         return cls(
             amqp_url=amqp_url,
@@ -168,8 +169,12 @@ class RabbitServer:
             self.delete_vhost(name)
 
     def url_for_vhost(self, vhost: str) -> str:
-        parts = urllib.parse.urlsplit(self.amqp_url)
-        return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(vhost, "")))
+        """FAXBOX_AMQP_URL for the vhost: every node's URL, when it lists a cluster's."""
+        path = "/" + urllib.parse.quote(vhost, "")
+        return ",".join(
+            urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path=path))
+            for url in split_urls(self.amqp_url)
+        )
 
 
 @dataclass(frozen=True)

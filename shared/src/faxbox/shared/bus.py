@@ -63,6 +63,7 @@ from tenacity import (
 )
 
 from faxbox.shared.contracts import Message, contract_by_name
+from faxbox.shared.failover import connect_failover
 from faxbox.shared.logs import fax_context
 from faxbox.shared.policy import Ack, Attempts, DeadLetter, Retry, decide, on_ladder
 from faxbox.shared.policy import PermanentError as PermanentError
@@ -171,7 +172,11 @@ class Bus:
             reraise=True,
         ):
             with attempt:
-                self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
+                # Each try starts at the next node of a cluster (FAXBOX_AMQP_URL may list
+                # several); once connected, failover.py moves on to survivors by itself.
+                self._connection = await connect_failover(
+                    self.settings.amqp_url, first=attempt.retry_state.attempt_number - 1
+                )
         # on_return_raises makes an unroutable mandatory publish an error, not a silent drop.
         self._publish_channel = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from faxbox.shared.failover import split_urls
 from faxbox.shared.routing import SUBSCRIPTIONS, Topology
 
 
@@ -77,7 +78,7 @@ class HttpHealthProbe:
 
 
 def vhost_of(amqp_url: str) -> str:
-    path = urllib.parse.urlsplit(amqp_url).path
+    path = urllib.parse.urlsplit(split_urls(amqp_url)[0]).path
     return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
 
 
