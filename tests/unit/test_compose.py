@@ -534,6 +534,25 @@ def test_prometheus_scrapes_rabbitmq_and_every_service() -> None:
         assert name in compose
 
 
+def test_alerts_are_loaded_and_name_only_metrics_that_exist() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    mounts = _compose_services()["prometheus"]["volumes"]
+    for path in config["rule_files"]:
+        assert f"./deploy/prometheus/{Path(path).name}:{path}:ro" in mounts
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    # An outage waited out is the one thing only a metric tells (it is never a dead letter).
+    assert "faxbox_waiting_on_infrastructure" in alerts["FaxboxWaitingOnInfrastructure"]["expr"]
+    exported = _exported_metrics()
+    for name, rule in alerts.items():
+        used = set(re.findall(r"\b((?:faxbox|rabbitmq)_[a-z0-9_]+)", rule["expr"]))
+        unknown = {m for m in used if m not in exported and m not in RABBITMQ_METRICS}
+        assert not unknown, f"{name} names metrics nobody exports: {sorted(unknown)}"
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        assert rule["annotations"]["summary"], name
+        assert rule["annotations"]["description"], name
+
+
 def _dashboard() -> dict[str, Any]:
     data: dict[str, Any] = json.loads((ROOT / "deploy/grafana/dashboards/faxbox.json").read_text())
     return data
