@@ -107,7 +107,6 @@ class World:
     tiff: DocumentRef
     pdf: DocumentRef
     raw_mail: DocumentRef
-    auto_mail: DocumentRef
 
 
 def fax_tiff() -> bytes:
@@ -123,10 +122,6 @@ def fax_tiff() -> bytes:
 RAW_MAIL = (
     b"From: alice@example.com\r\nTo: 555-0123@acme.faxbox.test\r\n"
     b"Message-ID: <orig@example.com>\r\nSubject: fax\r\n\r\nhello\r\n"
-)
-AUTO_MAIL = (
-    b"From: alice@example.com\r\nTo: 555-0123@acme.faxbox.test\r\n"
-    b"Auto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nI am away\r\n"
 )
 
 
@@ -173,9 +168,6 @@ async def world(store: Store) -> World:
         ),
         raw_mail=await docs.put(
             "intake", MONTH, RAW_MAIL, filename="m.eml", content_type="message/rfc822"
-        ),
-        auto_mail=await docs.put(
-            "intake", MONTH, AUTO_MAIL, filename="a.eml", content_type="message/rfc822"
         ),
     )
 
@@ -434,17 +426,6 @@ async def test_rejected_mail_lists_every_reason_with_a_fix_and_an_example(
     assert f"+14155550123@{world.account.realm}" in text
     assert "&lt;" not in text
     assert f"+14155550123@{world.account.realm}" in html_of(m)
-
-
-async def test_an_auto_submitted_original_gets_no_answer(notifier: Running, world: World) -> None:
-    await notifier.bus.publish(rejected(world, raw=world.auto_mail))
-    # A later mail that must arrive proves the first was handled (and not answered).
-    await notifier.bus.publish(failed(world))
-    await wait_for_mails(notifier.recorder, 1)
-    await asyncio.sleep(0.5)
-    assert [r.message["Subject"] for r in notifier.recorder.received] == [
-        "Fax to +14155550123 failed"
-    ]
 
 
 async def test_received_mail_has_the_pdf_named_after_caller_and_local_time(

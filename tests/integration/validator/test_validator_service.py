@@ -197,6 +197,27 @@ async def test_problems_of_a_known_sender_go_to_the_notifier(validator: Bus, sto
     assert await nothing_on(validator, validator.topology.queue("transmitter"))
 
 
+async def test_an_auto_submitted_original_gets_no_answer(validator: Bus, store: Store) -> None:
+    # (Moved from the notifier, which no longer reads the original mail.) An auto-reply
+    # with the same problems as a person's mail: only the person's gets a rejection.
+    def locked_pdf(headers: dict[str, str] | None = None) -> bytes:
+        locked = [("locked.pdf", pdf(password="pw"))]
+        return gmail(ALICE, locked, to=f"fax-me@{REALM}", headers=headers)
+
+    acked = CONSUMED.labels(validator.topology.queue("validator"), "MailReceived", "acked")
+    before = acked._value.get()
+    auto = await mail_received(store, locked_pdf(headers={"Auto-Submitted": "auto-replied"}))
+    person = await mail_received(store, locked_pdf())
+    await validator.publish(auto)
+    await validator.publish(person)
+    rejected = decode(await take(validator, validator.topology.queue("notifier")))
+    assert isinstance(rejected, OutboundFaxRejected)
+    assert rejected.fax_id == person.fax_id
+    await eventually(lambda: acked._value.get() >= before + 2, 30)  # both decided
+    assert await nothing_on(validator, validator.topology.queue("notifier"))
+    assert await nothing_on(validator, validator.topology.queue("transmitter"))
+
+
 async def test_an_unproven_sender_is_refused_and_the_owner_told(
     validator: Bus, store: Store, seeded: Faxbox
 ) -> None:

@@ -20,7 +20,7 @@ from faxbox.notifier.compose import (
     rejected_mail,
     thumbnail_png,
 )
-from faxbox.notifier.handlers import Deps, automatic_reason, on_failed, on_sent
+from faxbox.notifier.handlers import Deps, on_failed, on_sent
 from faxbox.notifier.ports import MailDeferred, MailRefused
 from faxbox.shared.bus import PermanentError, RetryLater, TransientError
 from faxbox.shared.contracts import (
@@ -286,20 +286,3 @@ def test_file_names_and_durations() -> None:
     assert fax_filename("", AT, "UTC") == "unknown_2026-11-10_09-30-00.pdf"
     assert duration(59.6) == "1 min 0 s"
     assert duration(12) == "12 s"
-
-
-@pytest.mark.parametrize(
-    ("headers", "automatic"),
-    [
-        (b"From: a@x.com\r\nSubject: hi\r\n", False),
-        (b"From: a@x.com\r\nAuto-Submitted: no\r\n", False),
-        (b"From: a@x.com\r\nAuto-Submitted: auto-generated\r\n", True),
-        (b"From: a@x.com\r\nPrecedence: bulk\r\n", True),
-        (b"From: a@x.com\r\nList-Id: <l.x.com>\r\n", True),
-        (b"From: MAILER-DAEMON@x.com\r\n", True),
-        (b"Return-Path: <>\r\nFrom: a@x.com\r\n", True),
-        (b"From: a@x.com\r\nContent-Type: multipart/report; report-type=delivery-status\r\n", True),
-    ],
-)
-def test_automatic_mail_is_recognised(headers: bytes, automatic: bool) -> None:
-    assert (automatic_reason(headers + b"\r\n") is not None) is automatic

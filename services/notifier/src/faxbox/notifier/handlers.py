@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from typing import Any, Final, Protocol
 
 from PIL import UnidentifiedImageError
@@ -114,10 +112,6 @@ async def on_failed(event: FaxFailed, deps: Deps) -> Decided | None:
 
 
 async def on_rejected(event: OutboundFaxRejected, deps: Deps) -> Decided | None:
-    why_not = await _automatic_mail(deps, event)
-    if why_not is not None:
-        log.info("not answering the rejected mail: %s", why_not)
-        return None
     faxbox = await _faxbox(deps, event.faxbox_id) if event.faxbox_id else None
     recipients = await _user_recipients(deps, event.user_id, faxbox)
     try:
@@ -289,38 +283,3 @@ async def _user_recipients(deps: Deps, user_id: str, faxbox: Faxbox | None) -> l
 
 async def _owner_recipients(deps: Deps, faxbox: Faxbox) -> list[str]:
     return await _user_recipients(deps, faxbox.owner_user_id, faxbox)
-
-
-# --- never answer machines ---------------------------------------------------------------
-
-
-def automatic_reason(raw_headers: bytes) -> str | None:
-    """Why the original mail must not be answered (RFC 3834 and common practice), or None."""
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw_headers)
-    auto = str(headers.get("Auto-Submitted", "no")).strip().lower()
-    if auto and not auto.startswith("no"):
-        return f"it is auto-submitted ({auto})"
-    if str(headers.get("Precedence", "")).strip().lower() in {"bulk", "list", "junk"}:
-        return f"it has Precedence: {headers['Precedence']}"
-    if headers.get("List-Id") or headers.get("List-Unsubscribe"):
-        return "it came from a mailing list"
-    if str(headers.get("Return-Path", "")).strip() == "<>":
-        return "it is a bounce (empty return path)"
-    sender = str(headers.get("From", "")).lower()
-    if "mailer-daemon@" in sender or "postmaster@" in sender:
-        return "it is a bounce (from the mailer daemon)"
-    if headers.get_content_type() == "multipart/report":
-        return "it is a delivery report"
-    return None
-
-
-async def _automatic_mail(deps: Deps, event: OutboundFaxRejected) -> str | None:
-    try:
-        raw = await deps.documents.get(event.raw)
-    except (NotFound, DocumentCorrupt) as exc:
-        log.warning("the rejected mail cannot be read; answering anyway: %s", exc)
-        return None
-    head, _sep, _body = raw.partition(b"\r\n\r\n")
-    if not _sep:
-        head = raw.partition(b"\n\n")[0]
-    return automatic_reason(head + b"\r\n\r\n")

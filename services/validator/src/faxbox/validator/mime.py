@@ -167,6 +167,11 @@ class Mail:
 
 
 def _automatic(headers: HeaderBlock, sender: str | None) -> str | None:
+    """Why a mail was sent by a machine (RFC 3834 and common practice), or None.
+
+    The one rule Faxbox has: such a mail is neither faxed nor answered, and the reason is
+    the validator's decision (the notifier is never asked to answer one).
+    """
     auto = headers.first("auto-submitted")
     if auto is not None:
         value = auto.split(";")[0].strip().lower()
@@ -177,6 +182,8 @@ def _automatic(headers: HeaderBlock, sender: str | None) -> str | None:
         return f"Precedence: {precedence}"
     if headers.first("list-id") is not None:
         return "mailing list (List-Id)"
+    if headers.first("list-unsubscribe") is not None:
+        return "mailing list (List-Unsubscribe)"
     return_path = headers.first("return-path")
     if return_path is not None and return_path.strip() in ("<>", ""):
         return "bounce (empty Return-Path)"
