@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -74,6 +76,39 @@ def rabbit_diagnostics(lines: int = 6) -> str:
     return "; ".join(parts)
 
 
+_LOCAL_NODE_RESTARTED: list[str] = []
+LOCAL_RABBITMQ_API = "http://127.0.0.1:15672"
+
+
+def restart_local_node_once(rabbit: RabbitServer, why: str) -> bool:
+    """Restart the machine's RabbitMQ node (deploy/local/rabbitmq.sh starts it again),
+    once per session and only that node; False when that is not for us to do."""
+    if _LOCAL_NODE_RESTARTED or rabbit.api_url != LOCAL_RABBITMQ_API or os.geteuid() != 0:
+        return False
+    _LOCAL_NODE_RESTARTED.append(why)
+    print(f"\nWARNING: restarting the local RabbitMQ node: {why}", file=sys.stderr, flush=True)
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        stopped = subprocess.run(["rabbitmqctl", "-q", "stop"], timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        stopped = None
+    if stopped is None or stopped.returncode != 0:
+        # Only this node (its pid file), never the nodes of a local cluster.
+        pid_file = Path(f"/var/lib/rabbitmq/mnesia/rabbit@{socket.gethostname().split('.')[0]}.pid")
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), 9)
+    done = subprocess.run(
+        ["bash", str(repo / "deploy/local/rabbitmq.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{why}; restarting the node failed: {done.stderr[-2000:]}")
+    return True
+
+
 @dataclass(frozen=True)
 class RabbitServer:
     amqp_url: str
@@ -106,7 +141,24 @@ class RabbitServer:
         return json.loads(raw) if raw else None
 
     def add_scratch_vhost(self, kind: str) -> str:
-        """A new vhost ``<kind>-<random>`` this user may use fully; returns its name."""
+        """A new vhost ``<kind>-<random>`` this user may use fully, running; its name.
+
+        If the machine's node accepts the vhost but cannot start it, the node is
+        restarted once per test session (as deploy/local/up restarts a node that cannot
+        do work), with a warning that says why; the tests after it then still run.
+        """
+        name = self._new_scratch_vhost(kind)
+        try:
+            self.await_vhost_running(name)
+        except RuntimeError as exc:
+            if not restart_local_node_once(self, str(exc)):
+                raise
+            self.delete_vhost(name)
+            name = self._new_scratch_vhost(kind)
+            self.await_vhost_running(name)
+        return name
+
+    def _new_scratch_vhost(self, kind: str) -> str:
         name = f"{kind}-{uuid.uuid4().hex[:10]}"
         quoted = urllib.parse.quote(name, "")
         description = f"{SCRATCH_VHOST_DESCRIPTION} {int(time.time())}"
@@ -116,7 +168,6 @@ class RabbitServer:
             f"/api/permissions/{quoted}/{urllib.parse.quote(self.user, '')}",
             {"configure": ".*", "write": ".*", "read": ".*"},
         )
-        self.await_vhost_running(name)
         return name
 
     def vhost_states(self, name: str) -> dict[str, str]:

@@ -59,14 +59,33 @@ def check(api: Api, min_fds: int) -> list[str]:
     started = time.monotonic()
     try:
         api.call("PUT", f"/api/vhosts/{quoted}", {"description": scratch_description()})
+        # A node can accept a vhost it then fails to start: every connection to it is
+        # refused with 541 INTERNAL_ERROR ("vhost is down").
+        states = vhost_states(api, name)
         api.call("DELETE", f"/api/vhosts/{quoted}")
     except (OSError, urllib.error.URLError) as exc:
         problems.append(f"creating and deleting vhost {name} failed: {exc}")
     else:
         elapsed = time.monotonic() - started
-        if elapsed > 5:
+        if not states or any(state != "running" for state in states.values()):
+            problems.append(f"a new vhost does not run: {states}")
+        elif elapsed > 5:
             problems.append(f"creating and deleting vhost {name} took {elapsed:.1f} s")
     return problems
+
+
+def vhost_states(api: Api, name: str, wait_s: float = 5) -> dict[str, str]:
+    """The vhost's state per node, once running everywhere or after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = api.call("GET", f"/api/vhosts/{urllib.parse.quote(name, '')}")
+        raw = found.get("cluster_state") if isinstance(found, dict) else None
+        states = {str(k): str(v) for k, v in (raw or {}).items()}
+        if (states and all(v == "running" for v in states.values())) or (
+            time.monotonic() > deadline
+        ):
+            return states
+        time.sleep(0.1)
 
 
 def node_file_limits(api: Api, wait_s: float = 30) -> dict[str, int]:
