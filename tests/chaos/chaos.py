@@ -83,6 +83,9 @@ class ChaosConfig:
     kills_per_service: int = 1
     restart_rabbitmq: bool = True
     restart_database: bool = True
+    # The database restart keeps FerretDB down this long instead of down_s: an outage
+    # past every retry budget (the long run's 10 minutes), which must be waited out.
+    database_outage_s: float | None = None
     # How long a killed service (or a server) stays down before it is started again.
     down_s: tuple[float, float] = (0.5, 3.0)
     # Quiescent: every email has its outcome and mail, and nothing changed for settle_s.
@@ -351,6 +354,9 @@ class Chaos:
             self._t0 = time.monotonic()
             result = await self._storm(stack, planned, rng, rabbit_node, database)
             figures = await self._quiesce_and_count(stack, store, smtp, planned)
+            figures["dead_letters"] = dead_letters(rabbit, vhost)
+            figures["database_outage_s"] = self.config.database_outage_s or 0
+            figures["commit"] = commit()
             figures.update(result)
             figures["duration_s"] = round(time.monotonic() - self._t0, 1)
             return figures
@@ -407,9 +413,10 @@ class Chaos:
                     self.rabbit_restarts += 1
                     self._event("rabbitmq: started again")
                 elif what == "restart database":
-                    self._event("ferretdb: SIGKILL")
+                    outage = self.config.database_outage_s or down
+                    self._event(f"ferretdb: SIGKILL, down {outage:.0f} s")
                     await asyncio.to_thread(database.kill)
-                    await asyncio.sleep(down)
+                    await asyncio.sleep(outage)
                     await asyncio.to_thread(database.start)
                     self.database_restarts += 1
                     self._event("ferretdb: started again")
@@ -666,6 +673,20 @@ def count(
     }
 
 
+def dead_letters(rabbit: RabbitServer, vhost: str) -> int:
+    """Messages left in the run's dead-letter queues (every one is a failure here)."""
+    queues = rabbit.api("GET", f"/api/queues/{urllib.parse.quote(vhost, '')}?columns=name,messages")
+    assert isinstance(queues, list)
+    return sum(int(q.get("messages") or 0) for q in queues if str(q["name"]).endswith(".dlq"))
+
+
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
+
+
 FAILING = (
     "lost",
     "duplicate_records",
@@ -675,6 +696,7 @@ FAILING = (
     "missing_mails",
     "extra_mails",
     "history_incomplete",
+    "dead_letters",
 )
 
 
@@ -699,6 +721,8 @@ def report(figures: dict[str, Any], out: Path) -> None:
         *FAILING[1:3],
         "history_incomplete",
         "calls_for_rejected",
+        "dead_letters",
+        "database_outage_s",
         "kills",
         "crashes",
         "rabbitmq_restarts",

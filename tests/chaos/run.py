@@ -31,6 +31,17 @@ def main() -> int:
     )
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per service")
     parser.add_argument("--quiesce-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--database-outage",
+        type=float,
+        default=None,
+        help="keep FerretDB down this many seconds (e.g. 600) instead of a short restart",
+    )
+    parser.add_argument(
+        "--no-rabbitmq-restart",
+        action="store_true",
+        help="leave the machine's RabbitMQ node alone (other clones use it)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/chaos.json")
     args = parser.parse_args()
     config = ChaosConfig(
@@ -39,6 +50,8 @@ def main() -> int:
         window_s=args.window if args.window is not None else 1.5 * args.emails,
         kills_per_service=args.kills,
         quiesce_timeout_s=args.quiesce_timeout,
+        database_outage_s=args.database_outage,
+        restart_rabbitmq=not args.no_rabbitmq_restart,
     )
     directory = REPO / "test-artifacts" / "chaos" / time.strftime("%Y%m%d-%H%M%S")
     chaos = Chaos(config, Servers.from_env(), directory)
@@ -47,6 +60,8 @@ def main() -> int:
         "emails": config.emails,
         "window_s": config.window_s,
         "kills_per_service": config.kills_per_service,
+        "database_outage_s": config.database_outage_s,
+        "restart_rabbitmq": config.restart_rabbitmq,
     }
     report(figures, args.out)
     bad = failures(figures)
