@@ -41,7 +41,7 @@ from typing import Protocol, TypeVar
 from prometheus_client import Counter
 
 from faxbox.shared.contracts import Message
-from faxbox.shared.policy import RetryLater
+from faxbox.shared.policy import RetryLater, is_infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,10 @@ class Outbox:
         while True:
             try:
                 await self.sweep(grace_s)
-            except Exception:
-                log.exception("outbox sweep failed; trying again next interval")
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    # An outage: the settling policy's wait already says so, once per try.
+                    log.warning("outbox sweep: %s; trying again next interval", exc)
+                else:
+                    log.exception("outbox sweep failed; trying again next interval")
             await asyncio.sleep(interval_s)
