@@ -47,6 +47,7 @@ import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -86,6 +87,8 @@ class ChaosConfig:
     # The database restart keeps FerretDB down this long instead of down_s: an outage
     # past every retry budget (the long run's 10 minutes), which must be waited out.
     database_outage_s: float | None = None
+    # The same for the RabbitMQ restart (the broker away as a whole).
+    broker_outage_s: float | None = None
     # How long a killed service (or a server) stays down before it is started again.
     down_s: tuple[float, float] = (0.5, 3.0)
     # Quiescent: every email has its outcome and mail, and nothing changed for settle_s.
@@ -204,18 +207,33 @@ def _run(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) ->
 
 
 class RabbitNode:
-    """The machine's RabbitMQ node (deploy/local/rabbitmq.sh): the app stopped and started."""
+    """The RabbitMQ broker the run uses, its app stopped and started: the machine's node
+    (deploy/local/rabbitmq.sh), or every node named in FAXBOX_CHAOS_RABBITMQ_NODES
+    (comma-separated, e.g. a local cluster's ``faxbox-1@host,...``: all of them, so the
+    broker is away as a whole)."""
 
     def __init__(self) -> None:
         self.stopped = False
+        names = os.environ.get("FAXBOX_CHAOS_RABBITMQ_NODES", "")
+        self.nodes = tuple(n.strip() for n in names.split(",") if n.strip())
+
+    def _each(self, *args: str, timeout_s: float) -> None:
+        commands = [
+            ["rabbitmqctl", "-q", *(["-n", node] if node else []), *args]
+            for node in (self.nodes or ("",))
+        ]
+        # At once: a cluster's nodes wait for each other's tables while starting.
+        with ThreadPoolExecutor(len(commands)) as pool:
+            for done in [pool.submit(_run, command, timeout_s) for command in commands]:
+                done.result()
 
     def stop(self) -> None:
         self.stopped = True
-        _run(["rabbitmqctl", "-q", "stop_app"], 120)
+        self._each("stop_app", timeout_s=120)
 
     def start(self) -> None:
-        _run(["rabbitmqctl", "-q", "start_app"], 180)
-        _run(["rabbitmqctl", "-q", "await_startup", "--timeout", "120"], 150)
+        self._each("start_app", timeout_s=300)
+        self._each("await_startup", "--timeout", "120", timeout_s=150)
         # start_app returns before every vhost runs again, and a vhost that failed to
         # recover stays down (541 on every connection to it, the chaos run's and any
         # later test's): the node is back only once every vhost runs and a new one can.
@@ -356,6 +374,7 @@ class Chaos:
             figures = await self._quiesce_and_count(stack, store, smtp, planned)
             figures["dead_letters"] = dead_letters(rabbit, vhost)
             figures["database_outage_s"] = self.config.database_outage_s or 0
+            figures["broker_outage_s"] = self.config.broker_outage_s or 0
             figures["commit"] = commit()
             figures.update(result)
             figures["duration_s"] = round(time.monotonic() - self._t0, 1)
@@ -406,9 +425,10 @@ class Chaos:
             for (at, what), down in zip(chaos, downs, strict=True):
                 await self._until(at)
                 if what == "restart rabbitmq":
-                    self._event("rabbitmq: stop_app")
+                    outage = self.config.broker_outage_s or down
+                    self._event(f"rabbitmq: stop_app, down {outage:.0f} s")
                     await asyncio.to_thread(rabbit_node.stop)
-                    await asyncio.sleep(down)
+                    await asyncio.sleep(outage)
                     await asyncio.to_thread(rabbit_node.start)
                     self.rabbit_restarts += 1
                     self._event("rabbitmq: started again")
@@ -723,6 +743,7 @@ def report(figures: dict[str, Any], out: Path) -> None:
         "calls_for_rejected",
         "dead_letters",
         "database_outage_s",
+        "broker_outage_s",
         "kills",
         "crashes",
         "rabbitmq_restarts",

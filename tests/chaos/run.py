@@ -38,6 +38,12 @@ def main() -> int:
         help="keep FerretDB down this many seconds (e.g. 600) instead of a short restart",
     )
     parser.add_argument(
+        "--broker-outage",
+        type=float,
+        default=None,
+        help="keep RabbitMQ stopped this many seconds (every node of FAXBOX_CHAOS_RABBITMQ_NODES)",
+    )
+    parser.add_argument(
         "--no-rabbitmq-restart",
         action="store_true",
         help="leave the machine's RabbitMQ node alone (other clones use it)",
@@ -51,6 +57,7 @@ def main() -> int:
         kills_per_service=args.kills,
         quiesce_timeout_s=args.quiesce_timeout,
         database_outage_s=args.database_outage,
+        broker_outage_s=args.broker_outage,
         restart_rabbitmq=not args.no_rabbitmq_restart,
     )
     directory = REPO / "test-artifacts" / "chaos" / time.strftime("%Y%m%d-%H%M%S")
@@ -61,6 +68,7 @@ def main() -> int:
         "window_s": config.window_s,
         "kills_per_service": config.kills_per_service,
         "database_outage_s": config.database_outage_s,
+        "broker_outage_s": config.broker_outage_s,
         "restart_rabbitmq": config.restart_rabbitmq,
     }
     report(figures, args.out)
