@@ -280,6 +280,8 @@ class Stack:
             "FAXBOX_SMTP_PORT": str(self.smtp_port),
             "FAXBOX_SMTP_SECURITY": "none",
             "FAXBOX_NOTIFICATION_LEASE_S": "10",
+            # history: a killed writer's turn passes on after 4 s, as the leases above
+            "FAXBOX_HISTORY_LEASE_TTL_S": "4",
             # transmitter
             "FAXBOX_TRANSMITTER_LEASE_S": "4",
             "FAXBOX_TRANSMITTER_BUSY_RETRY_S": "1",

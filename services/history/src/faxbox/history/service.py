@@ -5,20 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from functools import partial
 
 from pydantic import Field
 
 from faxbox.history.handlers import record_event
+from faxbox.history.single_writer import (
+    COLLECTION,
+    LEASE_NAME,
+    SingleWriter,
+    Turn,
+    always_writing,
+    needs_single_writer,
+    single_writer,
+)
 from faxbox.history.writer import BatchingRecorder, MongoHistoryWriter
 from faxbox.shared import runner
-from faxbox.shared.bus import Handler
+from faxbox.shared.bus import Consumer, Handler
 from faxbox.shared.contracts import Message
 from faxbox.shared.routing import subscriptions
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store, apply_retention
+from faxbox.shared.store.held import HeldLease
 from faxbox.shared.wiring import infrastructure
 
 log = logging.getLogger(__name__)
@@ -44,6 +57,16 @@ class Settings(ServiceSettings):
     )
     retention_interval_s: float = Field(
         default=3600.0, ge=0, description="How often months_to_keep is applied; 0 = never."
+    )
+    history_single_writer: SingleWriter = Field(
+        default="auto",
+        description=(
+            "One replica writes at a time (the others stand by): 'auto' on FerretDB, "
+            "whose updates are not atomic; 'on'; 'off'."
+        ),
+    )
+    history_lease_ttl_s: float = Field(
+        default=15.0, gt=0, description="How long a dead writer's turn lasts before a standby's."
     )
 
 
@@ -74,21 +97,46 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             contract: partial(record_event, recorder=recorder)
             for contract in subscriptions(SERVICE)
         }
-        consumer = infra.bus.consumer(SERVICE, handlers)
-        await consumer.start()
+        consumers: list[Consumer] = []
+
+        async def start() -> None:
+            consumers.append(infra.bus.consumer(SERVICE, handlers))
+            await consumers[-1].start()
+
+        async def stop(grace_s: float) -> None:
+            await consumers.pop().stop(grace_s)
+            # What is still unwritten goes back with its unacked message: to the next
+            # writer, never written by two at once.
+            await recorder.close()
+
+        # The queue exists before anyone consumes it: events wait there for the writer.
+        await infra.bus.declare_service(SERVICE)
+        turn: contextlib.AbstractAsyncContextManager[None]
+        if await needs_single_writer(infra.store, settings.history_single_writer):
+            lease = HeldLease(
+                infra.store.db[COLLECTION],
+                LEASE_NAME,
+                f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+                settings.history_lease_ttl_s,
+            )
+            # A short grace: the lease may be about to pass to another replica.
+            grace_s = min(settings.shutdown_grace_s, lease.ttl_s / 3)
+            turn = single_writer(lease, Turn(start, partial(stop, grace_s)))
+        else:
+            turn = always_writing(start, partial(stop, settings.shutdown_grace_s))
         retention: asyncio.Task[None] | None = None
         if settings.retention_interval_s > 0:
             retention = asyncio.create_task(
                 retention_loop(infra.store, settings.retention_interval_s)
             )
         try:
-            yield
+            async with turn:
+                yield
         finally:
             if retention is not None:
                 retention.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retention
-            await consumer.stop(settings.shutdown_grace_s)
             await recorder.close()
 
 

@@ -1,27 +1,16 @@
-"""One active poller per mailbox: a generation lease (``faxbox.shared.store.claims``).
-
-A standby takes the mailbox only by inserting the lease's next generation once the
-holder's expired, which one replica alone can do; the generation is the holder's
-fencing token: once a newer one exists, its renewals fail and it stops.
-
-The holder trusts its lease only until ``ttl_s`` after its last successful renewal,
-counted on its own monotonic clock from before the renew was sent, so it stops working
-before any standby can take over even if its renewals fail silently. Lease expiry is
-compared on the replicas' wall clocks: keep them NTP-synchronized (skew adds to the
-takeover time, or, beyond ``ttl_s``, lets two pollers overlap; the outbox still keeps
-that from publishing twice).
-"""
+"""One active poller per mailbox: a held generation lease (``faxbox.shared.store.held``)
+per mailbox; a standby takes the mailbox over once the holder's lease expired. Two
+pollers that overlap through clock skew still publish a mail once (the outbox)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from faxbox.shared.store.claims import GenerationLease, Held
+from faxbox.shared.store.held import HeldLease
 
 COLLECTION: Final = "mail_poller_leases"
 
@@ -33,7 +22,7 @@ def lease_name(mailbox: str) -> str:
     return mailbox.replace("%", "%25").replace("#", "%23")
 
 
-class MailboxLease:
+class MailboxLease(HeldLease):
     def __init__(
         self,
         db: AsyncDatabase[Doc],
@@ -43,47 +32,5 @@ class MailboxLease:
         *,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.lease = GenerationLease(
-            db[COLLECTION], lease_name(mailbox), timedelta(seconds=ttl_s), headless_chains=False
-        )
+        super().__init__(db[COLLECTION], lease_name(mailbox), holder, ttl_s, monotonic=monotonic)
         self.mailbox = mailbox
-        self.holder = holder
-        self.ttl_s = ttl_s
-        self._monotonic = monotonic
-        self._held: Held | None = None
-        self._valid_until = 0.0
-
-    @property
-    def held(self) -> bool:
-        """True while the last successful take/renew is younger than the TTL."""
-        return self._monotonic() < self._valid_until
-
-    async def try_acquire(self) -> bool:
-        """Take or renew the lease; False if another replica holds a live one."""
-        sent_at = self._monotonic()
-        held = None if self._held is None else await self.lease.renew(self._held)
-        if held is None:
-            held = await self.lease.acquire(self.holder)
-        self._held = held
-        if held is None:
-            self._valid_until = 0.0
-            return False
-        self._valid_until = sent_at + self.ttl_s
-        return True
-
-    async def release(self) -> None:
-        """Give the lease up (graceful stop) so a standby takes over at once."""
-        self._valid_until = 0.0
-        held, self._held = self._held, None
-        if held is not None:
-            await self.lease.release(held)
-
-    async def current_holder(self) -> str | None:
-        doc = await self.lease.current()
-        if doc is None:
-            return None
-        expires_at: datetime = doc["expires_at"]
-        if expires_at.replace(tzinfo=expires_at.tzinfo or UTC) <= datetime.now(UTC):
-            return None
-        holder = doc.get("holder")
-        return holder if isinstance(holder, str) else None
