@@ -57,7 +57,17 @@ from typing import Any, Literal
 from faxbox.demo.document import demo_pdf
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Store
-from tests.e2e.stack import ALICE, BOB, REALM, SERVICES, Mailbox, SmtpCapture, Stack
+from tests.e2e.stack import (
+    ALICE,
+    BOB,
+    REALM,
+    REPLICABLE,
+    SERVICES,
+    Mailbox,
+    SmtpCapture,
+    Stack,
+    service_of,
+)
 from tests.support import ImapServer, RabbitServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +94,9 @@ class ChaosConfig:
     kills_per_service: int = 1
     restart_rabbitmq: bool = True
     restart_database: bool = True
+    # Replicas of every service that can run twice here (tests/e2e/stack.py REPLICABLE):
+    # claims, leases and the outbox race for real.
+    replicas: int = 2
     # The database restart keeps FerretDB down this long instead of down_s: an outage
     # past every retry budget (the long run's 10 minutes), which must be waited out.
     database_outage_s: float | None = None
@@ -360,6 +373,7 @@ class Chaos:
             smtp_port=smtp.port,
             directory=self.directory,
             extra_env={"FAXBOX_VALIDATOR_AUTHSERV_IDS": f'["{MTA_AUTHSERV_ID}"]'},
+            replicas={name: self.config.replicas for name in REPLICABLE},
         )
         _say(f"stack directory (one log per service): {self.directory}")
         smtp.start()
@@ -375,6 +389,7 @@ class Chaos:
             figures["dead_letters"] = dead_letters(rabbit, vhost)
             figures["database_outage_s"] = self.config.database_outage_s or 0
             figures["broker_outage_s"] = self.config.broker_outage_s or 0
+            figures["processes"] = list(stack.processes)
             figures["commit"] = commit()
             figures.update(result)
             figures["duration_s"] = round(time.monotonic() - self._t0, 1)
@@ -405,7 +420,8 @@ class Chaos:
         times = sorted(rng.uniform(0, window) for _ in planned)
         chaos: list[tuple[float, str]] = [
             (rng.uniform(0.05, 0.95) * window, f"kill {name}")
-            for name in CHAOS_SERVICES
+            for name in stack.processes
+            if service_of(name) in CHAOS_SERVICES
             for _ in range(self.config.kills_per_service)
         ]
         if self.config.restart_rabbitmq:

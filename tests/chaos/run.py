@@ -29,7 +29,10 @@ def main() -> int:
     parser.add_argument(
         "--window", type=float, default=None, help="seconds to append over (default 1.5/email)"
     )
-    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per service")
+    parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per process")
+    parser.add_argument(
+        "--replicas", type=int, default=2, help="processes per service that can run twice"
+    )
     parser.add_argument("--quiesce-timeout", type=float, default=600.0)
     parser.add_argument(
         "--database-outage",
@@ -57,6 +60,7 @@ def main() -> int:
         kills_per_service=args.kills,
         quiesce_timeout_s=args.quiesce_timeout,
         database_outage_s=args.database_outage,
+        replicas=args.replicas,
         broker_outage_s=args.broker_outage,
         restart_rabbitmq=not args.no_rabbitmq_restart,
     )
@@ -67,6 +71,7 @@ def main() -> int:
         "emails": config.emails,
         "window_s": config.window_s,
         "kills_per_service": config.kills_per_service,
+        "replicas": config.replicas,
         "database_outage_s": config.database_outage_s,
         "broker_outage_s": config.broker_outage_s,
         "restart_rabbitmq": config.restart_rabbitmq,

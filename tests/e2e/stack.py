@@ -49,9 +49,21 @@ SERVICES: tuple[str, ...] = (
     "validator",
     "mail_poller",
 )
+# Services that may run as several replicas here (inbound has one SIP port, pstn-sim is
+# the carrier).
+REPLICABLE = frozenset(SERVICES) - {"inbound", "pstn_sim"}
 REALM = "e2e.faxbox.test"
 ALICE = DemoUser("alice@faxbox.test", "+16465550101", "ALICE E2E", "e2e-password", Role.USER)
 BOB = DemoUser("bob@faxbox.test", "+16465550102", "BOB E2E", "e2e-password", Role.USER)
+
+
+def replica_name(service: str, index: int) -> str:
+    """A process's name: the service's own for the first replica, ``<service>.<n>`` after."""
+    return service if index == 1 else f"{service}.{index}"
+
+
+def service_of(process: str) -> str:
+    return process.partition(".")[0]
 
 
 async def eventually(
@@ -254,6 +266,22 @@ class Stack:
     pstn_http_port: int = field(default_factory=free_port)
     inbound_sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
     restarts: dict[str, int] = field(default_factory=dict)
+    # Replicas per service (REPLICABLE ones), 1 when not named.
+    replicas: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        many = {name for name, n in self.replicas.items() if n > 1}
+        if many - REPLICABLE:
+            raise ValueError(f"only {sorted(REPLICABLE)} run as replicas here")
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """Every process of the stack, in start order: replicas after their first."""
+        return tuple(
+            replica_name(name, i)
+            for name in self.services
+            for i in range(1, self.replicas.get(name, 1) + 1)
+        )
 
     @property
     def pstn_url(self) -> str:
@@ -309,6 +337,9 @@ class Stack:
             ),
         }
         env.update(self.extra_env)
+        if name != service_of(name):  # a second replica: its own spool
+            for key in ("FAXBOX_TRANSMITTER_SPOOL_DIR", "FAXBOX_INBOUND_SPOOL_DIR"):
+                env[key] = f"{env[key]}.{name.partition('.')[2]}"
         return env
 
     def log_path(self, name: str) -> Path:
@@ -321,7 +352,7 @@ class Stack:
     def start(self, name: str) -> None:
         log = self.log_path(name).open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"faxbox.{name}"],
+            [sys.executable, "-m", f"faxbox.{service_of(name)}"],
             env=self.env(name),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -329,7 +360,7 @@ class Stack:
         log.close()
 
     def _ready_marks(self, name: str) -> int:
-        mark = "control API on" if name == "pstn_sim" else "service ready"
+        mark = "control API on" if service_of(name) == "pstn_sim" else "service ready"
         return self.log_of(name).count(mark)
 
     async def wait_ready(self, name: str, starts: int = 1, timeout_s: float = 60) -> None:
@@ -345,9 +376,9 @@ class Stack:
 
     async def start_all(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        for name in self.services:
+        for name in self.processes:
             self.start(name)
-        for name in self.services:
+        for name in self.processes:
             await self.wait_ready(name)
 
     async def restart(self, name: str) -> None:
