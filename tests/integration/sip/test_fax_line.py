@@ -18,7 +18,8 @@ import pytest
 from faxbox.fax.line import LineResult, LineSettings, receive, send
 from faxbox.fax.line.contract import fax_failure
 from faxbox.fax.session import CallSettings, FaxEngine, T38Session
-from faxbox.fax.sip.dialog import Call, IncomingCall
+from faxbox.fax.sip.dialog import Call
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.message import SipRequest, parse_message
 from faxbox.fax.sip.sdp import MediaKind
 from faxbox.fax.sip.ua import UserAgent

@@ -20,7 +20,8 @@ import pytest
 from faxbox.fax.line.pump import SessionFactory, run_fax_over_call
 from faxbox.fax.outcome import FailureClass, FaxOutcome
 from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
-from faxbox.fax.sip.dialog import Call, EventKind, IncomingCall
+from faxbox.fax.sip.dialog import Call, EventKind
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.sdp import MediaKind
 from faxbox.fax.sip.ua import UserAgent
 

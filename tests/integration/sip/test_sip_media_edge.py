@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from faxbox.fax.sip.dialog import IncomingCall
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.rtp import RtpPacket, RtpStream, g711_encode
 from faxbox.fax.sip.sdp import PCMU
 from faxbox.fax.sip.transport import SocketClosed

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from faxbox.fax.sip.dialog import EventKind, IncomingCall
+from faxbox.fax.sip.dialog import EventKind
 from faxbox.fax.sip.digest import Credentials, parse_auth_params
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.message import SipRequest, parse_message
 from faxbox.fax.sip.sdp import PCMA
 from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent

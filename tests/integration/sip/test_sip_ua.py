@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from faxbox.fax.sip.dialog import CallEnded, EventKind, IncomingCall
+from faxbox.fax.sip.dialog import CallEnded, EventKind
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.message import SipRequest, SipResponse, parse_message
 from faxbox.fax.sip.rtp import g711_decode, g711_encode
 from faxbox.fax.sip.sdp import PCMA, PCMU

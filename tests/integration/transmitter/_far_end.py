@@ -19,7 +19,8 @@ from pathlib import Path
 from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
-from faxbox.fax.sip.dialog import Call, IncomingCall
+from faxbox.fax.sip.dialog import Call
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.sdp import MediaKind
 from faxbox.fax.sip.ua import UserAgent
 

@@ -30,6 +30,7 @@ COMPACT_FORMS = {
     "o": "Event",
     "r": "Refer-To",
     "u": "Allow-Events",
+    "x": "Session-Expires",
 }
 
 _CANONICAL = {
@@ -62,11 +63,21 @@ _CANONICAL = {
         "Allow-Events",
         "Expires",
         "Warning",
+        "Require",
+        "Proxy-Require",
+        "Unsupported",
+        "RSeq",
+        "RAck",
+        "Session-Expires",
+        "Min-SE",
+        "Retry-After",
     )
 }
 # Headers whose values may be comma-joined lists (RFC 3261 7.3.1); never split the others
 # (From/To display names and the auth headers contain commas of their own).
-_LIST_HEADERS = frozenset({"via", "contact", "route", "record-route", "allow", "supported"})
+_LIST_HEADERS = frozenset(
+    {"via", "contact", "route", "record-route", "allow", "supported", "require", "unsupported"}
+)
 
 
 class SipParseError(ValueError):
@@ -165,6 +176,12 @@ class Headers:
             if n.lower() == key:
                 out.extend(split_list(v) if key in _LIST_HEADERS else [v])
         return out
+
+    def tokens(self, name: str) -> set[str]:
+        """The lower-cased option tags or methods of a list header (Supported, Allow)."""
+        return {
+            v.split(";")[0].strip().lower() for v in self.get_all(name) if v.split(";")[0].strip()
+        }
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
@@ -272,14 +289,22 @@ REASONS = {
     180: "Ringing",
     183: "Session Progress",
     200: "OK",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     407: "Proxy Authentication Required",
     408: "Request Timeout",
     480: "Temporarily Unavailable",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
     481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
     484: "Address Incomplete",
     486: "Busy Here",
     487: "Request Terminated",
@@ -287,7 +312,9 @@ REASONS = {
     491: "Request Pending",
     500: "Server Internal Error",
     503: "Service Unavailable",
+    504: "Server Time-out",
     603: "Decline",
+    606: "Not Acceptable",
 }
 
 

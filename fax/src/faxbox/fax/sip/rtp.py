@@ -26,6 +26,7 @@ import numpy.typing as npt
 from prometheus_client import Counter
 
 from faxbox.fax.sip.latch import SourceLatch
+from faxbox.fax.sip.ports import PortRange
 from faxbox.fax.sip.sdp import PCMA, PCMU
 from faxbox.fax.sip.transport import DatagramEndpoint, SocketClosed
 
@@ -331,10 +332,20 @@ class RtpStream(DatagramEndpoint):
 
     @classmethod
     async def open(
-        cls, host: str, port: int = 0, *, pace: float = 1.0, jitter_prefill: int | None = None
+        cls,
+        host: str,
+        port: int = 0,
+        *,
+        pace: float = 1.0,
+        jitter_prefill: int | None = None,
+        ports: PortRange | None = None,
     ) -> RtpStream:
+        """A stream bound to ``port``, or to an even port of ``ports`` when given."""
         stream = cls(pace, jitter_prefill)
-        await stream.bind(host, port)
+        if ports is not None and not port:
+            await stream.bind_in(host, ports, even=True)
+        else:
+            await stream.bind(host, port)
         return stream
 
     @property

@@ -224,17 +224,32 @@ def choose_codec(offer: MediaDescription, supported: Iterable[int] = (PCMU, PCMA
     return None
 
 
+NO_EC = "t38UDPNoEC"
+REDUNDANCY = "t38UDPRedundancy"
+FEC = "t38UDPFEC"
+REDUNDANT_COPIES = 3  # earlier IFPs repeated in each UDPTL packet with t38UDPRedundancy
+
+
 def answer_t38(offer: T38Params, ours: T38Params | None = None) -> T38Params:
-    """Our answer to a T.38 offer: the lower version and datagram size, their rate management."""
+    """Our answer to a T.38 offer: the lower version and bit rate, their rate management,
+    our datagram size (what we can take in), and error recovery no stronger than either
+    side's: no EC if either wants none; redundancy otherwise (an FEC offer too: the
+    answerer may step down to redundancy, and we do not encode FEC)."""
     mine = ours or T38Params()
+    udp_ec = NO_EC if NO_EC in (offer.udp_ec, mine.udp_ec) else REDUNDANCY
     return T38Params(
         version=min(offer.version, mine.version),
         max_bit_rate=min(offer.max_bit_rate, mine.max_bit_rate),
         rate_management=offer.rate_management,
         max_buffer=mine.max_buffer,
         max_datagram=mine.max_datagram,
-        udp_ec="t38UDPRedundancy" if offer.udp_ec != "t38UDPNoEC" else "t38UDPNoEC",
+        udp_ec=udp_ec,
     )
+
+
+def redundancy_for(udp_ec: str) -> int:
+    """How many earlier IFPs each UDPTL packet we send repeats under ``udp_ec``."""
+    return 0 if udp_ec == NO_EC else REDUNDANT_COPIES
 
 
 def sdp_of(message: SipMessage) -> SessionDescription | None:

@@ -4,7 +4,9 @@ Reliability over UDP is the RFC 3261 timer scheme kept simple: requests are rese
 T1, 2·T1, ... (non-INVITE capped at T2) until a response arrives or 64·T1 passes (then
 the transaction reports a 408 of its own); final responses to INVITE are resent the
 same way until the ACK arrives; a retransmitted request is answered with the last
-response sent for it. Transactions are kept 64·T1 after they end to absorb late
+response sent for it. Over TCP and TLS nothing is resent (the transport is reliable),
+and a connection that cannot be made fails the transactions waiting on it at once with
+a 503 of our own (§8.1.3.1). Transactions are kept 64·T1 after they end to absorb late
 retransmissions, keyed by the top Via's branch and the method.
 
 ``TransactionLayer`` owns both tables and the timers; it sends through the function it
@@ -21,7 +23,7 @@ import logging
 from collections.abc import Callable
 
 from faxbox.fax.sip.message import REASONS, SipRequest, SipResponse
-from faxbox.fax.sip.transport import Address
+from faxbox.fax.sip.transport import Hop
 
 log = logging.getLogger("faxbox.fax.sip.transaction")
 
@@ -29,7 +31,7 @@ T1 = 0.5  # RFC 3261 round-trip estimate
 T2 = 4.0
 
 Key = tuple[str, str]  # (top Via branch, method)
-Send = Callable[[bytes, Address], None]
+Send = Callable[[bytes, Hop], None]
 
 
 class TransactionLayer:
@@ -57,19 +59,25 @@ class TransactionLayer:
         """64·T1: how long a transaction may take, and how long it is remembered after."""
         return 64 * self.t1
 
-    def client(self, request: SipRequest, addr: Address) -> ClientTransaction:
-        """Send ``request`` to ``addr`` and keep resending it until answered."""
+    def client(self, request: SipRequest, hop: Hop) -> ClientTransaction:
+        """Send ``request`` to ``hop`` and keep resending it (over UDP) until answered."""
         request.headers.set("User-Agent", self.product)
-        tx = ClientTransaction(self, request, addr)
+        tx = ClientTransaction(self, request, hop)
         self._clients[tx.key] = tx
         return tx
 
-    def server(self, request: SipRequest, addr: Address) -> ServerTransaction:
+    def server(self, request: SipRequest, hop: Hop) -> ServerTransaction:
         """A new server transaction for ``request``: build with ``response``, send with
         ``respond``."""
-        tx = ServerTransaction(self, request, addr)
+        tx = ServerTransaction(self, request, hop)
         self._servers[tx.key] = tx
         return tx
+
+    def transport_failed(self, hop: Hop, reason: str) -> None:
+        """``hop`` cannot be reached: its unanswered transactions end with a 503 of ours."""
+        for tx in list(self._clients.values()):
+            if tx.hop == hop and not tx.got_response:
+                tx.fail(503, f"Service Unavailable ({reason})")
 
     def on_response(self, response: SipResponse) -> None:
         tx = self._clients.get((response.top_via.branch, response.cseq.method))
@@ -114,14 +122,15 @@ class TransactionLayer:
 class ClientTransaction:
     """One request we sent: its retransmissions and the responses it gets."""
 
-    def __init__(self, layer: TransactionLayer, request: SipRequest, addr: Address) -> None:
+    def __init__(self, layer: TransactionLayer, request: SipRequest, hop: Hop) -> None:
         self.layer = layer
         self.request = request
-        self.addr = addr
+        self.hop = hop
         self.invite = request.method == "INVITE"
         self.key = (request.top_via.branch, request.method)
         self.responses: asyncio.Queue[SipResponse] = asyncio.Queue()
         self.got_response = False
+        self.remote_answered = False  # a response came from the network (not one of ours)
         self.final: SipResponse | None = None
         self.ack: bytes | None = None
         self._task = asyncio.create_task(self._retransmit())
@@ -136,15 +145,17 @@ class ClientTransaction:
         data = self.request.serialize()
         interval = layer.t1
         deadline = asyncio.get_running_loop().time() + layer.timeout
-        layer.send(data, self.addr)
+        layer.send(data, self.hop)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(layer.timeout if self.hop.reliable else interval)
             if self.final is not None:
                 return
             if asyncio.get_running_loop().time() >= deadline:
                 if not self.got_response:
                     self.responses.put_nowait(timeout_response(self.request))
                 return
+            if self.hop.reliable:
+                continue
             if self.invite:
                 if self.got_response:
                     continue  # provisional received: wait for the final (timer C is ours)
@@ -153,14 +164,15 @@ class ClientTransaction:
                 interval = layer.t2  # timer E after a provisional
             else:
                 interval = min(interval * 2, layer.t2)
-            layer.send(data, self.addr)
+            layer.send(data, self.hop)
 
     def on_response(self, response: SipResponse) -> None:
         self.got_response = True
+        self.remote_answered = True
         if response.status >= 200:
             if self.final is not None:  # a retransmitted final response
                 if self.ack is not None:
-                    self.layer.send(self.ack, self.addr)
+                    self.layer.send(self.ack, self.hop)
                 elif self.invite:  # 2xx: the dialog ACKs it (13.2.2.4)
                     self.layer.on_stray_2xx(response)
                 return
@@ -168,7 +180,7 @@ class ClientTransaction:
             if self.invite and response.status >= 300:
                 # ACK for a non-2xx final response belongs to the transaction (17.1.1.3).
                 self.ack = _ack_for_failure(self.request, response).serialize()
-                self.layer.send(self.ack, self.addr)
+                self.layer.send(self.ack, self.hop)
             # Keep the entry for 32 s (timer D/K) to absorb retransmissions.
             self.layer.forget_later(self.key, client=True)
         self.responses.put_nowait(response)
@@ -192,9 +204,22 @@ class ClientTransaction:
         """Stop retransmitting (the entry stays to match late responses)."""
         self._task.cancel()
 
+    def fail(self, status: int, reason: str) -> None:
+        """End unanswered with a final response of our own (a transport error)."""
+        if self.final is not None:
+            return
+        self._task.cancel()
+        response = timeout_response(self.request, status, reason)
+        self.final = response
+        self.got_response = True
+        self.layer.forget_later(self.key, client=True)
+        self.responses.put_nowait(response)
 
-def timeout_response(request: SipRequest) -> SipResponse:
-    response = SipResponse(status=408, reason="Request Timeout")
+
+def timeout_response(
+    request: SipRequest, status: int = 408, reason: str = "Request Timeout"
+) -> SipResponse:
+    response = SipResponse(status=status, reason=reason)
     response.headers = request.headers.copy()
     return response
 
@@ -207,16 +232,18 @@ def _ack_for_failure(invite: SipRequest, response: SipResponse) -> SipRequest:
     ack.headers.add("To", response.headers.get("To") or "")
     ack.headers.add("Call-ID", invite.call_id)
     ack.headers.add("CSeq", f"{invite.cseq.number} ACK")
+    for route in invite.headers.get_all("Route"):  # §17.1.1.3: the INVITE's Route set
+        ack.headers.add("Route", route)
     return ack
 
 
 class ServerTransaction:
     """Remembers the last response to a request; resends final INVITE responses until ACK."""
 
-    def __init__(self, layer: TransactionLayer, request: SipRequest, addr: Address) -> None:
+    def __init__(self, layer: TransactionLayer, request: SipRequest, hop: Hop) -> None:
         self.layer = layer
         self.request = request
-        self.addr = addr
+        self.hop = hop
         self.key = (request.top_via.branch, request.method)
         self.last: bytes | None = None
         self.final_status: int | None = None
@@ -244,6 +271,9 @@ class ServerTransaction:
         response.headers.add("To", str(to))
         response.headers.add("Call-ID", request.call_id)
         response.headers.add("CSeq", str(request.cseq))
+        if 100 < status < 300:  # §12.1.1: a dialog's route set comes back to the caller
+            for record_route in request.headers.get_all("Record-Route"):
+                response.headers.add("Record-Route", record_route)
         response.headers.add("Server", self.layer.product)
         if body:
             response.headers.add("Content-Type", "application/sdp")
@@ -252,7 +282,7 @@ class ServerTransaction:
 
     def respond(self, response: SipResponse) -> None:
         self.last = response.serialize()
-        self.layer.send(self.last, self.addr)
+        self.layer.send(self.last, self.hop)
         if response.status >= 200 and self.final_status is None:
             self.final_status = response.status
             if self.request.method == "INVITE":
@@ -271,8 +301,8 @@ class ServerTransaction:
                     await asyncio.wait_for(self.acked.wait(), interval)
                 if self.acked.is_set():
                     return
-                if self.last is not None:
-                    layer.send(self.last, self.addr)
+                if self.last is not None and not self.hop.reliable:
+                    layer.send(self.last, self.hop)
                 interval = min(interval * 2, layer.t2)
             log.info("no ACK for %s %s", self.final_status, self.request.call_id)
         finally:
@@ -280,7 +310,7 @@ class ServerTransaction:
 
     def retransmitted(self) -> None:
         if self.last is not None:
-            self.layer.send(self.last, self.addr)
+            self.layer.send(self.last, self.hop)
 
     def cancel(self) -> None:
         if self._task is not None:

@@ -1,14 +1,16 @@
-"""How SIP messages and media reach the network: UDP sockets and the SIP transport.
+"""How SIP messages and media reach the network: UDP sockets, hops, the SIP transport.
 
 ``DatagramEndpoint`` is one bound UDP socket; every datagram that arrives is handed to
 its ``datagram`` method, looked up per datagram so that a simulator or a test can wrap
 it on one instance (packet loss, delay). The RTP and UDPTL streams are endpoints.
 
-``Transport`` is what a user agent sends its SIP messages through and receives them
-from: it knows its local address and the token for the Via header. ``UdpTransport`` is
-the one we have: one socket, one message per datagram, responses sent back to where the
-request came from (rport style). A stream transport (TCP, TLS) fits the same shape: it
-frames messages by Content-Length and hands each to the same ``on_message`` callback.
+A ``Hop`` is where one SIP message goes (or came from): a transport token (UDP, TCP,
+TLS) and an address. ``Transport`` is what a user agent sends its SIP messages through
+and receives them from: it knows its local address and its Via token. ``UdpTransport``
+is one socket, one message per datagram; responses go back to where the request came
+from (rport style). The stream transports (TCP, TLS) are ``faxbox.fax.sip.stream``:
+they frame messages by Content-Length and hand each to the same ``on_message``
+callback, with the hop that answers on the connection it came in on.
 """
 
 from __future__ import annotations
@@ -16,12 +18,55 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from faxbox.fax.sip.ports import PortRange
 
 log = logging.getLogger("faxbox.fax.sip.transport")
 
 Address = tuple[str, int]
-MessageHandler = Callable[[bytes, Address], None]
+
+UDP = "UDP"
+TCP = "TCP"
+TLS = "TLS"
+TRANSPORTS = (UDP, TCP, TLS)
+DEFAULT_PORTS = {UDP: 5060, TCP: 5060, TLS: 5061}
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """The next hop of a message: transport token and address.
+
+    ``tls_name`` is the name a TLS peer's certificate must carry (the host we looked up,
+    not the address it resolved to); ``tcp_allowed`` says whether a UDP hop may switch to
+    TCP for a large message (RFC 3261 §18.1.1). Neither takes part in equality, so the
+    hop of a received message matches the one we send on.
+    """
+
+    transport: str
+    host: str
+    port: int
+    tls_name: str | None = field(default=None, compare=False)
+    tcp_allowed: bool = field(default=True, compare=False)
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != UDP
+
+    def over(self, transport: str) -> Hop:
+        return Hop(transport, self.host, self.port, self.tls_name, self.tcp_allowed)
+
+    def __str__(self) -> str:
+        return f"{self.transport.lower()}:{self.host}:{self.port}"
+
+
+MessageHandler = Callable[[bytes, Hop], None]
+FailureHandler = Callable[[Hop, str], None]
 
 
 class SocketClosed(ConnectionError):
@@ -44,6 +89,7 @@ class DatagramEndpoint:
     """One UDP socket: ``bind`` it, ``sendto`` through it, receive in ``datagram``."""
 
     _transport: asyncio.DatagramTransport | None = None
+    _range: PortRange | None = None
 
     def datagram(self, data: bytes, addr: Address) -> None:
         raise NotImplementedError
@@ -53,6 +99,14 @@ class DatagramEndpoint:
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=(host, port)
         )
+
+    async def bind_in(self, host: str, ports: PortRange | None, *, even: bool = False) -> None:
+        """Bind to a free port of ``ports`` (None: any port); it goes back on close."""
+        if ports is None:
+            await self.bind(host, 0)
+            return
+        await ports.bind(lambda port: self.bind(host, port), even=even)
+        self._range = ports
 
     @property
     def local_port(self) -> int:
@@ -71,7 +125,11 @@ class DatagramEndpoint:
 
     def close_socket(self) -> None:
         if self._transport is not None:
+            port = self.local_port
             self._transport.close()
+            if self._range is not None:
+                self._range.release(port)
+                self._range = None
 
 
 class Transport(Protocol):
@@ -91,7 +149,7 @@ class Transport(Protocol):
     @property
     def is_open(self) -> bool: ...
 
-    def send(self, data: bytes, addr: Address) -> None: ...
+    def send(self, data: bytes, hop: Hop) -> None: ...
 
     def close(self) -> None: ...
 
@@ -99,7 +157,7 @@ class Transport(Protocol):
 class UdpTransport(DatagramEndpoint):
     """SIP over one UDP socket: one message per datagram, in and out."""
 
-    name = "UDP"
+    name = UDP
 
     def __init__(self, host: str, on_message: MessageHandler) -> None:
         self.host = host
@@ -118,11 +176,11 @@ class UdpTransport(DatagramEndpoint):
         return self.socket_open
 
     def datagram(self, data: bytes, addr: Address) -> None:
-        self.on_message(data, addr)
+        self.on_message(data, Hop(UDP, addr[0], addr[1]))
 
-    def send(self, data: bytes, addr: Address) -> None:
+    def send(self, data: bytes, hop: Hop) -> None:
         if self.socket_open:  # closed: what is left to send is dropped
-            self.sendto(data, addr)
+            self.sendto(data, hop.address)
 
     def close(self) -> None:
         self.close_socket()

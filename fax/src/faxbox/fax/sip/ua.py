@@ -1,94 +1,62 @@
-"""The SIP user agent (RFC 3261 subset): calls out and in over one transport.
+"""The SIP user agent (RFC 3261 subset): calls out and in over UDP, TCP and TLS.
 
-One ``UserAgent`` owns one ``Transport`` (UDP), one ``TransactionLayer`` and the table of
-its dialogs. It can ``dial`` (INVITE, provisional responses, 200 → ACK; failures as
-``CallFailed``; CANCEL when nobody answers in time; digest auth on 401/407) and
-``listen`` for incoming INVITEs (the handler answers or rejects an ``IncomingCall``).
-Every message in is parsed here and routed: responses to their transaction, requests to
-a transaction (retransmissions), a dialog (ACK, BYE, re-INVITE) or a new call. No
-proxies, no Route sets, no PRACK: this talks to one trunk or peer directly.
+One ``UserAgent`` owns its transports (UDP always; TCP and TLS when asked for), one
+``TransactionLayer`` and the table of its dialogs. It can ``dial`` (``outgoing``: the
+INVITE with digest, PRACK, 3xx, 422, DNS failover, CANCEL) and ``listen`` for incoming
+INVITEs (the handler answers or rejects an ``IncomingCall``). Every message in is parsed
+here and routed: responses to their transaction, requests to a transaction
+(retransmissions), a dialog (ACK, BYE, re-INVITE, UPDATE, PRACK of an early dialog) or
+a new call.
+
+Addresses: the UA binds to ``host``; Via, Contact and SDP show ``advertised_address``
+when one is set (a public address in front of a NAT), else ``host``. Media streams
+take their ports from ``media_ports`` when given (a fixed range a firewall can open),
+else any free port. Our Via names the transport each request goes on, and our Contact
+carries ``transport=tcp|tls`` for a dialog over a stream. A request over UDP that is
+larger than 1300 bytes goes over TCP instead when the UA has TCP and the hop allows it
+(RFC 3261 §18.1.1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
-from faxbox.fax.sip.dialog import ALLOW, Call, IncomingCall
-from faxbox.fax.sip.digest import Credentials, digest_authorization
+from faxbox.fax.sip.dialog import ALLOW, Call
+from faxbox.fax.sip.digest import Credentials
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.message import (
-    NameAddr,
     SipParseError,
     SipRequest,
     SipResponse,
-    SipUri,
     Via,
     new_branch,
-    new_call_id,
     new_tag,
     parse_message,
 )
-from faxbox.fax.sip.rtp import RtpStream
-from faxbox.fax.sip.sdp import PCMA, PCMU, SessionDescription, audio_media, choose_codec, sdp_of
+from faxbox.fax.sip.outgoing import CallFailed as CallFailed
+from faxbox.fax.sip.outgoing import Dialling, place_call
+from faxbox.fax.sip.outgoing import FailureKind as FailureKind
+from faxbox.fax.sip.ports import PortRange
+from faxbox.fax.sip.resolve import ResolveError, Resolver
+from faxbox.fax.sip.sdp import PCMA, PCMU, T38Params
+from faxbox.fax.sip.session_timer import SessionTimerSettings
+from faxbox.fax.sip.stream import StreamTransport, TlsSettings
 from faxbox.fax.sip.transaction import T1, T2, ClientTransaction, TransactionLayer
-from faxbox.fax.sip.transport import Address, Transport, UdpTransport
+from faxbox.fax.sip.transport import TCP, TLS, UDP, Address, Hop, Transport, UdpTransport
 
 log = logging.getLogger("faxbox.fax.sip")
 
-
-class FailureKind(StrEnum):
-    BUSY = "busy"
-    NO_ANSWER = "no_answer"
-    BAD_NUMBER = "bad_number"
-    UNAVAILABLE = "unavailable"  # 503 and other server trouble: try again later
-    REJECTED = "rejected"  # 403, 603, failed authentication
-    OTHER = "other"
-
-
-_KIND_BY_STATUS = {
-    486: FailureKind.BUSY,
-    600: FailureKind.BUSY,
-    408: FailureKind.NO_ANSWER,
-    480: FailureKind.NO_ANSWER,
-    487: FailureKind.NO_ANSWER,
-    404: FailureKind.BAD_NUMBER,
-    484: FailureKind.BAD_NUMBER,
-    410: FailureKind.BAD_NUMBER,
-    604: FailureKind.BAD_NUMBER,
-    500: FailureKind.UNAVAILABLE,
-    502: FailureKind.UNAVAILABLE,
-    503: FailureKind.UNAVAILABLE,
-    504: FailureKind.UNAVAILABLE,
-    401: FailureKind.REJECTED,
-    403: FailureKind.REJECTED,
-    407: FailureKind.REJECTED,
-    603: FailureKind.REJECTED,
-}
-
-
-class CallFailed(Exception):
-    """The INVITE ended without a call: the final status and reason phrase."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
-
-    @property
-    def kind(self) -> FailureKind:
-        return _KIND_BY_STATUS.get(self.status, FailureKind.OTHER)
-
+UDP_MAX_BYTES = 1300  # RFC 3261 §18.1.1: larger requests go over TCP
 
 Handler = Callable[[IncomingCall], Awaitable[None]]
 
 
 class UserAgent:
-    """SIP over one transport: ``dial`` out, ``listen`` for calls in.
+    """SIP over UDP (and TCP/TLS): ``dial`` out, ``listen`` for calls in.
 
     ``pace`` is the media clock for all its calls (1.0 real time, N: N times faster,
     0: unpaced lock-step audio; see ``rtp``). ``t1``/``t2`` are the RFC 3261 timers.
@@ -109,6 +77,12 @@ class UserAgent:
         accept_t38: bool = True,
         jitter_prefill: int | None = None,
         user_agent: str = "Faxbox",
+        advertised_address: str | None = None,
+        media_ports: PortRange | None = None,
+        session_timer: SessionTimerSettings | None = None,
+        prefer_100rel: bool = False,
+        t38: T38Params | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.host = host
         self.port = 0
@@ -117,23 +91,78 @@ class UserAgent:
         self.credentials = credentials
         self.accept_t38 = accept_t38
         self.jitter_prefill = jitter_prefill
-        self.transport: Transport | None = None
+        self.advertised_address = advertised_address
+        self.media_ports = media_ports
+        self.session_timer = session_timer or SessionTimerSettings()
+        self.prefer_100rel = prefer_100rel
+        self.t38 = t38 or T38Params()
+        self.transports: dict[str, Transport] = {}
+        self.resolver = resolver or Resolver()
         self.transactions = TransactionLayer(
             self.send, t1=t1, t2=t2, product=user_agent, on_stray_2xx=self._on_stray_2xx
         )
         self._handler: Handler | None = None
         self._incoming: dict[str, IncomingCall] = {}  # by INVITE branch
+        self._early: dict[tuple[str, str], IncomingCall] = {}  # by (Call-ID, our tag)
         self._calls: dict[tuple[str, str], Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent: list[bytes] = []  # the last messages sent and received, for tests/debugging
         self.received: list[bytes] = []
 
     @classmethod
-    async def start(cls, host: str = "127.0.0.1", port: int = 0, **options: Any) -> UserAgent:
-        """A user agent listening on host:port (0: a free port); options as for __init__."""
+    async def start(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        transports: tuple[str, ...] = (UDP,),
+        tls: TlsSettings | None = None,
+        tls_port: int | None = None,
+        keepalive_s: float = 30.0,
+        **options: Any,
+    ) -> UserAgent:
+        """A user agent on host:port (0: a free port) over ``transports`` (UDP always).
+
+        TCP listens on the UDP port's number. TLS connects out with ``tls`` (verifying
+        the peer unless ``tls.verify`` is off) and listens on ``tls_port`` (0: any free
+        port) when ``tls`` has a certificate. Options as for ``__init__``.
+        """
         ua = cls(host, **options)
-        ua.transport = await UdpTransport.open(host, port, ua.receive)
-        ua.port = ua.transport.port
+        wanted = {t.upper() for t in transports} | {UDP}
+        if TLS in wanted or TCP in wanted:
+            ua.resolver.transports = tuple(t for t in (UDP, TCP, TLS) if t in wanted)
+        for attempt in range(20):
+            udp = await UdpTransport.open(host, port, ua.receive)
+            ua.transports[UDP] = udp
+            ua.port = udp.port
+            if TCP not in wanted:
+                break
+            try:
+                ua.transports[TCP] = await StreamTransport.open(
+                    TCP,
+                    host,
+                    udp.port,
+                    ua.receive,
+                    on_failure=ua.transactions.transport_failed,
+                    keepalive_s=keepalive_s,
+                )
+                break
+            except OSError:
+                udp.close()
+                if port or attempt == 19:
+                    raise
+        if TLS in wanted:
+            settings = tls or TlsSettings()
+            listen = tls_port if settings.cert_file is not None else None
+            ua.transports[TLS] = await StreamTransport.open(
+                TLS,
+                host,
+                listen,
+                ua.receive,
+                tls=settings,
+                on_failure=ua.transactions.transport_failed,
+                keepalive_s=keepalive_s,
+            )
         return ua
 
     async def __aenter__(self) -> Self:
@@ -157,18 +186,27 @@ class UserAgent:
         for task in list(self._tasks):
             task.cancel()
         self.transactions.close()
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        for transport in self.transports.values():
+            transport.close()
+        self.transports = {}
 
     @property
     def t1(self) -> float:
         return self.transactions.t1
 
     @property
+    def transport(self) -> Transport | None:
+        """The UDP transport (None once closed)."""
+        return self.transports.get(UDP)
+
+    @property
     def is_open(self) -> bool:
-        """Whether the transport is up (a readiness check)."""
-        return self.transport is not None and self.transport.is_open
+        """Whether the transports are up (a readiness check)."""
+        return bool(self.transports) and all(t.is_open for t in self.transports.values())
+
+    @property
+    def media_address(self) -> str:
+        return self.advertised_address or self.host
 
     @property
     def address(self) -> Address:
@@ -176,7 +214,14 @@ class UserAgent:
 
     @property
     def uri(self) -> str:
-        return f"sip:{self.host}:{self.port}"
+        return f"sip:{self.media_address}:{self.port}"
+
+    def uri_for(self, transport: str) -> str:
+        """Where to reach us over ``transport`` (``sip:host:port;transport=tcp``)."""
+        name = transport.upper()
+        if name == UDP:
+            return self.uri
+        return f"sip:{self.media_address}:{self._port_of(name)};transport={name.lower()}"
 
     def listen(self, handler: Handler) -> None:
         """Route incoming INVITEs to ``handler`` (one task per call)."""
@@ -184,11 +229,14 @@ class UserAgent:
 
     # --- transport --------------------------------------------------------------------
 
-    def send(self, data: bytes, addr: Address) -> None:
-        if self.transport is None:
+    def send(self, data: bytes, hop: Hop) -> None:
+        transport = self.transports.get(hop.transport)
+        if transport is None:
+            log.warning("no %s transport for a message to %s", hop.transport, hop)
+            self.transactions.transport_failed(hop, f"no {hop.transport} transport")
             return
         self._keep(self.sent, data)
-        self.transport.send(data, addr)
+        transport.send(data, hop)
 
     @staticmethod
     def _keep(log_list: list[bytes], data: bytes) -> None:
@@ -196,15 +244,62 @@ class UserAgent:
         if len(log_list) > 200:
             del log_list[:100]
 
-    def via(self, branch: str) -> str:
-        name = self.transport.name if self.transport is not None else "UDP"
-        return str(Via(self.host, self.port, name, {"branch": branch, "rport": None}))
+    def _port_of(self, transport: str) -> int:
+        found = self.transports.get(transport)
+        return found.port if found is not None and found.port else self.port
 
-    def contact(self, user: str | None = None) -> str:
-        return f"<sip:{user or self.user}@{self.host}:{self.port}>"
+    def via(self, branch: str, transport: str = UDP) -> str:
+        return str(
+            Via(
+                self.media_address,
+                self._port_of(transport),
+                transport,
+                {"branch": branch, "rport": None},
+            )
+        )
 
-    def receive(self, data: bytes, addr: Address) -> None:
-        """One message from the transport (``addr``: where it came from)."""
+    def contact(self, user: str | None = None, transport: str = UDP) -> str:
+        name = transport.upper()
+        suffix = "" if name == UDP else f";transport={name.lower()}"
+        return f"<sip:{user or self.user}@{self.media_address}:{self._port_of(name)}{suffix}>"
+
+    def stamp_via(self, request: SipRequest, hop: Hop) -> Hop:
+        """Our Via (a new branch) on top of ``request``; the hop it goes on, which is TCP
+        instead of UDP when the request is too large for UDP (§18.1.1)."""
+        request.headers.remove("Via")
+        branch = new_branch()
+        request.headers.items.insert(0, ("Via", self.via(branch, hop.transport)))
+        if (
+            hop.transport == UDP
+            and hop.tcp_allowed
+            and TCP in self.transports
+            and len(request.serialize()) > UDP_MAX_BYTES
+        ):
+            hop = hop.over(TCP)
+            request.headers.items[0] = ("Via", self.via(branch, TCP))
+        return hop
+
+    def request(self, request: SipRequest, hop: Hop) -> ClientTransaction:
+        """Send a request we originate to ``hop`` in a new client transaction."""
+        return self.transactions.client(request, self.stamp_via(request, hop))
+
+    async def hops(self, uri: str) -> list[Hop]:
+        """The hops for ``uri`` (RFC 3263), keeping those over our transports."""
+        hops = [h for h in await self.resolver.hops(uri) if h.transport in self.transports]
+        if not hops:
+            raise ResolveError(f"no usable hop for {uri} over {', '.join(self.transports)}")
+        return hops
+
+    async def hop_for(self, uri: str, fallback: Hop | None = None) -> Hop:
+        try:
+            return (await self.hops(uri))[0]
+        except (ResolveError, SipParseError, ValueError):
+            if fallback is None:
+                raise
+            return fallback
+
+    def receive(self, data: bytes, hop: Hop) -> None:
+        """One message from a transport (``hop``: where it came from, and how)."""
         if not data.strip():
             return  # keep-alive
         try:
@@ -213,11 +308,11 @@ class UserAgent:
             if isinstance(message, SipResponse):
                 self.transactions.on_response(message)
             else:
-                self._on_request(message, addr)
+                self._on_request(message, hop)
         except (SipParseError, ValueError) as exc:
-            log.info("dropped a bad SIP message from %s: %s", addr, exc)
+            log.info("dropped a bad SIP message from %s: %s", hop, exc)
         except Exception:  # never let one message take the transport down
-            log.exception("failed to handle a SIP message from %s", addr)
+            log.exception("failed to handle a SIP message from %s", hop)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -242,6 +337,17 @@ class UserAgent:
             self.transactions.timeout, self._calls.pop, call.key, None
         )
 
+    def remember_early(self, incoming: IncomingCall) -> None:
+        self._early[incoming.key] = incoming
+        asyncio.get_running_loop().call_later(
+            2 * self.transactions.timeout, self._early.pop, incoming.key, None
+        )
+
+    @property
+    def calls(self) -> list[Call]:
+        """The dialogs we hold (ended ones for 64·T1 after they ended)."""
+        return list(self._calls.values())
+
     # --- client side ------------------------------------------------------------------
 
     def _on_stray_2xx(self, response: SipResponse) -> None:
@@ -260,189 +366,37 @@ class UserAgent:
         codecs: tuple[int, ...] = (PCMU, PCMA),
         display_name: str = "",
         on_progress: Callable[[int, str], None] | None = None,
+        proxy: str | None = None,
+        offer_t38: bool = False,
+        max_redirects: int = 3,
+        from_domain: str | None = None,
     ) -> Call:
-        """Call ``to_number`` through the peer at ``uri`` (``sip:host:port``).
+        """Call ``to_number`` through the server at ``uri`` (``sip:host:port``, with
+        ``;transport=tcp|tls`` or ``sips:``, or a domain to look up: RFC 3263).
 
         Returns the answered call, or raises ``CallFailed`` with the final status (408
         after CANCEL when nobody answered within ``answer_timeout`` seconds).
-        ``on_progress(status, reason)`` is called for each 180/183.
+        ``on_progress(status, reason)`` is called for each 180/183. ``proxy`` is an
+        outbound proxy every INVITE goes through; ``offer_t38`` puts T.38 beside G.711
+        in the INVITE (a 488/606 to it is retried with G.711 only); 3xx are followed
+        ``max_redirects`` times.
         """
-        peer = SipUri.parse(uri)
-        addr = (peer.host, peer.port or 5060)
-        request_uri = str(SipUri(host=peer.host, user=to_number, port=peer.port))
-        credentials = credentials or self.credentials
-        call_id = new_call_id(self.host)
-        local = NameAddr(f"sip:{from_number}@{self.host}", display_name, {"tag": new_tag()})
-        remote = NameAddr(request_uri)
-        rtp = await RtpStream.open(self.host, pace=self.pace, jitter_prefill=self.jitter_prefill)
-        try:
-            return await self._invite(
-                request_uri,
-                addr,
-                call_id,
-                local,
-                remote,
-                rtp,
-                codecs,
-                credentials,
-                answer_timeout,
-                on_progress,
-            )
-        except BaseException:
-            rtp.close()
-            raise
-
-    async def _invite(
-        self,
-        request_uri: str,
-        addr: Address,
-        call_id: str,
-        local: NameAddr,
-        remote: NameAddr,
-        rtp: RtpStream,
-        codecs: tuple[int, ...],
-        credentials: Credentials | None,
-        answer_timeout: float,
-        on_progress: Callable[[int, str], None] | None,
-    ) -> Call:
-        session_id = secrets.randbelow(2**31)
-        body = SessionDescription(
-            address=self.host, media=[audio_media(rtp.local_port, codecs)], session_id=session_id
-        ).serialize()
-        cseq = 0
-        auth_headers: list[tuple[str, str]] = []
-        challenges = 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + answer_timeout
-        while True:
-            cseq += 1
-            invite = SipRequest(method="INVITE", uri=request_uri, body=body)
-            h = invite.headers
-            h.add("Via", self.via(new_branch()))
-            h.add("Max-Forwards", "70")
-            h.add("From", str(local))
-            h.add("To", str(remote))
-            h.add("Call-ID", call_id)
-            h.add("CSeq", f"{cseq} INVITE")
-            h.add("Contact", self.contact(SipUri.parse(local.uri).user))
-            h.add("Allow", ALLOW)
-            for name, value in auth_headers:
-                h.add(name, value)
-            h.add("Content-Type", "application/sdp")
-            tx = self.transactions.client(invite, addr)
-            final, cancelled = await self._await_final(tx, invite, addr, deadline, on_progress)
-            if cancelled and 200 <= final.status < 300:  # answered as we gave up: end it
-                call = self._established(final, call_id, local, rtp, addr, cseq)
-                await call.hangup()
-                raise CallFailed(408, "No answer")
-            if final.status in (401, 407) and credentials is not None and challenges < 2:
-                challenges += 1
-                header = "WWW-Authenticate" if final.status == 401 else "Proxy-Authenticate"
-                answer = "Authorization" if final.status == 401 else "Proxy-Authorization"
-                challenge = final.headers.get(header)
-                if challenge is not None:
-                    try:
-                        value = digest_authorization(challenge, credentials, "INVITE", request_uri)
-                    except ValueError as exc:
-                        raise CallFailed(final.status, f"{final.reason} ({exc})") from exc
-                    auth_headers = [(n, v) for n, v in auth_headers if n != answer]
-                    auth_headers.append((answer, value))
-                    continue
-            if final.status >= 300 or final.status < 200:
-                raise CallFailed(final.status, final.reason)
-            return self._established(final, call_id, local, rtp, addr, cseq)
-
-    async def _await_final(
-        self,
-        tx: ClientTransaction,
-        invite: SipRequest,
-        addr: Address,
-        deadline: float,
-        on_progress: Callable[[int, str], None] | None,
-    ) -> tuple[SipResponse, bool]:
-        loop = asyncio.get_running_loop()
-        cancelled = False
-        while True:
-            timeout = deadline - loop.time()
-            try:
-                if cancelled or timeout > 0:
-                    async with asyncio.timeout(
-                        self.transactions.timeout + 1 if cancelled else max(timeout, 0.001)
-                    ):
-                        response = await tx.responses.get()
-                else:
-                    raise TimeoutError
-            except TimeoutError:
-                if cancelled:  # the peer never ended the INVITE after our CANCEL
-                    tx.cancel()
-                    raise CallFailed(408, "No answer") from None
-                cancelled = True
-                tx.cancel()  # no more INVITE retransmissions
-                self._send_cancel(invite, addr)
-                continue
-            if response.status < 200:
-                if response.status in (180, 183) and on_progress is not None:
-                    on_progress(response.status, response.reason)
-                continue
-            if cancelled and response.status == 487:
-                raise CallFailed(408, "No answer")
-            return response, cancelled
-
-    def _send_cancel(self, invite: SipRequest, addr: Address) -> None:
-        cancel = SipRequest(method="CANCEL", uri=invite.uri)
-        cancel.headers.add("Via", invite.headers.get_all("Via")[0])  # same branch (9.1)
-        cancel.headers.add("Max-Forwards", "70")
-        cancel.headers.add("From", invite.headers.get("From") or "")
-        cancel.headers.add("To", invite.headers.get("To") or "")
-        cancel.headers.add("Call-ID", invite.call_id)
-        cancel.headers.add("CSeq", f"{invite.cseq.number} CANCEL")
-        self.transactions.client(cancel, addr)
-
-    def _established(
-        self,
-        final: SipResponse,
-        call_id: str,
-        local: NameAddr,
-        rtp: RtpStream,
-        addr: Address,
-        cseq: int,
-    ) -> Call:
-        contact = final.headers.get("Contact")
-        target = NameAddr.parse(contact).uri if contact else str(final.to.uri)
-        try:
-            target_uri = SipUri.parse(target)
-            remote_addr = (target_uri.host, target_uri.port or 5060)
-        except SipParseError:
-            remote_addr = addr
-        call = Call(
-            self,
-            call_id=call_id,
-            local=local,
-            remote=final.to,
-            remote_target=target,
-            remote_addr=remote_addr,
-            outgoing=True,
-            rtp=rtp,
-            local_cseq=cseq,
+        how = Dialling(
+            answer_timeout=answer_timeout,
+            credentials=credentials or self.credentials,
+            codecs=codecs,
+            display_name=display_name,
+            on_progress=on_progress,
+            proxy=proxy,
+            offer_t38=offer_t38,
+            max_redirects=max_redirects,
+            from_domain=from_domain,
         )
-        self.remember(call)
-        call.send_ack(cseq)
-        answer = sdp_of(final)
-        audio = answer.find("audio") if answer else None
-        t38 = answer.find("t38") if answer else None
-        if answer is not None and audio is not None:
-            pt = choose_codec(audio)
-            if pt is not None:
-                rtp.connect(answer.endpoint(audio), pt)
-        elif answer is not None and t38 is not None:  # an answer we did not offer
-            log.warning("peer answered an audio offer with T.38 only")
-        else:
-            log.warning("200 OK without usable audio SDP; the call has no media")
-        return call
+        return await place_call(self, uri, from_number, to_number, how)
 
     # --- server side ------------------------------------------------------------------
 
-    def _on_request(self, request: SipRequest, addr: Address) -> None:
+    def _on_request(self, request: SipRequest, hop: Hop) -> None:
         method = request.method
         if method == "ACK":
             self._on_ack(request)
@@ -452,28 +406,42 @@ class UserAgent:
         server = self.transactions.server
         to_tag = request.to.tag
         if method == "CANCEL":
-            self._on_cancel(request, addr)
+            self._on_cancel(request, hop)
         elif method == "INVITE" and not to_tag:
-            self._on_invite(request, addr)
-        elif method == "OPTIONS":
-            tx = server(request, addr)
+            self._on_invite(request, hop)
+        elif method == "OPTIONS" and not to_tag:
+            tx = server(request, hop)
             response = tx.response(200, to_tag=new_tag())
             response.headers.add("Allow", ALLOW)
             tx.respond(response)
-        else:
-            call = self._calls.get((request.call_id, to_tag or ""))
-            tx = None
-            if call is None or (call.is_ended and method != "BYE"):
-                tx = server(request, addr)
+        elif method == "PRACK":
+            tx = server(request, hop)
+            early = self._early.get((request.call_id, to_tag or ""))
+            if early is None:
                 tx.respond(tx.response(481))
-            elif method == "BYE":
-                call.on_bye(request, addr)
-            elif method == "INVITE":
-                tx = server(request, addr)
-                self._spawn(call.on_reinvite(request, tx))
             else:
-                tx = server(request, addr)
-                tx.respond(tx.response(405))
+                early.on_prack(request, tx)
+        else:
+            self._in_dialog(request, hop)
+
+    def _in_dialog(self, request: SipRequest, hop: Hop) -> None:
+        method = request.method
+        tx = self.transactions.server(request, hop)
+        call = self._calls.get((request.call_id, request.to.tag or ""))
+        if call is None or (call.is_ended and method != "BYE"):
+            tx.respond(tx.response(481))
+        elif method == "BYE":
+            call.on_bye(request, tx)
+        elif method == "INVITE":
+            self._spawn(call.on_reinvite(request, tx))
+        elif method == "UPDATE":
+            self._spawn(call.on_update(request, tx))
+        elif method in ("OPTIONS", "INFO"):
+            tx.respond(tx.response(200))  # SBC keep-alives, DTMF: nothing for a fax
+        else:
+            response = tx.response(405)
+            response.headers.add("Allow", ALLOW)
+            tx.respond(response)
 
     def _on_ack(self, request: SipRequest) -> None:
         if self.transactions.absorb_failure_ack(request):
@@ -482,25 +450,28 @@ class UserAgent:
         if call is not None:
             call.on_ack(request)
 
-    def _on_cancel(self, request: SipRequest, addr: Address) -> None:
-        tx = self.transactions.server(request, addr)
+    def _on_cancel(self, request: SipRequest, hop: Hop) -> None:
+        tx = self.transactions.server(request, hop)
         incoming = self._incoming.get(request.top_via.branch)
         if incoming is None:
             tx.respond(tx.response(481))
             return
         tx.respond(tx.response(200))
-        if not incoming.decided:
-            incoming.decided = True
-            incoming.cancelled.set()
-            incoming.tx.respond(incoming.tx.response(487, to_tag=incoming.local_tag))
+        incoming.on_cancel()  # a CANCEL that crosses our 200 changes nothing (§9.2)
 
-    def _on_invite(self, request: SipRequest, addr: Address) -> None:
-        tx = self.transactions.server(request, addr)
+    def _on_invite(self, request: SipRequest, hop: Hop) -> None:
+        tx = self.transactions.server(request, hop)
         if self._handler is None:
             tx.respond(tx.response(480, to_tag=new_tag()))
             return
+        unsupported = request.headers.tokens("Require") - {"100rel", "timer"}
+        if unsupported:
+            response = tx.response(420, to_tag=new_tag())
+            response.headers.add("Unsupported", ", ".join(sorted(unsupported)))
+            tx.respond(response)
+            return
         tx.respond(tx.response(100))
-        incoming = IncomingCall(self, request, addr, tx)
+        incoming = IncomingCall(self, request, hop, tx, prefer_100rel=self.prefer_100rel)
         branch = request.top_via.branch
         self._incoming[branch] = incoming
         self._spawn(self._run_handler(self._handler, incoming, branch))

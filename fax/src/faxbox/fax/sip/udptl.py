@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from faxbox.fax.sip.latch import SourceLatch
+from faxbox.fax.sip.ports import PortRange
 from faxbox.fax.sip.rtp import MediaClosed
 from faxbox.fax.sip.transport import DatagramEndpoint
 
@@ -182,9 +183,14 @@ class UdptlStream(DatagramEndpoint):
         self.packets_received = 0
 
     @classmethod
-    async def open(cls, host: str, port: int = 0, *, pace: float = 1.0) -> UdptlStream:
+    async def open(
+        cls, host: str, port: int = 0, *, pace: float = 1.0, ports: PortRange | None = None
+    ) -> UdptlStream:
         stream = cls(pace)
-        await stream.bind(host, port)
+        if ports is not None and not port:
+            await stream.bind_in(host, ports)
+        else:
+            await stream.bind(host, port)
         return stream
 
     @property
@@ -192,10 +198,20 @@ class UdptlStream(DatagramEndpoint):
         """Where our IFPs go: the peer's latched address (see ``latch``)."""
         return self.latch.destination
 
-    def connect(self, remote: tuple[str, int], max_datagram: int | None = None) -> None:
+    def connect(
+        self,
+        remote: tuple[str, int],
+        max_datagram: int | None = None,
+        redundancy: int | None = None,
+    ) -> None:
+        """Send to ``remote`` (latched, see ``latch``), in datagrams of at most the far
+        end's ``T38FaxMaxDatagram``, with ``redundancy`` earlier IFPs in each (0 for
+        ``t38UDPNoEC``)."""
         self.latch.expect(remote)
         if max_datagram:
             self.encoder.max_datagram = max_datagram
+        if redundancy is not None:
+            self.encoder.redundancy = redundancy
 
     def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.latch.admit(addr):

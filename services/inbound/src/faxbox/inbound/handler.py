@@ -29,7 +29,8 @@ from faxbox.fax.line import LineSettings, receive
 from faxbox.fax.line.contract import fax_failure, transfer_statistics
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import CallSettings
-from faxbox.fax.sip.dialog import CallEnded, IncomingCall
+from faxbox.fax.sip.dialog import CallEnded
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.tiffcheck import count_pages
 from faxbox.inbound import metrics
 from faxbox.inbound.pdf import tiff_to_pdf

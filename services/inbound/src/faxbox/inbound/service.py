@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from faxbox.fax.sip.dialog import IncomingCall
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.ua import UserAgent
 from faxbox.inbound import metrics
 from faxbox.inbound.edge import Admitted, CarrierEdge
@@ -143,7 +143,7 @@ async def _announce(box: Outbox, recorded: Recorded) -> None:
 
 async def admitted(incoming: IncomingCall, edge: CarrierEdge) -> bool:
     """Whether the INVITE passed the edge (see ``edge``); if not, it is refused here."""
-    verdict = await edge.judge(incoming.request, incoming.addr[0])
+    verdict = await edge.judge(incoming.request, incoming.hop.host)
     if isinstance(verdict, Admitted):
         return True
     metrics.INVITES_REFUSED.labels(verdict.why).inc()
@@ -151,7 +151,7 @@ async def admitted(incoming: IncomingCall, edge: CarrierEdge) -> bool:
     if verdict.why != "challenge":
         log.warning(
             "INVITE from %s:%d to %s refused: %d %s (%s)",
-            *incoming.addr,
+            *incoming.hop.address,
             incoming.to_number,
             verdict.status,
             verdict.reason,

@@ -39,8 +39,9 @@ from faxbox.fax.line.pace import real_seconds
 from faxbox.fax.line.pump import T38_BLOCKS_PER_WAKE
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import CallSettings, FaxEngine, Role
-from faxbox.fax.sip.dialog import Call, CallEnded, IncomingCall
+from faxbox.fax.sip.dialog import Call, CallEnded
 from faxbox.fax.sip.digest import Credentials, authorization_matches, digest_challenge
+from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.message import SipRequest
 from faxbox.fax.sip.rtp import Clock, RtpStream
 from faxbox.fax.sip.sdp import MediaKind
