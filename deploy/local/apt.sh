@@ -9,6 +9,9 @@ PACKAGES=(
     libspandsp2
     libspandsp-dev
     sip-tester
+    kamailio
+    kamailio-tls-modules
+    dnsmasq-base
     ghostscript
     libtiff-tools
     poppler-utils
