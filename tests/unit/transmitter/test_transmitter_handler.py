@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -13,6 +14,7 @@ from pymongo.errors import AutoReconnect
 from faxbox.fax.outcome import FailureClass as EngineClass
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import Compression, Modem
+from faxbox.fax.sip.carrier import carrier_uri
 from faxbox.fax.sip.ua import CallFailed
 from faxbox.shared.bus import RetryLater
 from faxbox.shared.contracts import (
@@ -29,7 +31,6 @@ from faxbox.transmitter.line import (
     CallReport,
     Dial,
     call_settings,
-    carrier_uri,
     report_from_outcome,
     sip_failure,
 )
@@ -470,3 +471,92 @@ async def test_a_worker_dying_between_the_outcome_and_the_job_is_never_redialled
     assert ledger.jobs["fax_1"].state is JobState.SENT
     (sent,) = second.bus.of(FaxSent)
     assert sent.attempts == 1
+
+
+# --- the handler: carrier failover -----------------------------------------------------
+
+
+def carrier_trouble(status: int, retry_after: int | None = None) -> CallReport:
+    return dataclasses.replace(
+        failed_report("line", -status, sip=status),
+        carrier_trouble=True,
+        retry_after_s=retry_after,
+    )
+
+
+async def test_a_failing_carrier_hands_the_call_to_the_next_within_the_attempt(
+    tmp_path: Path,
+) -> None:
+    first, second = carrier("first", priority=1), carrier("second", priority=2)
+    line = FakeLine(carrier_trouble(503), sent_report())
+    t = transmitter(tmp_path, line, carriers=[second, first])
+    await t.handle(request())
+    assert [dial.carrier.name for dial in line.dials] == ["first", "second"]
+    (tried,) = t.bus.of(FaxAttemptFailed)
+    assert tried.carrier_failover
+    assert (tried.carrier_id, tried.attempt, tried.failure.sip_status) == (first.id, 1, 503)
+    (sent,) = t.bus.of(FaxSent)
+    assert (sent.carrier_id, sent.attempts) == (second.id, 1)
+    # The carriers tried are part of the attempt's one recorded outcome, before its end.
+    assert [type(m) for m in t.bus.published] == [FaxAttemptFailed, FaxSent]
+
+
+async def test_failover_is_bounded_and_the_last_failure_is_the_attempts(tmp_path: Path) -> None:
+    carriers = [carrier(f"c{n}", priority=n) for n in range(5)]
+    line = FakeLine(*(carrier_trouble(500) for _ in range(5)))
+    ledger = FakeLedger()
+    t = transmitter(tmp_path, line, carriers=carriers, ledger=ledger)
+    t.deps = dataclasses.replace(t.deps, max_carrier_tries=3)
+    with pytest.raises(RetryLater):
+        await t.handle(request())
+    assert [dial.carrier.name for dial in line.dials] == ["c0", "c1", "c2"]
+    events = t.bus.of(FaxAttemptFailed)
+    assert [e.carrier_failover for e in events] == [True, True, False]
+    job = ledger.jobs["fax_1"]
+    assert job.state is JobState.WAITING_RETRY
+    assert job.failed_attempts == 1
+
+
+async def test_a_recorded_failover_outcome_ends_the_job_by_its_last_carrier(
+    tmp_path: Path,
+) -> None:
+    first, second = carrier("first", priority=1), carrier("second", priority=2)
+    line = FakeLine(carrier_trouble(503), failed_report("line", -486, sip=486))
+    clock, ledger = Clock(), FakeLedger()
+    t = transmitter(tmp_path, line, carriers=[first, second], ledger=ledger, clock=clock)
+    ledger.finish_raises = [RuntimeError("killed before ending the attempt")]
+    with pytest.raises(RuntimeError, match="killed"):
+        await t.handle(request())
+    clock.advance(61)  # its lease ran out; the next copy ends the job as recorded
+    again = transmitter(
+        tmp_path, line, ledger=ledger, decisions=t.decisions, clock=clock, worker_id="w2"
+    )
+    with pytest.raises(RetryLater):
+        await again.handle(request())
+    job = ledger.jobs["fax_1"]
+    assert job.state is JobState.WAITING_RETRY
+    assert job.last_outcome is not None
+    assert (job.last_outcome["carrier_id"], job.last_outcome["code"]) == (second.id, -486)
+    assert len(line.dials) == 2
+
+
+async def test_a_busy_number_is_not_tried_on_another_carrier(tmp_path: Path) -> None:
+    line = FakeLine(failed_report("line", -486, sip=486), sent_report())
+    t = transmitter(tmp_path, line, carriers=[carrier("a", priority=1), carrier("b", priority=2)])
+    with pytest.raises(RetryLater):
+        await t.handle(request())
+    assert [dial.carrier.name for dial in line.dials] == ["a"]
+
+
+async def test_retry_after_keeps_a_carrier_out_until_then(tmp_path: Path) -> None:
+    clock = Clock()
+    first, second = carrier("first", priority=1), carrier("second", priority=2)
+    line = FakeLine(carrier_trouble(503, retry_after=120), sent_report(), sent_report())
+    t = transmitter(tmp_path, line, carriers=[first, second], clock=clock)
+    await t.handle(request(fax_id="fax_a"))
+    clock.advance(60)
+    await t.handle(request(fax_id="fax_b"))  # first is still cooling down
+    clock.advance(61)
+    line.script.append(sent_report())
+    await t.handle(request(fax_id="fax_c"))
+    assert [dial.carrier.name for dial in line.dials] == ["first", "second", "second", "first"]

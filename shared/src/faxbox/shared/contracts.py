@@ -244,6 +244,11 @@ class FaxAttemptFailed(FaxMessage):
     pages_sent: int = Field(ge=0)
     carrier_id: str | None = None
     next_attempt_at: AwareDatetime | None
+    carrier_failover: bool = Field(
+        default=False,
+        description="The carrier failed (5xx, timeout, no connection) and the next eligible "
+        "carrier is tried at once, within the same attempt.",
+    )
 
 
 class FaxSent(FaxMessage):

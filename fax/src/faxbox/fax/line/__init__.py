@@ -7,7 +7,8 @@ They own what every fax call needs, whichever service runs it:
 - the session by media: a spandsp ``FaxSession`` while the call is on G.711 audio, a
   ``T38Session`` once it is on T.38. Either side's re-INVITE switches it, and T.30
   starts again on the new media (``pump``). With ``LineSettings.request_t38`` we ask
-  for T.38 ourselves once connected and stay on G.711 when the far end refuses;
+  for T.38 ourselves, once connected or ``t38_delay_s`` later if the far end has not
+  asked first, and stay on G.711 when the far end refuses (488/606);
 - the line pace (``pace``): every limit and duration is call time; T.38 needs a media
   clock, so an unpaced line never asks for it;
 - the silence watchdog (``watchdog``): a far end that vanished without a BYE is hung up
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict, Unpack
 
-from faxbox.fax.line.pace import call_seconds, has_clock
+from faxbox.fax.line.pace import call_seconds, has_clock, real_seconds
 from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.line.watchdog import hang_up_when_silent
 from faxbox.fax.outcome import FaxOutcome
@@ -45,6 +46,9 @@ class LineSettings:
     silence_s: float = 60.0  # no media packet for this long: the far end is gone
     max_call_s: float = 1800.0  # no phase E by then: hang up
     request_t38: bool = False  # re-INVITE to T.38 once connected (never on an unpaced line)
+    # ... after this long (call time) on G.711, unless the far end re-INVITEd first, as a
+    # receiving gateway does once it hears the fax tones (0: at once).
+    t38_delay_s: float = 0.0
     hang_up: bool = True  # BYE when T.30 ends; False: the caller does (after recording)
 
 
@@ -106,16 +110,30 @@ async def _run(
         return engine
 
     watchdog = asyncio.create_task(hang_up_when_silent(call, line.silence_s))
+    ask_t38: asyncio.Task[None] | None = None
     try:
         if line.request_t38 and has_clock(call.pace):
-            with contextlib.suppress(CallEnded):
-                await call.request_t38()
+            if line.t38_delay_s > 0:
+                ask_t38 = asyncio.create_task(_t38_later(call, line.t38_delay_s))
+            else:
+                with contextlib.suppress(CallEnded):
+                    await call.request_t38()
         outcome = await run_fax_over_call(
             call, session, max_seconds=line.max_call_s, hangup=line.hang_up
         )
     finally:
         watchdog.cancel()
+        if ask_t38 is not None:
+            ask_t38.cancel()
         if line.hang_up and not call.is_ended:  # cancelled: never leave the call up
             with contextlib.suppress(Exception):
                 await asyncio.shield(call.hangup())
     return LineResult(outcome, call.media_kind, call_seconds(loop.time() - started, call.pace))
+
+
+async def _t38_later(call: Call, delay_s: float) -> None:
+    """Ask for T.38 after ``delay_s`` of call time, unless the call got there already."""
+    await asyncio.sleep(real_seconds(delay_s, call.pace))
+    if not call.is_ended and call.media_kind != "t38":
+        with contextlib.suppress(CallEnded):
+            await call.request_t38()

@@ -341,7 +341,14 @@ class Call:
             return True
         if self._offer_pending:
             return False
-        udptl = await self.open_udptl()
+        # Pending from now on (before the socket is open): a re-INVITE of theirs that
+        # arrives meanwhile is glare and gets 491.
+        self._offer_pending = True
+        try:
+            udptl = await self.open_udptl()
+        except BaseException:
+            self._offer_pending = False
+            raise
         accepted = False
         try:
             response = await self._reinvite(

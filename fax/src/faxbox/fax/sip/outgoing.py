@@ -25,7 +25,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -100,17 +100,32 @@ class CallFailed(Exception):
     """
 
     def __init__(
-        self, status: int, reason: str, *, retry_after: int | None = None, local: bool = False
+        self,
+        status: int,
+        reason: str,
+        *,
+        retry_after: int | None = None,
+        local: bool = False,
+        gave_up: bool = False,
     ) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
         self.local = local
+        self.gave_up = gave_up  # nobody answered in time and we cancelled
 
     @property
     def kind(self) -> FailureKind:
         return _KIND_BY_STATUS.get(self.status, FailureKind.OTHER)
+
+    @property
+    def carrier_trouble(self) -> bool:
+        """The carrier, not the number, failed: a server error (5xx), a timeout, no
+        connection, 503 with Retry-After. Another carrier may well get through."""
+        if self.gave_up:
+            return False
+        return 500 <= self.status < 600 or self.status == 408
 
 
 class OutgoingHost(DialogHost, Protocol):
@@ -132,6 +147,7 @@ class Dialling:
     offer_t38: bool = False
     max_redirects: int = 3
     from_domain: str | None = None  # the From URI's host (a registrar's domain); ours if None
+    tcp_over_mtu: bool = True  # a large INVITE over UDP may go by TCP (§18.1.1)
 
 
 class _Redirected(Exception):
@@ -195,12 +211,14 @@ class _Attempt:
             raise CallFailed(503, f"Service Unavailable ({exc})", local=True) from exc
         last: CallFailed | None = None
         for index, hop in enumerate(hops):
+            if not how.tcp_over_mtu:
+                hop = replace(hop, tcp_allowed=False)
             try:
                 return await self._on_hop(hop, route_set)
             except CallFailed as exc:
                 last = exc
                 more = index + 1 < len(hops)
-                if more and (exc.status == 503 or (exc.local and exc.status == 408)):
+                if more and not exc.gave_up and (exc.status == 503 or exc.local):
                     log.info("INVITE via %s failed (%s); trying the next hop", hop, exc)
                     continue
                 raise
@@ -248,7 +266,7 @@ class _Attempt:
             if cancelled and 200 <= status < 300:  # answered as we gave up: end it
                 call = await self._established(final, tx, route_set)
                 await call.hangup()
-                raise CallFailed(408, "No answer", local=True)
+                raise CallFailed(408, "No answer", gave_up=True)
             if status in (401, 407) and how.credentials is not None and challenges < 2:
                 challenges += 1
                 header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
@@ -295,7 +313,9 @@ class _Attempt:
             except TimeoutError:
                 if cancelled:  # the peer never ended the INVITE after our CANCEL
                     tx.cancel()
-                    raise CallFailed(408, "No answer", local=True) from None
+                    raise CallFailed(
+                        408, "No answer", local=not tx.remote_answered, gave_up=True
+                    ) from None
                 cancelled = True
                 tx.cancel()  # no more INVITE retransmissions
                 self._send_cancel(invite, tx.hop)
@@ -309,7 +329,7 @@ class _Attempt:
                     self._spawn(self._prack(response, rseq, tx.hop))
                 continue
             if cancelled and response.status == 487:
-                raise CallFailed(408, "No answer", local=True)
+                raise CallFailed(408, "No answer", gave_up=True)
             return response, cancelled
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

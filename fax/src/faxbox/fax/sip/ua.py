@@ -370,6 +370,7 @@ class UserAgent:
         offer_t38: bool = False,
         max_redirects: int = 3,
         from_domain: str | None = None,
+        tcp_over_mtu: bool = True,
     ) -> Call:
         """Call ``to_number`` through the server at ``uri`` (``sip:host:port``, with
         ``;transport=tcp|tls`` or ``sips:``, or a domain to look up: RFC 3263).
@@ -379,7 +380,9 @@ class UserAgent:
         ``on_progress(status, reason)`` is called for each 180/183. ``proxy`` is an
         outbound proxy every INVITE goes through; ``offer_t38`` puts T.38 beside G.711
         in the INVITE (a 488/606 to it is retried with G.711 only); 3xx are followed
-        ``max_redirects`` times.
+        ``max_redirects`` times. ``from_domain`` is our From URI's host (a carrier's
+        domain when it authenticates us); ``tcp_over_mtu`` False keeps a large INVITE on
+        UDP for a carrier without TCP.
         """
         how = Dialling(
             answer_timeout=answer_timeout,
@@ -391,6 +394,7 @@ class UserAgent:
             offer_t38=offer_t38,
             max_redirects=max_redirects,
             from_domain=from_domain,
+            tcp_over_mtu=tcp_over_mtu,
         )
         return await place_call(self, uri, from_number, to_number, how)
 

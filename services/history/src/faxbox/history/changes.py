@@ -337,6 +337,12 @@ def summary(event: FaxMessage) -> str:
             return f"requested: {event.pages} page(s) to {event.destination}"
         case OutboundFaxRejected():
             return "rejected: " + ", ".join(r.code.value for r in event.reasons)
+        case FaxAttemptFailed() if event.carrier_failover:
+            return (
+                f"attempt {event.attempt} of {event.attempts_allowed} failed on carrier "
+                f"{event.carrier_id}: {event.failure.text} (code {event.failure.code}); "
+                "trying the next carrier"
+            )
         case FaxAttemptFailed():
             return (
                 f"attempt {event.attempt} of {event.attempts_allowed} failed: "

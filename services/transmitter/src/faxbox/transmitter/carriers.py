@@ -44,6 +44,29 @@ def eligible_carriers(carriers: Iterable[Carrier], call_flags: Iterable[str]) ->
     return sorted(chosen, key=lambda c: (c.priority, c.name))
 
 
+class CarrierCooldown:
+    """Carriers that asked to be left alone (a 503 with Retry-After), until when.
+
+    In-process: each replica learns it from its own calls, and forgets it when the time
+    is up (one entry per carrier at most).
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, datetime] = {}
+
+    def hold(self, carrier_id: str, until: datetime) -> None:
+        self._until[carrier_id] = until
+
+    def cooling(self, carrier_id: str, now: datetime) -> bool:
+        until = self._until.get(carrier_id)
+        if until is None:
+            return False
+        if until <= now:
+            del self._until[carrier_id]
+            return False
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Slot:
     carrier: Carrier

@@ -17,9 +17,14 @@ publishes it. Settling rules (see docs/architecture.md, transmitter):
   the previous attempt's outcome if it is still owed to the bus;
 - otherwise claim it (atomic, with our lease) and make one attempt.
 
-A failed attempt that may be retried returns ``FaxAttemptFailed`` with a
-``RetryLater(delay)``: once it is published, the broker holds the message for the redial
-delay.
+An attempt tries the eligible carriers in order: when one fails before the far end is
+reached (5xx, 408, timeout, no connection, 503 with Retry-After), the next carrier with
+a free channel takes the call at once, ``max_carrier_tries`` carriers at most. Each
+carrier that failed over is a ``FaxAttemptFailed`` with ``carrier_failover`` in the
+attempt's outcome, before its last message (the history's timeline shows every carrier
+tried). A carrier that sent Retry-After is skipped until then. A failed attempt that may
+be retried returns ``FaxAttemptFailed`` with a ``RetryLater(delay)``: once it is
+published, the broker holds the message for the redial delay.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -50,7 +55,7 @@ from faxbox.shared.outbox import Decided, DecisionStore, Recorded
 from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
-from faxbox.transmitter.carriers import CarrierSlots, Slot, eligible_carriers
+from faxbox.transmitter.carriers import CarrierCooldown, CarrierSlots, Slot, eligible_carriers
 from faxbox.transmitter.jobs import TERMINAL, Finish, Job, JobLedger, JobState
 from faxbox.transmitter.line import CallReport, Dial, FaxLine
 
@@ -95,6 +100,8 @@ class Deps:
     busy_give_up_s: float = 1800.0
     spool_dir: Path | None = None
     clock: Callable[[], datetime] = utc_now
+    max_carrier_tries: int = 3  # carriers one attempt may try (failover)
+    cooldown: CarrierCooldown = field(default_factory=CarrierCooldown)
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> int:
@@ -165,11 +172,16 @@ def _first(messages: Sequence[Message], kind: type[M]) -> M | None:
     return next((m for m in messages if isinstance(m, kind)), None)
 
 
+def _failover(message: Message) -> bool:
+    return isinstance(message, FaxAttemptFailed) and message.carrier_failover
+
+
 def finish_of(job: Job, recorded: Recorded) -> Finish:
     """How the job ends, read back from an attempt's recorded outcome."""
     sent = _first(recorded.messages, FaxSent)
     failed = _first(recorded.messages, FaxFailed)
-    attempt = _first(recorded.messages, FaxAttemptFailed)
+    # The attempt's own failure, after any carrier it failed over from.
+    attempt = _first([m for m in recorded.messages if not _failover(m)], FaxAttemptFailed)
     if sent is not None:
         return Finish(JobState.SENT, {"success": True, "carrier_id": sent.carrier_id})
     outcome: dict[str, Any] = {"success": False}
@@ -207,18 +219,57 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
             return await _fail(
                 message, job, _no_resources(), deps, pages_sent=0, calls=job.attempt - 1
             )
-        now = deps.clock()
         holder = f"{deps.worker_id}:{job.fax_id}:{job.attempt}"
-        slot = await deps.slots.acquire(carriers, holder, now, deps.lease_s)
-        if slot is None:
-            return await _all_busy(message, job, carriers, deps, now)
-        try:
-            report = await _call_with_lease(message, job, slot, path, deps)
-        finally:
-            await _release(slot, deps)
-    if report is None:
+        tried: set[str] = set()
+        failovers: list[FaxAttemptFailed] = []
+        outcome: tuple[Carrier, CallReport] | None = None
+        for _ in range(max(1, deps.max_carrier_tries)):
+            now = deps.clock()
+            candidates = _untried(carriers, tried, deps, now)
+            if outcome is not None and not candidates:
+                break
+            slot = await deps.slots.acquire(candidates or carriers, holder, now, deps.lease_s)
+            if slot is None:
+                if outcome is None:
+                    return await _all_busy(message, job, carriers, deps, now)
+                failovers.pop()  # no other carrier has a free channel: the last failure stands
+                break
+            try:
+                report = await _call_with_lease(message, job, slot, path, deps)
+            finally:
+                await _release(slot, deps)
+            if report is None:
+                return None
+            carrier = slot.carrier
+            tried.add(carrier.id)
+            if report.retry_after_s:
+                deps.cooldown.hold(carrier.id, now + timedelta(seconds=report.retry_after_s))
+            outcome = (carrier, report)
+            if not report.carrier_trouble or len(tried) >= deps.max_carrier_tries:
+                break
+            if not _untried(carriers, tried, deps, deps.clock()):
+                break
+            failovers.append(_failed_over(message, job, carrier, report, deps))
+    if outcome is None:
         return None
-    return await _conclude(message, job, slot.carrier, report, deps)
+    return await _conclude(message, job, outcome[0], outcome[1], deps, tuple(failovers))
+
+
+def _untried(
+    carriers: Sequence[Carrier], tried: set[str], deps: Deps, now: datetime
+) -> list[Carrier]:
+    return [c for c in carriers if c.id not in tried and not deps.cooldown.cooling(c.id, now)]
+
+
+def _failed_over(
+    message: OutboundFaxRequested, job: Job, carrier: Carrier, report: CallReport, deps: Deps
+) -> FaxAttemptFailed:
+    """The history's line for a carrier that failed while the next one took the call."""
+    assert report.failure is not None
+    log.info("carrier %s failed (%s); trying the next carrier", carrier.name, report.failure.text)
+    metrics.FAILOVERS.inc()
+    event = _attempt_failed(message, job, carrier, report, deps.clock())
+    return event.model_copy(update={"carrier_failover": True})
 
 
 async def _release(slot: Slot, deps: Deps) -> None:
@@ -410,8 +461,14 @@ def _outcome_doc(report: CallReport, carrier: Carrier | None, at: datetime) -> d
 
 
 async def _conclude(
-    message: OutboundFaxRequested, job: Job, carrier: Carrier, report: CallReport, deps: Deps
+    message: OutboundFaxRequested,
+    job: Job,
+    carrier: Carrier,
+    report: CallReport,
+    deps: Deps,
+    failovers: tuple[Message, ...] = (),
 ) -> Recorded | None:
+    """End the attempt with the last carrier's call, after the carriers it failed over from."""
     now = deps.clock()
     metrics.CALLS.labels(report.media, "sent" if report.success else "failed").inc()
     metrics.PAGES_SENT.inc(report.pages_sent)
@@ -433,7 +490,7 @@ async def _conclude(
             source_message_id=message.source_message_id,
         )
         finish = Finish(JobState.SENT, _outcome_doc(report, carrier, now))
-        recorded = await _end_attempt(deps, job, finish, (sent,), None)
+        recorded = await _end_attempt(deps, job, finish, (*failovers, sent), None)
         if recorded is None:
             log.error("fax went through but the job was no longer ours; not publishing")
             return None
@@ -458,6 +515,7 @@ async def _conclude(
             calls=job.attempt,
             carrier=carrier,
             report=report,
+            failovers=failovers,
         )
     delay = max(1, policy.delay_before_attempt(job.failed_attempts + 2))
     next_at = now + timedelta(seconds=delay)
@@ -475,7 +533,7 @@ async def _conclude(
         f"redial in {delay}s",
         delay,
     )
-    recorded = await _end_attempt(deps, job, finish, (event,), redial)
+    recorded = await _end_attempt(deps, job, finish, (*failovers, event), redial)
     if recorded is None:
         log.error("attempt ended but the job was no longer ours")
         return None
@@ -515,6 +573,7 @@ async def _fail(
     calls: int,
     carrier: Carrier | None = None,
     report: CallReport | None = None,
+    failovers: tuple[Message, ...] = (),
 ) -> Recorded | None:
     failed = FaxFailed(
         fax_id=message.fax_id,
@@ -534,7 +593,7 @@ async def _fail(
     # refused before dialling made no attempt.
     messages: tuple[Message, ...] = (failed,)
     if report is not None and carrier is not None:
-        messages = (_attempt_failed(message, job, carrier, report, None), failed)
+        messages = (*failovers, _attempt_failed(message, job, carrier, report, None), failed)
     finish = Finish(JobState.FAILED, outcome, failed=report is not None)
     recorded = await _end_attempt(deps, job, finish, messages, None)
     if recorded is None:

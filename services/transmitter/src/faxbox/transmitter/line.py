@@ -1,10 +1,13 @@
 """The carrier line as the transmitter sees it: place one fax call, report how it ended.
 
 ``FaxLine`` is the port the handler uses; ``SipFaxLine`` places the call through one
-``UserAgent`` shared by every call of the process (one UDP socket, many dialogs) and
-sends the fax with ``faxbox.fax.line.send``, asking for T.38 once answered (the call
-stays on G.711 when the far end refuses). What ended the call becomes a ``CallReport``
-with the failure in the contracts' terms; whether it is worth another call is ours.
+``UserAgent`` shared by every call of the process (its UDP socket and TCP/TLS
+connections, many dialogs) the way the carrier asks for (transport, outbound proxy,
+digest credentials and domain, T.38 in the INVITE or by re-INVITE, the size rule) and
+sends the fax with ``faxbox.fax.line.send``, asking for T.38 once answered (or after
+``t38_delay_s``; the call stays on G.711 when the far end refuses). What ended the call
+becomes a ``CallReport`` with the failure in the contracts' terms; whether it is worth
+another call, or another carrier at once (``carrier_trouble``), is ours.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from faxbox.fax.line.contract import call_failure, fax_failure, transfer_statist
 from faxbox.fax.line.pace import real_seconds
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import CallSettings, Compression, Modem
-from faxbox.fax.sip.digest import Credentials
+from faxbox.fax.sip.carrier import carrier_uri, credentials
 from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
 from faxbox.shared.contracts import FaxFailure, TransferStatistics
 from faxbox.shared.secretbox import SecretBox
@@ -53,6 +56,10 @@ class CallReport:
     statistics: TransferStatistics | None = None
     media: str = "none"
     retryable: bool = True
+    # The carrier failed before the far end was reached (5xx, 408, timeout, no
+    # connection): the handler tries the next carrier within the same attempt.
+    carrier_trouble: bool = False
+    retry_after_s: int | None = None  # a 503's Retry-After: leave the carrier alone that long
 
     @property
     def success(self) -> bool:
@@ -66,7 +73,13 @@ class FaxLine(Protocol):
 def sip_failure(exc: CallFailed) -> CallReport:
     # A number that does not exist will not exist in five minutes either.
     retryable = exc.kind is not FailureKind.BAD_NUMBER
-    return CallReport(failure=call_failure(exc), pages_sent=0, retryable=retryable)
+    return CallReport(
+        failure=call_failure(exc),
+        pages_sent=0,
+        retryable=retryable,
+        carrier_trouble=exc.carrier_trouble,
+        retry_after_s=exc.retry_after,
+    )
 
 
 def report_from_outcome(
@@ -98,14 +111,6 @@ def call_settings(dial: Dial) -> CallSettings:
     )
 
 
-def carrier_uri(carrier: Carrier) -> str:
-    if carrier.sip_host:
-        return f"sip:{carrier.sip_host}:{carrier.sip_port or 5060}"
-    if carrier.sip_uri:
-        return carrier.sip_uri
-    raise ValueError(f"carrier {carrier.name} has no SIP address")
-
-
 class SipFaxLine:
     """Fax calls through ``ua`` (whose ``pace`` is the media clock of every call)."""
 
@@ -118,21 +123,21 @@ class SipFaxLine:
         request_t38: bool = True,
         media_silence_s: float = 60.0,
         secrets: SecretBox | None = None,
+        t38_delay_s: float = 0.0,
     ) -> None:
         self.ua = ua
         self.secrets = secrets  # opens the carriers' sealed passwords
         self.answer_timeout_s = answer_timeout_s
         self.line = LineSettings(
-            silence_s=media_silence_s, max_call_s=max_call_s, request_t38=request_t38
+            silence_s=media_silence_s,
+            max_call_s=max_call_s,
+            request_t38=request_t38,
+            t38_delay_s=t38_delay_s,
         )
 
     async def transmit(self, dial: Dial) -> CallReport:
         carrier = dial.carrier
-        credentials = None
-        if carrier.sip_username:
-            # A password that does not open (no or another FAXBOX_SECRET_KEY) raises:
-            # retried, then dead-lettered with the reason, for the operator to fix.
-            credentials = Credentials(carrier.sip_username, carrier.sip_secret(self.secrets) or "")
+        secret = credentials(carrier, self.secrets)
         try:
             call = await self.ua.dial(
                 carrier_uri(carrier),
@@ -140,7 +145,12 @@ class SipFaxLine:
                 dial.destination,
                 # Call time: on a faster test clock it passes faster too.
                 answer_timeout=real_seconds(self.answer_timeout_s, self.ua.pace),
-                credentials=credentials,
+                credentials=secret,
+                proxy=carrier.outbound_proxy,
+                offer_t38=carrier.t38_in_invite and self.line.request_t38,
+                # A carrier that authenticates us knows us by its own domain.
+                from_domain=carrier.domain if secret is not None else None,
+                tcp_over_mtu=carrier.tcp_over_mtu,
             )
         except CallFailed as exc:
             log.info("call to %s via %s failed: %s", dial.destination, carrier.name, exc)

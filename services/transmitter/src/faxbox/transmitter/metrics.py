@@ -20,3 +20,7 @@ REPUBLISHED = Counter(
 CARRIER_BUSY = Counter(
     "faxbox_transmitter_all_carriers_busy_total", "Jobs put back because every channel was taken"
 )
+FAILOVERS = Counter(
+    "faxbox_transmitter_carrier_failovers_total",
+    "Calls handed to the next carrier within an attempt after a carrier failed",
+)

@@ -13,8 +13,9 @@ from functools import partial
 from pathlib import Path
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from faxbox.fax.sip.ua import UserAgent
+from faxbox.fax.sip.settings import SipSettings, start_user_agent
 from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef, FaxSent, Message, OutboundFaxRequested
 from faxbox.shared.outbox import Outbox, Publisher
@@ -39,6 +40,9 @@ def _default_worker_id() -> str:
 
 
 class Settings(ServiceSettings, SecretSettings):
+    # FAXBOX_TRANSMITTER_SIP__ADVERTISED_ADDRESS ... (nested SipSettings)
+    model_config = SettingsConfigDict(**ServiceSettings.model_config, env_nested_delimiter="__")
+
     # Back-pressure: the broker hands us at most this many requests at a time; keep it a
     # little above max_calls so a freed channel finds the next job already here.
     prefetch: int = Field(default=64, ge=1, le=1000)
@@ -52,6 +56,16 @@ class Settings(ServiceSettings, SecretSettings):
     transmitter_sip_host: str = "127.0.0.1"
     transmitter_sip_port: int = Field(default=0, ge=0, le=65535, description="0: any free port.")
     transmitter_request_t38: bool = True
+    transmitter_t38_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Call time on G.711 before our own T.38 re-INVITE, unless the far end "
+        "asks first (0: at once).",
+    )
+    transmitter_max_carrier_tries: int = Field(
+        default=3, ge=1, le=10, description="Carriers one attempt may try (failover)."
+    )
+    transmitter_sip: SipSettings = SipSettings()
     transmitter_answer_timeout_s: float = Field(default=60.0, gt=0, description="In call time.")
     transmitter_max_call_s: float = Field(default=1800.0, gt=0, description="In call time.")
     transmitter_media_silence_s: float = Field(
@@ -102,9 +116,10 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             box = Outbox(box.store, CrashAfterSent(box.publisher), name=SERVICE)
         ledger = jobs.MongoJobLedger(infra.store.db[jobs.COLLECTION])
         await ledger.ensure_indexes()
-        ua = await UserAgent.start(
+        ua = await start_user_agent(
             settings.transmitter_sip_host,
             settings.transmitter_sip_port,
+            settings.transmitter_sip,
             pace=settings.line_pace,
             user="faxbox-transmitter",
             accept_t38=settings.line_pace > 0,
@@ -117,6 +132,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             request_t38=settings.transmitter_request_t38,
             media_silence_s=settings.transmitter_media_silence_s,
             secrets=settings.box(),
+            t38_delay_s=settings.transmitter_t38_delay_s,
         )
         deps = Deps(
             ledger=ledger,
@@ -130,6 +146,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             lease_s=settings.transmitter_lease_s,
             busy_retry_s=settings.transmitter_busy_retry_s,
             busy_give_up_s=settings.transmitter_busy_give_up_s,
+            max_carrier_tries=settings.transmitter_max_carrier_tries,
             spool_dir=settings.transmitter_spool_dir,
         )
         log.info(

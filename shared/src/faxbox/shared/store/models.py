@@ -389,6 +389,27 @@ class Carrier(StoreModel):
     inbound_password: str | None = Field(
         default=None, repr=False, description="Sealed like sip_password; never shown."
     )
+    sip_transport: Literal["udp", "tcp", "tls"] = Field(
+        default="udp", description="How we reach it (TLS verifies its certificate)."
+    )
+    sip_domain: str | None = Field(
+        default=None,
+        description="Its SIP domain: the host of our From and address of record when we "
+        "register or authenticate; sip_host when None.",
+    )
+    outbound_proxy: str | None = Field(
+        default=None, description="A SIP URI every call to this carrier goes through (an SBC)."
+    )
+    sip_register: bool = Field(
+        default=False, description="Register our contact with it (calls in come to us)."
+    )
+    register_expires_s: int = Field(default=600, ge=30, le=86400)
+    t38_in_invite: bool = Field(
+        default=False, description="Offer T.38 beside G.711 in the INVITE itself."
+    )
+    tcp_over_mtu: bool = Field(
+        default=True, description="Send a request over 1300 bytes by TCP (RFC 3261 §18.1.1)."
+    )
 
     def with_password(
         self, password: str | None, box: SecretBox | None, field: PasswordField = "sip_password"
@@ -433,6 +454,10 @@ class Carrier(StoreModel):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
         return out
+
+    @property
+    def domain(self) -> str | None:
+        return self.sip_domain or self.sip_host
 
     @model_validator(mode="after")
     def _flags_are_keys_safe(self) -> Self:
