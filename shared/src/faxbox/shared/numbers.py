@@ -587,3 +587,29 @@ def assignable(raw: str) -> str:
     if text.isdigit() and len(text) <= MAX_EXTENSION_DIGITS:
         return text
     return normalize(text, _INBOUND_POLICY).e164
+
+
+def called_number_keys(raw: str) -> list[str]:
+    """The keys an inbound call's number may be assigned under, best first.
+
+    Carriers write the called number in a SIP URI as they like: E.164 with or without
+    the ``+``, a 10-digit North American national number, with a leading ``1``, or an
+    extension. Each is read with the rules numbers are assigned with (:func:`assignable`),
+    so ``2125550100``, ``12125550100`` and ``+12125550100`` all find ``+12125550100``;
+    digits that only make sense as E.164 without the ``+`` (``442079460958``) are tried
+    with it. URI parameters (``;npdi``, ``;rn=...``) are not part of the number.
+    """
+    text = raw.split(";", 1)[0].strip()
+    if not text:
+        return []
+    keys: list[str] = []
+    for candidate in (text, f"+{text}" if text.isdigit() else ""):
+        if not candidate:
+            continue
+        try:
+            key = assignable(candidate)
+        except NumberRefused:
+            continue
+        if key not in keys:
+            keys.append(key)
+    return keys

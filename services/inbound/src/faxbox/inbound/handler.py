@@ -1,7 +1,10 @@
 """One inbound call: decide whether to answer, receive the fax, store it, announce it.
 
 - the called number must be assigned to a faxbox (else 404) that is enabled (else
-  480); when every line of this process is taken, 486;
+  480); when every line of this process is taken, 486. The number is looked for in the
+  Request-URI first, then in To (behind a registrar the Request-URI is our contact and
+  the number dialled is in To), each read with the rules numbers are assigned with
+  (``numbers.called_number_keys``: 10-digit NANP, a leading 1, E.164 with or without +);
 - each answered call gets its own fax id; its month is the month of the call;
 - whatever pages arrived are stored (TIFF as received, and a PDF) and announced: a
   complete fax as ``InboundFaxReceived``, anything else as ``InboundFaxFailed`` with
@@ -44,6 +47,7 @@ from faxbox.shared.contracts import (
     month_of,
 )
 from faxbox.shared.logs import fax_context
+from faxbox.shared.numbers import called_number_keys
 from faxbox.shared.outbox import Decided, DecisionStore, Recorded
 from faxbox.shared.store import Account, Faxbox, new_id
 
@@ -83,32 +87,25 @@ class Deps:
     new_fax_id: Callable[[], str] = lambda: new_id("fax")
 
 
-def _candidates(number: str) -> list[str]:
-    # Carriers send the called number with or without the +; numbers are stored E.164.
-    out = [number]
-    if number and number.isdigit():
-        out.append(f"+{number}")
-    return out
-
-
-async def _lookup(deps: Deps, number: str) -> tuple[Faxbox, Account] | None:
-    for candidate in _candidates(number):
-        found = await deps.directory.faxbox_for_number(candidate)
-        if found is not None:
-            return found
+async def _lookup(deps: Deps, numbers_called: list[str]) -> tuple[str, Faxbox, Account] | None:
+    for raw in numbers_called:
+        for key in called_number_keys(raw):
+            found = await deps.directory.faxbox_for_number(key)
+            if found is not None:
+                return (key, *found)
     return None
 
 
 async def handle_call(incoming: IncomingCall, deps: Deps) -> Recorded | None:
     called = incoming.to_number
     caller = incoming.from_number
-    found = await _lookup(deps, called)
+    found = await _lookup(deps, incoming.called_numbers)
     if found is None:
         log.info("call from %s to unassigned number %s: 404", caller, called)
         metrics.CALLS_REFUSED.labels("404").inc()
         await incoming.reject(404)
         return None
-    faxbox, account = found
+    called, faxbox, account = found
     if not faxbox.enabled:
         log.info("call from %s to %s: faxbox %s is disabled: 480", caller, called, faxbox.id)
         metrics.CALLS_REFUSED.labels("480").inc()

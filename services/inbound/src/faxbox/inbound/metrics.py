@@ -21,3 +21,13 @@ OUTCOMES = Counter(
     "Answered calls by outcome (received, failed) and failure class",
     ["outcome", "failure_class"],
 )
+SIP_REGISTERED = Gauge(
+    "faxbox_inbound_sip_registered",
+    "1 while our contact is registered with the carrier, else 0",
+    ["carrier"],
+)
+SIP_REGISTRATION_FAILURES = Counter(
+    "faxbox_inbound_sip_registration_failures_total",
+    "REGISTERs the carrier refused or never answered",
+    ["carrier"],
+)

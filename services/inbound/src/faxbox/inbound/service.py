@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from faxbox.fax.sip.incoming import IncomingCall
-from faxbox.fax.sip.ua import UserAgent
+from faxbox.fax.sip.settings import SipSettings, start_user_agent
 from faxbox.inbound import metrics
 from faxbox.inbound.edge import Admitted, CarrierEdge
 from faxbox.inbound.handler import Deps, handle_call
+from faxbox.inbound.registrations import Registrations
 from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.outbox import Outbox, Recorded
@@ -24,6 +28,8 @@ from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
+from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
+from faxbox.shared.store.registrations import SipRegistrations
 from faxbox.shared.wiring import infrastructure, outbox
 
 log = logging.getLogger(__name__)
@@ -31,7 +37,14 @@ log = logging.getLogger(__name__)
 SERVICE = "inbound"
 
 
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class Settings(ServiceSettings, SecretSettings):
+    # FAXBOX_INBOUND_SIP__ADVERTISED_ADDRESS ... (nested SipSettings)
+    model_config = SettingsConfigDict(**ServiceSettings.model_config, env_nested_delimiter="__")
+
     inbound_sip_host: str = "127.0.0.1"
     inbound_sip_port: int = Field(default=5080, ge=0, le=65535, description="0: any free port.")
     line_pace: float = Field(
@@ -52,6 +65,13 @@ class Settings(ServiceSettings, SecretSettings):
     )
     inbound_carriers_refresh_s: float = Field(
         default=5.0, gt=0, description="How often the carriers' allowed addresses are re-read."
+    )
+    inbound_sip: SipSettings = SipSettings()
+    inbound_registration_reload_s: float = Field(
+        default=60.0, gt=0, description="How often the carriers to register with are re-read."
+    )
+    inbound_instance: str = Field(
+        default_factory=_default_instance, description="This replica's name in the dashboard."
     )
 
 
@@ -89,14 +109,23 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             media_silence_s=settings.inbound_media_silence_s,
             spool_dir=settings.inbound_spool_dir,
         )
-        ua = await UserAgent.start(
+        ua = await start_user_agent(
             settings.inbound_sip_host,
             settings.inbound_sip_port,
+            settings.inbound_sip,
             pace=settings.line_pace,
             user="faxbox-inbound",
             accept_t38=settings.inbound_accept_t38 and settings.line_pace > 0,
         )
         runtime.add_check("sip", lambda: ua.is_open)
+        registrations = Registrations(
+            ua,
+            infra.store,
+            SipRegistrations(infra.store.db[REGISTRATIONS]),
+            settings.inbound_instance,
+            secrets=settings.box(),
+            reload_s=settings.inbound_registration_reload_s,
+        )
         in_flight: set[asyncio.Task[None]] = set()
 
         edge = CarrierEdge(
@@ -123,10 +152,12 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
 
         ua.listen(on_invite)
         log.info("inbound receiver listening for SIP on %s:%d", ua.host, ua.port)
+        await registrations.start()
         try:
             yield
         finally:
             ua.listen(_refuse)  # no new calls while the ones in progress finish
+            await registrations.stop()  # and none routed to us any more
             pending = {t for t in in_flight if not t.done()}
             if pending:
                 await asyncio.wait(pending, timeout=settings.shutdown_grace_s)

@@ -18,6 +18,7 @@ from faxbox.portal.deps import (
     CurrentPrincipal,
     Deps,
     require_dashboard,
+    sip_registrations,
     submitted_csrf,
 )
 from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
@@ -254,10 +255,24 @@ class HealthOut(BaseModel):
     detail: str
 
 
+class RegistrationOut(BaseModel):
+    carrier: str
+    instance: str
+    aor: str
+    registrar: str
+    state: str = Field(description="registered, registering, failed, unregistered or expired")
+    expires_in_s: int | None
+    last_status: int | None
+    last_reason: str
+    failures: int
+
+
 class DashboardOut(BaseModel):
     queues: list[QueueOut]
     queue_error: str | None
     health: list[HealthOut]
+    registrations: list[RegistrationOut] = []
+    registration_error: str | None = None
     rabbitmq_ui_url: str
     grafana_url: str
 
@@ -602,11 +617,15 @@ def _slots(obj: Any) -> dict[str, Any]:
 @router.get("/dashboard", response_model=DashboardOut, tags=["dashboard"])
 async def dashboard(principal: CurrentPrincipal, deps: Deps) -> DashboardOut:
     require_dashboard(principal)
-    board = await load_dashboard(deps.queues, deps.probe, deps.topology, deps.health_urls)
+    board = await load_dashboard(
+        deps.queues, deps.probe, deps.topology, deps.health_urls, sip_registrations(deps)
+    )
     return DashboardOut(
         queues=[QueueOut(**_slots(q)) for q in board.queues],
         queue_error=board.queue_error,
         health=[HealthOut(**_slots(h)) for h in board.health],
+        registrations=[RegistrationOut(**_slots(r)) for r in board.registrations],
+        registration_error=board.registration_error,
         rabbitmq_ui_url=deps.links.rabbitmq_ui,
         grafana_url=deps.links.grafana,
     )

@@ -1,5 +1,6 @@
 """The queue dashboard: queue figures from the RabbitMQ management API, service health,
-and re-driving dead letters.
+the SIP registrations with carriers (from the ``sip_registrations`` collection the
+inbound receiver keeps), and re-driving dead letters.
 
 The portal reads the management API over HTTP (httpx) rather than through AMQP
 because only the management plugin knows consumer counts and message rates.
@@ -9,19 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
 
 from faxbox.shared.failover import split_urls
 from faxbox.shared.routing import SUBSCRIPTIONS, Topology
+from faxbox.shared.store.registrations import SipRegistrationRecord
 
 
 class QueueSource(Protocol):
     """Raw queue figures of one vhost, as the management API reports them."""
 
     async def queues(self) -> list[dict[str, Any]]: ...
+
+
+class RegistrationSource(Protocol):
+    async def all(self) -> list[SipRegistrationRecord]: ...
 
 
 class Redriver(Protocol):
@@ -150,14 +157,54 @@ def summarize(raw: list[dict[str, Any]], topology: Topology) -> list[QueueRow]:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationRow:
+    carrier: str
+    instance: str
+    aor: str
+    registrar: str
+    state: str  # registered | registering | failed | unregistered | expired
+    expires_in_s: int | None
+    last_status: int | None
+    last_reason: str
+    failures: int
+
+
+def registration_rows(records: list[SipRegistrationRecord], now: datetime) -> list[RegistrationRow]:
+    rows = []
+    for r in records:
+        expires_in = int((r.expires_at - now).total_seconds()) if r.expires_at else None
+        rows.append(
+            RegistrationRow(
+                carrier=r.carrier_name,
+                instance=r.instance,
+                aor=r.aor,
+                registrar=r.registrar,
+                # A replica that stopped refreshing (it died) leaves a stale "registered".
+                state="expired" if r.expired(now) else r.state,
+                expires_in_s=expires_in if expires_in is None or expires_in > 0 else 0,
+                last_status=r.last_status,
+                last_reason=r.last_reason,
+                failures=r.failures,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
 class Dashboard:
     queues: list[QueueRow]
     queue_error: str | None
     health: list[HealthRow]
+    registrations: list[RegistrationRow] = field(default_factory=list)
+    registration_error: str | None = None
 
 
 async def load_dashboard(
-    source: QueueSource, probe: HealthProbe, topology: Topology, health_urls: dict[str, str]
+    source: QueueSource,
+    probe: HealthProbe,
+    topology: Topology,
+    health_urls: dict[str, str],
+    registrations: RegistrationSource | None = None,
 ) -> Dashboard:
     async def one(service: str, url: str) -> HealthRow:
         healthy, detail = await probe.check(url)
@@ -168,7 +215,14 @@ async def load_dashboard(
         rows, error = summarize(await source.queues(), topology), None
     except ManagementApiError as exc:
         rows, error = [], str(exc)
-    return Dashboard(rows, error, list(await health_task))
+    sip: list[RegistrationRow] = []
+    sip_error = None
+    if registrations is not None:
+        try:
+            sip = registration_rows(await registrations.all(), datetime.now(UTC))
+        except Exception as exc:  # the dashboard shows what it can
+            sip_error = f"SIP registrations unavailable: {exc}"
+    return Dashboard(rows, error, list(await health_task), sip, sip_error)
 
 
 def redrivable(service: str) -> bool:

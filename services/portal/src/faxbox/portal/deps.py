@@ -31,6 +31,8 @@ from faxbox.portal.throttle import SignInThrottle
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import NotFound, Store
 from faxbox.shared.store.store import CallerIdScope
+from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
+from faxbox.shared.store.registrations import SipRegistrations
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,10 @@ async def checked_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CheckedPrincipal = Annotated[Principal, Depends(checked_principal)]
 Deps = Annotated[PortalDeps, Depends(deps_of)]
+
+
+def sip_registrations(deps: PortalDeps) -> SipRegistrations:
+    return SipRegistrations(deps.store.db[REGISTRATIONS])
 
 
 def require_dashboard(principal: Principal) -> None:

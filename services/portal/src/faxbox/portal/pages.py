@@ -20,6 +20,7 @@ from faxbox.portal.deps import (
     Deps,
     optional_principal,
     require_dashboard,
+    sip_registrations,
 )
 from faxbox.portal.localtime import clock_for, with_faxboxes
 from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
@@ -500,7 +501,9 @@ async def admin_alternate(
 @router.get("/dashboard")
 async def dashboard_page(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
     require_dashboard(principal)
-    board = await load_dashboard(deps.queues, deps.probe, deps.topology, deps.health_urls)
+    board = await load_dashboard(
+        deps.queues, deps.probe, deps.topology, deps.health_urls, sip_registrations(deps)
+    )
     return render(request, "dashboard.html", principal, board=board, links=deps.links)
 
 
