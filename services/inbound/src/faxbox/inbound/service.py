@@ -43,7 +43,7 @@ def _default_instance() -> str:
 
 class Settings(ServiceSettings, SecretSettings):
     # FAXBOX_INBOUND_SIP__ADVERTISED_ADDRESS ... (nested SipSettings)
-    model_config = SettingsConfigDict(**ServiceSettings.model_config, env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_nested_delimiter="__")  # merged with the parent's
 
     inbound_sip_host: str = "127.0.0.1"
     inbound_sip_port: int = Field(default=5080, ge=0, le=65535, description="0: any free port.")

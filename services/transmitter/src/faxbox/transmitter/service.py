@@ -41,7 +41,7 @@ def _default_worker_id() -> str:
 
 class Settings(ServiceSettings, SecretSettings):
     # FAXBOX_TRANSMITTER_SIP__ADVERTISED_ADDRESS ... (nested SipSettings)
-    model_config = SettingsConfigDict(**ServiceSettings.model_config, env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_nested_delimiter="__")  # merged with the parent's
 
     # Back-pressure: the broker hands us at most this many requests at a time; keep it a
     # little above max_calls so a freed channel finds the next job already here.
