@@ -29,6 +29,7 @@ from faxbox.demo.document import demo_pdf
 from faxbox.demo.tenant import Seeded
 from faxbox.shared.bus import Bus, EventTap
 from faxbox.shared.contracts import (
+    FaxAttemptFailed,
     FaxFailed,
     FaxSent,
     InboundFaxReceived,
@@ -39,9 +40,10 @@ from faxbox.shared.contracts import (
     OutboundFaxRequested,
 )
 from faxbox.shared.settings import BrokerSettings
-from faxbox.shared.store import HistoryRecord, Store
+from faxbox.shared.store import Carrier, HistoryRecord, Store
 from tests.e2e.stack import ALICE, BOB, REALM, CapturedMail, SmtpCapture, Stack, eventually
 from tests.integration.sip._pages import save_fax_tiff, text_page
+from tests.peers.sipp import reply, scenario, start_sipp
 from tests.support import RabbitServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(240)]
@@ -444,3 +446,57 @@ async def test_a_partial_inbound_fax_keeps_its_pages(
     assert failed.header("Subject") == f"Fax from {caller} could not be received"
     (pdf,) = [d for n, d in failed.attachments().items() if n.endswith(".pdf")]
     assert len(PdfReader(io.BytesIO(pdf)).pages) == 2
+
+
+async def test_route_flags_open_a_carrier_and_a_503_fails_over_to_the_next(
+    stack: Stack, tenant: Seeded, tap: Tap, store: Store, tmp_path: Path
+) -> None:
+    """The faxbox's route flag reaches the transmitter through the validator: the fax may
+    use the carrier that requires the flag (tried first, by priority). That carrier (SIPp)
+    answers 503 with Retry-After; the call goes to pstn-sim in the same attempt, and the
+    history's timeline shows both carriers."""
+    sipp = await start_sipp(
+        tmp_path,
+        scenario(
+            "a carrier in trouble",
+            '<recv request="INVITE"/>'
+            + reply("503 Service Unavailable", extra="Retry-After: 30")
+            + '<recv request="ACK"/>',
+        ),
+    )
+    premium = await store.add_carrier(
+        Carrier(
+            name="e2e-premium-503",
+            flags=["fax"],
+            require_flags=["premium"],
+            priority=1,
+            channel_cap=2,
+            sip_host="127.0.0.1",
+            sip_port=sipp.port,
+        )
+    )
+    alice = tenant.faxboxes[ALICE.email]
+    await store.update_faxbox(alice.id, route_flags=["premium"])
+    try:
+        number = "+12125550105"  # pstn-sim receives
+        original = mail(f"{number}@{REALM}", [("one.pdf", "application/pdf", demo_pdf(1))])
+        stack.mailbox.append(original)
+        requested: OutboundFaxRequested = await tap.first(
+            OutboundFaxRequested, source_message_id=original["Message-ID"]
+        )
+        assert requested.route_flags == ("premium",)
+        sent: FaxSent = await tap.first(FaxSent, 90, fax_id=requested.fax_id)
+        assert (sent.carrier_id, sent.attempts) == (tenant.carrier.id, 1)
+        failed_over: FaxAttemptFailed = await tap.first(
+            FaxAttemptFailed, 10, fax_id=requested.fax_id
+        )
+        assert failed_over.carrier_failover
+        assert (failed_over.carrier_id, failed_over.failure.sip_status) == (premium.id, 503)
+        await sipp.assert_passed()
+        record = await history(store, sent, "sent")
+        summaries = [entry.summary for entry in record.timeline]
+        assert any(f"failed on carrier {premium.id}" in s for s in summaries), summaries
+        assert any(s.startswith("sent: 1 of 1") for s in summaries), summaries
+    finally:
+        await store.update_faxbox(alice.id, route_flags=[])
+        await store.remove_carrier(premium.id)

@@ -225,6 +225,7 @@ def _faxbox_settings(args: argparse.Namespace) -> dict[str, Any]:
         "extra_recipients": args.extra_recipient,
         "resolution": args.resolution,
         "max_recipients": args.max_recipients,
+        "route_flags": args.route_flag,
     }
     settings = {k: v for k, v in given.items() if v is not None}
     if args.caller_id is not None:
@@ -349,6 +350,12 @@ async def carrier_add(store: Store, args: argparse.Namespace) -> Any:
         sip_username=args.sip_username,
         sip_allow=args.sip_allow or [],
         inbound_username=args.inbound_username,
+        sip_transport=args.sip_transport,
+        sip_domain=args.sip_domain,
+        outbound_proxy=args.outbound_proxy,
+        sip_register=args.register,
+        register_expires_s=args.register_expires,
+        t38_in_invite=args.t38_in_invite,
     )
     if args.sip_password_stdin:
         carrier = _sealed(carrier, _stdin_password())
@@ -368,13 +375,27 @@ def _sealed(carrier: Carrier, password: str | None, field: str = "sip_password")
 
 async def carrier_update(store: Store, args: argparse.Namespace) -> Any:
     carrier = await store.get_carrier_by_name(args.name)
-    changes: dict[str, Any] = {}
-    if args.sip_allow is not None:
-        changes["sip_allow"] = args.sip_allow
-    if args.inbound_username is not None:
-        changes["inbound_username"] = args.inbound_username or None
+    changes: dict[str, Any] = {
+        field: value
+        for field, value in (
+            ("sip_transport", args.sip_transport),
+            ("register_expires_s", args.register_expires),
+            ("sip_register", args.register),
+            ("t38_in_invite", args.t38_in_invite),
+            ("sip_allow", args.sip_allow),
+        )
+        if value is not None
+    }
+    # An empty value clears these ("--outbound-proxy ''").
+    for field, value in (
+        ("sip_domain", args.sip_domain),
+        ("outbound_proxy", args.outbound_proxy),
+        ("inbound_username", args.inbound_username),
+    ):
+        if value is not None:
+            changes[field] = value or None
     if not changes:
-        raise CliError("nothing to change: give --sip-allow or --inbound-username")
+        raise CliError("nothing to change: give the settings to change (see --help)")
     _model(Carrier, **(carrier.model_dump() | changes))
     return _public_carrier(await store.update_carrier(carrier, **changes))
 

@@ -40,6 +40,24 @@ def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> No
     )
 
 
+def _carrier_sip(parser: argparse.ArgumentParser, *, adding: bool) -> None:
+    """How we reach the carrier: defaults when adding, unchanged when not given to update."""
+    parser.add_argument(
+        "--sip-transport", choices=["udp", "tcp", "tls"], default="udp" if adding else None
+    )
+    parser.add_argument("--sip-domain", help="its SIP domain (From, address of record)")
+    parser.add_argument("--outbound-proxy", help="SIP URI every call goes through (an SBC)")
+    parser.add_argument(
+        "--register-expires", type=int, default=600 if adding else None, help="seconds"
+    )
+    if adding:
+        parser.add_argument("--register", action="store_true", help="register our contact")
+        parser.add_argument("--t38-in-invite", action="store_true", help="offer T.38 at once")
+    else:
+        _bool_flag(parser, "register", "stop registering our contact with it")
+        _bool_flag(parser, "t38-in-invite", "offer only G.711 in the INVITE")
+
+
 def _carrier_edge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sip-allow",
@@ -147,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", choices=["fine", "standard"])
     p.add_argument("--max-recipients", type=int, help="fax numbers one email may name (10)")
     p.add_argument(
+        "--route-flag", action="append", help="lets its faxes use carriers requiring it; repeat"
+    )
+    p.add_argument(
         "--sender-auth",
         choices=[a.value for a in SenderAuth],
         help="required (default): fax only mail a trusted mail server proved came from the "
@@ -181,11 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read the SIP password from stdin (sealed with FAXBOX_SECRET_KEY)",
     )
+    _carrier_sip(p, adding=True)
     _carrier_edge(p)
     p.set_defaults(command=carrier_add)
     carrier.add_parser("list").set_defaults(command=carrier_list)
-    p = carrier.add_parser("update", help="where a carrier's calls may come from, and how")
+    p = carrier.add_parser("update", help="how we reach a carrier, and where its calls come from")
     p.add_argument("--name", required=True)
+    _carrier_sip(p, adding=False)
     _carrier_edge(p)
     p.set_defaults(command=carrier_update)
     p = carrier.add_parser(

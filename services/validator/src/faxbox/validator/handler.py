@@ -162,6 +162,8 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> t
                 fax_tiff=fax_tiff,
                 pages=decision.pages,
                 source_message_id=decision.mail.message_id,
+                # What opens require-flags carriers to this fax (see the transmitter).
+                route_flags=tuple(faxbox.route_flags),
             )
         )
     return tuple(requests)

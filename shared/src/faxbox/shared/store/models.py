@@ -303,11 +303,23 @@ class Faxbox(StoreModel):
     extra_recipients: list[LowerEmail] = Field(default_factory=list)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     merge_attachments: bool = False
+    route_flags: list[str] = Field(
+        default_factory=list,
+        description="Flags this faxbox's faxes carry: they may use carriers that require them.",
+    )
     max_recipients: int = Field(
         default=10, ge=1, le=100, description="Fax numbers one email may be sent to."
     )
     resolution: Literal["fine", "standard"] = "fine"
     created_at: UtcDatetime = Field(default_factory=utc_now)
+
+    @field_validator("route_flags")
+    @classmethod
+    def _route_flags(cls, value: list[str]) -> list[str]:
+        for flag in value:
+            if not re.fullmatch(r"[a-z0-9_-]{1,40}", flag):
+                raise ValueError(f"route flag {flag!r} must match [a-z0-9_-]{{1,40}}")
+        return sorted(set(value))
 
     @field_validator("identity")
     @classmethod
