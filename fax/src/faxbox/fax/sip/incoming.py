@@ -5,7 +5,9 @@ caller's PRACK) when the caller requires it or, with the user agent's
 ``prefer_100rel``, supports it; ``answer`` waits for that PRACK before the 200 and
 refuses an INVITE whose session interval is below our Min-SE with 422 (RFC 4028). The
 200 copies the Record-Route set (the dialog's requests go back through the same
-proxies), carries our session-timer decision, and answers every offered m-line in order.
+proxies), carries our session-timer decision, and answers every offered m-line in order:
+G.711, or T.38 at once when the INVITE offers it too (and we accept T.38 on a clocked
+line), the other stream refused with port 0.
 
 The called number: ``called_numbers`` are the Request-URI's user part, then the To
 header's: behind a registrar the Request-URI is our registered contact, and the number
@@ -215,10 +217,13 @@ class IncomingCall:
         chosen: MediaDescription | None = None
         ours: MediaDescription | None = None
         assert offer is not None
-        if audio is not None and pt is not None:
+        # T.38 offered in the INVITE itself: a fax endpoint takes it at once (no re-INVITE
+        # later), when it accepts T.38 at all and its line has a clock.
+        take_t38 = t38 is not None and (pt is None or (call.accept_t38 and ua.pace > 0))
+        if audio is not None and pt is not None and not take_t38:
             rtp.connect(offer.endpoint(audio), pt)
             chosen, ours = audio, audio_media(rtp.local_port, [pt])
-        elif t38 is not None:  # T.38 only offered (or no audio codec of ours)
+        elif t38 is not None:
             theirs = T38Params.from_attributes(t38.attributes)
             params = answer_t38(theirs, ua.t38)
             udptl = await call.open_udptl()
