@@ -15,8 +15,14 @@ over the step is recorded. ``g711_concurrent_calls`` / ``t38_concurrent_calls`` 
 the largest N that passed in every run (median of runs per step for the CPU figures).
 The issue's targets are G.711 ≥ 100 and T.38 ≥ 200.
 
+``--via both`` (the default) runs the ladders twice: straight to pstn-sim, then through
+Kamailio (Debian's, started by ``tests.peers.kamailio`` with a generated configuration:
+every INVITE digest-authenticated, every dialog record-routed, UDP both sides) as the
+carrier's proxy in front of pstn-sim; the media still flows end to end.
+``kamailio_g711_concurrent_calls`` / ``kamailio_t38_concurrent_calls`` are that run's.
+
     . var/env; uv run python benchmarks/concurrent_calls.py [--runs 1] \\
-        [--g711 50,100] [--t38 100,200] [--pace 1]
+        [--g711 50,100] [--t38 100,200] [--pace 1] [--via both|direct|kamailio]
 
 Writes benchmarks/results/transmitter.json.
 """
@@ -57,6 +63,7 @@ from faxbox.shared.contracts import (  # noqa: E402
 )
 from faxbox.shared.settings import BrokerSettings, MongoSettings  # noqa: E402
 from faxbox.shared.store import Account, Carrier, Faxbox, Store, User, new_id  # noqa: E402
+from tests.peers.kamailio import running_kamailio  # noqa: E402
 from tests.support import RabbitServer, free_port  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "transmitter.json"
@@ -169,6 +176,75 @@ async def step(
     }
 
 
+BENCH_PASSWORD = "bench-kamailio"
+
+
+async def use_carrier(store: Store, carrier: Carrier) -> None:
+    """Make ``carrier`` (with room for every call) the only one."""
+    await store.carriers.delete_many({})
+    await store.add_carrier(carrier.model_copy(update={"flags": ["fax"], "channel_cap": 2000}))
+
+
+async def ladders_run(
+    bus: Bus,
+    events: Events,
+    template: OutboundFaxRequested,
+    ladders: dict[str, list[int]],
+    args: argparse.Namespace,
+    env: dict[str, str],
+    logs: Path,
+) -> dict[str, Any]:
+    """Each mode's ladder through a fresh transmitter process; its results by mode."""
+    await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for mode, ladder in ladders.items():
+        transmitter = spawn(
+            [sys.executable, "-m", "faxbox.transmitter"],
+            {
+                **env,
+                "FAXBOX_LINE_PACE": str(args.pace),
+                "FAXBOX_MAX_CALLS": "2000",
+                "FAXBOX_PREFETCH": "1000",
+                "FAXBOX_TRANSMITTER_REQUEST_T38": "true" if mode == "t38" else "false",
+                "FAXBOX_LOG_LEVEL": "WARNING",
+            },
+            0,
+            logs / f"transmitter-{mode}.log",
+        )
+        await asyncio.sleep(3)
+        steps = []
+        try:
+            for n in ladder:
+                runs = []
+                for _ in range(args.runs):
+                    outcome = await step(
+                        bus,
+                        events,
+                        template,
+                        n,
+                        args.stagger_ms / 1000,
+                        transmitter.pid,
+                        timeout_s=240 / args.pace + n * args.stagger_ms / 1000,
+                    )
+                    print(logs.name, mode, json.dumps(outcome), flush=True)
+                    runs.append(outcome)
+                steps.append(
+                    {
+                        "calls": n,
+                        "passed_every_run": all(r["sent_ok"] == n for r in runs),
+                        "median_core_share": statistics.median(
+                            r["transmitter_core_share"] for r in runs
+                        ),
+                        "runs": runs,
+                    }
+                )
+        finally:
+            stop(transmitter)
+        passed = [s["calls"] for s in steps if s["passed_every_run"]]
+        results[mode] = {"max_passed": max(passed) if passed else 0, "steps": steps}
+    return results
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1)
@@ -176,6 +252,7 @@ async def main() -> None:
     parser.add_argument("--t38", default="100,200")
     parser.add_argument("--pace", type=float, default=1.0)
     parser.add_argument("--stagger-ms", type=float, default=50.0)
+    parser.add_argument("--via", choices=["both", "direct", "kamailio"], default="both")
     args = parser.parse_args()
     ladders = {
         "g711": [int(x) for x in args.g711.split(",") if x],
@@ -215,11 +292,6 @@ async def main() -> None:
         account = await store.create_account(Account(name="Bench", realm="bench.example"))
         user = await store.create_user(User(account_id=account.id, email="bench@bench.example"))
         faxbox = await store.create_faxbox(Faxbox(account_id=account.id, owner_user_id=user.id))
-        await store.add_carrier(
-            Carrier(
-                name="sim", flags=["fax"], channel_cap=2000, sip_host="127.0.0.1", sip_port=sip_port
-            )
-        )
         month = month_of(datetime.now(UTC))
         page = a4_page(tmp / "page.tif")
         ref = await store.documents.put(
@@ -242,76 +314,75 @@ async def main() -> None:
         await bus.connect()
         events = Events(bus)
         await events.start()
-        for mode, ladder in ladders.items():
-            transmitter = spawn(
-                [sys.executable, "-m", "faxbox.transmitter"],
-                {
-                    "FAXBOX_AMQP_URL": amqp_url,
-                    "FAXBOX_EXCHANGE_PREFIX": prefix,
-                    "FAXBOX_MONGO_URL": MONGO_URL,
-                    "FAXBOX_MONGO_DB": database,
-                    "FAXBOX_LINE_PACE": str(args.pace),
-                    "FAXBOX_MAX_CALLS": "2000",
-                    "FAXBOX_PREFETCH": "1000",
-                    "FAXBOX_TRANSMITTER_REQUEST_T38": "true" if mode == "t38" else "false",
-                    "FAXBOX_LOG_LEVEL": "WARNING",
-                },
-                0,
-                tmp / f"transmitter-{mode}.log",
-            )
-            await asyncio.sleep(3)
-            steps = []
-            try:
-                for n in ladder:
-                    runs = []
-                    for _ in range(args.runs):
-                        outcome = await step(
-                            bus,
-                            events,
-                            template,
-                            n,
-                            args.stagger_ms / 1000,
-                            transmitter.pid,
-                            timeout_s=240 / args.pace + n * args.stagger_ms / 1000,
-                        )
-                        print(mode, json.dumps(outcome), flush=True)
-                        runs.append(outcome)
-                    steps.append(
-                        {
-                            "calls": n,
-                            "passed_every_run": all(r["sent_ok"] == n for r in runs),
-                            "median_core_share": statistics.median(
-                                r["transmitter_core_share"] for r in runs
-                            ),
-                            "runs": runs,
-                        }
-                    )
-            finally:
-                stop(transmitter)
-            passed = [s["calls"] for s in steps if s["passed_every_run"]]
-            results[mode] = {"max_passed": max(passed) if passed else 0, "steps": steps}
+        env = {
+            "FAXBOX_AMQP_URL": amqp_url,
+            "FAXBOX_EXCHANGE_PREFIX": prefix,
+            "FAXBOX_MONGO_URL": MONGO_URL,
+            "FAXBOX_MONGO_DB": database,
+        }
+        if args.via in ("both", "direct"):
+            await use_carrier(store, Carrier(name="sim", sip_host="127.0.0.1", sip_port=sip_port))
+            results["direct"] = await ladders_run(bus, events, template, ladders, args, env, tmp)
+        if args.via in ("both", "kamailio"):
+            with running_kamailio(
+                tmp / "kamailio", pstn=("127.0.0.1", sip_port), users={"bench": BENCH_PASSWORD}
+            ) as kamailio:
+                await use_carrier(
+                    store,
+                    Carrier(
+                        name="kamailio",
+                        sip_host="127.0.0.1",
+                        sip_port=kamailio.port,
+                        sip_domain=kamailio.domain,
+                        sip_username="bench",
+                        sip_password=BENCH_PASSWORD,
+                    ),
+                )
+                results["kamailio"] = await ladders_run(
+                    bus, events, template, ladders, args, env, tmp / "via-kamailio"
+                )
     finally:
         await bus.close()
         stop(sim)
         rabbit.delete_vhost(vhost)
         await store.client.drop_database(database)
         await store.close()
+    previous = json.loads(RESULT.read_text()) if RESULT.exists() else {}
     report = {
         "benchmark": "transmitter_concurrent_calls",
         "what": "N concurrent 1-page fax calls through one transmitter process (CPU 0) "
-        "into pstn-sim (CPU 1), whole service incl. RabbitMQ and FerretDB; zero failed pages",
+        "into pstn-sim (CPU 1), whole service incl. RabbitMQ and FerretDB; zero failed pages; "
+        "kamailio_*: the same with Kamailio as the carrier's proxy (digest, record-route)",
         "pace": args.pace,
         "runs": args.runs,
         "stagger_ms": args.stagger_ms,
-        "g711_concurrent_calls": results["g711"]["max_passed"],
-        "t38_concurrent_calls": results["t38"]["max_passed"],
         "targets": {"g711": 100, "t38": 200},
-        "details": results,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    # A run of one route keeps the other route's last figures.
+    for key in ("g711_concurrent_calls", "t38_concurrent_calls", "details"):
+        if key in previous:
+            report[key] = previous[key]
+    for key in ("kamailio_g711_concurrent_calls", "kamailio_t38_concurrent_calls", "kamailio"):
+        if key in previous:
+            report[key] = previous[key]
+    if "direct" in results:
+        report["g711_concurrent_calls"] = results["direct"]["g711"]["max_passed"]
+        report["t38_concurrent_calls"] = results["direct"]["t38"]["max_passed"]
+        report["details"] = results["direct"]
+    if "kamailio" in results:
+        report["kamailio_g711_concurrent_calls"] = results["kamailio"]["g711"]["max_passed"]
+        report["kamailio_t38_concurrent_calls"] = results["kamailio"]["t38"]["max_passed"]
+        report["kamailio"] = results["kamailio"]
     RESULT.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("g711_concurrent_calls", "t38_concurrent_calls")}))
+    figures = (
+        "g711_concurrent_calls",
+        "t38_concurrent_calls",
+        "kamailio_g711_concurrent_calls",
+        "kamailio_t38_concurrent_calls",
+    )
+    print(json.dumps({k: report.get(k) for k in figures}))
 
 
 if __name__ == "__main__":
