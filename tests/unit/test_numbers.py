@@ -21,6 +21,7 @@ from faxbox.shared.numbers import (
     NumberPolicy,
     NumberRefused,
     RefusalCode,
+    called_number_keys,
     check,
     fax_address,
     normalize,
@@ -383,3 +384,20 @@ def test_a_new_account_blocks_premium_and_shared_cost_at_home(
         normalize(number, policy)
     assert refused.value.code is RefusalCode.BLOCKED_CATEGORY
     assert label in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("called", "keys"),
+    [
+        ("2125550100", ["+12125550100"]),
+        ("12125550100", ["+12125550100"]),
+        ("+12125550100", ["+12125550100"]),
+        ("+12125550100;npdi", ["+12125550100"]),
+        ("442079460958", ["+442079460958"]),
+        ("1001", ["1001"]),
+        ("faxbox", []),
+        ("", []),
+    ],
+)
+def test_called_number_keys(called: str, keys: list[str]) -> None:
+    assert called_number_keys(called) == keys

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from PIL import Image
 
 from faxbox.fax.outcome import FailureClass as EngineClass
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.inbound.handler import Deps, _candidates, _conclude
+from faxbox.inbound.handler import Deps, _conclude, _lookup
 from faxbox.inbound.pdf import tiff_to_pdf
 from faxbox.shared.contracts import (
     DocumentRef,
@@ -59,10 +60,38 @@ def test_missing_resolution_tags_fall_back_to_the_negotiated_resolution(tmp_path
     assert sizes(tiff_to_pdf(path, y_resolution_ppm=3850)) == [pytest.approx((A4_W, A4_H), abs=1)]
 
 
-def test_called_numbers_without_plus_are_tried_as_e164() -> None:
-    assert _candidates("16465550101") == ["16465550101", "+16465550101"]
-    assert _candidates("+16465550101") == ["+16465550101"]
-    assert _candidates("1001*") == ["1001*"]
+class OneNumber:
+    """A directory with one number assigned."""
+
+    def __init__(self, number: str, found: tuple[Faxbox, Account]) -> None:
+        self.number = number
+        self.found = found
+        self.asked: list[str] = []
+
+    async def faxbox_for_number(self, number: str) -> tuple[Faxbox, Account] | None:
+        self.asked.append(number)
+        return self.found if number == self.number else None
+
+
+async def test_the_request_uri_is_looked_up_before_to_in_every_national_form(
+    parts: Parts,
+) -> None:
+    deps, _, faxbox, account = parts
+    directory = OneNumber("+16465550101", (faxbox, account))
+    deps = dataclasses.replace(deps, directory=directory)
+    # Behind a registrar the Request-URI is our contact: the DID is found in To.
+    found = await _lookup(deps, ["faxbox", "6465550101"])
+    assert found == ("+16465550101", faxbox, account)
+    assert directory.asked == ["+16465550101"]
+    # A trunk that routes by DID: the Request-URI wins over a To that says otherwise.
+    directory.asked.clear()
+    assert await _lookup(deps, ["16465550101", "+12125550100"]) == (
+        "+16465550101",
+        faxbox,
+        account,
+    )
+    assert directory.asked == ["+16465550101"]
+    assert await _lookup(deps, ["faxbox", "1001*"]) is None
 
 
 async def test_an_event_the_broker_did_not_take_is_published_by_the_sweeper() -> None:

@@ -15,6 +15,7 @@ from faxbox.portal.dashboard import (
     ManagementApiError,
     load_dashboard,
     redrivable,
+    registration_rows,
     summarize,
     vhost_of,
 )
@@ -25,6 +26,7 @@ from faxbox.shared import numbers, passwords
 from faxbox.shared.routing import SUBSCRIPTIONS, Topology
 from faxbox.shared.store import NotFound
 from faxbox.shared.store.records import HistoryRecord
+from faxbox.shared.store.registrations import SipRegistrationRecord
 
 # --- sessions ---------------------------------------------------------------------------
 
@@ -242,3 +244,36 @@ def test_assignable_numbers(raw: str, key: str) -> None:
 def test_unassignable_numbers(raw: str) -> None:
     with pytest.raises(numbers.NumberRefused):
         numbers.assignable(raw)
+
+
+def test_registration_rows_show_expired_registrations_of_a_dead_replica() -> None:
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def record(state: str, expires_in: int | None, instance: str) -> SipRegistrationRecord:
+        return SipRegistrationRecord(
+            id=f"car_1|{instance}",
+            carrier_id="car_1",
+            carrier_name="voip",
+            instance=instance,
+            aor="sip:5551234@carrier.example",
+            registrar="sip:carrier.example;transport=tls",
+            state=state,
+            expires_at=now + timedelta(seconds=expires_in) if expires_in is not None else None,
+            last_status=200 if state == "registered" else 403,
+            last_reason="OK" if state == "registered" else "Forbidden",
+            updated_at=now,
+        )
+
+    rows = registration_rows(
+        [
+            record("registered", 300, "rx-1"),
+            record("registered", -10, "rx-2"),  # its replica stopped refreshing
+            record("failed", None, "rx-3"),
+        ],
+        now,
+    )
+    assert [(r.instance, r.state, r.expires_in_s) for r in rows] == [
+        ("rx-1", "registered", 300),
+        ("rx-2", "expired", 0),
+        ("rx-3", "failed", None),
+    ]

@@ -33,7 +33,9 @@ class RouteSet:
         """An outbound proxy (``sip:proxy.example.net;transport=tcp``) as a loose route."""
         if not proxy:
             return cls()
-        uri = SipUri.parse(NameAddr.parse(proxy).uri)
+        text = proxy.strip()
+        # A bare URI's parameters are the URI's (;transport=tcp), not a header's.
+        uri = SipUri.parse(NameAddr.parse(text).uri if "<" in text else text)
         uri.params.setdefault("lr", None)
         return cls([f"<{uri}>"])
 
