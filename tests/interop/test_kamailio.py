@@ -217,3 +217,42 @@ async def test_large_request_over_udp_moves_to_tcp(kamailio: Kamailio) -> None:
         assert "/tcp on" in kamailio.log_text()
     finally:
         await ua.close()
+
+
+async def test_an_outbound_proxy_carries_the_call(
+    kamailio: Kamailio, sim: RunningSimulator
+) -> None:
+    # The INVITE names pstn-sim; it goes to Kamailio (a preloaded Route), and the
+    # dialog's requests follow Kamailio's Record-Route, the BYE included.
+    ua = await UserAgent.start(transports=("UDP", "TCP"), pace=PACE)
+    try:
+        call = await ua.dial(
+            sim.sip_uri,
+            CALLER,
+            RECEIVE,
+            proxy=kamailio.uri("tcp"),
+            credentials=Credentials(USER, PASSWORD),
+            from_domain=kamailio.domain,
+            answer_timeout=10,
+        )
+        [invite] = [
+            m
+            for m in map(parse_message, ua.sent)
+            if isinstance(m, SipRequest)
+            and m.method == "INVITE"
+            and m.headers.get("Proxy-Authorization")
+        ]
+        assert invite.uri.endswith(sim.sip_uri.removeprefix("sip:"))
+        assert invite.headers.get_all("Route")[0].startswith(f"<sip:127.0.0.1:{kamailio.port}")
+        assert invite.top_via.transport == "TCP"
+        assert call.route_set.routes
+        assert call.next_hop.transport == "TCP"
+        await call.hangup()
+        [bye] = [
+            m
+            for m in map(parse_message, ua.sent)
+            if isinstance(m, SipRequest) and m.method == "BYE"
+        ]
+        assert bye.headers.get_all("Route")
+    finally:
+        await ua.close()
