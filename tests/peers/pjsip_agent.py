@@ -69,10 +69,17 @@ class AgentCall(pj.Call):  # type: ignore[misc]
         tsx = event.body.tsxState.tsx
         if tsx.state not in (pj.PJSIP_TSX_STATE_COMPLETED, pj.PJSIP_TSX_STATE_TERMINATED):
             return
-        key = repr(tsx.pjTransaction)
-        if key in self.told:
-            return  # COMPLETED, then TERMINATED: one event per transaction
-        self.told.add(key)
+        # COMPLETED, then TERMINATED: one event per transaction. PJSIP reuses the memory
+        # of ended transactions, so the pointer alone would hide a later one.
+        key = f"{tsx.pjTransaction!r} {tsx.method} {tsx.role} {tsx.statusCode}"
+        if tsx.state == pj.PJSIP_TSX_STATE_TERMINATED:
+            if key in self.told:
+                self.told.discard(key)  # told at COMPLETED
+                return
+        elif key in self.told:
+            return
+        else:
+            self.told.add(key)
         emit(
             "tsx",
             method=str(tsx.method),
