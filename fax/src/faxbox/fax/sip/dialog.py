@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -660,7 +660,7 @@ class Call:
         request: SipRequest,
         tx: ServerTransaction,
         body: bytes,
-        headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         response = tx.response(200, to_tag=self.local_tag, body=body)
         response.headers.add("Contact", self.ua.contact(transport=self.next_hop.transport))
