@@ -324,8 +324,12 @@ async def main() -> None:
             await use_carrier(store, Carrier(name="sim", sip_host="127.0.0.1", sip_port=sip_port))
             results["direct"] = await ladders_run(bus, events, template, ladders, args, env, tmp)
         if args.via in ("both", "kamailio"):
+            # Kamailio shares CPU 0 with the transmitter: pstn-sim keeps CPU 1 to itself.
             with running_kamailio(
-                tmp / "kamailio", pstn=("127.0.0.1", sip_port), users={"bench": BENCH_PASSWORD}
+                tmp / "kamailio",
+                pstn=("127.0.0.1", sip_port),
+                users={"bench": BENCH_PASSWORD},
+                cpu=0 if (os.cpu_count() or 1) > 1 else None,
             ) as kamailio:
                 await use_carrier(
                     store,

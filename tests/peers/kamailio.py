@@ -255,8 +255,12 @@ def running_kamailio(
     users: dict[str, str],
     did_pattern: str = "^[+]?1?646555",
     did_user: str = "faxbox",
+    cpu: int | None = None,
 ) -> Iterator[Kamailio]:
-    """Kamailio on free loopback ports, stopped (by its pid) when the block ends."""
+    """Kamailio on free loopback ports, stopped (by its pid) when the block ends.
+
+    ``cpu`` pins it (and the processes it forks) to one core, so a benchmark can keep it
+    off the core of the process it measures."""
     exe = binary()
     directory.mkdir(parents=True, exist_ok=True)
     certificates = make_certificates(directory / "tls", (DOMAIN,), ("127.0.0.1",))
@@ -296,6 +300,7 @@ def running_kamailio(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=directory,
+            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
         )
         try:
             deadline = time.monotonic() + 20
