@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -17,6 +18,12 @@ from faxbox.shared.contracts import MailReceived
 from faxbox.shared.runner import Runtime, serve_http
 from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import Store
+from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
+from faxbox.shared.store.registrations import (
+    SipRegistrationRecord,
+    SipRegistrations,
+    record_id,
+)
 from tests.integration.portal.conftest import client_for, make_deps, sign_in
 from tests.integration.portal.seed import World
 from tests.support import RabbitServer
@@ -217,3 +224,40 @@ async def test_management_api_down_is_reported_not_raised(
         board = (await client.get("/api/dashboard")).json()
         assert board["queues"] == []
         assert "unreachable" in board["queue_error"]
+
+
+async def test_dashboard_shows_the_sip_registrations(
+    dashboard_deps: PortalDeps, store: Store, world: World
+) -> None:
+    board_store = SipRegistrations(store.db[REGISTRATIONS])
+    await store.db[REGISTRATIONS].delete_many({})
+    now = datetime.now(UTC).replace(microsecond=0)
+    for instance, state, expires in (("rx-1", "registered", 300), ("rx-2", "failed", None)):
+        await board_store.record(
+            SipRegistrationRecord(
+                id=record_id("car_voip", instance),
+                carrier_id="car_voip",
+                carrier_name="voip",
+                instance=instance,
+                aor="sip:5551234@carrier.example",
+                registrar="sip:carrier.example;transport=tls",
+                state=state,
+                expires_at=now + timedelta(seconds=expires) if expires else None,
+                last_status=200 if expires else 403,
+                last_reason="OK" if expires else "Forbidden",
+                failures=0 if expires else 2,
+                updated_at=now,
+            )
+        )
+    async with client_for(dashboard_deps) as client:
+        await sign_in(client, world.reseller.admin.email)
+        board = (await client.get("/api/dashboard")).json()
+        rows = {r["instance"]: r for r in board["registrations"]}
+        assert rows["rx-1"]["state"] == "registered"
+        assert 0 < rows["rx-1"]["expires_in_s"] <= 300
+        assert (rows["rx-2"]["state"], rows["rx-2"]["last_status"]) == ("failed", 403)
+        html = (await client.get("/dashboard")).text
+        assert "SIP registrations" in html
+        assert "sip:5551234@carrier.example" in html
+        assert "403 Forbidden" in html
+    await store.db[REGISTRATIONS].delete_many({})
