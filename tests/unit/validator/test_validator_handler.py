@@ -126,6 +126,18 @@ async def test_accepted_mail_becomes_a_fax_request(h: Harness) -> None:
     assert h.documents.stored_for("fax1") == ["fax_tiff", "original"]
 
 
+async def test_the_faxboxs_route_flags_go_with_its_fax_requests(h: Harness) -> None:
+    # The transmitter opens a require-flags carrier only to a request carrying the flag.
+    directory = h.deps.directory
+    assert isinstance(directory, FakeDirectory)
+    box = directory.world.faxboxes["fbx_1"]
+    directory.world.faxboxes["fbx_1"] = box.model_copy(update={"route_flags": ["premium"]})
+    await h.handle(h.mail(gmail("alice@example.com", [("scan.pdf", pdf())])))
+    (request,) = h.publisher.published
+    assert isinstance(request, OutboundFaxRequested)
+    assert request.route_flags == ("premium",)
+
+
 async def test_known_sender_with_problems_gets_every_reason(h: Harness) -> None:
     raw = gmail("alice@example.com", [], to="12-34@acme.fax.test")
     message = h.mail(raw)
