@@ -167,6 +167,9 @@ class _Connection:
             self.task.cancel()
 
 
+WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+
+
 class StreamTransport:
     """SIP over TCP (``tls`` None) or TLS: one listener, connections both ways."""
 
@@ -263,6 +266,9 @@ class StreamTransport:
                     ssl=self._client_context,
                     server_hostname=(hop.tls_name or hop.host) if self._client_context else None,
                     limit=MAX_HEADER_BYTES,
+                    # From our own address, as over UDP: the one our Via and Contact name
+                    # and a carrier's allow-list knows (a multihomed host would else pick).
+                    local_addr=None if self.host in WILDCARDS else (self.host, 0),
                 )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             waiting = self._pending.pop(hop.address, [])
