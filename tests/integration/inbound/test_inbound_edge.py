@@ -112,3 +112,26 @@ async def test_a_carrier_with_inbound_credentials_must_answer_the_challenge(
         assert await status_of(trunk, uri, Credentials("trunk-in", "wrong")) == 401
         assert refused("auth") >= before + 1
         assert await status_of(trunk, uri, Credentials("trunk-in", "in-s3cret")) == 404
+
+
+async def test_a_registered_carrier_s_proxy_is_one_of_its_addresses(
+    broker_settings: BrokerSettings, mongo_settings: MongoSettings, store: Store, carriers: None
+) -> None:
+    # A carrier we register with sends our calls from its registrar or the proxy in front
+    # of it (Kamailio in tests/interop), over the connection we registered on: with no
+    # sip_allow, the outbound proxy's address is let in as well as sip_host's.
+    await store.add_carrier(
+        Carrier(
+            name="proxied-trunk",
+            sip_host="127.0.0.5",
+            outbound_proxy="sip:127.0.0.4:5060;lr;transport=tcp",
+            sip_register=False,
+        )
+    )
+    async with (
+        receiver(broker_settings, mongo_settings) as uri,
+        await UserAgent.start("127.0.0.4", transports=("TCP",), user="proxy") as proxy,
+        await UserAgent.start("127.0.0.2", transports=("TCP",), user="stranger") as stranger,
+    ):
+        assert await status_of(proxy, f"{uri};transport=tcp") == 404
+        assert await status_of(stranger, f"{uri};transport=tcp") == 403

@@ -64,7 +64,7 @@ def _carrier_edge(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="CIDR",
         help="an address or network the carrier's calls come from (repeat; default: the "
-        "addresses of --sip-host); calls from anywhere else are refused",
+        "addresses of --sip-host and --outbound-proxy); calls from anywhere else are refused",
     )
     parser.add_argument(
         "--inbound-username",

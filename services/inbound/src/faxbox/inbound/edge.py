@@ -6,8 +6,11 @@ Every INVITE is judged before anything else is done with it (number lookup, a li
    ``burst`` (a token bucket per address); over it, 503 with Retry-After. A carrier
    starting many calls at once fits in the burst; a flood does not reach the lookups.
 2. **source**: the address must be one a carrier's calls come from: its ``sip_allow``
-   networks, or the addresses its ``sip_host`` resolves to when it lists none. Anything
-   else gets 403: nobody but a carrier may put calls (and faxes, on someone's bill of
+   networks, or, when it lists none, the addresses its SIP address resolves to (its
+   ``sip_host``, with RFC 3263 SRV targets when the user agent's resolver is given) and
+   its ``outbound_proxy``'s: a carrier we register with sends our calls from its
+   registrar or its proxy (Kamailio in front of it), not from its media gateways.
+   Anything else gets 403: nobody but a carrier may put calls (and faxes, on someone's bill of
    paper and attention) into the receiver.
 3. **digest** (optional, per carrier): a carrier with an ``inbound_username`` must
    answer a digest challenge (401) with it and its ``inbound_password``.
@@ -30,8 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from faxbox.fax.sip.carrier import carrier_uri
 from faxbox.fax.sip.digest import Credentials, authorization_matches, digest_challenge
-from faxbox.fax.sip.message import SipRequest
+from faxbox.fax.sip.message import SipParseError, SipRequest, SipUri
+from faxbox.fax.sip.resolve import ResolveError, Resolver
 from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Carrier
 
@@ -98,10 +103,38 @@ async def _resolve(host: str) -> list[Network]:
     return [ipaddress.ip_network(str(info[4][0])) for info in infos]
 
 
+def _hosts(carrier: Carrier) -> list[str]:
+    """The hosts a carrier's calls come from when it lists no addresses."""
+    hosts = [carrier.sip_host] if carrier.sip_host else []
+    for uri in (None if carrier.sip_host else carrier.sip_uri, carrier.outbound_proxy):
+        if uri:
+            try:
+                hosts.append(SipUri.parse(uri).host)
+            except SipParseError:
+                log.warning("carrier %s: %r is not a SIP URI", carrier.name, uri)
+    return hosts
+
+
+async def _networks(carrier: Carrier, resolver: Resolver | None) -> list[Network]:
+    if carrier.sip_allow:
+        return [ipaddress.ip_network(n) for n in carrier.sip_allow]
+    networks: list[Network] = []
+    for host in _hosts(carrier):
+        networks += await _resolve(host)
+    if resolver is not None and (carrier.sip_host or carrier.sip_uri):
+        try:
+            hops = await resolver.hops(carrier_uri(carrier))  # SRV targets of a domain
+        except (ResolveError, SipParseError, ValueError):
+            hops = []
+        networks += [ipaddress.ip_network(h.host) for h in hops]
+    return list(dict.fromkeys(networks))
+
+
 @dataclass
 class CarrierEdge:
     carriers: CarrierSource
     secrets: SecretBox | None = None
+    resolver: Resolver | None = None
     invites_per_s: float = 20.0
     burst: int = 40
     refresh_s: float = 5.0
@@ -120,13 +153,7 @@ class CarrierEdge:
         if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
             known = []
             for carrier in await self.carriers.list_carriers():
-                if carrier.sip_allow:
-                    networks = [ipaddress.ip_network(n) for n in carrier.sip_allow]
-                elif carrier.sip_host:
-                    networks = await _resolve(carrier.sip_host)
-                else:
-                    networks = []
-                known.append((carrier, networks))
+                known.append((carrier, await _networks(carrier, self.resolver)))
             self._known, self._loaded_at = known, now
             if not known:
                 log.warning("no carrier is configured: every inbound call is refused (403)")

@@ -131,6 +131,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         edge = CarrierEdge(
             infra.store,
             settings.box(),
+            ua.resolver,
             invites_per_s=settings.inbound_invites_per_s,
             burst=settings.inbound_invite_burst,
             refresh_s=settings.inbound_carriers_refresh_s,

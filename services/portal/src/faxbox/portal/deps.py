@@ -30,9 +30,9 @@ from faxbox.portal.security import (
 from faxbox.portal.throttle import SignInThrottle
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import NotFound, Store
-from faxbox.shared.store.store import CallerIdScope
 from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
 from faxbox.shared.store.registrations import SipRegistrations
+from faxbox.shared.store.store import CallerIdScope
 
 
 @dataclass(frozen=True)

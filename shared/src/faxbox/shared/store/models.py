@@ -392,7 +392,8 @@ class Carrier(StoreModel):
         default_factory=list,
         description=(
             "Addresses or networks (CIDR) this carrier's calls may come from; empty: the "
-            "addresses of sip_host. An INVITE from anywhere else is refused (403)."
+            "addresses of sip_host (or sip_uri) and of outbound_proxy. An INVITE from "
+            "anywhere else is refused (403)."
         ),
     )
     inbound_username: str | None = Field(
