@@ -378,3 +378,42 @@ def test_a_carriers_addresses_and_inbound_credentials(faxbox_cli: Any) -> None:
     )  # fmt: skip
     assert (sealed.json()["inbound_password"], sealed.json()["sip_password"]) == ("sealed", None)
     assert "their-secret" not in run("carrier", "list").out
+
+
+def test_how_we_reach_a_carrier_is_set_when_added_and_changed_by_update(
+    faxbox_cli: Any,
+) -> None:
+    run = faxbox_cli
+    made = run(
+        "carrier", "add", "--name", "reg-trunk", "--sip-host", "sip.carrier.example",
+        "--sip-transport", "tls", "--sip-domain", "carrier.example", "--sip-username",
+        "5551234", "--sip-password-stdin", "--register", "--register-expires", "300",
+        stdin="reg-secret\n", FAXBOX_SECRET_KEY="k" * 32,
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    shown = made.json()
+    assert (shown["sip_transport"], shown["sip_domain"], shown["sip_register"]) == (
+        "tls",
+        "carrier.example",
+        True,
+    )
+    assert (shown["register_expires_s"], shown["sip_password"]) == (300, "sealed")
+    updated = run(
+        "carrier", "update", "--name", "reg-trunk", "--sip-transport", "tcp",
+        "--outbound-proxy", "sip:sbc.carrier.example;transport=tcp", "--no-register",
+        "--t38-in-invite",
+    )  # fmt: skip
+    assert updated.code == 0, updated.err
+    changed = updated.json()
+    assert changed["sip_transport"] == "tcp"
+    assert changed["outbound_proxy"] == "sip:sbc.carrier.example;transport=tcp"
+    assert (changed["sip_register"], changed["t38_in_invite"]) == (False, True)
+    # What was not given stays, the sealed password included.
+    assert (changed["sip_domain"], changed["sip_password"]) == ("carrier.example", "sealed")
+    cleared = run("carrier", "update", "--name", "reg-trunk", "--outbound-proxy", "")
+    assert cleared.json()["outbound_proxy"] is None
+    one_line_error(run("carrier", "update", "--name", "reg-trunk"), "nothing to change")
+    one_line_error(
+        run("carrier", "update", "--name", "reg-trunk", "--register-expires", "5"),
+        "register_expires_s",
+    )
