@@ -41,7 +41,13 @@ from faxbox.transmitter.carriers import COLLECTION as SLOTS
 from faxbox.transmitter.service import Settings as TransmitterSettings
 from faxbox.transmitter.service import service as transmitter_service
 from tests.integration.sip._pages import assert_pages_identical, save_fax_tiff, text_page
-from tests.integration.transmitter._support import EventLog, eventually, fax_request, seed_faxbox
+from tests.integration.transmitter._support import (
+    EventLog,
+    eventually,
+    fax_request,
+    give_number,
+    seed_faxbox,
+)
 from tests.peers.kamailio import Kamailio, running_kamailio
 from tests.peers.sipp import reply, scenario, start_sipp
 
@@ -86,7 +92,7 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory, sim: RunningSimulator) ->
 @pytest.fixture(scope="module")
 async def faxbox(store: Store) -> Faxbox:
     box = await seed_faxbox(store, "kamailio.example.com", identity="KAMAILIO RX")
-    await store.assign_number(box.id, OUR_DID)
+    await give_number(store, box, OUR_DID)
     return box
 
 

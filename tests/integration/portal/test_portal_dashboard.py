@@ -250,7 +250,7 @@ async def test_dashboard_shows_the_sip_registrations(
             )
         )
     async with client_for(dashboard_deps) as client:
-        await sign_in(client, world.reseller.admin.email)
+        await sign_in(client, world.platform.email)
         board = (await client.get("/api/dashboard")).json()
         rows = {r["instance"]: r for r in board["registrations"]}
         assert rows["rx-1"]["state"] == "registered"
