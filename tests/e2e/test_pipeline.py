@@ -480,7 +480,7 @@ async def test_route_flags_open_a_carrier_and_a_503_fails_over_to_the_next(
     try:
         number = "+12125550105"  # pstn-sim receives
         original = mail(f"{number}@{REALM}", [("one.pdf", "application/pdf", demo_pdf(1))])
-        stack.mailbox.append(original)
+        stack.submit(original)
         requested: OutboundFaxRequested = await tap.first(
             OutboundFaxRequested, source_message_id=original["Message-ID"]
         )
