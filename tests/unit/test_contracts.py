@@ -138,7 +138,13 @@ SAMPLES: list[c.Message] = [
     ),
     c.FaxCancelRequested(**FAX, user_id="u1"),
     c.FaxAttemptStarted(
-        **FAX, destination="+12125551234", attempt=2, carrier_id="c1", pages_total=3
+        **FAX,
+        user_id="u1",
+        faxbox_id="fb1",
+        destination="+12125551234",
+        attempt=2,
+        carrier_id="c1",
+        pages_total=3,
     ),
     c.WebhookDeliveryRequested(
         fax_id="fax1",

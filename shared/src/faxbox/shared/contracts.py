@@ -362,7 +362,10 @@ class TransferStatistics(Frozen):
 class FaxAttemptStarted(FaxMessage):
     """A call for this fax is being placed (attempt N)."""
 
+    user_id: Identifier
+    faxbox_id: Identifier
     destination: E164
+    caller_id: str | None = None
     attempt: int = Field(ge=1)
     carrier_id: str
     pages_total: int = Field(ge=0)
