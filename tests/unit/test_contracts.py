@@ -149,9 +149,9 @@ SAMPLES: list[c.Message] = [
     c.WebhookDeliveryRequested(
         fax_id="fax1",
         account_id="acct1",
-        delivery_id="whk_1:evt_1",
         webhook_id="whk_1",
         event_id="evt_1",
+        month="202611",
     ),
 ]
 

@@ -45,7 +45,7 @@ def line(fmt: str = DEFAULT_HEADER_FORMAT) -> HeaderLine:
 def frames(tiff: bytes) -> list[Pixels]:
     out: list[Pixels] = []
     with Image.open(io.BytesIO(tiff)) as image:
-        for index in range(image.n_frames):
+        for index in range(getattr(image, "n_frames", 1)):
             image.seek(index)
             out.append(np.asarray(image.convert("L")))
     return out

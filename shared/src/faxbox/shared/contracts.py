@@ -465,9 +465,9 @@ class WebhookDeliveryRequested(Message):
     """Command to the webhooks service: POST this recorded delivery (again)."""
 
     account_id: Identifier
-    delivery_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:-]{1,160}$")]
     webhook_id: Identifier
     event_id: Identifier
+    month: MonthKey = Field(description="The month of the webhook's delivery log it is in.")
     replay: bool = Field(
         default=False, description="Asked for from the portal or CLI: one more attempt."
     )
