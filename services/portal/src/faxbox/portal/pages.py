@@ -23,6 +23,7 @@ from faxbox.portal.deps import (
 )
 from faxbox.portal.localtime import clock_for, with_faxboxes
 from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
+from faxbox.portal.send_pages import fax_actions
 from faxbox.portal.sessions import (
     change_password,
     end_session,
@@ -40,6 +41,7 @@ from faxbox.shared.store import (
     NumberHeldByAnotherAccount,
     NumberInUse,
 )
+from faxbox.shared.faxview import from_record
 from faxbox.shared.store.models import SenderAuth
 
 router = APIRouter(include_in_schema=False)
@@ -228,6 +230,8 @@ async def fax_page(
         "fax.html",
         principal,
         fax=record,
+        view=from_record(record),
+        **fax_actions(record),
         kinds=faxes.available_kinds(record),
         clock=await clock_for(deps.store, principal.user, account_id, [record.faxbox_id]),
         api_base=f"/api/accounts/{account_id}/faxes/{month}/{fax_id}",

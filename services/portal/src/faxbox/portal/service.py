@@ -18,11 +18,16 @@ from faxbox.portal.app import create_app
 from faxbox.portal.clientaddr import TrustedProxies
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement, vhost_of
 from faxbox.portal.deps import Links, PortalDeps
+from faxbox.portal.outbound import SendLimits
 from faxbox.portal.security import SessionStore, TokenStore
 from faxbox.portal.settings import PortalSettings
 from faxbox.portal.throttle import SignInLimits, SignInThrottle
 from faxbox.shared import runner
 from faxbox.shared.runner import Runtime
+from faxbox.shared.sealing import Sealer
+from faxbox.shared.store.signing_keys import SigningKeys
+from faxbox.shared.store.webhooks import WebhookStore
+from faxbox.shared.urlguard import parse_networks
 from faxbox.shared.wiring import infrastructure
 
 log = logging.getLogger(__name__)
@@ -91,6 +96,10 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             ),
         )
         await signin.ensure_indexes()
+        await WebhookStore(infra.store.db).ensure_indexes()
+        secret = settings.secret_key.get_secret_value()
+        if not secret:
+            log.warning("FAXBOX_SECRET_KEY is not set: webhook signing keys cannot be shown")
         deps = PortalDeps(
             store=infra.store,
             tokens=tokens,
@@ -111,6 +120,14 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             health_urls=dict(settings.service_health_urls),
             links=Links(rabbitmq_ui=settings.rabbitmq_ui_url, grafana=settings.grafana_url),
             signin=signin,
+            publisher=infra.bus,
+            signing_keys=SigningKeys(infra.store.db, Sealer(secret)) if secret else None,
+            webhook_networks=parse_networks(settings.webhooks_allowed_networks),
+            send_limits=SendLimits(
+                max_upload_bytes=settings.portal_max_upload_bytes,
+                render_timeout_s=settings.portal_render_timeout_s,
+                max_pages=settings.portal_max_pages,
+            ),
         )
         async with serve(create_app(deps), settings.portal_host, settings.portal_port) as server:
             runtime.add_check("http", lambda: server.started and not server.should_exit)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from faxbox.shared.settings import OwnershipSettings, ServiceSettings
+from faxbox.shared.settings import (
+    OwnershipSettings,
+    SecretSettings,
+    ServiceSettings,
+    WebhookTargetSettings,
+)
 
 
-class PortalSettings(ServiceSettings, OwnershipSettings):
+class PortalSettings(ServiceSettings, OwnershipSettings, SecretSettings, WebhookTargetSettings):
     portal_host: str = "127.0.0.1"
     portal_port: int = Field(default=8080, ge=0, le=65535)
     portal_trusted_proxies: tuple[str, ...] = Field(
@@ -40,3 +45,13 @@ class PortalSettings(ServiceSettings, OwnershipSettings):
         default=100, ge=1, description="Failed sign-ins to one account from all addresses."
     )
     signin_window_s: int = Field(default=15 * 60, ge=1)
+    portal_max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest document sent through the API or the Send page (the "
+        "validator's own limit is checked again when it decides).",
+    )
+    portal_render_timeout_s: float = Field(
+        default=60.0, gt=0, description="Rendering the preview of a document to send."
+    )
+    portal_max_pages: int = Field(default=100, ge=1, description="Pages a preview renders.")
