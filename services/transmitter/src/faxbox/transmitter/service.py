@@ -13,17 +13,26 @@ from functools import partial
 from pathlib import Path
 
 from pydantic import Field
+from pymongo.errors import DuplicateKeyError
 
 from faxbox.fax.sip.ua import UserAgent
 from faxbox.shared import runner
-from faxbox.shared.contracts import DocumentRef, FaxSent, Message, OutboundFaxRequested
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FaxCancelRequested,
+    FaxSent,
+    Message,
+    OutboundFaxRequested,
+)
 from faxbox.shared.outbox import Outbox, Publisher
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
+from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.transmitter import carriers, jobs
+from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.handler import Deps, handle_outbound
 from faxbox.transmitter.line import SipFaxLine
 
@@ -77,6 +86,32 @@ class GridFsDocuments:
             async for chunk in self.store.documents.stream(ref):
                 f.write(chunk)
 
+    async def put_transmitted(
+        self, message: OutboundFaxRequested, attempt: int, path: Path
+    ) -> DocumentRef:
+        refs = self.store.documents.refs(message.account_id, message.month)
+        key = f"{message.fax_id}:transmitted#{attempt}"
+        known = await refs.find_one({"_id": key})
+        if known is not None:
+            return DocumentRef.model_validate(known["ref"])
+        ref = await self.store.documents.put(
+            message.account_id,
+            message.month,
+            await asyncio.to_thread(path.read_bytes),
+            filename=f"{message.fax_id}-sent.tif",
+            content_type="image/tiff",
+            metadata={"fax_id": message.fax_id, "role": "transmitted", "attempt": attempt},
+        )
+        try:
+            await refs.insert_one({"_id": key, "ref": ref.model_dump(mode="json")})
+        except DuplicateKeyError:  # two workers on one attempt: the first one's stands
+            await self.store.documents.delete(ref)
+            known = await refs.find_one({"_id": key})
+            if known is None:
+                raise
+            return DocumentRef.model_validate(known["ref"])
+        return ref
+
 
 class CrashAfterSent:
     """TEST HOOK: exit abruptly once a FaxSent is confirmed, before anything else."""
@@ -125,6 +160,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             documents=GridFsDocuments(infra.store),
             line=line,
             decisions=box.store,
+            outbox=box,
+            cancellations=Cancellations(infra.store.db),
             worker_id=settings.transmitter_worker_id,
             calls=asyncio.Semaphore(settings.max_calls),
             lease_s=settings.transmitter_lease_s,
@@ -141,7 +178,11 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             settings.max_calls,
         )
         consumer = infra.bus.consumer(
-            SERVICE, {OutboundFaxRequested: box.consuming(partial(handle_outbound, deps=deps))}
+            SERVICE,
+            {
+                OutboundFaxRequested: box.consuming(partial(handle_outbound, deps=deps)),
+                FaxCancelRequested: box.consuming(partial(handle_cancel, deps=deps)),
+            },
         )
         try:
             async with consumer.running(settings.shutdown_grace_s):
