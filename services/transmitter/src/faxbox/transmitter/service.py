@@ -70,6 +70,9 @@ class Settings(ServiceSettings, SecretSettings):
         default=60.0, gt=0, description="A job or channel not renewed for this long is free."
     )
     transmitter_busy_retry_s: int = Field(default=15, ge=1)
+    transmitter_cancel_poll_s: float = Field(
+        default=2.0, gt=0, description="How often a call looks whether its fax was cancelled."
+    )
     transmitter_busy_give_up_s: float = Field(default=1800.0, ge=0)
     transmitter_worker_id: str = Field(default_factory=_default_worker_id)
     transmitter_spool_dir: Path | None = None
@@ -165,6 +168,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             worker_id=settings.transmitter_worker_id,
             calls=asyncio.Semaphore(settings.max_calls),
             lease_s=settings.transmitter_lease_s,
+            cancel_poll_s=settings.transmitter_cancel_poll_s,
             busy_retry_s=settings.transmitter_busy_retry_s,
             busy_give_up_s=settings.transmitter_busy_give_up_s,
             spool_dir=settings.transmitter_spool_dir,
