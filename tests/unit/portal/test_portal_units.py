@@ -242,3 +242,31 @@ def test_assignable_numbers(raw: str, key: str) -> None:
 def test_unassignable_numbers(raw: str) -> None:
     with pytest.raises(numbers.NumberRefused):
         numbers.assignable(raw)
+
+
+def test_the_api_v1_document_has_an_example_for_every_answer() -> None:
+    """The OpenAPI document covers sending and webhooks with examples (docs/api.md too)."""
+    import json
+    from unittest.mock import MagicMock
+
+    from faxbox.portal.app import create_app
+    from faxbox.portal.deps import PortalDeps
+
+    deps = MagicMock(spec=PortalDeps)
+    deps.signin = object()
+    document = create_app(deps).openapi()
+    operations = [
+        (method, path, op)
+        for path, ops in document["paths"].items()
+        if path.startswith("/api/v1/")
+        for method, op in ops.items()
+    ]
+    assert len(operations) == 12
+    for method, path, op in operations:
+        if method == "delete":
+            continue  # 204: nothing to show
+        assert '"example' in json.dumps(op), f"{method.upper()} {path} has no example"
+    post = document["paths"]["/api/v1/faxes"]["post"]
+    form = post["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    assert form.endswith("Body_send_fax_api_v1_faxes_post")
+    assert "Idempotency-Key" in [p["name"] for p in post["parameters"]]

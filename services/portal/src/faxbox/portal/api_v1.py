@@ -79,6 +79,60 @@ _FAX_EXAMPLE: Final[dict[str, Any]] = {
 }
 
 
+_WEBHOOK_EXAMPLE: Final[dict[str, Any]] = {
+    "id": "whk_01jq7n0c8r2t4v6x8z0b2d4f6h",
+    "account_id": "acc_01jq7kzq4m2n8p6r4t2v0x8z6b",
+    "faxbox_id": None,
+    "url": "https://erp.example.com/faxbox/events",
+    "failover_url": "https://erp-backup.example.com/faxbox/events",
+    "events": ["fax.delivered", "fax.failed"],
+    "max_concurrency": 4,
+    "enabled": True,
+    "description": "ERP",
+    "created_at": "2026-03-01T09:00:00Z",
+}
+_DELIVERY_EXAMPLE: Final[dict[str, Any]] = {
+    "event_id": "evt_2f0c6d3e5a7b4c1d9e8f0a1b2c3d4e5f",
+    "event_type": "fax.delivered",
+    "fax_id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
+    "state": "delivered",
+    "created_at": "2026-03-02T14:07:55.102Z",
+    "next_attempt_at": None,
+    "delivered_at": "2026-03-02T14:08:05.377Z",
+    "attempts": [
+        {
+            "at": "2026-03-02T14:07:55.230Z",
+            "url": "https://erp.example.com/faxbox/events",
+            "status": 503,
+            "error": None,
+            "duration_ms": 212,
+            "replay": False,
+            "failover": False,
+        },
+        {
+            "at": "2026-03-02T14:08:05.377Z",
+            "url": "https://erp.example.com/faxbox/events",
+            "status": 200,
+            "error": None,
+            "duration_ms": 95,
+            "replay": False,
+            "failover": False,
+        },
+    ],
+    "body": '{"account_id":"acc_01jq7kzq4m2n8p6r4t2v0x8z6b",'
+    '"created_at":"2026-03-02T14:07:55.102Z","data":{"...":"..."},'
+    '"fax_id":"fax_01jq7m2x0k3v9d8s6a5b4c3e2f",'
+    '"id":"evt_2f0c6d3e5a7b4c1d9e8f0a1b2c3d4e5f","type":"fax.delivered"}',
+}
+
+
+def _example(value: Any, description: str = "") -> dict[int | str, dict[str, Any]]:
+    answer: dict[str, Any] = {"content": {"application/json": {"example": value}}}
+    if description:
+        answer["description"] = description
+    return {200: answer}
+
+
 class FaxCreated(BaseModel):
     id: str = Field(description="The fax id: follow it at url.")
     to: str = Field(description="The number, in E.164.")
@@ -178,6 +232,8 @@ class WebhookOut(BaseModel):
 
 class WebhookChange(BaseModel):
     enabled: bool
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
 
 
 class AttemptOut(BaseModel):
@@ -344,7 +400,7 @@ async def send_fax(
     response_model=FaxOut,
     response_model_by_alias=True,
     tags=["sending"],
-    responses=_ERRORS,
+    responses={**_example(_FAX_EXAMPLE), **_ERRORS},
 )
 async def get_fax(fax_id: str, principal: CurrentPrincipal, deps: Deps) -> FaxOut:
     """A fax by its id: status, failure_reason, retryable, pages and the per-page report."""
@@ -359,8 +415,30 @@ async def get_fax(fax_id: str, principal: CurrentPrincipal, deps: Deps) -> FaxOu
     response_model=CancelOut,
     tags=["sending"],
     responses={
+        202: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
+                        "status": "sending",
+                        "cancel_requested": True,
+                    }
+                }
+            }
+        },
         **_ERRORS,
-        409: {"model": ErrorOut, "description": "Delivered, failed or cancelled already."},
+        409: {
+            "model": ErrorOut,
+            "description": "Delivered, failed or cancelled already.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "The fax is delivered already.",
+                        "code": "already_finished",
+                    }
+                }
+            },
+        },
     },
 )
 async def cancel_fax(fax_id: str, principal: CheckedPrincipal, deps: Deps) -> CancelOut:
@@ -397,7 +475,12 @@ async def resend_fax(
 # --- webhooks -------------------------------------------------------------------------
 
 
-@router.get("/accounts/{account_id}/webhooks", response_model=list[WebhookOut], tags=["webhooks"])
+@router.get(
+    "/accounts/{account_id}/webhooks",
+    response_model=list[WebhookOut],
+    tags=["webhooks"],
+    responses=_example([_WEBHOOK_EXAMPLE]),
+)
 async def list_webhooks(
     account_id: str, principal: CurrentPrincipal, deps: Deps
 ) -> list[WebhookOut]:
@@ -414,7 +497,20 @@ async def list_webhooks(
     response_model=WebhookOut,
     tags=["webhooks"],
     responses={
-        422: {"model": ErrorOut, "description": "A URL refused (not public, not https...)."}
+        201: {"content": {"application/json": {"example": _WEBHOOK_EXAMPLE}}},
+        422: {
+            "model": ErrorOut,
+            "description": "A URL refused (not public, not https...).",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "'http://10.0.0.5/hook' points at 10.0.0.5, a private "
+                        "address; only public addresses can receive webhooks (the platform "
+                        "operator can allow a network with FAXBOX_WEBHOOKS_ALLOWED_NETWORKS)"
+                    }
+                }
+            },
+        },
     },
 )
 async def add_webhook(
@@ -438,13 +534,23 @@ async def add_webhook(
     return WebhookOut.of(hook)
 
 
-@router.get("/webhooks/{webhook_id}", response_model=WebhookOut, tags=["webhooks"])
+@router.get(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    tags=["webhooks"],
+    responses=_example(_WEBHOOK_EXAMPLE),
+)
 async def get_webhook(webhook_id: str, principal: CurrentPrincipal, deps: Deps) -> WebhookOut:
     require_scope(principal, "read")
     return WebhookOut.of(await webhook_admin.webhook_in_scope(deps.hooks, principal, webhook_id))
 
 
-@router.patch("/webhooks/{webhook_id}", response_model=WebhookOut, tags=["webhooks"])
+@router.patch(
+    "/webhooks/{webhook_id}",
+    response_model=WebhookOut,
+    tags=["webhooks"],
+    responses=_example({**_WEBHOOK_EXAMPLE, "enabled": False}),
+)
 async def change_webhook(
     webhook_id: str, body: WebhookChange, principal: CheckedPrincipal, deps: Deps
 ) -> WebhookOut:
@@ -462,7 +568,10 @@ async def delete_webhook(webhook_id: str, principal: CheckedPrincipal, deps: Dep
 
 
 @router.get(
-    "/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut], tags=["webhooks"]
+    "/webhooks/{webhook_id}/deliveries",
+    response_model=list[DeliveryOut],
+    tags=["webhooks"],
+    responses=_example([_DELIVERY_EXAMPLE]),
 )
 async def webhook_deliveries(
     webhook_id: str, principal: CurrentPrincipal, deps: Deps
@@ -479,6 +588,7 @@ async def webhook_deliveries(
     status_code=202,
     response_model=DeliveryOut,
     tags=["webhooks"],
+    responses={202: {"content": {"application/json": {"example": _DELIVERY_EXAMPLE}}}},
 )
 async def replay_delivery(
     webhook_id: str, event_id: str, principal: CheckedPrincipal, deps: Deps
