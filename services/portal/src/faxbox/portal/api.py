@@ -66,6 +66,7 @@ class FaxboxOut(BaseModel):
     caller_id: str | None
     identity: str
     header_name: str
+    header_format: str | None
     timezone: str
     permission_list: list[str]
     sender_auth: str = Field(description="required: only mail a trusted server proved; off.")
