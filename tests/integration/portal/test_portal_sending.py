@@ -161,6 +161,20 @@ async def test_what_cannot_be_sent_is_refused_at_once(
     assert response.json()["code"] == code
 
 
+async def test_an_oversized_upload_is_refused_before_it_is_read(
+    sending: PortalDeps, world: World
+) -> None:
+    alice = world.a.users[0]
+    async with client_for(sending) as client:
+        response = await client.post(
+            "/api/v1/faxes",
+            headers=await bearer(sending, alice.id, "send") | {"Content-Length": "5000000"},
+            content=b"x" * 16,
+        )
+    assert response.status_code == 413
+    assert response.json()["code"] == "document_too_large"
+
+
 async def test_an_admin_without_a_faxbox_names_one_they_manage(
     sending: PortalDeps, world: World
 ) -> None:

@@ -116,6 +116,29 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, handler)
 
 
+# Uploads: a request announcing more than the document limit plus room for the form's
+# other fields is refused before its body is read (the multipart parser would spool it).
+_UPLOAD_PATHS = ("/api/v1/faxes", "/send/preview")
+_FORM_ROOM = 64 * 1024
+
+
+def install_upload_limit(app: FastAPI, max_upload_bytes: int) -> None:
+    @app.middleware("http")
+    async def refuse_oversized_uploads(request: Request, call_next: Any) -> Response:
+        if request.method == "POST" and request.url.path in _UPLOAD_PATHS:
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > max_upload_bytes + _FORM_ROOM:
+                mib = max_upload_bytes / (1024 * 1024)
+                message = f"The document is larger than {mib:g} MB, the most that can be faxed."
+                if is_api(request):
+                    return JSONResponse(
+                        {"detail": message, "code": "document_too_large"}, status_code=413
+                    )
+                return _error(request, 413, message)
+        response: Response = await call_next(request)
+        return response
+
+
 def create_app(deps: PortalDeps) -> FastAPI:
     app = FastAPI(
         title="Faxbox portal",
@@ -140,6 +163,7 @@ def create_app(deps: PortalDeps) -> FastAPI:
             STYLESHEET, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
         )
 
+    install_upload_limit(app, deps.send_limits.max_upload_bytes)
     app.include_router(api.router)
     app.include_router(api_v1.router)
     app.include_router(pages.router)

@@ -34,9 +34,9 @@ from faxbox.portal.throttle import SignInThrottle
 from faxbox.portal.webhook_admin import Hooks
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import NotFound, Store
-from faxbox.shared.store.store import CallerIdScope
 from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.store.signing_keys import SigningKeys
+from faxbox.shared.store.store import CallerIdScope
 from faxbox.shared.store.webhooks import WebhookStore
 from faxbox.shared.urlguard import IPNetwork, Resolver, system_resolver
 

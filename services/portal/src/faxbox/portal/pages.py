@@ -35,13 +35,13 @@ from faxbox.portal.sessions import (
 from faxbox.portal.throttle import TooManyFailures
 from faxbox.portal.views import range_note, render
 from faxbox.shared import numbers
+from faxbox.shared.faxview import from_record
 from faxbox.shared.store import (
     NotFound,
     NumberAlreadyAssigned,
     NumberHeldByAnotherAccount,
     NumberInUse,
 )
-from faxbox.shared.faxview import from_record
 from faxbox.shared.store.models import SenderAuth
 
 router = APIRouter(include_in_schema=False)
