@@ -42,6 +42,7 @@ import contextlib
 import logging
 import math
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,10 @@ CODE_NO_DOCUMENT = -2
 CODE_NO_RESOURCES = -3
 CODE_INTERNAL = -4
 CODE_CANCELLED = -5
+
+# A call's announcement has the same message id however often it is made (a redelivered
+# request resuming the same attempt): consumers see it once.
+_STARTED = uuid.UUID("5b1e4c2a-7d3f-4e8a-9c6b-0f2d1a3e5c7b")
 
 NO_RESOURCES = "no available resources"
 
@@ -265,7 +270,7 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
 
 async def _announce(message: OutboundFaxRequested, job: Job, carrier: Carrier, deps: Deps) -> None:
     started = FaxAttemptStarted(
-        message_id=f"{_plain(message.fax_id)}a{job.attempt}started",
+        message_id=uuid.uuid5(_STARTED, f"{message.fax_id}#{job.attempt}").hex,
         fax_id=message.fax_id,
         account_id=message.account_id,
         month=message.month,
@@ -287,11 +292,6 @@ async def _announce(message: OutboundFaxRequested, job: Job, carrier: Carrier, d
             raise
         # Recorded and owed: the sweep publishes it. The call need not wait for the broker.
         log.warning("the call's announcement is left to the outbox's sweep: %r", exc)
-
-
-def _plain(fax_id: str) -> str:
-    # Message ids are [A-Za-z0-9_-]{1,64}: keep a derived one inside that.
-    return fax_id[:48]
 
 
 async def _release(slot: Slot, deps: Deps) -> None:
