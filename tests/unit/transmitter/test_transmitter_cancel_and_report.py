@@ -152,9 +152,7 @@ async def test_a_fax_cancelled_during_its_call_is_hung_up_with_what_was_confirme
         hung_up.set()
         return dataclasses.replace(failed_report("line", 49, pages=1), page_report=(page(1),))
 
-    t = transmitter(
-        tmp_path, FakeLine(long_call), cancellations=cancellations, cancel_poll_s=0.05
-    )
+    t = transmitter(tmp_path, FakeLine(long_call), cancellations=cancellations, cancel_poll_s=0.05)
     await asyncio.wait_for(t.handle(request()), 10)
     assert hung_up.is_set()
     (failed,) = t.bus.of(FaxFailed)

@@ -36,6 +36,7 @@ from faxbox.transmitter.line import (
 )
 from tests.unit.transmitter.transmitter_fakes import (
     Clock,
+    FakeDocuments,
     FakeLedger,
     FakeLine,
     FakeSlots,
@@ -158,7 +159,10 @@ async def test_sent_once_and_a_redelivery_republishes_the_same_fax_sent(tmp_path
     await t.handle(request())
     (sent,) = bus.of(FaxSent)
     assert (sent.attempts, sent.carrier_id, sent.statistics.pages_transferred) == (1, "car_c1", 2)
-    assert sent.transmitted_tiff.file_id == "sent-fax_1-1"  # the headed TIFF this call sent
+    # The headed TIFF this call sent, kept for the attempt.
+    assert sent.transmitted_tiff == await cast(FakeDocuments, t.deps.documents).find(
+        "acc1", "202611", "fax_1", "transmitted#1"
+    )
     await t.handle(request())
     again = bus.of(FaxSent)
     assert len(again) == 2

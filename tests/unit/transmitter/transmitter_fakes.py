@@ -24,8 +24,8 @@ from faxbox.shared.contracts import (
 from faxbox.shared.outbox import Outbox
 from faxbox.shared.store import Carrier
 from faxbox.shared.testing import ManualClock, MemoryDecisionStore, MemoryDocuments, MemoryPublisher
-from faxbox.transmitter.carriers import Slot
 from faxbox.transmitter.cancelling import handle_cancel
+from faxbox.transmitter.carriers import Slot
 from faxbox.transmitter.handler import Deps, handle_outbound
 from faxbox.transmitter.jobs import Finish, Job, JobState
 from faxbox.transmitter.line import CallReport, Dial
@@ -207,7 +207,14 @@ class FakeDocuments(MemoryDocuments):
     ) -> DocumentRef:
         data = await asyncio.to_thread(path.read_bytes)
         self.transmitted.setdefault((message.fax_id, attempt), data)
-        return ref(f"sent-{message.fax_id}-{attempt}")
+        return await self.put(
+            message.account_id,
+            message.month,
+            data,
+            filename=f"{message.fax_id}-sent.tif",
+            content_type="image/tiff",
+            metadata={"fax_id": message.fax_id, "role": f"transmitted#{attempt}"},
+        )
 
 
 class FakeLine:
