@@ -10,7 +10,7 @@ import pytest
 from faxbox.shared import contracts as c
 from faxbox.shared.policy import PermanentError, RetryLater
 from faxbox.shared.store.webhooks import Webhook
-from faxbox.webhooks.handlers import Outcome, deliver, on_fax_event
+from faxbox.webhooks.handlers import Outcome, deliver
 from tests.unit.webhooks.webhooks_fakes import T0, World
 
 FAX: dict[str, Any] = {"fax_id": "fax1", "account_id": "acc1", "month": "202611", "occurred_at": T0}
@@ -67,9 +67,9 @@ async def test_an_event_is_one_delivery_per_interested_webhook() -> None:
         disabled,
         other_account,
     ]
-    commands = await on_fax_event(sent(), world.deps())
+    commands = await world.told(sent())
     assert {cmd.webhook_id for cmd in commands} == {everything.id, this_faxbox.id}
-    assert world.publisher.published == list(commands)
+    assert world.bus.published == commands
     delivery = world.log.deliveries[(everything.id, "202611", commands[0].event_id)]
     body = json.loads(delivery.body)
     assert body["type"] == "fax.delivered"
@@ -84,13 +84,13 @@ async def test_a_redelivered_event_records_nothing_new_and_repeats_its_commands(
     world = World()
     world.webhooks.hooks = [hook()]
     event = sent()
-    first = await on_fax_event(event, world.deps())
+    first = await world.told(event)
     body = world.log.only().body
-    again = await on_fax_event(event, world.deps())
+    again = await world.told(event)
     assert [cmd.message_id for cmd in again] == [cmd.message_id for cmd in first]
     assert world.log.only().body == body
     # Another event about the same fax is another event id.
-    later = await on_fax_event(sent(), world.deps())
+    later = await world.told(sent())
     assert later[0].event_id != first[0].event_id
 
 
@@ -100,7 +100,7 @@ async def test_events_no_webhook_tells_about_are_ignored() -> None:
     note = c.NotificationSent(
         **FAX, kind=c.NotificationKind.sent, recipients=("a@example.com",), smtp_message_id="<x>"
     )
-    assert await on_fax_event(note, world.deps()) == ()
+    assert await world.told(note) == []
 
 
 async def test_a_rejected_submission_tells_each_of_its_faxes() -> None:
@@ -116,7 +116,7 @@ async def test_a_rejected_submission_tells_each_of_its_faxes() -> None:
         raw=REF,
         fax_ids=("fax1", "fax1-2"),
     )
-    commands = await on_fax_event(rejected, world.deps())
+    commands = await world.told(rejected)
     assert [cmd.fax_id for cmd in commands] == ["fax1", "fax1-2"]
     bodies = [json.loads(d.body) for d in world.log.deliveries.values()]
     assert {b["data"]["failure_reason"] for b in bodies} == {"document_unreadable"}
@@ -126,7 +126,7 @@ async def test_a_rejected_submission_tells_each_of_its_faxes() -> None:
 
 async def _one(world: World, **hook_fields: Any) -> c.WebhookDeliveryRequested:
     world.webhooks.hooks = [hook(**hook_fields)]
-    (command,) = await on_fax_event(sent(), world.deps())
+    (command,) = await world.told(sent())
     return command
 
 

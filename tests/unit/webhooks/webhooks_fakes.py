@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
-from faxbox.shared.contracts import Message
+from faxbox.shared.contracts import FaxMessage, WebhookDeliveryRequested
+from faxbox.shared.outbox import Outbox
 from faxbox.shared.store.webhooks import DeliveryAttempt, DeliveryState, Webhook, WebhookDelivery
-from faxbox.webhooks.handlers import Deps
+from faxbox.shared.testing import MemoryDecisionStore, MemoryPublisher
+from faxbox.webhooks.handlers import Deps, on_fax_event
 from faxbox.webhooks.ports import Response, SlotHeld
 
 T0 = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
@@ -109,20 +112,13 @@ class FakeSlots:
 
 
 @dataclass
-class FakePublisher:
-    published: list[Message] = field(default_factory=list)
-
-    async def publish(self, message: Message) -> None:
-        self.published.append(message)
-
-
-@dataclass
 class World:
     webhooks: FakeWebhooks = field(default_factory=FakeWebhooks)
     log: FakeLog = field(default_factory=FakeLog)
     sender: FakeSender = field(default_factory=FakeSender)
     slots: FakeSlots = field(default_factory=FakeSlots)
-    publisher: FakePublisher = field(default_factory=FakePublisher)
+    decisions: MemoryDecisionStore = field(default_factory=MemoryDecisionStore)
+    bus: MemoryPublisher = field(default_factory=MemoryPublisher)
     clock: Clock = field(default_factory=Clock)
 
     def deps(self, schedule: tuple[int, ...] = (10, 60)) -> Deps:
@@ -132,8 +128,16 @@ class World:
             signer=FakeSigner(),
             sender=self.sender,
             slots=self.slots,
-            publisher=self.publisher,
             worker_id="w1",
             schedule_s=schedule,
             clock=self.clock,
         )
+
+    async def told(self, event: FaxMessage) -> list[WebhookDeliveryRequested]:
+        """The event handled as the consumer does: the commands the outbox published."""
+        before = len(self.bus.published)
+        handler = Outbox(self.decisions, self.bus).consuming(
+            partial(on_fax_event, deps=self.deps())
+        )
+        await handler(event)
+        return list(self.bus.published[before:])

@@ -3,9 +3,10 @@
 ``on_fax_event``: the event (``FaxSent`` → ``fax.delivered`` ...) is told to every
 enabled webhook of its account that wants it (and, for a webhook limited to a faxbox,
 is about that faxbox): one delivery per webhook and fax, recorded in the webhook's log
-under the event id with its body fixed, then one ``WebhookDeliveryRequested`` each.
-The event id and the command's message id derive from the source message, so a
-redelivered event records nothing new and publishes the same commands again.
+under the event id with its body fixed, then one ``WebhookDeliveryRequested`` each,
+returned as the decision under the event's message id for the outbox to record and
+publish. The event id and the command's message id derive from the source message, so
+a redelivered event records nothing new and publishes the same commands again.
 
 ``deliver``: one attempt of one delivery, signed now (a new timestamp each attempt,
 the body unchanged): the URL, and at once the failover URL if the first did not take
@@ -33,10 +34,11 @@ from typing import Final
 
 from faxbox.shared.contracts import FaxMessage, WebhookDeliveryRequested
 from faxbox.shared.faxview import event_id, event_type, faxes_of, from_event
+from faxbox.shared.outbox import Decided
 from faxbox.shared.policy import PermanentError, RetryLater
 from faxbox.shared.store.monthly import month_key
 from faxbox.shared.store.webhooks import DeliveryAttempt, Webhook, WebhookDelivery
-from faxbox.webhooks.ports import DeliveryLog, Publisher, Response, Sender, Signer, UrlSlots
+from faxbox.webhooks.ports import DeliveryLog, Response, Sender, Signer, UrlSlots
 from faxbox.webhooks.ports import Webhooks as WebhookDirectory
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,6 @@ class Deps:
     signer: Signer
     sender: Sender
     slots: UrlSlots
-    publisher: Publisher
     worker_id: str
     schedule_s: tuple[int, ...] = RETRY_SCHEDULE_S
     busy_retry_s: int = 2
@@ -86,8 +87,9 @@ def body_of(event: FaxMessage, fax_id: str, kind: str, identifier: str) -> str:
     )
 
 
-async def on_fax_event(event: FaxMessage, deps: Deps) -> tuple[WebhookDeliveryRequested, ...]:
-    """Record a delivery per interested webhook and fax; the commands it published."""
+async def on_fax_event(event: FaxMessage, deps: Deps) -> Decided | None:
+    """Record a delivery per interested webhook and fax; their commands, as the decision
+    under the event's message id (None: no webhook wants it)."""
     hooks: list[Webhook] | None = None
     commands: list[WebhookDeliveryRequested] = []
     for fax_id in faxes_of(event):
@@ -122,11 +124,10 @@ async def on_fax_event(event: FaxMessage, deps: Deps) -> tuple[WebhookDeliveryRe
                     month=recorded.month,
                 )
             )
-    for command in commands:
-        await deps.publisher.publish(command)
-    if commands:
-        log.info("%d webhook deliveries for %s", len(commands), type(event).__name__)
-    return tuple(commands)
+    if not commands:
+        return None
+    log.info("%d webhook deliveries for %s", len(commands), type(event).__name__)
+    return Decided(event.message_id, tuple(commands))
 
 
 class Outcome(StrEnum):

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from faxbox.shared.contracts import Message
 from faxbox.shared.store.webhooks import DeliveryAttempt, DeliveryState, Webhook, WebhookDelivery
 
 
@@ -69,7 +68,3 @@ class UrlSlots(Protocol):
         ...
 
     async def release(self, slot: SlotHeld) -> None: ...
-
-
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None: ...

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
-from faxbox.shared.contracts import FaxMessage, Message, WebhookDeliveryRequested
+from faxbox.shared.contracts import Message, WebhookDeliveryRequested
 from faxbox.shared.routing import subscriptions
 from faxbox.shared.runner import Runtime
 from faxbox.shared.sealing import Sealer
@@ -27,7 +27,7 @@ from faxbox.shared.store.monthly import month_key
 from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import LOG_PREFIX, WebhookStore
 from faxbox.shared.urlguard import parse_networks
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.webhooks.adapters import (
     SLOTS_COLLECTION,
     HttpSender,
@@ -37,7 +37,6 @@ from faxbox.webhooks.adapters import (
     StoreWebhooks,
 )
 from faxbox.webhooks.handlers import RETRY_SCHEDULE_S, Deps, deliver, on_fax_event
-from faxbox.webhooks.ports import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +71,7 @@ class Settings(ServiceSettings, SecretSettings, WebhookTargetSettings):
         return value
 
 
-def build_deps(
-    store: Store, publisher: Publisher, http: httpx.AsyncClient, settings: Settings
-) -> Deps:
+def build_deps(store: Store, http: httpx.AsyncClient, settings: Settings) -> Deps:
     webhooks = WebhookStore(store.db)
     lease = timedelta(seconds=2 * settings.webhooks_timeout_s + 5)
     return Deps(
@@ -83,15 +80,10 @@ def build_deps(
         signer=KeySigner(SigningKeys(store.db, Sealer(settings.secret_key.get_secret_value()))),
         sender=HttpSender(http, parse_networks(settings.webhooks_allowed_networks)),
         slots=LeaseSlots(store.db[SLOTS_COLLECTION], lease),
-        publisher=publisher,
         worker_id=settings.webhooks_worker_id,
         schedule_s=settings.webhooks_retry_schedule_s,
         busy_retry_s=settings.webhooks_busy_retry_s,
     )
-
-
-async def _told(event: FaxMessage, deps: Deps) -> None:
-    await on_fax_event(event, deps)
 
 
 async def _delivered(command: WebhookDeliveryRequested, deps: Deps) -> None:
@@ -138,25 +130,25 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     )
     async with (
         infrastructure(settings, runtime) as infra,
+        outbox(infra, settings, SERVICE) as box,
         httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as http,
     ):
         store = WebhookStore(infra.store.db)
         await store.ensure_indexes()
-        deps = build_deps(infra.store, infra.bus, http, settings)
+        deps = build_deps(infra.store, http, settings)
+        told = box.consuming(partial(on_fax_event, deps=deps))
         handlers: dict[type[Message], Handler] = {
-            contract: partial(_told, deps=deps)
+            contract: told
             for contract in subscriptions(SERVICE)
             if contract is not WebhookDeliveryRequested
         }
         handlers[WebhookDeliveryRequested] = partial(_delivered, deps=deps)
-        consumer = infra.bus.consumer(SERVICE, handlers)
         retention = asyncio.create_task(_retention(infra.store, settings.webhooks_log_months))
-        await consumer.start()
         try:
-            yield
+            async with infra.bus.consumer(SERVICE, handlers).running(settings.shutdown_grace_s):
+                yield
         finally:
             retention.cancel()
-            await consumer.stop(settings.shutdown_grace_s)
 
 
 def run(settings: Settings) -> None:
