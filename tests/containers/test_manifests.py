@@ -30,7 +30,6 @@ PASSWORDS = {
     "FAXBOX_IMAP_PASSWORD": "imap-pw",
     "FAXBOX_SECRET_KEY": "a-secret-key-of-at-least-32-characters",
     "FAXBOX_GRAFANA_PASSWORD": "grafana-pw",
-    "FAXBOX_SECRET_KEY": "secret-key-stand-in",
 }
 FILES = ("compose.yaml", "compose.local.yaml")
 # compose.yaml's development mail server, built from the repository (deploy/mail).

@@ -250,7 +250,6 @@ def test_the_stack_builds_runs_a_fax_through_and_goes_away(
         # The stack's own mail server proves the senders who log in to it.
         "FAXBOX_VALIDATOR_AUTHSERV_IDS": '["relay.faxbox.test"]',
         "FAXBOX_GRAFANA_PASSWORD": secrets.token_urlsafe(12),
-        "FAXBOX_SECRET_KEY": secrets.token_urlsafe(32),
         "FAXBOX_LINE_PACE": PACE,
     }
     operator = Operator(env, tmp_path / "operator.log")

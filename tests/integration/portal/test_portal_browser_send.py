@@ -24,7 +24,7 @@ from faxbox.portal.service import bound_port, serve
 from faxbox.render import render, with_header
 from faxbox.shared.bus import Bus, EventTap
 from faxbox.shared.contracts import FaxCancelRequested, FaxSubmitted, PageReport
-from faxbox.shared.sealing import Sealer
+from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import Store
 from faxbox.shared.store.signing_keys import SigningKeys
@@ -69,7 +69,7 @@ async def portal(
         TokenStore(store.db),
         http,
         publisher=bus,
-        signing_keys=SigningKeys(store.db, Sealer("browser-test-secret-0123456789")),
+        signing_keys=SigningKeys(store.db, SecretBox("browser-test-secret-0123456789abcdef")),
         webhook_networks=parse_networks(["127.0.0.0/8"]),
     )
     async with serve(create_app(deps), "127.0.0.1", 0) as server:
@@ -261,7 +261,7 @@ async def test_an_admin_sees_the_signing_key_adds_a_webhook_and_replays_a_delive
     await _sign_in(page, base_url, world.a.admin.email)
     await page.click("text=Administration")
     await page.click("#webhooks-link")
-    key = await SigningKeys(store.db, Sealer("browser-test-secret-0123456789")).public(
+    key = await SigningKeys(store.db, SecretBox("browser-test-secret-0123456789abcdef")).public(
         world.a.account.id
     )
     await expect(page.locator("#public-key")).to_have_text(key.public_key)

@@ -19,7 +19,7 @@ import pytest
 from faxbox.shared import contracts as c
 from faxbox.shared.bus import Bus
 from faxbox.shared.runner import Runtime
-from faxbox.shared.sealing import Sealer
+from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Account, Store
 from faxbox.shared.store.signing_keys import SigningKeys
@@ -121,9 +121,9 @@ async def test_a_fax_event_is_posted_once_signed_with_the_accounts_key(
         event = sent(account)
         await running.publish(event)
         (request,) = await eventually(lambda: receiver.to("/a"), 20, "the webhook")
-        key = await SigningKeys(store.db, Sealer(SECRET)).public(account.id)
+        key = await SigningKeys(store.db, SecretBox(SECRET)).public(account.id)
         assert request.verify(key.public_key)
-        other = await SigningKeys(store.db, Sealer(SECRET)).public("acc_someone_else")
+        other = await SigningKeys(store.db, SecretBox(SECRET)).public("acc_someone_else")
         assert not request.verify(other.public_key)
         body = request.event
         assert body["type"] == "fax.delivered"
@@ -198,7 +198,7 @@ async def test_a_replay_sends_the_same_event_again_and_receivers_can_tell(
         )
         assert first.body == again.body
         assert first.event["id"] == again.event["id"]
-        key = await SigningKeys(store.db, Sealer(SECRET)).public(account.id)
+        key = await SigningKeys(store.db, SecretBox(SECRET)).public(account.id)
         assert again.verify(key.public_key)
         seen = {r.event["id"] for r in receiver.to("/c")}
         assert len(seen) == 1  # a receiver deduplicating by event id acts once

@@ -7,9 +7,10 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from pydantic import SecretStr
 
 from faxbox.shared import signing
-from faxbox.shared.sealing import SealBroken, Sealer, SecretKeyMissing
+from faxbox.shared.secretbox import SecretBox, SecretKeyMissing, SecretSettings, SecretUnreadable
 
 BODY = b'{"id":"evt_1","type":"fax.delivered"}'
 
@@ -33,21 +34,22 @@ def test_the_pem_public_key_is_the_same_key() -> None:
     loaded.verify(base64.b64decode(signing.sign(key, 5, BODY)), signing.signed_message(5, BODY))
 
 
-def test_sealed_values_open_only_with_the_key_and_purpose() -> None:
-    sealer = Sealer("a" * 32)
-    sealed = sealer.seal(b"secret bytes", "webhook-signing-key:acc_1")
-    assert sealed.startswith("v1.")
-    assert b"secret" not in sealed.encode()
-    assert sealer.open(sealed, "webhook-signing-key:acc_1") == b"secret bytes"
-    with pytest.raises(SealBroken):
-        sealer.open(sealed, "webhook-signing-key:acc_2")
-    with pytest.raises(SealBroken):
-        Sealer("b" * 32).open(sealed, "webhook-signing-key:acc_1")
-    with pytest.raises(SealBroken):
-        sealer.open(sealed[:-4] + "AAAA", "webhook-signing-key:acc_1")
-    assert sealer.seal(b"x", "p") != sealer.seal(b"x", "p")  # a fresh nonce each time
+def test_a_sealed_signing_key_opens_only_with_the_key_and_its_account() -> None:
+    box = SecretBox("a" * 32)
+    private = base64.b64encode(signing.private_bytes(signing.new_private_key())).decode()
+    sealed = box.seal(private, "webhook-signing-key:acc_1")
+    assert sealed.startswith("sealed:v1:")
+    assert private not in sealed
+    assert box.open(sealed, "webhook-signing-key:acc_1") == private
+    with pytest.raises(SecretUnreadable):
+        box.open(sealed, "webhook-signing-key:acc_2")
+    with pytest.raises(SecretUnreadable):
+        SecretBox("b" * 32).open(sealed, "webhook-signing-key:acc_1")
+    with pytest.raises(SecretUnreadable):
+        box.open(sealed[:-4] + "AAAA", "webhook-signing-key:acc_1")
+    assert box.seal("x", "p") != box.seal("x", "p")  # a fresh nonce each time
 
 
-def test_no_secret_key_no_sealing() -> None:
+def test_no_secret_key_no_signing_key() -> None:
     with pytest.raises(SecretKeyMissing, match="FAXBOX_SECRET_KEY"):
-        Sealer("")
+        SecretSettings(secret_key=SecretStr("")).required_box("signing webhook deliveries")

@@ -15,8 +15,8 @@ from faxbox.admin.commands import CliError, faxbox_of_user, model_of
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import WebhookDeliveryRequested
 from faxbox.shared.faxview import WEBHOOK_EVENTS
-from faxbox.shared.sealing import Sealer, SecretKeyMissing
-from faxbox.shared.settings import BrokerSettings, SecretSettings, WebhookTargetSettings
+from faxbox.shared.secretbox import SecretKeyMissing, SecretSettings
+from faxbox.shared.settings import BrokerSettings, WebhookTargetSettings
 from faxbox.shared.store import NotFound, Store
 from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import Webhook, WebhookStore
@@ -101,10 +101,10 @@ async def webhook_replay(store: Store, args: argparse.Namespace) -> Any:
 async def webhook_signing_key(store: Store, args: argparse.Namespace) -> Any:
     account = await store.get_account_by_realm(args.realm)
     try:
-        sealer = Sealer(SecretSettings().secret_key.get_secret_value())
-    except SecretKeyMissing as exc:
+        box = SecretSettings().required_box("the account's webhook signing key")
+    except (SecretKeyMissing, ValueError) as exc:
         raise CliError(str(exc)) from None
-    key = await SigningKeys(store.db, sealer).public(account.id)
+    key = await SigningKeys(store.db, box).public(account.id)
     return {
         "account_id": key.account_id,
         "algorithm": "ed25519",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FAXBOX_"
@@ -94,17 +94,6 @@ class OwnershipSettings(_FaxboxSettings):
         description=(
             "faxbox: a caller id must be one of the faxbox's numbers; account: any number "
             "in its account's inventory."
-        ),
-    )
-
-
-class SecretSettings(_FaxboxSettings):
-    secret_key: SecretStr = Field(
-        default=SecretStr(""),
-        description=(
-            "Encrypts secrets kept in the database (each account's webhook signing key); "
-            "the same value for every service that reads them. Keep it out of the "
-            "database's backups."
         ),
     )
 

@@ -24,7 +24,6 @@ from faxbox.portal.settings import PortalSettings
 from faxbox.portal.throttle import SignInLimits, SignInThrottle
 from faxbox.shared import runner
 from faxbox.shared.runner import Runtime
-from faxbox.shared.sealing import Sealer
 from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import WebhookStore
 from faxbox.shared.urlguard import parse_networks
@@ -97,8 +96,8 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
         )
         await signin.ensure_indexes()
         await WebhookStore(infra.store.db).ensure_indexes()
-        secret = settings.secret_key.get_secret_value()
-        if not secret:
+        box = settings.box()
+        if box is None:
             log.warning("FAXBOX_SECRET_KEY is not set: webhook signing keys cannot be shown")
         deps = PortalDeps(
             store=infra.store,
@@ -121,7 +120,7 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             links=Links(rabbitmq_ui=settings.rabbitmq_ui_url, grafana=settings.grafana_url),
             signin=signin,
             publisher=infra.bus,
-            signing_keys=SigningKeys(infra.store.db, Sealer(secret)) if secret else None,
+            signing_keys=SigningKeys(infra.store.db, box) if box else None,
             webhook_networks=parse_networks(settings.webhooks_allowed_networks),
             send_limits=SendLimits(
                 max_upload_bytes=settings.portal_max_upload_bytes,

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from faxbox.shared.settings import (
-    OwnershipSettings,
-    SecretSettings,
-    ServiceSettings,
-    WebhookTargetSettings,
-)
+from faxbox.shared.secretbox import SecretSettings
+from faxbox.shared.settings import OwnershipSettings, ServiceSettings, WebhookTargetSettings
 
 
 class PortalSettings(ServiceSettings, OwnershipSettings, SecretSettings, WebhookTargetSettings):

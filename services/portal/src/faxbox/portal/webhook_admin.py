@@ -20,7 +20,7 @@ from faxbox.portal.access import admin_account
 from faxbox.portal.admin import InvalidInput
 from faxbox.portal.security import Principal
 from faxbox.shared.contracts import Message, WebhookDeliveryRequested
-from faxbox.shared.sealing import SecretKeyMissing
+from faxbox.shared.secretbox import SecretKeyMissing, SecretUnreadable
 from faxbox.shared.store import NotFound, Store
 from faxbox.shared.store.signing_keys import AccountKey, SigningKeys
 from faxbox.shared.store.webhooks import Webhook, WebhookDelivery, WebhookStore
@@ -158,5 +158,5 @@ async def signing_key(hooks: Hooks, principal: Principal, account_id: str) -> Ac
         raise NotConfigured("FAXBOX_SECRET_KEY is not set on the portal")
     try:
         return await hooks.keys.public(account_id)
-    except SecretKeyMissing as exc:
+    except (SecretKeyMissing, SecretUnreadable) as exc:
         raise NotConfigured(str(exc)) from None

@@ -20,8 +20,8 @@ from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import Message, WebhookDeliveryRequested
 from faxbox.shared.routing import subscriptions
 from faxbox.shared.runner import Runtime
-from faxbox.shared.sealing import Sealer
-from faxbox.shared.settings import SecretSettings, ServiceSettings, WebhookTargetSettings
+from faxbox.shared.secretbox import SecretSettings
+from faxbox.shared.settings import ServiceSettings, WebhookTargetSettings
 from faxbox.shared.store import Store
 from faxbox.shared.store.monthly import month_key
 from faxbox.shared.store.signing_keys import SigningKeys
@@ -41,6 +41,7 @@ from faxbox.webhooks.handlers import RETRY_SCHEDULE_S, Deps, deliver, on_fax_eve
 log = logging.getLogger(__name__)
 
 SERVICE = "webhooks"
+_SIGNING = "signing webhook deliveries"
 
 
 def _default_worker_id() -> str:
@@ -77,7 +78,7 @@ def build_deps(store: Store, http: httpx.AsyncClient, settings: Settings) -> Dep
     return Deps(
         webhooks=StoreWebhooks(webhooks),
         log=StoreDeliveryLog(webhooks),
-        signer=KeySigner(SigningKeys(store.db, Sealer(settings.secret_key.get_secret_value()))),
+        signer=KeySigner(SigningKeys(store.db, settings.required_box(_SIGNING))),
         sender=HttpSender(http, parse_networks(settings.webhooks_allowed_networks)),
         slots=LeaseSlots(store.db[SLOTS_COLLECTION], lease),
         worker_id=settings.webhooks_worker_id,
@@ -124,7 +125,7 @@ async def _retention(store: Store, keep_months: int) -> None:
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
-    Sealer(settings.secret_key.get_secret_value())  # refuse to start without the key
+    settings.required_box(_SIGNING)  # refuse to start without the key
     timeout = httpx.Timeout(
         settings.webhooks_timeout_s, connect=settings.webhooks_connect_timeout_s
     )

@@ -1,4 +1,4 @@
-"""Each account's webhook signing key pair, the private half sealed (``faxbox.shared.sealing``).
+"""Each account's webhook signing key pair, the private half sealed (``faxbox.shared.secretbox``).
 
 ``webhook_signing_keys``: one document per account, ``_id`` = the account id. The pair
 is made the first time anyone needs it (the portal showing the public key, or the
@@ -8,6 +8,7 @@ two processes racing to make it end with one pair, and both use that one.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -18,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from faxbox.shared import signing
-from faxbox.shared.sealing import Sealer
+from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store.models import utc_now
 
 Doc = dict[str, Any]
@@ -39,9 +40,9 @@ class AccountKey:
 
 
 class SigningKeys:
-    def __init__(self, db: AsyncDatabase[Doc], sealer: Sealer) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], box: SecretBox) -> None:
         self.collection: AsyncCollection[Doc] = db[COLLECTION]
-        self._sealer = sealer
+        self._box = box
         self._private: dict[str, Ed25519PrivateKey] = {}
 
     async def _doc(self, account_id: str) -> Doc:
@@ -52,8 +53,8 @@ class SigningKeys:
         doc = {
             "_id": account_id,
             "public_key": signing.public_key_b64(key),
-            "private_key_sealed": self._sealer.seal(
-                signing.private_bytes(key), f"{_PURPOSE}:{account_id}"
+            "private_key_sealed": self._box.seal(
+                base64.b64encode(signing.private_bytes(key)).decode(), f"{_PURPOSE}:{account_id}"
             ),
             "algorithm": "ed25519",
             "created_at": utc_now(),
@@ -77,7 +78,9 @@ class SigningKeys:
         key = self._private.get(account_id)
         if key is None:
             doc = await self._doc(account_id)
-            raw = self._sealer.open(str(doc["private_key_sealed"]), f"{_PURPOSE}:{account_id}")
-            key = signing.private_key_of(raw)
+            sealed = str(doc["private_key_sealed"])
+            key = signing.private_key_of(
+                base64.b64decode(self._box.open(sealed, f"{_PURPOSE}:{account_id}"))
+            )
             self._private[account_id] = key
         return key
