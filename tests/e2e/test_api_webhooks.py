@@ -27,10 +27,10 @@ from PIL import Image
 
 from faxbox.demo.document import demo_pdf
 from faxbox.demo.tenant import Seeded
-from faxbox.portal.security import TokenStore
+from faxbox.portal.security import TokenScope, TokenStore
 from faxbox.render import strip_rows
 from faxbox.render.header import strip_bits
-from faxbox.shared.sealing import Sealer
+from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Faxbox, Store
 from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import Webhook, WebhookStore
@@ -61,7 +61,7 @@ async def api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     alice = tenant.users[ALICE.email]
     tokens = TokenStore(store.db)
-    _, secret = await tokens.create(alice.id, "e2e", ("read", "send"))
+    _, secret = await tokens.create(alice, "e2e", TokenScope.SEND)
     await WebhookStore(store.db).add(
         Webhook(account_id=tenant.account.id, url=receiver.url("/faxbox"))
     )
@@ -73,7 +73,7 @@ async def api(
 
 async def public_key(store: Store, tenant: Seeded) -> str:
     """The key the portal shows the account's admins (the same document it reads)."""
-    return (await SigningKeys(store.db, Sealer(SECRET_KEY)).public(tenant.account.id)).public_key
+    return (await SigningKeys(store.db, SecretBox(SECRET_KEY)).public(tenant.account.id)).public_key
 
 
 def header_of_page_2(

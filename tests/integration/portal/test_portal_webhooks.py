@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from faxbox.portal.deps import PortalDeps
-from faxbox.portal.security import TokenStore
+from faxbox.portal.security import TokenScope, TokenStore
 from faxbox.shared.bus import Bus, EventTap
 from faxbox.shared.contracts import WebhookDeliveryRequested
-from faxbox.shared.sealing import Sealer
+from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import Store
 from faxbox.shared.store.signing_keys import SigningKeys
@@ -49,13 +49,14 @@ def hooks_deps(
         TokenStore(store.db),
         http,
         publisher=bus,
-        signing_keys=SigningKeys(store.db, Sealer(SECRET)),
+        signing_keys=SigningKeys(store.db, SecretBox(SECRET)),
         webhook_networks=parse_networks(list(networks)),
     )
 
 
-async def bearer(deps: PortalDeps, user_id: str, *scopes: str) -> dict[str, str]:
-    _, secret = await deps.tokens.create(user_id, "script", scopes)
+async def bearer(deps: PortalDeps, user_id: str, scope: str) -> dict[str, str]:
+    user = await deps.store.get_user(user_id)
+    _, secret = await deps.tokens.create(user, "script", TokenScope(scope))
     return {"Authorization": f"Bearer {secret}"}
 
 
@@ -102,7 +103,7 @@ async def test_a_public_url_is_kept_and_the_platform_may_allow_a_network(
     account = world.b.account.id
     strict = hooks_deps(store, http, None)
     allowing = hooks_deps(store, http, None, "127.0.0.0/8")
-    headers = await bearer(strict, world.b.admin.id, "admin", "read")
+    headers = await bearer(strict, world.b.admin.id, "admin")
     async with client_for(strict) as client:
         public = await client.post(
             f"/api/v1/accounts/{account}/webhooks",
@@ -146,11 +147,11 @@ async def test_only_admins_of_the_account_manage_its_webhooks(
     deps = hooks_deps(store, http, None)
     account = world.a.account.id
     async with client_for(deps) as client:
-        user = await bearer(deps, world.a.users[0].id, "admin", "read")
+        user = await bearer(deps, world.a.users[0].id, "admin")
         assert (
             await client.get(f"/api/v1/accounts/{account}/webhooks", headers=user)
         ).status_code == 403
-        stranger = await bearer(deps, world.b.admin.id, "admin", "read")
+        stranger = await bearer(deps, world.b.admin.id, "admin")
         assert (
             await client.get(f"/api/v1/accounts/{account}/webhooks", headers=stranger)
         ).status_code == 404
@@ -185,7 +186,7 @@ async def test_the_signing_key_is_one_per_account_and_verifies_signatures(
     assert isinstance(pem, Ed25519PublicKey)
     raw = Ed25519PublicKey.from_public_bytes(base64.b64decode(first["public_key"]))
     # What the webhooks service signs with is the key the portal shows.
-    private = await SigningKeys(store.db, Sealer(SECRET)).private(world.a.account.id)
+    private = await SigningKeys(store.db, SecretBox(SECRET)).private(world.a.account.id)
     signature = private.sign(b"1767225600.{}")
     raw.verify(signature, b"1767225600.{}")
     pem.verify(signature, b"1767225600.{}")
@@ -198,7 +199,7 @@ async def test_the_delivery_log_and_a_replay(
     store: Store, http: httpx.AsyncClient, world: World, bus: Bus
 ) -> None:
     deps = hooks_deps(store, http, bus, "127.0.0.0/8")
-    headers = await bearer(deps, world.a.admin.id, "admin", "read")
+    headers = await bearer(deps, world.a.admin.id, "admin")
     async with client_for(deps) as client:
         created = await client.post(
             f"/api/v1/accounts/{world.a.account.id}/webhooks",

@@ -250,12 +250,15 @@ def test_the_api_v1_document_has_an_example_for_every_answer() -> None:
     from unittest.mock import MagicMock
 
     from faxbox.portal.app import create_app
+    from faxbox.portal.clientaddr import TrustedProxies
     from faxbox.portal.deps import PortalDeps
     from faxbox.portal.outbound import SendLimits
 
     deps = MagicMock(spec=PortalDeps)
     deps.signin = object()
-    deps.send_limits = SendLimits()  # a field with a factory: not on the class for the spec
+    # Fields with a factory are not on the class the spec reads.
+    deps.send_limits = SendLimits()
+    deps.proxies = TrustedProxies()
     document = create_app(deps).openapi()
     operations = [
         (method, path, op)

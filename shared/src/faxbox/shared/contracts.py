@@ -194,8 +194,6 @@ class RejectionCode(StrEnum):
     too_many_addresses = "too_many_addresses"
     too_many_parts = "too_many_parts"
     nested_too_deeply = "nested_too_deeply"
-    # The destination's country is not among the account's allowed countries.
-    country_not_allowed = "country_not_allowed"
     # A resend whose document is no longer stored (its month was dropped by retention).
     document_unavailable = "document_unavailable"
 

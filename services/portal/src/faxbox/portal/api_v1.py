@@ -1,9 +1,9 @@
 """The API for scripts: send, follow, cancel and resend faxes; manage webhooks.
 
 ``/api/v1``: documented in docs/api.md and in the OpenAPI document (/openapi.json, with
-examples). Tokens need the ``send`` scope to send, cancel and resend, ``admin`` to change
-webhooks, ``read`` for the rest; a signed-in browser needs none (its role decides, and
-its changes carry the CSRF token).
+examples). A token with scope ``read`` may only read; ``send`` also sends, cancels and
+resends; ``admin`` does everything its user may (webhooks too). A signed-in browser needs
+no scope (its role decides, and its changes carry the CSRF token).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Form, Header, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from faxbox.portal import outbound, webhook_admin
-from faxbox.portal.deps import CheckedPrincipal, CurrentPrincipal, Deps, require_scope
+from faxbox.portal.deps import CheckedPrincipal, CurrentPrincipal, Deps, SendingPrincipal
 from faxbox.portal.outbound import Submitted
 from faxbox.shared.faxview import WEBHOOK_EVENTS, FaxView
 from faxbox.shared.store.webhooks import Webhook, WebhookDelivery
@@ -346,7 +346,7 @@ _SEND_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     },
 )
 async def send_fax(
-    principal: CheckedPrincipal,
+    principal: SendingPrincipal,
     deps: Deps,
     response: Response,
     file: Annotated[UploadFile, File(description="One PDF or TIFF.")],
@@ -377,7 +377,6 @@ async def send_fax(
     rules, page limits, rendering), the transmitter calls, and you hear of it through
     GET /api/v1/faxes/{id}, your webhooks and the usual mails.
     """
-    require_scope(principal, "send")
     limit = deps.send_limits.max_upload_bytes
     data = await file.read(limit + 1)
     submitted = await outbound.submit(
@@ -404,7 +403,6 @@ async def send_fax(
 )
 async def get_fax(fax_id: str, principal: CurrentPrincipal, deps: Deps) -> FaxOut:
     """A fax by its id: status, failure_reason, retryable, pages and the per-page report."""
-    require_scope(principal, "read")
     found = await outbound.locate(deps.store, deps.outbox.submissions, principal, fax_id)
     return FaxOut.model_validate(found.view().model_dump())
 
@@ -441,11 +439,10 @@ async def get_fax(fax_id: str, principal: CurrentPrincipal, deps: Deps) -> FaxOu
         },
     },
 )
-async def cancel_fax(fax_id: str, principal: CheckedPrincipal, deps: Deps) -> CancelOut:
+async def cancel_fax(fax_id: str, principal: SendingPrincipal, deps: Deps) -> CancelOut:
     """Stop a fax: queued or waiting for a redial, it ends at once; on the line, the
     call is hung up. The fax ends as cancelled (failure_reason cancelled), with what
     pages were confirmed before the call ended."""
-    require_scope(principal, "send")
     view = await outbound.cancel(deps.outbox, principal, fax_id)
     return CancelOut(id=view.id, status=view.status.value)
 
@@ -459,13 +456,12 @@ async def cancel_fax(fax_id: str, principal: CheckedPrincipal, deps: Deps) -> Ca
 )
 async def resend_fax(
     fax_id: str,
-    principal: CheckedPrincipal,
+    principal: SendingPrincipal,
     deps: Deps,
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> SubmissionOut:
     """A new fax of the same document to the same number, from the same faxbox."""
-    require_scope(principal, "send")
     submitted = await outbound.resend(deps.outbox, principal, fax_id, idempotency_key)
     if submitted.replayed:
         response.headers[REPLAYED_HEADER] = "true"
@@ -484,7 +480,6 @@ async def resend_fax(
 async def list_webhooks(
     account_id: str, principal: CurrentPrincipal, deps: Deps
 ) -> list[WebhookOut]:
-    require_scope(principal, "read")
     return [
         WebhookOut.of(h)
         for h in await webhook_admin.list_webhooks(deps.hooks, principal, account_id)
@@ -517,7 +512,6 @@ async def add_webhook(
     account_id: str, body: WebhookIn, principal: CheckedPrincipal, deps: Deps
 ) -> WebhookOut:
     """Tell ``url`` about this account's faxes (signed, see docs/api.md)."""
-    require_scope(principal, "admin")
     hook = await webhook_admin.add_webhook(
         deps.hooks,
         principal,
@@ -541,7 +535,6 @@ async def add_webhook(
     responses=_example(_WEBHOOK_EXAMPLE),
 )
 async def get_webhook(webhook_id: str, principal: CurrentPrincipal, deps: Deps) -> WebhookOut:
-    require_scope(principal, "read")
     return WebhookOut.of(await webhook_admin.webhook_in_scope(deps.hooks, principal, webhook_id))
 
 
@@ -554,7 +547,6 @@ async def get_webhook(webhook_id: str, principal: CurrentPrincipal, deps: Deps) 
 async def change_webhook(
     webhook_id: str, body: WebhookChange, principal: CheckedPrincipal, deps: Deps
 ) -> WebhookOut:
-    require_scope(principal, "admin")
     return WebhookOut.of(
         await webhook_admin.set_enabled(deps.hooks, principal, webhook_id, body.enabled)
     )
@@ -563,7 +555,6 @@ async def change_webhook(
 @router.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"])
 async def delete_webhook(webhook_id: str, principal: CheckedPrincipal, deps: Deps) -> None:
     """The webhook and its delivery log."""
-    require_scope(principal, "admin")
     await webhook_admin.remove_webhook(deps.hooks, principal, webhook_id)
 
 
@@ -577,7 +568,6 @@ async def webhook_deliveries(
     webhook_id: str, principal: CurrentPrincipal, deps: Deps
 ) -> list[DeliveryOut]:
     """The newest deliveries, each with every attempt."""
-    require_scope(principal, "read")
     return [
         DeliveryOut.of(d) for d in await webhook_admin.deliveries(deps.hooks, principal, webhook_id)
     ]
@@ -594,7 +584,6 @@ async def replay_delivery(
     webhook_id: str, event_id: str, principal: CheckedPrincipal, deps: Deps
 ) -> DeliveryOut:
     """Send this event once more (same event id and body; a new timestamp and signature)."""
-    require_scope(principal, "admin")
     return DeliveryOut.of(await webhook_admin.replay(deps.hooks, principal, webhook_id, event_id))
 
 
@@ -620,7 +609,6 @@ async def replay_delivery(
 )
 async def signing_key(account_id: str, principal: CurrentPrincipal, deps: Deps) -> SigningKeyOut:
     """The key to verify this account's webhooks with (Faxbox-Signature)."""
-    require_scope(principal, "read")
     key = await webhook_admin.signing_key(deps.hooks, principal, account_id)
     return SigningKeyOut(
         account_id=key.account_id, public_key=key.public_key, pem=key.pem, created_at=key.created_at
