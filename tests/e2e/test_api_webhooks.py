@@ -118,7 +118,7 @@ async def test_an_api_fax_goes_through_a_real_call_and_is_told_by_webhook_and_ma
 ) -> None:
     letter = demo_pdf(3, "API fax")  # it holds the time it was made: one copy, sent twice
     created = await send(api, RECEIVES, letter, **{"Idempotency-Key": "e2e-order-1"})
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     (fax,) = created.json()["faxes"]
     fax_id = fax["id"]
 

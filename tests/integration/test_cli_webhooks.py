@@ -33,7 +33,7 @@ def cli(mongo_settings: MongoSettings, broker_settings: BrokerSettings) -> Any:
         "FAXBOX_MONGO_DB": mongo_settings.mongo_db,
         "FAXBOX_AMQP_URL": broker_settings.amqp_url,
         "FAXBOX_EXCHANGE_PREFIX": broker_settings.exchange_prefix,
-        "FAXBOX_SECRET_KEY": "cli-secret-key-0123456789abcdef",
+        "FAXBOX_SECRET_KEY": "cli-secret-key-0123456789abcdef-0123",
     }
 
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import WebhookDelivery, WebhookStore
 from faxbox.shared.tagline import DEFAULT_HEADER_FORMAT, header_text
 from faxbox.shared.urlguard import parse_networks
-from tests.integration.portal.conftest import make_deps
+from tests.integration.portal.conftest import make_deps, portal_outbox
 from tests.integration.portal.seed import World, history_doc
 from tests.integration.portal.test_portal_browser import (
     ARTIFACTS,
@@ -68,7 +68,7 @@ async def portal(
         store,
         TokenStore(store.db),
         http,
-        publisher=bus,
+        outbox=portal_outbox(store, bus),
         signing_keys=SigningKeys(store.db, SecretBox("browser-test-secret-0123456789abcdef")),
         webhook_networks=parse_networks(["127.0.0.0/8"]),
     )
@@ -108,7 +108,7 @@ async def test_send_a_fax_with_a_preview_of_page_1_as_transmitted_then_cancel_it
     source = await image.get_attribute("src")
     assert source is not None
     draft_id = source.split("/")[3]
-    draft = await deps.outbox.submissions.draft(draft_id, alice.id)
+    draft = await deps.sending.submissions.draft(draft_id, alice.id)
     assert draft is not None
     shown = (await page.request.get(f"{base_url}{source}")).body()
     fields = header_fields(box, "+12125550123", draft_id, draft.created_at)

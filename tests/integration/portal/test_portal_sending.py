@@ -29,7 +29,7 @@ from faxbox.shared.contracts import (
 from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import Store
 from faxbox.shared.store.cancellations import Cancellations
-from tests.integration.portal.conftest import client_for, make_deps
+from tests.integration.portal.conftest import client_for, make_deps, portal_outbox
 from tests.integration.portal.seed import World, tiny_pdf
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,11 @@ async def sending(store: Store, http: httpx.AsyncClient, world: World, bus: Bus)
     tokens = TokenStore(store.db)
     await tokens.ensure_indexes()
     return make_deps(
-        store, tokens, http, publisher=bus, send_limits=SendLimits(max_upload_bytes=200_000)
+        store,
+        tokens,
+        http,
+        outbox=portal_outbox(store, bus),
+        send_limits=SendLimits(max_upload_bytes=200_000),
     )
 
 
@@ -87,20 +91,20 @@ async def test_a_send_token_submits_one_fax_per_distinct_number(
     headers = await bearer(sending, alice.id, "send")
     async with EventTap(bus, ("fax.outbound.submitted",)) as tap, client_for(sending) as client:
         response = await post_fax(
-            client, headers, world.pdf, "+12125550123, 2125550123", "+442079460958"
+            client, headers, world.pdf, "+12125550123, 2125550123", "+13125550188"
         )
-        assert response.status_code == 201, response.text
+        assert response.status_code == 202, response.text
         body = response.json()
         first = body["submission_id"]
         assert [(f["id"], f["to"], f["status"]) for f in body["faxes"]] == [
             (first, "+12125550123", "queued"),
-            (f"{first}-2", "+442079460958", "queued"),
+            (f"{first}-2", "+13125550188", "queued"),
         ]
         assert body["faxes"][1]["url"] == f"/api/v1/faxes/{first}-2"
         message = await tap.get(10)
     assert isinstance(message, FaxSubmitted)
     assert message.fax_id == first
-    assert message.numbers == ("+12125550123", "+442079460958")
+    assert message.numbers == ("+12125550123", "+13125550188")
     assert message.faxbox_id == world.a.faxboxes[alice.id].id
     assert (message.user_id, message.channel) == (alice.id, "api")
     assert await store.documents.get(message.document) == world.pdf
@@ -128,7 +132,7 @@ async def test_an_idempotency_key_gives_the_same_faxes_or_a_conflict(
     async with EventTap(bus, ("fax.outbound.submitted",)) as tap, client_for(sending) as client:
         first = await post_fax(client, headers, world.pdf, "+12125550123")
         again = await post_fax(client, headers, world.pdf, "+12125550123")
-        assert first.status_code == again.status_code == 201
+        assert first.status_code == again.status_code == 202
         assert again.json() == first.json()
         assert again.headers.get("Idempotent-Replayed") == "true"
         assert "Idempotent-Replayed" not in first.headers
@@ -149,6 +153,7 @@ async def test_an_idempotency_key_gives_the_same_faxes_or_a_conflict(
         (["+12125550123"], b"GIF89a not a fax", 415, "unsupported_document"),
         (["+12125550123"], b"%PDF-" + b"x" * 300_000, 413, "document_too_large"),
         (["+1900555012"], b"", 422, "invalid_number"),
+        (["+442079460958"], b"", 422, "country_not_allowed"),  # home country only
         ([], b"", 422, "no_number"),
     ],
 )
@@ -192,7 +197,7 @@ async def test_an_admin_without_a_faxbox_names_one_they_manage(
         assert none.status_code == 422
         assert none.json()["code"] == "no_faxbox"
         named = await post_fax(client, headers, world.pdf, "+12125550123", faxbox=bob_box.id)
-        assert named.status_code == 201
+        assert named.status_code == 202
         other_tenant = world.b.faxboxes[world.b.users[0].id]
         foreign = await post_fax(client, headers, world.pdf, "+12125550123", faxbox=other_tenant.id)
         assert foreign.status_code == 404
@@ -230,7 +235,7 @@ async def test_a_fax_is_queued_then_shows_what_the_history_says(
             "+12125550123",
             "outbound",
         )
-        submission = await sending.outbox.submissions.get(fax["id"])
+        submission = await sending.sending.submissions.get(fax["id"])
         assert submission is not None
         box = world.a.faxboxes[alice.id]
         events = [
@@ -341,7 +346,7 @@ async def test_resend_is_a_new_fax_of_the_same_document(
         fax_id = created.json()["faxes"][0]["id"]
         original = await tap.get(10)
         again = await client.post(f"/api/v1/faxes/{fax_id}/resend", headers=headers)
-        assert again.status_code == 201, again.text
+        assert again.status_code == 202, again.text
         new_id = again.json()["faxes"][0]["id"]
         assert new_id != fax_id
         assert again.json()["faxes"][0]["to"] == "+12125550123"

@@ -293,6 +293,11 @@ _SEND_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     },
     413: {"model": ErrorOut, "description": "The document is over the size limit."},
     415: {"model": ErrorOut, "description": "Not a PDF or TIFF."},
+    503: {
+        "model": ErrorOut,
+        "description": "The submission could not be recorded (code unavailable): nothing "
+        "was queued; try again with the same Idempotency-Key.",
+    },
     422: {
         "model": ErrorOut,
         "description": "A number the account may not fax, too many numbers, no faxbox...",
@@ -314,12 +319,13 @@ _SEND_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 
 @router.post(
     "/faxes",
-    status_code=201,
+    status_code=202,
     response_model=SubmissionOut,
     tags=["sending"],
     responses={
-        201: {
-            "description": "Accepted: one fax per number, queued for the validator.",
+        202: {
+            "description": "Accepted: one fax per number, recorded and queued for the "
+            "validator (for good, even if the broker confirms it only later).",
             "content": {
                 "application/json": {
                     "example": {
@@ -380,7 +386,7 @@ async def send_fax(
     limit = deps.send_limits.max_upload_bytes
     data = await file.read(limit + 1)
     submitted = await outbound.submit(
-        deps.outbox,
+        deps.sending,
         principal,
         faxbox_id=faxbox,
         to=to,
@@ -403,7 +409,7 @@ async def send_fax(
 )
 async def get_fax(fax_id: str, principal: CurrentPrincipal, deps: Deps) -> FaxOut:
     """A fax by its id: status, failure_reason, retryable, pages and the per-page report."""
-    found = await outbound.locate(deps.store, deps.outbox.submissions, principal, fax_id)
+    found = await outbound.locate(deps.store, deps.sending.submissions, principal, fax_id)
     return FaxOut.model_validate(found.view().model_dump())
 
 
@@ -443,13 +449,13 @@ async def cancel_fax(fax_id: str, principal: SendingPrincipal, deps: Deps) -> Ca
     """Stop a fax: queued or waiting for a redial, it ends at once; on the line, the
     call is hung up. The fax ends as cancelled (failure_reason cancelled), with what
     pages were confirmed before the call ended."""
-    view = await outbound.cancel(deps.outbox, principal, fax_id)
+    view = await outbound.cancel(deps.sending, principal, fax_id)
     return CancelOut(id=view.id, status=view.status.value)
 
 
 @router.post(
     "/faxes/{fax_id}/resend",
-    status_code=201,
+    status_code=202,
     response_model=SubmissionOut,
     tags=["sending"],
     responses=_SEND_ERRORS,
@@ -462,7 +468,7 @@ async def resend_fax(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> SubmissionOut:
     """A new fax of the same document to the same number, from the same faxbox."""
-    submitted = await outbound.resend(deps.outbox, principal, fax_id, idempotency_key)
+    submitted = await outbound.resend(deps.sending, principal, fax_id, idempotency_key)
     if submitted.replayed:
         response.headers[REPLAYED_HEADER] = "true"
     return SubmissionOut.of(submitted)

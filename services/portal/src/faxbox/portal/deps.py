@@ -17,7 +17,7 @@ from fastapi import Depends, Request
 from faxbox.portal.access import Forbidden
 from faxbox.portal.clientaddr import TrustedProxies
 from faxbox.portal.dashboard import HealthProbe, QueueSource, Redriver
-from faxbox.portal.outbound import Outbox, Publisher, SendLimits
+from faxbox.portal.outbound import Sending, SendLimits
 from faxbox.portal.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -32,6 +32,7 @@ from faxbox.portal.security import (
 from faxbox.portal.submissions import SubmissionStore
 from faxbox.portal.throttle import SignInThrottle
 from faxbox.portal.webhook_admin import Hooks
+from faxbox.shared.outbox import Outbox
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import NotFound, Store
 from faxbox.shared.store.cancellations import Cancellations
@@ -63,8 +64,9 @@ class PortalDeps:
     links: Links = field(default_factory=Links)
     # None: the default limits on ``store.db`` (create_app fills it in).
     signin: SignInThrottle | None = None
-    # Sending, cancelling and replaying publish here; None: those answer 503.
-    publisher: Publisher | None = None
+    # Sending, cancelling and replaying are recorded and published here (the portal's
+    # outbox, swept by the service); None: those answer 503.
+    outbox: Outbox | None = None
     # None: FAXBOX_SECRET_KEY is not set, so no signing key can be shown or made.
     signing_keys: SigningKeys | None = None
     webhook_networks: Sequence[IPNetwork] = ()
@@ -72,12 +74,12 @@ class PortalDeps:
     send_limits: SendLimits = field(default_factory=SendLimits)
 
     @property
-    def outbox(self) -> Outbox:
-        return Outbox(
+    def sending(self) -> Sending:
+        return Sending(
             store=self.store,
             submissions=SubmissionStore(self.store.db),
             cancellations=Cancellations(self.store.db),
-            publisher=self.publisher,
+            outbox=self.outbox,
             limits=self.send_limits,
         )
 
@@ -87,9 +89,10 @@ class PortalDeps:
             store=self.store,
             webhooks=WebhookStore(self.store.db),
             keys=self.signing_keys,
-            publisher=self.publisher,
+            outbox=self.outbox,
             allowed=self.webhook_networks,
             resolver=self.webhook_resolver,
+            publish_wait_s=self.send_limits.publish_wait_s,
         )
 
 

@@ -3,7 +3,13 @@
 A submission is checked here only as far as an answer can be given at once (whose
 faxbox, which numbers under the account's rules, a PDF or TIFF of an allowed size),
 stored (the document in the account-month bucket, the ``FaxSubmitted`` in
-``fax_submissions``) and published. From there it is the email pipeline's: the
+``fax_submissions``), recorded as the portal's outbox decision under its fax id (the
+exclusive ``_id`` insert of ``faxbox.shared.outbox``) and then published. Once recorded,
+the fax is queued for good and the request is answered 202 whether or not the broker
+confirmed the publish in time: an unconfirmed one stays owed and the portal's outbox
+sweep publishes it later, with the same message id. If recording fails, the answer is
+503 and nothing was queued. Cancels (``<fax>:cancel``) and webhook replays go the same
+way. From there it is the email pipeline's: the
 validator decides it with the same rules and limits as an email (and renders it), then
 the transmitter, the history, the notifier and the webhooks take over. One fax id per
 distinct number (``<id>``, ``<id>-2`` ...), known before the validator decides, as
@@ -12,12 +18,14 @@ the validator gives them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final
 
 from faxbox.portal.access import account_in_scope, faxbox_of, visible_accounts
 from faxbox.portal.faxes import get_fax
@@ -34,10 +42,10 @@ from faxbox.shared.contracts import (
     DocumentRef,
     FaxCancelRequested,
     FaxSubmitted,
-    Message,
     month_of,
 )
 from faxbox.shared.faxview import TERMINAL_STATUSES, ApiStatus, FaxView, from_record
+from faxbox.shared.outbox import Decided, Outbox, Recorded
 from faxbox.shared.store import Account, Faxbox, NotFound, Store, new_id
 from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.store.records import HistoryRecord
@@ -47,10 +55,12 @@ _CONTENT_TYPES: Final = {"pdf": "application/pdf", "tiff": "image/tiff"}
 _NAMESPACE: Final = uuid.UUID("3d6f1c2a-8e4b-4f0a-b1c7-5a9e2d7f6b30")
 _SEPARATORS: Final = re.compile(r"[,;\s]+")
 _MONTHS_SEARCHED: Final = 24
+_REFUSAL_CODES: Final = {
+    numbers.RefusalCode.COUNTRY_NOT_ALLOWED: "country_not_allowed",
+    numbers.RefusalCode.BLOCKED_CATEGORY: "blocked_number",
+}
 
-
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None: ...
+log = logging.getLogger(__name__)
 
 
 class SendRefused(Exception):
@@ -68,23 +78,61 @@ class SendLimits:
     max_upload_bytes: int = 20 * 1024 * 1024
     render_timeout_s: float = 60.0
     max_pages: int = 100
+    # How long a request waits for the broker's confirm before answering anyway (the
+    # decision is recorded; the sweep publishes what is still owed).
+    publish_wait_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class Outbox:
-    """What sending needs besides the store."""
+class Sending:
+    """What sending needs besides the store: ``outbox`` None answers 503."""
 
     store: Store
     submissions: SubmissionStore
     cancellations: Cancellations
-    publisher: Publisher | None
+    outbox: Outbox | None
     limits: SendLimits
 
 
-def _publisher(outbox: Outbox) -> Publisher:
-    if outbox.publisher is None:
+def _outbox(sending: Sending) -> Outbox:
+    if sending.outbox is None:
         raise SendRefused(503, "unavailable", "sending is not available on this portal")
-    return outbox.publisher
+    return sending.outbox
+
+
+def not_queued(what: str) -> SendRefused:
+    return SendRefused(
+        503,
+        "unavailable",
+        f"{what} could not be recorded (the database did not answer), so nothing was "
+        "queued; try again (with the same Idempotency-Key, if you gave one).",
+    )
+
+
+async def record_decision(outbox: Outbox, decided: Decided, what: str) -> Recorded:
+    """The decision recorded (or the one standing under its key); 503 if it could not be."""
+    try:
+        return await outbox.record(decided)
+    except Exception as exc:
+        log.warning("%s not recorded: %s", what, exc)
+        raise not_queued(what) from exc
+
+
+async def publish_soon(outbox: Outbox, recorded: Recorded, wait_s: float) -> bool:
+    """Publish a recorded decision now if the broker confirms within ``wait_s``; else it
+    stays owed and the outbox sweep publishes it (same message ids). True if confirmed."""
+    if not recorded.owed:
+        return True
+    try:
+        await asyncio.wait_for(outbox.deliver(recorded), wait_s)
+    except Exception as exc:  # TimeoutError included: the sweep takes over
+        log.warning(
+            "publishing %s not confirmed (%s); the outbox sweep publishes it",
+            recorded.key,
+            exc or type(exc).__name__,
+        )
+        return False
+    return True
 
 
 def submission_message_id(submission_id: str) -> str:
@@ -134,16 +182,19 @@ def checked_numbers(raw: list[str], account: Account, box: Faxbox) -> list[str]:
     policy = account.number_policy()
     distinct: list[str] = []
     problems: list[str] = []
+    codes: set[str] = set()
     for number in given:
         try:
             e164 = numbers.normalize(number, policy).e164
         except numbers.NumberRefused as refused:
             problems.append(f"{number}: {refused.message}")
+            codes.add(_REFUSAL_CODES.get(refused.code, "invalid_number"))
             continue
         if e164 not in distinct:
             distinct.append(e164)
     if problems:
-        code = "invalid_number"
+        # The email's codes (the validator's): one reason for all, else invalid_number.
+        code = codes.pop() if len(codes) == 1 else "invalid_number"
         raise SendRefused(422, code, "These numbers cannot be faxed: " + " ".join(problems))
     if len(distinct) > box.max_recipients:
         raise SendRefused(
@@ -188,7 +239,7 @@ class Submitted:
 
 
 async def submit(
-    outbox: Outbox,
+    sending: Sending,
     principal: Principal,
     *,
     faxbox_id: str | None,
@@ -201,10 +252,10 @@ async def submit(
     now: datetime | None = None,
     submission_id: str | None = None,
 ) -> Submitted:
-    """Check, store and publish one submission; or, for a known idempotency key, the
-    submission that key made."""
-    publisher = _publisher(outbox)
-    store = outbox.store
+    """Check, store, record and publish one submission; or, for a known idempotency key,
+    the submission that key made."""
+    outbox = _outbox(sending)
+    store = sending.store
     box, account = await sending_faxbox(store, principal, faxbox_id)
     destinations = checked_numbers(to, account, box)
     now = now or datetime.now(UTC)
@@ -212,7 +263,7 @@ async def submit(
         digest = document.sha256
         data: bytes | None = None
     else:
-        kind = document_kind(document, outbox.limits)
+        kind = document_kind(document, sending.limits)
         digest = hashlib.sha256(document).hexdigest()
         data = document
     submission_id = submission_id or new_id("fax")
@@ -223,7 +274,7 @@ async def submit(
                 422, "bad_idempotency_key", "An Idempotency-Key has at most 255 characters."
             )
         try:
-            held = await outbox.submissions.take_key(
+            held = await sending.submissions.take_key(
                 account.id, key, fingerprint(box.id, destinations, digest), submission_id, now
             )
         except KeyConflict:
@@ -237,11 +288,13 @@ async def submit(
                 409, "idempotency_key_in_use", "A request with this Idempotency-Key is in progress."
             ) from None
         if not held.ours:
-            earlier = await outbox.submissions.get(held.submission_id)
+            earlier = await sending.submissions.get(held.submission_id)
             assert earlier is not None
-            if not earlier.published:
-                await publisher.publish(earlier.submitted())
-                await outbox.submissions.mark_published(earlier.id)
+            # Recorded already, unless the earlier request died in between: then now.
+            recorded = await record_decision(
+                outbox, Decided(earlier.id, (earlier.submitted(),)), "The submission"
+            )
+            await publish_soon(outbox, recorded, sending.limits.publish_wait_s)
             return Submitted(earlier, replayed=True)
     month = month_of(now)
     try:
@@ -280,14 +333,28 @@ async def submit(
             message=message.model_dump_json(),
             created_at=now,
         )
-        await outbox.submissions.record(submission)
-    except BaseException:
+        await sending.submissions.record(submission)
+        recorded = await record_decision(
+            outbox, Decided(submission_id, (message,)), "The submission"
+        )
+    except BaseException as exc:
+        await _undo(sending, account.id, key, submission_id)
+        if isinstance(exc, SendRefused | asyncio.CancelledError) or not isinstance(exc, Exception):
+            raise
+        raise not_queued("The submission") from exc
+    await publish_soon(outbox, recorded, sending.limits.publish_wait_s)
+    return Submitted(submission, replayed=False)
+
+
+async def _undo(sending: Sending, account_id: str, key: str | None, submission_id: str) -> None:
+    """A submission that was not recorded: nobody was given its id, so it goes (as far as
+    the database lets us), and the idempotency key is free for the retry."""
+    try:
+        await sending.submissions.discard(submission_id)
         if key is not None:
-            await outbox.submissions.release_key(account.id, key, submission_id)
-        raise
-    await publisher.publish(message)
-    await outbox.submissions.mark_published(submission_id)
-    return Submitted(submission.model_copy(update={"published": True}), replayed=False)
+            await sending.submissions.release_key(account_id, key, submission_id)
+    except Exception as exc:
+        log.warning("undoing submission %s failed: %s", submission_id, exc)
 
 
 def safe_name(filename: str, kind: str) -> str:
@@ -352,10 +419,10 @@ async def locate(
     raise NotFound("fax", fax_id)
 
 
-async def cancel(outbox: Outbox, principal: Principal, fax_id: str) -> FaxView:
+async def cancel(sending: Sending, principal: Principal, fax_id: str) -> FaxView:
     """Ask for the fax to be stopped; SendRefused(409) once it is over."""
-    publisher = _publisher(outbox)
-    found = await locate(outbox.store, outbox.submissions, principal, fax_id)
+    outbox = _outbox(sending)
+    found = await locate(sending.store, sending.submissions, principal, fax_id)
     view = found.view()
     if view.direction != "outbound":
         raise SendRefused(409, "not_outbound", "Only faxes being sent can be cancelled.")
@@ -366,24 +433,34 @@ async def cancel(outbox: Outbox, principal: Principal, fax_id: str) -> FaxView:
     month = (
         found.record.month if found.record else (found.submission.month if found.submission else "")
     )
-    await outbox.cancellations.request(fax_id, principal.user.id)
-    await publisher.publish(
-        FaxCancelRequested(
-            message_id=cancel_message_id(fax_id),
-            fax_id=fax_id,
-            account_id=found.account_id,
-            month=month,
-            user_id=principal.user.id,
-        )
+    # The request first: a call on the line looks for it, whatever the broker does.
+    try:
+        await sending.cancellations.request(fax_id, principal.user.id)
+    except Exception as exc:
+        raise not_queued("The cancel") from exc
+    requested = FaxCancelRequested(
+        message_id=cancel_message_id(fax_id),
+        fax_id=fax_id,
+        account_id=found.account_id,
+        month=month,
+        user_id=principal.user.id,
     )
+    recorded = await record_decision(
+        outbox, Decided(cancel_key(fax_id), (requested,)), "The cancel"
+    )
+    await publish_soon(outbox, recorded, sending.limits.publish_wait_s)
     return view
 
 
+def cancel_key(fax_id: str) -> str:
+    return f"{fax_id}:cancel"
+
+
 async def resend(
-    outbox: Outbox, principal: Principal, fax_id: str, idempotency_key: str | None = None
+    sending: Sending, principal: Principal, fax_id: str, idempotency_key: str | None = None
 ) -> Submitted:
     """A new fax of the same document to the same number, from the same faxbox."""
-    found = await locate(outbox.store, outbox.submissions, principal, fax_id)
+    found = await locate(sending.store, sending.submissions, principal, fax_id)
     record = found.record
     if found.submission is not None and record is None:
         submitted = found.submission.submitted()
@@ -401,7 +478,7 @@ async def resend(
             409, "nothing_to_resend", "This fax has no stored document and number to send again."
         )
     return await submit(
-        outbox,
+        sending,
         principal,
         faxbox_id=faxbox_id,
         to=[number],

@@ -108,13 +108,13 @@ async def send_preview(
         preview_png=shown.png,
         created_at=now,
     )
-    await deps.outbox.submissions.save_draft(draft)
+    await deps.sending.submissions.save_draft(draft)
     return render(request, "send_preview.html", principal, draft=draft, faxbox=box)
 
 
 @router.get("/send/drafts/{draft_id}/page1.png")
 async def draft_page(draft_id: str, principal: CurrentPrincipal, deps: Deps) -> Response:
-    draft = await deps.outbox.submissions.draft(draft_id, principal.user.id)
+    draft = await deps.sending.submissions.draft(draft_id, principal.user.id)
     if draft is None:
         raise NotFound("draft", draft_id)
     return Response(
@@ -124,11 +124,11 @@ async def draft_page(draft_id: str, principal: CurrentPrincipal, deps: Deps) -> 
 
 @router.post("/send/drafts/{draft_id}")
 async def send_draft(draft_id: str, principal: CheckedPrincipal, deps: Deps) -> Response:
-    draft = await deps.outbox.submissions.draft(draft_id, principal.user.id)
+    draft = await deps.sending.submissions.draft(draft_id, principal.user.id)
     if draft is None:
         raise NotFound("draft", draft_id)
     submitted = await outbound.submit(
-        deps.outbox,
+        deps.sending,
         principal,
         faxbox_id=draft.faxbox_id,
         to=draft.numbers,
@@ -136,7 +136,7 @@ async def send_draft(draft_id: str, principal: CheckedPrincipal, deps: Deps) -> 
         channel="portal",
         submission_id=draft.id,
     )
-    await deps.outbox.submissions.drop_draft(draft.id)
+    await deps.sending.submissions.drop_draft(draft.id)
     count = len(submitted.submission.fax_ids)
     return _back(
         submitted.submission.fax_ids[0], msg=f"Sending {count} fax{'es' if count > 1 else ''}."
@@ -148,7 +148,7 @@ async def fax_by_id(
     request: Request, fax_id: str, principal: CurrentPrincipal, deps: Deps
 ) -> Response:
     """A fax by id alone: its detail page once it has a history, else its queued state."""
-    found = await outbound.locate(deps.store, deps.outbox.submissions, principal, fax_id)
+    found = await outbound.locate(deps.store, deps.sending.submissions, principal, fax_id)
     if found.record is not None:
         record = found.record
         url = f"/faxes/{record.account_id}/{record.month}/{record.id}"
@@ -170,7 +170,7 @@ async def fax_by_id(
 @router.post("/fax/{fax_id}/cancel")
 async def cancel_fax(fax_id: str, principal: CheckedPrincipal, deps: Deps) -> Response:
     try:
-        await outbound.cancel(deps.outbox, principal, fax_id)
+        await outbound.cancel(deps.sending, principal, fax_id)
     except SendRefused as refused:
         return _back(fax_id, error=refused.message)
     return _back(fax_id, msg="Cancelling: a fax waiting ends now, a call in progress is hung up.")
@@ -179,7 +179,7 @@ async def cancel_fax(fax_id: str, principal: CheckedPrincipal, deps: Deps) -> Re
 @router.post("/fax/{fax_id}/resend")
 async def resend_fax(fax_id: str, principal: CheckedPrincipal, deps: Deps) -> Response:
     try:
-        submitted = await outbound.resend(deps.outbox, principal, fax_id)
+        submitted = await outbound.resend(deps.sending, principal, fax_id)
     except SendRefused as refused:
         return _back(fax_id, error=refused.message)
     return _back(submitted.submission.fax_ids[0], msg=f"Sent again as a new fax (was {fax_id}).")

@@ -51,3 +51,9 @@ class PortalSettings(ServiceSettings, OwnershipSettings, SecretSettings, Webhook
         default=60.0, gt=0, description="Rendering the preview of a document to send."
     )
     portal_max_pages: int = Field(default=100, ge=1, description="Pages a preview renders.")
+    portal_publish_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a send, cancel or replay waits for the broker's confirm "
+        "before answering; it is recorded already, and the outbox sweep publishes it later.",
+    )

@@ -1,10 +1,11 @@
 """What the portal took in to send: submissions, idempotency keys and Send-page drafts.
 
 - ``fax_submissions``: one document per accepted ``POST /api/v1/faxes`` (or Send page,
-  or resend), ``_id`` = its first fax id. It holds the ``FaxSubmitted`` published for
-  it, whether the broker confirmed it, and the fax ids it named, so ``GET`` can answer
-  "queued" for a fax the validator has not decided yet, and a retried request can
-  publish the same message again (same ``message_id``; the validator decides once).
+  or resend), ``_id`` = its first fax id. It holds the ``FaxSubmitted`` made for it and
+  the fax ids it named, so ``GET`` can answer "queued" for a fax the validator has not
+  decided yet, and a retried request can record the same message again (same
+  ``message_id``; the validator decides once). Whether it was published is the portal
+  outbox's business (``portal_decisions``/``portal_outbox``, the same key).
 - ``api_idempotency_keys``: ``_id`` = ``<account>:<key>``, the fingerprint of the request
   (faxbox, numbers, document digest) and the submission it made. Taking a key is the
   insert of that ``_id`` (exclusive on FerretDB v1 too); a key older than 24 hours is
@@ -46,7 +47,6 @@ class Submission(BaseModel):
     fax_ids: list[str]
     numbers: list[str]
     message: str  # the FaxSubmitted, as JSON
-    published: bool = False
     created_at: datetime
 
     def submitted(self) -> FaxSubmitted:
@@ -112,8 +112,9 @@ class SubmissionStore:
     async def record(self, submission: Submission) -> None:
         await self.submissions.insert_one(submission.model_dump(by_alias=True))
 
-    async def mark_published(self, submission_id: str) -> None:
-        await self.submissions.update_one({"_id": submission_id}, {"$set": {"published": True}})
+    async def discard(self, submission_id: str) -> None:
+        """A submission whose decision could not be recorded: it was never queued."""
+        await self.submissions.delete_one({"_id": submission_id})
 
     async def take_key(
         self, account_id: str, key: str, fingerprint: str, submission_id: str, now: datetime

@@ -1,8 +1,9 @@
 """Webhooks of an account, on behalf of a principal (pages and API alike).
 
 Account admins (and the reseller admin of a customer account) manage an account's
-webhooks, see their delivery logs and replay deliveries; a replay is published as a
-``WebhookDeliveryRequested`` for the webhooks service, which makes the request (the
+webhooks, see their delivery logs and replay deliveries; a replay is a
+``WebhookDeliveryRequested`` for the webhooks service, recorded in the portal's outbox
+(``replay:<message id>``) before it is published, which makes the request (the
 portal itself never calls a customer's URL). Every URL passes the SSRF guard when it is
 saved (``faxbox.shared.urlguard``; the webhooks service checks again at each request).
 """
@@ -12,23 +13,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from pydantic import ValidationError
 
 from faxbox.portal.access import admin_account
 from faxbox.portal.admin import InvalidInput
+from faxbox.portal.outbound import publish_soon, record_decision
 from faxbox.portal.security import Principal
-from faxbox.shared.contracts import Message, WebhookDeliveryRequested
+from faxbox.shared.contracts import WebhookDeliveryRequested
+from faxbox.shared.outbox import Decided, Outbox
 from faxbox.shared.secretbox import SecretKeyMissing, SecretUnreadable
 from faxbox.shared.store import NotFound, Store
 from faxbox.shared.store.signing_keys import AccountKey, SigningKeys
 from faxbox.shared.store.webhooks import Webhook, WebhookDelivery, WebhookStore
 from faxbox.shared.urlguard import IPNetwork, Resolver, UrlRefused, check_url, system_resolver
-
-
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None: ...
 
 
 class NotConfigured(Exception):
@@ -40,9 +38,10 @@ class Hooks:
     store: Store
     webhooks: WebhookStore
     keys: SigningKeys | None
-    publisher: Publisher | None
+    outbox: Outbox | None
     allowed: Sequence[IPNetwork] = ()
     resolver: Resolver = system_resolver
+    publish_wait_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +132,23 @@ async def replay(
     hooks: Hooks, principal: Principal, webhook_id: str, event_id: str
 ) -> WebhookDelivery:
     """Ask the webhooks service for one more attempt of this delivery."""
-    if hooks.publisher is None:
+    if hooks.outbox is None:
         raise NotConfigured("replaying needs the broker")
     hook = await webhook_in_scope(hooks, principal, webhook_id)
     delivery = await hooks.webhooks.find_delivery(hook.id, event_id)
-    await hooks.publisher.publish(
-        WebhookDeliveryRequested(
-            message_id=uuid.uuid4().hex,  # every replay asked for is one more attempt
-            fax_id=delivery.fax_id,
-            account_id=delivery.account_id,
-            webhook_id=hook.id,
-            event_id=delivery.event_id,
-            month=delivery.month,
-            replay=True,
-        )
+    requested = WebhookDeliveryRequested(
+        message_id=uuid.uuid4().hex,  # every replay asked for is one more attempt
+        fax_id=delivery.fax_id,
+        account_id=delivery.account_id,
+        webhook_id=hook.id,
+        event_id=delivery.event_id,
+        month=delivery.month,
+        replay=True,
     )
+    recorded = await record_decision(
+        hooks.outbox, Decided(f"replay:{requested.message_id}", (requested,)), "The replay"
+    )
+    await publish_soon(hooks.outbox, recorded, hooks.publish_wait_s)
     return delivery
 
 
