@@ -110,10 +110,17 @@ def not_queued(what: str) -> SendRefused:
 
 
 async def record_decision(outbox: Outbox, decided: Decided, what: str) -> Recorded:
-    """The decision recorded (or the one standing under its key); 503 if it could not be."""
+    """The decision recorded (or the one standing under its key); 503 if it is not."""
     try:
         return await outbox.record(decided)
     except Exception as exc:
+        # The insert may have landed before the error reached us: then it stands.
+        try:
+            standing = await outbox.get(decided.key)
+        except Exception:
+            standing = None
+        if standing is not None:
+            return standing
         log.warning("%s not recorded: %s", what, exc)
         raise not_queued(what) from exc
 
@@ -337,18 +344,21 @@ async def submit(
         recorded = await record_decision(
             outbox, Decided(submission_id, (message,)), "The submission"
         )
-    except BaseException as exc:
+    except Exception as exc:
         await _undo(sending, account.id, key, submission_id)
-        if isinstance(exc, SendRefused | asyncio.CancelledError) or not isinstance(exc, Exception):
+        if isinstance(exc, SendRefused):
             raise
         raise not_queued("The submission") from exc
+    # Cancelled (the client went away): nothing is undone, since the decision may stand;
+    # a retry with the same Idempotency-Key completes the submission either way.
     await publish_soon(outbox, recorded, sending.limits.publish_wait_s)
     return Submitted(submission, replayed=False)
 
 
 async def _undo(sending: Sending, account_id: str, key: str | None, submission_id: str) -> None:
-    """A submission that was not recorded: nobody was given its id, so it goes (as far as
-    the database lets us), and the idempotency key is free for the retry."""
+    """A submission whose decision was not recorded: nobody was given its id, so it goes,
+    and the idempotency key is free for the retry. If the database does not let us, the
+    key keeps pointing at it, and a retry with that key records its decision then."""
     try:
         await sending.submissions.discard(submission_id)
         if key is not None:
