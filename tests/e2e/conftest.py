@@ -11,7 +11,7 @@ import pytest
 from faxbox.demo.tenant import Seeded
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Store
-from tests.e2e.stack import REALM, Mailbox, SmtpCapture, Stack
+from tests.e2e.stack import REALM, SERVICES, Mailbox, SmtpCapture, Stack
 from tests.relay import LocalRelay
 from tests.support import ImapServer, RabbitServer
 
@@ -54,7 +54,14 @@ def intake(imap_server: ImapServer) -> Mailbox:
 
 
 @pytest.fixture(scope="module")
+def stack_services() -> tuple[str, ...]:
+    """The services a module runs; a module that needs the portal overrides this."""
+    return SERVICES
+
+
+@pytest.fixture(scope="module")
 async def stack(
+    stack_services: tuple[str, ...],
     rabbit: RabbitServer,
     vhost: str,
     mongo_settings: MongoSettings,
@@ -74,6 +81,7 @@ async def stack(
         smtp_port=notifier_smtp_port,
         directory=directory,
         relay=relay,
+        services=stack_services,
     )
     try:
         await system.start_all()

@@ -44,6 +44,7 @@ SERVICES: tuple[str, ...] = (
     "pstn_sim",
     "history",
     "notifier",
+    "webhooks",
     "inbound",
     "transmitter",
     "validator",
@@ -52,6 +53,9 @@ SERVICES: tuple[str, ...] = (
 # Services that may run as several replicas here (inbound has one SIP port, pstn-sim is
 # the carrier).
 REPLICABLE = frozenset(SERVICES) - {"inbound", "pstn_sim"}
+# The portal runs where a test sends through the API (Stack(services=WITH_PORTAL)).
+WITH_PORTAL: tuple[str, ...] = (*SERVICES, "portal")
+SECRET_KEY = "e2e-secret-key-for-webhook-signing"
 REALM = "e2e.faxbox.test"
 ALICE = DemoUser("alice@faxbox.test", "+16465550101", "ALICE E2E", "e2e-password", Role.USER)
 BOB = DemoUser("bob@faxbox.test", "+16465550102", "BOB E2E", "e2e-password", Role.USER)
@@ -265,6 +269,7 @@ class Stack:
     pstn_sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
     pstn_http_port: int = field(default_factory=free_port)
     inbound_sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    portal_port: int = field(default_factory=free_port)
     restarts: dict[str, int] = field(default_factory=dict)
     # Replicas per service (REPLICABLE ones), 1 when not named.
     replicas: dict[str, int] = field(default_factory=dict)
@@ -282,6 +287,10 @@ class Stack:
             for name in self.services
             for i in range(1, self.replicas.get(name, 1) + 1)
         )
+
+    @property
+    def portal_url(self) -> str:
+        return f"http://127.0.0.1:{self.portal_port}"
 
     @property
     def pstn_url(self) -> str:
@@ -316,6 +325,13 @@ class Stack:
             "FAXBOX_TRANSMITTER_SPOOL_DIR": str(self.directory / "spool-transmitter"),
             "FAXBOX_TRANSMITTER_ANSWER_TIMEOUT_S": "20",
             "FAXBOX_TRANSMITTER_MEDIA_SILENCE_S": "60",
+            "FAXBOX_TRANSMITTER_CANCEL_POLL_S": "0.3",
+            # webhooks (receivers in the tests listen on loopback) and portal
+            "FAXBOX_SECRET_KEY": SECRET_KEY,
+            "FAXBOX_WEBHOOKS_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+            "FAXBOX_WEBHOOKS_RETRY_SCHEDULE_S": "[1,2,4]",
+            "FAXBOX_PORTAL_PORT": str(self.portal_port),
+            "FAXBOX_SESSION_SECRET": "e2e-session-secret",
             # inbound
             "FAXBOX_INBOUND_SIP_PORT": str(self.inbound_sip_port),
             "FAXBOX_INBOUND_SPOOL_DIR": str(self.directory / "spool-inbound"),

@@ -128,7 +128,71 @@ SAMPLES: list[c.Message] = [
         recipients=("alice@example.com",),
         smtp_message_id="<n1@faxbox>",
     ),
+    c.FaxSubmitted(
+        **FAX,
+        user_id="u1",
+        faxbox_id="fb1",
+        numbers=("+12125551234", "2125550147"),
+        document=doc("upload.pdf"),
+        channel="api",
+    ),
+    c.FaxCancelRequested(**FAX, user_id="u1"),
+    c.FaxAttemptStarted(
+        **FAX,
+        user_id="u1",
+        faxbox_id="fb1",
+        destination="+12125551234",
+        attempt=2,
+        carrier_id="c1",
+        pages_total=3,
+    ),
+    c.WebhookDeliveryRequested(
+        fax_id="fax1",
+        account_id="acct1",
+        webhook_id="whk_1",
+        event_id="evt_1",
+        month="202611",
+    ),
 ]
+
+
+def page(number: int, confirmed: bool = True) -> c.PageReport:
+    return c.PageReport(
+        page=number,
+        confirmed=confirmed,
+        result="MCF" if confirmed else "RTN",
+        bit_rate=14400,
+        ecm=True,
+        x_resolution=8031,
+        y_resolution=7700,
+        encoding="T.6",
+        length=2292,
+        image_bytes=40_000,
+        bad_rows=0,
+        longest_bad_row_run=0,
+        ecm_retries=0,
+    )
+
+
+def test_a_failed_fax_with_some_pages_confirmed_is_partial() -> None:
+    failed = SAMPLES[5]
+    assert isinstance(failed, c.FaxFailed)
+    assert failed.partial  # 1 of 3
+    assert not failed.model_copy(update={"pages_sent": 0}).partial
+    with_report = failed.model_copy(update={"page_report": (page(1), page(2, False))})
+    again = c.FaxFailed.model_validate_json(with_report.model_dump_json())
+    assert [p.confirmed for p in again.page_report] == [True, False]
+    assert "partial" not in with_report.model_dump()  # a property, not a field
+
+
+def test_events_from_before_page_reports_and_reasons_still_read() -> None:
+    sent = SAMPLES[4].model_dump(mode="json")
+    del sent["page_report"]
+    assert c.FaxSent.model_validate(sent).page_report == ()
+    assert (
+        c.FaxFailure.model_validate({"failure_class": "line", "code": -486, "text": "x"}).reason
+        is None
+    )
 
 
 def test_samples_cover_every_contract() -> None:

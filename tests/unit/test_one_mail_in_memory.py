@@ -24,7 +24,7 @@ from faxbox.shared.contracts import (
 )
 from faxbox.shared.outbox import Outbox
 from faxbox.shared.routing import subscriptions
-from faxbox.shared.testing import MemoryBus, MemoryDecisionStore, MemoryDocuments
+from faxbox.shared.testing import MemoryBus, MemoryDecisionStore
 from faxbox.transmitter.handler import Deps as TransmitterDeps
 from faxbox.transmitter.handler import handle_outbound
 from faxbox.validator.decision import Limits
@@ -36,7 +36,9 @@ from tests.unit.notifier.notifier_fakes import FakeClaims as FakeSendClaims
 from tests.unit.notifier.notifier_fakes import FakeDirectory as FakeNotifierDirectory
 from tests.unit.notifier.notifier_fakes import FakeMailer
 from tests.unit.transmitter.transmitter_fakes import (
+    FakeCancellations,
     FakeCarriers,
+    FakeDocuments,
     FakeLedger,
     FakeLine,
     FakeSlots,
@@ -56,7 +58,8 @@ RECEIVED = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 
 
 async def test_a_mail_ends_as_a_sent_fax_in_its_history_document(tmp_path: Path) -> None:
-    bus, documents, world = MemoryBus(), MemoryDocuments(), standard_world()
+    # The shared in-memory documents, keeping what a call transmitted as well.
+    bus, documents, world = MemoryBus(), FakeDocuments(), standard_world()
 
     validator = ValidatorDeps(
         directory=FakeDirectory(world),
@@ -77,24 +80,23 @@ async def test_a_mail_ends_as_a_sent_fax_in_its_history_document(tmp_path: Path)
     )
 
     line = FakeLine(sent_report(pages=2))
+    transmitting = Outbox(MemoryDecisionStore(), bus)
     transmitter = TransmitterDeps(
         ledger=FakeLedger(),
         slots=FakeSlots(),
         carriers=FakeCarriers([carrier()]),
         documents=documents,
         line=line,
-        decisions=MemoryDecisionStore(),
+        decisions=transmitting.store,
+        outbox=transmitting,
+        cancellations=FakeCancellations(),
         worker_id="w1",
         calls=asyncio.Semaphore(1),
         spool_dir=tmp_path,
     )
     bus.consumer(
         "transmitter",
-        {
-            OutboundFaxRequested: Outbox(transmitter.decisions, bus).consuming(
-                partial(handle_outbound, deps=transmitter)
-            )
-        },
+        {OutboundFaxRequested: transmitting.consuming(partial(handle_outbound, deps=transmitter))},
     )
 
     mailer = FakeMailer()
@@ -148,6 +150,7 @@ async def test_a_mail_ends_as_a_sent_fax_in_its_history_document(tmp_path: Path)
     assert [type(m).__name__ for m in bus.published] == [
         "MailReceived",
         "OutboundFaxRequested",
+        "FaxAttemptStarted",
         "FaxSent",
         "NotificationSent",
     ]
@@ -163,6 +166,7 @@ async def test_a_mail_ends_as_a_sent_fax_in_its_history_document(tmp_path: Path)
     assert (document["remote_number"], document["pages_total"]) == ("+12125551234", 2)
     assert {entry["type"] for entry in document["timeline"]} == {
         "OutboundFaxRequested",
+        "FaxAttemptStarted",
         "FaxSent",
         "NotificationSent",
     }

@@ -20,7 +20,7 @@ def test_names_derive_from_prefix_and_service() -> None:
     assert t.queue("validator") == "faxbox.validator"
     assert t.dead_letter_queue("validator") == "faxbox.validator.dlq"
     assert t.retry_queue("transmitter", 120) == "faxbox.transmitter.retry.120s"
-    assert t.bindings("validator") == ("mail.received",)
+    assert t.bindings("validator") == ("mail.received", "fax.outbound.submitted")
 
 
 def test_test_prefixes_isolate_deployments() -> None:
@@ -46,8 +46,21 @@ def test_retry_delay_must_be_positive() -> None:
 
 def test_history_hears_every_fax_event_and_the_notifier_only_outcomes() -> None:
     assert c.MailReceived not in subscriptions("history")
-    assert set(subscriptions("history")) == set(c.ALL_CONTRACTS) - {c.MailReceived}
+    # A submission is not a fax yet (the validator decides), a delivery is no fax event.
+    assert set(subscriptions("history")) == set(c.ALL_CONTRACTS) - {
+        c.MailReceived,
+        c.FaxSubmitted,
+        c.WebhookDeliveryRequested,
+    }
     assert c.FaxAttemptFailed not in subscriptions("notifier")
-    assert subscriptions("transmitter") == (c.OutboundFaxRequested,)
+    assert subscriptions("transmitter") == (c.OutboundFaxRequested, c.FaxCancelRequested)
     assert subscriptions("portal") == ()
-    assert set(SUBSCRIPTIONS) == {"validator", "transmitter", "notifier", "history"}
+    assert set(SUBSCRIPTIONS) == {"validator", "transmitter", "notifier", "history", "webhooks"}
+
+
+def test_webhooks_hear_the_outcomes_and_their_own_deliveries() -> None:
+    heard = set(subscriptions("webhooks"))
+    assert c.WebhookDeliveryRequested in heard
+    assert {c.FaxSent, c.FaxFailed, c.FaxAttemptStarted, c.InboundFaxReceived} <= heard
+    assert c.MailReceived not in heard
+    assert c.NotificationSent not in heard

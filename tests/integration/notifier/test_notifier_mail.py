@@ -221,7 +221,7 @@ def failed(world: World) -> FaxFailed:
         destination="+14155550123",
         attempts=3,
         failure=FaxFailure(failure_class=FailureClass.line, code=2, text="T0 expired"),
-        pages_sent=1,
+        pages_sent=0,
         pages_total=3,
         source_message_id="<orig@example.com>",
     )
@@ -406,7 +406,7 @@ async def test_failed_mail(notifier: Running, world: World) -> None:
     assert "No fax machine answered the call." in text  # code 2 in plain words
     assert "T.30 code:    2 (T30_ERR_T0_EXPIRED)" in text
     assert "Attempts:     3" in text
-    assert "Pages sent:   1 of 3" in text
+    assert "Pages sent:   0 of 3" in text
     assert "What to try: Check that the number is a fax number" in text
     assert "T30_ERR_T0_EXPIRED" in html_of(m)
 

@@ -12,8 +12,10 @@ from faxbox.portal.app import create_app
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement
 from faxbox.portal.deps import PortalDeps
 from faxbox.portal.security import SessionStore, TokenStore
+from faxbox.shared.outbox import Outbox, Publisher
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import Store
+from faxbox.shared.store.decisions import MongoDecisionStore
 from tests.integration.portal.seed import PASSWORD, World, build_world
 from tests.support import RabbitServer
 
@@ -23,6 +25,11 @@ class NoRedrive:
 
     async def redrive(self, service: str, limit: int | None = None) -> int:
         raise AssertionError("not expected in this test")
+
+
+def portal_outbox(store: Store, publisher: Publisher) -> Outbox:
+    """The portal's outbox as the service wires it, on this module's database."""
+    return Outbox(MongoDecisionStore(store.db, "portal"), publisher, name="portal")
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,7 @@ async def test_settings_enable_disable_and_validation(
         "caller_id": "2125550178",
         "identity": "ACME FAX",
         "header_name": "Acme Corp",
+        "header_format": "From %%n|%c|Page %%p of %%t",
         "timezone": "Europe/Berlin",
         "permission_list": ["@acme.example", "boss@partner.example"],
         "sender_auth": "off",
@@ -92,6 +93,7 @@ async def test_settings_enable_disable_and_validation(
     assert box["permission_list"] == ["@acme.example", "boss@partner.example"]
     assert box["timezone"] == "Europe/Berlin"
     assert box["sender_auth"] == "off"
+    assert box["header_format"] == "From %%n|%c|Page %%p of %%t"
     assert box["success_notifications"] is False
     assert (await client.patch(url, json={"enabled": True})).json()["faxbox"]["enabled"] is True
     for bad in (
@@ -100,6 +102,7 @@ async def test_settings_enable_disable_and_validation(
         {"permission_list": ["not an address"]},
         {"caller_id": "call me"},
         {"sender_auth": "sometimes"},
+        {"header_format": "%%z is no field"},
         {"numbers": ["+1"]},
     ):
         answer = await client.patch(url, json=bad)

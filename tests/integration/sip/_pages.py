@@ -12,9 +12,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from faxbox.render import strip_rows
+
 FAX_WIDTH = 1728
 A4_FINE_ROWS = 2292  # 297 mm at 7.7 rows/mm
-HEADER_ROWS_FINE = 32  # spandsp's page header line, 16 rows doubled at fine resolution
+# Our page header line (faxbox.render.header), which the transmitter draws above each
+# page; spandsp itself is told to draw none.
+HEADER_ROWS_FINE = strip_rows(196)
 
 Page = npt.NDArray[np.uint8]
 
@@ -56,7 +60,7 @@ def decode_pages(path: Path) -> list[Page]:
 
 
 def assert_pages_identical(sent: Path, received: Path, header: bool = False) -> None:
-    """Same page count, and every page's pixels equal below spandsp's header line."""
+    """Same page count, and every page's pixels equal below the header line."""
     sent_pages = decode_pages(sent)
     received_pages = decode_pages(received)
     assert len(received_pages) == len(sent_pages)

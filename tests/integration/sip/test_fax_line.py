@@ -182,6 +182,42 @@ async def test_a_cancelled_send_hangs_up(
     assert not got.fax.success
 
 
+async def test_a_stopped_send_ends_t30_reports_what_was_confirmed_and_hangs_up(
+    agents: list[UserAgent], two_pages: Path, tmp_path: Path
+) -> None:
+    caller, callee = await _pair(agents, 10)
+    far = Far(callee, tmp_path / "rx.tif")
+    call = await caller.dial(callee.uri, "100", "200")
+    stop = asyncio.Event()
+    engines: list[FaxEngine] = []
+
+    async def cancel_after_page_1() -> None:
+        while not (engines and engines[-1].pages):
+            await asyncio.sleep(0.005)
+        stop.set()
+
+    canceller = asyncio.create_task(cancel_after_page_1())
+    sent = await asyncio.wait_for(
+        send(
+            call,
+            CallSettings(file=two_pages),
+            stop=stop,
+            on_session=lambda kind, engine: engines.append(engine),
+        ),
+        60,
+    )
+    await canceller
+    assert not sent.fax.success
+    assert sent.fax.pages_transferred == 1  # page 1 confirmed, page 2 never sent
+    assert [p.page for p in sent.fax.pages] == [1]
+    assert call.is_ended
+    remote = await asyncio.wait_for(far.call, 5)
+    await asyncio.wait_for(remote.ended.wait(), 5)
+    assert remote.remote_hung_up
+    got = await asyncio.wait_for(far.result, 30)
+    assert got.fax.pages_transferred == 1
+
+
 async def test_hang_up_false_leaves_the_call_to_the_caller(
     agents: list[UserAgent], two_pages: Path, tmp_path: Path
 ) -> None:

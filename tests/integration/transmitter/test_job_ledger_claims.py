@@ -10,7 +10,7 @@ from pymongo import AsyncMongoClient
 
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Store
-from faxbox.transmitter.jobs import COLLECTION, MongoJobLedger
+from faxbox.transmitter.jobs import COLLECTION, Finish, JobState, MongoJobLedger
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +57,40 @@ async def test_a_job_put_back_for_busy_channels_can_be_claimed_again_at_once(
     again = await ledger.claim(fax_id, "w2", datetime.now(UTC), 60)
     assert again is not None
     assert again.attempt == first.attempt
+
+
+async def test_a_cancel_and_a_redial_racing_for_a_waiting_job_never_both_win(
+    store: Store, mongo_settings: MongoSettings
+) -> None:
+    """A cancel between calls takes the next attempt as a redial does, by the same insert:
+    half the workers redial, half cancel, and exactly one of them has the job."""
+    pool: list[AsyncMongoClient[dict[str, object]]] = [
+        AsyncMongoClient(mongo_settings.mongo_url) for _ in range(4)
+    ]
+    try:
+        ledgers = [
+            MongoJobLedger(pool[i % 4][mongo_settings.mongo_db][COLLECTION]) for i in range(WORKERS)
+        ]
+        for round_ in range(5):
+            fax_id = f"fax-cancel-race-{round_}"
+            now = datetime.now(UTC)
+            await ledgers[0].ensure(fax_id, now)
+            first = await ledgers[0].claim(fax_id, "w-first", now, 60)
+            assert first is not None
+            waiting = Finish(JobState.WAITING_RETRY, {"success": False}, next_attempt_at=now)
+            assert await ledgers[0].finish(fax_id, "w-first", first.attempt, waiting)
+            later = datetime.now(UTC)
+            taken = await asyncio.gather(
+                *(
+                    ledger.claim_cancel(fax_id, f"w{i}", later, 60)
+                    if i % 2
+                    else ledger.claim(fax_id, f"w{i}", later, 60)
+                    for i, ledger in enumerate(ledgers)
+                )
+            )
+            winners = [job for job in taken if job is not None]
+            assert len(winners) == 1, f"round {round_}: {len(winners)} workers took the job"
+            assert winners[0].attempt == first.attempt + 1
+    finally:
+        for client in pool:
+            await client.close()

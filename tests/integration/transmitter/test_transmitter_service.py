@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -27,7 +28,12 @@ from faxbox.shared.store import Carrier, Faxbox, Store
 from faxbox.transmitter.carriers import COLLECTION as SLOTS
 from faxbox.transmitter.jobs import COLLECTION as JOBS
 from faxbox.transmitter.service import Settings, service
-from tests.integration.sip._pages import assert_pages_identical, save_fax_tiff, text_page
+from tests.integration.sip._pages import (
+    assert_pages_identical,
+    decode_pages,
+    save_fax_tiff,
+    text_page,
+)
 from tests.integration.transmitter._far_end import Behaviour, FarEnd
 from tests.integration.transmitter._support import EventLog, eventually, fax_request, seed_faxbox
 
@@ -133,10 +139,17 @@ async def test_a_fax_goes_through_once_and_is_reported_sent(
     assert stats.bit_rate in (9600, 14400)
     assert stats.y_resolution == 7700
     assert stats.duration_s > 10  # call time, not the wall-clock time at PACE
-    assert sent.transmitted_tiff == request.fax_tiff
     (reception,) = far_end.complete_receptions(number)
     assert reception.media == "t38"  # we asked for T.38 and the far end took it
     assert_pages_identical(three_pages, reception.file, header=True)
+    # What is kept as transmitted is what the far end printed, header line and all.
+    transmitted = reception.file.with_name("transmitted.tif")
+    transmitted.write_bytes(await store.documents.get(sent.transmitted_tiff))
+    kept, printed = decode_pages(transmitted), decode_pages(reception.file)
+    assert len(kept) == len(printed) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(kept, printed, strict=True))
+    assert [p.page for p in sent.page_report] == [1, 2, 3]
+    assert all(p.confirmed for p in sent.page_report)
     job = await store.db[JOBS].find_one({"_id": request.fax_id})
     assert job is not None
     assert (job["state"], job["attempt"]) == ("sent", 1)

@@ -8,10 +8,24 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from faxbox.history.changes import Change, change_for, created_at_bound, merge_changes
+from faxbox.history.changes import (
+    Change,
+    change_for,
+    changes_for,
+    created_at_bound,
+    merge_changes,
+)
 from faxbox.history.handlers import record_event
 from faxbox.history.writer import BatchingRecorder
 from faxbox.shared.bus import TransientError
+from faxbox.shared.contracts import (
+    FailureClass,
+    FailureReason,
+    FaxAttemptStarted,
+    FaxFailed,
+    FaxFailure,
+    PageReport,
+)
 from faxbox.shared.store import FaxStatus, StatusRank
 from faxbox.shared.store.records import retrying_rank
 from faxbox.shared.store.retention import expired_months, first_month_kept
@@ -206,3 +220,96 @@ async def test_changes_that_piled_up_during_a_write_are_written_without_waiting(
     await recorder.close()
     assert sink.batches == [["f0"], ["f1", "f2", "f3"]]
     assert waited < 0.25
+
+
+def _page(number: int, confirmed: bool) -> PageReport:
+    return PageReport(
+        page=number,
+        confirmed=confirmed,
+        result="MCF" if confirmed else "RTN",
+        bit_rate=9600,
+        ecm=False,
+        x_resolution=8031,
+        y_resolution=3850,
+        encoding="T.4 2D",
+        length=1100,
+        image_bytes=30_000,
+        bad_rows=0,
+        longest_bad_row_run=0,
+        ecm_retries=0,
+    )
+
+
+def _started(attempt: int) -> FaxAttemptStarted:
+    return FaxAttemptStarted(
+        fax_id="f",
+        account_id="a",
+        month="202611",
+        user_id="u",
+        faxbox_id="b",
+        destination="+12125550123",
+        attempt=attempt,
+        carrier_id="c",
+        pages_total=3,
+        occurred_at=T0,
+    )
+
+
+def test_each_call_moves_the_fax_forward_sending_then_retrying() -> None:
+    requested, failed1, failed2, sent, _ = (change_for(e) for e in outbound_sent("f", "a", T0))
+    ranks = [
+        change.status.rank  # type: ignore[union-attr]
+        for change in (
+            requested,
+            change_for(_started(1)),
+            failed1,
+            change_for(_started(2)),
+            failed2,
+            change_for(_started(3)),
+            sent,
+        )
+    ]
+    assert ranks == sorted(ranks)
+    assert len(set(ranks)) == len(ranks)
+    assert change_for(_started(2)).status.fields["status"] == "sending"  # type: ignore[union-attr]
+
+
+def test_a_failure_after_some_pages_is_partially_sent_and_keeps_its_page_report() -> None:
+    failed = outbound_failed("f", "a", T0)[-1]
+    assert isinstance(failed, FaxFailed)
+    report = (_page(1, True), _page(2, False))
+    change = change_for(failed.model_copy(update={"page_report": report}))
+    assert change.status is not None
+    assert change.status.fields["status"] == FaxStatus.partially_sent.value
+    assert [p["confirmed"] for p in change.status.fields["page_report"]] == [True, False]
+    assert change.status.fields["result"]["reason"] is not None
+    none_sent = change_for(failed.model_copy(update={"pages_sent": 0}))
+    assert none_sent.status.fields["status"] == FaxStatus.failed.value  # type: ignore[union-attr]
+
+
+def test_a_cancelled_fax_says_so() -> None:
+    failed = outbound_failed("f", "a", T0)[-1]
+    assert isinstance(failed, FaxFailed)
+    cancelled = failed.model_copy(
+        update={
+            "pages_sent": 0,
+            "failure": FaxFailure(
+                failure_class=FailureClass.cancelled,
+                code=-5,
+                text="Cancelled.",
+                reason=FailureReason.cancelled,
+            ),
+        }
+    )
+    status = change_for(cancelled).status
+    assert status is not None
+    assert status.fields["status"] == FaxStatus.cancelled.value
+    assert status.fields["result"]["reason"] == "cancelled"
+
+
+def test_a_rejected_submission_rejects_every_fax_it_named() -> None:
+    event = rejected("f", "a", T0).model_copy(update={"fax_ids": ("f", "f-2", "f-3")})
+    changes = changes_for(event)
+    assert [c.fax_id for c in changes] == ["f", "f-2", "f-3"]
+    assert all(c.status is not None and c.status.rank == StatusRank.REJECTED for c in changes)
+    assert [c.fax_id for c in changes_for(rejected("g", "a", T0))] == ["g"]

@@ -20,6 +20,7 @@ from faxbox.shared.bus import RetryLater
 from faxbox.shared.contracts import (
     FailureClass,
     FaxAttemptFailed,
+    FaxAttemptStarted,
     FaxFailed,
     FaxSent,
 )
@@ -36,6 +37,7 @@ from faxbox.transmitter.line import (
 )
 from tests.unit.transmitter.transmitter_fakes import (
     Clock,
+    FakeDocuments,
     FakeLedger,
     FakeLine,
     FakeSlots,
@@ -158,7 +160,10 @@ async def test_sent_once_and_a_redelivery_republishes_the_same_fax_sent(tmp_path
     await t.handle(request())
     (sent,) = bus.of(FaxSent)
     assert (sent.attempts, sent.carrier_id, sent.statistics.pages_transferred) == (1, "car_c1", 2)
-    assert sent.transmitted_tiff == request().fax_tiff
+    # The headed TIFF this call sent, kept for the attempt.
+    assert sent.transmitted_tiff == await cast(FakeDocuments, t.deps.documents).find(
+        "acc1", "202611", "fax_1", "transmitted#1"
+    )
     await t.handle(request())
     again = bus.of(FaxSent)
     assert len(again) == 2
@@ -380,7 +385,8 @@ async def test_losing_the_lease_mid_call_hangs_up_and_publishes_nothing(tmp_path
     ledger.renew_fails = True
     await asyncio.wait_for(t.handle(request()), 5)
     assert hung_up.is_set()
-    assert not t.bus.published
+    # The call was announced; nothing about how it ended.
+    assert [type(m) for m in t.bus.published] == [FaxAttemptStarted]
     assert not cast(FakeSlots, t.deps.slots).held
 
 
@@ -403,7 +409,7 @@ async def test_no_contact_with_the_ledger_mid_call_hangs_up_and_keeps_the_messag
     with pytest.raises(RetryLater):
         await asyncio.wait_for(t.handle(request()), 5)
     assert hung_up.is_set()
-    assert not t.bus.published
+    assert [type(m) for m in t.bus.published] == [FaxAttemptStarted]
 
 
 async def test_a_database_blip_after_the_call_is_waited_out_not_redialled(
@@ -440,7 +446,7 @@ async def test_a_channel_release_failing_after_the_call_does_not_lose_its_outcom
 
 async def test_database_trouble_before_the_call_is_a_retry_later(tmp_path: Path) -> None:
     class DownLedger(FakeLedger):
-        async def ensure(self, fax_id: str, now: datetime) -> Job:
+        async def ensure(self, fax_id: str, now: datetime, request_json: str | None = None) -> Job:
             raise AutoReconnect("database away")
 
     t = transmitter(tmp_path, FakeLine(), ledger=DownLedger())
@@ -461,7 +467,7 @@ async def test_a_worker_dying_between_the_outcome_and_the_job_is_never_redialled
         await first.handle(request())
     stuck = ledger.jobs["fax_1"]
     assert stuck.state is JobState.IN_CALL
-    assert first.bus.published == []
+    assert [type(m) for m in first.bus.published] == [FaxAttemptStarted]  # nothing more
     clock.advance(61)  # its lease ran out
     second = transmitter(
         tmp_path, line, ledger=ledger, decisions=first.decisions, clock=clock, worker_id="w2"

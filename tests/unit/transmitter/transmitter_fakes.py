@@ -14,6 +14,7 @@ from PIL import Image
 
 from faxbox.shared.contracts import (
     DocumentRef,
+    FaxCancelRequested,
     FaxFailure,
     FaxSettings,
     OutboundFaxRequested,
@@ -23,6 +24,7 @@ from faxbox.shared.contracts import (
 from faxbox.shared.outbox import Outbox
 from faxbox.shared.store import Carrier
 from faxbox.shared.testing import ManualClock, MemoryDecisionStore, MemoryDocuments, MemoryPublisher
+from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.carriers import Slot
 from faxbox.transmitter.handler import Deps, handle_outbound
 from faxbox.transmitter.jobs import Finish, Job, JobState
@@ -40,8 +42,8 @@ class FakeLedger:
         self.renew_raises: Exception | None = None
         self.finish_raises: list[Exception] = []
 
-    async def ensure(self, fax_id: str, now: datetime) -> Job:
-        return self.jobs.setdefault(fax_id, Job(fax_id, JobState.QUEUED))
+    async def ensure(self, fax_id: str, now: datetime, request_json: str | None = None) -> Job:
+        return self.jobs.setdefault(fax_id, Job(fax_id, JobState.QUEUED, request_json=request_json))
 
     async def get(self, fax_id: str) -> Job | None:
         return self.jobs.get(fax_id)
@@ -131,6 +133,30 @@ class FakeLedger:
         )
         return True
 
+    async def claim_cancel(
+        self, fax_id: str, worker_id: str, now: datetime, lease_s: float
+    ) -> Job | None:
+        job = self.jobs.get(fax_id)
+        if job is None or job.state not in (JobState.QUEUED, JobState.WAITING_RETRY):
+            return None
+        job = dataclasses.replace(
+            job,
+            state=JobState.IN_CALL,
+            worker_id=worker_id,
+            attempt=job.attempt + 1,
+            lease_until=now + timedelta(seconds=lease_s),
+        )
+        self.jobs[fax_id] = job
+        return job
+
+
+class FakeCancellations:
+    def __init__(self) -> None:
+        self.requested: dict[str, datetime] = {}
+
+    async def requested_at(self, fax_id: str) -> datetime | None:
+        return self.requested.get(fax_id)
+
 
 class FakeSlots:
     def __init__(self) -> None:
@@ -169,6 +195,28 @@ class FakeCarriers:
         return [c for c in self.carriers if flag is None or flag in c.flags]
 
 
+class FakeDocuments(MemoryDocuments):
+    """The shared in-memory documents, keeping each attempt's transmitted TIFF too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transmitted: dict[tuple[str, int], bytes] = {}
+
+    async def put_transmitted(
+        self, message: OutboundFaxRequested, attempt: int, path: Path
+    ) -> DocumentRef:
+        data = await asyncio.to_thread(path.read_bytes)
+        self.transmitted.setdefault((message.fax_id, attempt), data)
+        return await self.put(
+            message.account_id,
+            message.month,
+            data,
+            filename=f"{message.fax_id}-sent.tif",
+            content_type="image/tiff",
+            metadata={"fax_id": message.fax_id, "role": f"transmitted#{attempt}"},
+        )
+
+
 class FakeLine:
     """Answers each call with the next scripted report (or a callable making one)."""
 
@@ -198,6 +246,11 @@ class Transmitter:
 
     async def handle(self, message: OutboundFaxRequested) -> None:
         await Outbox(self.decisions, self.bus).consuming(partial(handle_outbound, deps=self.deps))(
+            message
+        )
+
+    async def cancel(self, message: FaxCancelRequested) -> None:
+        await Outbox(self.decisions, self.bus).consuming(partial(handle_cancel, deps=self.deps))(
             message
         )
 
@@ -284,14 +337,18 @@ def transmitter(
     ledger: FakeLedger | None = None,
     slots: FakeSlots | None = None,
     decisions: MemoryDecisionStore | None = None,
+    bus: MemoryPublisher | None = None,
     clock: Callable[[], datetime] | None = None,
+    cancellations: FakeCancellations | None = None,
+    cancel_poll_s: float = 2.0,
     worker_id: str = "w1",
     lease_s: float = 60.0,
 ) -> Transmitter:
-    documents = MemoryDocuments()
+    documents = FakeDocuments()
     documents.keep(ref("good"), fax_tiff(tmp / "good.tif").read_bytes())
     documents.keep(ref("narrow"), fax_tiff(tmp / "narrow.tif", 1000).read_bytes())
     decisions = decisions or MemoryDecisionStore()
+    bus = bus or MemoryPublisher()
     deps = Deps(
         ledger=ledger or FakeLedger(),
         slots=slots or FakeSlots(),
@@ -299,12 +356,15 @@ def transmitter(
         documents=documents,
         line=line,
         decisions=decisions,
+        outbox=Outbox(decisions, bus),
+        cancellations=cancellations or FakeCancellations(),
         worker_id=worker_id,
         calls=asyncio.Semaphore(4),
         lease_s=lease_s,
+        cancel_poll_s=cancel_poll_s,
         busy_retry_s=15,
         busy_give_up_s=600,
         spool_dir=tmp,
         clock=clock or Clock(),
     )
-    return Transmitter(deps, MemoryPublisher(), decisions)
+    return Transmitter(deps, bus, decisions)

@@ -244,6 +244,15 @@ class FakeDirectory:
             if box.account_id == account_id
         ]
 
+    async def account(self, account_id: str) -> Account | None:
+        return self.world.account if account_id == self.world.account.id else None
+
+    async def faxbox(self, faxbox_id: str) -> Faxbox | None:
+        return next((b for b in self.world.faxboxes.values() if b.id == faxbox_id), None)
+
+    async def user(self, user_id: str) -> User | None:
+        return self.world.users.get(user_id)
+
 
 class FakeCounters:
     def __init__(self) -> None:

@@ -95,7 +95,7 @@ def _account_policy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def account_create(store: Store, args: argparse.Namespace) -> Any:
-    account = _model(
+    account = model_of(
         Account,
         name=args.name,
         realm=args.realm,
@@ -123,7 +123,7 @@ async def account_update(store: Store, args: argparse.Namespace) -> Any:
         changes["allowed_countries"] = []
     if not changes:
         raise CliError("nothing to change: give --allow-countries, --country, --block, ...")
-    _model(Account, **(account.model_dump() | changes))
+    model_of(Account, **(account.model_dump() | changes))
     return (await store.update_account(account.id, **changes)).model_dump(mode="json")
 
 
@@ -177,7 +177,7 @@ async def number_list(store: Store, args: argparse.Namespace) -> Any:
 
 async def user_create(store: Store, args: argparse.Namespace) -> Any:
     account = await store.get_account_by_realm(args.realm)
-    user = _model(
+    user = model_of(
         User,
         account_id=account.id,
         email=args.email,
@@ -205,7 +205,7 @@ async def user_set_password(store: Store, args: argparse.Namespace) -> Any:
 
 async def user_set_alternate(store: Store, args: argparse.Namespace) -> Any:
     user = await _user(store, args.email)
-    _model(User, **(user.model_dump() | {"alternate_email": args.alternate_email}))
+    model_of(User, **(user.model_dump() | {"alternate_email": args.alternate_email}))
     return _public_user(await store.set_alternate_email(user.id, args.alternate_email))
 
 
@@ -226,6 +226,7 @@ def _faxbox_settings(args: argparse.Namespace) -> dict[str, Any]:
         "resolution": args.resolution,
         "max_recipients": args.max_recipients,
         "route_flags": args.route_flag,
+        "header_format": args.header_format,
     }
     settings = {k: v for k, v in given.items() if v is not None}
     if args.caller_id is not None:
@@ -245,7 +246,7 @@ async def faxbox_enable(store: Store, args: argparse.Namespace) -> Any:
     existing = await store.list_faxboxes(owner_user_id=user.id)
     base = existing[0] if existing else None
     # Validate the complete result before any write.
-    candidate = _model(
+    candidate = model_of(
         Faxbox,
         **(
             (base.model_dump(exclude={"numbers"}) if base else {})
@@ -287,13 +288,13 @@ async def faxbox_enable(store: Store, args: argparse.Namespace) -> Any:
 
 
 async def faxbox_disable(store: Store, args: argparse.Namespace) -> Any:
-    faxbox = await _faxbox_of(store, args.user)
+    faxbox = await faxbox_of_user(store, args.user)
     return (await store.disable_faxbox(faxbox.id)).model_dump(mode="json")
 
 
 async def faxbox_assign(store: Store, args: argparse.Namespace) -> Any:
     number = assignable_number(args.number)
-    faxbox = await _faxbox_of(store, args.user)
+    faxbox = await faxbox_of_user(store, args.user)
     try:
         await store.assign_number(faxbox.id, number)
     except NumberNotInInventory as exc:
@@ -308,7 +309,7 @@ async def faxbox_unassign(store: Store, args: argparse.Namespace) -> Any:
 
 
 async def faxbox_show(store: Store, args: argparse.Namespace) -> Any:
-    return (await _faxbox_of(store, args.user)).model_dump(mode="json")
+    return (await faxbox_of_user(store, args.user)).model_dump(mode="json")
 
 
 def _secret_box() -> SecretBox | None:
@@ -338,7 +339,7 @@ def _public_carrier(carrier: Carrier) -> dict[str, Any]:
 
 
 async def carrier_add(store: Store, args: argparse.Namespace) -> Any:
-    carrier = _model(
+    carrier = model_of(
         Carrier,
         name=args.name,
         flags=args.flag or [],
@@ -396,7 +397,7 @@ async def carrier_update(store: Store, args: argparse.Namespace) -> Any:
             changes[field] = value or None
     if not changes:
         raise CliError("nothing to change: give the settings to change (see --help)")
-    _model(Carrier, **(carrier.model_dump() | changes))
+    model_of(Carrier, **(carrier.model_dump() | changes))
     return _public_carrier(await store.update_carrier(carrier, **changes))
 
 
@@ -457,7 +458,7 @@ async def history_apply_retention(store: Store, args: argparse.Namespace) -> Any
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _model(model: type[ModelT], **fields: Any) -> ModelT:
+def model_of(model: type[ModelT], **fields: Any) -> ModelT:
     try:
         return model(**fields)
     except ValidationError as exc:
@@ -488,7 +489,7 @@ async def _owned_caller_id(store: Store, faxbox: Faxbox, number: str, also: list
         raise CliError(str(exc)) from None
 
 
-async def _faxbox_of(store: Store, email: str) -> Faxbox:
+async def faxbox_of_user(store: Store, email: str) -> Faxbox:
     user = await _user(store, email)
     boxes = await store.list_faxboxes(owner_user_id=user.id)
     if not boxes:

@@ -30,6 +30,7 @@ from faxbox.admin.commands import (
     user_set_page_limit,
     user_set_password,
 )
+from faxbox.admin.webhook_commands import add_parsers as add_webhook_parsers
 from faxbox.shared.store import Role, SenderAuth
 
 
@@ -159,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caller-id")
     p.add_argument("--identity", help="fax identity (TSI/CSI), at most 20 characters")
     p.add_argument("--header-name")
+    p.add_argument(
+        "--header-format",
+        help="the page header line, like HylaFAX's TagLineFormat: strftime codes, %%%%s name, "
+        "%%%%n number, %%%%p/%%%%t page of pages, | between fields",
+    )
     p.add_argument("--timezone")
     p.add_argument("--permit", action="append", help="allowed sender address or domain")
     p.add_argument("--extra-recipient", action="append")
@@ -236,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = history.add_parser("apply-retention", help="drop the months older than months-to-keep")
     p.add_argument("--account", help="only this account id (default: every account)")
     p.set_defaults(command=history_apply_retention)
+
+    add_webhook_parsers(groups)
 
     p = groups.add_parser("show-help", help="the To address to fax NUMBER, or why not")
     p.add_argument("number")

@@ -10,6 +10,7 @@ from faxbox.render.document import detect_kind, inspect_document, render, sniff_
 from faxbox.render.errors import RefusalCode, RenderRefused
 from faxbox.render.g4tiff import FAX_WIDTH, G4TiffWriter
 from faxbox.render.geometry import DEFAULT_MAX_LENGTH_MM, X_DPI, fit_page
+from faxbox.render.header import strip_image, strip_rows, with_header
 from faxbox.render.model import (
     DEFAULT_MAX_PAGES,
     DocumentKind,
@@ -40,4 +41,7 @@ __all__ = [
     "render",
     "render_document",
     "sniff_kind",
+    "strip_image",
+    "strip_rows",
+    "with_header",
 ]

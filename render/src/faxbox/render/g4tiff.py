@@ -78,6 +78,9 @@ class _LibTiff:
         self.write_encoded_strip = ctypes.CFUNCTYPE(
             ctypes.c_int64, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int64
         )(("TIFFWriteEncodedStrip", lib))
+        self.write_raw_strip = ctypes.CFUNCTYPE(
+            ctypes.c_int64, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_int64
+        )(("TIFFWriteRawStrip", lib))
         self.write_directory = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(
             ("TIFFWriteDirectory", lib)
         )
@@ -146,13 +149,30 @@ class G4TiffWriter:
         return self._written
 
     def add_page(self, bits: PackedPage, x_dpi: float, y_dpi: float) -> None:
-        tif = self._tif
-        if tif is None:
-            raise TiffWriteError("the TIFF is already closed")
         rows, row_bytes = bits.shape
         if row_bytes != ROW_BYTES or rows < 1:
             raise ValueError(f"a fax page is {ROW_BYTES} bytes a row, got {bits.shape}")
         page = np.ascontiguousarray(bits, dtype=np.uint8)
+        tif = self._tags(rows, x_dpi, y_dpi)
+        size = page.nbytes
+        if self._lib.write_encoded_strip(tif, 0, page.ctypes.data, size) != size:
+            raise TiffWriteError(f"libtiff could not encode page {self._written + 1}")
+        self._end_page(tif)
+
+    def add_encoded_page(self, g4: bytes, rows: int, x_dpi: float, y_dpi: float) -> None:
+        """A page already coded in Group 4 (MSB first), stored as it is."""
+        if rows < 1 or not g4:
+            raise ValueError("an encoded page needs rows and data")
+        tif = self._tags(rows, x_dpi, y_dpi)
+        buffer = ctypes.create_string_buffer(g4, len(g4))
+        if self._lib.write_raw_strip(tif, 0, ctypes.addressof(buffer), len(g4)) != len(g4):
+            raise TiffWriteError(f"libtiff could not store page {self._written + 1}")
+        self._end_page(tif)
+
+    def _tags(self, rows: int, x_dpi: float, y_dpi: float) -> int:
+        tif = self._tif
+        if tif is None:
+            raise TiffWriteError("the TIFF is already closed")
         lib = self._lib
         ok = all(
             (
@@ -176,10 +196,10 @@ class G4TiffWriter:
         )
         if not ok:
             raise TiffWriteError(f"libtiff refused a tag of page {self._written + 1}")
-        size = page.nbytes
-        if lib.write_encoded_strip(tif, 0, page.ctypes.data, size) != size:
-            raise TiffWriteError(f"libtiff could not encode page {self._written + 1}")
-        if not lib.write_directory(tif):
+        return tif
+
+    def _end_page(self, tif: int) -> None:
+        if not self._lib.write_directory(tif):
             raise TiffWriteError(f"libtiff could not write page {self._written + 1}")
         self._written += 1
 

@@ -117,6 +117,11 @@ class FaxSettings(Frozen):
     header_name: str = ""
     timezone: str = "UTC"
     resolution: Literal["fine", "standard"] = "fine"
+    header_format: str | None = Field(
+        default=None,
+        description="The faxbox's page header line (faxbox.render.header syntax, like "
+        "HylaFAX's TagLineFormat); None: the platform's default format.",
+    )
 
 
 class RetryPolicy(Frozen):
@@ -189,6 +194,8 @@ class RejectionCode(StrEnum):
     too_many_addresses = "too_many_addresses"
     too_many_parts = "too_many_parts"
     nested_too_deeply = "nested_too_deeply"
+    # A resend whose document is no longer stored (its month was dropped by retention).
+    document_unavailable = "document_unavailable"
 
 
 class RejectionReason(Frozen):
@@ -206,6 +213,39 @@ class OutboundFaxRejected(FaxMessage):
     reasons: tuple[RejectionReason, ...] = Field(min_length=1)
     source_message_id: str | None = None
     raw: DocumentRef
+    fax_ids: tuple[Identifier, ...] = Field(
+        default=(),
+        description="Every fax the rejected submission named up front (API and portal "
+        "submissions answer with one fax id per number before deciding), fax_id among "
+        "them; empty for an email, whose rejection is its one fax.",
+    )
+
+
+class FaxSubmitted(FaxMessage):
+    """A fax was submitted without email (the API or the portal's "Send a fax" page).
+
+    The validator decides it as it decides an email: the same faxbox rules, number
+    rules and limits, rendering and page limits, one ``OutboundFaxRequested`` per
+    number (fax ids ``fax_id``, ``<fax_id>-2``, ...) or one ``OutboundFaxRejected``.
+    """
+
+    user_id: Identifier = Field(description="Who submitted it.")
+    faxbox_id: Identifier
+    numbers: tuple[Annotated[str, StringConstraints(max_length=64)], ...] = Field(
+        min_length=1, description="The destinations as written."
+    )
+    document: DocumentRef
+    channel: Literal["api", "portal"]
+    resend_of: Identifier | None = Field(
+        default=None, description="The fax whose document is sent again."
+    )
+
+
+class FaxCancelRequested(FaxMessage):
+    """Stop this fax: queued or waiting for a redial it ends now; on the line it is
+    hung up. Too late once it was sent or failed."""
+
+    user_id: Identifier = Field(description="Who cancelled it.")
 
 
 # --- transmission -------------------------------------------------------------------------
@@ -216,6 +256,57 @@ class FailureClass(StrEnum):
     protocol = "protocol"
     document = "document"
     resources = "resources"
+    cancelled = "cancelled"  # the sender cancelled it (API or portal)
+
+
+class FailureReason(StrEnum):
+    """Why a fax did not go (all of it) through, as a stable snake_case value.
+
+    The API, the webhooks and the history show these; docs/api.md lists them with what
+    each means and whether sending again may help. New values may be added; none is
+    ever renamed.
+    """
+
+    # The call itself (SIP).
+    user_busy = "user_busy"
+    no_answer = "no_answer"
+    invalid_number = "invalid_number"
+    call_rejected = "call_rejected"
+    network_unavailable = "network_unavailable"
+    call_failed = "call_failed"
+    # The fax conversation (T.30).
+    receiver_not_fax = "receiver_not_fax"
+    receiver_no_response = "receiver_no_response"
+    call_dropped = "call_dropped"
+    training_failed = "training_failed"
+    receiver_incompatible = "receiver_incompatible"
+    receiver_refused = "receiver_refused"
+    pages_not_confirmed = "pages_not_confirmed"
+    protocol_error = "protocol_error"
+    # Receiving (inbound): the other side sent.
+    sender_not_fax = "sender_not_fax"
+    sender_no_response = "sender_no_response"
+    # The document, before or during the call.
+    document_unreadable = "document_unreadable"
+    document_unavailable = "document_unavailable"
+    document_encrypted = "document_encrypted"
+    document_too_large = "document_too_large"
+    too_many_pages = "too_many_pages"
+    page_too_large = "page_too_large"
+    no_document = "no_document"
+    too_many_documents = "too_many_documents"
+    # Rules of the account and faxbox.
+    number_blocked = "number_blocked"
+    country_not_allowed = "country_not_allowed"
+    too_many_recipients = "too_many_recipients"
+    daily_page_limit = "daily_page_limit"
+    faxbox_disabled = "faxbox_disabled"
+    sender_not_authenticated = "sender_not_authenticated"
+    email_unreadable = "email_unreadable"
+    # Ours.
+    no_available_resources = "no_available_resources"
+    internal_error = "internal_error"
+    cancelled = "cancelled"
 
 
 class FaxFailure(Frozen):
@@ -223,6 +314,36 @@ class FaxFailure(Frozen):
     code: int = Field(description="spandsp T.30 completion code, or a negative internal code.")
     text: str = Field(min_length=1)
     sip_status: int | None = None
+    reason: FailureReason | None = Field(
+        default=None,
+        description="The stable reason (None in events from before reasons existed: "
+        "faxbox.shared.faxview.failure_reason derives one).",
+    )
+
+
+class PageReport(Frozen):
+    """One page of a call, from the T.30 phase D statistics of its last transmission."""
+
+    page: int = Field(ge=1, description="The page's number in the whole document.")
+    confirmed: bool = Field(
+        description="Sending: the far end confirmed it (MCF, RTP or PIP); receiving: we kept it."
+    )
+    result: str = Field(
+        description="The T.30 frame that ended the page: the receiver's verdict when "
+        "sending (MCF, RTP, RTN, PIP, PIN), the sender's post-page command when "
+        "receiving (MPS, EOP, EOM); empty if none came."
+    )
+    bit_rate: int = Field(ge=0)
+    ecm: bool
+    x_resolution: int = Field(ge=0, description="Pixels per metre, as T.30 reports it.")
+    y_resolution: int = Field(ge=0)
+    encoding: str = Field(description="T.4 1D, T.4 2D or T.6 (as on the line).")
+    length: int = Field(ge=0, description="Rows of the page.")
+    image_bytes: int = Field(ge=0)
+    bad_rows: int = Field(ge=0)
+    longest_bad_row_run: int = Field(ge=0)
+    ecm_retries: int = Field(ge=0)
+    transmissions: int = Field(default=1, ge=1, description="Times the page was sent in the call.")
 
 
 class TransferStatistics(Frozen):
@@ -234,6 +355,18 @@ class TransferStatistics(Frozen):
     y_resolution: int = Field(ge=0)
     remote_station_id: str = ""
     duration_s: float = Field(ge=0)
+
+
+class FaxAttemptStarted(FaxMessage):
+    """A call for this fax is being placed (attempt N)."""
+
+    user_id: Identifier
+    faxbox_id: Identifier
+    destination: E164
+    caller_id: str | None = None
+    attempt: int = Field(ge=1)
+    carrier_id: str
+    pages_total: int = Field(ge=0)
 
 
 class FaxAttemptFailed(FaxMessage):
@@ -249,6 +382,7 @@ class FaxAttemptFailed(FaxMessage):
         description="The carrier failed (5xx, timeout, no connection) and the next eligible "
         "carrier is tried at once, within the same attempt.",
     )
+    page_report: tuple[PageReport, ...] = ()
 
 
 class FaxSent(FaxMessage):
@@ -260,6 +394,7 @@ class FaxSent(FaxMessage):
     statistics: TransferStatistics
     transmitted_tiff: DocumentRef
     source_message_id: str | None = None
+    page_report: tuple[PageReport, ...] = ()
 
 
 class FaxFailed(FaxMessage):
@@ -271,6 +406,17 @@ class FaxFailed(FaxMessage):
     pages_sent: int = Field(ge=0)
     pages_total: int = Field(ge=0)
     source_message_id: str | None = None
+    page_report: tuple[PageReport, ...] = Field(
+        default=(), description="The last call's pages (none if no call got that far)."
+    )
+    transmitted_tiff: DocumentRef | None = Field(
+        default=None, description="The document as the last call sent it, header included."
+    )
+
+    @property
+    def partial(self) -> bool:
+        """Some but not all pages were confirmed after the last attempt."""
+        return 0 < self.pages_sent < self.pages_total
 
 
 # --- reception ---------------------------------------------------------------------------
@@ -284,6 +430,7 @@ class InboundFaxReceived(FaxMessage):
     statistics: TransferStatistics
     tiff: DocumentRef
     pdf: DocumentRef
+    page_report: tuple[PageReport, ...] = ()
 
 
 class InboundFaxFailed(FaxMessage):
@@ -294,6 +441,7 @@ class InboundFaxFailed(FaxMessage):
     failure: FaxFailure
     pages_received: int = Field(ge=0)
     partial_pdf: DocumentRef | None = None
+    page_report: tuple[PageReport, ...] = ()
 
 
 # --- notification ------------------------------------------------------------------------
@@ -313,16 +461,35 @@ class NotificationSent(FaxMessage):
     smtp_message_id: str
 
 
+# --- webhooks ----------------------------------------------------------------------------
+
+
+class WebhookDeliveryRequested(Message):
+    """Command to the webhooks service: POST this recorded delivery (again)."""
+
+    account_id: Identifier
+    webhook_id: Identifier
+    event_id: Identifier
+    month: MonthKey = Field(description="The month of the webhook's delivery log it is in.")
+    replay: bool = Field(
+        default=False, description="Asked for from the portal or CLI: one more attempt."
+    )
+
+
 ALL_CONTRACTS: tuple[type[Message], ...] = (
     MailReceived,
+    FaxSubmitted,
+    FaxCancelRequested,
     OutboundFaxRequested,
     OutboundFaxRejected,
+    FaxAttemptStarted,
     FaxAttemptFailed,
     FaxSent,
     FaxFailed,
     InboundFaxReceived,
     InboundFaxFailed,
     NotificationSent,
+    WebhookDeliveryRequested,
 )
 
 _BY_NAME: dict[str, type[Message]] = {contract.__name__: contract for contract in ALL_CONTRACTS}

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from faxbox.shared.contracts import (
     ALL_CONTRACTS,
     FaxAttemptFailed,
+    FaxAttemptStarted,
+    FaxCancelRequested,
     FaxFailed,
     FaxSent,
+    FaxSubmitted,
     InboundFaxFailed,
     InboundFaxReceived,
     MailReceived,
@@ -22,11 +25,15 @@ from faxbox.shared.contracts import (
     NotificationSent,
     OutboundFaxRejected,
     OutboundFaxRequested,
+    WebhookDeliveryRequested,
 )
 
 _ROUTING_KEYS: dict[type[Message], str] = {
     MailReceived: "mail.received",
+    FaxSubmitted: "fax.outbound.submitted",
+    FaxCancelRequested: "fax.outbound.cancel_requested",
     OutboundFaxRequested: "fax.outbound.requested",
+    FaxAttemptStarted: "fax.outbound.attempt_started",
     OutboundFaxRejected: "fax.outbound.rejected",
     FaxAttemptFailed: "fax.outbound.attempt_failed",
     FaxSent: "fax.outbound.sent",
@@ -34,11 +41,14 @@ _ROUTING_KEYS: dict[type[Message], str] = {
     InboundFaxReceived: "fax.inbound.received",
     InboundFaxFailed: "fax.inbound.failed",
     NotificationSent: "notification.sent",
+    WebhookDeliveryRequested: "webhook.delivery.requested",
 }
 
 _FAX_EVENTS: tuple[type[Message], ...] = (
     OutboundFaxRequested,
     OutboundFaxRejected,
+    FaxCancelRequested,
+    FaxAttemptStarted,
     FaxAttemptFailed,
     FaxSent,
     FaxFailed,
@@ -47,11 +57,24 @@ _FAX_EVENTS: tuple[type[Message], ...] = (
     NotificationSent,
 )
 
+# What a webhook can tell: each becomes one event (fax.queued, fax.sending ...), see
+# faxbox.shared.faxview.WEBHOOK_EVENTS.
+_WEBHOOK_SOURCES: tuple[type[Message], ...] = (
+    OutboundFaxRequested,
+    OutboundFaxRejected,
+    FaxAttemptStarted,
+    FaxSent,
+    FaxFailed,
+    InboundFaxReceived,
+    InboundFaxFailed,
+)
+
 SUBSCRIPTIONS: dict[str, tuple[type[Message], ...]] = {
-    "validator": (MailReceived,),
-    "transmitter": (OutboundFaxRequested,),
+    "validator": (MailReceived, FaxSubmitted),
+    "transmitter": (OutboundFaxRequested, FaxCancelRequested),
     "notifier": (OutboundFaxRejected, FaxSent, FaxFailed, InboundFaxReceived, InboundFaxFailed),
     "history": _FAX_EVENTS,
+    "webhooks": (*_WEBHOOK_SOURCES, WebhookDeliveryRequested),
 }
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")

@@ -1,4 +1,5 @@
-"""Secrets kept in the database (carrier SIP passwords), sealed with ``FAXBOX_SECRET_KEY``.
+"""Secrets kept in the database (carrier SIP passwords, each account's webhook signing
+key), sealed with ``FAXBOX_SECRET_KEY``.
 
 AES-256-GCM with a key derived from the setting (SHA-256 of it, so any long random
 string will do), a fresh 96-bit nonce per value, and the value's purpose (e.g.
@@ -6,8 +7,10 @@ string will do), a fresh 96-bit nonce per value, and the value's purpose (e.g.
 carrier's document does not open there. Stored form: ``sealed:v1:<base64 nonce+ciphertext>``.
 
 The key never reaches the database, so a copy of the database (a backup, a replica, a
-``mongodump``) does not give away the carriers' passwords. Changing the key makes the
-sealed values unreadable: set each password again (``faxbox carrier set-password``).
+``mongodump``) does not give away the carriers' passwords or the webhook signing keys.
+Changing the key makes the sealed values unreadable: set each password again
+(``faxbox carrier set-password``); a signing key that no longer opens must be removed
+(its account then gets a new pair, and receivers the new public key).
 """
 
 from __future__ import annotations
@@ -78,9 +81,19 @@ class SecretBox:
 class SecretSettings(_FaxboxSettings):
     secret_key: SecretStr = Field(
         default=SecretStr(""),
-        description="Seals secrets stored in the database (carrier passwords); same everywhere.",
+        description=(
+            "Seals secrets stored in the database (carrier passwords, webhook signing "
+            "keys); the same everywhere, and kept out of the database's backups."
+        ),
     )
 
     def box(self) -> SecretBox | None:
         key = self.secret_key.get_secret_value()
         return SecretBox(key) if key else None
+
+    def required_box(self, what: str) -> SecretBox:
+        """The box, or ``SecretKeyMissing`` naming ``what`` needs it."""
+        box = self.box()
+        if box is None:
+            raise SecretKeyMissing(what)
+        return box

@@ -96,3 +96,13 @@ class OwnershipSettings(_FaxboxSettings):
             "in its account's inventory."
         ),
     )
+
+
+class WebhookTargetSettings(_FaxboxSettings):
+    webhooks_allowed_networks: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Networks webhook URLs may point into although they are not public "
+            '(loopback, private, link-local), e.g. ["10.20.0.0/16"]; empty: public only.'
+        ),
+    )

@@ -66,10 +66,12 @@ DEFAULTS = LineSettings()
 
 class CallOptions(TypedDict, total=False):
     """Per call: ``name`` names its sessions in the logs (default: the Call-ID);
-    ``on_session`` is told each session as it starts."""
+    ``on_session`` is told each session as it starts; ``stop``, once set, ends the fax
+    where it is and hangs up (a cancelled fax: the result says what was confirmed)."""
 
     name: str
     on_session: SessionHook
+    stop: asyncio.Event
 
 
 async def send(
@@ -94,6 +96,7 @@ async def _run(
     *,
     name: str = "",
     on_session: SessionHook | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LineResult:
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -119,7 +122,7 @@ async def _run(
                 with contextlib.suppress(CallEnded):
                     await call.request_t38()
         outcome = await run_fax_over_call(
-            call, session, max_seconds=line.max_call_s, hangup=line.hang_up
+            call, session, max_seconds=line.max_call_s, hangup=line.hang_up, stop=stop
         )
     finally:
         watchdog.cancel()

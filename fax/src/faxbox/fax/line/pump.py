@@ -10,6 +10,7 @@ is what it runs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -43,6 +44,7 @@ async def run_fax_over_call(
     *,
     max_seconds: float = 1800.0,
     hangup: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> FaxOutcome:
     """Pump a fax session over ``call``'s media until phase E, then hang up.
 
@@ -51,6 +53,10 @@ async def run_fax_over_call(
     mid-call replaces the session (the T.30 exchange starts again on the new media, as
     a gateway would); the sessions it made are closed here. The remote hanging up ends
     T.30 after the buffered media was heard (a BYE overtaking the DCN is common).
+
+    ``stop`` set (the sender cancelled the fax) ends T.30 where it is, at the next 20 ms
+    slot: phase E runs with what was confirmed so far, and the call is hung up with a
+    BYE as after any other ending.
     """
     factory: SessionFactory | None = None
     if isinstance(session, FaxSession | T38Session):
@@ -75,6 +81,10 @@ async def run_fax_over_call(
                 made.append(current)
                 rx = silence()
             step = 1 if isinstance(current, FaxSession) else T38_BLOCKS_PER_WAKE
+            if stop is not None and stop.is_set() and not current.done:
+                log.info("%s: stopped (cancelled), hanging up", call.call_id)
+                current.hangup()
+                break
             if current.done:
                 linger += step
                 if linger > LINGER_BLOCKS or call.is_ended:

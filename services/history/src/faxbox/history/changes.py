@@ -30,7 +30,10 @@ from typing import Any
 
 from faxbox.shared.contracts import (
     DocumentRef,
+    FailureClass,
     FaxAttemptFailed,
+    FaxAttemptStarted,
+    FaxCancelRequested,
     FaxFailed,
     FaxFailure,
     FaxMessage,
@@ -40,11 +43,13 @@ from faxbox.shared.contracts import (
     NotificationSent,
     OutboundFaxRejected,
     OutboundFaxRequested,
+    PageReport,
     TransferStatistics,
 )
+from faxbox.shared.faxview import failure_reason, faxes_of, rejection_reason
 from faxbox.shared.store import FaxStatus, StatusRank
 from faxbox.shared.store.monthly import month_start, next_month
-from faxbox.shared.store.records import retrying_rank
+from faxbox.shared.store.records import retrying_rank, sending_rank
 
 Doc = dict[str, Any]
 
@@ -153,7 +158,18 @@ def _result(failure: FaxFailure) -> Doc:
         "failure_class": failure.failure_class.value,
         "code": failure.code,
         "text": failure.text,
+        "reason": failure_reason(failure).value,
     }
+
+
+def _pages(report: tuple[PageReport, ...]) -> list[Doc]:
+    return [page.model_dump(mode="python") for page in report]
+
+
+def _failed_status(event: FaxFailed) -> FaxStatus:
+    if event.failure.failure_class is FailureClass.cancelled:
+        return FaxStatus.cancelled
+    return FaxStatus.partially_sent if event.partial else FaxStatus.failed
 
 
 def _statistics(stats: TransferStatistics) -> Doc:
@@ -173,8 +189,14 @@ def _status(status: FaxStatus, rank: int, **fields: Any) -> StatusChange:
     return StatusChange(rank=rank, fields={"rank": rank, "status": status.value, **fields})
 
 
-def change_for(event: FaxMessage) -> Change:
-    """The change ``event`` makes to its fax's history document."""
+def changes_for(event: FaxMessage) -> list[Change]:
+    """The changes ``event`` makes: one per fax it is about (a rejected submission
+    rejects every fax it named)."""
+    return [change_for(event, fax_id) for fax_id in faxes_of(event)]
+
+
+def change_for(event: FaxMessage, fax_id: str | None = None) -> Change:
+    """The change ``event`` makes to its fax's history document (or to ``fax_id``'s)."""
     facts: Doc = {"account_id": event.account_id, "month": event.month}
     maxima: Doc = {"updated_at": _ms(event.occurred_at)}
     add: Doc = {"timeline": {"$each": [_timeline_entry(event)]}}
@@ -215,8 +237,20 @@ def change_for(event: FaxMessage) -> Change:
                     "failure_class": "rejected",
                     "code": event.reasons[0].code.value,
                     "text": " ".join(r.message for r in event.reasons),
+                    "reason": rejection_reason(event.reasons[0].code).value,
                 },
             )
+        case FaxCancelRequested():
+            facts |= {"direction": "outbound"}
+        case FaxAttemptStarted():
+            facts |= {
+                "direction": "outbound",
+                "user_id": event.user_id,
+                "faxbox_id": event.faxbox_id,
+                "remote_number": event.destination,
+            }
+            maxima |= {"attempts": event.attempt, "pages_total": event.pages_total}
+            status = _status(FaxStatus.sending, sending_rank(event.attempt))
         case FaxAttemptFailed():
             facts |= {"direction": "outbound", "remote_number": event.destination}
             maxima["attempts"] = event.attempt
@@ -225,6 +259,7 @@ def change_for(event: FaxMessage) -> Change:
                 retrying_rank(event.attempt),
                 result=_result(event.failure),
                 pages=event.pages_sent,
+                page_report=_pages(event.page_report),
             )
         case FaxSent():
             facts |= {
@@ -241,6 +276,7 @@ def change_for(event: FaxMessage) -> Change:
                 result=None,
                 pages=event.statistics.pages_transferred,
                 statistics=_statistics(event.statistics),
+                page_report=_pages(event.page_report),
             )
         case FaxFailed():
             facts |= {
@@ -248,13 +284,15 @@ def change_for(event: FaxMessage) -> Change:
                 "user_id": event.user_id,
                 "faxbox_id": event.faxbox_id,
                 "remote_number": event.destination,
+                **_documents(transmitted_tiff=event.transmitted_tiff),
             }
             maxima |= {"attempts": event.attempts, "pages_total": event.pages_total}
             status = _status(
-                FaxStatus.failed,
+                _failed_status(event),
                 StatusRank.FAILED,
                 result=_result(event.failure),
                 pages=event.pages_sent,
+                page_report=_pages(event.page_report),
             )
         case InboundFaxReceived():
             facts |= {
@@ -272,6 +310,7 @@ def change_for(event: FaxMessage) -> Change:
                 result=None,
                 pages=event.statistics.pages_transferred,
                 statistics=_statistics(event.statistics),
+                page_report=_pages(event.page_report),
             )
         case InboundFaxFailed():
             facts |= {
@@ -288,6 +327,7 @@ def change_for(event: FaxMessage) -> Change:
                 StatusRank.FAILED,
                 result=_result(event.failure),
                 pages=event.pages_received,
+                page_report=_pages(event.page_report),
             )
         case NotificationSent():
             add["notifications"] = {
@@ -314,7 +354,7 @@ def change_for(event: FaxMessage) -> Change:
     return Change(
         account_id=event.account_id,
         month=event.month,
-        fax_id=event.fax_id,
+        fax_id=fax_id or event.fax_id,
         upsert=upsert,
         status=status,
     )
@@ -343,6 +383,10 @@ def summary(event: FaxMessage) -> str:
                 f"{event.carrier_id}: {event.failure.text} (code {event.failure.code}); "
                 "trying the next carrier"
             )
+        case FaxCancelRequested():
+            return "cancel requested"
+        case FaxAttemptStarted():
+            return f"calling {event.destination} (attempt {event.attempt})"
         case FaxAttemptFailed():
             return (
                 f"attempt {event.attempt} of {event.attempts_allowed} failed: "
@@ -356,8 +400,9 @@ def summary(event: FaxMessage) -> str:
                 f"after {event.attempts} attempt(s)"
             )
         case FaxFailed():
+            outcome = _failed_status(event).value.replace("_", " ")
             return (
-                f"failed after {event.attempts} attempt(s): {event.failure.text} "
+                f"{outcome} after {event.attempts} attempt(s): {event.failure.text} "
                 f"(code {event.failure.code}), {event.pages_sent} of {event.pages_total} sent"
             )
         case InboundFaxReceived():

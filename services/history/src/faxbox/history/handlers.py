@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from pymongo.errors import PyMongoError
 
-from faxbox.history.changes import Change, change_for
+from faxbox.history.changes import Change, changes_for
 from faxbox.shared.bus import TransientError
 from faxbox.shared.contracts import FaxMessage
 
@@ -22,6 +23,6 @@ async def record_event(event: FaxMessage, recorder: Recorder) -> None:
     outage out however long it lasts.
     """
     try:
-        await recorder.record(change_for(event))
+        await asyncio.gather(*(recorder.record(change) for change in changes_for(event)))
     except PyMongoError as exc:
         raise TransientError(f"database write failed: {exc}") from exc

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from faxbox.fax.line import LineSettings, receive
-from faxbox.fax.line.contract import fax_failure, transfer_statistics
+from faxbox.fax.line.contract import fax_failure, page_report, transfer_statistics
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import CallSettings
 from faxbox.fax.sip.dialog import CallEnded
@@ -40,6 +40,7 @@ from faxbox.inbound.pdf import tiff_to_pdf
 from faxbox.shared.contracts import (
     DocumentRef,
     FailureClass,
+    FailureReason,
     FaxFailure,
     InboundFaxFailed,
     InboundFaxReceived,
@@ -228,6 +229,7 @@ async def _conclude(
             statistics=statistics,
             tiff=tiff_ref,
             pdf=pdf_ref,
+            page_report=page_report(outcome),
         )
         metrics.OUTCOMES.labels("received", "").inc()
         log.info("received %d page(s) from %r", pages, outcome.remote_id)
@@ -244,6 +246,7 @@ async def _conclude(
             failure=failure,
             pages_received=pages if pdf_ref else 0,
             partial_pdf=pdf_ref,
+            page_report=page_report(outcome),
         )
         metrics.OUTCOMES.labels("failed", failure.failure_class.value).inc()
         log.info("reception failed after %d page(s): %s", pages, failure.text)
@@ -273,5 +276,6 @@ def _failure(outcome: FaxOutcome) -> FaxFailure:
             failure_class=FailureClass.protocol,
             code=CODE_NOTHING_STORED,
             text="The fax ended without a page we could read.",
+            reason=FailureReason.protocol_error,
         )
     return failure

@@ -19,7 +19,13 @@ from PIL import Image
 
 from faxbox.fax.outcome import describe
 from faxbox.shared import numbers
-from faxbox.shared.contracts import FailureClass, FaxFailure, RejectionCode, RejectionReason
+from faxbox.shared.contracts import (
+    FailureClass,
+    FaxFailure,
+    PageReport,
+    RejectionCode,
+    RejectionReason,
+)
 
 _ENV = Environment(
     loader=PackageLoader("faxbox.notifier", "templates"),
@@ -96,6 +102,12 @@ FIXES: dict[RejectionCode, str] = {
     RejectionCode.too_many_addresses: "Send the document in a new email to fewer addresses.",
     RejectionCode.too_many_parts: "Attach the document to a new, plain email and send that.",
     RejectionCode.nested_too_deeply: "Attach the document to a new, plain email and send that.",
+    RejectionCode.country_not_allowed: (
+        "Your organisation may not fax that country; ask your administrator."
+    ),
+    RejectionCode.document_unavailable: (
+        "The document is no longer stored; send it again as a new fax."
+    ),
 }
 
 _RESOURCES_HINT = "No telephone line was free for this fax. Try again later."
@@ -186,6 +198,24 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
+def page_rows(report: tuple[PageReport, ...]) -> list[dict[str, object]]:
+    """The per-page report as the mails show it (resolutions in dpi)."""
+    return [
+        {
+            "page": p.page,
+            "confirmed": "yes" if p.confirmed else "no",
+            "result": p.result or "-",
+            "bit_rate": p.bit_rate,
+            "resolution": f"{round(p.x_resolution * 0.0254)}x{round(p.y_resolution * 0.0254)}",
+            "coding": p.encoding,
+            "ecm_retries": p.ecm_retries,
+            "bad_rows": p.bad_rows,
+            "sent": p.transmissions,
+        }
+        for p in report
+    ]
+
+
 def _render(kind: str, **context: Any) -> tuple[str, str]:
     text = _ENV.get_template(f"{kind}.txt.j2").render(**context)
     html = _ENV.get_template(f"{kind}.html.j2").render(**context)
@@ -226,10 +256,12 @@ def sent_mail(
     timezone: str,
     thumbnail: bytes | None,
     in_reply_to: str | None,
+    page_report: tuple[PageReport, ...] = (),
 ) -> Mail:
     cid = "page1@faxbox" if thumbnail else None
     text, html = _render(
         "sent",
+        pages_report=page_rows(page_report),
         number=number,
         pages=pages,
         pages_total=pages_total,
@@ -268,10 +300,14 @@ def failed_mail(
     at: datetime,
     timezone: str,
     in_reply_to: str | None,
+    page_report: tuple[PageReport, ...] = (),
 ) -> Mail:
     reason, code_name, hint = failure_words(failure)
+    partial = 0 < pages_sent < pages_total
     text, html = _render(
         "failed",
+        partial=partial,
+        pages_report=page_rows(page_report),
         number=number,
         reason=reason,
         code=failure.code,
@@ -282,7 +318,12 @@ def failed_mail(
         failed_at=_shown(at, timezone),
         hint=hint,
     )
-    return Mail(subject=f"Fax to {number} failed", text=text, html=html, in_reply_to=in_reply_to)
+    subject = (
+        f"Fax to {number} partly sent ({pages_sent} of {pages_total} pages)"
+        if partial
+        else f"Fax to {number} failed"
+    )
+    return Mail(subject=subject, text=text, html=html, in_reply_to=in_reply_to)
 
 
 def example_address(destination_raw: str, realm: str) -> str:

@@ -39,6 +39,7 @@ from faxbox.notifier.ports import (
 )
 from faxbox.shared.bus import PermanentError, RetryLater, TransientError
 from faxbox.shared.contracts import (
+    FailureClass,
     FaxFailed,
     FaxMessage,
     FaxSent,
@@ -91,11 +92,15 @@ async def on_sent(event: FaxSent, deps: Deps) -> Decided | None:
         timezone=faxbox.timezone,
         thumbnail=thumbnail,
         in_reply_to=event.source_message_id,
+        page_report=event.page_report,
     )
     return await deliver(deps, event, NotificationKind.sent, recipients, mail)
 
 
 async def on_failed(event: FaxFailed, deps: Deps) -> Decided | None:
+    if event.failure.failure_class is FailureClass.cancelled:
+        log.info("the fax was cancelled by its sender; no mail about it")
+        return None
     faxbox = await _faxbox(deps, event.faxbox_id)
     recipients = await _user_recipients(deps, event.user_id, faxbox)
     mail = failed_mail(
@@ -107,6 +112,7 @@ async def on_failed(event: FaxFailed, deps: Deps) -> Decided | None:
         at=event.occurred_at,
         timezone=faxbox.timezone,
         in_reply_to=event.source_message_id,
+        page_report=event.page_report,
     )
     return await deliver(deps, event, NotificationKind.failed, recipients, mail)
 

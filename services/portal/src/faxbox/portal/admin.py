@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from faxbox.portal.access import (
     account_in_scope,
@@ -43,6 +43,10 @@ class FaxboxChanges(BaseModel):
     caller_id: str | None = None
     identity: str | None = None
     header_name: str | None = None
+    header_format: str | None = Field(
+        default=None,
+        description="The page header line (docs/api.md); empty: the default one.",
+    )
     timezone: str | None = None
     permission_list: list[str] | None = None
     sender_auth: SenderAuth | None = None

@@ -67,6 +67,7 @@ class FaxboxOut(BaseModel):
     caller_id: str | None
     identity: str
     header_name: str
+    header_format: str | None
     timezone: str
     permission_list: list[str]
     sender_auth: str = Field(description="required: only mail a trusted server proved; off.")
@@ -216,7 +217,9 @@ class HelpOut(BaseModel):
 class TokenIn(BaseModel):
     name: str = Field(default="", max_length=100)
     scope: TokenScope = Field(
-        default=TokenScope.READ, description="read: GET requests only; admin: also changes."
+        default=TokenScope.READ,
+        description="read: GET requests only; send: also send, cancel and resend faxes; "
+        "admin: everything its user may do.",
     )
     expires_in_days: int = Field(default=DEFAULT_TOKEN_DAYS, ge=1, le=MAX_TOKEN_DAYS)
 

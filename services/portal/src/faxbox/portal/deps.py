@@ -8,6 +8,7 @@ cookie; state-changing requests of a cookie session also pass the CSRF check.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from fastapi import Depends, Request
 from faxbox.portal.access import Forbidden
 from faxbox.portal.clientaddr import TrustedProxies
 from faxbox.portal.dashboard import HealthProbe, QueueSource, Redriver
+from faxbox.portal.outbound import Sending, SendLimits
 from faxbox.portal.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -27,12 +29,19 @@ from faxbox.portal.security import (
     password_fingerprint,
     tokens_match,
 )
+from faxbox.portal.submissions import SubmissionStore
 from faxbox.portal.throttle import SignInThrottle
+from faxbox.portal.webhook_admin import Hooks
+from faxbox.shared.outbox import Outbox
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import NotFound, Store
+from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
 from faxbox.shared.store.registrations import SipRegistrations
+from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.store import CallerIdScope
+from faxbox.shared.store.webhooks import WebhookStore
+from faxbox.shared.urlguard import IPNetwork, Resolver, system_resolver
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,36 @@ class PortalDeps:
     links: Links = field(default_factory=Links)
     # None: the default limits on ``store.db`` (create_app fills it in).
     signin: SignInThrottle | None = None
+    # Sending, cancelling and replaying are recorded and published here (the portal's
+    # outbox, swept by the service); None: those answer 503.
+    outbox: Outbox | None = None
+    # None: FAXBOX_SECRET_KEY is not set, so no signing key can be shown or made.
+    signing_keys: SigningKeys | None = None
+    webhook_networks: Sequence[IPNetwork] = ()
+    webhook_resolver: Resolver = system_resolver
+    send_limits: SendLimits = field(default_factory=SendLimits)
+
+    @property
+    def sending(self) -> Sending:
+        return Sending(
+            store=self.store,
+            submissions=SubmissionStore(self.store.db),
+            cancellations=Cancellations(self.store.db),
+            outbox=self.outbox,
+            limits=self.send_limits,
+        )
+
+    @property
+    def hooks(self) -> Hooks:
+        return Hooks(
+            store=self.store,
+            webhooks=WebhookStore(self.store.db),
+            keys=self.signing_keys,
+            outbox=self.outbox,
+            allowed=self.webhook_networks,
+            resolver=self.webhook_resolver,
+            publish_wait_s=self.send_limits.publish_wait_s,
+        )
 
 
 class NotSignedIn(Exception):
@@ -123,12 +162,17 @@ async def submitted_csrf(request: Request) -> str | None:
     return None
 
 
-async def checked_principal(
-    request: Request, principal: Annotated[Principal, Depends(current_principal)]
-) -> Principal:
-    """The principal of a state-changing request, after the CSRF and scope checks."""
-    if principal.token_id is not None and principal.scope is not TokenScope.ADMIN:
-        raise Forbidden("this API token may only read (scope read); changes need scope admin")
+def require_scope(principal: Principal, scope: TokenScope) -> None:
+    """An API token must carry ``scope`` or a wider one; a signed-in browser may do what
+    its role may."""
+    if principal.token_id is not None and not principal.scope.covers(scope):
+        raise Forbidden(
+            f"this API token has scope {principal.scope.value}; this needs scope {scope.value}"
+            + (" or admin" if scope is TokenScope.SEND else "")
+        )
+
+
+async def _csrf_checked(request: Request, principal: Principal) -> Principal:
     if principal.csrf is not None and not tokens_match(
         principal.csrf, await submitted_csrf(request)
     ):
@@ -136,8 +180,25 @@ async def checked_principal(
     return principal
 
 
+async def checked_principal(
+    request: Request, principal: Annotated[Principal, Depends(current_principal)]
+) -> Principal:
+    """The principal of a state-changing request, after the CSRF and scope checks."""
+    require_scope(principal, TokenScope.ADMIN)
+    return await _csrf_checked(request, principal)
+
+
+async def sending_principal(
+    request: Request, principal: Annotated[Principal, Depends(current_principal)]
+) -> Principal:
+    """Sending, cancelling or resending a fax: scope send is enough for an API token."""
+    require_scope(principal, TokenScope.SEND)
+    return await _csrf_checked(request, principal)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 CheckedPrincipal = Annotated[Principal, Depends(checked_principal)]
+SendingPrincipal = Annotated[Principal, Depends(sending_principal)]
 Deps = Annotated[PortalDeps, Depends(deps_of)]
 
 

@@ -24,6 +24,7 @@ from faxbox.portal.deps import (
 )
 from faxbox.portal.localtime import clock_for, with_faxboxes
 from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
+from faxbox.portal.send_pages import fax_actions
 from faxbox.portal.sessions import (
     change_password,
     end_session,
@@ -35,6 +36,7 @@ from faxbox.portal.sessions import (
 from faxbox.portal.throttle import TooManyFailures
 from faxbox.portal.views import range_note, render
 from faxbox.shared import numbers
+from faxbox.shared.faxview import from_record
 from faxbox.shared.store import (
     NotFound,
     NumberAlreadyAssigned,
@@ -229,6 +231,8 @@ async def fax_page(
         "fax.html",
         principal,
         fax=record,
+        view=from_record(record),
+        **fax_actions(record),
         kinds=faxes.available_kinds(record),
         clock=await clock_for(deps.store, principal.user, account_id, [record.faxbox_id]),
         api_base=f"/api/accounts/{account_id}/faxes/{month}/{fax_id}",
@@ -405,6 +409,7 @@ async def admin_faxbox_settings(
     caller_id: Annotated[str, Form()] = "",
     identity: Annotated[str, Form()] = "",
     header_name: Annotated[str, Form()] = "",
+    header_format: Annotated[str, Form()] = "",
     timezone: Annotated[str, Form()] = "UTC",
     permission_list: Annotated[str, Form()] = "",
     sender_auth: Annotated[str, Form()] = SenderAuth.REQUIRED.value,
@@ -416,6 +421,7 @@ async def admin_faxbox_settings(
             caller_id=caller_id,
             identity=identity,
             header_name=header_name,
+            header_format=header_format.strip() or None,
             timezone=timezone.strip() or "UTC",
             permission_list=[line.strip() for line in permission_list.splitlines() if line.strip()],
             sender_auth=SenderAuth(sender_auth),

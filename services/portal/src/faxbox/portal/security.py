@@ -14,7 +14,8 @@
   Requests authenticated with an API token carry no ambient credential and need none.
 * API tokens are random 256-bit secrets shown once; only their SHA-256 is stored (a
   slow hash adds nothing for secrets of that entropy, and every API call checks one).
-  Each has a scope (``read``: GET requests only; ``admin``: everything its user may do)
+  Each has a scope (``read``: GET requests only; ``send``: also send, cancel and resend
+  faxes; ``admin``: everything its user may do)
   and an expiry, and carries the password fingerprint of its creation: a token stops
   working (and is deleted) once its user's password changes.
 """
@@ -66,8 +67,15 @@ def _digest(secret: str) -> str:
 
 
 class TokenScope(StrEnum):
-    READ = "read"
-    ADMIN = "admin"
+    """What an API token may do; each scope includes the ones before it."""
+
+    READ = "read"  # GET requests only
+    SEND = "send"  # also send, cancel and resend faxes
+    ADMIN = "admin"  # everything its user may do
+
+    def covers(self, needed: TokenScope) -> bool:
+        order = list(TokenScope)
+        return order.index(self) >= order.index(needed)
 
 
 @dataclass(frozen=True, slots=True)

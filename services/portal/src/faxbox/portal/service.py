@@ -18,16 +18,21 @@ from faxbox.portal.app import create_app
 from faxbox.portal.clientaddr import TrustedProxies
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement, vhost_of
 from faxbox.portal.deps import Links, PortalDeps
+from faxbox.portal.outbound import SendLimits
 from faxbox.portal.security import SessionStore, TokenStore
 from faxbox.portal.settings import PortalSettings
 from faxbox.portal.throttle import SignInLimits, SignInThrottle
 from faxbox.shared import runner
 from faxbox.shared.runner import Runtime
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.store.signing_keys import SigningKeys
+from faxbox.shared.store.webhooks import WebhookStore
+from faxbox.shared.urlguard import parse_networks
+from faxbox.shared.wiring import infrastructure, outbox
 
 log = logging.getLogger(__name__)
 
 Settings = PortalSettings
+SERVICE = "portal"
 
 
 class _Server(uvicorn.Server):
@@ -75,6 +80,8 @@ def bound_port(server: uvicorn.Server) -> int:
 async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[None]:
     async with (
         infrastructure(settings, runtime) as infra,
+        # Submissions, cancels and replays: recorded, published, swept if unconfirmed.
+        outbox(infra, settings, SERVICE) as box,
         httpx.AsyncClient() as http,
     ):
         tokens = TokenStore(infra.store.db)
@@ -91,6 +98,10 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             ),
         )
         await signin.ensure_indexes()
+        await WebhookStore(infra.store.db).ensure_indexes()
+        secrets = settings.box()
+        if secrets is None:
+            log.warning("FAXBOX_SECRET_KEY is not set: webhook signing keys cannot be shown")
         deps = PortalDeps(
             store=infra.store,
             tokens=tokens,
@@ -111,6 +122,15 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             health_urls=dict(settings.service_health_urls),
             links=Links(rabbitmq_ui=settings.rabbitmq_ui_url, grafana=settings.grafana_url),
             signin=signin,
+            outbox=box,
+            signing_keys=SigningKeys(infra.store.db, secrets) if secrets else None,
+            webhook_networks=parse_networks(settings.webhooks_allowed_networks),
+            send_limits=SendLimits(
+                max_upload_bytes=settings.portal_max_upload_bytes,
+                render_timeout_s=settings.portal_render_timeout_s,
+                max_pages=settings.portal_max_pages,
+                publish_wait_s=settings.portal_publish_wait_s,
+            ),
         )
         async with serve(create_app(deps), settings.portal_host, settings.portal_port) as server:
             runtime.add_check("http", lambda: server.started and not server.should_exit)
@@ -122,4 +142,4 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
 
 
 def run(settings: PortalSettings) -> None:
-    runner.run("portal", settings, partial(service, settings=settings))
+    runner.run(SERVICE, settings, partial(service, settings=settings))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from faxbox.shared.settings import OwnershipSettings, ServiceSettings
+from faxbox.shared.secretbox import SecretSettings
+from faxbox.shared.settings import OwnershipSettings, ServiceSettings, WebhookTargetSettings
 
 
-class PortalSettings(ServiceSettings, OwnershipSettings):
+class PortalSettings(ServiceSettings, OwnershipSettings, SecretSettings, WebhookTargetSettings):
     portal_host: str = "127.0.0.1"
     portal_port: int = Field(default=8080, ge=0, le=65535)
     portal_trusted_proxies: tuple[str, ...] = Field(
@@ -40,3 +41,19 @@ class PortalSettings(ServiceSettings, OwnershipSettings):
         default=100, ge=1, description="Failed sign-ins to one account from all addresses."
     )
     signin_window_s: int = Field(default=15 * 60, ge=1)
+    portal_max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest document sent through the API or the Send page (the "
+        "validator's own limit is checked again when it decides).",
+    )
+    portal_render_timeout_s: float = Field(
+        default=60.0, gt=0, description="Rendering the preview of a document to send."
+    )
+    portal_max_pages: int = Field(default=100, ge=1, description="Pages a preview renders.")
+    portal_publish_wait_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a send, cancel or replay waits for the broker's confirm "
+        "before answering; it is recorded already, and the outbox sweep publishes it later.",
+    )

@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from faxbox.fax.line.contract import page_report
 from faxbox.fax.outcome import FaxOutcome
+from faxbox.shared.contracts import PageReport
 
 Direction = Literal["to_sim", "from_sim"]
 Media = Literal["g711", "t38"]
@@ -31,6 +33,8 @@ class OutcomeSummary(BaseModel):
     remote_id: str
     bit_rate: int
     ecm: bool
+    # The simulated machine's own per-page report (phase D), to check the caller's with.
+    page_report: list[PageReport] = []
 
     @classmethod
     def of(cls, outcome: FaxOutcome) -> OutcomeSummary:
@@ -44,6 +48,7 @@ class OutcomeSummary(BaseModel):
             remote_id=outcome.remote_id,
             bit_rate=outcome.bit_rate,
             ecm=outcome.ecm,
+            page_report=list(page_report(outcome)),
         )
 
 

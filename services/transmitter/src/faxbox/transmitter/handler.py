@@ -25,6 +25,19 @@ attempt's outcome, before its last message (the history's timeline shows every c
 tried). A carrier that sent Retry-After is skipped until then. A failed attempt that may
 be retried returns ``FaxAttemptFailed`` with a ``RetryLater(delay)``: once it is
 published, the broker holds the message for the redial delay.
+
+Each call is announced (``FaxAttemptStarted``) once a channel is held, just before
+dialling: a decision of its own (``<fax_id>#<attempt>:started``), recorded and published
+at once, and left to the outbox's sweep if the broker does not confirm it. The document
+goes on the line with our header line drawn in (``transmitter.document``), and the TIFF
+of the call that ends the fax is stored and named as ``transmitted_tiff``. Every call's
+per-page report travels with its outcome; a fax whose last call had some pages
+confirmed, not all, ends as partly sent (``FaxFailed.partial``).
+
+Cancelled (``fax_cancellations``, see ``transmitter.cancelling``): a fax is looked up
+there before each call and every ``cancel_poll_s`` while on the line; on the line, the
+call is stopped where it is and hung up, and the fax ends as cancelled with what was
+confirmed.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import contextlib
 import logging
 import math
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -44,18 +58,22 @@ from faxbox.fax.tiffcheck import TiffRejected, check_tiff
 from faxbox.shared.contracts import (
     DocumentRef,
     FailureClass,
+    FailureReason,
     FaxAttemptFailed,
+    FaxAttemptStarted,
     FaxFailed,
     FaxFailure,
     FaxSent,
     Message,
     OutboundFaxRequested,
+    PageReport,
 )
-from faxbox.shared.outbox import Decided, DecisionStore, Recorded
+from faxbox.shared.outbox import Decided, DecisionStore, Outbox, Recorded
 from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
 from faxbox.transmitter.carriers import CarrierCooldown, CarrierSlots, Slot, eligible_carriers
+from faxbox.transmitter.document import stamped
 from faxbox.transmitter.jobs import TERMINAL, Finish, Job, JobLedger, JobState
 from faxbox.transmitter.line import CallReport, Dial, FaxLine
 
@@ -66,6 +84,11 @@ CODE_BAD_DOCUMENT = -1
 CODE_NO_DOCUMENT = -2
 CODE_NO_RESOURCES = -3
 CODE_INTERNAL = -4
+CODE_CANCELLED = -5
+
+# A call's announcement has the same message id however often it is made (a redelivered
+# request resuming the same attempt): consumers see it once.
+_STARTED = uuid.UUID("5b1e4c2a-7d3f-4e8a-9c6b-0f2d1a3e5c7b")
 
 NO_RESOURCES = "no available resources"
 
@@ -77,6 +100,19 @@ class CarrierSource(Protocol):
 class DocumentSource(Protocol):
     async def fetch(self, ref: DocumentRef, path: Path) -> None:
         """Write the document to ``path``; ``NotFound`` if it is gone."""
+        ...
+
+    async def put_transmitted(
+        self, message: OutboundFaxRequested, attempt: int, path: Path
+    ) -> DocumentRef:
+        """Keep the TIFF a call sent, in the fax's account-month bucket (once per
+        attempt: a second call for the same attempt finds the first one's)."""
+        ...
+
+
+class CancellationSource(Protocol):
+    async def requested_at(self, fax_id: str) -> datetime | None:
+        """When the fax's sender asked to cancel it; None if they did not."""
         ...
 
 
@@ -93,9 +129,14 @@ class Deps:
     documents: DocumentSource
     line: FaxLine
     decisions: DecisionStore
+    # Records and publishes at once what must be out before the handler ends (the call's
+    # announcement); the attempt's outcome is returned for the runtime instead.
+    outbox: Outbox
+    cancellations: CancellationSource
     worker_id: str
     calls: asyncio.Semaphore  # max_calls
     lease_s: float = 60.0
+    cancel_poll_s: float = 2.0
     busy_retry_s: int = 15
     busy_give_up_s: float = 1800.0
     spool_dir: Path | None = None
@@ -121,7 +162,7 @@ def attempt_key(fax_id: str, attempt: int) -> str:
 async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> Recorded | None:
     """Database or broker trouble propagates: the settling policy waits it out."""
     now = deps.clock()
-    job = await deps.ledger.ensure(message.fax_id, now)
+    job = await deps.ledger.ensure(message.fax_id, now, message.model_dump_json())
     if job.state is JobState.IN_CALL and not job.lease_live(now):
         job = await _end_as_recorded(job, deps)
     if job.state in TERMINAL:
@@ -209,7 +250,9 @@ def finish_of(job: Job, recorded: Recorded) -> Finish:
 async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recorded | None:
     with tempfile.TemporaryDirectory(prefix="faxbox-tx-", dir=deps.spool_dir) as tmp:
         path = Path(tmp) / "fax.tif"
-        failure = await _load_document(message.fax_tiff, path, deps)
+        if await deps.cancellations.requested_at(message.fax_id) is not None:
+            return await cancelled(message, job, deps, calls=job.attempt - 1)
+        failure = await _load_document(message, path, deps)
         if failure is not None:
             return await _fail(message, job, failure, deps, pages_sent=0, calls=job.attempt - 1)
         carriers = eligible_carriers(
@@ -235,11 +278,18 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
                 failovers.pop()  # no other carrier has a free channel: the last failure stands
                 break
             try:
-                report = await _call_with_lease(message, job, slot, path, deps)
+                if not tried:  # one announcement per attempt, whichever carrier
+                    await _announce(message, job, slot.carrier, deps)
+                dial = _dial(message, job, slot, path)
+                report = await _call_with_lease(dial, job, slot, deps)
             finally:
                 await _release(slot, deps)
             if report is None:
                 return None
+            if dial.stop.is_set():
+                return await cancelled(
+                    message, job, deps, calls=job.attempt, report=report, sent=path
+                )
             carrier = slot.carrier
             tried.add(carrier.id)
             if report.retry_after_s:
@@ -252,7 +302,7 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
             failovers.append(_failed_over(message, job, carrier, report, deps))
     if outcome is None:
         return None
-    return await _conclude(message, job, outcome[0], outcome[1], deps, tuple(failovers))
+    return await _conclude(message, job, outcome[0], outcome[1], deps, path, tuple(failovers))
 
 
 def _untried(
@@ -272,6 +322,32 @@ def _failed_over(
     return event.model_copy(update={"carrier_failover": True})
 
 
+async def _announce(message: OutboundFaxRequested, job: Job, carrier: Carrier, deps: Deps) -> None:
+    started = FaxAttemptStarted(
+        message_id=uuid.uuid5(_STARTED, f"{message.fax_id}#{job.attempt}").hex,
+        fax_id=message.fax_id,
+        account_id=message.account_id,
+        month=message.month,
+        user_id=message.user_id,
+        faxbox_id=message.faxbox_id,
+        destination=message.destination,
+        caller_id=message.settings.caller_id,
+        attempt=job.attempt,
+        carrier_id=carrier.id,
+        pages_total=message.pages,
+    )
+    recorded = await deps.outbox.record(
+        Decided(f"{attempt_key(message.fax_id, job.attempt)}:started", (started,))
+    )
+    try:
+        await deps.outbox.deliver(recorded)
+    except Exception as exc:
+        if not is_infrastructure(exc):
+            raise
+        # Recorded and owed: the sweep publishes it. The call need not wait for the broker.
+        log.warning("the call's announcement is left to the outbox's sweep: %r", exc)
+
+
 async def _release(slot: Slot, deps: Deps) -> None:
     # The call is over: a database error here must not lose its outcome (the fax would
     # be dialled again). An unreleased channel frees itself when its lease runs out.
@@ -283,28 +359,43 @@ async def _release(slot: Slot, deps: Deps) -> None:
         log.warning("could not release channel %s (its lease will run out): %r", slot.key, exc)
 
 
-async def _load_document(ref: DocumentRef, path: Path, deps: Deps) -> FaxFailure | None:
+async def _load_document(
+    message: OutboundFaxRequested, path: Path, deps: Deps
+) -> FaxFailure | None:
+    """The fax TIFF, checked, with our header line drawn in, at ``path``."""
+    plain = path.with_name("plain.tif")
     try:
-        await deps.documents.fetch(ref, path)
+        await deps.documents.fetch(message.fax_tiff, plain)
     except NotFound:
         return FaxFailure(
             failure_class=FailureClass.document,
             code=CODE_NO_DOCUMENT,
             text="The document to fax could no longer be found.",
+            reason=FailureReason.document_unavailable,
         )
     try:
+        await asyncio.to_thread(check_tiff, plain)
+        data = await asyncio.to_thread(plain.read_bytes)
+        headed = await asyncio.to_thread(stamped, data, message, deps.clock())
+        await asyncio.to_thread(path.write_bytes, headed)
         await asyncio.to_thread(check_tiff, path)
     except TiffRejected as exc:
         log.warning("refusing the document before dialling: %s", exc.message)
         return FaxFailure(
-            failure_class=FailureClass.document, code=CODE_BAD_DOCUMENT, text=exc.message
+            failure_class=FailureClass.document,
+            code=CODE_BAD_DOCUMENT,
+            text=exc.message,
+            reason=FailureReason.document_unreadable,
         )
     return None
 
 
 def _no_resources() -> FaxFailure:
     return FaxFailure(
-        failure_class=FailureClass.resources, code=CODE_NO_RESOURCES, text=NO_RESOURCES
+        failure_class=FailureClass.resources,
+        code=CODE_NO_RESOURCES,
+        text=NO_RESOURCES,
+        reason=FailureReason.no_available_resources,
     )
 
 
@@ -322,12 +413,9 @@ async def _all_busy(
     raise RetryLater(f"every channel of {names} is in use", deps.busy_retry_s)
 
 
-async def _call_with_lease(
-    message: OutboundFaxRequested, job: Job, slot: Slot, path: Path, deps: Deps
-) -> CallReport | None:
-    """Run the call while renewing our leases; None if the job stopped being ours."""
+def _dial(message: OutboundFaxRequested, job: Job, slot: Slot, path: Path) -> Dial:
     settings = message.settings
-    dial = Dial(
+    return Dial(
         fax_id=message.fax_id,
         destination=message.destination,
         caller_id=settings.caller_id,
@@ -335,19 +423,35 @@ async def _call_with_lease(
         tiff=path,
         pages_total=message.pages,
         identity=settings.identity or (settings.caller_id or ""),
-        header_name=settings.header_name,
         timezone=settings.timezone,
         degrade=job.degrade,
     )
+
+
+async def _call_with_lease(dial: Dial, job: Job, slot: Slot, deps: Deps) -> CallReport | None:
+    """Run the call while renewing our leases and watching for a cancel; None if the job
+    stopped being ours. A cancel sets ``dial.stop``: the line ends the call cleanly and
+    the report says what was confirmed."""
     metrics.CALLS_IN_PROGRESS.inc()
     task = asyncio.create_task(_transmit(deps.line, dial))
     try:
         interval = max(0.2, deps.lease_s / 3)
+        wake = min(interval, deps.cancel_poll_s)
+        loop = asyncio.get_running_loop()
+        renewed_at = loop.time()
         good_until = deps.clock() + timedelta(seconds=deps.lease_s)
         while True:
-            done, _ = await asyncio.wait({task}, timeout=interval)
+            done, _ = await asyncio.wait({task}, timeout=wake)
             if done:
                 return task.result()
+            if not dial.stop.is_set():
+                with contextlib.suppress(Exception):
+                    if await deps.cancellations.requested_at(dial.fax_id) is not None:
+                        log.info("the fax was cancelled during the call; hanging up")
+                        dial.stop.set()
+            if loop.time() - renewed_at < interval - 0.01:
+                continue
+            renewed_at = loop.time()
             now = deps.clock()
             until = now + timedelta(seconds=deps.lease_s)
             try:
@@ -466,6 +570,7 @@ async def _conclude(
     carrier: Carrier,
     report: CallReport,
     deps: Deps,
+    sent_tiff: Path,
     failovers: tuple[Message, ...] = (),
 ) -> Recorded | None:
     """End the attempt with the last carrier's call, after the carriers it failed over from."""
@@ -474,6 +579,7 @@ async def _conclude(
     metrics.PAGES_SENT.inc(report.pages_sent)
     if report.success:
         assert report.statistics is not None
+        transmitted = await deps.documents.put_transmitted(message, job.attempt, sent_tiff)
         sent = FaxSent(
             fax_id=message.fax_id,
             account_id=message.account_id,
@@ -484,10 +590,11 @@ async def _conclude(
             attempts=job.attempt,
             carrier_id=carrier.id,
             statistics=report.statistics,
-            # The TIFF we fed spandsp is the document as transmitted; it is already in
-            # the fax's account-month bucket, so it is referenced, not copied.
-            transmitted_tiff=message.fax_tiff,
+            # The TIFF we fed spandsp, header line and all: page 1 of the sent mail's
+            # thumbnail is page 1 as the far end printed it.
+            transmitted_tiff=transmitted,
             source_message_id=message.source_message_id,
+            page_report=report.page_report,
         )
         finish = Finish(JobState.SENT, _outcome_doc(report, carrier, now))
         recorded = await _end_attempt(deps, job, finish, (*failovers, sent), None)
@@ -516,6 +623,7 @@ async def _conclude(
             carrier=carrier,
             report=report,
             failovers=failovers,
+            sent=sent_tiff,
         )
     delay = max(1, policy.delay_before_attempt(job.failed_attempts + 2))
     next_at = now + timedelta(seconds=delay)
@@ -560,6 +668,7 @@ def _attempt_failed(
         pages_sent=report.pages_sent,
         carrier_id=carrier.id,
         next_attempt_at=next_at,
+        page_report=report.page_report,
     )
 
 
@@ -574,7 +683,12 @@ async def _fail(
     carrier: Carrier | None = None,
     report: CallReport | None = None,
     failovers: tuple[Message, ...] = (),
+    sent: Path | None = None,
+    page_report: tuple[PageReport, ...] | None = None,
 ) -> Recorded | None:
+    transmitted = None
+    if sent is not None and report is not None and report.pages_sent > 0:
+        transmitted = await deps.documents.put_transmitted(message, job.attempt, sent)
     failed = FaxFailed(
         fax_id=message.fax_id,
         account_id=message.account_id,
@@ -587,6 +701,8 @@ async def _fail(
         pages_sent=pages_sent,
         pages_total=message.pages,
         source_message_id=message.source_message_id,
+        page_report=page_report if page_report is not None else _report_of(report),
+        transmitted_tiff=transmitted,
     )
     outcome = _outcome_doc(report or CallReport(failure, pages_sent), carrier, deps.clock())
     # A call that was made is an attempt like the others (with no next one); a fax
@@ -599,6 +715,63 @@ async def _fail(
     if recorded is None:
         log.error("fax failed but the job was no longer ours; not publishing")
         return None
-    metrics.OUTCOMES.labels("failed", failure.failure_class.value).inc()
-    log.info("fax failed for good: %s (%s)", failure.text, failure.failure_class.value)
+    outcome_name = "partial" if failed.partial else "failed"
+    metrics.OUTCOMES.labels(outcome_name, failure.failure_class.value).inc()
+    log.info(
+        "fax %s for good: %s (%s), %d of %d pages",
+        "partly sent" if failed.partial else "failed",
+        failure.text,
+        failure.failure_class.value,
+        pages_sent,
+        message.pages,
+    )
     return recorded
+
+
+def _report_of(report: CallReport | None) -> tuple[PageReport, ...]:
+    return report.page_report if report is not None else ()
+
+
+async def cancelled(
+    message: OutboundFaxRequested,
+    job: Job,
+    deps: Deps,
+    *,
+    calls: int,
+    report: CallReport | None = None,
+    sent: Path | None = None,
+) -> Recorded | None:
+    """End the fax as cancelled by its sender, with what its last call confirmed.
+
+    ``job`` is claimed for this attempt: during a call, ``report`` is the call's; before
+    one (queued, between calls), the previous attempt's recorded outcome gives the last
+    call's figures.
+    """
+    pages_sent: int = 0
+    page_report: tuple[PageReport, ...] = ()
+    if report is not None:
+        pages_sent, page_report = report.pages_sent, report.page_report
+    else:
+        previous = await deps.decisions.get(attempt_key(job.fax_id, job.attempt - 1))
+        last = _first(previous.messages, FaxAttemptFailed) if previous is not None else None
+        if last is not None:
+            pages_sent, page_report = last.pages_sent, last.page_report
+    during = " during the call" if report is not None else ""
+    failure = FaxFailure(
+        failure_class=FailureClass.cancelled,
+        code=CODE_CANCELLED,
+        text=f"The fax was cancelled by its sender{during}; "
+        f"{pages_sent} of {message.pages} pages had been confirmed.",
+        reason=FailureReason.cancelled,
+    )
+    return await _fail(
+        message,
+        job,
+        failure,
+        deps,
+        pages_sent=pages_sent,
+        calls=calls,
+        report=report,
+        sent=sent,
+        page_report=page_report,
+    )

@@ -14,7 +14,13 @@ can never both dial the same attempt:
   that attempt, once the attempt's outcome is recorded as a decision of the outbox
   (``<fax>#<attempt>``, see ``faxbox.shared.outbox``), which is what a redelivery
   publishes again; or, when that holder died between the two writes, by the next
-  worker, from the recorded outcome.
+  worker, from the recorded outcome;
+- ``queued`` / ``waiting_retry`` → ``in_call`` → ``failed``: a cancel between calls,
+  taken as a claim is (the next attempt's number, by whoever wins its insert, so a
+  cancel and a redial never both win) and ended at once with no call made.
+
+The request itself is kept in the job (``request_json``, written with the job), so a
+cancel that arrives while the request waits in a retry queue can end the fax at once.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class Job:
     next_attempt_at: datetime | None = None
     busy_since: datetime | None = None
     last_outcome: dict[str, Any] | None = None
+    request_json: str | None = None
 
     def lease_live(self, now: datetime) -> bool:
         return self.lease_until is not None and self.lease_until > now
@@ -77,6 +84,7 @@ class Job:
             next_attempt_at=doc.get("next_attempt_at"),
             busy_since=doc.get("busy_since"),
             last_outcome=doc.get("last_outcome"),
+            request_json=doc.get("request_json"),
         )
 
 
@@ -92,8 +100,8 @@ class Finish:
 
 
 class JobLedger(Protocol):
-    async def ensure(self, fax_id: str, now: datetime) -> Job:
-        """The job, created as ``queued`` on first sight."""
+    async def ensure(self, fax_id: str, now: datetime, request_json: str | None = None) -> Job:
+        """The job, created as ``queued`` on first sight (keeping the request)."""
         ...
 
     async def get(self, fax_id: str) -> Job | None: ...
@@ -114,6 +122,13 @@ class JobLedger(Protocol):
         self, fax_id: str, worker_id: str, attempt: int, retry_at: datetime, now: datetime
     ) -> bool:
         """Undo our claim without a call (every carrier busy): not an attempt."""
+        ...
+
+    async def claim_cancel(
+        self, fax_id: str, worker_id: str, now: datetime, lease_s: float
+    ) -> Job | None:
+        """Take a job that is not on the line (queued, waiting for a redial, due or not)
+        to end it as cancelled; None when it is on the line or over, or another took it."""
         ...
 
 
@@ -140,7 +155,7 @@ class MongoJobLedger:
             [("state", ASCENDING), ("lease_until", ASCENDING)], name="state_lease"
         )
 
-    async def ensure(self, fax_id: str, now: datetime) -> Job:
+    async def ensure(self, fax_id: str, now: datetime, request_json: str | None = None) -> Job:
         with contextlib.suppress(DuplicateKeyError):
             await self.collection.insert_one(
                 {
@@ -149,6 +164,7 @@ class MongoJobLedger:
                     "attempt": 0,
                     "failed_attempts": 0,
                     "degrade": 0,
+                    "request_json": request_json,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -163,8 +179,13 @@ class MongoJobLedger:
         return None if doc is None else Job.from_doc(doc)
 
     async def claim(self, fax_id: str, worker_id: str, now: datetime, lease_s: float) -> Job | None:
+        return await self._take(claimable_filter(fax_id, now), fax_id, worker_id, now, lease_s)
+
+    async def _take(
+        self, filter_: Doc, fax_id: str, worker_id: str, now: datetime, lease_s: float
+    ) -> Job | None:
         doc = await self.collection.find_one_and_update(
-            claimable_filter(fax_id, now),
+            filter_,
             {
                 "$set": {
                     "state": JobState.IN_CALL.value,
@@ -238,3 +259,12 @@ class MongoJobLedger:
             },
         )
         return result.matched_count == 1
+
+    async def claim_cancel(
+        self, fax_id: str, worker_id: str, now: datetime, lease_s: float
+    ) -> Job | None:
+        waiting = {
+            "_id": fax_id,
+            "state": {"$in": [JobState.QUEUED.value, JobState.WAITING_RETRY.value]},
+        }
+        return await self._take(waiting, fax_id, worker_id, now, lease_s)

@@ -12,19 +12,20 @@ another call, or another carrier at once (``carrier_trouble``), is ours.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from faxbox.fax.line import LineSettings, send
-from faxbox.fax.line.contract import call_failure, fax_failure, transfer_statistics
+from faxbox.fax.line.contract import call_failure, fax_failure, page_report, transfer_statistics
 from faxbox.fax.line.pace import real_seconds
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import CallSettings, Compression, Modem
 from faxbox.fax.sip.carrier import carrier_uri, credentials
 from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
-from faxbox.shared.contracts import FaxFailure, TransferStatistics
+from faxbox.shared.contracts import FaxFailure, PageReport, TransferStatistics
 from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Carrier
 
@@ -42,9 +43,11 @@ class Dial:
     tiff: Path
     pages_total: int
     identity: str = ""
-    header_name: str = ""
     timezone: str = "UTC"
     degrade: int = 0  # protocol fallback: 1 ECM off, 2 also no V.17, 3 V.27ter only
+    first_page: int = 1  # the document's page ``tiff`` starts with
+    # Set when the fax is cancelled: the call ends at once (hung up cleanly, see line).
+    stop: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class CallReport:
     # connection): the handler tries the next carrier within the same attempt.
     carrier_trouble: bool = False
     retry_after_s: int | None = None  # a 503's Retry-After: leave the carrier alone that long
+    page_report: tuple[PageReport, ...] = ()
 
     @property
     def success(self) -> bool:
@@ -83,11 +87,17 @@ def sip_failure(exc: CallFailed) -> CallReport:
 
 
 def report_from_outcome(
-    outcome: FaxOutcome, *, pages_total: int, duration_s: float, media: str
+    outcome: FaxOutcome, *, pages_total: int, duration_s: float, media: str, first_page: int = 1
 ) -> CallReport:
     statistics = transfer_statistics(outcome, pages_total=pages_total, duration_s=duration_s)
     failure = fax_failure(outcome, pages_expected=pages_total)
-    return CallReport(failure, outcome.pages_transferred, statistics, media)
+    return CallReport(
+        failure,
+        outcome.pages_transferred,
+        statistics,
+        media,
+        page_report=page_report(outcome, first_page=first_page),
+    )
 
 
 def call_settings(dial: Dial) -> CallSettings:
@@ -100,10 +110,11 @@ def call_settings(dial: Dial) -> CallSettings:
     compressions = (
         frozenset(Compression) if ecm else frozenset({Compression.T4_1D, Compression.T4_2D})
     )
+    # No header_name: the header line is in the TIFF already (transmitter.document), so
+    # spandsp draws none of its own.
     return CallSettings(
         file=dial.tiff,
         local_identity=dial.identity[:20],
-        header_name=dial.header_name,
         timezone=dial.timezone,
         ecm=ecm,
         modems=modems,
@@ -155,7 +166,7 @@ class SipFaxLine:
         except CallFailed as exc:
             log.info("call to %s via %s failed: %s", dial.destination, carrier.name, exc)
             return sip_failure(exc)
-        result = await send(call, call_settings(dial), self.line, name=dial.fax_id)
+        result = await send(call, call_settings(dial), self.line, name=dial.fax_id, stop=dial.stop)
         outcome = result.fax
         log.info(
             "fax call via %s ended: %s, %d/%d pages over %s",
@@ -166,5 +177,9 @@ class SipFaxLine:
             result.media,
         )
         return report_from_outcome(
-            outcome, pages_total=dial.pages_total, duration_s=result.duration_s, media=result.media
+            outcome,
+            pages_total=dial.pages_total,
+            duration_s=result.duration_s,
+            media=result.media,
+            first_page=dial.first_page,
         )

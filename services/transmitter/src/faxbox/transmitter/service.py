@@ -14,17 +14,26 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+from pymongo.errors import DuplicateKeyError
 
 from faxbox.fax.sip.settings import SipSettings, start_user_agent
 from faxbox.shared import runner
-from faxbox.shared.contracts import DocumentRef, FaxSent, Message, OutboundFaxRequested
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FaxCancelRequested,
+    FaxSent,
+    Message,
+    OutboundFaxRequested,
+)
 from faxbox.shared.outbox import Outbox, Publisher
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
+from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.transmitter import carriers, jobs
+from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.handler import Deps, handle_outbound
 from faxbox.transmitter.line import SipFaxLine
 
@@ -75,6 +84,9 @@ class Settings(ServiceSettings, SecretSettings):
         default=60.0, gt=0, description="A job or channel not renewed for this long is free."
     )
     transmitter_busy_retry_s: int = Field(default=15, ge=1)
+    transmitter_cancel_poll_s: float = Field(
+        default=2.0, gt=0, description="How often a call looks whether its fax was cancelled."
+    )
     transmitter_busy_give_up_s: float = Field(default=1800.0, ge=0)
     transmitter_worker_id: str = Field(default_factory=_default_worker_id)
     transmitter_spool_dir: Path | None = None
@@ -90,6 +102,32 @@ class GridFsDocuments:
         with path.open("wb") as f:
             async for chunk in self.store.documents.stream(ref):
                 f.write(chunk)
+
+    async def put_transmitted(
+        self, message: OutboundFaxRequested, attempt: int, path: Path
+    ) -> DocumentRef:
+        refs = self.store.documents.refs(message.account_id, message.month)
+        key = f"{message.fax_id}:transmitted#{attempt}"
+        known = await refs.find_one({"_id": key})
+        if known is not None:
+            return DocumentRef.model_validate(known["ref"])
+        ref = await self.store.documents.put(
+            message.account_id,
+            message.month,
+            await asyncio.to_thread(path.read_bytes),
+            filename=f"{message.fax_id}-sent.tif",
+            content_type="image/tiff",
+            metadata={"fax_id": message.fax_id, "role": "transmitted", "attempt": attempt},
+        )
+        try:
+            await refs.insert_one({"_id": key, "ref": ref.model_dump(mode="json")})
+        except DuplicateKeyError:  # two workers on one attempt: the first one's stands
+            await self.store.documents.delete(ref)
+            known = await refs.find_one({"_id": key})
+            if known is None:
+                raise
+            return DocumentRef.model_validate(known["ref"])
+        return ref
 
 
 class CrashAfterSent:
@@ -141,9 +179,12 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             documents=GridFsDocuments(infra.store),
             line=line,
             decisions=box.store,
+            outbox=box,
+            cancellations=Cancellations(infra.store.db),
             worker_id=settings.transmitter_worker_id,
             calls=asyncio.Semaphore(settings.max_calls),
             lease_s=settings.transmitter_lease_s,
+            cancel_poll_s=settings.transmitter_cancel_poll_s,
             busy_retry_s=settings.transmitter_busy_retry_s,
             busy_give_up_s=settings.transmitter_busy_give_up_s,
             max_carrier_tries=settings.transmitter_max_carrier_tries,
@@ -158,7 +199,11 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             settings.max_calls,
         )
         consumer = infra.bus.consumer(
-            SERVICE, {OutboundFaxRequested: box.consuming(partial(handle_outbound, deps=deps))}
+            SERVICE,
+            {
+                OutboundFaxRequested: box.consuming(partial(handle_outbound, deps=deps)),
+                FaxCancelRequested: box.consuming(partial(handle_cancel, deps=deps)),
+            },
         )
         try:
             async with consumer.running(settings.shutdown_grace_s):

@@ -54,7 +54,7 @@ from faxbox.shared.store import Account, Faxbox, SenderAuth, User
 from faxbox.validator.authz import SenderMatch, SenderProof, match_sender, prove_sender
 from faxbox.validator.merge import concatenate
 from faxbox.validator.mime import Caps, Mail, Part, PartRole, describe, parse_mail
-from faxbox.validator.ports import Claims, Directory, PageCounters, Renderer
+from faxbox.validator.ports import Claims, Directory, NumberInventory, PageCounters, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +222,18 @@ def _number_reason(
                 pass
             else:
                 hint = f"Did you mean {fax_address(suggestion.e164, account.realm)}?"
-    code = {
-        RefusalCode.BLOCKED_CATEGORY: RejectionCode.blocked_number,
-        RefusalCode.COUNTRY_NOT_ALLOWED: RejectionCode.country_not_allowed,
-    }.get(refused.code, RejectionCode.invalid_number)
+    code = number_refusal_code(refused)
     shown = local if len(local) <= 64 else local[:61] + "..."
     text = f"The fax address {shown}@{account.realm} does not name a number we can fax: "
     return _reason(code, f"{text}{refused.message} {hint}"), None
+
+
+def number_refusal_code(refused: NumberRefused) -> RejectionCode:
+    if refused.code is RefusalCode.COUNTRY_NOT_ALLOWED:
+        return RejectionCode.country_not_allowed
+    if refused.code is RefusalCode.BLOCKED_CATEGORY:
+        return RejectionCode.blocked_number
+    return RejectionCode.invalid_number
 
 
 def _check_number(
@@ -372,7 +377,7 @@ def _render_reason(doc: Part, refused: RenderRefused, several: bool) -> Rejectio
     return _reason(code, f"{prefix}{refused.message}")
 
 
-async def _render_all(
+async def render_all(
     documents: tuple[Part, ...], faxbox: Faxbox, renderer: Renderer, limits: Limits
 ) -> tuple[list[RejectionReason], bytes | None, int | None]:
     reasons: list[RejectionReason] = []
@@ -437,7 +442,7 @@ def _cap(own: int | None, default: int) -> int | None:
     return None if value == 0 else value
 
 
-async def _check_limits(
+async def check_limits(
     counters: PageCounters,
     owner: User,
     account: Account,
@@ -518,7 +523,9 @@ def _domain_of(address: str) -> str:
     return address.rpartition("@")[2]
 
 
-async def _caller_id(faxbox: Faxbox, directory: Directory, limits: Limits) -> str | None:
+async def presented_caller_id(
+    faxbox: Faxbox, directory: NumberInventory, limits: Limits
+) -> str | None:
     """The faxbox's caller id while it owns it; else its first number, else none.
 
     The CLI and the portal only set owned numbers and unassigning clears them; this
@@ -681,7 +688,7 @@ async def evaluate(
     tiff: bytes | None = None
     pages: int | None = None
     if documents and not document_reasons:
-        render_reasons, tiff, pages = await _render_all(documents, faxbox, renderer, limits)
+        render_reasons, tiff, pages = await render_all(documents, faxbox, renderer, limits)
         reasons.extend(render_reasons)
 
     decided = dataclasses.replace(rejected, recipients=recipients, documents=documents, pages=pages)
@@ -690,7 +697,7 @@ async def evaluate(
     if reasons or reserve_for is None:  # read the limits only, to list every reason
         faxes = max(1, len(recipients))  # a bad number would still have been one fax
         reasons.extend(
-            await _check_limits(counters, owner, account, pages, faxes, day, None, limits)
+            await check_limits(counters, owner, account, pages, faxes, day, None, limits)
         )
         if reasons:
             return dataclasses.replace(decided, reasons=tuple(reasons))
@@ -698,7 +705,7 @@ async def evaluate(
             decided,
             outcome=Outcome.ACCEPTED,
             fax_tiff=tiff,
-            caller_id=await _caller_id(faxbox, directory, limits),
+            caller_id=await presented_caller_id(faxbox, directory, limits),
         )
 
     if claims is not None:
@@ -717,7 +724,7 @@ async def evaluate(
             for i, r in enumerate(recipients)
         )
     reasons.extend(
-        await _check_limits(
+        await check_limits(
             counters, owner, account, pages, len(recipients), day, reserve_for, limits
         )
     )
@@ -733,5 +740,5 @@ async def evaluate(
         outcome=Outcome.ACCEPTED,
         recipients=recipients,
         fax_tiff=tiff,
-        caller_id=await _caller_id(faxbox, directory, limits),
+        caller_id=await presented_caller_id(faxbox, directory, limits),
     )

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from faxbox.shared.bus import PermanentError
 from faxbox.shared.contracts import (
@@ -40,7 +40,7 @@ from faxbox.shared.contracts import (
     month_of,
 )
 from faxbox.shared.outbox import Decided, DecisionStore, Recorded
-from faxbox.shared.store import DocumentCorrupt, NotFound
+from faxbox.shared.store import DocumentCorrupt, Faxbox, NotFound
 from faxbox.validator.decision import Decision, Limits, Outcome, evaluate
 from faxbox.validator.mime import DocumentKind
 from faxbox.validator.ports import (
@@ -49,6 +49,7 @@ from faxbox.validator.ports import (
     Documents,
     PageCounters,
     Renderer,
+    SubmissionDirectory,
 )
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,13 @@ _CONTENT_TYPES: Final = {DocumentKind.PDF: "application/pdf", DocumentKind.TIFF:
 _MAX_ATTEMPTS_ON_CONTRACT: Final = 10
 
 
+class FullDirectory(Directory, SubmissionDirectory, Protocol):
+    """Lookups by realm and sender (mail) and by id (submissions)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
-    directory: Directory
+    directory: FullDirectory
     counters: PageCounters
     renderer: Renderer
     documents: Documents
@@ -83,7 +88,7 @@ async def _load_raw(documents: Documents, ref: DocumentRef) -> bytes:
         raise PermanentError(str(exc)) from exc
 
 
-async def _stored(
+async def stored_document(
     deps: Deps,
     account_id: str,
     month: str,
@@ -125,24 +130,14 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> t
         role = "original" if index == 0 else f"original-{index + 1}"
         name = doc.filename or f"document.{doc.kind.value}"
         originals.append(
-            await _stored(
+            await stored_document(
                 deps, account.id, month, mail_fax_id, role, doc.data, name, _CONTENT_TYPES[doc.kind]
             )
         )
-    fax_tiff = await _stored(
+    fax_tiff = await stored_document(
         deps, account.id, month, mail_fax_id, "fax_tiff", decision.fax_tiff, "fax.tif", "image/tiff"
     )
-    retry = faxbox.retry
-    settings = FaxSettings(
-        caller_id=decision.caller_id,
-        identity=faxbox.identity,
-        header_name=faxbox.header_name,
-        timezone=faxbox.timezone,
-        resolution=faxbox.resolution,
-    )
-    policy = RetryPolicy(
-        attempts=min(retry.attempts, _MAX_ATTEMPTS_ON_CONTRACT), delays_s=tuple(retry.delays_s)
-    )
+    settings, policy = fax_settings(faxbox, decision.caller_id)
     requests: list[Message] = []
     for recipient in decision.recipients:
         assert recipient.fax_id is not None
@@ -167,6 +162,24 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> t
             )
         )
     return tuple(requests)
+
+
+def fax_settings(faxbox: Faxbox, caller_id: str | None) -> tuple[FaxSettings, RetryPolicy]:
+    """How the faxbox's faxes are presented (``caller_id`` as decided: one it owns) and
+    redialled, as the request carries it."""
+    retry = faxbox.retry
+    settings = FaxSettings(
+        caller_id=caller_id,
+        identity=faxbox.identity,
+        header_name=faxbox.header_name,
+        timezone=faxbox.timezone,
+        resolution=faxbox.resolution,
+        header_format=faxbox.header_format,
+    )
+    policy = RetryPolicy(
+        attempts=min(retry.attempts, _MAX_ATTEMPTS_ON_CONTRACT), delays_s=tuple(retry.delays_s)
+    )
+    return settings, policy
 
 
 def _rejected(message: MailReceived, decision: Decision) -> Message:
@@ -197,7 +210,7 @@ def rejection_claim_key(mailbox: str, identity: str, decision: Decision) -> str:
 async def on_mail_received(message: MailReceived, deps: Deps) -> Decided | None:
     earlier = await deps.decisions.get(message.fax_id)
     if earlier is not None:
-        return _decided_before(earlier)
+        return decided_before(earlier)
 
     raw = await _load_raw(deps.documents, message.raw)
     decision = await evaluate(
@@ -240,11 +253,11 @@ async def on_mail_received(message: MailReceived, deps: Deps) -> Decided | None:
     return Decided(message.fax_id, outcome)
 
 
-def _decided_before(earlier: Recorded) -> Recorded | None:
+def decided_before(earlier: Recorded) -> Recorded | None:
     names = ", ".join(type(m).__name__ for m in earlier.messages)
     if not earlier.owed:
-        log.info("mail decided and published before (%s); nothing to do", names)
+        log.info("decided and published before (%s); nothing to do", names)
         return None
     # Decided, but the confirms may never have come: the same messages once more.
-    log.info("mail decided before (%s); publishing that decision again", names)
+    log.info("decided before (%s); publishing that decision again", names)
     return earlier

@@ -54,6 +54,24 @@ class MongoDirectory:
         held = await self._store.find_account_number(number)
         return held is not None and held.account_id == account_id
 
+    async def account(self, account_id: str) -> Account | None:
+        try:
+            return await self._store.get_account(account_id)
+        except NotFound:
+            return None
+
+    async def faxbox(self, faxbox_id: str) -> Faxbox | None:
+        try:
+            return await self._store.get_faxbox(faxbox_id)
+        except NotFound:
+            return None
+
+    async def user(self, user_id: str) -> User | None:
+        try:
+            return await self._store.get_user(user_id)
+        except NotFound:
+            return None
+
     async def sender_candidates(self, account_id: str, sender: str) -> list[Candidate]:
         """Faxboxes the sender owns, is the alternate of, or is permitted on.
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from faxbox.render import RenderedDocument
 from faxbox.shared.contracts import DocumentRef
-from faxbox.shared.store import Account
+from faxbox.shared.store import Account, Faxbox, User
 from faxbox.validator.authz import Candidate
 
 
@@ -26,6 +26,24 @@ class Directory(Protocol):
     async def holds_number(self, account_id: str, number: str) -> bool:
         """True if the number is in the account's inventory."""
         ...
+
+
+class SubmissionDirectory(Protocol):
+    """Lookups by id, for submissions that name their faxbox and user."""
+
+    async def account(self, account_id: str) -> Account | None: ...
+
+    async def faxbox(self, faxbox_id: str) -> Faxbox | None: ...
+
+    async def user(self, user_id: str) -> User | None: ...
+
+    async def holds_number(self, account_id: str, number: str) -> bool:
+        """True if the number is in the account's inventory."""
+        ...
+
+
+class NumberInventory(Protocol):
+    async def holds_number(self, account_id: str, number: str) -> bool: ...
 
 
 class PageCounters(Protocol):

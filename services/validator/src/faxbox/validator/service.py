@@ -12,7 +12,7 @@ from pydantic import Field
 from faxbox.render import DEFAULT_MAX_LENGTH_MM, DEFAULT_TIMEOUT_S
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
-from faxbox.shared.contracts import MailReceived, Message
+from faxbox.shared.contracts import FaxSubmitted, MailReceived, Message
 from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import OwnershipSettings, ServiceSettings
@@ -35,6 +35,7 @@ from faxbox.validator.mongo import (
 )
 from faxbox.validator.ports import Renderer
 from faxbox.validator.renderer import ProcessRenderer
+from faxbox.validator.submitted import on_fax_submitted
 from faxbox.validator.trust import warn_without_trusted_servers
 
 SERVICE = "validator"
@@ -126,7 +127,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         await warn_without_trusted_servers(infra.store, settings.validator_authserv_ids)
         deps = build_deps(infra.store, box.store, settings)
         handlers: dict[type[Message], Handler] = {
-            MailReceived: box.consuming(partial(on_mail_received, deps=deps))
+            MailReceived: box.consuming(partial(on_mail_received, deps=deps)),
+            FaxSubmitted: box.consuming(partial(on_fax_submitted, deps=deps)),
         }
         async with infra.bus.consumer(SERVICE, handlers).running(settings.shutdown_grace_s):
             yield

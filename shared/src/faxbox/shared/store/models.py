@@ -43,6 +43,7 @@ from faxbox.shared.numbers import (
 )
 from faxbox.shared.secretbox import SecretBox, SecretKeyMissing, is_sealed
 from faxbox.shared.store.monthly import MAX_ACCOUNT_ID_LENGTH, validate_account_id
+from faxbox.shared.tagline import HeaderFormatError, check_format
 
 # Crockford's base32 alphabet, lower-cased: ids end up inside collection names
 # (account ids do) and FerretDB's SQLite backend lower-cases those anyway.
@@ -293,6 +294,10 @@ class Faxbox(StoreModel):
     caller_id: str | None = Field(default=None, description="Number presented on outbound calls.")
     identity: str = Field(default="", max_length=20, description="T.30 TSI/CSI.")
     header_name: str = Field(default="", max_length=60, description="Name in the page header.")
+    header_format: str | None = Field(
+        default=None,
+        description="The page header line (faxbox.shared.tagline); None: the default one.",
+    )
     timezone: str = "UTC"
     permission_list: list[PermissionEntry] = Field(default_factory=list)
     # Absent in faxboxes stored before it existed, so they read as required too: their
@@ -344,6 +349,16 @@ class Faxbox(StoreModel):
     @classmethod
     def _caller_id(cls, value: str | None) -> str | None:
         return None if value is None else validate_number_key(value)
+
+    @field_validator("header_format")
+    @classmethod
+    def _header_format(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            return check_format(value)
+        except HeaderFormatError as exc:
+            raise ValueError(f"header format: {exc}") from None
 
 
 class NumberAssignment(StoreModel):

@@ -30,14 +30,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.contracts import DocumentRef, FailureReason, PageReport
 
 
 class FaxStatus(StrEnum):
     requested = "requested"
+    sending = "sending"  # a call is being placed or is on the line
     retrying = "retrying"
     sent = "sent"
+    partially_sent = "partially_sent"  # failed after some pages were confirmed
     failed = "failed"
+    cancelled = "cancelled"
     rejected = "rejected"
     received = "received"
     receive_failed = "receive_failed"
@@ -46,9 +49,12 @@ class FaxStatus(StrEnum):
 class StatusRank(IntEnum):
     """Order of statuses: a status is stored only if its rank is higher than the stored one.
 
-    ``retrying`` takes ``RETRYING + attempt`` so the failure of a later attempt replaces
-    an earlier one's; the gap up to ``REJECTED`` leaves room for every allowed attempt.
-    Terminal outcomes rank above everything; success above failure.
+    ``retrying`` takes ``RETRYING + 2·attempt`` and ``sending`` one less, so each call
+    of a fax moves it forward: sending (1) < retrying (1) < sending (2) < ...; the gap up
+    to ``REJECTED`` leaves room for every allowed attempt. Documents written before
+    ``sending`` existed hold ``RETRYING + attempt``, which the new ranks never undercut
+    by more than the attempt itself. Terminal outcomes rank above everything; success
+    above failure.
     """
 
     NONE = 0
@@ -63,7 +69,11 @@ MAX_RETRYING_RANK = StatusRank.REJECTED - 1
 
 
 def retrying_rank(attempt: int) -> int:
-    return min(StatusRank.RETRYING + attempt, MAX_RETRYING_RANK)
+    return min(StatusRank.RETRYING + 2 * attempt, MAX_RETRYING_RANK)
+
+
+def sending_rank(attempt: int) -> int:
+    return min(StatusRank.RETRYING + 2 * attempt - 1, MAX_RETRYING_RANK - 1)
 
 
 class _Record(BaseModel):
@@ -76,6 +86,7 @@ class HistoryResult(_Record):
     failure_class: str
     code: int | str = Field(description="T.30 completion code, or a rejection code.")
     text: str
+    reason: FailureReason | None = Field(default=None, description="The stable reason.")
 
 
 class HistoryStatistics(_Record):
@@ -124,6 +135,9 @@ class HistoryRecord(_Record):
     result: HistoryResult | None = None
     rejection_reasons: list[dict[str, str]] = Field(default_factory=list)
     statistics: HistoryStatistics | None = None
+    page_report: list[PageReport] = Field(
+        default_factory=list, description="The last call's pages (travels with the status)."
+    )
     documents: dict[str, DocumentRef] = Field(default_factory=dict)
     notifications: list[HistoryNotification] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
@@ -139,6 +153,7 @@ class HistoryRecord(_Record):
             data["status_rank"] = state.get("rank", 0)
             for name in ("status", "result", "pages", "statistics"):
                 data[name] = state.get(name)
+            data["page_report"] = state.get("page_report") or []
         return data
 
     @field_validator("timeline")

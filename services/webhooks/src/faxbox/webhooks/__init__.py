@@ -1,0 +1,1 @@
+"""Faxbox webhooks: fax events told to each account's URLs, signed, at least once."""
