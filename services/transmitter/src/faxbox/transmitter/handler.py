@@ -300,9 +300,10 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
             if not _untried(carriers, tried, deps, deps.clock()):
                 break
             failovers.append(_failed_over(message, job, carrier, report, deps))
-    if outcome is None:
-        return None
-    return await _conclude(message, job, outcome[0], outcome[1], deps, path, tuple(failovers))
+        if outcome is None:
+            return None
+        # Inside the spool directory: the sent TIFF is stored from it.
+        return await _conclude(message, job, outcome[0], outcome[1], deps, path, tuple(failovers))
 
 
 def _untried(
