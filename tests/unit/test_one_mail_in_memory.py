@@ -25,11 +25,11 @@ from faxbox.shared.contracts import (
 from faxbox.shared.outbox import Outbox
 from faxbox.shared.routing import subscriptions
 from faxbox.shared.testing import MemoryBus, MemoryDecisionStore
-from faxbox.transmitter.handler import Deps as TransmitterDeps
-from faxbox.transmitter.handler import handle_outbound
+from faxbox.transmitter.handlers import Deps as TransmitterDeps
+from faxbox.transmitter.handlers import handle_outbound
 from faxbox.validator.decision import Limits
-from faxbox.validator.handler import Deps as ValidatorDeps
-from faxbox.validator.handler import on_mail_received
+from faxbox.validator.handlers import Deps as ValidatorDeps
+from faxbox.validator.handlers import on_mail_received
 from faxbox.validator.renderer import InlineRenderer
 from tests.unit.history.memory_history import MemoryHistory
 from tests.unit.notifier.notifier_fakes import FakeClaims as FakeSendClaims

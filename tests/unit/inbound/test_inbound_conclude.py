@@ -14,7 +14,7 @@ from PIL import Image
 
 from faxbox.fax.outcome import FailureClass as EngineClass
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.inbound.handler import Deps, _conclude, _lookup
+from faxbox.inbound.handlers import Deps, _conclude, _lookup
 from faxbox.inbound.pdf import tiff_to_pdf
 from faxbox.shared.contracts import (
     DocumentRef,

@@ -26,7 +26,7 @@ from faxbox.shared.contracts import (
 )
 from faxbox.shared.policy import is_infrastructure
 from faxbox.transmitter.carriers import Slot, eligible_carriers
-from faxbox.transmitter.handler import NO_RESOURCES, utc_now
+from faxbox.transmitter.handlers import NO_RESOURCES, utc_now
 from faxbox.transmitter.jobs import Job, JobState
 from faxbox.transmitter.line import (
     CallReport,

@@ -26,7 +26,7 @@ from faxbox.shared.store import Carrier
 from faxbox.shared.testing import ManualClock, MemoryDecisionStore, MemoryDocuments, MemoryPublisher
 from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.carriers import Slot
-from faxbox.transmitter.handler import Deps, handle_outbound
+from faxbox.transmitter.handlers import Deps, handle_outbound
 from faxbox.transmitter.jobs import Finish, Job, JobState
 from faxbox.transmitter.line import CallReport, Dial
 

@@ -20,7 +20,7 @@ from faxbox.shared.contracts import (
 from faxbox.shared.outbox import Outbox
 from faxbox.shared.testing import MemoryDecisionStore, MemoryDocuments, MemoryPublisher
 from faxbox.validator.decision import Limits
-from faxbox.validator.handler import Deps, decision_message_id, on_mail_received
+from faxbox.validator.handlers import Deps, decision_message_id, on_mail_received
 from faxbox.validator.renderer import InlineRenderer
 from tests.unit.validator.mailkit import (
     FakeClaims,

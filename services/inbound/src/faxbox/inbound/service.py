@@ -19,7 +19,7 @@ from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.settings import SipSettings, start_user_agent
 from faxbox.inbound import metrics
 from faxbox.inbound.edge import Admitted, CarrierEdge
-from faxbox.inbound.handler import Deps, handle_call
+from faxbox.inbound.handlers import Deps, handle_call
 from faxbox.inbound.registrations import Registrations
 from faxbox.shared import runner
 from faxbox.shared.contracts import DocumentRef

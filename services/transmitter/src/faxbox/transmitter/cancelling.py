@@ -20,7 +20,7 @@ import logging
 
 from faxbox.shared.contracts import FaxCancelRequested, OutboundFaxRequested
 from faxbox.shared.outbox import Recorded
-from faxbox.transmitter.handler import Deps, cancelled
+from faxbox.transmitter.handlers import Deps, cancelled
 from faxbox.transmitter.jobs import TERMINAL, JobState
 
 log = logging.getLogger(__name__)

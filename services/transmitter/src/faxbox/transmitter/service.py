@@ -34,7 +34,7 @@ from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.transmitter import carriers, jobs
 from faxbox.transmitter.cancelling import handle_cancel
-from faxbox.transmitter.handler import Deps, handle_outbound
+from faxbox.transmitter.handlers import Deps, handle_outbound
 from faxbox.transmitter.line import SipFaxLine
 
 log = logging.getLogger(__name__)

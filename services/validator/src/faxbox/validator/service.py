@@ -25,7 +25,7 @@ from faxbox.validator.decision import (
     DEFAULT_MAX_PAGES,
     Limits,
 )
-from faxbox.validator.handler import Deps, on_mail_received
+from faxbox.validator.handlers import Deps, on_mail_received
 from faxbox.validator.mime import Caps
 from faxbox.validator.mongo import (
     MongoClaims,

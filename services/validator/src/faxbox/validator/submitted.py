@@ -28,7 +28,7 @@ from faxbox.shared.contracts import (
 from faxbox.shared.outbox import Decided
 from faxbox.shared.store import DocumentCorrupt, NotFound
 from faxbox.validator.decision import Decision, Outcome, recipient_fax_id
-from faxbox.validator.handler import (
+from faxbox.validator.handlers import (
     Deps,
     decided_before,
     decision_message_id,
