@@ -238,7 +238,7 @@ async def test_crash_between_publish_and_move_publishes_exactly_once(
             imap_server,
             imap,
             folder,
-            FAXBOX_TEST_CRASH_AFTER_PUBLISH="1",
+            FAXBOX_TEST_CRASH_AT="mail-poller.after_publish",
         ).start()
         started.append(crashing)
         await imap.append(folder, make_mail(token))

@@ -4,7 +4,7 @@
   for the dead worker's lease to run out, then dials again: the fax reaches the far
   end in full exactly once (the first, cut-off call never completed).
 - Exit after the far end confirmed and FaxSent was published, before the ack (the
-  test hook ``FAXBOX_TRANSMITTER_TEST_CRASH_BEFORE_ACK``): the next worker finds the job
+  test hook ``FAXBOX_TEST_CRASH_AT=transmitter.before_ack``): the next worker finds the job
   sent, dials nothing, and publishes the same FaxSent (same message id) once more.
 """
 
@@ -193,7 +193,7 @@ async def test_exit_after_the_far_end_confirmed_sends_nothing_again(
     three_pages: Path,
 ) -> None:
     bus, log = events
-    crasher = workers.spawn("w3", FAXBOX_TRANSMITTER_TEST_CRASH_BEFORE_ACK="1")
+    crasher = workers.spawn("w3", FAXBOX_TEST_CRASH_AT="transmitter.before_ack")
     await workers.ready("w3")
     number = "+12125550104"
     request = await fax_request(store, faxbox, three_pages, number, pages=3)

@@ -88,4 +88,4 @@ def test_settings_read_mailboxes_from_json_env(monkeypatch: pytest.MonkeyPatch) 
     assert mailbox.security == "tls"
     assert mailbox.port == 993
     assert settings.lease_ttl_s == 8
-    assert settings.test_crash_after_publish is False
+    assert settings.test_crash_at is None

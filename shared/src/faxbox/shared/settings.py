@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from faxbox.shared import crashpoints
 
 ENV_PREFIX = "FAXBOX_"
 
@@ -69,6 +71,18 @@ class RunnerSettings(_FaxboxSettings):
             "collector as Python sets it). See runner.tune_gc."
         ),
     )
+    test_crash_at: str | None = Field(
+        default=None,
+        description=(
+            "TEST HOOK ONLY: <service>.<point> at which that service exits abruptly "
+            "(faxbox.shared.crashpoints lists the points); unset: never."
+        ),
+    )
+
+    @field_validator("test_crash_at")
+    @classmethod
+    def _known_crash_point(cls, value: str | None) -> str | None:
+        return crashpoints.parse(value)
 
 
 class OutboxSettings(_FaxboxSettings):

@@ -89,7 +89,7 @@ class IntakeDeps:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Raises LeaseLost when this replica must stop; called before publish and move.
     ensure_active: Callable[[], None] = _noop
-    # Test hook only (see Settings.test_crash_after_publish): runs once a publish is
+    # Test hook only (FAXBOX_TEST_CRASH_AT=mail-poller.after_publish): runs once a publish is
     # confirmed and the mail owed no more, before the move.
     after_publish: Callable[[], None] = _noop
 

@@ -23,7 +23,7 @@ from faxbox.mail_poller.lease import MailboxLease
 from faxbox.mail_poller.ledger import MongoLedger
 from faxbox.mail_poller.push import ROUTE, PushHub
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing
-from faxbox.shared import runner
+from faxbox.shared import crashpoints, runner
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.runner import Runtime
@@ -77,13 +77,6 @@ class Settings(ServiceSettings):
             "POST instead of IDLE's half-second delay; unset, IDLE alone."
         ),
     )
-    test_crash_after_publish: bool = Field(
-        default=False,
-        description=(
-            "TEST HOOK ONLY (FAXBOX_TEST_CRASH_AFTER_PUBLISH): exit the process with "
-            "status 137 right after a publish is confirmed and recorded, before the move."
-        ),
-    )
 
 
 class GridFsRawStore:
@@ -133,8 +126,7 @@ class StoreRealms:
 
 
 def _crash_after_publish() -> None:
-    log.critical("FAXBOX_TEST_CRASH_AFTER_PUBLISH is set: exiting after the publish")
-    os._exit(137)
+    crashpoints.crash(SERVICE, "after_publish")
 
 
 def _noop() -> None:
@@ -158,7 +150,11 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             is_realm=StoreRealms(infra.store).is_realm,
             max_mail_bytes=settings.max_mail_bytes,
             max_header_bytes=settings.max_header_bytes,
-            after_publish=_crash_after_publish if settings.test_crash_after_publish else _noop,
+            after_publish=(
+                _crash_after_publish
+                if crashpoints.armed(settings.test_crash_at, SERVICE, "after_publish")
+                else _noop
+            ),
         )
         timing = Timing(
             lease_renew_s=settings.lease_renew_s,

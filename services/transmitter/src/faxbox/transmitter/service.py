@@ -17,7 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from pymongo.errors import DuplicateKeyError
 
 from faxbox.fax.sip.settings import SipSettings, start_user_agent
-from faxbox.shared import runner
+from faxbox.shared import crashpoints, runner
 from faxbox.shared.contracts import (
     DocumentRef,
     FaxCancelRequested,
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "transmitter"
 # Exit status of the crash test hook, so a test can tell it from a real crash.
-TEST_CRASH_EXIT_CODE = 75
+TEST_CRASH_EXIT_CODE = crashpoints.EXIT_STATUS[f"{SERVICE}.before_ack"]
 
 
 def _default_worker_id() -> str:
@@ -90,8 +90,6 @@ class Settings(ServiceSettings, SecretSettings):
     transmitter_busy_give_up_s: float = Field(default=1800.0, ge=0)
     transmitter_worker_id: str = Field(default_factory=_default_worker_id)
     transmitter_spool_dir: Path | None = None
-    # TEST HOOK, off by default: exit abruptly after FaxSent is published, before the ack.
-    transmitter_test_crash_before_ack: bool = False
 
 
 class GridFsDocuments:
@@ -131,7 +129,8 @@ class GridFsDocuments:
 
 
 class CrashAfterSent:
-    """TEST HOOK: exit abruptly once a FaxSent is confirmed, before anything else."""
+    """TEST HOOK (FAXBOX_TEST_CRASH_AT=transmitter.before_ack): exit abruptly once a
+    FaxSent is confirmed, before anything else."""
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
@@ -139,9 +138,7 @@ class CrashAfterSent:
     async def publish(self, message: Message) -> None:
         await self.publisher.publish(message)
         if isinstance(message, FaxSent):
-            log.critical("test hook: exiting before the ack")
-            logging.shutdown()
-            os._exit(TEST_CRASH_EXIT_CODE)
+            crashpoints.crash(SERVICE, "before_ack")
 
 
 @contextlib.asynccontextmanager
@@ -150,7 +147,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         # A configured spool that does not exist yet (a fresh volume) is ours to make.
         settings.transmitter_spool_dir.mkdir(parents=True, exist_ok=True)
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
-        if settings.transmitter_test_crash_before_ack:
+        if crashpoints.armed(settings.test_crash_at, SERVICE, "before_ack"):
             box = Outbox(box.store, CrashAfterSent(box.publisher), name=SERVICE)
         ledger = jobs.MongoJobLedger(infra.store.db[jobs.COLLECTION])
         await ledger.ensure_indexes()
