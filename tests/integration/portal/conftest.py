@@ -12,7 +12,8 @@ from faxbox.portal.app import create_app
 from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement
 from faxbox.portal.deps import PortalDeps
 from faxbox.portal.security import SessionStore, TokenStore
-from faxbox.shared.outbox import Outbox, Publisher
+from faxbox.shared.outbox import Outbox
+from faxbox.shared.ports import Publisher
 from faxbox.shared.routing import Topology
 from faxbox.shared.store import Store
 from faxbox.shared.store.decisions import MongoDecisionStore

@@ -18,13 +18,13 @@ from faxbox.shared.outbox import Decided
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, Faxbox, Store, User
 from faxbox.shared.store.decisions import MongoDecisionStore
+from faxbox.shared.store.gridfs_documents import GridFsDocuments
 from faxbox.validator.authz import match_sender
 from faxbox.validator.mongo import (
     DAILY_PAGES_LOCKS,
     DECISIONS,
     MongoClaims,
     MongoDirectory,
-    MongoDocuments,
     MongoPageCounters,
 )
 
@@ -106,7 +106,7 @@ async def test_directory_finds_owner_alternate_and_permitted_senders(store: Stor
 
 async def test_ledger_keeps_the_first_decision(store: Store) -> None:
     ledger = MongoDecisionStore(store.db, "validator")
-    documents = MongoDocuments(store)
+    documents = GridFsDocuments(store.documents)
     raw = await documents.put(
         "intake", "202611", b"mail", filename="m.eml", content_type="message/rfc822", metadata={}
     )
@@ -167,7 +167,7 @@ async def test_a_claim_is_held_by_one_fax_id_until_it_gives_it_up(
 
 
 async def test_documents_are_found_again_by_fax_id_and_role(store: Store) -> None:
-    documents = MongoDocuments(store)
+    documents = GridFsDocuments(store.documents)
     fax_id = f"fax_{uuid.uuid4().hex[:8]}"
     assert await documents.find("acc_docs", "202611", fax_id, "fax_tiff") is None
     ref = await documents.put(

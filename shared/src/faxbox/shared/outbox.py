@@ -42,6 +42,7 @@ from prometheus_client import Counter
 
 from faxbox.shared.contracts import Message
 from faxbox.shared.policy import RetryLater, is_infrastructure
+from faxbox.shared.ports import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,6 @@ class Recorded(Decided):
     """A decision as the store holds it; ``owed`` while its publishing is not confirmed."""
 
     owed: bool = True
-
-
-class Publisher(Protocol):
-    async def publish(self, message: Message) -> None:
-        """Return once the broker confirmed the message."""
-        ...
 
 
 class DecisionStore(Protocol):

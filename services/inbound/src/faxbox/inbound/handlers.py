@@ -22,11 +22,11 @@ import asyncio
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from faxbox.fax.line import LineSettings, receive
 from faxbox.fax.line.contract import fax_failure, page_report, transfer_statistics
@@ -50,6 +50,7 @@ from faxbox.shared.contracts import (
 from faxbox.shared.logs import fax_context
 from faxbox.shared.numbers import called_number_keys
 from faxbox.shared.outbox import Decided, DecisionStore, Recorded
+from faxbox.shared.ports import Documents
 from faxbox.shared.store import Account, Faxbox, new_id
 
 log = logging.getLogger(__name__)
@@ -62,23 +63,10 @@ class NumberDirectory(Protocol):
     async def faxbox_for_number(self, number: str) -> tuple[Faxbox, Account] | None: ...
 
 
-class DocumentSink(Protocol):
-    async def put(
-        self,
-        account_id: str,
-        month: str,
-        data: bytes,
-        *,
-        filename: str,
-        content_type: str,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> DocumentRef: ...
-
-
 @dataclass(frozen=True)
 class Deps:
     directory: NumberDirectory
-    documents: DocumentSink
+    documents: Documents
     decisions: DecisionStore
     calls: asyncio.Semaphore
     max_call_s: float = 1800.0  # call time

@@ -7,10 +7,9 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -22,12 +21,11 @@ from faxbox.inbound.edge import Admitted, CarrierEdge
 from faxbox.inbound.handlers import Deps, handle_call
 from faxbox.inbound.registrations import Registrations
 from faxbox.shared import runner
-from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.outbox import Outbox, Recorded
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
-from faxbox.shared.store import Store
+from faxbox.shared.store.gridfs_documents import GridFsDocuments
 from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
 from faxbox.shared.store.registrations import SipRegistrations
 from faxbox.shared.wiring import infrastructure, outbox
@@ -75,25 +73,6 @@ class Settings(ServiceSettings, SecretSettings):
     )
 
 
-class GridFsSink:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def put(
-        self,
-        account_id: str,
-        month: str,
-        data: bytes,
-        *,
-        filename: str,
-        content_type: str,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> DocumentRef:
-        return await self.store.documents.put(
-            account_id, month, data, filename=filename, content_type=content_type, metadata=metadata
-        )
-
-
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     if settings.inbound_spool_dir is not None:
@@ -102,7 +81,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         deps = Deps(
             directory=infra.store,
-            documents=GridFsSink(infra.store),
+            documents=GridFsDocuments(infra.store.documents),
             decisions=box.store,
             calls=asyncio.Semaphore(settings.max_calls),
             max_call_s=settings.inbound_max_call_s,  # call time, as the fax line counts

@@ -31,7 +31,6 @@ from faxbox.notifier.compose import (
 from faxbox.notifier.ports import (
     ClaimBusy,
     Directory,
-    Documents,
     MailDeferred,
     Mailer,
     MailRefused,
@@ -50,6 +49,7 @@ from faxbox.shared.contracts import (
     OutboundFaxRejected,
 )
 from faxbox.shared.outbox import Decided, DecisionStore, Recorded
+from faxbox.shared.ports import DocumentReader
 from faxbox.shared.store import DocumentCorrupt, Faxbox, NotFound
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Deps:
     directory: Directory
-    documents: Documents
+    documents: DocumentReader
     claims: SendClaims
     decisions: DecisionStore
     mailer: Mailer

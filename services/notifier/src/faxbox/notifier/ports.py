@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
-from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account, Faxbox, User
 
 
@@ -27,10 +26,6 @@ class Directory(Protocol):
     async def get_user(self, user_id: str) -> User: ...
     async def get_faxbox(self, faxbox_id: str) -> Faxbox: ...
     async def get_account(self, account_id: str) -> Account: ...
-
-
-class Documents(Protocol):
-    async def get(self, ref: DocumentRef) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr
 from faxbox.notifier.claims import COLLECTION, MongoSendClaims
 from faxbox.notifier.handlers import HANDLERS, Deps
 from faxbox.notifier.mailer import SmtpMailer
-from faxbox.notifier.store_adapters import StoreDirectory, StoreDocuments
+from faxbox.notifier.store_adapters import StoreDirectory
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import (
@@ -21,6 +21,7 @@ from faxbox.shared.contracts import (
 )
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
+from faxbox.shared.store.gridfs_documents import GridFsDocuments
 from faxbox.shared.wiring import infrastructure, outbox
 
 SERVICE = "notifier"
@@ -52,7 +53,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         deps = Deps(
             directory=StoreDirectory(infra.store),
-            documents=StoreDocuments(infra.store),
+            documents=GridFsDocuments(infra.store.documents),
             claims=MongoSendClaims(infra.store.db[COLLECTION], settings.notification_lease_s),
             decisions=box.store,
             mailer=SmtpMailer(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account, Faxbox, Store, User
 
 
@@ -18,11 +17,3 @@ class StoreDirectory:
 
     async def get_account(self, account_id: str) -> Account:
         return await self.store.get_account(account_id)
-
-
-class StoreDocuments:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def get(self, ref: DocumentRef) -> bytes:
-        return await self.store.documents.get(ref)

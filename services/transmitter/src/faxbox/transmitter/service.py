@@ -25,7 +25,8 @@ from faxbox.shared.contracts import (
     Message,
     OutboundFaxRequested,
 )
-from faxbox.shared.outbox import Outbox, Publisher
+from faxbox.shared.outbox import Outbox
+from faxbox.shared.ports import Publisher
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings

@@ -40,13 +40,13 @@ from faxbox.shared.contracts import (
     month_of,
 )
 from faxbox.shared.outbox import Decided, DecisionStore, Recorded
+from faxbox.shared.ports import Documents
 from faxbox.shared.store import DocumentCorrupt, Faxbox, NotFound
 from faxbox.validator.decision import Decision, Limits, Outcome, evaluate
 from faxbox.validator.mime import DocumentKind
 from faxbox.validator.ports import (
     Claims,
     Directory,
-    Documents,
     PageCounters,
     Renderer,
     SubmissionDirectory,

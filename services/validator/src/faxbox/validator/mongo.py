@@ -21,14 +21,12 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account, Faxbox, NotFound, Store, User
 from faxbox.shared.store.decisions import decisions_collection
 from faxbox.validator.authz import Candidate, permission_match
@@ -199,56 +197,6 @@ class MongoPageCounters:
             await self._collection.update_one(
                 {"_id": key}, {"$inc": {"pages": -pages}, "$pull": {"fax_ids": fax_id}}
             )
-
-
-class MongoDocuments:
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def _refs(self, account_id: str, month: str) -> AsyncCollection[Doc]:
-        # fax id + role -> the document's ref, by _id in the bucket's ref index: a lookup
-        # by the files' metadata read every files document of the month on FerretDB v1.
-        return self._store.documents.refs(account_id, month)
-
-    async def get(self, ref: DocumentRef) -> bytes:
-        return await self._store.documents.get(ref)
-
-    async def put(
-        self,
-        account_id: str,
-        month: str,
-        data: bytes,
-        *,
-        filename: str,
-        content_type: str,
-        metadata: Mapping[str, Any],
-    ) -> DocumentRef:
-        ref = await self._store.documents.put(
-            account_id, month, data, filename=filename, content_type=content_type, metadata=metadata
-        )
-        if "fax_id" not in metadata or "role" not in metadata:
-            return ref
-        key = _document_key(str(metadata["fax_id"]), str(metadata["role"]))
-        try:
-            await self._refs(account_id, month).insert_one(
-                {"_id": key, "ref": ref.model_dump(mode="json")}
-            )
-        except DuplicateKeyError:
-            # Another delivery of the same mail stored it first: theirs is the one.
-            await self._store.documents.delete(ref)
-            existing = await self._refs(account_id, month).find_one({"_id": key})
-            if existing is None:
-                raise
-            return DocumentRef.model_validate(existing["ref"])
-        return ref
-
-    async def find(self, account_id: str, month: str, fax_id: str, role: str) -> DocumentRef | None:
-        doc = await self._refs(account_id, month).find_one({"_id": _document_key(fax_id, role)})
-        return None if doc is None else DocumentRef.model_validate(doc["ref"])
-
-
-def _document_key(fax_id: str, role: str) -> str:
-    return f"{fax_id}:{role}"
 
 
 class MongoClaims:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from faxbox.render import RenderedDocument
-from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.store import Account, Faxbox, User
 from faxbox.validator.authz import Candidate
 
@@ -66,25 +64,6 @@ class Renderer(Protocol):
         self, data: bytes, kind: str, resolution: str, max_pages: int
     ) -> RenderedDocument:
         """The fax TIFF; raises ``RenderRefused`` for a document that cannot be faxed."""
-        ...
-
-
-class Documents(Protocol):
-    async def get(self, ref: DocumentRef) -> bytes: ...
-
-    async def put(
-        self,
-        account_id: str,
-        month: str,
-        data: bytes,
-        *,
-        filename: str,
-        content_type: str,
-        metadata: Mapping[str, Any],
-    ) -> DocumentRef: ...
-
-    async def find(self, account_id: str, month: str, fax_id: str, role: str) -> DocumentRef | None:
-        """A document stored earlier for this fax in this role (after a redelivery)."""
         ...
 
 

@@ -17,6 +17,7 @@ from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import OwnershipSettings, ServiceSettings
 from faxbox.shared.store import Store
+from faxbox.shared.store.gridfs_documents import GridFsDocuments
 from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.validator.decision import (
     DEFAULT_DAILY_PAGES_PER_ACCOUNT,
@@ -30,7 +31,6 @@ from faxbox.validator.mime import Caps
 from faxbox.validator.mongo import (
     MongoClaims,
     MongoDirectory,
-    MongoDocuments,
     MongoPageCounters,
 )
 from faxbox.validator.ports import Renderer
@@ -114,7 +114,7 @@ def build_deps(
             settings.validator_max_page_length_mm,
             settings.validator_render_memory_mb * 2**20,
         ),
-        documents=MongoDocuments(store),
+        documents=GridFsDocuments(store.documents),
         decisions=decisions,
         limits=settings.limits(),
         claims=MongoClaims(store),
