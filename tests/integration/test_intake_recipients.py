@@ -29,7 +29,7 @@ from faxbox.shared.contracts import Message, OutboundFaxRequested
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Account, Faxbox, Store, User
-from faxbox.validator.mongo import CLAIMS
+from faxbox.validator.adapters import CLAIMS
 from faxbox.validator.service import Settings as ValidatorSettings
 from faxbox.validator.service import service as validator_service
 from tests.integration.mail_poller.mail_poller_support import (

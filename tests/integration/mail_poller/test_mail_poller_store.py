@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from pymongo import ASCENDING, AsyncMongoClient
 
-from faxbox.mail_poller.intake import IntakeDeps, Outcome, take_message
+from faxbox.mail_poller.handlers import IntakeDeps, Outcome, take_message
 from faxbox.mail_poller.lease import MailboxLease
 from faxbox.mail_poller.ledger import COLLECTION, LedgerEntry, MongoLedger
 from faxbox.shared.contracts import DocumentRef

@@ -13,7 +13,7 @@ import pytest
 
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, Faxbox, Store, User
-from faxbox.validator.mongo import DAILY_PAGES, DECISIONS
+from faxbox.validator.adapters import DAILY_PAGES, DECISIONS
 from tests.unit.validator.mailkit import REALM, gmail, pdf
 
 pytestmark = pytest.mark.integration

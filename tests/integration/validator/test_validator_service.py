@@ -33,7 +33,7 @@ from faxbox.shared.contracts import (
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Account, Faxbox, Store, User
-from faxbox.validator.mongo import DAILY_PAGES, DECISIONS
+from faxbox.validator.adapters import DAILY_PAGES, DECISIONS
 from faxbox.validator.service import Settings, service
 from tests.unit.validator.mailkit import FAX_TO, REALM, gmail, pdf, tiff_mail
 

@@ -19,14 +19,14 @@ from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, Faxbox, Store, User
 from faxbox.shared.store.decisions import MongoDecisionStore
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
-from faxbox.validator.authz import match_sender
-from faxbox.validator.mongo import (
+from faxbox.validator.adapters import (
     DAILY_PAGES_LOCKS,
     DECISIONS,
     MongoClaims,
     MongoDirectory,
     MongoPageCounters,
 )
+from faxbox.validator.authz import match_sender
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from faxbox.mail_poller.intake import FetchFailed, IntakeDeps, LeaseLost, Outcome, take_message
+from faxbox.mail_poller.handlers import FetchFailed, IntakeDeps, LeaseLost, Outcome, take_message
 from faxbox.mail_poller.keys import ledger_id
 from faxbox.mail_poller.ports import Destination
 from faxbox.shared.outbox import Outbox, Recorded

@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr
 
 from faxbox.mail_poller.config import MailboxConfig
+from faxbox.mail_poller.handlers import IntakeDeps
 from faxbox.mail_poller.imap import ConnectionLost, WaitMode
-from faxbox.mail_poller.intake import IntakeDeps
 from faxbox.mail_poller.ports import Destination, FetchedMessage
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing, WatcherState
 from faxbox.shared.outbox import Outbox

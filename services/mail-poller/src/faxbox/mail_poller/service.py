@@ -17,8 +17,8 @@ from pydantic import Field
 
 from faxbox.mail_poller.auth import TokenSource
 from faxbox.mail_poller.config import MailboxConfig
+from faxbox.mail_poller.handlers import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MAIL_BYTES, IntakeDeps
 from faxbox.mail_poller.imap import ImapSession
-from faxbox.mail_poller.intake import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MAIL_BYTES, IntakeDeps
 from faxbox.mail_poller.lease import MailboxLease
 from faxbox.mail_poller.ledger import MongoLedger
 from faxbox.mail_poller.push import ROUTE, PushHub

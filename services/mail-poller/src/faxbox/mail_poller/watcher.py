@@ -30,8 +30,8 @@ from typing import Protocol
 
 from faxbox.mail_poller import metrics
 from faxbox.mail_poller.config import MailboxConfig
+from faxbox.mail_poller.handlers import FetchFailed, IntakeDeps, LeaseLost, take_message
 from faxbox.mail_poller.imap import ImapError, WaitMode, choose_wait_mode
-from faxbox.mail_poller.intake import FetchFailed, IntakeDeps, LeaseLost, take_message
 from faxbox.mail_poller.ports import DeadLetters, Destination, MailFolder
 
 log = logging.getLogger(__name__)

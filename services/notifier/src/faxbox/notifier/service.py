@@ -10,10 +10,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from faxbox.notifier.adapters import StoreDirectory
 from faxbox.notifier.claims import COLLECTION, MongoSendClaims
 from faxbox.notifier.handlers import HANDLERS, Deps
 from faxbox.notifier.mailer import SmtpMailer
-from faxbox.notifier.store_adapters import StoreDirectory
 from faxbox.shared import runner
 from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import (

@@ -37,9 +37,9 @@ EXIT_UNAVAILABLE = 3
 
 async def check(raw: bytes, settings: Settings) -> dict[str, Any]:
     from faxbox.shared.store import Store
+    from faxbox.validator.adapters import MongoDirectory, MongoPageCounters
     from faxbox.validator.decision import evaluate
     from faxbox.validator.mime import UndecodableMail
-    from faxbox.validator.mongo import MongoDirectory, MongoPageCounters
     from faxbox.validator.renderer import ProcessRenderer
     from faxbox.validator.trust import warn_without_trusted_servers
 

@@ -19,6 +19,11 @@ from faxbox.shared.settings import OwnershipSettings, ServiceSettings
 from faxbox.shared.store import Store
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
 from faxbox.shared.wiring import infrastructure, outbox
+from faxbox.validator.adapters import (
+    MongoClaims,
+    MongoDirectory,
+    MongoPageCounters,
+)
 from faxbox.validator.decision import (
     DEFAULT_DAILY_PAGES_PER_ACCOUNT,
     DEFAULT_DAILY_PAGES_PER_USER,
@@ -28,11 +33,6 @@ from faxbox.validator.decision import (
 )
 from faxbox.validator.handlers import Deps, on_mail_received
 from faxbox.validator.mime import Caps
-from faxbox.validator.mongo import (
-    MongoClaims,
-    MongoDirectory,
-    MongoPageCounters,
-)
 from faxbox.validator.ports import Renderer
 from faxbox.validator.renderer import ProcessRenderer
 from faxbox.validator.submitted import on_fax_submitted
