@@ -8,13 +8,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
 from pydantic import Field
 
+from faxbox.mail_poller.adapters import BusDeadLetters, GridFsRawStore, StoreRealms
 from faxbox.mail_poller.auth import TokenSource
 from faxbox.mail_poller.config import MailboxConfig
 from faxbox.mail_poller.handlers import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MAIL_BYTES, IntakeDeps
@@ -24,19 +24,13 @@ from faxbox.mail_poller.ledger import MongoLedger
 from faxbox.mail_poller.push import ROUTE, PushHub
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing
 from faxbox.shared import crashpoints, runner
-from faxbox.shared.bus import Bus
-from faxbox.shared.contracts import DocumentRef
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
-from faxbox.shared.store import DocumentStore, NotFound, Store
 from faxbox.shared.wiring import infrastructure, outbox
 
 log = logging.getLogger(__name__)
 
 SERVICE: Final = "mail-poller"
-# The raw mails live in the intake bucket of their arrival month: the account is only
-# known once the validator has read the recipient's realm.
-INTAKE_ACCOUNT: Final = "intake"
 
 
 def _default_replica_id() -> str:
@@ -79,52 +73,6 @@ class Settings(ServiceSettings):
     )
 
 
-class GridFsRawStore:
-    def __init__(self, documents: DocumentStore) -> None:
-        self.documents = documents
-
-    async def put_raw(
-        self, raw: bytes, received_at: datetime, metadata: Mapping[str, Any]
-    ) -> DocumentRef:
-        return await self.documents.put(
-            INTAKE_ACCOUNT,
-            received_at,
-            raw,
-            filename="message.eml",
-            content_type="message/rfc822",
-            metadata=metadata,
-        )
-
-    async def discard(self, ref: DocumentRef) -> None:
-        with contextlib.suppress(NotFound):
-            await self.documents.delete(ref)
-
-
-class BusDeadLetters:
-    """Records of set-aside mail in the mail-poller's dead-letter queue."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-
-    async def dead_letter(self, record: Mapping[str, Any], reason: str, kind: str) -> None:
-        await self.bus.dead_letter_record(SERVICE, record, reason, kind)
-
-
-class StoreRealms:
-    """Whether a domain is an account's realm: asked per mail, never cached, so the
-    poller and the validator always agree on a copy's envelope recipient."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def is_realm(self, domain: str) -> bool:
-        try:
-            await self.store.get_account_by_realm(domain)
-        except (NotFound, ValueError):
-            return False
-        return True
-
-
 def _crash_after_publish() -> None:
     crashpoints.crash(SERVICE, "after_publish")
 
@@ -165,7 +113,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             fetch_retry_base_s=settings.fetch_retry_base_s,
             fetch_retry_cap_s=settings.fetch_retry_cap_s,
         )
-        dead_letters = BusDeadLetters(infra.bus)
+        dead_letters = BusDeadLetters(infra.bus, SERVICE)
         hub: PushHub | None = None
         if settings.imap_push_host:
             host = settings.imap_push_host
