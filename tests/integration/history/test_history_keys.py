@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from faxbox.history.adapters import MongoHistoryWriter
 from faxbox.history.changes import change_for
 from faxbox.history.day_keys import KeyEntry
-from faxbox.history.writer import MongoHistoryWriter
 from faxbox.history.writes import HistoryWrites
 from faxbox.shared.store import Store, drop_month, stored_months
 from faxbox.shared.store.monthly import history_keys_collection_name

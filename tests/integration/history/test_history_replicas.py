@@ -10,8 +10,8 @@ import random
 import urllib.parse
 import uuid
 
+from faxbox.history.adapters import MongoHistoryWriter
 from faxbox.history.service import Settings, service
-from faxbox.history.writer import MongoHistoryWriter
 from faxbox.shared.bus import Bus
 from faxbox.shared.routing import Topology
 from faxbox.shared.runner import Runtime

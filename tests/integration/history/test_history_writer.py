@@ -16,9 +16,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pymongo.errors import PyMongoError
 
+from faxbox.history.adapters import BatchingRecorder, MongoHistoryWriter, lane_of
 from faxbox.history.changes import change_for
 from faxbox.history.service import Settings, service
-from faxbox.history.writer import BatchingRecorder, MongoHistoryWriter, lane_of
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import FaxMessage
 from faxbox.shared.runner import Runtime

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from faxbox.history.adapters import MongoHistoryWriter
 from faxbox.history.changes import change_for
-from faxbox.history.writer import MongoHistoryWriter
 from faxbox.portal.deps import PortalDeps
 from faxbox.portal.outbound import SendLimits
 from faxbox.portal.security import TokenScope, TokenStore

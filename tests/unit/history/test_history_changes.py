@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from faxbox.history.adapters import BatchingRecorder
 from faxbox.history.changes import (
     Change,
     change_for,
@@ -16,7 +17,6 @@ from faxbox.history.changes import (
     merge_changes,
 )
 from faxbox.history.handlers import record_event
-from faxbox.history.writer import BatchingRecorder
 from faxbox.shared.bus import TransientError
 from faxbox.shared.contracts import (
     FailureClass,

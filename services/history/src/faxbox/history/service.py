@@ -13,6 +13,7 @@ from functools import partial
 
 from pydantic import Field
 
+from faxbox.history.adapters import BatchingRecorder, MongoHistoryWriter
 from faxbox.history.handlers import record_event
 from faxbox.history.single_writer import (
     COLLECTION,
@@ -23,7 +24,6 @@ from faxbox.history.single_writer import (
     needs_single_writer,
     single_writer,
 )
-from faxbox.history.writer import BatchingRecorder, MongoHistoryWriter
 from faxbox.shared import runner
 from faxbox.shared.bus import Consumer, Handler
 from faxbox.shared.contracts import Message
