@@ -19,12 +19,13 @@ import logging
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
 from faxbox.history.changes import Change, merge_changes
 from faxbox.history.day_keys import KeyEntry
+from faxbox.history.ports import ChangeSink
 from faxbox.history.upserts import run_upserts
 from faxbox.history.writes import HistoryWrites
 from faxbox.shared.settling import settle
@@ -33,10 +34,6 @@ from faxbox.shared.store import HistoryStore
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
-
-
-class ChangeSink(Protocol):
-    async def apply(self, changes: Sequence[Change]) -> None: ...
 
 
 Lane = list[tuple[AsyncCollection[Doc], list[Doc]]]

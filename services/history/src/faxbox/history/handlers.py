@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 from pymongo.errors import PyMongoError
 
-from faxbox.history.changes import Change, changes_for
+from faxbox.history.changes import changes_for
+from faxbox.history.ports import Recorder
 from faxbox.shared.bus import TransientError
 from faxbox.shared.contracts import FaxMessage
-
-
-class Recorder(Protocol):
-    async def record(self, change: Change) -> None: ...
 
 
 async def record_event(event: FaxMessage, recorder: Recorder) -> None:
