@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -72,18 +72,6 @@ class Slot:
     carrier: Carrier
     key: str
     holder: str
-
-
-class CarrierSlots(Protocol):
-    async def acquire(
-        self, carriers: Sequence[Carrier], holder: str, now: datetime, lease_s: float
-    ) -> Slot | None:
-        """A free channel on the first carrier (in order) that has one; None if all busy."""
-        ...
-
-    async def renew(self, slot: Slot, until: datetime) -> bool: ...
-
-    async def release(self, slot: Slot) -> None: ...
 
 
 class MongoCarrierSlots:

@@ -52,11 +52,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff
 from faxbox.shared.contracts import (
-    DocumentRef,
     FailureClass,
     FailureReason,
     FaxAttemptFailed,
@@ -72,10 +71,17 @@ from faxbox.shared.outbox import Decided, DecisionStore, Outbox, Recorded
 from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
-from faxbox.transmitter.carriers import CarrierCooldown, CarrierSlots, Slot, eligible_carriers
+from faxbox.transmitter.carriers import CarrierCooldown, Slot, eligible_carriers
 from faxbox.transmitter.document import stamped
 from faxbox.transmitter.jobs import TERMINAL, Finish, Job, JobLedger, JobState
-from faxbox.transmitter.line import CallReport, Dial, FaxLine
+from faxbox.transmitter.line import CallReport, Dial
+from faxbox.transmitter.ports import (
+    CancellationSource,
+    CarrierSlots,
+    CarrierSource,
+    DocumentSource,
+    FaxLine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,29 +97,6 @@ CODE_CANCELLED = -5
 _STARTED = uuid.UUID("5b1e4c2a-7d3f-4e8a-9c6b-0f2d1a3e5c7b")
 
 NO_RESOURCES = "no available resources"
-
-
-class CarrierSource(Protocol):
-    async def list_carriers(self, *, flag: str | None = None) -> list[Carrier]: ...
-
-
-class DocumentSource(Protocol):
-    async def fetch(self, ref: DocumentRef, path: Path) -> None:
-        """Write the document to ``path``; ``NotFound`` if it is gone."""
-        ...
-
-    async def put_transmitted(
-        self, message: OutboundFaxRequested, attempt: int, path: Path
-    ) -> DocumentRef:
-        """Keep the TIFF a call sent, in the fax's account-month bucket (once per
-        attempt: a second call for the same attempt finds the first one's)."""
-        ...
-
-
-class CancellationSource(Protocol):
-    async def requested_at(self, fax_id: str) -> datetime | None:
-        """When the fax's sender asked to cancel it; None if they did not."""
-        ...
 
 
 def utc_now() -> datetime:

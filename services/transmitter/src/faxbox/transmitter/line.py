@@ -1,6 +1,6 @@
 """The carrier line as the transmitter sees it: place one fax call, report how it ended.
 
-``FaxLine`` is the port the handler uses; ``SipFaxLine`` places the call through one
+``FaxLine`` (``ports``) is the port the handler uses; ``SipFaxLine`` places the call through one
 ``UserAgent`` shared by every call of the process (its UDP socket and TCP/TLS
 connections, many dialogs) the way the carrier asks for (transport, outbound proxy,
 digest credentials and domain, T.38 in the INVITE or by re-INVITE, the size rule) and
@@ -16,7 +16,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from faxbox.fax.line import LineSettings, send
 from faxbox.fax.line.contract import call_failure, fax_failure, page_report, transfer_statistics
@@ -68,10 +67,6 @@ class CallReport:
     @property
     def success(self) -> bool:
         return self.failure is None
-
-
-class FaxLine(Protocol):
-    async def transmit(self, dial: Dial) -> CallReport: ...
 
 
 def sip_failure(exc: CallFailed) -> CallReport:

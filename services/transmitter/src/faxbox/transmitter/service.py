@@ -14,12 +14,10 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from pymongo.errors import DuplicateKeyError
 
 from faxbox.fax.sip.settings import SipSettings, start_user_agent
 from faxbox.shared import crashpoints, runner
 from faxbox.shared.contracts import (
-    DocumentRef,
     FaxCancelRequested,
     FaxSent,
     Message,
@@ -30,10 +28,10 @@ from faxbox.shared.ports import Publisher
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
-from faxbox.shared.store import Store
 from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.wiring import infrastructure, outbox
 from faxbox.transmitter import carriers, jobs
+from faxbox.transmitter.adapters import GridFsDocuments
 from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.handlers import Deps, handle_outbound
 from faxbox.transmitter.line import SipFaxLine
@@ -91,42 +89,6 @@ class Settings(ServiceSettings, SecretSettings):
     transmitter_busy_give_up_s: float = Field(default=1800.0, ge=0)
     transmitter_worker_id: str = Field(default_factory=_default_worker_id)
     transmitter_spool_dir: Path | None = None
-
-
-class GridFsDocuments:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def fetch(self, ref: DocumentRef, path: Path) -> None:
-        with path.open("wb") as f:
-            async for chunk in self.store.documents.stream(ref):
-                f.write(chunk)
-
-    async def put_transmitted(
-        self, message: OutboundFaxRequested, attempt: int, path: Path
-    ) -> DocumentRef:
-        refs = self.store.documents.refs(message.account_id, message.month)
-        key = f"{message.fax_id}:transmitted#{attempt}"
-        known = await refs.find_one({"_id": key})
-        if known is not None:
-            return DocumentRef.model_validate(known["ref"])
-        ref = await self.store.documents.put(
-            message.account_id,
-            message.month,
-            await asyncio.to_thread(path.read_bytes),
-            filename=f"{message.fax_id}-sent.tif",
-            content_type="image/tiff",
-            metadata={"fax_id": message.fax_id, "role": "transmitted", "attempt": attempt},
-        )
-        try:
-            await refs.insert_one({"_id": key, "ref": ref.model_dump(mode="json")})
-        except DuplicateKeyError:  # two workers on one attempt: the first one's stands
-            await self.store.documents.delete(ref)
-            known = await refs.find_one({"_id": key})
-            if known is None:
-                raise
-            return DocumentRef.model_validate(known["ref"])
-        return ref
 
 
 class CrashAfterSent:
