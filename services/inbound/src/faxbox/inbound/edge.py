@@ -31,12 +31,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from faxbox.fax.sip.carrier import carrier_uri
 from faxbox.fax.sip.digest import Credentials, authorization_matches, digest_challenge
 from faxbox.fax.sip.message import SipParseError, SipRequest, SipUri
 from faxbox.fax.sip.resolve import ResolveError, Resolver
+from faxbox.inbound.ports import CarrierSource
 from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Carrier
 
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REALM = "faxbox"
 _MAX_TRACKED = 10_000  # source addresses remembered by the rate limit, and nonces
-
-
-class CarrierSource(Protocol):
-    async def list_carriers(self, *, flag: str | None = None) -> list[Carrier]: ...
 
 
 @dataclass(frozen=True, slots=True)

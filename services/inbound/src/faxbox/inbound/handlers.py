@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from faxbox.fax.line import LineSettings, receive
 from faxbox.fax.line.contract import fax_failure, page_report, transfer_statistics
@@ -37,6 +36,7 @@ from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.tiffcheck import count_pages
 from faxbox.inbound import metrics
 from faxbox.inbound.pdf import tiff_to_pdf
+from faxbox.inbound.ports import NumberDirectory
 from faxbox.shared.contracts import (
     DocumentRef,
     FailureClass,
@@ -57,10 +57,6 @@ log = logging.getLogger(__name__)
 
 CODE_NOTHING_STORED = -5
 CONCLUDE_TRIES = 12  # about eight minutes of backing off
-
-
-class NumberDirectory(Protocol):
-    async def faxbox_for_number(self, number: str) -> tuple[Faxbox, Account] | None: ...
 
 
 @dataclass(frozen=True)

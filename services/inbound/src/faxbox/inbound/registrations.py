@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from faxbox.fax.sip.carrier import registration
 from faxbox.fax.sip.registration import (
@@ -25,6 +25,7 @@ from faxbox.fax.sip.registration import (
     RegistrationStatus,
 )
 from faxbox.inbound import metrics
+from faxbox.inbound.ports import CarrierSource
 from faxbox.shared.secretbox import SecretBox, SecretKeyMissing, SecretUnreadable
 from faxbox.shared.store import Carrier
 from faxbox.shared.store.registrations import (
@@ -34,10 +35,6 @@ from faxbox.shared.store.registrations import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class CarrierSource(Protocol):
-    async def list_carriers(self, *, flag: str | None = None) -> list[Carrier]: ...
 
 
 def _fingerprint(carrier: Carrier) -> tuple[object, ...]:
