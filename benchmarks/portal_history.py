@@ -141,8 +141,8 @@ async def serve(mongo_url: str, db: str, port: int) -> None:
     """Child process: the portal app (database only; no broker needed to read history)."""
     import uvicorn
 
+    from faxbox.portal.adapters import HttpHealthProbe, RabbitManagement
     from faxbox.portal.app import create_app
-    from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement
     from faxbox.portal.deps import PortalDeps
     from faxbox.portal.security import SessionSigner, TokenStore
     from faxbox.shared.routing import Topology

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from faxbox.portal.adapters import HttpHealthProbe, RabbitManagement
 from faxbox.portal.app import create_app
-from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement
 from faxbox.portal.deps import PortalDeps
 from faxbox.portal.security import SessionStore, TokenStore
 from faxbox.shared.outbox import Outbox

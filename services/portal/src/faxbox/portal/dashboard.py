@@ -12,76 +12,16 @@ import asyncio
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
-
+from faxbox.portal.ports import HealthProbe, QueueSource, RegistrationSource
 from faxbox.shared.failover import split_urls
 from faxbox.shared.routing import SUBSCRIPTIONS, Topology
 from faxbox.shared.store.registrations import SipRegistrationRecord
 
 
-class QueueSource(Protocol):
-    """Raw queue figures of one vhost, as the management API reports them."""
-
-    async def queues(self) -> list[dict[str, Any]]: ...
-
-
-class RegistrationSource(Protocol):
-    async def all(self) -> list[SipRegistrationRecord]: ...
-
-
-class Redriver(Protocol):
-    async def redrive(self, service: str, limit: int | None = None) -> int: ...
-
-
-class HealthProbe(Protocol):
-    async def check(self, url: str) -> tuple[bool, str]: ...
-
-
 class ManagementApiError(Exception):
     pass
-
-
-class RabbitManagement:
-    """GET /api/queues/<vhost> of the RabbitMQ management plugin."""
-
-    def __init__(
-        self, client: httpx.AsyncClient, api_url: str, vhost: str, user: str, password: str
-    ) -> None:
-        self._client = client
-        self._url = f"{api_url.rstrip('/')}/api/queues/{urllib.parse.quote(vhost, safe='')}"
-        self._auth = httpx.BasicAuth(user, password)
-
-    async def queues(self) -> list[dict[str, Any]]:
-        try:
-            response = await self._client.get(
-                self._url,
-                auth=self._auth,
-                params={
-                    "columns": "name,messages,messages_ready,messages_unacknowledged,"
-                    "consumers,message_stats"
-                },
-                timeout=5.0,
-            )
-        except httpx.HTTPError as exc:
-            raise ManagementApiError(f"RabbitMQ management API unreachable: {exc}") from None
-        if response.status_code != 200:
-            raise ManagementApiError(f"RabbitMQ management API answered {response.status_code}")
-        body = response.json()
-        return body if isinstance(body, list) else []
-
-
-class HttpHealthProbe:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    async def check(self, url: str) -> tuple[bool, str]:
-        try:
-            response = await self._client.get(url, timeout=3.0)
-        except httpx.HTTPError as exc:
-            return False, type(exc).__name__
-        return response.status_code == 200, f"HTTP {response.status_code}"
 
 
 def vhost_of(amqp_url: str) -> str:

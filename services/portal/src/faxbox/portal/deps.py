@@ -16,8 +16,8 @@ from fastapi import Depends, Request
 
 from faxbox.portal.access import Forbidden
 from faxbox.portal.clientaddr import TrustedProxies
-from faxbox.portal.dashboard import HealthProbe, QueueSource, Redriver
 from faxbox.portal.outbound import Sending, SendLimits
+from faxbox.portal.ports import HealthProbe, QueueSource, Redriver
 from faxbox.portal.security import (
     CSRF_FIELD,
     CSRF_HEADER,

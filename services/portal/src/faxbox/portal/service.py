@@ -14,9 +14,10 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from faxbox.portal.adapters import HttpHealthProbe, RabbitManagement
 from faxbox.portal.app import create_app
 from faxbox.portal.clientaddr import TrustedProxies
-from faxbox.portal.dashboard import HttpHealthProbe, RabbitManagement, vhost_of
+from faxbox.portal.dashboard import vhost_of
 from faxbox.portal.deps import Links, PortalDeps
 from faxbox.portal.outbound import SendLimits
 from faxbox.portal.security import SessionStore, TokenStore
