@@ -9,7 +9,9 @@ An import counts wherever it is written: at module level, inside a function, und
 ``TYPE_CHECKING``, or as ``importlib.import_module("faxbox....")`` with a literal name.
 A member may also import only the members its ``pyproject.toml`` declares, so a hidden
 import (one that works only because the whole workspace is installed) fails too. Within
-one member, no module imports one that imports it back.
+one member, no module imports one that imports it back. Within a service, its
+``ports`` (the protocols its handlers are written against) never reaches its ``adapters``
+or its ``service`` wiring, not even through another module of the service.
 
 Members are found from the root ``pyproject.toml`` (``[tool.uv.workspace] members``);
 their layer from where they live: ``shared/``, ``services/<name>/``, the tools on top by
@@ -33,6 +35,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 TOP = frozenset({"admin", "demo"})
+# What a service's ports must never reach: the real implementations and their wiring.
+WIRING_MODULES = ("adapters", "service")
 
 
 class Layer(IntEnum):
@@ -273,6 +277,40 @@ def _cycle_through(start: str, group: set[str], edges: dict[str, dict[str, int]]
     raise AssertionError(f"{start} is in a cycle but does not reach itself")
 
 
+def ports_reaching_adapters(root: Path) -> list[str]:
+    """Each service ``ports`` module that imports, directly or through other modules of its
+    service, the service's ``adapters`` or ``service`` module: the path of imports."""
+    found = {m.name: m for m in modules(root)}
+    edges: dict[str, dict[str, int]] = defaultdict(dict)
+    for module in found.values():
+        for imported in imports_of(module, root):
+            target = imported.target
+            if target in found and found[target].package == module.package:
+                edges[module.name].setdefault(target, imported.line)
+    lines = []
+    for name, module in sorted(found.items()):
+        if module.member.layer != Layer.SERVICE or name != f"{module.package}.ports":
+            continue
+        forbidden = {f"{module.package}.{leaf}" for leaf in WIRING_MODULES}
+        paths = {name: [name]}
+        queue = [name]
+        while queue:
+            node = queue.pop(0)
+            for nxt in sorted(edges.get(node, {})):
+                if nxt in paths:
+                    continue
+                paths[nxt] = [*paths[node], nxt]
+                if nxt in forbidden:
+                    steps = paths[nxt]
+                    where = ", ".join(
+                        f"{found[a].file}:{edges[a][b]}" for a, b in itertools.pairwise(steps)
+                    )
+                    lines.append(f"{' -> '.join(steps)} ({where})")
+                else:
+                    queue.append(nxt)
+    return lines
+
+
 # --- the repository ------------------------------------------------------------------------
 
 
@@ -294,6 +332,11 @@ def test_no_package_imports_upward_or_sideways() -> None:
 def test_no_module_imports_one_that_imports_it_back() -> None:
     cycles = import_cycles(ROOT)
     assert not cycles, "modules importing each other in a circle:\n" + "\n".join(cycles)
+
+
+def test_no_ports_module_reaches_an_adapter() -> None:
+    reached = ports_reaching_adapters(ROOT)
+    assert not reached, "ports importing adapters or wiring:\n" + "\n".join(reached)
 
 
 # --- the checks themselves, on a small workspace made for the purpose -----------------------
@@ -334,6 +377,13 @@ def workspace(tmp_path: Path) -> Path:
                 "from faxbox.gamma import x\n"
             ),
             "services/beta/pyproject.toml": _project("faxbox-beta", "faxbox-shared"),
+            "services/beta/src/faxbox/beta/ports.py": (
+                "from typing import Protocol\n\nfrom faxbox.beta import records\n"
+            ),
+            "services/beta/src/faxbox/beta/records.py": "from faxbox.beta.adapters import Row\n",
+            "services/beta/src/faxbox/beta/adapters.py": "import os\n",
+            "services/alpha/src/faxbox/alpha/ports.py": "from faxbox.alpha import service\n",
+            "services/alpha/src/faxbox/alpha/service.py": "import os\n",
             "services/beta/src/faxbox/beta/render.py": (
                 "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
                 "    from faxbox.lib.core import Thing\n"
@@ -369,4 +419,14 @@ def test_a_circle_of_imports_is_named_with_its_edges(workspace: Path) -> None:
     assert import_cycles(workspace) == [
         "faxbox.admin.a -> faxbox.admin.b -> faxbox.admin.a"
         " (admin/src/faxbox/admin/a.py:1, admin/src/faxbox/admin/b.py:5)"
+    ]
+
+
+def test_a_ports_module_reaching_adapters_or_wiring_is_named_with_its_path(
+    workspace: Path,
+) -> None:
+    assert ports_reaching_adapters(workspace) == [
+        "faxbox.alpha.ports -> faxbox.alpha.service (services/alpha/src/faxbox/alpha/ports.py:1)",
+        "faxbox.beta.ports -> faxbox.beta.records -> faxbox.beta.adapters"
+        " (services/beta/src/faxbox/beta/ports.py:3, services/beta/src/faxbox/beta/records.py:1)",
     ]
