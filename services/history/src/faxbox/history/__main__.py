@@ -1,4 +1,4 @@
-from faxbox.history.service import Settings, run
+from faxbox.history.service import main
 
 if __name__ == "__main__":
-    run(Settings())
+    main()

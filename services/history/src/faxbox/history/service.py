@@ -142,3 +142,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
 
 def run(settings: Settings) -> None:
     runner.run(SERVICE, settings, partial(service, settings=settings))
+
+
+def main() -> None:
+    """``python -m faxbox.history``: the settings from the environment, then run."""
+    run(Settings())

@@ -1,4 +1,4 @@
-from faxbox.inbound.service import Settings, run
+from faxbox.inbound.service import main
 
 if __name__ == "__main__":
-    run(Settings())
+    main()

@@ -178,3 +178,8 @@ async def _refuse(incoming: IncomingCall) -> None:
 
 def run(settings: Settings) -> None:
     runner.run(SERVICE, settings, partial(service, settings=settings))
+
+
+def main() -> None:
+    """``python -m faxbox.inbound``: the settings from the environment, then run."""
+    run(Settings())

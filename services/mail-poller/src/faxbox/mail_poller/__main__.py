@@ -1,4 +1,4 @@
-from faxbox.mail_poller.service import Settings, run
+from faxbox.mail_poller.service import main
 
 if __name__ == "__main__":
-    run(Settings())
+    main()

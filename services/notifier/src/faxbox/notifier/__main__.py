@@ -1,4 +1,4 @@
-from faxbox.notifier.service import Settings, run
+from faxbox.notifier.service import main
 
 if __name__ == "__main__":
-    run(Settings())
+    main()

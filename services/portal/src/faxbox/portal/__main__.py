@@ -1,4 +1,4 @@
-from faxbox.portal.service import Settings, run
+from faxbox.portal.service import main
 
 if __name__ == "__main__":
-    run(Settings())
+    main()

@@ -144,3 +144,8 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
 
 def run(settings: PortalSettings) -> None:
     runner.run(SERVICE, settings, partial(service, settings=settings))
+
+
+def main() -> None:
+    """``python -m faxbox.portal``: the settings from the environment, then run."""
+    run(PortalSettings())

@@ -78,8 +78,7 @@ def main(argv: list[str]) -> int:
     if args.command == "originate":
         return originate(args)
     # Imported here: the client needs none of the engine.
-    from faxbox.pstn_sim.service import run
-    from faxbox.pstn_sim.settings import PstnSettings
+    from faxbox.pstn_sim.service import main as serve
 
-    run(PstnSettings())
+    serve()
     return 0

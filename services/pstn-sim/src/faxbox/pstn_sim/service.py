@@ -65,3 +65,9 @@ def run(settings: PstnSettings, runner_settings: RunnerSettings | None = None) -
         runner_settings or RunnerSettings(),
         lambda runtime: service(runtime, settings),
     )
+
+
+def main() -> None:
+    """``python -m faxbox.pstn_sim`` (or ``... serve``): the settings from the environment,
+    then run."""
+    run(PstnSettings())

@@ -1,4 +1,4 @@
-from faxbox.transmitter.service import Settings, run
+from faxbox.transmitter.service import main
 
 if __name__ == "__main__":
-    run(Settings())
+    main()

@@ -1,4 +1,4 @@
-from faxbox.webhooks.service import Settings, run
+from faxbox.webhooks.service import main
 
 if __name__ == "__main__":
-    run(Settings())
+    main()
