@@ -32,7 +32,7 @@ from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store, apply_retention
 from faxbox.shared.store.held import HeldLease
-from faxbox.shared.wiring import infrastructure
+from faxbox.shared.wiring import Infrastructure, infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,19 @@ async def retention_loop(store: Store, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+def build_deps(infra: Infrastructure, settings: Settings) -> BatchingRecorder:
+    """What the handler records changes with: batches written to the month collections."""
+    return BatchingRecorder(
+        MongoHistoryWriter(infra.store.history, lanes=settings.history_write_lanes),
+        max_batch=settings.history_batch_max,
+        max_delay_s=settings.history_batch_delay_ms / 1000,
+    )
+
+
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     async with infrastructure(settings, runtime) as infra:
-        recorder = BatchingRecorder(
-            MongoHistoryWriter(infra.store.history, lanes=settings.history_write_lanes),
-            max_batch=settings.history_batch_max,
-            max_delay_s=settings.history_batch_delay_ms / 1000,
-        )
+        recorder = build_deps(infra, settings)
         handlers: dict[type[Message], Handler] = {
             contract: partial(record_event, recorder=recorder)
             for contract in subscriptions(SERVICE)

@@ -8,8 +8,10 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -21,14 +23,14 @@ from faxbox.inbound.edge import Admitted, CarrierEdge
 from faxbox.inbound.handlers import Deps, handle_call
 from faxbox.inbound.registrations import Registrations
 from faxbox.shared import runner
-from faxbox.shared.outbox import Outbox, Recorded
+from faxbox.shared.outbox import DecisionStore, Outbox, Recorded
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
 from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
 from faxbox.shared.store.registrations import SipRegistrations
-from faxbox.shared.wiring import infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +75,29 @@ class Settings(ServiceSettings, SecretSettings):
     )
 
 
+def build_deps(
+    infra: Infrastructure, settings: Settings, *, decisions: DecisionStore, **overrides: Any
+) -> Deps:
+    """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
+    deps = Deps(
+        directory=infra.store,
+        documents=GridFsDocuments(infra.store.documents),
+        decisions=decisions,
+        calls=asyncio.Semaphore(settings.max_calls),
+        max_call_s=settings.inbound_max_call_s,  # call time, as the fax line counts
+        media_silence_s=settings.inbound_media_silence_s,
+        spool_dir=settings.inbound_spool_dir,
+    )
+    return replace(deps, **overrides) if overrides else deps
+
+
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     if settings.inbound_spool_dir is not None:
         # A configured spool that does not exist yet (a fresh volume) is ours to make.
         settings.inbound_spool_dir.mkdir(parents=True, exist_ok=True)
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
-        deps = Deps(
-            directory=infra.store,
-            documents=GridFsDocuments(infra.store.documents),
-            decisions=box.store,
-            calls=asyncio.Semaphore(settings.max_calls),
-            max_call_s=settings.inbound_max_call_s,  # call time, as the fax line counts
-            media_silence_s=settings.inbound_media_silence_s,
-            spool_dir=settings.inbound_spool_dir,
-        )
+        deps = build_deps(infra, settings, decisions=box.store)
         ua = await start_user_agent(
             settings.inbound_sip_host,
             settings.inbound_sip_port,

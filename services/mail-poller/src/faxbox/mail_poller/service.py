@@ -9,8 +9,9 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 from pydantic import Field
 
@@ -21,12 +22,14 @@ from faxbox.mail_poller.handlers import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MA
 from faxbox.mail_poller.imap import ImapSession
 from faxbox.mail_poller.lease import MailboxLease
 from faxbox.mail_poller.ledger import MongoLedger
+from faxbox.mail_poller.ports import Ledger
 from faxbox.mail_poller.push import ROUTE, PushHub
 from faxbox.mail_poller.watcher import MailboxWatcher, Timing
 from faxbox.shared import crashpoints, runner
+from faxbox.shared.outbox import Outbox
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
-from faxbox.shared.wiring import infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,26 @@ def _noop() -> None:
     return None
 
 
+def build_deps(
+    infra: Infrastructure, settings: Settings, *, ledger: Ledger, outbox: Outbox, **overrides: Any
+) -> IntakeDeps:
+    """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
+    deps = IntakeDeps(
+        ledger=ledger,
+        raw_store=GridFsRawStore(infra.store.documents),
+        outbox=outbox,
+        is_realm=StoreRealms(infra.store).is_realm,
+        max_mail_bytes=settings.max_mail_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        after_publish=(
+            _crash_after_publish
+            if crashpoints.armed(settings.test_crash_at, SERVICE, "after_publish")
+            else _noop
+        ),
+    )
+    return replace(deps, **overrides) if overrides else deps
+
+
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     if not settings.mailboxes:
@@ -91,19 +114,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         ledger = MongoLedger(infra.store.db)
         await ledger.ensure_indexes()
-        deps = IntakeDeps(
-            ledger=ledger,
-            raw_store=GridFsRawStore(infra.store.documents),
-            outbox=box,
-            is_realm=StoreRealms(infra.store).is_realm,
-            max_mail_bytes=settings.max_mail_bytes,
-            max_header_bytes=settings.max_header_bytes,
-            after_publish=(
-                _crash_after_publish
-                if crashpoints.armed(settings.test_crash_at, SERVICE, "after_publish")
-                else _noop
-            ),
-        )
+        deps = build_deps(infra, settings, ledger=ledger, outbox=box)
         timing = Timing(
             lease_renew_s=settings.lease_renew_s,
             lease_retry_s=settings.lease_retry_s,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
@@ -19,10 +20,11 @@ from faxbox.shared.bus import Handler
 from faxbox.shared.contracts import (
     Message,
 )
+from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
-from faxbox.shared.wiring import infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
 
 SERVICE = "notifier"
 
@@ -48,32 +50,40 @@ class Settings(ServiceSettings):
     )
 
 
+def build_deps(
+    infra: Infrastructure, settings: Settings, *, decisions: DecisionStore, **overrides: Any
+) -> Deps:
+    """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
+    deps = Deps(
+        directory=StoreDirectory(infra.store),
+        documents=GridFsDocuments(infra.store.documents),
+        claims=MongoSendClaims(infra.store.db[COLLECTION], settings.notification_lease_s),
+        decisions=decisions,
+        mailer=SmtpMailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=(
+                settings.smtp_password.get_secret_value() if settings.smtp_password else None
+            ),
+            timeout_s=settings.smtp_timeout_s,
+            tls_context=(
+                ssl.create_default_context(cafile=settings.smtp_ca_file)
+                if settings.smtp_ca_file
+                else None
+            ),
+        ),
+        sender=settings.mail_from,
+        message_id_domain=settings.message_id_domain,
+    )
+    return replace(deps, **overrides) if overrides else deps
+
+
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
-        deps = Deps(
-            directory=StoreDirectory(infra.store),
-            documents=GridFsDocuments(infra.store.documents),
-            claims=MongoSendClaims(infra.store.db[COLLECTION], settings.notification_lease_s),
-            decisions=box.store,
-            mailer=SmtpMailer(
-                host=settings.smtp_host,
-                port=settings.smtp_port,
-                security=settings.smtp_security,
-                username=settings.smtp_username,
-                password=(
-                    settings.smtp_password.get_secret_value() if settings.smtp_password else None
-                ),
-                timeout_s=settings.smtp_timeout_s,
-                tls_context=(
-                    ssl.create_default_context(cafile=settings.smtp_ca_file)
-                    if settings.smtp_ca_file
-                    else None
-                ),
-            ),
-            sender=settings.mail_from,
-            message_id_domain=settings.message_id_domain,
-        )
+        deps = build_deps(infra, settings, decisions=box.store)
         handlers: dict[type[Message], Handler] = {
             kind: box.consuming(partial(handler, deps=deps)) for kind, handler in HANDLERS.items()
         }

@@ -9,8 +9,10 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -29,12 +31,14 @@ from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store.cancellations import Cancellations
-from faxbox.shared.wiring import infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
 from faxbox.transmitter import carriers, jobs
 from faxbox.transmitter.adapters import GridFsDocuments
 from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.handlers import Deps, handle_outbound
+from faxbox.transmitter.jobs import JobLedger
 from faxbox.transmitter.line import SipFaxLine
+from faxbox.transmitter.ports import FaxLine
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,37 @@ class CrashAfterSent:
             crashpoints.crash(SERVICE, "before_ack")
 
 
+def build_deps(
+    infra: Infrastructure,
+    settings: Settings,
+    *,
+    ledger: JobLedger,
+    line: FaxLine,
+    outbox: Outbox,
+    **overrides: Any,
+) -> Deps:
+    """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
+    deps = Deps(
+        ledger=ledger,
+        slots=carriers.MongoCarrierSlots(infra.store.db[carriers.COLLECTION]),
+        carriers=infra.store,
+        documents=GridFsDocuments(infra.store),
+        line=line,
+        decisions=outbox.store,
+        outbox=outbox,
+        cancellations=Cancellations(infra.store.db),
+        worker_id=settings.transmitter_worker_id,
+        calls=asyncio.Semaphore(settings.max_calls),
+        lease_s=settings.transmitter_lease_s,
+        cancel_poll_s=settings.transmitter_cancel_poll_s,
+        busy_retry_s=settings.transmitter_busy_retry_s,
+        busy_give_up_s=settings.transmitter_busy_give_up_s,
+        max_carrier_tries=settings.transmitter_max_carrier_tries,
+        spool_dir=settings.transmitter_spool_dir,
+    )
+    return replace(deps, **overrides) if overrides else deps
+
+
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     if settings.transmitter_spool_dir is not None:
@@ -132,24 +167,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             secrets=settings.box(),
             t38_delay_s=settings.transmitter_t38_delay_s,
         )
-        deps = Deps(
-            ledger=ledger,
-            slots=carriers.MongoCarrierSlots(infra.store.db[carriers.COLLECTION]),
-            carriers=infra.store,
-            documents=GridFsDocuments(infra.store),
-            line=line,
-            decisions=box.store,
-            outbox=box,
-            cancellations=Cancellations(infra.store.db),
-            worker_id=settings.transmitter_worker_id,
-            calls=asyncio.Semaphore(settings.max_calls),
-            lease_s=settings.transmitter_lease_s,
-            cancel_poll_s=settings.transmitter_cancel_poll_s,
-            busy_retry_s=settings.transmitter_busy_retry_s,
-            busy_give_up_s=settings.transmitter_busy_give_up_s,
-            max_carrier_tries=settings.transmitter_max_carrier_tries,
-            spool_dir=settings.transmitter_spool_dir,
-        )
+        deps = build_deps(infra, settings, ledger=ledger, line=line, outbox=box)
         log.info(
             "transmitter %s: SIP on %s:%d, pace %s, up to %d calls",
             settings.transmitter_worker_id,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from pydantic import Field
 
@@ -16,9 +18,8 @@ from faxbox.shared.contracts import FaxSubmitted, MailReceived, Message
 from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import OwnershipSettings, ServiceSettings
-from faxbox.shared.store import Store
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
-from faxbox.shared.wiring import infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
 from faxbox.validator.adapters import (
     MongoClaims,
     MongoDirectory,
@@ -102,9 +103,16 @@ class Settings(ServiceSettings, OwnershipSettings):
 
 
 def build_deps(
-    store: Store, decisions: DecisionStore, settings: Settings, renderer: Renderer | None = None
+    infra: Infrastructure,
+    settings: Settings,
+    *,
+    decisions: DecisionStore,
+    renderer: Renderer | None = None,
+    **overrides: Any,
 ) -> Deps:
-    return Deps(
+    """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
+    store = infra.store
+    deps = Deps(
         directory=MongoDirectory(store),
         counters=MongoPageCounters(store),
         renderer=renderer
@@ -119,13 +127,14 @@ def build_deps(
         limits=settings.limits(),
         claims=MongoClaims(store),
     )
+    return replace(deps, **overrides) if overrides else deps
 
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         await warn_without_trusted_servers(infra.store, settings.validator_authserv_ids)
-        deps = build_deps(infra.store, box.store, settings)
+        deps = build_deps(infra, settings, decisions=box.store)
         handlers: dict[type[Message], Handler] = {
             MailReceived: box.consuming(partial(on_mail_received, deps=deps)),
             FaxSubmitted: box.consuming(partial(on_fax_submitted, deps=deps)),

@@ -9,8 +9,10 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import httpx
 from pydantic import Field, field_validator
@@ -27,7 +29,7 @@ from faxbox.shared.store.monthly import month_key
 from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import LOG_PREFIX, WebhookStore
 from faxbox.shared.urlguard import parse_networks
-from faxbox.shared.wiring import infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
 from faxbox.webhooks.adapters import (
     SLOTS_COLLECTION,
     HttpSender,
@@ -72,10 +74,14 @@ class Settings(ServiceSettings, SecretSettings, WebhookTargetSettings):
         return value
 
 
-def build_deps(store: Store, http: httpx.AsyncClient, settings: Settings) -> Deps:
+def build_deps(
+    infra: Infrastructure, settings: Settings, *, http: httpx.AsyncClient, **overrides: Any
+) -> Deps:
+    """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
+    store = infra.store
     webhooks = WebhookStore(store.db)
     lease = timedelta(seconds=2 * settings.webhooks_timeout_s + 5)
-    return Deps(
+    deps = Deps(
         webhooks=StoreWebhooks(webhooks),
         log=StoreDeliveryLog(webhooks),
         signer=KeySigner(SigningKeys(store.db, settings.required_box(_SIGNING))),
@@ -85,6 +91,7 @@ def build_deps(store: Store, http: httpx.AsyncClient, settings: Settings) -> Dep
         schedule_s=settings.webhooks_retry_schedule_s,
         busy_retry_s=settings.webhooks_busy_retry_s,
     )
+    return replace(deps, **overrides) if overrides else deps
 
 
 async def _delivered(command: WebhookDeliveryRequested, deps: Deps) -> None:
@@ -136,7 +143,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     ):
         store = WebhookStore(infra.store.db)
         await store.ensure_indexes()
-        deps = build_deps(infra.store, http, settings)
+        deps = build_deps(infra, settings, http=http)
         told = box.consuming(partial(on_fax_event, deps=deps))
         handlers: dict[type[Message], Handler] = {
             contract: told
