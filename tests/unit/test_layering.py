@@ -37,6 +37,18 @@ ROOT = Path(__file__).resolve().parents[2]
 TOP = frozenset({"admin", "demo"})
 # What a service's ports must never reach: the real implementations and their wiring.
 WIRING_MODULES = ("adapters", "service")
+# Every service's shape (docs/architecture.md, "Inside a service"), and the files a service
+# goes without, each with its reason: an exception is decided here, not forgotten.
+LAYOUT = ("service.py", "handlers.py", "ports.py", "adapters.py")
+WITHOUT: dict[str, dict[str, str]] = {
+    "inbound": {"adapters.py": "its ports are served by faxbox.shared (the store, GridFS)"},
+    "portal": {"handlers.py": "its handlers are the HTTP routes (api, api_v1, pages ...)"},
+    "pstn-sim": dict.fromkeys(
+        ("handlers.py", "ports.py", "adapters.py"),
+        "a stand-in for the phone network with no bus and no database: sim.py answers "
+        "the calls, control.py is its HTTP API",
+    ),
+}
 
 
 class Layer(IntEnum):
@@ -332,6 +344,22 @@ def test_no_package_imports_upward_or_sideways() -> None:
 def test_no_module_imports_one_that_imports_it_back() -> None:
     cycles = import_cycles(ROOT)
     assert not cycles, "modules importing each other in a circle:\n" + "\n".join(cycles)
+
+
+def test_every_service_has_the_layout() -> None:
+    services = [m for m in members(ROOT) if m.layer == Layer.SERVICE]
+    assert {m.path.name for m in services} >= set(WITHOUT)  # no exception outlives its service
+    missing, needless = [], []
+    for member in services:
+        package = ROOT / member.path / "src" / "faxbox" / member.path.name.replace("-", "_")
+        excused = WITHOUT.get(member.path.name, {})
+        for name in LAYOUT:
+            if not (package / name).is_file() and name not in excused:
+                missing.append(f"{member.path}: {name}")
+            if (package / name).is_file() and name in excused:
+                needless.append(f"{member.path}: {name} is there; drop its exception")
+    assert not missing, "services without their layout:\n" + "\n".join(missing)
+    assert not needless, "\n".join(needless)
 
 
 def test_no_ports_module_reaches_an_adapter() -> None:
