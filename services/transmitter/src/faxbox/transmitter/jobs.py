@@ -19,6 +19,13 @@ can never both dial the same attempt:
   taken as a claim is (the next attempt's number, by whoever wins its insert, so a
   cancel and a redial never both win) and ended at once with no call made.
 
+Whose an attempt is, is said by its claim, not by the job's ``worker_id``: the losers
+of a claim may write their name into the job after the winner. Ending an attempt is an
+insert as well, ``<fax>#<attempt>`` into ``transmitter_attempt_ends``, made by its
+worker before it writes the end and by a worker taking the job over (lease expired)
+before it moves on to the next attempt: a worker that ends its attempt late, just as
+others take the job over, either ends it or learns it lost, never both.
+
 The request itself is kept in the job (``request_json``, written with the job), so a
 cancel that arrives while the request waits in a retry queue can end the fax at once.
 """
@@ -26,8 +33,8 @@ cancel that arrives while the request waits in a retry queue can end the fax at 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -41,6 +48,25 @@ Doc = dict[str, Any]
 
 COLLECTION = "transmitter_jobs"
 CLAIMS_COLLECTION = "transmitter_attempt_claims"
+ENDS_COLLECTION = "transmitter_attempt_ends"
+# At most this many writes of an attempt's end, when a losing taker's write landed after
+# it (every one after the first is rare).
+_END_WRITES = 3
+
+
+def _attempt_key(fax_id: str, attempt: int) -> str:
+    return f"{fax_id}#{attempt}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _end_update(end: Doc) -> Doc:
+    update: Doc = {"$set": end["set"], "$unset": {"busy_since": ""}}
+    if end["failed"]:
+        update["$inc"] = {"failed_attempts": 1}
+    return update
 
 
 class JobState(StrEnum):
@@ -147,6 +173,7 @@ class MongoJobLedger:
     def __init__(self, collection: AsyncCollection[Doc]) -> None:
         self.collection = collection
         self.claims = collection.database[CLAIMS_COLLECTION]
+        self.ends = collection.database[ENDS_COLLECTION]
 
     async def ensure_indexes(self) -> None:
         # Operators look for stuck calls by state and lease; one index per command
@@ -176,7 +203,23 @@ class MongoJobLedger:
 
     async def get(self, fax_id: str) -> Job | None:
         doc = await self.collection.find_one({"_id": fax_id})
-        return None if doc is None else Job.from_doc(doc)
+        if doc is None:
+            return None
+        job = Job.from_doc(doc)
+        if job.state is JobState.IN_CALL:
+            # Who dials is who won the attempt's insert: a claim's losers may have
+            # written their own name into the job after the winner (see _take).
+            job = replace(job, worker_id=await self._dialler(fax_id, job.attempt))
+        return job
+
+    async def _dialler(self, fax_id: str, attempt: int) -> str | None:
+        claimed = await self.claims.find_one({"_id": _attempt_key(fax_id, attempt)})
+        return None if claimed is None else claimed.get("worker_id")
+
+    async def _ended(self, fax_id: str, attempt: int) -> bool:
+        return (
+            await self.ends.find_one({"_id": _attempt_key(fax_id, attempt)}, {"_id": 1}) is not None
+        )
 
     async def claim(self, fax_id: str, worker_id: str, now: datetime, lease_s: float) -> Job | None:
         return await self._take(claimable_filter(fax_id, now), fax_id, worker_id, now, lease_s)
@@ -184,59 +227,113 @@ class MongoJobLedger:
     async def _take(
         self, filter_: Doc, fax_id: str, worker_id: str, now: datetime, lease_s: float
     ) -> Job | None:
-        doc = await self.collection.find_one_and_update(
+        lease_until = now + timedelta(seconds=lease_s)
+        before = await self.collection.find_one_and_update(
             filter_,
             {
                 "$set": {
                     "state": JobState.IN_CALL.value,
                     "worker_id": worker_id,
-                    "lease_until": now + timedelta(seconds=lease_s),
+                    "lease_until": lease_until,
                     "updated_at": now,
                 },
                 "$inc": {"attempt": 1},
             },
-            return_document=ReturnDocument.AFTER,
+            return_document=ReturnDocument.BEFORE,
         )
-        if doc is None:
+        if before is None:
             return None
-        job = Job.from_doc(doc)
-        # FerretDB v1 applies that conditional update as read-then-write, so two workers
-        # can both "win" it (and both read the same new attempt number). The unique insert
-        # of <fax>#<attempt> is exclusive on every server: only its winner may dial.
+        previous = Job.from_doc(before)
+        job = replace(
+            previous,
+            state=JobState.IN_CALL,
+            attempt=previous.attempt + 1,
+            worker_id=worker_id,
+            lease_until=lease_until,
+        )
+        # FerretDB v1 applies that conditional update as read-then-write, so several
+        # workers can all "win" it, with the same new attempt number: unique inserts,
+        # exclusive on every server, decide instead. Taking over a call whose lease ran
+        # out ends that call's attempt, which its own worker (late, not dead) may be
+        # ending at the same moment: an attempt's end is an insert too, so either that
+        # worker's outcome counts or one taker's new attempt does, never both.
+        if previous.state is JobState.IN_CALL and not await claim(
+            self.ends, _attempt_key(fax_id, previous.attempt), by=worker_id, at=now
+        ):
+            await self._undo_our_take(fax_id, previous.attempt, worker_id)
+            return None
         if not await claim(
-            self.claims, f"{fax_id}#{job.attempt}", worker_id=worker_id, claimed_at=now
+            self.claims, _attempt_key(fax_id, job.attempt), worker_id=worker_id, claimed_at=now
         ):
             return None
+        # A loser of the insert may have written its name after ours: put ours back.
+        await self.collection.update_one(
+            {"_id": fax_id, "attempt": job.attempt}, {"$set": {"worker_id": worker_id}}
+        )
         return job
 
-    def _ours(self, fax_id: str, worker_id: str, attempt: int) -> Doc:
-        return {
-            "_id": fax_id,
-            "state": JobState.IN_CALL.value,
-            "worker_id": worker_id,
-            "attempt": attempt,
-        }
+    def _on_the_line(self, fax_id: str, attempt: int) -> Doc:
+        # Not by worker_id: the job's can be a claim's loser (see get); the attempt's
+        # claim is what says whose the attempt is.
+        return {"_id": fax_id, "state": JobState.IN_CALL.value, "attempt": attempt}
 
     async def renew(self, fax_id: str, worker_id: str, attempt: int, until: datetime) -> bool:
+        if await self._dialler(fax_id, attempt) != worker_id:
+            return False
+        if await self._ended(fax_id, attempt):
+            return False  # a taker ended it: our lease had run out
         result = await self.collection.update_one(
-            self._ours(fax_id, worker_id, attempt), {"$set": {"lease_until": until}}
+            self._on_the_line(fax_id, attempt),
+            {"$set": {"lease_until": until, "worker_id": worker_id}},
         )
         return result.matched_count == 1
 
     async def finish(self, fax_id: str, worker_id: str, attempt: int, finish: Finish) -> bool:
+        if await self._dialler(fax_id, attempt) != worker_id:
+            return False
         fields: Doc = {
             "state": finish.state.value,
+            "attempt": attempt,
+            "worker_id": worker_id,
             "last_outcome": finish.last_outcome,
             "lease_until": None,
             "next_attempt_at": finish.next_attempt_at,
         }
         if finish.degrade is not None:
             fields["degrade"] = finish.degrade
-        update: Doc = {"$set": fields, "$unset": {"busy_since": ""}}
-        if finish.failed:
-            update["$inc"] = {"failed_attempts": 1}
-        result = await self.collection.update_one(self._ours(fax_id, worker_id, attempt), update)
-        return result.matched_count == 1
+        # The end keeps what it writes, for a taker that lost it to put back (below).
+        end = {"set": fields, "failed": finish.failed}
+        if not await claim(
+            self.ends, _attempt_key(fax_id, attempt), by=worker_id, at=_utcnow(), end=end
+        ):
+            return False  # taken over once our lease ran out: the taker's attempt counts
+        # By _id alone: the end is ours, and a taker that lost it may have moved the job
+        # on to its attempt already (it writes the job before it inserts the end); its
+        # write can even land just after ours (read-then-write): then write ours again.
+        await self.collection.update_one({"_id": fax_id}, _end_update(end))
+        for _ in range(_END_WRITES - 1):
+            if not await self._moved_by_a_losing_taker(fax_id, attempt):
+                break
+            await self.collection.update_one({"_id": fax_id}, _end_update(end))
+        return True
+
+    async def _moved_by_a_losing_taker(self, fax_id: str, attempt: int) -> bool:
+        doc = await self.collection.find_one({"_id": fax_id}, {"state": 1, "attempt": 1})
+        return (
+            doc is not None
+            and (doc["state"], doc["attempt"]) == (JobState.IN_CALL.value, attempt + 1)
+            and await self._dialler(fax_id, attempt + 1) is None
+        )
+
+    async def _undo_our_take(self, fax_id: str, ended: int, worker_id: str) -> None:
+        """We lost the end of attempt ``ended`` after writing the job as ours: write back
+        what its winner wrote (an attempt's end), or the winner's name (a takeover)."""
+        won = await self.ends.find_one({"_id": _attempt_key(fax_id, ended)})
+        if won is None:  # removed by hand
+            return
+        ours = {"_id": fax_id, "state": JobState.IN_CALL.value, "attempt": ended + 1}
+        update = _end_update(won["end"]) if "end" in won else {"$set": {"worker_id": won["by"]}}
+        await self.collection.update_one({**ours, "worker_id": worker_id}, update)
 
     async def put_back(
         self, fax_id: str, worker_id: str, attempt: int, retry_at: datetime, now: datetime
@@ -244,9 +341,13 @@ class MongoJobLedger:
         # The attempt was never made: free its number first (while the job is still ours
         # and nobody else can claim it), or the next claim would take the same number,
         # lose its insert and leave the job "on the line" with nobody calling.
-        await self.claims.delete_one({"_id": f"{fax_id}#{attempt}", "worker_id": worker_id})
+        freed = await self.claims.delete_one(
+            {"_id": _attempt_key(fax_id, attempt), "worker_id": worker_id}
+        )
+        if freed.deleted_count != 1:
+            return False
         result = await self.collection.update_one(
-            self._ours(fax_id, worker_id, attempt),
+            self._on_the_line(fax_id, attempt),
             {
                 "$set": {
                     "state": JobState.WAITING_RETRY.value,
