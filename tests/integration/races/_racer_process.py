@@ -1,7 +1,8 @@
 """One contender of the cross-process race (``test_race_processes``): its own process,
 its own connection. It says ``ready`` once connected, waits for the start time on stdin,
-then at each round's moment claims the round's transmitter job and tries to take over
-the round's expired mailbox lease, printing one JSON line per round with what it got."""
+then at each round's moment claims the round's new transmitter job, tries to take over
+the round's job whose worker died and the round's expired mailbox lease, printing one
+JSON line per round with what it got."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pymongo import AsyncMongoClient
 from faxbox.mail_poller.lease import MailboxLease
 from faxbox.transmitter.jobs import COLLECTION, MongoJobLedger
 
-STEP_S = 0.2
+STEP_S = 0.25
 LEASE_S = 60.0
 
 
@@ -31,11 +32,18 @@ async def race(url: str, db_name: str, me: str, rounds: int) -> None:
         ledger = MongoJobLedger(db[COLLECTION])
         for round_ in range(rounds):
             await asyncio.sleep(max(0.0, start_at + round_ * STEP_S - time.time()))
-            job = await ledger.claim(f"fax-{round_}", me, datetime.now(UTC), LEASE_S)
+            now = datetime.now(UTC)
+            new = await ledger.claim(f"new-{round_}", me, now, LEASE_S)
+            dropped = await ledger.claim(f"dropped-{round_}", me, now, LEASE_S)
             lease = MailboxLease(db, f"mbox-{round_}@faxbox.test", me, LEASE_S)
             took = await lease.try_acquire()
-            claimed = None if job is None else job.attempt
-            print(json.dumps({"round": round_, "claimed": claimed, "took": took}), flush=True)
+            line = {
+                "round": round_,
+                "claimed": None if new is None else new.attempt,
+                "took_over": None if dropped is None else dropped.attempt,
+                "took": took,
+            }
+            print(json.dumps(line), flush=True)
     finally:
         await client.close()
 

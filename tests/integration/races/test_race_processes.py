@@ -1,6 +1,7 @@
 """Twelve OS processes, each with its own connection, racing round after round for a
-transmitter job's first claim and for the takeover of a mailbox lease whose holder died:
-exactly one process wins each, every round, and the database agrees who."""
+transmitter job's first claim, for the takeover of a job whose worker died on the line,
+and for the takeover of a mailbox lease whose holder died: exactly one process wins
+each, every round, and the database agrees who."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import asyncio
 import json
 import sys
 import time
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +31,10 @@ async def test_twelve_processes_one_wins_each_claim_and_each_takeover(
     ledger = MongoJobLedger(db[COLLECTION])
     now = datetime.now(UTC)
     for round_ in range(ROUNDS):
-        await ledger.ensure(f"fax-{round_}", now)
+        await ledger.ensure(f"new-{round_}", now)
+        # Each round's other job was on the line with a worker that died.
+        await ledger.ensure(f"dropped-{round_}", now)
+        assert await ledger.claim(f"dropped-{round_}", "dead", now, 0.05) is not None
         # Each round's mailbox was held by a poller that died: its lease runs out.
         dead = MailboxLease(db, f"mbox-{round_}@faxbox.test", "dead", 0.05)
         assert await dead.try_acquire()
@@ -71,20 +74,30 @@ async def test_twelve_processes_one_wins_each_claim_and_each_takeover(
                 await racer.wait()
     assert [racer.returncode for racer in racers] == [0] * CONTENDERS
 
-    claimed: Counter[int] = Counter()
+    claimed: dict[int, list[str]] = {round_: [] for round_ in range(ROUNDS)}
+    took_over: dict[int, list[str]] = {round_: [] for round_ in range(ROUNDS)}
     took: dict[int, list[str]] = {round_: [] for round_ in range(ROUNDS)}
     for i, (out, _) in enumerate(outputs):
         lines = [json.loads(line) for line in out.decode().splitlines()]
         assert len(lines) == ROUNDS, f"proc-{i:02d} ran {len(lines)} rounds"
         for line in lines:
-            claimed[line["round"]] += line["claimed"] is not None
+            for field, winners in (("claimed", claimed), ("took_over", took_over)):
+                if line[field] is not None:
+                    winners[line["round"]].append(f"proc-{i:02d}")
             if line["took"]:
                 took[line["round"]].append(f"proc-{i:02d}")
-    assert [r for r in range(ROUNDS) if claimed[r] != 1] == [], claimed
-    assert {r: t for r, t in took.items() if len(t) != 1} == {}
+    for what, winners in (("claim", claimed), ("job takeover", took_over), ("lease", took)):
+        assert {r: w for r, w in winners.items() if len(w) != 1} == {}, what
     claims = db[CLAIMS_COLLECTION]
     for round_ in range(ROUNDS):
-        assert await claims.count_documents({"_id": {"$regex": f"^fax-{round_}#"}}) == 1
+        # The database agrees: one dialler per attempt, and it is the winner.
+        assert await claims.count_documents({"_id": {"$regex": f"^new-{round_}#"}}) == 1
+        new = await ledger.get(f"new-{round_}")
+        assert new is not None
+        assert (new.attempt, new.worker_id) == (1, claimed[round_][0])
+        dropped = await ledger.get(f"dropped-{round_}")
+        assert dropped is not None
+        assert (dropped.attempt, dropped.worker_id) == (2, took_over[round_][0])
         lease = MailboxLease(db, f"mbox-{round_}@faxbox.test", "reader", 60)
         current = await lease.lease.current()
         assert current is not None
