@@ -149,3 +149,47 @@ async def test_twelve_workers_one_takes_each_attempt_and_only_the_holder_writes(
         # One dialler per attempt number, on record.
         recorded = [doc["_id"] async for doc in claims.find({"_id": {"$regex": f"^{fax}#"}})]
         assert sorted(recorded) == [f"{fax}#{n}" for n in range(1, again.attempt + 1)]
+
+
+async def test_a_late_end_and_eleven_takeovers_one_counts_and_the_job_says_which(
+    contenders: Contenders,
+) -> None:
+    """Fifty times: a worker ends its call just as its lease runs out and the eleven
+    others take the job over. Either its end counts and the job shows that end, or one
+    taker's attempt counts and the job shows that attempt; the losers' writes to the job
+    (FerretDB applies a conditional write as read-then-write) are undone."""
+    ledgers = [MongoJobLedger(db[COLLECTION]) for db in contenders.dbs]
+    holder = 0
+    for round_ in range(50):
+        fax = f"fax_late_end_{round_}"
+        now = datetime.now(UTC)
+        await ledgers[0].ensure(fax, now)
+        assert await ledgers[holder].claim(fax, worker(holder), now, LEASE_S) is not None
+        expired = now + timedelta(seconds=LEASE_S + 1)
+        sent = Finish(JobState.SENT, {"success": True, "round": round_})
+        ends = await asyncio.gather(
+            *(
+                ledgers[i].finish(fax, worker(i), 1, sent)
+                if i == holder
+                else ledgers[i].claim(fax, worker(i), expired, LEASE_S)
+                for i in range(CONTENDERS)
+            )
+        )
+        takers = [i for i, j in enumerate(ends) if i != holder and isinstance(j, Job)]
+        job = await ledgers[0].get(fax)
+        assert job is not None
+        if ends[holder] is True:
+            assert takers == [], f"round {round_}: sent, and {takers} dial it again"
+            assert (job.state, job.attempt, job.last_outcome) == (
+                JobState.SENT,
+                1,
+                {"success": True, "round": round_},
+            ), f"round {round_}: the end counted but the job says {job}"
+        else:
+            assert len(takers) == 1, f"round {round_}: {takers} took the job over"
+            assert (job.state, job.attempt, job.worker_id) == (
+                JobState.IN_CALL,
+                2,
+                worker(takers[0]),
+            )
+        holder = (holder + 1) % CONTENDERS
