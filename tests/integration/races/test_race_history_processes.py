@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,10 @@ class Writers:
 
     async def ready(self) -> None:
         for n in range(len(self.procs)):
-            log = self.logs / f"history-{n}.log"
-            await wait_for(lambda log=log: _true("service ready" in log.read_text()), 60)  # type: ignore[misc]
+            await wait_for(partial(self._says_ready, n), 60)
+
+    async def _says_ready(self, n: int) -> bool:
+        return "service ready" in (self.logs / f"history-{n}.log").read_text()
 
     def by_pid(self, pid: int) -> subprocess.Popen[bytes]:
         return next(p for p in self.procs if p.pid == pid)
