@@ -23,8 +23,10 @@ Whose an attempt is, is said by its claim, not by the job's ``worker_id``: the l
 of a claim may write their name into the job after the winner. Ending an attempt is an
 insert as well, ``<fax>#<attempt>`` into ``transmitter_attempt_ends``, made by its
 worker before it writes the end and by a worker taking the job over (lease expired)
-before it moves on to the next attempt: a worker that ends its attempt late, just as
-others take the job over, either ends it or learns it lost, never both.
+before it dials the next attempt: a worker that ends its attempt late, just as others
+take the job over, either ends it or learns it lost, never both. FerretDB writes back
+the whole document a conditional write read, so a taker that lost the end may have
+undone it in the job: it writes the winner's end (kept in the end's document) back.
 
 The request itself is kept in the job (``request_json``, written with the job), so a
 cancel that arrives while the request waits in a retry queue can end the fax at once.
