@@ -9,6 +9,13 @@ The HTTP endpoint (``FAXBOX_HTTP_PORT``) answers:
 - ``GET /readyz``: 200 when every registered check passes, else 503, with a JSON body;
 - ``GET /metrics``: Prometheus text format;
 - whatever a service adds with ``Runtime.add_route`` (a path prefix and a handler).
+
+Every process measures its event loop's lag (``Runtime.loop_lag``, see ``looplag``);
+the services that start fax calls consult it before each new one.
+
+SIGTERM gives work in hand ``shutdown_grace_s``; the process then exits at the latest
+``shutdown_margin_s`` later, whatever it is doing (:class:`ExitDeadline`): a process
+whose loop is saturated must still stop when asked.
 """
 
 from __future__ import annotations
@@ -19,13 +26,16 @@ import gc
 import inspect
 import json
 import logging
+import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from faxbox.shared.logs import configure_logging
+from faxbox.shared.looplag import LoopLag
 from faxbox.shared.settings import RunnerSettings
 
 log = logging.getLogger(__name__)
@@ -34,13 +44,17 @@ HealthCheck = Callable[[], bool | Awaitable[bool]]
 # (method, path) -> (status line, content type, body)
 RouteHandler = Callable[[str, str], Awaitable[tuple[str, str, bytes]]]
 MAX_REQUEST_BODY = 64 * 1024
+# Exit status of a process its exit deadline ended (see ExitDeadline).
+DEADLINE_EXIT_CODE = 70
 
 
 class Runtime:
     """What a running service shares with the runner."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, loop_lag: LoopLag | None = None) -> None:
         self.name = name
+        # Measured only while the runner runs it; otherwise it never reports overload.
+        self.loop_lag = loop_lag or LoopLag(bound_ms=RunnerSettings().loop_lag_bound_ms)
         self.checks: dict[str, HealthCheck] = {}
         self.stopping = asyncio.Event()
         self.ready = False
@@ -150,18 +164,65 @@ def tune_gc(young_threshold: int) -> None:
     gc.set_threshold(young_threshold, middle, old)
 
 
+class ExitDeadline:
+    """Once armed, ends the process after ``after_s`` unless it has exited by then.
+
+    A thread, not a task: the event loop of a saturated or wedged process may never get
+    to a timer of its own. Armed from a signal handler installed with ``signal.signal``
+    (which Python runs between bytecodes of the main thread, even while the loop is busy
+    in Python code), not ``loop.add_signal_handler`` (which waits for the loop).
+    """
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._timer: threading.Timer | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self._timer is not None
+
+    def arm(self) -> None:
+        if self._timer is not None:
+            return
+        self._timer = threading.Timer(self.after_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _expire(self) -> None:
+        log.critical("still running %.0fs after SIGTERM; exiting now", self.after_s)
+        logging.shutdown()
+        os._exit(DEADLINE_EXIT_CODE)
+
+
+def _on_stop_signal(
+    runtime: Runtime, deadline: ExitDeadline, loop: asyncio.AbstractEventLoop
+) -> Callable[[int, object], None]:
+    def handler(signum: int, _frame: object) -> None:
+        deadline.arm()
+        loop.call_soon_threadsafe(runtime.request_stop)
+
+    return handler
+
+
 async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory) -> None:
-    runtime = Runtime(name)
+    runtime = Runtime(name, LoopLag(bound_ms=settings.loop_lag_bound_ms))
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, runtime.request_stop)
+    deadline = ExitDeadline(settings.shutdown_grace_s + settings.shutdown_margin_s)
+    previous = {
+        signum: signal.signal(signum, _on_stop_signal(runtime, deadline, loop))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
     server = await serve_http(runtime, settings.http_host, settings.http_port)
     log.info(
         "service starting",
         extra={"http": f"http://{settings.http_host}:{runtime.http_port}"},
     )
     try:
-        async with service(runtime):
+        async with runtime.loop_lag.running(), service(runtime):
             tune_gc(settings.gc_young_threshold)
             runtime.ready = True
             log.info("service ready")
@@ -172,6 +233,9 @@ async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory
         server.close()
         await server.wait_closed()
         log.info("service stopped")
+        # The deadline stays armed: it also covers what asyncio.run does after this.
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run(name: str, settings: RunnerSettings, service: ServiceFactory) -> None:

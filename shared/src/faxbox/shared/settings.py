@@ -62,6 +62,30 @@ class RunnerSettings(_FaxboxSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     log_level: str = "INFO"
     shutdown_grace_s: float = 30.0
+    shutdown_margin_s: float = Field(
+        default=15.0,
+        gt=0,
+        description=(
+            "After SIGTERM, the process exits at the latest this long after its grace "
+            "period, however busy or stuck it is (runner.ExitDeadline)."
+        ),
+    )
+    loop_lag_bound_ms: float = Field(
+        default=200.0,
+        gt=0,
+        description=(
+            "Event-loop lag beyond which the process is overloaded: the transmitter "
+            "starts no new call, the inbound receiver answers new calls 503 (looplag)."
+        ),
+    )
+    overload_retry_after_s: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "While overloaded: when a fax job comes back to the transmitter, and the "
+            "Retry-After of the inbound receiver's 503."
+        ),
+    )
     gc_young_threshold: int = Field(
         default=50_000,
         ge=0,
