@@ -210,3 +210,85 @@ async def test_exit_after_the_far_end_confirmed_sends_nothing_again(
     assert far_end.invites[number] == 1
     assert len(far_end.complete_receptions(number)) == 1
     assert "republishing its FaxSent" in workers.log_of("w4")
+
+
+async def test_sigterm_with_calls_on_the_line_exits_within_the_grace_period(
+    workers: Workers,
+    events: tuple[Bus, EventLog],
+    store: Store,
+    faxbox: Faxbox,
+    far_end: FarEnd,
+    three_pages: Path,
+) -> None:
+    # The calls on the line get the grace period; then they are hung up, the process
+    # exits, and the broker gives their requests to the next worker: nothing is lost.
+    bus, log = events
+    grace_s, margin_s = 2.0, 3.0
+    loaded = workers.spawn(
+        "w5", FAXBOX_SHUTDOWN_GRACE_S=str(grace_s), FAXBOX_SHUTDOWN_MARGIN_S=str(margin_s)
+    )
+    await workers.ready("w5")
+    numbers = ["+12125550105", "+12125550106", "+12125550107"]
+    requests = [await fax_request(store, faxbox, three_pages, n, pages=3) for n in numbers]
+    for request in requests:
+        await bus.publish(request)
+    await eventually(lambda: far_end.active == 3, 30, "three faxes on the line")
+    started = time.monotonic()
+    loaded.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(loaded.wait, grace_s + margin_s + 5)
+    took = time.monotonic() - started
+    assert took <= grace_s + margin_s + 1, f"exit {code} after {took:.1f}s"
+    assert "service stopped" in workers.log_of("w5") or code != 0
+
+    workers.spawn("w6")
+    await workers.ready("w6")
+    for request in requests:
+        (sent,) = await log.wait_for(FaxSent, request.fax_id, within_s=120)
+        assert sent.statistics.pages_transferred == 3
+        assert sent.attempts == 2
+    for number in numbers:
+        assert len(far_end.complete_receptions(number)) == 1
+
+
+async def test_an_overloaded_transmitter_leaves_the_fax_queued_without_an_attempt(
+    workers: Workers,
+    events: tuple[Bus, EventLog],
+    store: Store,
+    faxbox: Faxbox,
+    far_end: FarEnd,
+    three_pages: Path,
+) -> None:
+    # A bound no loop can keep: this transmitter is overloaded all the time. It must
+    # dial nothing, count no attempt and dead-letter nothing, until one that keeps
+    # time takes the fax.
+    bus, log = events
+    workers.spawn("w7", FAXBOX_LOOP_LAG_BOUND_MS="0.001", FAXBOX_OVERLOAD_RETRY_AFTER_S="1")
+    await workers.ready("w7")
+    number = "+12125550108"
+    request = await fax_request(store, faxbox, three_pages, number, pages=3)
+    await bus.publish(request)
+    await eventually(
+        lambda: workers.log_of("w7").count("the fax waits 1s for a call") >= 3,
+        30,
+        "the request put back three times",
+    )
+    job = await store.db[JOBS].find_one({"_id": request.fax_id})
+    assert job is not None
+    assert (job["state"], job.get("attempt", 0)) == ("queued", 0)
+    assert far_end.invites[number] == 0
+    assert log.of(FaxSent, request.fax_id) == []
+    dead = await bus.connection.channel()
+    try:
+        waiting = await dead.declare_queue(
+            bus.topology.dead_letter_queue("transmitter"), passive=True
+        )
+        assert waiting.declaration_result.message_count == 0
+    finally:
+        await dead.close()
+
+    workers.procs["w7"].send_signal(signal.SIGTERM)
+    workers.spawn("w8")
+    await workers.ready("w8")
+    (sent,) = await log.wait_for(FaxSent, request.fax_id, within_s=90)
+    assert sent.attempts == 1
+    assert far_end.invites[number] == 1

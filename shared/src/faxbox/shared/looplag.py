@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from prometheus_client import Gauge
 
@@ -26,6 +27,14 @@ LAG_MS = Gauge("faxbox_event_loop_lag_ms", "How late the event loop's last timer
 MAX_LAG_MS = Gauge(
     "faxbox_event_loop_lag_max_ms", "The latest the event loop woke since the process started (ms)"
 )
+
+
+class LoadGauge(Protocol):
+    """What admission control asks (``LoopLag`` answers it)."""
+
+    def overloaded(self) -> float | None:
+        """The lag (ms) that keeps new work out, or None."""
+        ...
 
 
 class LoopLag:

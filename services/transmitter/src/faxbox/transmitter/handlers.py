@@ -67,10 +67,12 @@ from faxbox.shared.contracts import (
     OutboundFaxRequested,
     PageReport,
 )
+from faxbox.shared.looplag import LoadGauge
 from faxbox.shared.outbox import Decided, DecisionStore, Outbox, Recorded
 from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
+from faxbox.transmitter.admission import admit
 from faxbox.transmitter.carriers import CarrierCooldown, Slot, eligible_carriers
 from faxbox.transmitter.document import stamped
 from faxbox.transmitter.jobs import TERMINAL, Finish, Job, JobLedger, JobState
@@ -126,6 +128,8 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
     max_carrier_tries: int = 3  # carriers one attempt may try (failover)
     cooldown: CarrierCooldown = field(default_factory=CarrierCooldown)
+    load: LoadGauge | None = None  # admission control (transmitter.admission)
+    overload_retry_s: int = 10
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> int:
@@ -161,6 +165,7 @@ async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> Recorded
             return replace(previous, retry=later)
         raise later
     async with deps.calls:
+        admit(deps.load, deps.overload_retry_s)
         now = deps.clock()
         claimed = await deps.ledger.claim(message.fax_id, deps.worker_id, now, deps.lease_s)
         if claimed is None:  # another copy got there first: look again shortly

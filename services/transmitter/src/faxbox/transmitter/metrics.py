@@ -24,3 +24,7 @@ FAILOVERS = Counter(
     "faxbox_transmitter_carrier_failovers_total",
     "Calls handed to the next carrier within an attempt after a carrier failed",
 )
+OVERLOAD_DEFERRED = Counter(
+    "faxbox_transmitter_overload_deferred_total",
+    "Jobs put back unclaimed (no attempt counted) because the event loop ran late",
+)

@@ -135,6 +135,7 @@ def build_deps(
         busy_give_up_s=settings.transmitter_busy_give_up_s,
         max_carrier_tries=settings.transmitter_max_carrier_tries,
         spool_dir=settings.transmitter_spool_dir,
+        overload_retry_s=settings.overload_retry_after_s,
     )
     return replace(deps, **overrides) if overrides else deps
 
@@ -167,7 +168,9 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             secrets=settings.box(),
             t38_delay_s=settings.transmitter_t38_delay_s,
         )
-        deps = build_deps(infra, settings, ledger=ledger, line=line, outbox=box)
+        deps = build_deps(
+            infra, settings, ledger=ledger, line=line, outbox=box, load=runtime.loop_lag
+        )
         log.info(
             "transmitter %s: SIP on %s:%d, pace %s, up to %d calls",
             settings.transmitter_worker_id,
