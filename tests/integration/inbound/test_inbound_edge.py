@@ -6,7 +6,9 @@ to other loopback addresses (127.0.0.2, 127.0.0.3): each a different source."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +19,7 @@ from pydantic import SecretStr
 from faxbox.fax.sip.digest import Credentials
 from faxbox.fax.sip.ua import CallFailed, UserAgent
 from faxbox.inbound.service import Settings, service
+from faxbox.shared.looplag import LoopLag
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.settings import BrokerSettings, MongoSettings
@@ -46,7 +49,10 @@ async def carriers(store: Store) -> None:
 
 @asynccontextmanager
 async def receiver(
-    broker_settings: BrokerSettings, mongo_settings: MongoSettings, **settings: object
+    broker_settings: BrokerSettings,
+    mongo_settings: MongoSettings,
+    runtime: LoopLag | None = None,
+    **settings: object,
 ) -> AsyncIterator[str]:
     port = free_port(socket.SOCK_DGRAM)
     options = Settings(
@@ -57,7 +63,7 @@ async def receiver(
         secret_key=SecretStr(KEY),
         **settings,  # type: ignore[arg-type]
     )
-    async with service(Runtime("inbound"), options):
+    async with service(Runtime("inbound", runtime), options):
         yield f"sip:127.0.0.1:{port}"
 
 
@@ -135,3 +141,26 @@ async def test_a_registered_carrier_s_proxy_is_one_of_its_addresses(
     ):
         assert await status_of(proxy, f"{uri};transport=tcp") == 404
         assert await status_of(stranger, f"{uri};transport=tcp") == 403
+
+
+async def test_while_the_loop_runs_late_new_calls_get_503_with_retry_after(
+    broker_settings: BrokerSettings, mongo_settings: MongoSettings, carriers: None
+) -> None:
+    # The receiver runs in this process, with its loop-lag monitor: blocking this loop
+    # is the process under test falling behind, exactly as a saturated one does.
+    lag = LoopLag(bound_ms=250, interval_s=0.02, hold_s=1.5)
+    before = refused("overload")
+    async with (
+        lag.running(),
+        receiver(broker_settings, mongo_settings, overload_retry_after_s=12, runtime=lag) as uri,
+        await UserAgent.start("127.0.0.1", user="carrier") as carrier,
+    ):
+        assert await status_of(carrier, uri) == 404  # on time: past the edge
+        time.sleep(0.6)  # noqa: ASYNC251 - a loop stalled by work it cannot keep up with
+        with pytest.raises(CallFailed) as failed:
+            await carrier.dial(uri, "+12125550100", UNASSIGNED)
+        assert (failed.value.status, failed.value.retry_after) == (503, 12)
+        assert refused("overload") == before + 1
+        await asyncio.sleep(2.0)  # the hold is over: calls come in again
+        assert await status_of(carrier, uri) == 404
+    assert lag.max_lag_ms > 500

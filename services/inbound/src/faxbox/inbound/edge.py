@@ -2,6 +2,9 @@
 
 Every INVITE is judged before anything else is done with it (number lookup, a line):
 
+0. **load**: while the process's event loop runs late (``faxbox.shared.looplag``), 503
+   Service Unavailable with Retry-After: a carrier then tries its next route, and the
+   calls already on our lines keep their media on time.
 1. **rate**: at most ``invites_per_s`` a second from one source address, with bursts of
    ``burst`` (a token bucket per address); over it, 503 with Retry-After. A carrier
    starting many calls at once fits in the burst; a flood does not reach the lookups.
@@ -37,6 +40,7 @@ from faxbox.fax.sip.digest import Credentials, authorization_matches, digest_cha
 from faxbox.fax.sip.message import SipParseError, SipRequest, SipUri
 from faxbox.fax.sip.resolve import ResolveError, Resolver
 from faxbox.inbound.ports import CarrierSource
+from faxbox.shared.looplag import LoadGauge
 from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Carrier
 
@@ -135,6 +139,8 @@ class CarrierEdge:
     burst: int = 40
     refresh_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
+    load: LoadGauge | None = None
+    overload_retry_after_s: int = 10
     rate: InviteRate = field(init=False)
     _known: list[tuple[Carrier, list[Network]]] = field(init=False, default_factory=list)
     _loaded_at: float | None = field(init=False, default=None)
@@ -166,6 +172,9 @@ class CarrierEdge:
         return None
 
     async def judge(self, request: SipRequest, source: str) -> Verdict:
+        if self.load is not None and self.load.overloaded() is not None:
+            retry = (("Retry-After", str(self.overload_retry_after_s)),)
+            return Refused(503, "Service Unavailable", "overload", retry)
         if not self.rate.allow(source):
             return Refused(503, "Too Many Calls", "rate", (("Retry-After", "5"),))
         carrier = await self.carrier_for(source)

@@ -124,6 +124,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             invites_per_s=settings.inbound_invites_per_s,
             burst=settings.inbound_invite_burst,
             refresh_s=settings.inbound_carriers_refresh_s,
+            load=runtime.loop_lag,
+            overload_retry_after_s=settings.overload_retry_after_s,
         )
         await edge.known()  # says at once when no carrier is configured
 
