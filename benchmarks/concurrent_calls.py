@@ -63,6 +63,7 @@ from faxbox.shared.contracts import (  # noqa: E402
 )
 from faxbox.shared.settings import BrokerSettings, MongoSettings  # noqa: E402
 from faxbox.shared.store import Account, Carrier, Faxbox, Store, User, new_id  # noqa: E402
+from tests import children  # noqa: E402
 from tests.peers.kamailio import running_kamailio  # noqa: E402
 from tests.support import RabbitServer, free_port  # noqa: E402
 
@@ -92,22 +93,18 @@ def cpu_seconds(pid: int) -> float:
 
 def spawn(args: list[str], env: dict[str, str], cpu: int, log: Path) -> subprocess.Popen[bytes]:
     cpus = os.cpu_count() or 1
-    return subprocess.Popen(
+    return children.spawn(
         args,
         env={**os.environ, **env},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpus > 1 else None,
+        preexec=(lambda: os.sched_setaffinity(0, {cpu})) if cpus > 1 else None,
     )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    children.end(proc.pid, grace_s=20)
+    proc.wait()
 
 
 class Events:

@@ -56,6 +56,7 @@ from faxbox.shared.bus import Bus, EventTap  # noqa: E402
 from faxbox.shared.contracts import FaxFailed, FaxSent, OutboundFaxRequested  # noqa: E402
 from faxbox.shared.settings import BrokerSettings, MongoSettings  # noqa: E402
 from faxbox.shared.store import Store  # noqa: E402
+from tests import children  # noqa: E402, F401 - its children end with it
 from tests.e2e.stack import ALICE, REALM, Mailbox, SmtpCapture, Stack  # noqa: E402
 from tests.support import RabbitServer  # noqa: E402
 

@@ -63,6 +63,7 @@ from faxbox.shared.contracts import (
 )
 from faxbox.shared.routing import Topology, routing_key
 from faxbox.shared.settings import BrokerSettings
+from tests import children
 from tests.support import RabbitServer, free_port
 
 RESULTS = Path(__file__).parent / "results" / "history.json"
@@ -186,7 +187,10 @@ async def one_run(events_wanted: int, rabbit: RabbitServer, mongo_url: str) -> d
     )
     bus = Bus(BrokerSettings(amqp_url=amqp_url, exchange_prefix=prefix))
     connection: aio_pika.abc.AbstractConnection | None = None
-    writer = await asyncio.create_subprocess_exec(sys.executable, "-m", "faxbox.history", env=env)
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "faxbox.history", env=env, **children.popen_options()
+    )
+    children.track(writer.pid)
     try:
         deadline = time.monotonic() + 60
         while not ready(port):

@@ -63,6 +63,7 @@ sys.path.insert(0, str(REPO))
 from faxbox.shared.bus import Bus  # noqa: E402
 from faxbox.shared.contracts import MailReceived  # noqa: E402
 from faxbox.shared.settings import BrokerSettings  # noqa: E402
+from tests import children  # noqa: E402
 from tests.support import RabbitServer  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "intake_latency.json"
@@ -189,7 +190,9 @@ async def one_run(run: int, samples: int, warmup: int, push: bool) -> dict[str, 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=REPO,
+            **children.popen_options(),
         )
+        children.track(poller.pid)
         await observer.start()
         for index in range(warmup + samples):
             token = uuid.uuid4().hex

@@ -35,6 +35,7 @@ from faxbox.history.writes import HistoryWrites
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Account, Faxbox, Role, Store, User
 from faxbox.shared.store.monthly import month_key
+from tests import children
 from tests.support import free_port
 
 RESULTS = Path(__file__).parent / "results" / "portal.json"
@@ -234,8 +235,15 @@ async def main() -> None:
         account_id, token = await seed(store, args.faxes, now)
         scan_ms, scan_docs = await month_scan(store, account_id, now)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--serve", mongo_url, db, str(port)
+            sys.executable,
+            __file__,
+            "--serve",
+            mongo_url,
+            db,
+            str(port),
+            **children.popen_options(),
         )
+        children.track(proc.pid)
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30

@@ -46,6 +46,7 @@ from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, T38Session
 from faxbox.fax.sip.sdp import MediaKind
 from faxbox.fax.sip.ua import UserAgent
+from tests import children
 from tests.support import free_port
 
 RESULTS = Path(__file__).parent / "results" / "pstn_sim_load.json"
@@ -96,8 +97,16 @@ async def one_run(
         "FAXBOX_LOG_LEVEL": "WARNING",
     }
     sim = await asyncio.create_subprocess_exec(
-        "taskset", "-c", "1", sys.executable, "-m", "faxbox.pstn_sim", env=env
+        "taskset",
+        "-c",
+        "1",
+        sys.executable,
+        "-m",
+        "faxbox.pstn_sim",
+        env=env,
+        **children.popen_options(),
     )
+    children.track(sim.pid)
     control = f"http://127.0.0.1:{http_port}"
     try:
         await _wait_ready(f"{control}/healthz")

@@ -36,6 +36,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from faxbox.demo.tenant import DemoTenant, DemoUser, Seeded, seed
 from faxbox.shared.store import RetryPolicy, Role, Store
+from tests import children
 from tests.relay import LocalRelay
 from tests.support import free_port
 
@@ -367,7 +368,7 @@ class Stack:
 
     def start(self, name: str) -> None:
         log = self.log_path(name).open("ab")
-        self.procs[name] = subprocess.Popen(
+        self.procs[name] = children.spawn(
             [sys.executable, "-m", f"faxbox.{service_of(name)}"],
             env=self.env(name),
             stdout=log,
@@ -411,16 +412,9 @@ class Stack:
             proc.wait(30)
 
     def stop_all(self) -> None:
+        children.end([proc.pid for proc in self.procs.values()], grace_s=20)
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.wait()
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) each running service, with its children, used so far."""

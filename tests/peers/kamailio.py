@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import children
 from tests.peers.certs import Certificates, make_certificates
 from tests.support import free_port, servers_required
 
@@ -281,7 +282,7 @@ def running_kamailio(
     if check.returncode != 0:
         raise RuntimeError(f"kamailio -c refused the configuration:\n{check.stderr[-3000:]}")
     with k.log.open("wb") as log:
-        k.process = subprocess.Popen(
+        k.process = children.spawn(
             [
                 exe,
                 "-DD",
@@ -300,7 +301,7 @@ def running_kamailio(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=directory,
-            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
+            preexec=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,
         )
         try:
             deadline = time.monotonic() + 20
@@ -310,9 +311,5 @@ def running_kamailio(
                 time.sleep(0.1)
             yield k
         finally:
-            k.process.terminate()
-            try:
-                k.process.wait(10)
-            except subprocess.TimeoutExpired:
-                k.process.kill()
-                k.process.wait(5)
+            children.end(k.process.pid, grace_s=10)
+            k.process.wait(5)
