@@ -142,6 +142,10 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
             "FAXBOX_LEASE_TTL_S": "10",
             "FAXBOX_LEASE_RENEW_S": "3",
             "FAXBOX_VALIDATOR_AUTHSERV_IDS": f'["{MTA_AUTHSERV_ID}"]',
+            # A run sends 130 3-page faxes from one user: past the default daily caps
+            # (200 pages a user), which would reject half of them.
+            "FAXBOX_VALIDATOR_DAILY_PAGES_PER_USER": "0",
+            "FAXBOX_VALIDATOR_DAILY_PAGES_PER_ACCOUNT": "0",
         },
     )
     store = await Store.connect(MongoSettings(mongo_url=mongo_url, mongo_db=db))
