@@ -23,6 +23,7 @@ def test_a_wake_up_past_the_bound_keeps_new_work_out_for_the_hold_time() -> None
     lag = LoopLag(bound_ms=200, hold_s=2.0, clock=clock)
     lag.record(50, clock.now)
     assert lag.overloaded() is None
+    assert lag.overloaded(bound_ms=20) == 50  # a line clock 10 times real time
     lag.record(350, clock.now)
     assert lag.overloaded() == 350
     clock.now += 1.0

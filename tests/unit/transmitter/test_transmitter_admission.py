@@ -21,7 +21,7 @@ class Load:
     def __init__(self) -> None:
         self.lag_ms: float | None = 850.0
 
-    def overloaded(self) -> float | None:
+    def overloaded(self, bound_ms: float | None = None) -> float | None:
         return self.lag_ms
 
 

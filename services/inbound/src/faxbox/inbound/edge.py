@@ -4,7 +4,8 @@ Every INVITE is judged before anything else is done with it (number lookup, a li
 
 0. **load**: while the process's event loop runs late (``faxbox.shared.looplag``), 503
    Service Unavailable with Retry-After: a carrier then tries its next route, and the
-   calls already on our lines keep their media on time.
+   calls already on our lines keep their media on time (the bound is in call time:
+   divided by the line's pace).
 1. **rate**: at most ``invites_per_s`` a second from one source address, with bursts of
    ``burst`` (a token bucket per address); over it, 503 with Retry-After. A carrier
    starting many calls at once fits in the burst; a flood does not reach the lookups.
@@ -141,6 +142,7 @@ class CarrierEdge:
     clock: Callable[[], float] = time.monotonic
     load: LoadGauge | None = None
     overload_retry_after_s: int = 10
+    overload_bound_ms: float | None = None  # None: the gauge's own
     rate: InviteRate = field(init=False)
     _known: list[tuple[Carrier, list[Network]]] = field(init=False, default_factory=list)
     _loaded_at: float | None = field(init=False, default=None)
@@ -172,7 +174,7 @@ class CarrierEdge:
         return None
 
     async def judge(self, request: SipRequest, source: str) -> Verdict:
-        if self.load is not None and self.load.overloaded() is not None:
+        if self.load is not None and self.load.overloaded(self.overload_bound_ms) is not None:
             retry = (("Retry-After", str(self.overload_retry_after_s)),)
             return Refused(503, "Service Unavailable", "overload", retry)
         if not self.rate.allow(source):

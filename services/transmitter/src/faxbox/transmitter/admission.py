@@ -8,6 +8,10 @@ run by the runner); while it reports overload the request goes back to the broke
 ``RetryLater``: the job is not claimed, no attempt is counted, nothing is dead-lettered
 (the settling policy's scheduled retries use up no budget), and it comes back after
 ``overload_retry_s``, to this replica or another one.
+
+The bound is in call time: with the line clock at N times real time (``line_pace``),
+a loop 20 ms late costs a call what 200 ms cost at real time, so the service divides
+the configured bound by the pace.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from faxbox.transmitter import metrics
 log = logging.getLogger(__name__)
 
 
-def admit(gauge: LoadGauge | None, retry_s: int) -> None:
+def admit(gauge: LoadGauge | None, retry_s: int, bound_ms: float | None = None) -> None:
     """Return if a new call may start; raise ``RetryLater`` while the loop is late."""
-    lag_ms = gauge.overloaded() if gauge is not None else None
+    lag_ms = gauge.overloaded(bound_ms) if gauge is not None else None
     if lag_ms is None:
         return
     metrics.OVERLOAD_DEFERRED.inc()

@@ -130,6 +130,7 @@ class Deps:
     cooldown: CarrierCooldown = field(default_factory=CarrierCooldown)
     load: LoadGauge | None = None  # admission control (transmitter.admission)
     overload_retry_s: int = 10
+    overload_bound_ms: float | None = None  # None: the gauge's own
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> int:
@@ -165,7 +166,7 @@ async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> Recorded
             return replace(previous, retry=later)
         raise later
     async with deps.calls:
-        admit(deps.load, deps.overload_retry_s)
+        admit(deps.load, deps.overload_retry_s, deps.overload_bound_ms)
         now = deps.clock()
         claimed = await deps.ledger.claim(message.fax_id, deps.worker_id, now, deps.lease_s)
         if claimed is None:  # another copy got there first: look again shortly

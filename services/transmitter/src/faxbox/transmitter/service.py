@@ -136,6 +136,7 @@ def build_deps(
         max_carrier_tries=settings.transmitter_max_carrier_tries,
         spool_dir=settings.transmitter_spool_dir,
         overload_retry_s=settings.overload_retry_after_s,
+        overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.line_pace),
     )
     return replace(deps, **overrides) if overrides else deps
 
