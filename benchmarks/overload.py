@@ -56,6 +56,7 @@ from benchmarks.concurrent_calls import (  # noqa: E402
     NUMBER,
     Events,
     a4_page,
+    cpu_seconds,
     spawn,
     step,
     stop,
@@ -102,7 +103,10 @@ async def one_media(
     args: argparse.Namespace,
     env: dict[str, str],
     logs: Path,
+    far_end: tuple[int, int],
 ) -> dict[str, Any]:
+    """``far_end``: pstn-sim's pid and metrics port."""
+    sim_pid, sim_metrics = far_end
     http_port = free_port()
     transmitter = spawn(
         [sys.executable, "-m", "faxbox.transmitter"],
@@ -128,6 +132,7 @@ async def one_media(
                 break
             await asyncio.sleep(0.1)
         for name, n in (("anchor", capacity), ("overload", capacity * args.factor)):
+            sim_cpu = cpu_seconds(sim_pid)
             outcome = await step(
                 bus,
                 events,
@@ -138,11 +143,18 @@ async def one_media(
                 timeout_s=args.step_timeout_s + n * stagger_s,
             )
             outcome["faxes_per_min"] = round(outcome["sent_ok"] / outcome["elapsed_s"] * 60, 1)
+            outcome["pstn_sim_core_share"] = round(
+                (cpu_seconds(sim_pid) - sim_cpu) / outcome["elapsed_s"], 3
+            )
             outcome["answers_healthz"] = await asyncio.to_thread(healthy, http_port)
             print(media, name, json.dumps(outcome), flush=True)
             result[name] = outcome
         result["max_loop_lag_ms"] = round(
             await asyncio.to_thread(metric, http_port, "faxbox_event_loop_lag_max_ms"), 1
+        )
+        # The far end's figure is its process's maximum so far (it serves every media).
+        result["pstn_sim_max_loop_lag_ms"] = round(
+            await asyncio.to_thread(metric, sim_metrics, "faxbox_event_loop_lag_max_ms"), 1
         )
         result["deferred"] = int(
             await asyncio.to_thread(metric, http_port, "faxbox_transmitter_overload_deferred_total")
@@ -170,11 +182,13 @@ async def one_run(args: argparse.Namespace, capacities: dict[str, int]) -> dict[
     store = await Store.connect(MongoSettings(mongo_url=MONGO_URL, mongo_db=database))
     await store.ensure_indexes()
     sip_port, sim_http = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    sim_metrics = free_port(socket.SOCK_STREAM)
     sim = spawn(
         [sys.executable, "-m", "faxbox.pstn_sim"],
         {
             "FAXBOX_PSTN_SIP_PORT": str(sip_port),
             "FAXBOX_PSTN_HTTP_PORT": str(sim_http),
+            "FAXBOX_HTTP_PORT": str(sim_metrics),
             "FAXBOX_PSTN_PACE": "1",
             "FAXBOX_PSTN_DATA_DIR": str(tmp / "sim"),
             "FAXBOX_LOG_LEVEL": "WARNING",
@@ -222,7 +236,9 @@ async def one_run(args: argparse.Namespace, capacities: dict[str, int]) -> dict[
             "FAXBOX_MONGO_DB": database,
         }
         for media, capacity in capacities.items():
-            results[media] = await one_media(bus, events, template, media, capacity, args, env, tmp)
+            results[media] = await one_media(
+                bus, events, template, media, capacity, args, env, tmp, (sim.pid, sim_metrics)
+            )
     finally:
         await bus.close()
         stop(sim)
@@ -251,6 +267,9 @@ def summary(media: str, runs: list[dict[str, Any]], factor: int) -> dict[str, An
         "unfinished": total("unfinished"),
         "failure_texts": sorted({t for o in overload for t in o["failure_texts"]}),
         "max_loop_lag_ms": max(r.get("max_loop_lag_ms", 0.0) for r in mine),
+        "pstn_sim_max_loop_lag_ms": max(r.get("pstn_sim_max_loop_lag_ms", 0.0) for r in mine),
+        "transmitter_core_share": [o["transmitter_core_share"] for o in overload],
+        "pstn_sim_core_share": [o["pstn_sim_core_share"] for o in overload],
         "deferred": sum(r.get("deferred", 0) for r in mine),
         "anchor_failed": sum(r["anchor"]["failed"] for r in mine if "anchor" in r),
         "anchor_faxes_per_min": anchor,
