@@ -86,9 +86,9 @@ def metric(port: int, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def healthy(port: int) -> bool:
+def healthy(port: int, path: str = "/healthz") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -127,8 +127,9 @@ async def one_media(
     stagger_s = args.stagger_ms / 1000
     result: dict[str, Any] = {"capacity": capacity}
     try:
-        for _ in range(300):
-            if healthy(http_port):
+        # Ready, not only alive: its queue must be bound before the first request.
+        for _ in range(600):
+            if await asyncio.to_thread(healthy, http_port, "/readyz"):
                 break
             await asyncio.sleep(0.1)
         for name, n in (("anchor", capacity), ("overload", capacity * args.factor)):
