@@ -117,6 +117,34 @@ async def test_an_unconfirmed_publish_stays_owed_and_a_sweep_sends_it_with_the_s
     assert await box.sweep(grace_s=0) == 0
 
 
+async def test_publishing_soon_leaves_an_unconfirmed_decision_owed_for_the_sweep() -> None:
+    box, store, publisher = outbox()
+    confirmed = await box.record(Decided("k1", (note("fax_1"),)))
+    assert await box.publish_soon(confirmed) is True
+    assert await store.owed(datetime.now(UTC) + timedelta(days=1)) == []
+
+    publisher.failures.append(ConnectionError("no confirm"))
+    unconfirmed = await box.record(Decided("k2", (note("fax_2"),)))
+    assert await box.publish_soon(unconfirmed, 5.0) is False
+    store.owed_since["k2"] -= timedelta(minutes=2)
+    assert await box.sweep(grace_s=60) == 1
+
+    published_before = len(publisher.published)
+    assert await box.publish_soon(Recorded("k3", (note("fax_3"),), owed=False)) is True
+    assert len(publisher.published) == published_before  # published before: not again
+
+
+async def test_publishing_soon_raises_what_is_no_outage_when_asked_to() -> None:
+    box, store, publisher = outbox()
+    publisher.failures.append(ValueError("a bug, not an outage"))
+    recorded = await box.record(Decided("k1", (note("fax_1"),)))
+    with pytest.raises(ValueError, match="a bug"):
+        await box.publish_soon(recorded, only_outages=True)
+    publisher.failures.append(ConnectionError("no confirm"))
+    assert await box.publish_soon(recorded, only_outages=True) is False
+    assert [r.key for r in await store.owed(datetime.now(UTC) + timedelta(days=1))] == ["k1"]
+
+
 async def test_a_decision_needs_a_key_and_a_message() -> None:
     with pytest.raises(ValueError, match="key"):
         Decided("", (note("f"),))

@@ -20,9 +20,11 @@ the intake key for the mail-poller, the received fax's id for the inbound receiv
 Handlers return a :class:`Decided` (or ``None``: nothing to say); the runtime records
 and publishes it: :meth:`Outbox.consuming` wraps a consumer's handler, :meth:`Outbox.emit`
 serves the mail-poller and the inbound receiver, which answer IMAP and calls rather than
-deliveries. A handler that must write something of its own only once its decision is
-durable (the transmitter ends its job after recording a call's outcome) records the
-decision itself and returns the :class:`Recorded`. No handler publishes.
+deliveries, and :meth:`Outbox.publish_soon` whoever must not wait for the broker (a call
+about to be placed, a web request): what is not confirmed stays owed for the sweep. A
+handler that must write something of its own only once its decision is durable (the
+transmitter ends its job after recording a call's outcome) records the decision itself
+and returns the :class:`Recorded`. No handler publishes.
 
 A handler that finds its key decided before returns that :class:`Recorded` to have it
 published again (consumers deduplicate on the message id), or ``None`` when
@@ -127,6 +129,28 @@ class Outbox:
             await self.publisher.publish(message)
         if recorded.owed:
             await self.store.forget(recorded.key)
+
+    async def publish_soon(
+        self, recorded: Recorded, wait_s: float | None = None, *, only_outages: bool = False
+    ) -> bool:
+        """Publish a recorded decision now if the broker confirms (within ``wait_s`` when
+        given); if not, it stays owed and the sweep publishes it with the same message ids.
+        True if confirmed. ``only_outages``: an error that is not an outage of the database
+        or the broker is raised, not left to the sweep."""
+        if not recorded.owed:
+            return True
+        try:
+            await asyncio.wait_for(self.deliver(recorded), wait_s)
+        except Exception as exc:  # TimeoutError included: the sweep takes over
+            if only_outages and not is_infrastructure(exc):
+                raise
+            log.warning(
+                "publishing %s not confirmed (%r); the outbox sweep publishes it",
+                recorded.key,
+                exc,
+            )
+            return False
+        return True
 
     async def emit(self, decided: Decided) -> Recorded:
         """Record, then publish: raises if the broker did not confirm (it stays owed)."""

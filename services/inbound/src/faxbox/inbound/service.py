@@ -23,7 +23,7 @@ from faxbox.inbound.edge import Admitted, CarrierEdge
 from faxbox.inbound.handlers import Deps, handle_call
 from faxbox.inbound.registrations import Registrations
 from faxbox.shared import runner
-from faxbox.shared.outbox import DecisionStore, Outbox, Recorded
+from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
@@ -138,7 +138,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
                 if await admitted(incoming, edge):
                     recorded = await handle_call(incoming, deps)
                     if recorded is not None:
-                        await _announce(box, recorded)
+                        await box.publish_soon(recorded)
             finally:
                 if task is not None:
                     in_flight.discard(task)
@@ -155,14 +155,6 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             if pending:
                 await asyncio.wait(pending, timeout=settings.shutdown_grace_s)
             await ua.close()
-
-
-async def _announce(box: Outbox, recorded: Recorded) -> None:
-    try:
-        await box.deliver(recorded)
-    except Exception:
-        # It stays owed: a sweep (of this replica or another) publishes it.
-        log.exception("could not publish %s; the outbox sweep will", recorded.key)
 
 
 async def admitted(incoming: IncomingCall, edge: CarrierEdge) -> bool:

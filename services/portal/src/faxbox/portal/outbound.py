@@ -18,7 +18,6 @@ the validator gives them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -123,23 +122,6 @@ async def record_decision(outbox: Outbox, decided: Decided, what: str) -> Record
             return standing
         log.warning("%s not recorded: %s", what, exc)
         raise not_queued(what) from exc
-
-
-async def publish_soon(outbox: Outbox, recorded: Recorded, wait_s: float) -> bool:
-    """Publish a recorded decision now if the broker confirms within ``wait_s``; else it
-    stays owed and the outbox sweep publishes it (same message ids). True if confirmed."""
-    if not recorded.owed:
-        return True
-    try:
-        await asyncio.wait_for(outbox.deliver(recorded), wait_s)
-    except Exception as exc:  # TimeoutError included: the sweep takes over
-        log.warning(
-            "publishing %s not confirmed (%s); the outbox sweep publishes it",
-            recorded.key,
-            exc or type(exc).__name__,
-        )
-        return False
-    return True
 
 
 def submission_message_id(submission_id: str) -> str:
@@ -301,7 +283,7 @@ async def submit(
             recorded = await record_decision(
                 outbox, Decided(earlier.id, (earlier.submitted(),)), "The submission"
             )
-            await publish_soon(outbox, recorded, sending.limits.publish_wait_s)
+            await outbox.publish_soon(recorded, sending.limits.publish_wait_s)
             return Submitted(earlier, replayed=True)
     month = month_of(now)
     try:
@@ -351,7 +333,7 @@ async def submit(
         raise not_queued("The submission") from exc
     # Cancelled (the client went away): nothing is undone, since the decision may stand;
     # a retry with the same Idempotency-Key completes the submission either way.
-    await publish_soon(outbox, recorded, sending.limits.publish_wait_s)
+    await outbox.publish_soon(recorded, sending.limits.publish_wait_s)
     return Submitted(submission, replayed=False)
 
 
@@ -458,7 +440,7 @@ async def cancel(sending: Sending, principal: Principal, fax_id: str) -> FaxView
     recorded = await record_decision(
         outbox, Decided(cancel_key(fax_id), (requested,)), "The cancel"
     )
-    await publish_soon(outbox, recorded, sending.limits.publish_wait_s)
+    await outbox.publish_soon(recorded, sending.limits.publish_wait_s)
     return view
 
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from faxbox.portal.access import admin_account
 from faxbox.portal.admin import InvalidInput
-from faxbox.portal.outbound import publish_soon, record_decision
+from faxbox.portal.outbound import record_decision
 from faxbox.portal.security import Principal
 from faxbox.shared.contracts import WebhookDeliveryRequested
 from faxbox.shared.outbox import Decided, Outbox
@@ -148,7 +148,7 @@ async def replay(
     recorded = await record_decision(
         hooks.outbox, Decided(f"replay:{requested.message_id}", (requested,)), "The replay"
     )
-    await publish_soon(hooks.outbox, recorded, hooks.publish_wait_s)
+    await hooks.outbox.publish_soon(recorded, hooks.publish_wait_s)
     return delivery
 
 

@@ -329,13 +329,8 @@ async def _announce(message: OutboundFaxRequested, job: Job, carrier: Carrier, d
     recorded = await deps.outbox.record(
         Decided(f"{attempt_key(message.fax_id, job.attempt)}:started", (started,))
     )
-    try:
-        await deps.outbox.deliver(recorded)
-    except Exception as exc:
-        if not is_infrastructure(exc):
-            raise
-        # Recorded and owed: the sweep publishes it. The call need not wait for the broker.
-        log.warning("the call's announcement is left to the outbox's sweep: %r", exc)
+    # The call need not wait for the broker: what is not confirmed, the sweep publishes.
+    await deps.outbox.publish_soon(recorded, only_outages=True)
 
 
 async def _release(slot: Slot, deps: Deps) -> None:
