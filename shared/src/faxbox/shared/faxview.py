@@ -29,9 +29,11 @@ changing anything (a busy line: yes; a bad number or an unreadable document: no)
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +51,7 @@ from faxbox.shared.contracts import (
     OutboundFaxRequested,
     PageReport,
     RejectionCode,
+    RejectionReason,
 )
 from faxbox.shared.store.records import FaxStatus, HistoryRecord
 
@@ -244,11 +247,66 @@ def _failure_fields(reason: FailureReason, text: str) -> dict[str, object]:
     }
 
 
+class _Owned(Protocol):
+    """Whose fax it is: a history record and every event a webhook tells about say it."""
+
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def faxbox_id(self) -> str | None: ...
+
+    @property
+    def user_id(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Told:
+    """What a history record or an event tells of its fax, besides whose fax it is."""
+
+    status: ApiStatus
+    to: str | None
+    from_: str | None
+    pages_sent: int | None  # received, when inbound
+    pages_total: int | None
+    attempts: int | None
+    page_report: Sequence[PageReport] = ()
+    failure: Mapping[str, Any] = field(default_factory=dict)
+    rejections: Sequence[RejectionOut] = ()
+
+    def view(
+        self,
+        fax_id: str,
+        owned: _Owned,
+        direction: str | None,
+        created: datetime | None,
+        updated: datetime | None,
+    ) -> FaxView:
+        return FaxView(
+            id=fax_id,
+            account_id=owned.account_id,
+            faxbox_id=owned.faxbox_id,
+            user_id=owned.user_id,
+            direction=direction,
+            status=self.status,
+            to=self.to,
+            from_=self.from_,
+            pages_sent=self.pages_sent,
+            pages_total=self.pages_total,
+            attempts=self.attempts,
+            rejection_reasons=list(self.rejections),
+            page_report=list(self.page_report),
+            created_at=created,
+            updated_at=updated,
+            **self.failure,
+        )
+
+
 def from_record(record: HistoryRecord) -> FaxView:
     """The fax as the history keeps it."""
     status = api_status(record.status)
     outbound = record.direction != "inbound"
-    fields: dict[str, object] = {}
+    failure: dict[str, object] = {}
     if record.result is not None and status not in (ApiStatus.delivered, ApiStatus.received):
         reason = record.result.reason
         if reason is None:
@@ -259,30 +317,25 @@ def from_record(record: HistoryRecord) -> FaxView:
                     _class_of(record.result.failure_class), FailureReason.call_failed
                 )
             )
-        fields = _failure_fields(reason, record.result.text)
+        failure = _failure_fields(reason, record.result.text)
         if status is ApiStatus.retrying:
-            fields["retryable"] = None  # still going: the next attempt is scheduled
-    return FaxView(
-        id=record.id,
-        account_id=record.account_id,
-        faxbox_id=record.faxbox_id,
-        user_id=record.user_id,
-        direction=record.direction,
-        status=status,
-        to=record.remote_number if outbound else record.local_number,
-        from_=record.local_number if outbound else record.remote_number,
-        pages_sent=record.pages,
-        pages_total=record.pages_total,
-        attempts=record.attempts,
-        rejection_reasons=[
+            failure["retryable"] = None  # still going: the next attempt is scheduled
+    ours, theirs = record.local_number, record.remote_number
+    told = _Told(
+        status,
+        theirs if outbound else ours,
+        ours if outbound else theirs,
+        record.pages,
+        record.pages_total,
+        record.attempts,
+        record.page_report,
+        failure,
+        [
             RejectionOut(code=r.get("code", ""), message=r.get("message", ""))
             for r in record.rejection_reasons
         ],
-        page_report=list(record.page_report),
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        **fields,  # type: ignore[arg-type]
     )
+    return told.view(record.id, record, record.direction, record.created_at, record.updated_at)
 
 
 def _class_of(value: str) -> FailureClass:
@@ -292,117 +345,99 @@ def _class_of(value: str) -> FailureClass:
         return FailureClass.line
 
 
+_Event = (
+    OutboundFaxRequested
+    | FaxAttemptStarted
+    | FaxSent
+    | FaxFailed
+    | OutboundFaxRejected
+    | InboundFaxReceived
+    | InboundFaxFailed
+)
+_INBOUND: Final = (InboundFaxReceived, InboundFaxFailed)
+# The events that make a fax, and so date its creation.
+_FIRST: Final = (OutboundFaxRequested, *_INBOUND)
+
+
 def from_event(event: FaxMessage, fax_id: str | None = None) -> FaxView | None:
     """What ``event`` says about its fax (``fax_id``: one of a rejected submission's),
     or None for an event no webhook tells about."""
-    base: dict[str, object] = {
-        "id": fax_id or event.fax_id,
-        "account_id": event.account_id,
-        "updated_at": event.occurred_at,
-    }
-    match event:
-        case OutboundFaxRequested():
-            return FaxView(
-                **base,  # type: ignore[arg-type]
-                faxbox_id=event.faxbox_id,
-                user_id=event.user_id,
-                direction="outbound",
-                status=ApiStatus.queued,
-                to=event.destination,
-                from_=event.settings.caller_id,
-                pages_sent=0,
-                pages_total=event.pages,
-                attempts=0,
-                created_at=event.occurred_at,
-            )
-        case FaxAttemptStarted():
-            return FaxView(
-                **base,  # type: ignore[arg-type]
-                faxbox_id=event.faxbox_id,
-                user_id=event.user_id,
-                direction="outbound",
-                status=ApiStatus.sending,
-                to=event.destination,
-                from_=event.caller_id,
-                pages_total=event.pages_total,
-                attempts=event.attempt,
-            )
-        case FaxSent():
-            return FaxView(
-                **base,  # type: ignore[arg-type]
-                faxbox_id=event.faxbox_id,
-                user_id=event.user_id,
-                direction="outbound",
-                status=ApiStatus.delivered,
-                to=event.destination,
-                pages_sent=event.statistics.pages_transferred,
-                pages_total=event.statistics.pages_total,
-                attempts=event.attempts,
-                page_report=list(event.page_report),
-            )
-        case FaxFailed():
-            return FaxView(
-                **base,  # type: ignore[arg-type]
-                faxbox_id=event.faxbox_id,
-                user_id=event.user_id,
-                direction="outbound",
-                status=failed_status(event),
-                to=event.destination,
-                pages_sent=event.pages_sent,
-                pages_total=event.pages_total,
-                attempts=event.attempts,
-                page_report=list(event.page_report),
-                **_failure_fields(failure_reason(event.failure), event.failure.text),  # type: ignore[arg-type]
-            )
-        case OutboundFaxRejected():
-            first = event.reasons[0]
-            return FaxView(
-                **base,  # type: ignore[arg-type]
-                faxbox_id=event.faxbox_id,
-                user_id=event.user_id,
-                direction="outbound",
-                status=ApiStatus.rejected,
-                to=event.destination_raw,
-                pages_sent=0,
-                attempts=0,
-                rejection_reasons=[
-                    RejectionOut(code=r.code.value, message=r.message) for r in event.reasons
-                ],
-                **_failure_fields(  # type: ignore[arg-type]
-                    rejection_reason(first.code), " ".join(r.message for r in event.reasons)
-                ),
-            )
-        case InboundFaxReceived():
-            return FaxView(
-                **base,  # type: ignore[arg-type]
-                faxbox_id=event.faxbox_id,
-                user_id=event.user_id,
-                direction="inbound",
-                status=ApiStatus.received,
-                to=event.called_number,
-                from_=event.caller_number or None,
-                pages_sent=event.statistics.pages_transferred,
-                pages_total=event.statistics.pages_total,
-                attempts=1,
-                page_report=list(event.page_report),
-                created_at=event.occurred_at,
-            )
-        case InboundFaxFailed():
-            return FaxView(
-                **base,  # type: ignore[arg-type]
-                faxbox_id=event.faxbox_id,
-                user_id=event.user_id,
-                direction="inbound",
-                status=ApiStatus.receive_failed,
-                to=event.called_number,
-                from_=event.caller_number or None,
-                pages_sent=event.pages_received,
-                attempts=1,
-                page_report=list(event.page_report),
-                created_at=event.occurred_at,
-                **_failure_fields(failure_reason(event.failure), event.failure.text),  # type: ignore[arg-type]
-            )
-    return None
+    if not isinstance(event, _Event):
+        return None
+    direction = "inbound" if isinstance(event, _INBOUND) else "outbound"
+    created = event.occurred_at if isinstance(event, _FIRST) else None
+    return _told(event).view(fax_id or event.fax_id, event, direction, created, event.occurred_at)
+
+
+def _told(event: _Event) -> _Told:
+    return _Told(
+        failed_status(event) if isinstance(event, FaxFailed) else _STATUS_OF_EVENT[type(event)],
+        *_line(event),
+        *_pages(event),
+        _attempts(event),
+        event.page_report if isinstance(event, (FaxSent, FaxFailed, *_INBOUND)) else (),
+        _failure(event),
+        [RejectionOut(code=r.code.value, message=r.message) for r in _rejections(event)],
+    )
+
+
+_STATUS_OF_EVENT: Final[Mapping[type[FaxMessage], ApiStatus]] = {
+    OutboundFaxRequested: ApiStatus.queued,
+    FaxAttemptStarted: ApiStatus.sending,
+    FaxSent: ApiStatus.delivered,
+    OutboundFaxRejected: ApiStatus.rejected,
+    InboundFaxReceived: ApiStatus.received,
+    InboundFaxFailed: ApiStatus.receive_failed,
+}
+
+
+def _line(event: _Event) -> tuple[str, str | None]:
+    """The number called, and the number calling when the event knows it."""
+    if isinstance(event, _INBOUND):
+        return event.called_number, event.caller_number or None
+    if isinstance(event, OutboundFaxRejected):
+        return event.destination_raw, None
+    if isinstance(event, OutboundFaxRequested):
+        return event.destination, event.settings.caller_id
+    if isinstance(event, FaxAttemptStarted):
+        return event.destination, event.caller_id
+    return event.destination, None
+
+
+def _pages(event: _Event) -> tuple[int | None, int | None]:
+    """Pages sent (received, when inbound), and pages in all, as far as the event knows."""
+    if isinstance(event, (FaxSent, InboundFaxReceived)):
+        return event.statistics.pages_transferred, event.statistics.pages_total
+    if isinstance(event, OutboundFaxRequested):
+        return 0, event.pages
+    if isinstance(event, OutboundFaxRejected):
+        return 0, None
+    if isinstance(event, InboundFaxFailed):
+        return event.pages_received, None
+    if isinstance(event, FaxFailed):
+        return event.pages_sent, event.pages_total
+    return None, event.pages_total  # a call just started
+
+
+def _attempts(event: _Event) -> int:
+    if isinstance(event, _INBOUND):
+        return 1
+    if isinstance(event, (OutboundFaxRequested, OutboundFaxRejected)):
+        return 0
+    return event.attempt if isinstance(event, FaxAttemptStarted) else event.attempts
+
+
+def _failure(event: _Event) -> dict[str, object]:
+    if isinstance(event, (FaxFailed, InboundFaxFailed)):
+        return _failure_fields(failure_reason(event.failure), event.failure.text)
+    if isinstance(event, OutboundFaxRejected):
+        text = " ".join(r.message for r in event.reasons)
+        return _failure_fields(rejection_reason(event.reasons[0].code), text)
+    return {}
+
+
+def _rejections(event: _Event) -> tuple[RejectionReason, ...]:
+    return event.reasons if isinstance(event, OutboundFaxRejected) else ()
 
 
 def faxes_of(event: FaxMessage) -> tuple[str, ...]:
