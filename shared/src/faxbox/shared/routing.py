@@ -16,6 +16,7 @@ from faxbox.shared.contracts import (
     FaxAttemptStarted,
     FaxCancelRequested,
     FaxFailed,
+    FaxMessage,
     FaxSent,
     FaxSubmitted,
     InboundFaxFailed,
@@ -44,17 +45,13 @@ _ROUTING_KEYS: dict[type[Message], str] = {
     WebhookDeliveryRequested: "webhook.delivery.requested",
 }
 
-_FAX_EVENTS: tuple[type[Message], ...] = (
-    OutboundFaxRequested,
-    OutboundFaxRejected,
-    FaxCancelRequested,
-    FaxAttemptStarted,
-    FaxAttemptFailed,
-    FaxSent,
-    FaxFailed,
-    InboundFaxReceived,
-    InboundFaxFailed,
-    NotificationSent,
+# The history follows a fax from the validator's decision on: every contract about a fax
+# but a submission, which is no fax yet (the decision names its faxes), so that a fax
+# event added to the contracts reaches it.
+_FAX_EVENTS: tuple[type[Message], ...] = tuple(
+    contract
+    for contract in ALL_CONTRACTS
+    if issubclass(contract, FaxMessage) and contract is not FaxSubmitted
 )
 
 # What a webhook can tell: each becomes one event (fax.queued, fax.sending ...), see
