@@ -114,6 +114,7 @@ LowerEmail = Annotated[str, AfterValidator(_lower_email)]
 NumberKey = Annotated[str, AfterValidator(validate_number_key)]
 PermissionEntry = Annotated[str, AfterValidator(_permission_entry)]
 UtcDatetime = Annotated[datetime, AfterValidator(_ms)]
+Region = Annotated[str, AfterValidator(validate_region)]
 
 
 class StoreModel(BaseModel):
@@ -143,7 +144,8 @@ DEFAULT_BLOCKED_CATEGORIES: tuple[str, ...] = ("premium_rate", "shared_cost")
 
 
 class Account(StoreModel):
-    id: str = Field(
+    # The id is part of per-month collection names.
+    id: Annotated[str, AfterValidator(validate_account_id)] = Field(
         default_factory=lambda: new_id("acc"), alias="_id", max_length=MAX_ACCOUNT_ID_LENGTH
     )
     name: str = Field(min_length=1, max_length=200)
@@ -152,7 +154,7 @@ class Account(StoreModel):
     months_to_keep: int | None = Field(
         default=None, ge=1, description="History/document retention; None keeps forever."
     )
-    country: str = Field(default="US", description="Home country, ISO 3166 alpha-2.")
+    country: Region = Field(default="US", description="Home country, ISO 3166 alpha-2.")
     # Number policy: which destinations this account's faxes may dial.
     blocked_categories: list[str] = Field(default_factory=lambda: list(DEFAULT_BLOCKED_CATEGORIES))
     allowed_countries: list[str] = Field(
@@ -201,12 +203,6 @@ class Account(StoreModel):
             raise ValueError(f"unknown number categories {unknown}; known: {sorted(known)}")
         return value
 
-    @field_validator("id")
-    @classmethod
-    def _id_is_name_safe(cls, value: str) -> str:
-        # The id is part of per-month collection names.
-        return validate_account_id(value)
-
     @field_validator("realm")
     @classmethod
     def _realm(cls, value: str) -> str:
@@ -214,11 +210,6 @@ class Account(StoreModel):
         if not value or any(c.isspace() for c in value) or len(value) > 253:
             raise ValueError(f"{value!r} is not a valid realm")
         return value
-
-    @field_validator("country")
-    @classmethod
-    def _country(cls, value: str) -> str:
-        return validate_region(value)
 
     @field_validator("allowed_countries")
     @classmethod
@@ -291,7 +282,9 @@ class Faxbox(StoreModel):
         default_factory=list,
         description="Mirror of the numbers collection; change it with assign/unassign only.",
     )
-    caller_id: str | None = Field(default=None, description="Number presented on outbound calls.")
+    caller_id: NumberKey | None = Field(
+        default=None, description="Number presented on outbound calls."
+    )
     identity: str = Field(default="", max_length=20, description="T.30 TSI/CSI.")
     header_name: str = Field(default="", max_length=60, description="Name in the page header.")
     header_format: str | None = Field(
@@ -344,11 +337,6 @@ class Faxbox(StoreModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
-
-    @field_validator("caller_id")
-    @classmethod
-    def _caller_id(cls, value: str | None) -> str | None:
-        return None if value is None else validate_number_key(value)
 
     @field_validator("header_format")
     @classmethod

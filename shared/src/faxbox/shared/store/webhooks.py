@@ -16,9 +16,9 @@ that a portal page reads one small collection, and retention drops whole months.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -50,7 +50,7 @@ class Webhook(StoreModel):
     faxbox_id: str | None = Field(
         default=None, description="Only this faxbox's faxes; None: every fax of the account."
     )
-    url: str
+    url: Annotated[str, AfterValidator(_url)]
     failover_url: str | None = Field(
         default=None, description="Tried at once whenever the URL does not take a delivery."
     )
@@ -61,11 +61,6 @@ class Webhook(StoreModel):
     enabled: bool = True
     description: str = Field(default="", max_length=200)
     created_at: UtcDatetime = Field(default_factory=utc_now)
-
-    @field_validator("url")
-    @classmethod
-    def _checked_url(cls, value: str) -> str:
-        return _url(value)
 
     @field_validator("failover_url")
     @classmethod
