@@ -38,7 +38,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from faxbox.fax.sip.digest import Credentials, digest_authorization
+from faxbox.fax.sip.digest import Credentials, answer_challenge
 from faxbox.fax.sip.message import (
     NameAddr,
     SipRequest,
@@ -258,6 +258,28 @@ class Call:
         ua = self.ua
         return await UdptlStream.open(ua.host, pace=self.pace, ports=ua.media_ports)
 
+    async def take_t38(
+        self, offer: SessionDescription, t38: MediaDescription
+    ) -> tuple[UdptlStream, T38Params, MediaDescription]:
+        """Take the T.38 stream ``t38`` of ``offer``: our UDPTL stream (the one open, or a
+        new one) sends to it, with the parameters we answer and our media line for them.
+        The caller switches the call to it once the answer is on its way."""
+        theirs = T38Params.from_attributes(t38.attributes)
+        params = answer_t38(theirs, self.ua.t38)
+        udptl = self.udptl or await self.open_udptl()
+        # What we send is bounded by their T38FaxMaxDatagram and carries the error
+        # recovery we agreed on.
+        udptl.connect(offer.endpoint(t38), theirs.max_datagram, redundancy_for(params.udp_ec))
+        return udptl, params, t38_media(udptl.local_port, params)
+
+    def take_audio(
+        self, offer: SessionDescription, audio: MediaDescription, pt: int
+    ) -> MediaDescription:
+        """Send our RTP to the audio stream ``audio`` of ``offer`` in payload type ``pt``;
+        our media line for it."""
+        self.rtp.connect(offer.endpoint(audio), pt)
+        return audio_media(self.rtp.local_port, [pt])
+
     # --- building requests ------------------------------------------------------------
 
     def sdp(self, media: list[MediaDescription]) -> bytes:
@@ -308,17 +330,10 @@ class Call:
         tx = self.ua.request(request, self.next_hop)
         response = await tx.final_or_timeout()
         if response.status in (401, 407) and self.credentials is not None:
-            header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-            answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
-            challenge = response.headers.get(header)
-            if challenge is not None:
-                with contextlib.suppress(ValueError):
-                    request.headers.set(
-                        answer,
-                        digest_authorization(
-                            challenge, self.credentials, request.method, request.uri
-                        ),
-                    )
+            with contextlib.suppress(ValueError):
+                answer = answer_challenge(response, self.credentials, request.method, request.uri)
+                if answer is not None:
+                    request.headers.set(*answer)
                     request.headers.set("CSeq", f"{self._next_cseq()} {request.method}")
                     response = await self.ua.request(request, self.next_hop).final_or_timeout()
         return response
@@ -566,13 +581,8 @@ class Call:
         t38 = offer.find("t38")
         audio = offer.find("audio")
         if t38 is not None and self.accept_t38:
-            theirs = T38Params.from_attributes(t38.attributes)
-            params = answer_t38(theirs, self.ua.t38)
-            udptl = self.udptl or await self.open_udptl()
-            # What we send is bounded by their T38FaxMaxDatagram and carries the error
-            # recovery we agreed on.
-            udptl.connect(offer.endpoint(t38), theirs.max_datagram, redundancy_for(params.udp_ec))
-            body = self.sdp(mirror(offer, t38, t38_media(udptl.local_port, params)))
+            udptl, params, ours = await self.take_t38(offer, t38)
+            body = self.sdp(mirror(offer, t38, ours))
 
             def to_t38() -> None:
                 if self.media_kind != "t38" or udptl is not self.udptl:
@@ -582,8 +592,7 @@ class Call:
         if audio is not None:
             pt = choose_codec(audio)
             if pt is not None:  # back to audio, a moved media address, or a refresh
-                self.rtp.connect(offer.endpoint(audio), pt)
-                body = self.sdp(mirror(offer, audio, audio_media(self.rtp.local_port, [pt])))
+                body = self.sdp(mirror(offer, audio, self.take_audio(offer, audio, pt)))
 
                 def to_audio() -> None:
                     if self.media_kind != "audio":

@@ -26,16 +26,7 @@ from faxbox.fax.sip.message import NameAddr, SipParseError, SipRequest, SipUri, 
 from faxbox.fax.sip.reliable import RAck, resend_until, wants_100rel
 from faxbox.fax.sip.routing import RouteSet
 from faxbox.fax.sip.rtp import RtpStream
-from faxbox.fax.sip.sdp import (
-    MediaDescription,
-    T38Params,
-    answer_t38,
-    audio_media,
-    choose_codec,
-    redundancy_for,
-    sdp_of,
-    t38_media,
-)
+from faxbox.fax.sip.sdp import MediaDescription, choose_codec, sdp_of
 from faxbox.fax.sip.session_timer import IntervalTooSmall, uas_negotiate
 from faxbox.fax.sip.transaction import ServerTransaction
 from faxbox.fax.sip.transport import Hop
@@ -221,15 +212,11 @@ class IncomingCall:
         # later), when it accepts T.38 at all and its line has a clock.
         take_t38 = t38 is not None and (pt is None or (call.accept_t38 and ua.pace > 0))
         if audio is not None and pt is not None and not take_t38:
-            rtp.connect(offer.endpoint(audio), pt)
-            chosen, ours = audio, audio_media(rtp.local_port, [pt])
+            chosen, ours = audio, call.take_audio(offer, audio, pt)
         elif t38 is not None:
-            theirs = T38Params.from_attributes(t38.attributes)
-            params = answer_t38(theirs, ua.t38)
-            udptl = await call.open_udptl()
-            udptl.connect(offer.endpoint(t38), theirs.max_datagram, redundancy_for(params.udp_ec))
+            udptl, params, ours = await call.take_t38(offer, t38)
             call.udptl, call.t38_params, call.media_kind = udptl, params, "t38"
-            chosen, ours = t38, t38_media(udptl.local_port, params)
+            chosen = t38
         assert chosen is not None
         assert ours is not None
         ua.remember(call)
