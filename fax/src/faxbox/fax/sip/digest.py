@@ -1,6 +1,6 @@
 """SIP digest authentication (RFC 2617, RFC 8760 for SIP; MD5 and MD5-sess, qop=auth).
 
-The client side answers a 401/407 challenge (``digest_authorization``); the server side
+The client side answers a 401/407 challenge (``answer_challenge``); the server side
 checks an Authorization header against the credentials it expects
 (``authorization_matches``), with the nonce bookkeeping left to the caller.
 """
@@ -12,6 +12,10 @@ import re
 import secrets
 from collections.abc import Container
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from faxbox.fax.sip.message import SipResponse
 
 
 def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
@@ -81,6 +85,20 @@ def digest_authorization(
     if qop:
         fields += [f"qop={qop}", f"nc={nc_text}", f'cnonce="{cnonce}"']
     return "Digest " + ", ".join(fields)
+
+
+def answer_challenge(
+    response: SipResponse, credentials: Credentials, method: str, uri: str
+) -> tuple[str, str] | None:
+    """The header answering the Digest challenge of a 401 (Authorization) or a 407
+    (Proxy-Authorization) to ``method`` on ``uri``; None when it carries no challenge.
+    Raises ValueError for a challenge we cannot answer."""
+    challenged = response.status == 401
+    challenge = response.headers.get("WWW-Authenticate" if challenged else "Proxy-Authenticate")
+    if challenge is None:
+        return None
+    name = "Authorization" if challenged else "Proxy-Authorization"
+    return name, digest_authorization(challenge, credentials, method, uri)
 
 
 def digest_challenge(realm: str, nonce: str) -> str:

@@ -30,7 +30,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from faxbox.fax.sip.dialog import ALLOW, SUPPORTED, Call, DialogHost
-from faxbox.fax.sip.digest import Credentials, digest_authorization
+from faxbox.fax.sip.digest import Credentials, answer_challenge
 from faxbox.fax.sip.message import (
     NameAddr,
     SipParseError,
@@ -269,18 +269,13 @@ class _Attempt:
                 raise CallFailed(408, "No answer", gave_up=True)
             if status in (401, 407) and how.credentials is not None and challenges < 2:
                 challenges += 1
-                header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
-                answer = "Authorization" if status == 401 else "Proxy-Authorization"
-                challenge = final.headers.get(header)
-                if challenge is not None:
-                    try:
-                        value = digest_authorization(
-                            challenge, how.credentials, "INVITE", self.request_uri
-                        )
-                    except ValueError as exc:
-                        raise CallFailed(status, f"{final.reason} ({exc})") from exc
-                    auth_headers = [(n, v) for n, v in auth_headers if n != answer]
-                    auth_headers.append((answer, value))
+                try:
+                    answer = answer_challenge(final, how.credentials, "INVITE", self.request_uri)
+                except ValueError as exc:
+                    raise CallFailed(status, f"{final.reason} ({exc})") from exc
+                if answer is not None:
+                    auth_headers = [(n, v) for n, v in auth_headers if n != answer[0]]
+                    auth_headers.append(answer)
                     continue
             if status == 422 and session_expires is None and (min_se_of(final) or 0) > 0:
                 session_expires = min_se_of(final)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from faxbox.fax.sip.digest import Credentials, digest_authorization
+from faxbox.fax.sip.digest import Credentials, answer_challenge
 from faxbox.fax.sip.message import (
     NameAddr,
     SipParseError,
@@ -225,19 +225,16 @@ class Registration:
             status = response.status
             if status in (401, 407) and self.credentials is not None and challenges < 2:
                 challenges += 1
-                header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
-                name = "Authorization" if status == 401 else "Proxy-Authorization"
-                challenge = response.headers.get(header)
-                if challenge is None:
-                    break
                 try:
-                    value = digest_authorization(
-                        challenge, self.credentials, "REGISTER", str(self.registrar)
+                    answer = answer_challenge(
+                        response, self.credentials, "REGISTER", str(self.registrar)
                     )
                 except ValueError as exc:
                     self._failed(status, f"{response.reason} ({exc})")
                     return 0
-                auth = [(name, value)]
+                if answer is None:
+                    break
+                auth = [answer]
                 continue
             if status == 423:
                 minimum = (response.headers.get("Min-Expires") or "").strip()
