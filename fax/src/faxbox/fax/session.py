@@ -22,7 +22,6 @@ from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Annotated, Self
 
 import numpy as np
@@ -37,6 +36,7 @@ from pydantic import (
 )
 
 from faxbox.fax import spandsp
+from faxbox.fax.closing import Closing
 from faxbox.fax.outcome import FaxOutcome, PageStats, describe
 from faxbox.fax.tiffcheck import count_pages
 
@@ -207,7 +207,7 @@ class FaxEngineError(RuntimeError):
 _PAGE_ACCEPTED = frozenset({"MCF", "RTP", "PIP"})
 
 
-class _Session:
+class _Session(Closing):
     kind = "fax"
 
     def __init__(self, role: Role | str, settings: CallSettings, name: str | None) -> None:
@@ -358,17 +358,6 @@ class _Session:
         owner, self._owner = self._owner, None
         if owner is not None:
             owner.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class FaxSession(_Session):

@@ -16,8 +16,9 @@ import ctypes
 import ctypes.util
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
+
+from faxbox.fax.closing import Closing
 
 log = logging.getLogger("faxbox.fax.spandsp")
 
@@ -153,10 +154,7 @@ _declare("t38_core_get_logging_state", _P, _P)
 _declare("t30_set_tx_file", None, _P, _S, _I, _I)
 _declare("t30_set_rx_file", None, _P, _S, _I)
 _declare("t30_set_tx_ident", _I, _P, _S)
-_declare("t30_get_tx_ident", _S, _P)
 _declare("t30_get_rx_ident", _S, _P)
-_declare("t30_get_rx_vendor", _S, _P)
-_declare("t30_get_rx_model", _S, _P)
 _declare("t30_set_tx_page_header_info", _I, _P, _S)
 _declare("t30_set_tx_page_header_tz", _I, _P, _S)
 _declare("t30_set_ecm_capability", _I, _P, _I)
@@ -291,21 +289,9 @@ class T30:
             raise SpandspError(f"spandsp refused the station identity {ident!r}")
 
     @property
-    def tx_ident(self) -> str:
-        return _decode(lib.t30_get_tx_ident(self._p))
-
-    @property
     def rx_ident(self) -> str:
         """The far end's TSI/CSI as received (blank until phase B)."""
         return _decode(lib.t30_get_rx_ident(self._p))
-
-    @property
-    def rx_vendor(self) -> str:
-        return _decode(lib.t30_get_rx_vendor(self._p))
-
-    @property
-    def rx_model(self) -> str:
-        return _decode(lib.t30_get_rx_model(self._p))
 
     def set_tx_page_header_info(self, info: str) -> None:
         data = self._strings["header"] = _encode_ascii(
@@ -394,7 +380,7 @@ class T30:
         return state
 
 
-class _Owner:
+class _Owner(Closing):
     """Common lifetime handling: idempotent ``close()`` and context manager."""
 
     _kind = "spandsp state"
@@ -438,17 +424,6 @@ class _Owner:
             self._free(pointer)
             # Only now may the callbacks go: spandsp held their addresses until the free.
             self._t30 = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # A forgotten close() would otherwise leak the C state (tens of kilobytes). At
