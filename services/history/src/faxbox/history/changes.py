@@ -189,6 +189,54 @@ def _status(status: FaxStatus, rank: int, **fields: Any) -> StatusChange:
     return StatusChange(rank=rank, fields={"rank": rank, "status": status.value, **fields})
 
 
+def _succeeded(status: FaxStatus, event: FaxSent | InboundFaxReceived) -> StatusChange:
+    return _status(
+        status,
+        StatusRank.SUCCEEDED,
+        result=None,
+        pages=event.statistics.pages_transferred,
+        statistics=_statistics(event.statistics),
+        page_report=_pages(event.page_report),
+    )
+
+
+def _ended(
+    status: FaxStatus, rank: int, event: FaxAttemptFailed | FaxFailed | InboundFaxFailed, pages: int
+) -> StatusChange:
+    """A call that did not get every page through: what failed, and the pages that did."""
+    result = _result(event.failure)
+    return _status(status, rank, result=result, pages=pages, page_report=_pages(event.page_report))
+
+
+_INBOUND = (InboundFaxReceived, InboundFaxFailed)
+_OWNED = (OutboundFaxRequested, OutboundFaxRejected, FaxAttemptStarted, FaxSent, FaxFailed)
+_DIALLED = (OutboundFaxRequested, FaxAttemptStarted, FaxAttemptFailed, FaxSent, FaxFailed)
+
+
+def _whose(event: FaxMessage) -> Doc:
+    """What events about a fax say alike: its direction, whose it is, the numbers."""
+    if isinstance(event, NotificationSent):
+        return {}
+    if isinstance(event, _INBOUND):
+        return {
+            "direction": "inbound",
+            "user_id": event.user_id,
+            "faxbox_id": event.faxbox_id,
+            "local_number": event.called_number,
+            "remote_number": event.caller_number,
+        }
+    facts: Doc = {"direction": "outbound"}
+    if isinstance(event, _OWNED):
+        facts["user_id"] = event.user_id
+        if event.faxbox_id is not None:  # a rejected mail may have matched no faxbox
+            facts["faxbox_id"] = event.faxbox_id
+    if isinstance(event, OutboundFaxRejected):
+        facts["remote_number"] = event.destination_raw
+    elif isinstance(event, _DIALLED):
+        facts["remote_number"] = event.destination
+    return facts
+
+
 def changes_for(event: FaxMessage) -> list[Change]:
     """The changes ``event`` makes: one per fax it is about (a rejected submission
     rejects every fax it named)."""
@@ -202,14 +250,11 @@ def change_for(event: FaxMessage, fax_id: str | None = None) -> Change:
     add: Doc = {"timeline": {"$each": [_timeline_entry(event)]}}
     status: StatusChange | None = None
 
+    facts |= _whose(event)
     match event:
         case OutboundFaxRequested():
             facts |= {
-                "direction": "outbound",
-                "user_id": event.user_id,
-                "faxbox_id": event.faxbox_id,
                 "sender_email": event.sender_email,
-                "remote_number": event.destination,
                 "source_message_id": event.source_message_id,
                 **_documents(original=event.original, fax_tiff=event.fax_tiff),
             }
@@ -219,17 +264,12 @@ def change_for(event: FaxMessage, fax_id: str | None = None) -> Change:
             status = _status(FaxStatus.requested, StatusRank.REQUESTED)
         case OutboundFaxRejected():
             facts |= {
-                "direction": "outbound",
-                "user_id": event.user_id,
                 "sender_email": event.sender_email,
-                "remote_number": event.destination_raw,
                 "source_message_id": event.source_message_id,
                 "rejection_reasons": [
                     {"code": r.code.value, "message": r.message} for r in event.reasons
                 ],
             }
-            if event.faxbox_id is not None:
-                facts["faxbox_id"] = event.faxbox_id
             status = _status(
                 FaxStatus.rejected,
                 StatusRank.REJECTED,
@@ -241,93 +281,32 @@ def change_for(event: FaxMessage, fax_id: str | None = None) -> Change:
                 },
             )
         case FaxCancelRequested():
-            facts |= {"direction": "outbound"}
+            pass
         case FaxAttemptStarted():
-            facts |= {
-                "direction": "outbound",
-                "user_id": event.user_id,
-                "faxbox_id": event.faxbox_id,
-                "remote_number": event.destination,
-            }
             maxima |= {"attempts": event.attempt, "pages_total": event.pages_total}
             status = _status(FaxStatus.sending, sending_rank(event.attempt))
         case FaxAttemptFailed():
-            facts |= {"direction": "outbound", "remote_number": event.destination}
             maxima["attempts"] = event.attempt
-            status = _status(
-                FaxStatus.retrying,
-                retrying_rank(event.attempt),
-                result=_result(event.failure),
-                pages=event.pages_sent,
-                page_report=_pages(event.page_report),
+            status = _ended(
+                FaxStatus.retrying, retrying_rank(event.attempt), event, event.pages_sent
             )
         case FaxSent():
-            facts |= {
-                "direction": "outbound",
-                "user_id": event.user_id,
-                "faxbox_id": event.faxbox_id,
-                "remote_number": event.destination,
-                **_documents(transmitted_tiff=event.transmitted_tiff),
-            }
+            facts |= _documents(transmitted_tiff=event.transmitted_tiff)
             maxima |= {"attempts": event.attempts, "pages_total": event.statistics.pages_total}
-            status = _status(
-                FaxStatus.sent,
-                StatusRank.SUCCEEDED,
-                result=None,
-                pages=event.statistics.pages_transferred,
-                statistics=_statistics(event.statistics),
-                page_report=_pages(event.page_report),
-            )
+            status = _succeeded(FaxStatus.sent, event)
         case FaxFailed():
-            facts |= {
-                "direction": "outbound",
-                "user_id": event.user_id,
-                "faxbox_id": event.faxbox_id,
-                "remote_number": event.destination,
-                **_documents(transmitted_tiff=event.transmitted_tiff),
-            }
+            facts |= _documents(transmitted_tiff=event.transmitted_tiff)
             maxima |= {"attempts": event.attempts, "pages_total": event.pages_total}
-            status = _status(
-                _failed_status(event),
-                StatusRank.FAILED,
-                result=_result(event.failure),
-                pages=event.pages_sent,
-                page_report=_pages(event.page_report),
-            )
+            status = _ended(_failed_status(event), StatusRank.FAILED, event, event.pages_sent)
         case InboundFaxReceived():
-            facts |= {
-                "direction": "inbound",
-                "user_id": event.user_id,
-                "faxbox_id": event.faxbox_id,
-                "local_number": event.called_number,
-                "remote_number": event.caller_number,
-                **_documents(tiff=event.tiff, pdf=event.pdf),
-            }
+            facts |= _documents(tiff=event.tiff, pdf=event.pdf)
             maxima |= {"attempts": 1, "pages_total": event.statistics.pages_total}
-            status = _status(
-                FaxStatus.received,
-                StatusRank.SUCCEEDED,
-                result=None,
-                pages=event.statistics.pages_transferred,
-                statistics=_statistics(event.statistics),
-                page_report=_pages(event.page_report),
-            )
+            status = _succeeded(FaxStatus.received, event)
         case InboundFaxFailed():
-            facts |= {
-                "direction": "inbound",
-                "user_id": event.user_id,
-                "faxbox_id": event.faxbox_id,
-                "local_number": event.called_number,
-                "remote_number": event.caller_number,
-                **_documents(partial_pdf=event.partial_pdf),
-            }
+            facts |= _documents(partial_pdf=event.partial_pdf)
             maxima["attempts"] = 1
-            status = _status(
-                FaxStatus.receive_failed,
-                StatusRank.FAILED,
-                result=_result(event.failure),
-                pages=event.pages_received,
-                page_report=_pages(event.page_report),
+            status = _ended(
+                FaxStatus.receive_failed, StatusRank.FAILED, event, event.pages_received
             )
         case NotificationSent():
             add["notifications"] = {
