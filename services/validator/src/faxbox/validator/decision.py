@@ -523,6 +523,16 @@ def _domain_of(address: str) -> str:
     return address.rpartition("@")[2]
 
 
+async def accepted(
+    decided: Decision, tiff: bytes, faxbox: Faxbox, directory: NumberInventory, limits: Limits
+) -> Decision:
+    """``decided`` accepted: the fax TIFF to send and the caller id the calls present."""
+    caller_id = await presented_caller_id(faxbox, directory, limits)
+    return dataclasses.replace(
+        decided, outcome=Outcome.ACCEPTED, fax_tiff=tiff, caller_id=caller_id
+    )
+
+
 async def presented_caller_id(
     faxbox: Faxbox, directory: NumberInventory, limits: Limits
 ) -> str | None:
@@ -701,12 +711,7 @@ async def evaluate(
         )
         if reasons:
             return dataclasses.replace(decided, reasons=tuple(reasons))
-        return dataclasses.replace(
-            decided,
-            outcome=Outcome.ACCEPTED,
-            fax_tiff=tiff,
-            caller_id=await presented_caller_id(faxbox, directory, limits),
-        )
+        return await accepted(decided, tiff, faxbox, directory, limits)
 
     if claims is not None:
         recipients = await _claimed(recipients, claims, mailbox, mail, reserve_for)
@@ -735,10 +740,5 @@ async def evaluate(
                 key = recipient_claim_key(mailbox, mail.identity, recipient.number.e164)
                 await claims.release(key, recipient.fax_id)
         return dataclasses.replace(decided, reasons=tuple(reasons))
-    return dataclasses.replace(
-        decided,
-        outcome=Outcome.ACCEPTED,
-        recipients=recipients,
-        fax_tiff=tiff,
-        caller_id=await presented_caller_id(faxbox, directory, limits),
-    )
+    decided = dataclasses.replace(decided, recipients=recipients)
+    return await accepted(decided, tiff, faxbox, directory, limits)

@@ -118,8 +118,6 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> t
     assert owner
     assert decision.recipients
     assert decision.mail
-    assert decision.fax_tiff is not None
-    assert decision.pages is not None
     month = month_of(message.received_at)
     mail_fax_id = message.fax_id
     # Merged documents: every original is kept (role original-N); the message names the
@@ -134,8 +132,39 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> t
                 deps, account.id, month, mail_fax_id, role, doc.data, name, _CONTENT_TYPES[doc.kind]
             )
         )
+    return await fax_requests(
+        deps,
+        decision,
+        (account.id, month, mail_fax_id),
+        decision.mail.sender or owner.email,
+        originals[0],
+        source_message_id=decision.mail.message_id,
+        # What opens require-flags carriers to this fax (see the transmitter).
+        route_flags=tuple(faxbox.route_flags),
+    )
+
+
+async def fax_requests(
+    deps: Deps,
+    decision: Decision,
+    stored_under: tuple[str, str, str],
+    sender_email: str,
+    original: DocumentRef,
+    *,
+    source_message_id: str | None = None,
+    route_flags: tuple[str, ...] = (),
+) -> tuple[Message, ...]:
+    """An accepted decision's requests: its fax TIFF stored (``stored_under``: the
+    account, month and fax id of the mail or submission), then one fax of it to each of
+    its numbers."""
+    faxbox, owner = decision.faxbox, decision.owner
+    assert faxbox is not None
+    assert owner is not None
+    assert decision.pages is not None
+    assert decision.fax_tiff is not None
+    account_id, month, fax_id = stored_under
     fax_tiff = await stored_document(
-        deps, account.id, month, mail_fax_id, "fax_tiff", decision.fax_tiff, "fax.tif", "image/tiff"
+        deps, account_id, month, fax_id, "fax_tiff", decision.fax_tiff, "fax.tif", "image/tiff"
     )
     settings, policy = fax_settings(faxbox, decision.caller_id)
     requests: list[Message] = []
@@ -145,20 +174,19 @@ async def _requested(message: MailReceived, decision: Decision, deps: Deps) -> t
             OutboundFaxRequested(
                 message_id=decision_message_id(recipient.fax_id),
                 fax_id=recipient.fax_id,
-                account_id=account.id,
+                account_id=account_id,
                 month=month,
                 user_id=owner.id,
                 faxbox_id=faxbox.id,
-                sender_email=decision.mail.sender or owner.email,
+                sender_email=sender_email,
                 destination=recipient.number.e164,
                 settings=settings,
                 retry_policy=policy,
-                original=originals[0],
+                original=original,
                 fax_tiff=fax_tiff,
                 pages=decision.pages,
-                source_message_id=decision.mail.message_id,
-                # What opens require-flags carriers to this fax (see the transmitter).
-                route_flags=tuple(faxbox.route_flags),
+                source_message_id=source_message_id,
+                route_flags=route_flags,
             )
         )
     return tuple(requests)
@@ -241,8 +269,14 @@ async def on_mail_received(message: MailReceived, deps: Deps) -> Decided | None:
             log.info("another copy of this mail was rejected for the same reasons; not again")
             return None
         outcome = (_rejected(message, decision),)
+    return decided(message.fax_id, decision, outcome)
+
+
+def decided(key: str, decision: Decision, outcome: tuple[Message, ...], what: str = "") -> Decided:
+    """The decision to record under ``key`` (a mail's or a submission's fax id), logged."""
     log.info(
-        "decided %s",
+        "%sdecided %s",
+        what,
         decision.outcome.value,
         extra={
             "reasons": [r.code.value for r in decision.reasons],
@@ -250,7 +284,7 @@ async def on_mail_received(message: MailReceived, deps: Deps) -> Decided | None:
             "fax_ids": [m.fax_id for m in outcome],
         },
     )
-    return Decided(message.fax_id, outcome)
+    return Decided(key, outcome)
 
 
 def decided_before(earlier: Recorded) -> Recorded | None:

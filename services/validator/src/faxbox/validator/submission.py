@@ -30,9 +30,9 @@ from faxbox.validator.decision import (
     Limits,
     Outcome,
     Recipient,
+    accepted,
     check_limits,
     number_refusal_code,
-    presented_caller_id,
     recipient_fax_id,
     render_all,
 )
@@ -197,9 +197,4 @@ async def evaluate_submission(
     )
     if limit_reasons:
         return dataclasses.replace(decided, reasons=tuple(limit_reasons))
-    return dataclasses.replace(
-        decided,
-        outcome=Outcome.ACCEPTED,
-        fax_tiff=tiff,
-        caller_id=await presented_caller_id(box, directory, limits),
-    )
+    return await accepted(decided, tiff, box, directory, limits)

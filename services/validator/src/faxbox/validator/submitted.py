@@ -21,7 +21,6 @@ from faxbox.shared.contracts import (
     FaxSubmitted,
     Message,
     OutboundFaxRejected,
-    OutboundFaxRequested,
     RejectionCode,
     RejectionReason,
 )
@@ -30,9 +29,10 @@ from faxbox.shared.store import DocumentCorrupt, NotFound
 from faxbox.validator.decision import Decision, Outcome, recipient_fax_id
 from faxbox.validator.handlers import (
     Deps,
+    decided,
     decided_before,
     decision_message_id,
-    fax_settings,
+    fax_requests,
     stored_document,
 )
 from faxbox.validator.submission import evaluate_submission
@@ -68,44 +68,9 @@ async def _original(deps: Deps, message: FaxSubmitted, data: bytes) -> DocumentR
 async def _requested(
     message: FaxSubmitted, decision: Decision, data: bytes, deps: Deps, sender_email: str
 ) -> tuple[Message, ...]:
-    faxbox, owner = decision.faxbox, decision.owner
-    assert faxbox is not None
-    assert owner is not None
-    assert decision.fax_tiff is not None
-    assert decision.pages is not None
     original = await _original(deps, message, data)
-    fax_tiff = await stored_document(
-        deps,
-        message.account_id,
-        message.month,
-        message.fax_id,
-        "fax_tiff",
-        decision.fax_tiff,
-        "fax.tif",
-        "image/tiff",
-    )
-    settings, policy = fax_settings(faxbox, decision.caller_id)
-    requests: list[Message] = []
-    for recipient in decision.recipients:
-        assert recipient.fax_id is not None
-        requests.append(
-            OutboundFaxRequested(
-                message_id=decision_message_id(recipient.fax_id),
-                fax_id=recipient.fax_id,
-                account_id=message.account_id,
-                month=message.month,
-                user_id=owner.id,
-                faxbox_id=faxbox.id,
-                sender_email=sender_email,
-                destination=recipient.number.e164,
-                settings=settings,
-                retry_policy=policy,
-                original=original,
-                fax_tiff=fax_tiff,
-                pages=decision.pages,
-            )
-        )
-    return tuple(requests)
+    stored_under = (message.account_id, message.month, message.fax_id)
+    return await fax_requests(deps, decision, stored_under, sender_email, original)
 
 
 def _rejected(message: FaxSubmitted, decision: Decision, sender_email: str) -> Message:
@@ -170,13 +135,4 @@ async def on_fax_submitted(message: FaxSubmitted, deps: Deps) -> Decided | None:
         outcome = await _requested(message, decision, data, deps, sender_email)
     else:
         outcome = (_rejected(message, decision, sender_email),)
-    log.info(
-        "submission decided %s",
-        decision.outcome.value,
-        extra={
-            "reasons": [r.code.value for r in decision.reasons],
-            "numbers": list(decision.numbers),
-            "fax_ids": [m.fax_id for m in outcome],
-        },
-    )
-    return Decided(message.fax_id, outcome)
+    return decided(message.fax_id, decision, outcome, "submission ")
