@@ -11,7 +11,13 @@ from pydantic import BaseModel, Field
 
 from faxbox.portal import admin, faxes
 from faxbox.portal.access import visible_accounts
-from faxbox.portal.dashboard import load_dashboard, redrivable
+from faxbox.portal.dashboard import (
+    HealthRow,
+    QueueRow,
+    RegistrationRow,
+    load_dashboard,
+    redrivable,
+)
 from faxbox.portal.deps import (
     CheckedPrincipal,
     CsrfFailed,
@@ -203,17 +209,6 @@ class AlternateEmailIn(BaseModel):
     alternate_email: str | None
 
 
-class HelpOut(BaseModel):
-    number: str
-    to: str | None
-    e164: str | None
-    international_format: str | None
-    category: str | None
-    country: str | None
-    refusal_code: str | None
-    refusal: str | None
-
-
 class TokenIn(BaseModel):
     name: str = Field(default="", max_length=100)
     scope: TokenScope = Field(
@@ -237,44 +232,12 @@ class TokenCreated(TokenOut):
     token: str = Field(description="The secret; shown only now.")
 
 
-class QueueOut(BaseModel):
-    service: str
-    queue: str
-    declared: bool
-    depth: int
-    ready: int
-    unacked: int
-    consumers: int
-    publish_rate: float
-    deliver_rate: float
-    dead_letter_depth: int
-    retry_depth: int
-
-
-class HealthOut(BaseModel):
-    service: str
-    url: str
-    healthy: bool
-    detail: str
-
-
-class RegistrationOut(BaseModel):
-    carrier: str
-    instance: str
-    aor: str
-    registrar: str
-    state: str = Field(description="registered, registering, failed, unregistered or expired")
-    expires_in_s: int | None
-    last_status: int | None
-    last_reason: str
-    failures: int
-
-
 class DashboardOut(BaseModel):
-    queues: list[QueueOut]
+    # The dashboard's own rows, as the page shows them.
+    queues: list[QueueRow]
     queue_error: str | None
-    health: list[HealthOut]
-    registrations: list[RegistrationOut] = []
+    health: list[HealthRow]
+    registrations: list[RegistrationRow] = []
     registration_error: str | None = None
     rabbitmq_ui_url: str
     grafana_url: str
@@ -601,17 +564,14 @@ async def unassign_number(
     return UserWithFaxbox.of(row)
 
 
-@router.get("/accounts/{account_id}/show-help", response_model=HelpOut, tags=["administration"])
+@router.get(
+    "/accounts/{account_id}/show-help", response_model=admin.HelpAnswer, tags=["administration"]
+)
 async def show_help(
     account_id: str, number: str, principal: CurrentPrincipal, deps: Deps
-) -> HelpOut:
+) -> admin.HelpAnswer:
     """The To address that faxes ``number`` from this account, or why it cannot be faxed."""
-    answer = await admin.show_help(deps.store, principal, account_id, number)
-    return HelpOut(**_slots(answer))
-
-
-def _slots(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__slots__}
+    return await admin.show_help(deps.store, principal, account_id, number)
 
 
 # --- dashboard ------------------------------------------------------------------------
@@ -624,10 +584,10 @@ async def dashboard(principal: CurrentPrincipal, deps: Deps) -> DashboardOut:
         deps.queues, deps.probe, deps.topology, deps.health_urls, sip_registrations(deps)
     )
     return DashboardOut(
-        queues=[QueueOut(**_slots(q)) for q in board.queues],
+        queues=board.queues,
         queue_error=board.queue_error,
-        health=[HealthOut(**_slots(h)) for h in board.health],
-        registrations=[RegistrationOut(**_slots(r)) for r in board.registrations],
+        health=board.health,
+        registrations=board.registrations,
         registration_error=board.registration_error,
         rabbitmq_ui_url=deps.links.rabbitmq_ui,
         grafana_url=deps.links.grafana,
