@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -80,6 +81,9 @@ def _crash_after_publish() -> None:
     crashpoints.crash(SERVICE, "after_publish")
 
 
+_TIMING_FIELDS: Final = {f.name for f in dataclasses.fields(Timing)}
+
+
 def _noop() -> None:
     return None
 
@@ -115,15 +119,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         ledger = MongoLedger(infra.store.db)
         await ledger.ensure_indexes()
         deps = build_deps(infra, settings, ledger=ledger, outbox=box)
-        timing = Timing(
-            lease_renew_s=settings.lease_renew_s,
-            lease_retry_s=settings.lease_retry_s,
-            reconnect_base_s=settings.reconnect_base_s,
-            reconnect_cap_s=settings.reconnect_cap_s,
-            fetch_attempts=settings.fetch_attempts,
-            fetch_retry_base_s=settings.fetch_retry_base_s,
-            fetch_retry_cap_s=settings.fetch_retry_cap_s,
-        )
+        # Every field of Timing is a setting of the same name.
+        timing = Timing(**settings.model_dump(include=_TIMING_FIELDS))
         dead_letters = BusDeadLetters(infra.bus, SERVICE)
         hub: PushHub | None = None
         if settings.imap_push_host:
