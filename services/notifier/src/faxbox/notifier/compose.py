@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -216,10 +217,28 @@ def page_rows(report: tuple[PageReport, ...]) -> list[dict[str, object]]:
     ]
 
 
-def _render(kind: str, **context: Any) -> tuple[str, str]:
-    text = _ENV.get_template(f"{kind}.txt.j2").render(**context)
-    html = _ENV.get_template(f"{kind}.html.j2").render(**context)
-    return text, html
+def _mail(
+    kind: str,
+    subject: str,
+    context: Mapping[str, Any],
+    *,
+    in_reply_to: str | None = None,
+    inline_png: tuple[str, bytes] | None = None,
+    attachments: Sequence[Attachment] = (),
+) -> Mail:
+    """A mail of ``subject`` whose bodies are the templates of ``kind`` with ``context``."""
+    return Mail(
+        subject=subject,
+        text=_ENV.get_template(f"{kind}.txt.j2").render(**context),
+        html=_ENV.get_template(f"{kind}.html.j2").render(**context),
+        in_reply_to=in_reply_to,
+        inline_png=inline_png,
+        attachments=list(attachments),
+    )
+
+
+def _pages(count: int) -> str:
+    return f"{count} page{'s' if count != 1 else ''}"
 
 
 def thumbnail_png(tiff: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
@@ -259,8 +278,7 @@ def sent_mail(
     page_report: tuple[PageReport, ...] = (),
 ) -> Mail:
     cid = "page1@faxbox" if thumbnail else None
-    text, html = _render(
-        "sent",
+    context = dict(
         pages_report=page_rows(page_report),
         number=number,
         pages=pages,
@@ -271,10 +289,10 @@ def sent_mail(
         sent_at=_shown(at, timezone),
         thumbnail=cid,
     )
-    return Mail(
-        subject=f"Fax to {number} sent ({pages} page{'s' if pages != 1 else ''})",
-        text=text,
-        html=html,
+    return _mail(
+        "sent",
+        f"Fax to {number} sent ({_pages(pages)})",
+        context,
         in_reply_to=in_reply_to,
         inline_png=(cid, thumbnail) if cid and thumbnail else None,
     )
@@ -304,8 +322,7 @@ def failed_mail(
 ) -> Mail:
     reason, code_name, hint = failure_words(failure)
     partial = 0 < pages_sent < pages_total
-    text, html = _render(
-        "failed",
+    context = dict(
         partial=partial,
         pages_report=page_rows(page_report),
         number=number,
@@ -323,7 +340,7 @@ def failed_mail(
         if partial
         else f"Fax to {number} failed"
     )
-    return Mail(subject=subject, text=text, html=html, in_reply_to=in_reply_to)
+    return _mail("failed", subject, context, in_reply_to=in_reply_to)
 
 
 def example_address(destination_raw: str, realm: str) -> str:
@@ -341,18 +358,13 @@ def rejected_mail(
     in_reply_to: str | None,
 ) -> Mail:
     shown = [{"message": r.message, "fix": FIXES.get(r.code, "Contact support.")} for r in reasons]
-    text, html = _render(
-        "rejected",
+    context = dict(
         destination=destination_raw,
         reasons=shown,
         example_address=example_address(destination_raw, realm),
     )
-    return Mail(
-        subject=f"Your fax to {destination_raw} was not sent",
-        text=text,
-        html=html,
-        in_reply_to=in_reply_to,
-    )
+    subject = f"Your fax to {destination_raw} was not sent"
+    return _mail("rejected", subject, context, in_reply_to=in_reply_to)
 
 
 def fax_filename(caller: str, at: datetime, timezone: str, suffix: str = "") -> str:
@@ -373,8 +385,7 @@ def received_mail(
     pdf: bytes,
 ) -> Mail:
     filename = fax_filename(caller, at, timezone)
-    text, html = _render(
-        "received",
+    context = dict(
         caller=caller or "unknown caller",
         called=called,
         remote_station_id=remote_station_id.strip(),
@@ -382,12 +393,8 @@ def received_mail(
         received_at=_shown(at, timezone),
         filename=filename,
     )
-    return Mail(
-        subject=f"Fax from {caller or 'unknown caller'} ({pages} page{'s' if pages != 1 else ''})",
-        text=text,
-        html=html,
-        attachments=[Attachment(pdf, filename)],
-    )
+    subject = f"Fax from {caller or 'unknown caller'} ({_pages(pages)})"
+    return _mail("received", subject, context, attachments=[Attachment(pdf, filename)])
 
 
 def inbound_failed_mail(
@@ -402,8 +409,7 @@ def inbound_failed_mail(
 ) -> Mail:
     reason, _name, hint = failure_words(failure, receiving=True)
     filename = fax_filename(caller, at, timezone, "_partial") if partial_pdf else None
-    text, html = _render(
-        "inbound_failed",
+    context = dict(
         caller=caller or "unknown caller",
         called=called,
         reason=reason,
@@ -412,9 +418,6 @@ def inbound_failed_mail(
         filename=filename,
         hint=hint,
     )
-    return Mail(
-        subject=f"Fax from {caller or 'unknown caller'} could not be received",
-        text=text,
-        html=html,
-        attachments=[Attachment(partial_pdf, filename)] if partial_pdf and filename else [],
-    )
+    subject = f"Fax from {caller or 'unknown caller'} could not be received"
+    partial = [Attachment(partial_pdf, filename)] if partial_pdf and filename else []
+    return _mail("inbound_failed", subject, context, attachments=partial)
