@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -233,7 +234,7 @@ class TokenCreated(TokenOut):
 
 
 class DashboardOut(BaseModel):
-    # The dashboard's own rows, as the page shows them.
+    # The dashboard as the page shows it (faxbox.portal.dashboard.Dashboard), and links.
     queues: list[QueueRow]
     queue_error: str | None
     health: list[HealthRow]
@@ -583,14 +584,9 @@ async def dashboard(principal: CurrentPrincipal, deps: Deps) -> DashboardOut:
     board = await load_dashboard(
         deps.queues, deps.probe, deps.topology, deps.health_urls, sip_registrations(deps)
     )
+    links = deps.links
     return DashboardOut(
-        queues=board.queues,
-        queue_error=board.queue_error,
-        health=board.health,
-        registrations=board.registrations,
-        registration_error=board.registration_error,
-        rabbitmq_ui_url=deps.links.rabbitmq_ui,
-        grafana_url=deps.links.grafana,
+        **dataclasses.asdict(board), rabbitmq_ui_url=links.rabbitmq_ui, grafana_url=links.grafana
     )
 
 

@@ -83,30 +83,26 @@ async def login(
 ) -> Response:
     if not prelogin_ok(request, csrf_token):
         raise CsrfFailed()
-    try:
-        user = await throttled_sign_in(request, deps, email, password)
-    except TooManyFailures as exc:
-        page = render(
-            request,
-            "login.html",
-            None,
-            status_code=429,
-            login_csrf=csrf_token,
-            error=exc.message,
-            email=email,
-        )
-        page.headers["Retry-After"] = str(exc.retry_after_s)
-        return page
-    if user is None:
+
+    def again(status_code: int, error: str) -> Response:
         return render(
             request,
             "login.html",
             None,
-            status_code=401,
+            status_code=status_code,
             login_csrf=csrf_token,
-            error="Wrong e-mail address or password.",
+            error=error,
             email=email,
         )
+
+    try:
+        user = await throttled_sign_in(request, deps, email, password)
+    except TooManyFailures as exc:
+        page = again(429, exc.message)
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
+    if user is None:
+        return again(401, "Wrong e-mail address or password.")
     response = RedirectResponse("/faxes", status_code=303)
     await start_session(response, deps, user)
     return response
