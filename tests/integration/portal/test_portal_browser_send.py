@@ -18,7 +18,7 @@ from playwright.async_api import Browser, expect
 from faxbox.history.writes import HistoryWrites
 from faxbox.portal.app import create_app
 from faxbox.portal.deps import PortalDeps
-from faxbox.portal.preview import header_fields, page_png
+from faxbox.portal.preview import page_png
 from faxbox.portal.security import TokenStore
 from faxbox.portal.service import bound_port, serve
 from faxbox.render import render, with_header
@@ -29,7 +29,7 @@ from faxbox.shared.settings import BrokerSettings
 from faxbox.shared.store import Store
 from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import WebhookDelivery, WebhookStore
-from faxbox.shared.tagline import DEFAULT_HEADER_FORMAT, header_text
+from faxbox.shared.tagline import DEFAULT_HEADER_FORMAT, header_fields, header_text
 from faxbox.shared.urlguard import parse_networks
 from tests.integration.portal.conftest import make_deps, portal_outbox
 from tests.integration.portal.seed import World, history_doc

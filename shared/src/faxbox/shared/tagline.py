@@ -21,7 +21,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_HEADER_FORMAT: Final = "%%s  %%n|%Y-%m-%d %H:%M %Z|page %%p/%%t"
@@ -45,6 +45,39 @@ class HeaderFields:
     identity: str = ""
     destination: str = ""
     fax_id: str = ""
+
+
+class Presentation(Protocol):
+    """How a faxbox presents its faxes: the stored faxbox and a request's settings
+    (copied from it) both say it."""
+
+    @property
+    def timezone(self) -> str: ...
+
+    @property
+    def header_name(self) -> str: ...
+
+    @property
+    def caller_id(self) -> str | None: ...
+
+    @property
+    def identity(self) -> str: ...
+
+
+def header_fields(
+    box: Presentation, destination: str, fax_id: str, moment: datetime
+) -> HeaderFields:
+    """The header line's fields of one fax: the transmitter's, and the portal's preview
+    of them."""
+    return HeaderFields(
+        moment=moment,
+        timezone=box.timezone,
+        sender_name=box.header_name,
+        our_number=box.caller_id or "",
+        identity=box.identity,
+        destination=destination,
+        fax_id=fax_id,
+    )
 
 
 def _ascii(text: str) -> str:

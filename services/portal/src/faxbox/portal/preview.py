@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass
-from datetime import datetime
 
 from PIL import Image
 
@@ -28,18 +27,6 @@ PREVIEW_WIDTH = 860  # about half the fax line: text on the page stays readable
 class Preview:
     png: bytes
     pages: int
-
-
-def header_fields(box: Faxbox, destination: str, fax_id: str, moment: datetime) -> HeaderFields:
-    return HeaderFields(
-        moment=moment,
-        timezone=box.timezone,
-        sender_name=box.header_name,
-        our_number=box.caller_id or "",
-        identity=box.identity,
-        destination=destination,
-        fax_id=fax_id,
-    )
 
 
 def page_png(tiff: bytes, width: int = PREVIEW_WIDTH) -> bytes:

@@ -21,7 +21,7 @@ from faxbox.portal.access import faxbox_of
 from faxbox.portal.deps import CheckedPrincipal, CurrentPrincipal, Deps
 from faxbox.portal.localtime import clock_for
 from faxbox.portal.outbound import SendRefused
-from faxbox.portal.preview import header_fields, preview
+from faxbox.portal.preview import preview
 from faxbox.portal.security import Principal
 from faxbox.portal.submissions import Draft
 from faxbox.portal.views import render
@@ -30,6 +30,7 @@ from faxbox.shared.contracts import month_of
 from faxbox.shared.faxview import TERMINAL_STATUSES, api_status
 from faxbox.shared.store import Faxbox, NotFound, new_id
 from faxbox.shared.store.records import HistoryRecord
+from faxbox.shared.tagline import header_fields
 
 router = APIRouter(include_in_schema=False)
 

@@ -17,26 +17,13 @@ from faxbox.render import with_header
 from faxbox.shared.contracts import OutboundFaxRequested
 from faxbox.shared.tagline import (
     DEFAULT_HEADER_FORMAT,
-    HeaderFields,
     HeaderFormatError,
     check_format,
+    header_fields,
     header_text,
 )
 
 log = logging.getLogger(__name__)
-
-
-def header_fields(message: OutboundFaxRequested, moment: datetime) -> HeaderFields:
-    settings = message.settings
-    return HeaderFields(
-        moment=moment,
-        timezone=settings.timezone,
-        sender_name=settings.header_name,
-        our_number=settings.caller_id or "",
-        identity=settings.identity,
-        destination=message.destination,
-        fax_id=message.fax_id,
-    )
 
 
 def stamped(
@@ -54,7 +41,7 @@ def stamped(
         # Checked when the faxbox was saved; a format from elsewhere must not stop the fax.
         log.warning("header format %r refused (%s); using the default one", fmt, exc)
         fmt = DEFAULT_HEADER_FORMAT
-    fields = header_fields(message, moment)
+    fields = header_fields(message.settings, message.destination, message.fax_id, moment)
     return with_header(
         tiff,
         lambda page, pages: header_text(fmt, fields, page, pages),
