@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -262,7 +262,8 @@ class _Owned(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Told:
-    """What a history record or an event tells of its fax, besides whose fax it is."""
+    """What a history record or an event tells of its fax, besides whose fax it is; named
+    as FaxView names it."""
 
     status: ApiStatus
     to: str | None
@@ -271,8 +272,8 @@ class _Told:
     pages_total: int | None
     attempts: int | None
     page_report: Sequence[PageReport] = ()
-    failure: Mapping[str, Any] = field(default_factory=dict)
-    rejections: Sequence[RejectionOut] = ()
+    failure: Mapping[str, Any] = field(default_factory=dict)  # FaxView's failure fields
+    rejection_reasons: Sequence[RejectionOut] = ()
 
     def view(
         self,
@@ -282,22 +283,16 @@ class _Told:
         created: datetime | None,
         updated: datetime | None,
     ) -> FaxView:
+        told = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "failure"}
         return FaxView(
             id=fax_id,
             account_id=owned.account_id,
             faxbox_id=owned.faxbox_id,
             user_id=owned.user_id,
             direction=direction,
-            status=self.status,
-            to=self.to,
-            from_=self.from_,
-            pages_sent=self.pages_sent,
-            pages_total=self.pages_total,
-            attempts=self.attempts,
-            rejection_reasons=list(self.rejections),
-            page_report=list(self.page_report),
             created_at=created,
             updated_at=updated,
+            **told,
             **self.failure,
         )
 
