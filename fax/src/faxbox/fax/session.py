@@ -22,7 +22,7 @@ from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -207,10 +207,15 @@ class FaxEngineError(RuntimeError):
 _PAGE_ACCEPTED = frozenset({"MCF", "RTP", "PIP"})
 
 
+_O = TypeVar("_O", spandsp.AudioFax, spandsp.T38Terminal)
+
+
 class _Session(Closing):
     kind = "fax"
 
-    def __init__(self, role: Role | str, settings: CallSettings, name: str | None) -> None:
+    def __init__(
+        self, role: Role | str, settings: CallSettings, name: str | None, calling: bool | None
+    ) -> None:
         self.role = Role(role)
         self.settings = settings
         self.name = name or f"{self.kind}-{self.role.value}"
@@ -221,10 +226,22 @@ class _Session(Closing):
         self._pages_in_file = 0
         self._final: spandsp.T30Stats | None = None
         self._owner: spandsp.AudioFax | spandsp.T38Terminal | None = None
+        # We dialled: we call (CNG); we answered: we answer (CED), unless told otherwise.
+        self._calling = self.role is Role.SEND if calling is None else calling
 
     @property
     def _log_enabled(self) -> bool:
         return logging.getLogger("faxbox.fax.spandsp").isEnabledFor(logging.DEBUG)
+
+    def _own(self, owner: _O) -> _O:
+        """``owner`` set up as this session's engine; closed again if that fails."""
+        try:
+            self._setup(owner)
+        except BaseException:
+            owner.close()
+            raise
+        self._errors = owner.callback_errors
+        return owner
 
     def _setup(self, owner: spandsp.AudioFax | spandsp.T38Terminal) -> None:
         self._owner = owner
@@ -377,15 +394,8 @@ class FaxSession(_Session):
         calling: bool | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(role, settings, name)
-        is_caller = self.role is Role.SEND if calling is None else calling
-        self._fax = spandsp.AudioFax(is_caller, self.name, self._log_enabled)
-        try:
-            self._setup(self._fax)
-        except BaseException:
-            self._fax.close()
-            raise
-        self._errors = self._fax.callback_errors
+        super().__init__(role, settings, name, calling)
+        self._fax = self._own(spandsp.AudioFax(self._calling, self.name, self._log_enabled))
         self._fax_rx = spandsp.lib.fax_rx
         self._fax_tx = spandsp.lib.fax_tx
 
@@ -439,19 +449,14 @@ class T38Session(_Session):
         name: str | None = None,
         paced: bool = True,
     ) -> None:
-        super().__init__(role, settings, name)
-        is_caller = self.role is Role.SEND if calling is None else calling
+        super().__init__(role, settings, name, calling)
         self._out: list[T38Packet] = []
         self._tx_seq = 0
-        self._term = spandsp.T38Terminal(
-            is_caller, self._on_packet, self.name, self._log_enabled, paced=paced
+        self._term = self._own(
+            spandsp.T38Terminal(
+                self._calling, self._on_packet, self.name, self._log_enabled, paced=paced
+            )
         )
-        try:
-            self._setup(self._term)
-        except BaseException:
-            self._term.close()
-            raise
-        self._errors = self._term.callback_errors
 
     def _on_packet(self, ifp: bytes, copies: int) -> None:
         self._out.append(T38Packet(self._tx_seq, ifp, copies))
