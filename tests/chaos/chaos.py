@@ -175,6 +175,7 @@ class Chaos:
                 rendered,
                 quiescent,
             )
+            figures["line"] = [_brief(c) for c in line.calls()]
             figures["dead_letters"] = dead_letters(rabbit, vhost)
             figures["database_outage_s"] = self.config.database_outage_s or 0
             figures["broker_outage_s"] = self.config.broker_outage_s or 0
@@ -329,8 +330,13 @@ class Chaos:
             name = what.split()[1]
             self._down.add(name)
             if name == "pstn_sim":
-                # The last look at its log, then the kill: what was open is cut by it.
-                await asyncio.to_thread(line.poll)
+                # Mid-calls: wait (a while) for one to be on the line; then the last look
+                # at its log, and the kill: what was open is cut by it.
+                for _ in range(60):
+                    await asyncio.to_thread(line.poll)
+                    if line.open_calls():
+                        break
+                    await asyncio.sleep(0.5)
             stack.kill(name)
             if name == "pstn_sim":
                 self.pstn_restarts += 1
@@ -447,3 +453,21 @@ async def _records(store: Store) -> list[dict[str, Any]]:
         if name.startswith("fax_history_"):
             docs.extend([doc async for doc in db[name].find({})])
     return docs
+
+
+def _brief(call: dict[str, Any]) -> dict[str, Any]:
+    """A call as the results file keeps it (the evidence behind the line's figures)."""
+    outcome = call.get("outcome") or {}
+    return {
+        "id": call["id"],
+        "direction": call["direction"],
+        "from": call["from"],
+        "to": call["to"],
+        "started_at": call["started_at"],
+        "ended_at": call["ended_at"],
+        "sip_status": call.get("sip_status"),
+        "pages_received": call.get("pages_received"),
+        "success": outcome.get("success"),
+        "result": outcome.get("completion_name") or call.get("error"),
+        "cut_by_restart": bool(call.get("cut_by_restart")),
+    }

@@ -10,7 +10,7 @@ replays a run's plan. Figures: test-artifacts/chaos.json.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import time
 
 import pytest
 
@@ -22,15 +22,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(72
 
 
 async def test_every_fax_ends_once_while_everything_is_killed(
-    rabbit: RabbitServer, mongo_url: str, imap_server: ImapServer, tmp_path: Path
+    rabbit: RabbitServer, mongo_url: str, imap_server: ImapServer
 ) -> None:
     seed = os.environ.get("FAXBOX_CHAOS_SEED")
     config = ChaosConfig(
         emails=30, inbound=8, seed=int(seed) if seed else None, window_s=45, quiesce_timeout_s=240
     )
-    chaos = Chaos(config, Servers(rabbit, mongo_url, imap_server), tmp_path / "stack")
+    # Kept after the run (the service logs are what a failure is read from).
+    directory = REPO / "test-artifacts" / "chaos" / f"ci-{time.strftime('%Y%m%d-%H%M%S')}"
+    chaos = Chaos(config, Servers(rabbit, mongo_url, imap_server), directory)
     figures = await chaos.run()
     report(figures, REPO / "test-artifacts" / "chaos.json")
     assert not failures(figures), (
-        f"seed {figures['seed']}: {failures(figures)}; logs in {tmp_path / 'stack'}"
+        f"seed {figures['seed']}: {failures(figures)}; logs in {directory}"
     )
