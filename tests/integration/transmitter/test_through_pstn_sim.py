@@ -9,6 +9,7 @@ receiver, so a fax from one faxbox to another's number crosses the whole system.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from faxbox.inbound import service as inbound_service
 from faxbox.shared.bus import Bus
@@ -385,3 +387,58 @@ async def test_the_network_originates_a_fax_to_our_number(
     assert fax.statistics.pages_transferred == 3
     record = sim.get(f"/calls/{call['id']}")
     assert record["direction"] == "from_sim"
+
+
+@pytest.fixture
+async def one_call_at_once(
+    broker_settings: BrokerSettings, mongo_settings: MongoSettings, faxboxes: tuple[Faxbox, Faxbox]
+) -> AsyncIterator[tuple[Bus, EventLog]]:
+    """A transmitter whose bound of calls at once (admission) is 1, far below max_calls."""
+    bus = Bus(broker_settings)
+    await bus.connect()
+    events = EventLog(bus)
+    await events.start()
+    settings = transmitter_service.Settings(
+        **(broker_settings.model_dump() | {"prefetch": 16}),
+        **mongo_settings.model_dump(),
+        line_pace=PACE,
+        max_calls=8,
+        transmitter_admit_calls=1,
+        overload_retry_after_s=1,
+        transmitter_lease_s=5,
+    )
+    try:
+        async with transmitter_service.service(Runtime("transmitter"), settings):
+            yield bus, events
+    finally:
+        await bus.close()
+
+
+async def test_a_burst_beyond_the_calls_bound_waits_unclaimed_and_every_fax_is_sent(
+    one_call_at_once: tuple[Bus, EventLog],
+    sim: Sim,
+    store: Store,
+    faxboxes: tuple[Faxbox, Faxbox],
+    three_pages: Path,
+) -> None:
+    bus, events = one_call_at_once
+    deferred_before = REGISTRY.get_sample_value("faxbox_transmitter_overload_deferred_total")
+    numbers = ["+12125550191", "+12125550192", "+12125550193"]
+    requests = [
+        await fax_request(store, faxboxes[0], three_pages, number, pages=3, attempts=1)
+        for number in numbers
+    ]
+    for request in requests:  # all at once: 8 channels free, room for all of them
+        await bus.publish(request)
+    for request in requests:
+        (sent,) = await events.wait_for(FaxSent, request.fax_id, within_s=120)
+        # Waiting for the bound counted no attempt: the only one allowed was the call.
+        assert (sent.attempts, sent.statistics.pages_transferred) == (1, 3)
+    deferred = REGISTRY.get_sample_value("faxbox_transmitter_overload_deferred_total")
+    assert (deferred or 0) > (deferred_before or 0)
+    calls = [c for n in numbers for c in await _ended(sim, n, 1)]
+    assert len(calls) == 3  # one call per fax, none failed and redialled
+    # The far end never had two of these calls up at once.
+    spans = sorted((c["started_at"], c["ended_at"]) for c in calls)
+    for (_, ended), (started, _) in itertools.pairwise(spans):
+        assert started >= ended, spans

@@ -72,7 +72,7 @@ from faxbox.shared.outbox import Decided, DecisionStore, Outbox, Recorded
 from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
-from faxbox.transmitter.admission import admit
+from faxbox.transmitter.admission import CallsAdmitted, admit
 from faxbox.transmitter.carriers import CarrierCooldown, Slot, eligible_carriers
 from faxbox.transmitter.document import stamped
 from faxbox.transmitter.jobs import TERMINAL, Finish, Job, JobLedger, JobState
@@ -131,6 +131,8 @@ class Deps:
     load: LoadGauge | None = None  # admission control (transmitter.admission)
     overload_retry_s: int = 10
     overload_bound_ms: float | None = None  # None: the gauge's own
+    admitted: CallsAdmitted = field(default_factory=CallsAdmitted)
+    admit_calls: int | None = None  # None: no bound but max_calls (transmitter.admission)
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> int:
@@ -166,12 +168,19 @@ async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> Recorded
             return replace(previous, retry=later)
         raise later
     async with deps.calls:
-        admit(deps.load, deps.overload_retry_s, deps.overload_bound_ms)
-        now = deps.clock()
-        claimed = await deps.ledger.claim(message.fax_id, deps.worker_id, now, deps.lease_s)
-        if claimed is None:  # another copy got there first: look again shortly
-            raise RetryLater("job changed while claiming it", 1)
-        return await _attempt(message, claimed, deps)
+        admit(
+            deps.load,
+            deps.overload_retry_s,
+            deps.overload_bound_ms,
+            admitted=deps.admitted,
+            max_admitted=deps.admit_calls,
+        )
+        with deps.admitted.holding():
+            now = deps.clock()
+            claimed = await deps.ledger.claim(message.fax_id, deps.worker_id, now, deps.lease_s)
+            if claimed is None:  # another copy got there first: look again shortly
+                raise RetryLater("job changed while claiming it", 1)
+            return await _attempt(message, claimed, deps)
 
 
 async def _republish(job: Job, deps: Deps) -> Recorded | None:

@@ -26,5 +26,6 @@ FAILOVERS = Counter(
 )
 OVERLOAD_DEFERRED = Counter(
     "faxbox_transmitter_overload_deferred_total",
-    "Jobs put back unclaimed (no attempt counted) because the event loop ran late",
+    "Jobs put back unclaimed (no attempt counted): the event loop ran late, or the "
+    "process had its bound of calls (FAXBOX_TRANSMITTER_ADMIT_CALLS)",
 )

@@ -62,6 +62,13 @@ class Settings(ServiceSettings, SecretSettings):
     # unfinished after this is hung up and redelivered to another worker.
     shutdown_grace_s: float = 900.0
     max_calls: int = Field(default=50, ge=1, description="Concurrent fax calls per process.")
+    transmitter_admit_calls: int | None = Field(
+        default=None,
+        ge=1,
+        description="Calls at once beyond which a request goes back to the broker unclaimed "
+        "(no attempt counted) for overload_retry_after_s: the process's measured capacity "
+        "(benchmarks/concurrent_calls.py). None: no bound but max_calls.",
+    )
     line_pace: float = Field(
         default=1.0, ge=0, description="Media clock: 1 real time, N times faster (tests)."
     )
@@ -137,6 +144,7 @@ def build_deps(
         spool_dir=settings.transmitter_spool_dir,
         overload_retry_s=settings.overload_retry_after_s,
         overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.line_pace),
+        admit_calls=settings.transmitter_admit_calls,
     )
     return replace(deps, **overrides) if overrides else deps
 
