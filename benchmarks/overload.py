@@ -5,7 +5,9 @@ calls (pace 1, one A4 page each) one transmitter process carries with zero failu
 per media (G.711, T.38); this takes those figures from its results file
 (``benchmarks/results/transmitter.json``) or from ``--g711`` / ``--t38``. Per media,
 one fresh transmitter (CPU 0, as many calls allowed as offered: admission control, not
-``max_calls``, is what must hold) and pstn-sim (CPU 1) then get, in one run:
+``max_calls``, is what must hold; its bound of calls at once,
+``FAXBOX_TRANSMITTER_ADMIT_CALLS``, is the capacity unless ``--no-admit-calls``) and
+pstn-sim (CPU 1) then get, in one run:
 
 1. the **anchor**: N requests (the capacity), ``--stagger-ms`` apart; faxes a minute;
 2. the **overload**: 3 N requests (``--factor``), the same way.
@@ -17,8 +19,9 @@ and the transmitter still answers /healthz; after the run it gets SIGTERM and mu
 within its grace period plus margin (``exit_s``). ``max_loop_lag_ms`` is the
 transmitter's ``faxbox_event_loop_lag_max_ms`` over the run, ``deferred`` its
 ``faxbox_transmitter_overload_deferred_total`` (requests put back, unclaimed, while its
-loop ran late). ``ratio_vs_anchor``: faxes a minute under overload over faxes a minute
-at capacity (1.0: overload costs no throughput; below 1: the cost of waiting).
+loop ran late or it had its bound of calls). ``ratio_vs_anchor``: faxes a minute under
+overload over faxes a minute at capacity (1.0: overload costs no throughput; below 1:
+the cost of waiting).
 
     . var/env; flock /tmp/faxbox-e2e.lock uv run python benchmarks/overload.py \\
         [--g711 N] [--t38 N] [--factor 3] [--runs 1] [--media g711,t38]
@@ -115,11 +118,12 @@ async def one_media(
             "FAXBOX_HTTP_PORT": str(http_port),
             "FAXBOX_LINE_PACE": "1",
             "FAXBOX_MAX_CALLS": "5000",
+            **({"FAXBOX_TRANSMITTER_ADMIT_CALLS": str(capacity)} if args.admit_calls else {}),
             "FAXBOX_PREFETCH": "1000",
             "FAXBOX_TRANSMITTER_REQUEST_T38": "true" if media == "t38" else "false",
             "FAXBOX_SHUTDOWN_GRACE_S": str(GRACE_S),
             "FAXBOX_SHUTDOWN_MARGIN_S": str(MARGIN_S),
-            "FAXBOX_LOG_LEVEL": "WARNING",
+            "FAXBOX_LOG_LEVEL": args.log_level,
         },
         0,
         logs / f"transmitter-{media}.log",
@@ -192,7 +196,7 @@ async def one_run(args: argparse.Namespace, capacities: dict[str, int]) -> dict[
             "FAXBOX_HTTP_PORT": str(sim_metrics),
             "FAXBOX_PSTN_PACE": "1",
             "FAXBOX_PSTN_DATA_DIR": str(tmp / "sim"),
-            "FAXBOX_LOG_LEVEL": "WARNING",
+            "FAXBOX_LOG_LEVEL": args.log_level,
         },
         1,
         tmp / "pstn-sim.log",
@@ -292,6 +296,13 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--stagger-ms", type=float, default=50.0)
     parser.add_argument("--step-timeout-s", type=float, default=900.0)
+    parser.add_argument("--log-level", default="WARNING", help="of both processes (logs: tmp)")
+    parser.add_argument(
+        "--no-admit-calls",
+        dest="admit_calls",
+        action="store_false",
+        help="no bound of calls at once (FAXBOX_TRANSMITTER_ADMIT_CALLS, default: the capacity)",
+    )
     args = parser.parse_args()
     known = json.loads(CAPACITY.read_text()) if CAPACITY.exists() else {}
     capacities = {
@@ -323,6 +334,7 @@ async def main() -> None:
         "capacity_source": "arguments" if args.g711 or args.t38 else str(CAPACITY.name),
         "runs": args.runs,
         "stagger_ms": args.stagger_ms,
+        "admit_calls": "capacity" if args.admit_calls else None,
         "shutdown": {"grace_s": GRACE_S, "margin_s": MARGIN_S},
         # The machine is shared: what else ran shows in the load average.
         "load_average": {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]},
