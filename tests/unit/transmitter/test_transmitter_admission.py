@@ -56,3 +56,23 @@ async def test_a_job_already_decided_is_answered_even_while_overloaded(tmp_path:
     await t.handle(request())  # a redelivered copy: its outcome is republished, no call
     assert len(t.bus.of(FaxSent)) == 2
     assert len(line.dials) == 1
+
+
+async def test_a_process_at_its_bound_of_calls_puts_the_job_back_unclaimed(
+    tmp_path: Path,
+) -> None:
+    line = FakeLine(sent_report())
+    t = make_transmitter(tmp_path, line)
+    t.deps = dataclasses.replace(t.deps, admit_calls=1, overload_retry_s=7)
+    # One call on the line already.
+    with t.deps.admitted.holding(), pytest.raises(RetryLater) as later:
+        await t.handle(request())
+    assert later.value.delay_s == 7
+    assert "1 calls admitted" in later.value.reason
+    job = cast(FakeLedger, t.deps.ledger).jobs["fax_1"]
+    assert (job.state, job.attempt) == (JobState.QUEUED, 0)
+    assert line.dials == []
+
+    await t.handle(request())  # that call ended: this one goes out
+    assert len(t.bus.of(FaxSent)) == 1
+    assert t.deps.admitted.count == 0  # the attempt freed its place again
