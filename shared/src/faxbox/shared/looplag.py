@@ -59,6 +59,7 @@ class LoopLag:
         self.max_lag_ms = 0.0
         self._due: float | None = None  # when the monitor's current sleep should end
         self._recent: deque[tuple[float, float]] = deque()  # (at, lag_ms) within hold_s
+        self._measured = asyncio.Event()
 
     def _now(self) -> float:
         return self._clock() if self._clock else asyncio.get_running_loop().time()
@@ -71,6 +72,7 @@ class LoopLag:
             self.max_lag_ms = lag_ms
             MAX_LAG_MS.set(lag_ms)
         self._recent.append((at, lag_ms))
+        self._measured.set()
         while self._recent and at - self._recent[0][0] > self.hold_s:
             self._recent.popleft()
 
@@ -104,6 +106,10 @@ class LoopLag:
     async def running(self) -> AsyncIterator[LoopLag]:
         task = asyncio.create_task(self.run(), name="loop-lag")
         try:
+            # A process admits work only once it has measured its loop: with no sample
+            # yet, a request arriving at start-up would pass whatever the load.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._measured.wait(), max(1.0, 10 * self.interval_s))
             yield self
         finally:
             task.cancel()
