@@ -34,7 +34,10 @@ def test_a_value_naming_no_point_fails_at_start_up(
         RunnerSettings()
     message = str(raised.value)
     assert f"FAXBOX_TEST_CRASH_AT={value!r} names no crash point" in message
-    assert "mail-poller.after_publish, transmitter.before_ack" in message
+    assert (
+        "mail-poller.after_publish, transmitter.after_last_confirmation, "
+        "transmitter.before_ack" in message
+    )
 
 
 def test_a_point_the_code_asks_for_must_exist() -> None:

@@ -128,6 +128,19 @@ def test_pages_count_in_the_whole_document() -> None:
         assert np.array_equal(drawn, expected)
 
 
+def test_a_resumed_document_leaves_out_the_confirmed_pages_and_keeps_their_numbers() -> None:
+    original = three_pages()
+    # A redial after pages 1 and 2 were confirmed: only page 3 goes, saying 3/3.
+    tail = with_header(original, line("page %%p/%%t"), skip_pages=2)
+    rows = strip_rows(196)
+    (page,) = frames(tail)
+    expected = strip_bits(header_text("page %%p/%%t", FIELDS, 3, 3))
+    assert np.array_equal(np.packbits(page[:rows] == 0, axis=1), expected)
+    assert np.array_equal(page[rows:], frames(original)[2])
+    with pytest.raises(ValueError, match="3 of 3"):
+        with_header(original, line(), skip_pages=3)
+
+
 def test_pages_in_other_codings_are_encoded_again(tmp_path: Path) -> None:
     page = Image.new("1", (1728, 300), 1)
     page.paste(0, (100, 100, 400, 200))

@@ -27,7 +27,7 @@ from faxbox.shared.testing import ManualClock, MemoryDecisionStore, MemoryDocume
 from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.carriers import Slot
 from faxbox.transmitter.handlers import Deps, handle_outbound
-from faxbox.transmitter.jobs import Finish, Job, JobState
+from faxbox.transmitter.jobs import ConfirmingCall, Finish, Job, JobState
 from faxbox.transmitter.line import CallReport, Dial
 
 Clock = ManualClock
@@ -41,6 +41,8 @@ class FakeLedger:
         self.renew_fails = False
         self.renew_raises: Exception | None = None
         self.finish_raises: list[Exception] = []
+        self.confirmed_writes: list[int] = []
+        self.carried_by: dict[str, set[int]] = {}
 
     async def ensure(self, fax_id: str, now: datetime, request_json: str | None = None) -> Job:
         return self.jobs.setdefault(fax_id, Job(fax_id, JobState.QUEUED, request_json=request_json))
@@ -115,6 +117,22 @@ class FakeLedger:
         if finish.failed:
             changes["failed_attempts"] = job.failed_attempts + 1
         self.jobs[fax_id] = dataclasses.replace(job, **changes)  # type: ignore[arg-type]
+        return True
+
+    async def confirm_pages(
+        self, fax_id: str, worker_id: str, pages: int, call: ConfirmingCall
+    ) -> bool:
+        job = self._ours(fax_id, worker_id, call.attempt)
+        if job is None:
+            return False
+        self.confirmed_writes.append(pages)
+        self.carried_by.setdefault(fax_id, set()).add(call.attempt)
+        self.jobs[fax_id] = dataclasses.replace(
+            job,
+            pages_confirmed=max(job.pages_confirmed, pages),
+            calls=len(self.carried_by[fax_id]),
+            confirming_call=call,
+        )
         return True
 
     async def put_back(
@@ -255,8 +273,16 @@ class Transmitter:
         )
 
 
-def fax_tiff(path: Path, width: int = 1728) -> Path:
-    Image.new("1", (width, 200), 1).save(path, compression="group4", dpi=(204, 196))
+def fax_tiff(path: Path, width: int = 1728, pages: int = 1) -> Path:
+    # Each page distinct (a black bar at its own height), so a test can tell them apart.
+    images = []
+    for n in range(pages):
+        image = Image.new("1", (width, 200), 1)
+        image.paste(0, (0, 20 * n, width, 20 * n + 10))
+        images.append(image)
+    images[0].save(
+        path, compression="group4", dpi=(204, 196), save_all=True, append_images=images[1:]
+    )
     return path
 
 
@@ -347,6 +373,7 @@ def transmitter(
     documents = FakeDocuments()
     documents.keep(ref("good"), fax_tiff(tmp / "good.tif").read_bytes())
     documents.keep(ref("narrow"), fax_tiff(tmp / "narrow.tif", 1000).read_bytes())
+    documents.keep(ref("five"), fax_tiff(tmp / "five.tif", pages=5).read_bytes())
     decisions = decisions or MemoryDecisionStore()
     bus = bus or MemoryPublisher()
     deps = Deps(

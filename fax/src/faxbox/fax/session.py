@@ -17,6 +17,7 @@ import os
 import re
 import unicodedata
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -228,6 +229,9 @@ class _Session(Closing):
         self._owner: spandsp.AudioFax | spandsp.T38Terminal | None = None
         # We dialled: we call (CNG); we answered: we answer (CED), unless told otherwise.
         self._calling = self.role is Role.SEND if calling is None else calling
+        # Sending: told the pages the far end has confirmed so far, at each MCF (RTP, PIP),
+        # from inside spandsp's callback: it must be quick and must not raise.
+        self.on_page_confirmed: Callable[[int], None] | None = None
 
     @property
     def _log_enabled(self) -> bool:
@@ -308,6 +312,8 @@ class _Session(Closing):
             )
         )
         log.debug("%s phase D %s page %d at %d bit/s", self.name, result, page, stats.bit_rate)
+        if self.role is Role.SEND and result in _PAGE_ACCEPTED and self.on_page_confirmed:
+            self.on_page_confirmed(stats.pages_tx)
 
     def _on_phase_e(self, code: int) -> None:
         t30 = self._t30()

@@ -187,16 +187,22 @@ def with_header(
     *,
     first_page: int = 1,
     pages_total: int | None = None,
+    skip_pages: int = 0,
 ) -> bytes:
     """``tiff`` with the header strip above each page; page numbers count from
     ``first_page`` of ``pages_total`` (default: the pages of ``tiff`` from the first).
 
+    ``skip_pages`` leaves out that many pages at the start of ``tiff`` (a redial that
+    resumes after the pages the far end confirmed); the pages kept keep their numbers.
     ``line(page, pages)`` gives the fields (``faxbox.shared.tagline.header_text`` fills
     in a faxbox's format)."""
     pages = _pages(tiff)
+    if not 0 <= skip_pages < len(pages):
+        raise ValueError(f"cannot leave out {skip_pages} of {len(pages)} pages")
     total = pages_total if pages_total is not None else first_page - 1 + len(pages)
-    with G4TiffWriter(len(pages)) as writer:
-        for index, page in enumerate(pages):
+    kept = list(enumerate(pages))[skip_pages:]
+    with G4TiffWriter(len(kept)) as writer:
+        for index, page in kept:
             parts = line(first_page + index, total)
             strip = strip_bits(parts, page.y_dpi)
             spliced = _spliced(strip, page) if page.spliceable else None

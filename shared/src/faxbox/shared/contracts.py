@@ -390,6 +390,12 @@ class FaxSent(FaxMessage):
     faxbox_id: Identifier
     destination: E164
     attempts: int = Field(ge=1)
+    calls: int = Field(
+        default=1,
+        ge=1,
+        description="Calls that carried the fax: a redial after a cut call sends only the "
+        "pages the far end had not confirmed, so the fax may have arrived over several.",
+    )
     carrier_id: str
     statistics: TransferStatistics
     transmitted_tiff: DocumentRef

@@ -10,7 +10,10 @@ ignored. The points are:
     a ``MailReceived`` is confirmed and recorded as published, the mail not yet moved
     (status 137, as a SIGKILL would leave it);
 ``transmitter.before_ack``
-    a ``FaxSent`` is confirmed by the broker, the request not yet acknowledged (status 75).
+    a ``FaxSent`` is confirmed by the broker, the request not yet acknowledged (status 75);
+``transmitter.after_last_confirmation``
+    the far end's confirmation of the fax's last page is written to the job, the call
+    not yet ended nor its outcome recorded (status 137, as a SIGKILL would leave it).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ SETTING: Final = "FAXBOX_TEST_CRASH_AT"
 EXIT_STATUS: Final[Mapping[str, int]] = {
     "mail-poller.after_publish": 137,
     "transmitter.before_ack": 75,
+    "transmitter.after_last_confirmation": 137,
 }
 
 

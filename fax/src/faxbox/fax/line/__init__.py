@@ -37,6 +37,9 @@ from faxbox.fax.sip.sdp import MediaKind
 
 # Told each session as it starts (a call that switches media starts a second one).
 SessionHook = Callable[[MediaKind, FaxEngine], None]
+# Sending: told the pages the far end has confirmed, as each is confirmed (inside
+# spandsp's callback: quick, never raising).
+PageHook = Callable[[int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +70,12 @@ DEFAULTS = LineSettings()
 class CallOptions(TypedDict, total=False):
     """Per call: ``name`` names its sessions in the logs (default: the Call-ID);
     ``on_session`` is told each session as it starts; ``stop``, once set, ends the fax
-    where it is and hangs up (a cancelled fax: the result says what was confirmed)."""
+    where it is and hangs up (a cancelled fax: the result says what was confirmed);
+    ``on_page_confirmed`` is told the session's confirmed pages at each confirmation."""
 
     name: str
     on_session: SessionHook
+    on_page_confirmed: PageHook | None
     stop: asyncio.Event
 
 
@@ -96,6 +101,7 @@ async def _run(
     *,
     name: str = "",
     on_session: SessionHook | None = None,
+    on_page_confirmed: PageHook | None = None,
     stop: asyncio.Event | None = None,
 ) -> LineResult:
     loop = asyncio.get_running_loop()
@@ -108,6 +114,7 @@ async def _run(
             engine = T38Session(role, fax, name=f"t38-{label}")
         else:
             engine = FaxSession(role, fax, name=f"fax-{label}")
+        engine.on_page_confirmed = on_page_confirmed
         if on_session is not None:
             on_session(kind, engine)
         return engine

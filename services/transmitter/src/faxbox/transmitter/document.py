@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 def stamped(
     tiff: bytes, message: OutboundFaxRequested, moment: datetime, *, first_page: int = 1
 ) -> bytes:
-    """``tiff`` with the faxbox's header line above each page, as of ``moment``.
+    """The document ``tiff`` from its page ``first_page`` on, with the faxbox's header
+    line above each page as of ``moment``.
 
-    ``first_page``: the document's page the TIFF starts with (a redial that sends only
-    the pages not yet confirmed); the total is always the whole document's.
+    A redial after some pages were confirmed sends only the pages after them (as
+    HylaFAX does); ``page x/y`` still counts in the whole document.
     """
     fmt = message.settings.header_format or DEFAULT_HEADER_FORMAT
     try:
@@ -45,6 +46,6 @@ def stamped(
     return with_header(
         tiff,
         lambda page, pages: header_text(fmt, fields, page, pages),
-        first_page=first_page,
+        skip_pages=first_page - 1,
         pages_total=message.pages,
     )

@@ -34,6 +34,13 @@ of the call that ends the fax is stored and named as ``transmitted_tiff``. Every
 per-page report travels with its outcome; a fax whose last call had some pages
 confirmed, not all, ends as partly sent (``FaxFailed.partial``).
 
+Redials resume (as HylaFAX does): the pages the far end confirmed are written to the job
+as each is confirmed (``transmitter.confirming``), and the next call sends only the pages
+after them, each still numbered ``page x/y`` in the whole document. A job found with
+every page confirmed (its worker died between the last confirmation and the attempt's
+outcome) ends as sent without a call. Outcomes count pages in the whole document;
+``FaxSent.calls`` says how many calls carried the fax.
+
 Cancelled (``fax_cancellations``, see ``transmitter.cancelling``): a fax is looked up
 there before each call and every ``cancel_poll_s`` while on the line; on the line, the
 call is stopped where it is and hung up, and the fax ends as cancelled with what was
@@ -55,6 +62,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff
+from faxbox.shared import crashpoints
 from faxbox.shared.contracts import (
     FailureClass,
     FailureReason,
@@ -66,6 +74,7 @@ from faxbox.shared.contracts import (
     Message,
     OutboundFaxRequested,
     PageReport,
+    TransferStatistics,
 )
 from faxbox.shared.looplag import LoadGauge
 from faxbox.shared.outbox import Decided, DecisionStore, Outbox, Recorded
@@ -74,8 +83,9 @@ from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
 from faxbox.transmitter.admission import CallsAdmitted, admit
 from faxbox.transmitter.carriers import CarrierCooldown, Slot, eligible_carriers
+from faxbox.transmitter.confirming import PageConfirmations
 from faxbox.transmitter.document import stamped
-from faxbox.transmitter.jobs import TERMINAL, Finish, Job, JobLedger, JobState
+from faxbox.transmitter.jobs import TERMINAL, ConfirmingCall, Finish, Job, JobLedger, JobState
 from faxbox.transmitter.line import CallReport, Dial
 from faxbox.transmitter.ports import (
     CancellationSource,
@@ -133,6 +143,7 @@ class Deps:
     overload_bound_ms: float | None = None  # None: the gauge's own
     admitted: CallsAdmitted = field(default_factory=CallsAdmitted)
     admit_calls: int | None = None  # None: no bound but max_calls (transmitter.admission)
+    crash_at: str | None = None  # TEST HOOK: FAXBOX_TEST_CRASH_AT (faxbox.shared.crashpoints)
 
 
 def _seconds_until(moment: datetime | None, now: datetime) -> int:
@@ -248,9 +259,13 @@ def finish_of(job: Job, recorded: Recorded) -> Finish:
 async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recorded | None:
     with tempfile.TemporaryDirectory(prefix="faxbox-tx-", dir=deps.spool_dir) as tmp:
         path = Path(tmp) / "fax.tif"
+        if 0 < message.pages <= job.pages_confirmed:
+            return await _confirmed_before(message, job, deps, path)
         if await deps.cancellations.requested_at(message.fax_id) is not None:
             return await cancelled(message, job, deps, calls=job.attempt - 1)
-        failure = await _load_document(message, path, deps)
+        first_page = job.pages_confirmed + 1
+        stamped_at = deps.clock()
+        failure = await _load_document(message, path, deps, first_page, stamped_at)
         if failure is not None:
             return await _fail(message, job, failure, deps, pages_sent=0, calls=job.attempt - 1)
         carriers = eligible_carriers(
@@ -278,12 +293,17 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
             try:
                 if not tried:  # one announcement per attempt, whichever carrier
                     await _announce(message, job, slot.carrier, deps)
-                dial = _dial(message, job, slot, path)
-                report = await _call_with_lease(dial, job, slot, deps)
+                call = ConfirmingCall(job.attempt, slot.carrier.id, first_page, stamped_at)
+                confirmations = _confirmations(message, job, call, deps)
+                dial = _dial(message, job, slot, path, confirmations)
+                async with confirmations:
+                    report = await _call_with_lease(dial, job, slot, deps, confirmations.job_writes)
             finally:
                 await _release(slot, deps)
             if report is None:
                 return None
+            # From here on, pages count in the whole document.
+            report = replace(report, pages_sent=job.pages_confirmed + report.pages_sent)
             if dial.stop.is_set():
                 return await cancelled(
                     message, job, deps, calls=job.attempt, report=report, sent=path
@@ -353,10 +373,84 @@ async def _release(slot: Slot, deps: Deps) -> None:
         log.warning("could not release channel %s (its lease will run out): %r", slot.key, exc)
 
 
+def _confirmations(
+    message: OutboundFaxRequested, job: Job, call: ConfirmingCall, deps: Deps
+) -> PageConfirmations:
+    def written(pages: int) -> None:
+        if pages >= message.pages and crashpoints.armed(
+            deps.crash_at, "transmitter", "after_last_confirmation"
+        ):
+            crashpoints.crash("transmitter", "after_last_confirmation")
+
+    return PageConfirmations(
+        deps.ledger,
+        job.fax_id,
+        deps.worker_id,
+        call,
+        before=job.pages_confirmed,
+        on_written=written,
+    )
+
+
+async def _confirmed_before(
+    message: OutboundFaxRequested, job: Job, deps: Deps, path: Path
+) -> Recorded | None:
+    """End as sent a fax whose every page an earlier call had confirmed: its worker died
+    before it could record the call's outcome. No call is made."""
+    call = job.confirming_call
+    log.warning(
+        "every page was confirmed by an earlier call whose outcome was never recorded; "
+        "the fax is sent, not dialled again"
+    )
+    carrier_id = call.carrier_id if call is not None else ""
+    transmitted = message.fax_tiff
+    if call is not None:
+        # What that call sent: the same pages, with the header line of the same moment.
+        failure = await _load_document(message, path, deps, call.first_page, call.stamped_at)
+        if failure is None:
+            transmitted = await deps.documents.put_transmitted(message, call.attempt, path)
+    # The call's own figures died with its worker; the pages are what is known.
+    statistics = TransferStatistics(
+        pages_transferred=job.pages_confirmed,
+        pages_total=message.pages,
+        bit_rate=0,
+        ecm=False,
+        x_resolution=0,
+        y_resolution=0,
+        duration_s=0,
+    )
+    sent = FaxSent(
+        fax_id=message.fax_id,
+        account_id=message.account_id,
+        month=message.month,
+        user_id=message.user_id,
+        faxbox_id=message.faxbox_id,
+        destination=message.destination,
+        attempts=max(1, job.attempt - 1),
+        calls=max(1, job.calls),
+        carrier_id=carrier_id,
+        statistics=statistics,
+        transmitted_tiff=transmitted,
+        source_message_id=message.source_message_id,
+    )
+    outcome = {
+        "success": True,
+        "text": "sent (confirmed before the worker stopped)",
+        "pages_sent": job.pages_confirmed,
+        "carrier_id": carrier_id,
+        "at": deps.clock(),
+    }
+    recorded = await _end_attempt(deps, job, Finish(JobState.SENT, outcome), (sent,), None)
+    if recorded is not None:
+        metrics.OUTCOMES.labels("sent", "").inc()
+    return recorded
+
+
 async def _load_document(
-    message: OutboundFaxRequested, path: Path, deps: Deps
+    message: OutboundFaxRequested, path: Path, deps: Deps, first_page: int, moment: datetime
 ) -> FaxFailure | None:
-    """The fax TIFF, checked, with our header line drawn in, at ``path``."""
+    """The fax TIFF from ``first_page`` on, checked, with our header line as of
+    ``moment`` drawn in, at ``path``."""
     plain = path.with_name("plain.tif")
     try:
         await deps.documents.fetch(message.fax_tiff, plain)
@@ -370,7 +464,7 @@ async def _load_document(
     try:
         await asyncio.to_thread(check_tiff, plain)
         data = await asyncio.to_thread(plain.read_bytes)
-        headed = await asyncio.to_thread(stamped, data, message, deps.clock())
+        headed = await asyncio.to_thread(stamped, data, message, moment, first_page=first_page)
         await asyncio.to_thread(path.write_bytes, headed)
         await asyncio.to_thread(check_tiff, path)
     except TiffRejected as exc:
@@ -407,7 +501,13 @@ async def _all_busy(
     raise RetryLater(f"every channel of {names} is in use", deps.busy_retry_s)
 
 
-def _dial(message: OutboundFaxRequested, job: Job, slot: Slot, path: Path) -> Dial:
+def _dial(
+    message: OutboundFaxRequested,
+    job: Job,
+    slot: Slot,
+    path: Path,
+    confirmations: PageConfirmations,
+) -> Dial:
     settings = message.settings
     return Dial(
         fax_id=message.fax_id,
@@ -415,17 +515,23 @@ def _dial(message: OutboundFaxRequested, job: Job, slot: Slot, path: Path) -> Di
         caller_id=settings.caller_id,
         carrier=slot.carrier,
         tiff=path,
-        pages_total=message.pages,
+        pages_total=message.pages - job.pages_confirmed,  # this call's
         identity=settings.identity or (settings.caller_id or ""),
         timezone=settings.timezone,
         degrade=job.degrade,
+        first_page=job.pages_confirmed + 1,
+        on_page_confirmed=confirmations.confirmed,
     )
 
 
-async def _call_with_lease(dial: Dial, job: Job, slot: Slot, deps: Deps) -> CallReport | None:
+async def _call_with_lease(
+    dial: Dial, job: Job, slot: Slot, deps: Deps, job_writes: asyncio.Lock
+) -> CallReport | None:
     """Run the call while renewing our leases and watching for a cancel; None if the job
     stopped being ours. A cancel sets ``dial.stop``: the line ends the call cleanly and
-    the report says what was confirmed."""
+    the report says what was confirmed. ``job_writes``: taken for each write to the job,
+    which the call's confirmed pages are written to as well (one write at a time: FerretDB
+    writes back the whole document a conditional write read)."""
     metrics.CALLS_IN_PROGRESS.inc()
     task = asyncio.create_task(_transmit(deps.line, dial))
     try:
@@ -451,7 +557,10 @@ async def _call_with_lease(dial: Dial, job: Job, slot: Slot, deps: Deps) -> Call
             try:
                 # Bounded: a database that stops answering must not freeze the lease check.
                 async with asyncio.timeout(interval):
-                    ours = await deps.ledger.renew(job.fax_id, deps.worker_id, job.attempt, until)
+                    async with job_writes:
+                        ours = await deps.ledger.renew(
+                            job.fax_id, deps.worker_id, job.attempt, until
+                        )
                     await deps.slots.renew(slot, until)
                 good_until = until
             except Exception:
@@ -570,9 +679,13 @@ async def _conclude(
     """End the attempt with the last carrier's call, after the carriers it failed over from."""
     now = deps.clock()
     metrics.CALLS.labels(report.media, "sent" if report.success else "failed").inc()
-    metrics.PAGES_SENT.inc(report.pages_sent)
+    metrics.PAGES_SENT.inc(report.pages_sent - job.pages_confirmed)
     if report.success:
         assert report.statistics is not None
+        # The last call's figures, its pages counted in the whole document.
+        statistics = report.statistics.model_copy(
+            update={"pages_transferred": report.pages_sent, "pages_total": message.pages}
+        )
         transmitted = await deps.documents.put_transmitted(message, job.attempt, sent_tiff)
         sent = FaxSent(
             fax_id=message.fax_id,
@@ -582,8 +695,9 @@ async def _conclude(
             faxbox_id=message.faxbox_id,
             destination=message.destination,
             attempts=job.attempt,
+            calls=job.calls + 1,
             carrier_id=carrier.id,
-            statistics=report.statistics,
+            statistics=statistics,
             # The TIFF we fed spandsp, header line and all: page 1 of the sent mail's
             # thumbnail is page 1 as the far end printed it.
             transmitted_tiff=transmitted,

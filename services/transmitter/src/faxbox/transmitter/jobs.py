@@ -28,6 +28,14 @@ take the job over, either ends it or learns it lost, never both. FerretDB writes
 the whole document a conditional write read, so a taker that lost the end may have
 undone it in the job: it writes the winner's end (kept in the end's document) back.
 
+While a call is on the line, its holder writes the pages the far end has confirmed as
+each is confirmed (``confirm_pages``: ``pages_confirmed`` counts in the whole document,
+``carried_by`` lists the attempts whose calls confirmed any, ``confirming_call`` says
+which call confirmed the last): the next attempt sends only the pages after them, and a
+job found with every page confirmed ends as sent without another call. The holder's
+own job writes during a call (these, its lease renewals) take turns: FerretDB writes
+back the whole document a conditional write read, so two at once could undo one.
+
 The request itself is kept in the job (``request_json``, written with the job), so a
 cancel that arrives while the request waits in a retry queue can end the fax at once.
 """
@@ -83,6 +91,36 @@ TERMINAL = (JobState.SENT, JobState.FAILED)
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmingCall:
+    """The call that confirmed the job's last pages: its attempt, carrier, the document's
+    page it began with, and when its header line was drawn."""
+
+    attempt: int
+    carrier_id: str
+    first_page: int
+    stamped_at: datetime
+
+    def doc(self) -> Doc:
+        return {
+            "attempt": self.attempt,
+            "carrier_id": self.carrier_id,
+            "first_page": self.first_page,
+            "stamped_at": self.stamped_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Doc | None) -> ConfirmingCall | None:
+        if not doc:
+            return None
+        return cls(
+            attempt=int(doc["attempt"]),
+            carrier_id=str(doc["carrier_id"]),
+            first_page=int(doc["first_page"]),
+            stamped_at=doc["stamped_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     fax_id: str
     state: JobState
@@ -95,6 +133,9 @@ class Job:
     busy_since: datetime | None = None
     last_outcome: dict[str, Any] | None = None
     request_json: str | None = None
+    pages_confirmed: int = 0  # of the whole document, by every call so far
+    calls: int = 0  # calls that carried pages the far end confirmed
+    confirming_call: ConfirmingCall | None = None
 
     def lease_live(self, now: datetime) -> bool:
         return self.lease_until is not None and self.lease_until > now
@@ -113,6 +154,9 @@ class Job:
             busy_since=doc.get("busy_since"),
             last_outcome=doc.get("last_outcome"),
             request_json=doc.get("request_json"),
+            pages_confirmed=int(doc.get("pages_confirmed", 0)),
+            calls=len(doc.get("carried_by") or ()),
+            confirming_call=ConfirmingCall.from_doc(doc.get("confirming_call")),
         )
 
 
@@ -144,6 +188,13 @@ class JobLedger(Protocol):
 
     async def finish(self, fax_id: str, worker_id: str, attempt: int, finish: Finish) -> bool:
         """Record the end of our attempt; False when the job is no longer ours."""
+        ...
+
+    async def confirm_pages(
+        self, fax_id: str, worker_id: str, pages: int, call: ConfirmingCall
+    ) -> bool:
+        """Our call has ``pages`` of the document confirmed so far; False when the job is
+        no longer ours."""
         ...
 
     async def put_back(
@@ -287,6 +338,22 @@ class MongoJobLedger:
         result = await self.collection.update_one(
             self._on_the_line(fax_id, attempt),
             {"$set": {"lease_until": until, "worker_id": worker_id}},
+        )
+        return result.matched_count == 1
+
+    async def confirm_pages(
+        self, fax_id: str, worker_id: str, pages: int, call: ConfirmingCall
+    ) -> bool:
+        if await self._dialler(fax_id, call.attempt) != worker_id:
+            return False
+        # Only ever up: a page the far end confirmed stays confirmed.
+        result = await self.collection.update_one(
+            self._on_the_line(fax_id, call.attempt),
+            {
+                "$max": {"pages_confirmed": pages},
+                "$addToSet": {"carried_by": call.attempt},
+                "$set": {"confirming_call": call.doc()},
+            },
         )
         return result.matched_count == 1
 

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faxbox.fax.line import LineSettings, send
+from faxbox.fax.line import LineSettings, PageHook, send
 from faxbox.fax.line.contract import call_failure, fax_failure, page_report, transfer_statistics
 from faxbox.fax.line.pace import real_seconds
 from faxbox.fax.outcome import FaxOutcome
@@ -47,6 +47,8 @@ class Dial:
     first_page: int = 1  # the document's page ``tiff`` starts with
     # Set when the fax is cancelled: the call ends at once (hung up cleanly, see line).
     stop: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
+    # Told the pages of this call the far end has confirmed, as each is confirmed.
+    on_page_confirmed: PageHook | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,14 @@ class SipFaxLine:
         except CallFailed as exc:
             log.info("call to %s via %s failed: %s", dial.destination, carrier.name, exc)
             return sip_failure(exc)
-        result = await send(call, call_settings(dial), self.line, name=dial.fax_id, stop=dial.stop)
+        result = await send(
+            call,
+            call_settings(dial),
+            self.line,
+            name=dial.fax_id,
+            stop=dial.stop,
+            on_page_confirmed=dial.on_page_confirmed,
+        )
         outcome = result.fax
         log.info(
             "fax call via %s ended: %s, %d/%d pages over %s",

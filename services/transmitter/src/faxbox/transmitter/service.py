@@ -145,6 +145,7 @@ def build_deps(
         overload_retry_s=settings.overload_retry_after_s,
         overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.line_pace),
         admit_calls=settings.transmitter_admit_calls,
+        crash_at=settings.test_crash_at,
     )
     return replace(deps, **overrides) if overrides else deps
 
