@@ -15,6 +15,7 @@ from faxbox.history.changes import (
     changes_for,
     created_at_bound,
     merge_changes,
+    summary,
 )
 from faxbox.history.handlers import record_event
 from faxbox.shared.bus import TransientError
@@ -24,6 +25,7 @@ from faxbox.shared.contracts import (
     FaxAttemptStarted,
     FaxFailed,
     FaxFailure,
+    FaxSent,
     PageReport,
 )
 from faxbox.shared.store import FaxStatus, StatusRank
@@ -313,3 +315,13 @@ def test_a_rejected_submission_rejects_every_fax_it_named() -> None:
     assert [c.fax_id for c in changes] == ["f", "f-2", "f-3"]
     assert all(c.status is not None and c.status.rank == StatusRank.REJECTED for c in changes)
     assert [c.fax_id for c in changes_for(rejected("g", "a", T0))] == ["g"]
+
+
+def test_a_fax_carried_by_several_calls_says_how_many() -> None:
+    sent = outbound_sent("f", "a", T0)[3]
+    assert isinstance(sent, FaxSent)
+    resumed = sent.model_copy(update={"calls": 2})
+    change = change_for(resumed)
+    assert change.upsert["$set"]["calls"] == 2
+    assert summary(resumed).endswith(", carried by 2 calls")
+    assert "carried by" not in summary(sent)

@@ -158,6 +158,17 @@ async def test_one_mail_per_fax_and_kind_however_often_the_event_comes(world: Wo
     assert notes[0].smtp_message_id == message["Message-ID"]
 
 
+async def test_the_sent_mail_says_how_many_calls_carried_the_fax(world: World) -> None:
+    await world.handle(on_sent, sent_event().model_copy(update={"calls": 2}))
+    ((message, _),) = world.mailer.sent
+    plain, html_part = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None and html_part is not None
+    text = plain.get_content()
+    assert "Calls:              2 (each redial sent only the pages not yet confirmed)" in text
+    html = html_part.get_content()
+    assert "<tr><td>Calls</td><td>2 (each redial" in html
+
+
 async def test_a_deferral_releases_the_claim_and_the_retry_reuses_the_message_id(
     world: World,
 ) -> None:

@@ -291,7 +291,7 @@ def change_for(event: FaxMessage, fax_id: str | None = None) -> Change:
                 FaxStatus.retrying, retrying_rank(event.attempt), event, event.pages_sent
             )
         case FaxSent():
-            facts |= _documents(transmitted_tiff=event.transmitted_tiff)
+            facts |= {"calls": event.calls, **_documents(transmitted_tiff=event.transmitted_tiff)}
             maxima |= {"attempts": event.attempts, "pages_total": event.statistics.pages_total}
             status = _succeeded(FaxStatus.sent, event)
         case FaxFailed():
@@ -377,6 +377,7 @@ def summary(event: FaxMessage) -> str:
             return (
                 f"sent: {stats.pages_transferred} of {stats.pages_total} page(s) "
                 f"after {event.attempts} attempt(s)"
+                + (f", carried by {event.calls} calls" if event.calls > 1 else "")
             )
         case FaxFailed():
             outcome = _failed_status(event).value.replace("_", " ")

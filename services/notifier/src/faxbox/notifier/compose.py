@@ -271,6 +271,7 @@ def sent_mail(
     seconds: float,
     remote_station_id: str,
     attempts: int,
+    calls: int = 1,
     at: datetime,
     timezone: str,
     thumbnail: bytes | None,
@@ -286,6 +287,7 @@ def sent_mail(
         duration=duration(seconds),
         remote_station_id=remote_station_id.strip(),
         attempts=attempts,
+        calls=calls,
         sent_at=_shown(at, timezone),
         thumbnail=cid,
     )

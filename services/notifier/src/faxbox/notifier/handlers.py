@@ -88,6 +88,7 @@ async def on_sent(event: FaxSent, deps: Deps) -> Decided | None:
         seconds=stats.duration_s,
         remote_station_id=stats.remote_station_id,
         attempts=event.attempts,
+        calls=event.calls,
         at=event.occurred_at,
         timezone=faxbox.timezone,
         thumbnail=thumbnail,

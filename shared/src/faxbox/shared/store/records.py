@@ -132,6 +132,11 @@ class HistoryRecord(_Record):
     pages: int | None = Field(default=None, description="Pages sent or received.")
     pages_total: int | None = None
     attempts: int = 0
+    calls: int | None = Field(
+        default=None,
+        description="Outbound, once sent: the calls that carried it (a redial after a cut "
+        "call sends only the pages not yet confirmed).",
+    )
     result: HistoryResult | None = None
     rejection_reasons: list[dict[str, str]] = Field(default_factory=list)
     statistics: HistoryStatistics | None = None
