@@ -162,7 +162,8 @@ async def test_the_sent_mail_says_how_many_calls_carried_the_fax(world: World) -
     await world.handle(on_sent, sent_event().model_copy(update={"calls": 2}))
     ((message, _),) = world.mailer.sent
     plain, html_part = message.get_body(("plain",)), message.get_body(("html",))
-    assert plain is not None and html_part is not None
+    assert plain is not None
+    assert html_part is not None
     text = plain.get_content()
     assert "Calls:              2 (each redial sent only the pages not yet confirmed)" in text
     html = html_part.get_content()

@@ -34,6 +34,7 @@ EXAMPLES = {
     "+12125550160": Behaviour.HUMAN,
     "+12125550177": Behaviour.REFUSE_T38,
     "+12125550181": Behaviour.RECEIVE,  # after a first busy call
+    "+12125550195": Behaviour.DROP_ON_PAGE,  # its first call; the redial receives
     "+16465550123": Behaviour.FORWARD,
     "+16465550199": Behaviour.FORWARD,
     "+12125550199": Behaviour.RECEIVE,
@@ -66,6 +67,15 @@ def test_first_match_wins_and_defaults() -> None:
     assert choose(table, "+442079460958") == DEFAULT_ROW
     assert choose((), "+1").behaviour is Behaviour.RECEIVE
     assert Scenario(pattern="", behaviour=Behaviour.BUSY).final_status == 486
+
+
+def test_a_drop_on_the_first_call_then_the_redial_receives() -> None:
+    row = choose(DEFAULT_SCENARIOS, "+12125550193")
+    assert (row.behaviour, row.page, row.drop_first) == (Behaviour.DROP_ON_PAGE, 3, 1)
+    assert row.on_call(1) is row
+    assert row.on_call(2).behaviour is Behaviour.RECEIVE
+    always = choose(DEFAULT_SCENARIOS, "+12125550141")
+    assert always.on_call(5) is always  # drop_first 0: every call is dropped
 
 
 def test_busy_to_the_first_calls_then_the_rows_behaviour() -> None:

@@ -66,6 +66,9 @@ class CallRecord(BaseModel):
     outcome: OutcomeSummary | None = None
     received_tiff: str | None = None
     pages_received: int = 0
+    # Per received page, its pixels' digest below our header line (``pages``): equal to
+    # the digest of the document's page it is, so tests know which pages a call carried.
+    page_digests: list[str] = []
     # Why the simulator itself could not go on (bad document, unreachable receiver ...).
     error: str | None = None
 

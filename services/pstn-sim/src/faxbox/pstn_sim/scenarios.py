@@ -7,6 +7,12 @@ is answered by a fax machine that receives (``receive``).
 ``busy_first: N`` on a row makes each number it matches busy (486) to its first N calls
 before the row's behaviour applies (a redial that gets through). Calls are counted per
 dialled number by the simulator since its start or the last ``POST /reset``.
+``drop_first: N`` on a ``drop_on_page`` row drops only the first N calls a number answers;
+the calls after receive (a redial that resumes after the confirmed pages).
+
+Each call's record lists a digest of every page received (``page_digests``, see
+``pages``): the pixels below our header line, equal to the digest of the document's
+page, so a test can tell which pages of the document a call carried.
 
 Numbers in the default table are in the fictional 555-01XX range (reserved for films
 and examples) of real area codes, so they pass ``faxbox.shared.numbers`` (libphonenumber
@@ -21,6 +27,7 @@ refuses the 555 area code itself):
 +1 212 555 016x             a person answers (no fax tones)
 +1 212 555 017x             T.38 refused (488), receives on G.711
 +1 212 555 018x             busy (486) to the first call to a number, then receives
++1 212 555 0193 to 0197     drop during page 3 of the first call to a number, then receives
 +1 646 555 01xx             our faxboxes' numbers: forwarded to the inbound receiver
 anything else               a fax machine that receives (e.g. +1 212 555 0100)
 ==========================  ============================================================
@@ -92,6 +99,9 @@ class Scenario(BaseModel):
     hold_s: float = Field(default=60.0, gt=0)
     # Busy (486) to the first N calls to each number, whatever the behaviour.
     busy_first: int = Field(default=0, ge=0)
+    # drop_on_page: only the first N calls to each number answered are dropped; the ones
+    # after receive (a redial that resumes). 0: every call is dropped.
+    drop_first: int = Field(default=0, ge=0)
 
     def matches(self, number: str) -> bool:
         return re.search(self.pattern, number) is not None
@@ -106,6 +116,9 @@ class Scenario(BaseModel):
         """The row that answers the ``nth`` call (1 = the first) to a number it matches."""
         if nth <= self.busy_first:
             return self.model_copy(update={"behaviour": Behaviour.BUSY, "status": None})
+        dropped_calls = self.busy_first + self.drop_first
+        if self.behaviour is Behaviour.DROP_ON_PAGE and self.drop_first and nth > dropped_calls:
+            return self.model_copy(update={"behaviour": Behaviour.RECEIVE})
         return self
 
 
@@ -120,6 +133,9 @@ DEFAULT_SCENARIOS: tuple[Scenario, ...] = (
     Scenario(pattern=r"^\+1212555016\d$", behaviour=Behaviour.HUMAN),
     Scenario(pattern=r"^\+1212555017\d$", behaviour=Behaviour.REFUSE_T38),
     Scenario(pattern=r"^\+1212555018\d$", behaviour=Behaviour.RECEIVE, busy_first=1),
+    Scenario(
+        pattern=r"^\+1212555019[3-7]$", behaviour=Behaviour.DROP_ON_PAGE, page=3, drop_first=1
+    ),
     Scenario(pattern=r"^\+164655501\d\d$", behaviour=Behaviour.FORWARD),
 )
 

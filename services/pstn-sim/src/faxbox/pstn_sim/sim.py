@@ -49,6 +49,7 @@ from faxbox.fax.sip.ua import CallFailed, UserAgent
 from faxbox.fax.sip.udptl import UdptlStream
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff, count_pages
 from faxbox.pstn_sim.metrics import CALLS, CALLS_IN_PROGRESS, LOOP_LAG
+from faxbox.pstn_sim.pages import page_digests
 from faxbox.pstn_sim.records import CallLog, CallRecord, Direction, OutcomeSummary, now
 from faxbox.pstn_sim.scenarios import Behaviour, Scenario, choose, load_table
 from faxbox.pstn_sim.settings import PstnSettings
@@ -322,6 +323,9 @@ class Simulator:
             if dropper is not None:
                 dropper.cancel()
         self._record_outcome(record, result.fax, path)
+        if record.received_tiff is not None:
+            with contextlib.suppress(OSError, ValueError):
+                record.page_digests = await asyncio.to_thread(page_digests, path, below_header=True)
         # The record is complete now; a BYE to a caller that vanished (no answer for
         # 64·T1) must not hold it open.
         self._spawn(call.hangup())
