@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
 from faxbox.inbound import service as inbound_service
+from faxbox.pstn_sim.pages import page_digests
+from faxbox.render.header import strip_bits
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import (
     FailureClass,
@@ -37,9 +40,16 @@ from faxbox.shared.contracts import (
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Carrier, Faxbox, Store
+from faxbox.shared.tagline import HeaderFields, header_text
 from faxbox.transmitter import service as transmitter_service
 from faxbox.transmitter.carriers import COLLECTION as SLOTS
-from tests.integration.sip._pages import assert_pages_identical, save_fax_tiff, text_page
+from tests.integration.sip._pages import (
+    HEADER_ROWS_FINE,
+    assert_pages_identical,
+    decode_pages,
+    save_fax_tiff,
+    text_page,
+)
 from tests.integration.transmitter._support import (
     EventLog,
     eventually,
@@ -59,6 +69,7 @@ DROP = "+12125550141"
 HUMAN = "+12125550161"
 REFUSE_T38 = "+12125550171"
 BUSY_ONCE = "+12125550181"
+CUT_ONCE = "+12125550197"
 FAXBOX_B = "+16465550123"
 CALLER = "+12125550188"
 
@@ -69,6 +80,7 @@ SCENARIOS = [
     {"pattern": r"^\+1212555016\d$", "behaviour": "human", "hold_s": 60},
     {"pattern": r"^\+1212555017\d$", "behaviour": "refuse_t38"},
     {"pattern": r"^\+1212555018\d$", "behaviour": "receive", "busy_first": 1},
+    {"pattern": r"^\+12125550197$", "behaviour": "drop_on_page", "page": 3, "drop_first": 1},
     {"pattern": r"^\+164655501\d\d$", "behaviour": "forward"},
 ]
 
@@ -154,6 +166,13 @@ def sim(tmp_path_factory: pytest.TempPathFactory, inbound_port: int) -> Iterator
 def three_pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_fax_tiff(
         tmp_path_factory.mktemp("doc") / "three.tif", [text_page(n) for n in (1, 2, 3)]
+    )
+
+
+@pytest.fixture(scope="module")
+def five_pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_fax_tiff(
+        tmp_path_factory.mktemp("doc") / "five.tif", [text_page(n) for n in range(1, 6)]
     )
 
 
@@ -442,3 +461,53 @@ async def test_a_burst_beyond_the_calls_bound_waits_unclaimed_and_every_fax_is_s
     spans = sorted((c["started_at"], c["ended_at"]) for c in calls)
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert started >= ended, spans
+
+
+async def test_a_call_cut_after_page_two_of_five_is_resumed_with_pages_three_to_five(
+    system: tuple[Bus, EventLog],
+    sim: Sim,
+    store: Store,
+    faxboxes: tuple[Faxbox, Faxbox],
+    five_pages: Path,
+    tmp_path: Path,
+) -> None:
+    bus, events = system
+    request = await fax_request(
+        store, faxboxes[0], five_pages, CUT_ONCE, pages=5, attempts=3, delays_s=(1, 2)
+    )
+    # Only the page number in the header line, so every strip can be drawn here to compare.
+    header_format = "%%d|page %%p/%%t"
+    settings = request.settings.model_copy(update={"header_format": header_format})
+    request = request.model_copy(update={"settings": settings})
+    await bus.publish(request)
+    (sent,) = await events.wait_for(FaxSent, request.fax_id, within_s=150)
+    (cut,) = events.of(FaxAttemptFailed, request.fax_id)
+    assert (cut.attempt, cut.pages_sent) == (1, 2)
+    assert (sent.attempts, sent.calls) == (2, 2)
+    assert (sent.statistics.pages_transferred, sent.statistics.pages_total) == (5, 5)
+    assert [p.page for p in sent.page_report] == [3, 4, 5]
+
+    first, redial = await _ended(sim, CUT_ONCE, 2)
+    assert (first["behaviour"], first["pages_received"]) == ("drop_on_page", 2)
+    assert (redial["behaviour"], redial["pages_received"]) == ("receive", 3)
+    # Which pages of the document each call carried, by the simulator's own account.
+    document = page_digests(five_pages, below_header=False)
+    assert len(set(document)) == 5
+    assert first["page_digests"] == document[:2]
+    assert redial["page_digests"] == document[2:]
+
+    # Pixel for pixel: the far end holds pages 1-5 once each, each headed "page x/5".
+    originals = decode_pages(five_pages)
+    numbers = iter(range(1, 6))
+    for call in (first, redial):
+        got = tmp_path / f"{call['id']}.tif"
+        got.write_bytes(sim.get(f"/calls/{call['id']}/tiff"))
+        for page in decode_pages(got):
+            number = next(numbers)
+            original = originals[number - 1]
+            assert page.shape[0] - original.shape[0] == HEADER_ROWS_FINE
+            assert np.array_equal(page[HEADER_ROWS_FINE:], original)
+            fields = HeaderFields(moment=sent.occurred_at, destination=CUT_ONCE)
+            strip = strip_bits(header_text(header_format, fields, number, 5))
+            assert np.array_equal(np.packbits(page[:HEADER_ROWS_FINE] == 0, axis=1), strip)
+    assert next(numbers, None) is None
