@@ -79,6 +79,9 @@ class FarEnd:
                 return behaviour
         return Behaviour()
 
+    def receptions_of(self, number: str) -> list[Reception]:
+        return [r for r in self.receptions if r.number == number]
+
     def complete_receptions(self, number: str) -> list[Reception]:
         return [r for r in self.receptions if r.number == number and r.complete]
 

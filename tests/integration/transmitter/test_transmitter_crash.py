@@ -6,6 +6,10 @@
 - Exit after the far end confirmed and FaxSent was published, before the ack (the
   test hook ``FAXBOX_TEST_CRASH_AT=transmitter.before_ack``): the next worker finds the job
   sent, dials nothing, and publishes the same FaxSent (same message id) once more.
+- Exit right after the far end confirmed the last page (``FAXBOX_TEST_CRASH_AT=
+  transmitter.after_last_confirmation``), before the attempt's outcome was recorded:
+  the job says every page was confirmed, so the next worker ends it as sent without a
+  second call.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from faxbox.shared import crashpoints
 from faxbox.shared.bus import Bus
 from faxbox.shared.contracts import FaxSent
 from faxbox.shared.settings import BrokerSettings, MongoSettings
@@ -292,3 +297,45 @@ async def test_an_overloaded_transmitter_leaves_the_fax_queued_without_an_attemp
     (sent,) = await log.wait_for(FaxSent, request.fax_id, within_s=90)
     assert sent.attempts == 1
     assert far_end.invites[number] == 1
+
+
+async def test_exit_right_after_the_last_confirmation_is_sent_once_with_no_second_call(
+    workers: Workers,
+    events: tuple[Bus, EventLog],
+    store: Store,
+    faxbox: Faxbox,
+    far_end: FarEnd,
+    three_pages: Path,
+) -> None:
+    bus, log = events
+    # Dies once the far end's confirmation of page 3 of 3 is written to the job: before
+    # the call ends, before the attempt's outcome is recorded, before the ack.
+    point = "transmitter.after_last_confirmation"
+    crasher = workers.spawn("w9", FAXBOX_TEST_CRASH_AT=point)
+    await workers.ready("w9")
+    number = "+12125550109"
+    request = await fax_request(store, faxbox, three_pages, number, pages=3)
+    await bus.publish(request)
+    await eventually(lambda: crasher.poll() is not None, 90, "the hook's exit")
+    assert crasher.returncode == crashpoints.EXIT_STATUS[point]
+    job = await store.db[JOBS].find_one({"_id": request.fax_id})
+    assert job is not None
+    assert (job["state"], job["attempt"], job["pages_confirmed"]) == ("in_call", 1, 3)
+    assert not log.of(FaxSent, request.fax_id)
+
+    workers.spawn("w10")
+    await workers.ready("w10")
+    (sent,) = await log.wait_for(FaxSent, request.fax_id, within_s=60)
+    assert (sent.attempts, sent.calls, sent.statistics.pages_transferred) == (1, 1, 3)
+    assert "every page was confirmed by an earlier call" in workers.log_of("w10")
+    job = await store.db[JOBS].find_one({"_id": request.fax_id})
+    assert job is not None
+    assert (job["state"], job["worker_id"], job["attempt"]) == ("sent", "w10", 2)
+    # One call, which delivered the three pages; none after the restart.
+    await eventually(lambda: len(far_end.receptions_of(number)) >= 1, 60, "the call's end")
+    await asyncio.sleep(2)
+    assert far_end.invites[number] == 1
+    (reception,) = far_end.receptions_of(number)
+    assert reception.outcome.pages_transferred == 3
+    assert_pages_identical(three_pages, reception.file, header=True)
+    assert len(log.of(FaxSent, request.fax_id)) == 1
