@@ -27,6 +27,7 @@ from pypdf import PdfReader
 
 from faxbox.demo.document import demo_pdf
 from faxbox.demo.tenant import Seeded
+from faxbox.pstn_sim.pages import page_digests
 from faxbox.shared.bus import Bus, EventTap
 from faxbox.shared.contracts import (
     FaxAttemptFailed,
@@ -313,6 +314,28 @@ async def test_busy_then_success_on_the_retry(
     statuses = [c["sip_status"] for c in stack.calls(to=number)]
     assert sorted(statuses, key=str) == sorted([486, 200], key=str), statuses
     assert (await history(store, sent, "sent")).attempts == 2
+
+
+async def test_a_call_cut_during_page_three_is_resumed_and_told_as_two_calls(
+    stack: Stack, tenant: Seeded, tap: Tap, smtp: SmtpCapture, store: Store, tmp_path: Path
+) -> None:
+    # pstn-sim: the first call is dropped during page 3, the redial gets through.
+    number = "+12125550194"
+    original = mail(f"{number}@{REALM}", [("five.pdf", "application/pdf", demo_pdf(5))])
+    stack.submit(original)
+    requested = await tap.first(OutboundFaxRequested, source_message_id=original["Message-ID"])
+    sent: FaxSent = await tap.first(FaxSent, 150, fax_id=requested.fax_id)
+    assert (sent.attempts, sent.calls, sent.statistics.pages_transferred) == (2, 2, 5)
+    document = tmp_path / "fax.tif"
+    document.write_bytes(await read_document(store, requested.fax_tiff))
+    pages = page_digests(document, below_header=False)
+    cut, redial = sorted(stack.calls(to=number), key=lambda c: c["started_at"])
+    # The redial carried pages 3-5 only: the far end holds each page once.
+    assert cut["page_digests"] == pages[:2]
+    assert redial["page_digests"] == pages[2:]
+    (reply,) = await eventually(lambda: replies_to(smtp, original), 30, "A's sent mail")
+    assert "Calls:              2 (each redial sent only the pages" in reply.text()
+    assert (await history(store, sent, "sent")).calls == 2
 
 
 async def test_no_answer_until_final_failure(
