@@ -5,6 +5,7 @@ was confirmed ends as sent without a call."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,4 +118,17 @@ async def test_every_page_confirmed_before_the_worker_died_ends_as_sent_without_
     documents = cast(FakeDocuments, t.deps.documents)
     with Image.open(io.BytesIO(documents.transmitted[("fax_1", 1)])) as image:
         assert getattr(image, "n_frames", 1) == 5
+    assert not t.bus.of(FaxAttemptFailed)
+
+
+async def test_a_call_ending_badly_after_the_last_page_was_confirmed_is_sent(
+    tmp_path: Path,
+) -> None:
+    # The far end confirmed both pages, then the call ended without a clean DCN.
+    ragged = dataclasses.replace(sent_report(2), failure=failed_report("line", 21).failure)
+    line = FakeLine(confirming(2, ragged, []))
+    t = transmitter(tmp_path, line)
+    await t.handle(request())
+    (sent,) = t.bus.of(FaxSent)
+    assert (sent.attempts, sent.calls, sent.statistics.pages_transferred) == (1, 1, 2)
     assert not t.bus.of(FaxAttemptFailed)

@@ -303,7 +303,7 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
             if report is None:
                 return None
             # From here on, pages count in the whole document.
-            report = replace(report, pages_sent=job.pages_confirmed + report.pages_sent)
+            report = _in_the_document(message, job, report)
             if dial.stop.is_set():
                 return await cancelled(
                     message, job, deps, calls=job.attempt, report=report, sent=path
@@ -371,6 +371,18 @@ async def _release(slot: Slot, deps: Deps) -> None:
         if not is_infrastructure(exc):
             raise
         log.warning("could not release channel %s (its lease will run out): %r", slot.key, exc)
+
+
+def _in_the_document(message: OutboundFaxRequested, job: Job, report: CallReport) -> CallReport:
+    """The call's report with its pages counted in the whole document. A call that
+    ended badly after the far end confirmed the last page (no DCN, a hang-up) delivered
+    the fax: calling again would print it twice."""
+    report = replace(report, pages_sent=job.pages_confirmed + report.pages_sent)
+    complete = 0 < message.pages <= report.pages_sent
+    if report.failure is not None and report.statistics is not None and complete:
+        log.info("the call ended badly (%s) after every page was confirmed", report.failure.text)
+        report = replace(report, failure=None)
+    return report
 
 
 def _confirmations(
