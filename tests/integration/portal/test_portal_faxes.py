@@ -8,9 +8,11 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from faxbox.history.writes import HistoryWrites
+from faxbox.shared.store import Store
 from faxbox.shared.store.monthly import month_key
 from tests.integration.portal.conftest import sign_in
-from tests.integration.portal.seed import World
+from tests.integration.portal.seed import World, history_doc
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +170,37 @@ async def test_reseller_sees_its_customers_faxes(client: httpx.AsyncClient, worl
 
 async def test_month_key_of_now_is_used_for_recent_faxes(world: World) -> None:
     assert any(m == month_key(world.now) for m, _ in world.a.faxes.values())
+
+
+async def test_the_fax_page_says_how_many_calls_carried_a_resumed_fax(
+    client: httpx.AsyncClient, world: World, store: Store
+) -> None:
+    alice = world.a.users[0]
+    # Older than every range the other tests list, so it is in none of their counts.
+    created = world.now - timedelta(days=300)
+    doc = history_doc(
+        fax_id="fax-resumed",
+        account_id=world.a.account.id,
+        user=alice,
+        faxbox=world.a.faxboxes[alice.id],
+        created_at=created,
+        remote="+12125550194",
+    )
+    await HistoryWrites(store.history).insert(world.a.account.id, doc | {"calls": 2})
+    plain = history_doc(
+        fax_id="fax-one-call",
+        account_id=world.a.account.id,
+        user=alice,
+        faxbox=world.a.faxboxes[alice.id],
+        created_at=created,
+        remote="+12125550100",
+    )
+    await HistoryWrites(store.history).insert(world.a.account.id, plain)
+    await sign_in(client, alice.email)
+    base = f"/faxes/{world.a.account.id}/{month_key(created)}"
+    page = await client.get(f"{base}/fax-resumed")
+    assert page.status_code == 200
+    assert '<dt>Calls that carried it</dt><dd id="calls">2</dd>' in page.text
+    older = await client.get(f"{base}/fax-one-call")  # recorded before calls were counted
+    assert older.status_code == 200
+    assert 'id="calls"' not in older.text
