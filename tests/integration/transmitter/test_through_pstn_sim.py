@@ -485,7 +485,8 @@ async def test_a_call_cut_after_page_two_of_five_is_resumed_with_pages_three_to_
     assert (cut.attempt, cut.pages_sent) == (1, 2)
     assert (sent.attempts, sent.calls) == (2, 2)
     assert (sent.statistics.pages_transferred, sent.statistics.pages_total) == (5, 5)
-    assert [p.page for p in sent.page_report] == [3, 4, 5]
+    # Each page as reported by the call that delivered it: 1-2 the cut call, 3-5 the redial.
+    assert [(p.page, p.confirmed) for p in sent.page_report] == [(n, True) for n in range(1, 6)]
 
     first, redial = await _ended(sim, CUT_ONCE, 2)
     assert (first["behaviour"], first["pages_received"]) == ("drop_on_page", 2)

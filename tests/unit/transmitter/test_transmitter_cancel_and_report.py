@@ -23,7 +23,6 @@ from faxbox.shared.contracts import (
     FaxCancelRequested,
     FaxFailed,
     FaxSent,
-    PageReport,
 )
 from faxbox.shared.testing import MemoryPublisher
 from faxbox.transmitter.jobs import JobState
@@ -35,28 +34,11 @@ from tests.unit.transmitter.transmitter_fakes import (
     FakeLedger,
     FakeLine,
     failed_report,
+    page,
     request,
     sent_report,
     transmitter,
 )
-
-
-def page(number: int, confirmed: bool = True) -> PageReport:
-    return PageReport(
-        page=number,
-        confirmed=confirmed,
-        result="MCF" if confirmed else "RTN",
-        bit_rate=14400,
-        ecm=True,
-        x_resolution=8031,
-        y_resolution=7700,
-        encoding="T.6",
-        length=200,
-        image_bytes=1000,
-        bad_rows=0,
-        longest_bad_row_run=0,
-        ecm_retries=0,
-    )
 
 
 def heights(tiff: bytes) -> list[int]:

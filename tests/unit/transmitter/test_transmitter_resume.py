@@ -25,6 +25,7 @@ from tests.unit.transmitter.transmitter_fakes import (
     FakeLedger,
     FakeLine,
     failed_report,
+    page,
     request,
     sent_report,
     transmitter,
@@ -57,8 +58,11 @@ def confirming(pages: int, report: CallReport, seen: list[list[bytes]]):  # type
 async def test_a_cut_call_is_resumed_after_its_confirmed_pages(tmp_path: Path) -> None:
     clock, ledger = Clock(), FakeLedger()
     seen: list[list[bytes]] = []
-    cut = failed_report("line", 21, pages=2)
-    line = FakeLine(confirming(2, cut, seen), confirming(3, sent_report(3), seen))
+    cut = dataclasses.replace(
+        failed_report("line", 21, pages=2), page_report=(page(1), page(2), page(3, False))
+    )
+    rest = dataclasses.replace(sent_report(3), page_report=(page(3), page(4), page(5)))
+    line = FakeLine(confirming(2, cut, seen), confirming(3, rest, seen))
     t = transmitter(tmp_path, line, clock=clock, ledger=ledger)
     five = request("five", pages=5)
     with pytest.raises(RetryLater) as later:
@@ -83,6 +87,8 @@ async def test_a_cut_call_is_resumed_after_its_confirmed_pages(tmp_path: Path) -
     (sent,) = t.bus.of(FaxSent)
     assert (sent.attempts, sent.calls) == (2, 2)
     assert (sent.statistics.pages_transferred, sent.statistics.pages_total) == (5, 5)
+    # Every page, as reported by the call that delivered it.
+    assert sent.page_report == (page(1), page(2), page(3), page(4), page(5))
     assert ledger.confirmed_writes == [1, 2, 3, 4, 5]
     assert ledger.jobs["fax_1"].calls == 2
 

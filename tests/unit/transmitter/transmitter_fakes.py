@@ -18,6 +18,7 @@ from faxbox.shared.contracts import (
     FaxFailure,
     FaxSettings,
     OutboundFaxRequested,
+    PageReport,
     RetryPolicy,
     TransferStatistics,
 )
@@ -315,6 +316,24 @@ def request(file_id: str = "good", **changes: object) -> OutboundFaxRequested:
             "pages": 2,
             **changes,
         }
+    )
+
+
+def page(number: int, confirmed: bool = True) -> PageReport:
+    return PageReport(
+        page=number,
+        confirmed=confirmed,
+        result="MCF" if confirmed else "RTN",
+        bit_rate=14400,
+        ecm=True,
+        x_resolution=8031,
+        y_resolution=7700,
+        encoding="T.6",
+        length=200,
+        image_bytes=1000,
+        bad_rows=0,
+        longest_bad_row_run=0,
+        ecm_retries=0,
     )
 
 

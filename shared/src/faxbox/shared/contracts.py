@@ -400,7 +400,11 @@ class FaxSent(FaxMessage):
     statistics: TransferStatistics
     transmitted_tiff: DocumentRef
     source_message_id: str | None = None
-    page_report: tuple[PageReport, ...] = ()
+    page_report: tuple[PageReport, ...] = Field(
+        default=(),
+        description="Each page of the document, as reported by the call that delivered it "
+        "(a fax carried by several calls has pages from each).",
+    )
 
 
 class FaxFailed(FaxMessage):

@@ -714,7 +714,7 @@ async def _conclude(
             # thumbnail is page 1 as the far end printed it.
             transmitted_tiff=transmitted,
             source_message_id=message.source_message_id,
-            page_report=report.page_report,
+            page_report=await _earlier_pages(message, job, deps) + report.page_report,
         )
         finish = Finish(JobState.SENT, _outcome_doc(report, carrier, now))
         recorded = await _end_attempt(deps, job, finish, (*failovers, sent), None)
@@ -767,6 +767,25 @@ async def _conclude(
         return None
     metrics.OUTCOMES.labels("retry", failure.failure_class.value).inc()
     return recorded
+
+
+async def _earlier_pages(
+    message: OutboundFaxRequested, job: Job, deps: Deps
+) -> tuple[PageReport, ...]:
+    """The reports of the pages earlier calls delivered (this call resumed after them),
+    from their attempts' recorded outcomes; a page sent more than once, the last time."""
+    if job.pages_confirmed == 0:
+        return ()
+    delivered: dict[int, PageReport] = {}
+    for attempt in range(1, job.attempt):
+        recorded = await deps.decisions.get(attempt_key(message.fax_id, attempt))
+        if recorded is None:  # a worker died on that call: its figures went with it
+            continue
+        failed = _first([m for m in recorded.messages if not _failover(m)], FaxAttemptFailed)
+        for page in failed.page_report if failed is not None else ():
+            if page.confirmed and page.page <= job.pages_confirmed:
+                delivered[page.page] = page
+    return tuple(delivered[n] for n in sorted(delivered))
 
 
 def _attempt_failed(
