@@ -199,7 +199,9 @@ async def _received_tiff(stack: Stack, call_id: str) -> bytes:
 async def test_a_fax_dropped_on_page_2_every_time_ends_partly_delivered(
     api: httpx.AsyncClient, receiver: WebhookReceiver, smtp: SmtpCapture
 ) -> None:
-    created = await send(api, DROPS_ON_PAGE_2, demo_pdf(3, "Dropped"))
+    # Each call is dropped during its own second page and each redial resumes after the
+    # pages confirmed: the three attempts deliver pages 1, 2 and 3 of 5.
+    created = await send(api, DROPS_ON_PAGE_2, demo_pdf(5, "Dropped"))
     fax_id = created.json()["faxes"][0]["id"]
 
     def failed() -> list[Received]:
@@ -208,14 +210,14 @@ async def test_a_fax_dropped_on_page_2_every_time_ends_partly_delivered(
     (told,) = await eventually(failed, 180, "the fax.failed webhook")
     data = told.event["data"]
     assert data["status"] == "partially_delivered"
-    assert (data["pages_sent"], data["pages_total"]) == (1, 3)
+    assert (data["pages_sent"], data["pages_total"]) == (3, 5)
     assert data["failure_reason"] == "call_dropped"
     assert data["retryable"] is True
-    assert [p["confirmed"] for p in data["page_report"]] == [True]
+    assert [(p["page"], p["confirmed"]) for p in data["page_report"]] == [(3, True)]
 
     def partly() -> Any:
         return [
-            m for m in smtp.to(ALICE.email) if "partly sent (1 of 3 pages)" in m.header("Subject")
+            m for m in smtp.to(ALICE.email) if "partly sent (3 of 5 pages)" in m.header("Subject")
         ]
 
     await eventually(partly, 60, "the partly sent mail")
