@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -49,12 +50,27 @@ def require_server(name: str, host: str, port: int) -> None:
 SCRATCH_VHOST_DESCRIPTION = "faxbox scratch"
 
 
+# Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default): a
+# port the kernel handed out for bind(0) can be taken by any outgoing connection (the
+# tests open hundreds, to RabbitMQ and FerretDB) between the probe and the server's bind.
+_TEST_PORTS = range(20000, 32000)
+_ports_rng = random.Random()
+
+
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    """A loopback port nothing listens on right now (TCP by default, SOCK_DGRAM for UDP)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A loopback port nothing listens on right now, on TCP and UDP alike (``kind`` is kept
+    for the callers' sake: SIP listens on both), outside the ephemeral range."""
+    del kind
+    for _ in range(200):
+        port = _ports_rng.choice(_TEST_PORTS)
+        try:
+            for each in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, each) as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
         return port
+    raise RuntimeError(f"no free loopback port in {_TEST_PORTS}")
 
 
 RABBIT_LOG_DIR = Path("/var/log/rabbitmq")
