@@ -145,7 +145,13 @@ class Chaos:
             mailbox=mailbox,
             smtp_port=smtp.port,
             directory=self.directory,
-            extra_env={"FAXBOX_VALIDATOR_AUTHSERV_IDS": f'["{MTA_AUTHSERV_ID}"]'},
+            extra_env={
+                "FAXBOX_VALIDATOR_AUTHSERV_IDS": f'["{MTA_AUTHSERV_ID}"]',
+                # The long run sends ~700 pages from two users in one day: past the default
+                # daily caps (200 pages a user), which would reject a third of its faxes.
+                "FAXBOX_VALIDATOR_DAILY_PAGES_PER_USER": "0",
+                "FAXBOX_VALIDATOR_DAILY_PAGES_PER_ACCOUNT": "0",
+            },
             replicas={name: self.config.replicas for name in REPLICABLE},
         )
         line = self._line = LineLog(stack)
