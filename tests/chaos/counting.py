@@ -13,7 +13,8 @@ Outbound, per fax (one per number of an email; a rejected email is one):
   ended it with every page confirmed (or, cut by a pstn-sim restart, holds every page on
   its disk). ``sent_without_call``: marked sent with no completed call;
   ``completed_not_sent``: a completed call for a fax not marked sent;
-  ``duplicates_on_line``: faxes completed more than once; ``pages_not_equal``: the
+  ``duplicates_on_line``: faxes the far end holds complete more than once (a call
+  carrying every page, twice; see ``complete_copies``); ``pages_not_equal``: the
   completed call's pages are not the rendered document's, pixel for pixel below the
   header line; ``pages_resent``: pages the far end received more than once without a
   second completion (cut calls sent again); ``calls_for_rejected``: calls to numbers of
@@ -123,6 +124,19 @@ def _history_gaps(p: Planned, r: Recipient, record: dict[str, Any]) -> list[str]
     return gaps
 
 
+def complete_copies(calls: list[dict[str, Any]], pages: int) -> int:
+    """How many times the far end holds the whole document from these calls to its number.
+
+    A redial carries only the pages not yet confirmed (a suffix of the document), so
+    only a call that holds all ``pages`` is a copy by itself; the pieces of cut and
+    resumed calls add up to one more copy at most (a page the far end got but whose
+    confirmation was lost, or sat on its disk when it was killed, is sent again: a
+    resent page, not a second fax)."""
+    whole = sum(1 for c in calls if pages_on_paper(c) >= pages)
+    pieces = sum(pages_on_paper(c) for c in calls if pages_on_paper(c) < pages)
+    return whole + (1 if pieces >= pages else 0)
+
+
 async def _line(
     planned: list[Planned],
     found: dict[tuple[str, str], dict[str, Any]],
@@ -148,14 +162,15 @@ async def _line(
             record = found.get((p.message_id, r.number))
             sent = record is not None and status_of(record) == "sent"
             what = f"email {p.index} to {r.number}"
-            if len(done) > 1:
-                tally.bad("duplicates_on_line", f"{what}: {len(done)} completed calls")
+            copies = complete_copies(mine, p.pages)
+            if copies > 1:
+                tally.bad("duplicates_on_line", f"{what}: received complete {copies} times")
             if sent and not done:
                 tally.bad("sent_without_call", f"{what}: marked sent, no completed call")
             if done and not sent and record is not None:
                 tally.bad("completed_not_sent", f"{what}: completed, marked {status_of(record)}")
             received = sum(pages_on_paper(c) for c in mine)
-            resent = received - p.pages * max(1, len(done))
+            resent = received - p.pages * max(1, copies)
             if resent > 0:
                 tally.figures["pages_resent"] += resent
             if sent and done and record is not None:

@@ -205,6 +205,19 @@ async def test_a_cut_call_sent_again_is_pages_resent_not_a_duplicate(tmp_path: P
     assert figures["pages_resent"] == 1
 
 
+async def test_a_complete_fax_whose_last_page_is_sent_again_is_pages_resent(
+    tmp_path: Path,
+) -> None:
+    # The far end held every page (its last confirmation lost, or it was killed with the
+    # page on its disk); the redial carried the last page only: one fax, one page resent.
+    world = _world(tmp_path)
+    _p, number, record = world.sent()
+    world.call("to_sim", "+16465550101", number, success=True, pages=1, fax=record["_id"])
+    figures = await world.count()
+    assert _failing(figures) == {}, figures["problems"]
+    assert figures["pages_resent"] == 1
+
+
 async def test_pages_that_differ_from_the_rendered_document_fail(tmp_path: Path) -> None:
     world = _world(tmp_path)
     p, number, _record = world.sent()
