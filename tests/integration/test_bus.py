@@ -13,6 +13,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import DeliveryError, PublishError
 
+from faxbox.shared import notes
 from faxbox.shared.bus import (
     ATTEMPT_HEADER,
     ERROR_KIND_HEADER,
@@ -399,6 +400,29 @@ async def test_retry_later_does_not_use_up_the_transient_budget(bus: Bus) -> Non
     await consumer.stop()
     assert calls == 6
     assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0
+
+
+async def test_notes_travel_with_a_retried_message_and_stay_with_it(bus: Bus) -> None:
+    seen: list[dict[str, str]] = []
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        seen.append(dict(notes.carried()))
+        if len(seen) == 1:
+            raise RetryLater("the database is away", delay_s=1, notes={"pages": "3"})
+        if len(seen) == 2:
+            raise TransientError("a blip") from ConnectionResetError()  # waited out
+        if len(seen) == 3:
+            raise RetryLater("again", delay_s=1, notes={"pages": "4", "by": "w2"})
+        done.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(13))
+    await asyncio.wait_for(done.wait(), 30)
+    await consumer.stop()
+    assert seen == [{}, {"pages": "3"}, {"pages": "3"}, {"pages": "4", "by": "w2"}]
+    assert notes.carried() == {}
 
 
 async def test_a_handler_in_hand_runs_to_its_end_when_the_broker_drops_the_connection(

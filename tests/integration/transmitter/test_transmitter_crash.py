@@ -10,16 +10,22 @@
   transmitter.after_last_confirmation``), before the attempt's outcome was recorded:
   the job says every page was confirmed, so the next worker ends it as sent without a
   second call.
+- The database goes away mid-call and the worker is SIGKILLed during the outage: the
+  pages confirmed meanwhile could not be written to the job, so the worker handed the
+  job back to the broker with them as a note before it died; the next worker, once the
+  database is back, ends the fax as sent without a second call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from faxbox.shared.store import Carrier, Faxbox, Store
 from faxbox.transmitter.carriers import COLLECTION as SLOTS
 from faxbox.transmitter.jobs import COLLECTION as JOBS
 from faxbox.transmitter.service import TEST_CRASH_EXIT_CODE
+from tests.cuttable import cuttable
 from tests.integration.sip._pages import assert_pages_identical, save_fax_tiff, text_page
 from tests.integration.transmitter._far_end import FarEnd
 from tests.integration.transmitter._support import EventLog, eventually, fax_request, seed_faxbox
@@ -338,4 +345,62 @@ async def test_exit_right_after_the_last_confirmation_is_sent_once_with_no_secon
     (reception,) = far_end.receptions_of(number)
     assert reception.outcome.pages_transferred == 3
     assert_pages_identical(three_pages, reception.file, header=True)
+    assert len(log.of(FaxSent, request.fax_id)) == 1
+
+
+async def parked(bus: Bus, queue: str) -> bool:
+    channel = await bus.connection.channel()
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        return (declared.declaration_result.message_count or 0) > 0
+    except Exception:
+        return False  # not declared yet
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+
+async def test_killed_during_a_database_outage_after_the_far_end_confirmed_is_sent_once(
+    workers: Workers,
+    events: tuple[Bus, EventLog],
+    store: Store,
+    faxbox: Faxbox,
+    far_end: FarEnd,
+    three_pages: Path,
+    mongo_settings: MongoSettings,
+) -> None:
+    bus, log = events
+    database = urllib.parse.urlsplit(mongo_settings.mongo_url)
+    lease = "15"  # the call (about 5 s here) ends before the lost lease would hang it up
+    async with cuttable(database.hostname or "127.0.0.1", database.port or 27017) as link:
+        url = f"mongodb://127.0.0.1:{link.port}/"
+        victim = workers.spawn(
+            "w11", FAXBOX_MONGO_URL=url, FAXBOX_TRANSMITTER_LEASE_S=lease
+        )  # fmt: skip
+        await workers.ready("w11")
+        number = "+12125550110"
+        request = await fax_request(store, faxbox, three_pages, number, pages=3)
+        await bus.publish(request)
+        await eventually(lambda: far_end.active == 1, 30, "the fax on the line")
+        await link.cut()  # before the first page is confirmed
+        # Killed once the job is back in the broker: what this test shows is that the
+        # count went with it (a kill before that is the one ordinary redelivery).
+        retry_queue = bus.topology.retry_queue("transmitter", 15)
+        await eventually(lambda: parked(bus, retry_queue), 60, "the job handed back")
+        victim.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(victim.wait, 5)
+        (reception,) = far_end.receptions_of(number)
+        assert reception.outcome.pages_transferred == 3
+        job = await store.db[JOBS].find_one({"_id": request.fax_id})
+        assert job is not None
+        assert (job["state"], job["attempt"], job.get("pages_confirmed", 0)) == ("in_call", 1, 0)
+
+    workers.spawn("w12", FAXBOX_TRANSMITTER_LEASE_S=lease)
+    await workers.ready("w12")
+    (sent,) = await log.wait_for(FaxSent, request.fax_id, within_s=90)
+    assert (sent.attempts, sent.calls, sent.statistics.pages_transferred) == (1, 1, 3)
+    assert "came back with 3 page(s) confirmed by attempt 1" in workers.log_of("w12")
+    await asyncio.sleep(2)
+    assert far_end.invites[number] == 1
+    assert len(far_end.complete_receptions(number)) == 1
     assert len(log.of(FaxSent, request.fax_id)) == 1

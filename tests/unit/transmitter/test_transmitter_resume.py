@@ -109,7 +109,7 @@ async def test_every_page_confirmed_before_the_worker_died_ends_as_sent_without_
     # Worker w0 had the last page confirmed, wrote it, and died before the outcome.
     await ledger.ensure("fax_1", clock())
     await ledger.claim("fax_1", "w0", clock(), 60)
-    await ledger.confirm_pages("fax_1", "w0", 5, ConfirmingCall(1, "car_c1", 1, stamped_at))
+    await ledger.confirm_pages("fax_1", "w0", 1, 5, ConfirmingCall(1, "car_c1", 1, stamped_at))
     line = FakeLine()
     t = transmitter(tmp_path, line, clock=clock, ledger=ledger)
     clock.advance(61)

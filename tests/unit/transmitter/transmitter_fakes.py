@@ -43,6 +43,7 @@ class FakeLedger:
         self.renew_raises: Exception | None = None
         self.finish_raises: list[Exception] = []
         self.confirmed_writes: list[int] = []
+        self.confirm_raises: Exception | None = None
         self.carried_by: dict[str, set[int]] = {}
 
     async def ensure(self, fax_id: str, now: datetime, request_json: str | None = None) -> Job:
@@ -121,9 +122,11 @@ class FakeLedger:
         return True
 
     async def confirm_pages(
-        self, fax_id: str, worker_id: str, pages: int, call: ConfirmingCall
+        self, fax_id: str, worker_id: str, attempt: int, pages: int, call: ConfirmingCall
     ) -> bool:
-        job = self._ours(fax_id, worker_id, call.attempt)
+        if self.confirm_raises is not None:
+            raise self.confirm_raises
+        job = self._ours(fax_id, worker_id, attempt)
         if job is None:
             return False
         self.confirmed_writes.append(pages)

@@ -62,6 +62,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from faxbox.shared import notes
 from faxbox.shared.contracts import Message, contract_by_name
 from faxbox.shared.failover import connect_failover
 from faxbox.shared.logs import fax_context
@@ -335,13 +336,20 @@ class Bus:
         await self._publish_raw(self._dead_letter, message, queue)
 
     async def retry(
-        self, incoming: AbstractIncomingMessage, service: str, delay_s: int, attempts: Attempts
+        self,
+        incoming: AbstractIncomingMessage,
+        service: str,
+        delay_s: int,
+        attempts: Attempts,
+        carry: Mapping[str, str] | None = None,
     ) -> None:
-        """Park a copy in the retry queue of that delay; it comes back with ``attempts``."""
+        """Park a copy in the retry queue of that delay; it comes back with ``attempts``
+        and the notes it carried, ``carry`` added (see :mod:`faxbox.shared.notes`)."""
         name = await self._declare_retry_queue(service, on_ladder(delay_s))
         headers = dict(incoming.headers or {})
         headers[ATTEMPT_HEADER] = attempts.transient
         headers[WAITS_HEADER] = attempts.waits
+        headers.update(notes.to_headers(carry or {}))
         await self._publish_raw(self._channel().default_exchange, _copy(incoming, headers), name)
 
     async def redrive(self, service: str, limit: int | None = None) -> int:
@@ -542,7 +550,8 @@ class Consumer:
                 handler = self._handlers.get(type(message))
                 if handler is None:
                     raise PermanentError(f"{self.service} has no handler for {type_name}")
-                await handler(message)
+                with notes.carrying(notes.from_headers(incoming.headers)):
+                    await handler(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -592,7 +601,9 @@ class Consumer:
                 decision.reason,
             )
         try:
-            await self.bus.retry(incoming, self.service, decision.delay_s, decision.next)
+            await self.bus.retry(
+                incoming, self.service, decision.delay_s, decision.next, decision.notes
+            )
         except Exception:
             log.exception("could not park the message for retry; requeueing it")
             await self._requeue(incoming)

@@ -29,8 +29,8 @@ bounded whatever delays faxboxes configure for their redials.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from aiormq.exceptions import AMQPError
@@ -72,11 +72,13 @@ class RetryLater(SettleError):
 
     The delay is rounded up to :data:`RETRY_LADDER_S`. It does not count against the
     transient-retry budget, so a fax redialled many times is never dead-lettered for it.
+    ``notes`` travel with the copy (see :mod:`faxbox.shared.notes`).
     """
 
-    def __init__(self, reason: str, delay_s: int) -> None:
+    def __init__(self, reason: str, delay_s: int, notes: Mapping[str, str] | None = None) -> None:
         super().__init__(reason)
         self.delay_s = max(1, delay_s)
+        self.notes: Mapping[str, str] = dict(notes or {})
 
 
 def on_ladder(delay_s: float) -> int:
@@ -148,6 +150,7 @@ class Retry:
     delay_s: int
     next: Attempts
     kind: Literal["scheduled", "transient", "infrastructure"]
+    notes: Mapping[str, str] = field(default_factory=dict)  # added to the copy's
 
 
 Decision = Ack | DeadLetter | Retry
@@ -178,7 +181,7 @@ def decide(exc: BaseException | None, attempts: Attempts, settings: PolicySettin
     if isinstance(exc, PermanentError):
         return DeadLetter(reason, "permanent")
     if isinstance(exc, RetryLater):
-        return Retry(reason, on_ladder(exc.delay_s), attempts, "scheduled")
+        return Retry(reason, on_ladder(exc.delay_s), attempts, "scheduled", exc.notes)
     if is_infrastructure(exc):
         delay = infrastructure_delay(attempts.waits, settings)
         return Retry(

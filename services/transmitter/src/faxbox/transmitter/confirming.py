@@ -7,20 +7,60 @@ each time). So a worker that dies after the last confirmation, before the attemp
 outcome is recorded, leaves a job that says every page arrived: the next worker ends it
 as sent without another call, and a redial after a cut call sends only the pages after
 the confirmed ones. ``flush`` at the end of the call writes what is still unwritten.
+
+When the database is away, the count cannot be written: at the end of such a call the
+worker hands the job back to the broker with the count as a note (``note``, read back
+by :func:`carried_pages`; see :mod:`faxbox.shared.notes`) instead of holding it while it
+waits for the database. A worker killed during a long outage would otherwise leave a job
+whose confirmed pages nobody knows, and the next worker would send them again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
 from faxbox.transmitter.jobs import ConfirmingCall, JobLedger
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 0.5
+# How long the end of a call waits for the last count to be written before it takes the
+# database for away (a write takes milliseconds when it answers).
+FLUSH_S = 2.0
+NOTE = "pages-confirmed"
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedPages:
+    """Pages of the document confirmed by ``call``, as a handed-back job carries them."""
+
+    pages: int
+    call: ConfirmingCall
+
+
+def carried_pages(notes: Mapping[str, str]) -> CarriedPages | None:
+    """The confirmed pages a delivery carries, if any (a malformed note is ignored)."""
+    raw = notes.get(NOTE)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+        call = ConfirmingCall(
+            attempt=int(doc["attempt"]),
+            carrier_id=str(doc["carrier_id"]),
+            first_page=int(doc["first_page"]),
+            stamped_at=datetime.fromisoformat(doc["stamped_at"]),
+        )
+        return CarriedPages(int(doc["pages"]), call)
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring a malformed %s note: %r", NOTE, raw)
+        return None
 
 
 class PageConfirmations:
@@ -45,6 +85,7 @@ class PageConfirmations:
         self.on_written = on_written
         self._latest = 0
         self._written = 0
+        self._failing = False  # the last write raised
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Held for each write to the job, ours and the lease renewals': FerretDB writes
@@ -68,11 +109,26 @@ class PageConfirmations:
                 await self._task
         await self.flush()
 
+    @property
+    def unwritten(self) -> bool:
+        """Pages were confirmed that the job does not know of."""
+        return self._latest > self._written
+
+    def note(self) -> dict[str, str]:
+        """The count the job does not know of, as the note a handed-back job carries."""
+        doc = {"pages": self.before + self._latest, **self.call.doc()}
+        doc["stamped_at"] = self.call.stamped_at.isoformat()
+        return {NOTE: json.dumps(doc)}
+
     async def flush(self) -> None:
-        """Write the last count if it is not written yet; a failure is only logged (the
-        attempt's outcome carries the count too)."""
+        """Write the last count if it is not written yet, waiting at most ``FLUSH_S``
+        (not at all when the writes fail already); a failure is only logged
+        (``unwritten`` says so)."""
+        if self._failing:
+            return
         try:
-            await self._write()
+            async with asyncio.timeout(FLUSH_S):
+                await self._write()
         except Exception:
             log.warning("could not write the confirmed pages at the end of the call", exc_info=True)
 
@@ -82,7 +138,9 @@ class PageConfirmations:
             self._wake.clear()
             try:
                 await self._write()
+                self._failing = False
             except Exception:
+                self._failing = True
                 log.warning("could not write the confirmed pages; retrying", exc_info=True)
                 self._wake.set()
                 await asyncio.sleep(RETRY_S)
@@ -93,7 +151,9 @@ class PageConfirmations:
             return
         total = self.before + pages
         async with self.job_writes:
-            ours = await self.ledger.confirm_pages(self.fax_id, self.worker_id, total, self.call)
+            ours = await self.ledger.confirm_pages(
+                self.fax_id, self.worker_id, self.call.attempt, total, self.call
+            )
         if not ours:
             log.warning("the job is no longer ours; its confirmed pages were not written")
         self._written = pages

@@ -38,8 +38,11 @@ Redials resume (as HylaFAX does): the pages the far end confirmed are written to
 as each is confirmed (``transmitter.confirming``), and the next call sends only the pages
 after them, each still numbered ``page x/y`` in the whole document. A job found with
 every page confirmed (its worker died between the last confirmation and the attempt's
-outcome) ends as sent without a call. Outcomes count pages in the whole document;
-``FaxSent.calls`` says how many calls carried the fax.
+outcome) ends as sent without a call. When the database is away at the end of a call and
+the count could not be written, the worker hands the job back to the broker with the
+count as a note instead of waiting for the database with the message in hand; whoever
+claims it next writes that count into the job before anything else. Outcomes count
+pages in the whole document; ``FaxSent.calls`` says how many calls carried the fax.
 
 Cancelled (``fax_cancellations``, see ``transmitter.cancelling``): a fax is looked up
 there before each call and every ``cancel_poll_s`` while on the line; on the line, the
@@ -62,7 +65,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff
-from faxbox.shared import crashpoints
+from faxbox.shared import crashpoints, notes
 from faxbox.shared.contracts import (
     FailureClass,
     FailureReason,
@@ -83,7 +86,7 @@ from faxbox.shared.store import Carrier, NotFound
 from faxbox.transmitter import metrics
 from faxbox.transmitter.admission import CallsAdmitted, admit
 from faxbox.transmitter.carriers import CarrierCooldown, Slot, eligible_carriers
-from faxbox.transmitter.confirming import PageConfirmations
+from faxbox.transmitter.confirming import PageConfirmations, carried_pages
 from faxbox.transmitter.document import stamped
 from faxbox.transmitter.jobs import TERMINAL, ConfirmingCall, Finish, Job, JobLedger, JobState
 from faxbox.transmitter.line import CallReport, Dial
@@ -191,7 +194,27 @@ async def handle_outbound(message: OutboundFaxRequested, deps: Deps) -> Recorded
             claimed = await deps.ledger.claim(message.fax_id, deps.worker_id, now, deps.lease_s)
             if claimed is None:  # another copy got there first: look again shortly
                 raise RetryLater("job changed while claiming it", 1)
-            return await _attempt(message, claimed, deps)
+            return await _attempt(message, await _with_carried_pages(claimed, deps), deps)
+
+
+async def _with_carried_pages(job: Job, deps: Deps) -> Job:
+    """The job, with the pages its delivery carries as confirmed written into it first."""
+    carried = carried_pages(notes.carried())
+    if carried is None or carried.pages <= job.pages_confirmed:
+        return job
+    log.warning(
+        "the job came back with %d page(s) confirmed by attempt %d, unknown to the job "
+        "(the database was away then); writing them",
+        carried.pages,
+        carried.call.attempt,
+    )
+    ours = await deps.ledger.confirm_pages(
+        job.fax_id, deps.worker_id, job.attempt, carried.pages, carried.call
+    )
+    current = await deps.ledger.get(job.fax_id) if ours else None
+    if current is None or current.attempt != job.attempt:
+        raise RetryLater("job changed while writing its carried pages", 1)
+    return current
 
 
 async def _republish(job: Job, deps: Deps) -> Recorded | None:
@@ -285,6 +308,7 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
             if outcome is not None and not candidates:
                 break
             slot = await deps.slots.acquire(candidates or carriers, holder, now, deps.lease_s)
+            handing_back: RetryLater | None = None
             if slot is None:
                 if outcome is None:
                     return await _all_busy(message, job, carriers, deps, now)
@@ -296,10 +320,20 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
                 call = ConfirmingCall(job.attempt, slot.carrier.id, first_page, stamped_at)
                 confirmations = _confirmations(message, job, call, deps)
                 dial = _dial(message, job, slot, path, confirmations)
-                async with confirmations:
-                    report = await _call_with_lease(dial, job, slot, deps, confirmations.job_writes)
+                try:
+                    async with confirmations:
+                        report = await _call_with_lease(
+                            dial, job, slot, deps, confirmations.job_writes
+                        )
+                except RetryLater as lost_contact:
+                    handing_back = _hand_back(confirmations, lost_contact, deps)
+                    raise handing_back from None
+                if report is not None and confirmations.unwritten:
+                    handing_back = _hand_back(confirmations, None, deps)
+                    raise handing_back
             finally:
-                await _release(slot, deps)
+                if handing_back is None:
+                    await _release(slot, deps)
             if report is None:
                 return None
             # From here on, pages count in the whole document.
@@ -322,6 +356,30 @@ async def _attempt(message: OutboundFaxRequested, job: Job, deps: Deps) -> Recor
             return None
         # Inside the spool directory: the sent TIFF is stored from it.
         return await _conclude(message, job, outcome[0], outcome[1], deps, path, tuple(failovers))
+
+
+def _hand_back(
+    confirmations: PageConfirmations, lost_contact: RetryLater | None, deps: Deps
+) -> RetryLater:
+    """The job back to the broker with the pages the job does not know were confirmed.
+
+    The database is away (no count written for ``FLUSH_S``, or no lease renewed for a
+    whole lease): waiting for it with the message in hand would lose the count if this
+    worker died meanwhile. The broker confirms the copy, with the count, before the
+    message in hand is acked. The channel is not released (its lease runs out); the
+    copy comes back once our lease on the job has.
+    """
+    if not confirmations.unwritten:
+        assert lost_contact is not None
+        return lost_contact
+    carried = confirmations.note()
+    log.warning(
+        "the job ledger does not answer; handing the job back with its confirmed pages (%s)",
+        carried,
+    )
+    metrics.HANDED_BACK.inc()
+    reason = "the job ledger does not answer; confirmed pages travel with the job"
+    return RetryLater(reason, max(1, math.ceil(deps.lease_s)), notes=carried)
 
 
 def _untried(
@@ -543,57 +601,70 @@ async def _call_with_lease(
     stopped being ours. A cancel sets ``dial.stop``: the line ends the call cleanly and
     the report says what was confirmed. ``job_writes``: taken for each write to the job,
     which the call's confirmed pages are written to as well (one write at a time: FerretDB
-    writes back the whole document a conditional write read)."""
+    writes back the whole document a conditional write read).
+
+    The keeping runs beside the call, not between looks at it: a database that does not
+    answer must not hold up the end of a call that is over (its confirmed pages may have
+    to be handed back at once)."""
     metrics.CALLS_IN_PROGRESS.inc()
     task = asyncio.create_task(_transmit(deps.line, dial))
+    keeper = asyncio.create_task(_keep_the_call(dial, job, slot, deps, job_writes))
     try:
-        interval = max(0.2, deps.lease_s / 3)
-        wake = min(interval, deps.cancel_poll_s)
-        loop = asyncio.get_running_loop()
-        renewed_at = loop.time()
-        good_until = deps.clock() + timedelta(seconds=deps.lease_s)
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=wake)
-            if done:
-                return task.result()
-            if not dial.stop.is_set():
-                with contextlib.suppress(Exception):
+        await asyncio.wait({task, keeper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        keeper.result()  # raises when contact with the job ledger was lost
+        # Another worker holds the job now (and the message copy it came with).
+        log.error("lost the lease on the job mid-call; hanging up")
+        return None
+    finally:
+        await _cancel(keeper)
+        await _cancel(task)
+        metrics.CALLS_IN_PROGRESS.dec()
+
+
+async def _keep_the_call(
+    dial: Dial, job: Job, slot: Slot, deps: Deps, job_writes: asyncio.Lock
+) -> None:
+    """Renew the leases and look for a cancel while the call runs; returns when the job
+    is no longer ours, raises ``RetryLater`` after a whole lease without the ledger."""
+    interval = max(0.2, deps.lease_s / 3)
+    wake = min(interval, deps.cancel_poll_s)
+    loop = asyncio.get_running_loop()
+    renewed_at = loop.time()
+    good_until = deps.clock() + timedelta(seconds=deps.lease_s)
+    while True:
+        await asyncio.sleep(wake)
+        if not dial.stop.is_set():
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(wake):
                     if await deps.cancellations.requested_at(dial.fax_id) is not None:
                         log.info("the fax was cancelled during the call; hanging up")
                         dial.stop.set()
-            if loop.time() - renewed_at < interval - 0.01:
-                continue
-            renewed_at = loop.time()
-            now = deps.clock()
-            until = now + timedelta(seconds=deps.lease_s)
-            try:
-                # Bounded: a database that stops answering must not freeze the lease check.
-                async with asyncio.timeout(interval):
-                    async with job_writes:
-                        ours = await deps.ledger.renew(
-                            job.fax_id, deps.worker_id, job.attempt, until
-                        )
-                    await deps.slots.renew(slot, until)
-                good_until = until
-            except Exception:
-                log.warning("could not renew the call's lease", exc_info=True)
-                # Past our lease someone else may take the job: stop before that.
-                if now + timedelta(seconds=interval) >= good_until:
-                    log.error("no contact with the job ledger for a whole lease; hanging up")
-                    await _cancel(task)
-                    # Nobody else took the job: the message must come back, never be acked.
-                    raise RetryLater(
-                        "lost contact with the job ledger mid-call", max(1, int(deps.lease_s))
-                    ) from None
-                continue
-            if not ours:
-                # Another worker holds the job now (and the message copy it came with).
-                log.error("lost the lease on the job mid-call; hanging up")
-                await _cancel(task)
-                return None
-    finally:
-        await _cancel(task)
-        metrics.CALLS_IN_PROGRESS.dec()
+        if loop.time() - renewed_at < interval - 0.01:
+            continue
+        renewed_at = loop.time()
+        now = deps.clock()
+        until = now + timedelta(seconds=deps.lease_s)
+        try:
+            # Bounded: a database that stops answering must not freeze the lease check.
+            async with asyncio.timeout(interval):
+                async with job_writes:
+                    ours = await deps.ledger.renew(job.fax_id, deps.worker_id, job.attempt, until)
+                await deps.slots.renew(slot, until)
+            good_until = until
+        except Exception:
+            log.warning("could not renew the call's lease", exc_info=True)
+            # Past our lease someone else may take the job: stop before that.
+            if now + timedelta(seconds=interval) >= good_until:
+                log.error("no contact with the job ledger for a whole lease; hanging up")
+                # Nobody else took the job: the message must come back, never be acked.
+                raise RetryLater(
+                    "lost contact with the job ledger mid-call", max(1, int(deps.lease_s))
+                ) from None
+            continue
+        if not ours:
+            return
 
 
 T = TypeVar("T")
@@ -641,7 +712,7 @@ async def _end_attempt(
     return recorded
 
 
-async def _cancel(task: asyncio.Task[CallReport]) -> None:
+async def _cancel(task: asyncio.Task[Any]) -> None:
     if not task.done():
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -191,10 +191,11 @@ class JobLedger(Protocol):
         ...
 
     async def confirm_pages(
-        self, fax_id: str, worker_id: str, pages: int, call: ConfirmingCall
+        self, fax_id: str, worker_id: str, attempt: int, pages: int, call: ConfirmingCall
     ) -> bool:
-        """Our call has ``pages`` of the document confirmed so far; False when the job is
-        no longer ours."""
+        """``pages`` of the document are confirmed so far, the last by ``call`` (our
+        attempt's, or an earlier one's whose count its job carried to us); False when
+        the job is no longer ours."""
         ...
 
     async def put_back(
@@ -342,13 +343,13 @@ class MongoJobLedger:
         return result.matched_count == 1
 
     async def confirm_pages(
-        self, fax_id: str, worker_id: str, pages: int, call: ConfirmingCall
+        self, fax_id: str, worker_id: str, attempt: int, pages: int, call: ConfirmingCall
     ) -> bool:
-        if await self._dialler(fax_id, call.attempt) != worker_id:
+        if await self._dialler(fax_id, attempt) != worker_id:
             return False
         # Only ever up: a page the far end confirmed stays confirmed.
         result = await self.collection.update_one(
-            self._on_the_line(fax_id, call.attempt),
+            self._on_the_line(fax_id, attempt),
             {
                 "$max": {"pages_confirmed": pages},
                 "$addToSet": {"carried_by": call.attempt},

@@ -29,3 +29,8 @@ OVERLOAD_DEFERRED = Counter(
     "Jobs put back unclaimed (no attempt counted): the event loop ran late, or the "
     "process had its bound of calls (FAXBOX_TRANSMITTER_ADMIT_CALLS)",
 )
+HANDED_BACK = Counter(
+    "faxbox_transmitter_handed_back_total",
+    "Jobs handed back to the broker with their confirmed pages as a note: the job ledger "
+    "did not answer at the end of the call",
+)

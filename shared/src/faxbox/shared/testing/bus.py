@@ -5,8 +5,8 @@ every service that ``SUBSCRIPTIONS`` binds to its type and that has a consumer h
 ``join()`` hands queued messages to their handlers one at a time until every queue is
 empty, and settles each by ``policy.decide``: acked, dead-lettered (kept in
 ``dead_letters`` with the reason) or parked for a retry (kept in ``retries``, with the
-delay a retry queue would hold it for; ``release_retries()`` puts them back, as if that
-time had passed).
+delay a retry queue would hold it for and the notes it carries; ``release_retries()``
+puts them back, as if that time had passed).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from faxbox.shared import notes
 from faxbox.shared.contracts import Message, contract_by_name
 from faxbox.shared.logs import fax_context
 from faxbox.shared.policy import Attempts, DeadLetter, PermanentError, Retry, decide
@@ -55,6 +56,7 @@ class Parked:
     delay_s: int
     attempts: Attempts
     kind: str
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 def _carried(message: Message) -> Message:
@@ -68,7 +70,7 @@ class MemoryBus:
         self.dead_letters: list[DeadLettered] = []
         self.retries: list[Parked] = []
         self._handlers: dict[str, dict[type[Message], Handler]] = {}
-        self._queues: dict[str, deque[tuple[Message, Attempts]]] = {}
+        self._queues: dict[str, deque[tuple[Message, Attempts, Mapping[str, str]]]] = {}
 
     def consumer(self, service: str, handlers: Mapping[type[Message], Handler]) -> None:
         """Consume ``service``'s queue with these handlers (as ``Bus.consumer``)."""
@@ -84,7 +86,7 @@ class MemoryBus:
         self.published.append(carried)
         for service, queue in self._queues.items():
             if type(carried) in subscriptions(service):
-                queue.append((carried, Attempts()))
+                queue.append((carried, Attempts(), {}))
 
     def of(self, kind: type[M]) -> list[M]:
         return [m for m in self.published if isinstance(m, kind)]
@@ -101,25 +103,28 @@ class MemoryBus:
                 return made
             if made >= MAX_DELIVERIES:
                 raise RuntimeError(f"still delivering after {made} deliveries: a loop?")
-            message, attempts = self._queues[service].popleft()
-            await self._deliver(service, message, attempts)
+            message, attempts, carried = self._queues[service].popleft()
+            await self._deliver(service, message, attempts, carried)
             made += 1
 
     def release_retries(self) -> int:
         """Put every parked message back in its queue; returns how many."""
         parked, self.retries = self.retries, []
         for item in parked:
-            self._queues[item.service].append((item.message, item.attempts))
+            self._queues[item.service].append((item.message, item.attempts, item.notes))
         return len(parked)
 
-    async def _deliver(self, service: str, message: Message, attempts: Attempts) -> None:
+    async def _deliver(
+        self, service: str, message: Message, attempts: Attempts, carried: Mapping[str, str]
+    ) -> None:
         with fax_context(message.fax_id):
             failure: Exception | None = None
             try:
                 handler = self._handlers[service].get(type(message))
                 if handler is None:
                     raise PermanentError(f"{service} has no handler for {type(message).__name__}")
-                await handler(message)
+                with notes.carrying(carried):
+                    await handler(message)
             except Exception as exc:
                 failure = exc
             decision = decide(failure, attempts, self.settings)
@@ -129,6 +134,7 @@ class MemoryBus:
                     DeadLettered(service, message, decision.reason, decision.kind)
                 )
             elif isinstance(decision, Retry):
+                kept = {**carried, **decision.notes}
                 self.retries.append(
-                    Parked(service, message, decision.delay_s, decision.next, decision.kind)
+                    Parked(service, message, decision.delay_s, decision.next, decision.kind, kept)
                 )
