@@ -12,7 +12,8 @@ from pymongo import AsyncMongoClient, monitoring
 
 from faxbox.shared.settings import MongoSettings
 from faxbox.shared.store import Carrier, Store
-from faxbox.transmitter.carriers import COLLECTION, MongoCarrierSlots
+from faxbox.transmitter.adapters import MongoCarrierSlots
+from faxbox.transmitter.carriers import COLLECTION
 
 pytestmark = pytest.mark.integration
 

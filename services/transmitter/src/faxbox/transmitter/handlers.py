@@ -114,6 +114,19 @@ _STARTED = uuid.UUID("5b1e4c2a-7d3f-4e8a-9c6b-0f2d1a3e5c7b")
 NO_RESOURCES = "no available resources"
 
 
+def _of_the_fax(message: OutboundFaxRequested, *, owner: bool = True) -> dict[str, Any]:
+    """The fields an event about the fax repeats from its request (``owner``: whose)."""
+    fields: dict[str, Any] = {
+        "fax_id": message.fax_id,
+        "account_id": message.account_id,
+        "month": message.month,
+        "destination": message.destination,
+    }
+    if owner:
+        fields |= {"user_id": message.user_id, "faxbox_id": message.faxbox_id}
+    return fields
+
+
 def utc_now() -> datetime:
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)  # BSON precision
@@ -402,12 +415,7 @@ def _failed_over(
 async def _announce(message: OutboundFaxRequested, job: Job, carrier: Carrier, deps: Deps) -> None:
     started = FaxAttemptStarted(
         message_id=uuid.uuid5(_STARTED, f"{message.fax_id}#{job.attempt}").hex,
-        fax_id=message.fax_id,
-        account_id=message.account_id,
-        month=message.month,
-        user_id=message.user_id,
-        faxbox_id=message.faxbox_id,
-        destination=message.destination,
+        **_of_the_fax(message),
         caller_id=message.settings.caller_id,
         attempt=job.attempt,
         carrier_id=carrier.id,
@@ -490,12 +498,7 @@ async def _confirmed_before(
         duration_s=0,
     )
     sent = FaxSent(
-        fax_id=message.fax_id,
-        account_id=message.account_id,
-        month=message.month,
-        user_id=message.user_id,
-        faxbox_id=message.faxbox_id,
-        destination=message.destination,
+        **_of_the_fax(message),
         attempts=max(1, job.attempt - 1),
         calls=max(1, job.calls),
         carrier_id=carrier_id,
@@ -771,12 +774,7 @@ async def _conclude(
         )
         transmitted = await deps.documents.put_transmitted(message, job.attempt, sent_tiff)
         sent = FaxSent(
-            fax_id=message.fax_id,
-            account_id=message.account_id,
-            month=message.month,
-            user_id=message.user_id,
-            faxbox_id=message.faxbox_id,
-            destination=message.destination,
+            **_of_the_fax(message),
             attempts=job.attempt,
             calls=job.calls + 1,
             carrier_id=carrier.id,
@@ -868,10 +866,7 @@ def _attempt_failed(
 ) -> FaxAttemptFailed:
     assert report.failure is not None
     return FaxAttemptFailed(
-        fax_id=message.fax_id,
-        account_id=message.account_id,
-        month=message.month,
-        destination=message.destination,
+        **_of_the_fax(message, owner=False),
         attempt=job.attempt,
         attempts_allowed=message.retry_policy.attempts,
         failure=report.failure,
@@ -900,12 +895,7 @@ async def _fail(
     if sent is not None and report is not None and report.pages_sent > 0:
         transmitted = await deps.documents.put_transmitted(message, job.attempt, sent)
     failed = FaxFailed(
-        fax_id=message.fax_id,
-        account_id=message.account_id,
-        month=message.month,
-        user_id=message.user_id,
-        faxbox_id=message.faxbox_id,
-        destination=message.destination,
+        **_of_the_fax(message),
         attempts=max(0, calls),
         failure=failure,
         pages_sent=pages_sent,

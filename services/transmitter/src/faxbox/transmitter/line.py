@@ -1,8 +1,8 @@
 """The carrier line as the transmitter sees it: place one fax call, report how it ended.
 
-``FaxLine`` (``ports``) is the port the handler uses; ``SipFaxLine`` places the call through one
-``UserAgent`` shared by every call of the process (its UDP socket and TCP/TLS
-connections, many dialogs) the way the carrier asks for (transport, outbound proxy,
+``FaxLine`` (``ports``) is the port the handler uses; ``adapters.SipFaxLine`` places
+the call through one ``UserAgent`` shared by every call of the process (its UDP socket
+and TCP/TLS connections, many dialogs) the way the carrier asks for (transport, outbound proxy,
 digest credentials and domain, T.38 in the INVITE or by re-INVITE, the size rule) and
 sends the fax with ``faxbox.fax.line.send``, asking for T.38 once answered (or after
 ``t38_delay_s``; the call stays on G.711 when the far end refuses). What ended the call
@@ -17,15 +17,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faxbox.fax.line import LineSettings, PageHook, send
+from faxbox.fax.line import PageHook
 from faxbox.fax.line.contract import call_failure, fax_failure, page_report, transfer_statistics
-from faxbox.fax.line.pace import real_seconds
 from faxbox.fax.outcome import FaxOutcome
 from faxbox.fax.session import CallSettings, Compression, Modem
-from faxbox.fax.sip.carrier import carrier_uri, credentials
-from faxbox.fax.sip.ua import CallFailed, FailureKind, UserAgent
+from faxbox.fax.sip.ua import CallFailed, FailureKind
 from faxbox.shared.contracts import FaxFailure, PageReport, TransferStatistics
-from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Carrier
 
 log = logging.getLogger(__name__)
@@ -117,73 +114,3 @@ def call_settings(dial: Dial) -> CallSettings:
         modems=modems,
         compressions=compressions,
     )
-
-
-class SipFaxLine:
-    """Fax calls through ``ua`` (whose ``pace`` is the media clock of every call)."""
-
-    def __init__(
-        self,
-        ua: UserAgent,
-        *,
-        answer_timeout_s: float = 60.0,
-        max_call_s: float = 1800.0,
-        request_t38: bool = True,
-        media_silence_s: float = 60.0,
-        secrets: SecretBox | None = None,
-        t38_delay_s: float = 0.0,
-    ) -> None:
-        self.ua = ua
-        self.secrets = secrets  # opens the carriers' sealed passwords
-        self.answer_timeout_s = answer_timeout_s
-        self.line = LineSettings(
-            silence_s=media_silence_s,
-            max_call_s=max_call_s,
-            request_t38=request_t38,
-            t38_delay_s=t38_delay_s,
-        )
-
-    async def transmit(self, dial: Dial) -> CallReport:
-        carrier = dial.carrier
-        secret = credentials(carrier, self.secrets)
-        try:
-            call = await self.ua.dial(
-                carrier_uri(carrier),
-                dial.caller_id or "anonymous",
-                dial.destination,
-                # Call time: on a faster test clock it passes faster too.
-                answer_timeout=real_seconds(self.answer_timeout_s, self.ua.pace),
-                credentials=secret,
-                proxy=carrier.outbound_proxy,
-                offer_t38=carrier.t38_in_invite and self.line.request_t38,
-                # A carrier that authenticates us knows us by its own domain.
-                from_domain=carrier.domain if secret is not None else None,
-                tcp_over_mtu=carrier.tcp_over_mtu,
-            )
-        except CallFailed as exc:
-            log.info("call to %s via %s failed: %s", dial.destination, carrier.name, exc)
-            return sip_failure(exc)
-        result = await send(
-            call,
-            call_settings(dial),
-            self.line,
-            name=dial.fax_id,
-            stop=dial.stop,
-            on_page_confirmed=dial.on_page_confirmed,
-        )
-        outcome = result.fax
-        log.info(
-            "fax call via %s ended: %s, %d/%d pages over %s",
-            carrier.name,
-            outcome.completion_name,
-            outcome.pages_transferred,
-            dial.pages_total,
-            result.media,
-        )
-        return report_from_outcome(
-            outcome,
-            pages_total=dial.pages_total,
-            duration_s=result.duration_s,
-            media=result.media,
-            first_page=dial.first_page,
-        )

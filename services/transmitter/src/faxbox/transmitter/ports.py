@@ -1,7 +1,7 @@
 """The transmitter's interfaces to the outside: the handler's ``Deps`` are these (and the
 job ledger, ``jobs.JobLedger``), the service wires the real ones, the unit tests fakes.
 The real ones: the store's carriers and cancellations, ``adapters.GridFsDocuments``,
-``line.SipFaxLine``, ``carriers.MongoCarrierSlots``."""
+``adapters.SipFaxLine``, ``adapters.MongoCarrierSlots``."""
 
 from __future__ import annotations
 

@@ -33,11 +33,10 @@ from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store.cancellations import Cancellations
 from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
 from faxbox.transmitter import carriers, jobs
-from faxbox.transmitter.adapters import GridFsDocuments
+from faxbox.transmitter.adapters import GridFsDocuments, MongoCarrierSlots, SipFaxLine
 from faxbox.transmitter.cancelling import handle_cancel
 from faxbox.transmitter.handlers import Deps, handle_outbound
 from faxbox.transmitter.jobs import JobLedger
-from faxbox.transmitter.line import SipFaxLine
 from faxbox.transmitter.ports import FaxLine
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ def build_deps(
     """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
     deps = Deps(
         ledger=ledger,
-        slots=carriers.MongoCarrierSlots(infra.store.db[carriers.COLLECTION]),
+        slots=MongoCarrierSlots(infra.store.db[carriers.COLLECTION]),
         carriers=infra.store,
         documents=GridFsDocuments(infra.store),
         line=line,
