@@ -18,6 +18,7 @@ from faxbox.render.model import (
     RenderedPage,
     Resolution,
 )
+from faxbox.render.picture import page_png
 from faxbox.render.sandbox import DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT_S, render_document
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "detect_kind",
     "fit_page",
     "inspect_document",
+    "page_png",
     "render",
     "render_document",
     "sniff_kind",

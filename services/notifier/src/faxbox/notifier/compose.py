@@ -5,7 +5,6 @@ Pure functions of their inputs (no I/O), so every mail can be checked in unit te
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,9 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from PIL import Image
 
 from faxbox.fax.outcome import describe
+from faxbox.render import page_png
 from faxbox.shared import numbers
 from faxbox.shared.contracts import (
     FailureClass,
@@ -243,24 +242,7 @@ def _pages(count: int) -> str:
 
 def thumbnail_png(tiff: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
     """Page 1 of a fax TIFF, header line included, as a small grey PNG."""
-    with Image.open(io.BytesIO(tiff)) as image:
-        image.seek(0)
-        page = image.convert("L")
-        # Fax pixels are not square at standard resolution: scale by the real size.
-        dpi = image.info.get("dpi", (204, 196))
-        x_dpi, y_dpi = (float(dpi[0]) or 204.0), (float(dpi[1]) or 196.0)
-    height = max(1, round(width * (page.height / y_dpi) / (page.width / x_dpi)))
-    # A box reduction to about 1.5 times the target size first, then Lanczos: within 1.2
-    # grey levels (of 255, mean) of Lanczos from the full page, for a quarter of the time
-    # (this runs for every sent fax). PNG's optimize only shaves bytes off a thumbnail, at
-    # five times the time.
-    factor = max(1, min(page.width // (3 * width // 2), page.height // (3 * height // 2)))
-    if factor > 1:
-        page = page.reduce(factor)
-    small = page.resize((width, height), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    small.save(out, format="PNG")
-    return out.getvalue()
+    return page_png(tiff, width)
 
 
 def sent_mail(

@@ -11,11 +11,9 @@ preview's: the transmitter stamps the time of the call.
 from __future__ import annotations
 
 import asyncio
-import io
 from dataclasses import dataclass
 
-from PIL import Image
-
+from faxbox import render
 from faxbox.render import render_document, with_header
 from faxbox.shared.store import Faxbox
 from faxbox.shared.tagline import DEFAULT_HEADER_FORMAT, HeaderFields, header_text
@@ -30,18 +28,8 @@ class Preview:
 
 
 def page_png(tiff: bytes, width: int = PREVIEW_WIDTH) -> bytes:
-    """Page 1 of a fax TIFF as a grey PNG, scaled by its real size (fax pixels are not
-    square at standard resolution)."""
-    with Image.open(io.BytesIO(tiff)) as image:
-        image.seek(0)
-        page = image.convert("L")
-        dpi = image.info.get("dpi", (204, 196))
-        x_dpi, y_dpi = (float(dpi[0]) or 204.0), (float(dpi[1]) or 196.0)
-    height = max(1, round(width * (page.height / y_dpi) / (page.width / x_dpi)))
-    small = page.resize((width, height), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    small.save(out, format="PNG")
-    return out.getvalue()
+    """Page 1 of a fax TIFF as a grey PNG, as the Send page shows it."""
+    return render.page_png(tiff, width)
 
 
 def _first_page(tiff: bytes, box: Faxbox, fields: HeaderFields, pages: int) -> bytes:
