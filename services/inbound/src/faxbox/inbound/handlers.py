@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 from faxbox.fax.line import LineSettings, receive
 from faxbox.fax.line.contract import fax_failure, page_report, transfer_statistics
@@ -163,6 +164,18 @@ async def _receive(
     return None
 
 
+class _CallFields(TypedDict):
+    """What both announcements of a call say about it, whatever became of the fax."""
+
+    fax_id: str
+    account_id: str
+    month: str
+    faxbox_id: str
+    user_id: str
+    caller_number: str
+    called_number: str
+
+
 async def _conclude(
     deps: Deps,
     faxbox: Faxbox,
@@ -200,16 +213,19 @@ async def _conclude(
         )
         metrics.PAGES_RECEIVED.inc(pages)
     statistics = transfer_statistics(outcome, pages_total=pages, duration_s=duration_s)
+    call = _CallFields(
+        fax_id=fax_id,
+        account_id=account.id,
+        month=month,
+        faxbox_id=faxbox.id,
+        user_id=faxbox.owner_user_id,
+        caller_number=caller,
+        called_number=called,
+    )
     event: Message
     if outcome.success and tiff_ref is not None and pdf_ref is not None:
         event = InboundFaxReceived(
-            fax_id=fax_id,
-            account_id=account.id,
-            month=month,
-            faxbox_id=faxbox.id,
-            user_id=faxbox.owner_user_id,
-            caller_number=caller,
-            called_number=called,
+            **call,
             statistics=statistics,
             tiff=tiff_ref,
             pdf=pdf_ref,
@@ -220,13 +236,7 @@ async def _conclude(
     else:
         failure = _failure(outcome)
         event = InboundFaxFailed(
-            fax_id=fax_id,
-            account_id=account.id,
-            month=month,
-            faxbox_id=faxbox.id,
-            user_id=faxbox.owner_user_id,
-            caller_number=caller,
-            called_number=called,
+            **call,
             failure=failure,
             pages_received=pages if pdf_ref else 0,
             partial_pdf=pdf_ref,
