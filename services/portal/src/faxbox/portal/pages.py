@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.parse
 from datetime import date, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -18,12 +18,13 @@ from faxbox.portal.deps import (
     CsrfFailed,
     CurrentPrincipal,
     Deps,
+    PortalDeps,
     optional_principal,
     require_dashboard,
     sip_registrations,
 )
 from faxbox.portal.localtime import clock_for, with_faxboxes
-from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
+from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, Principal, TokenScope
 from faxbox.portal.send_pages import fax_actions
 from faxbox.portal.sessions import (
     change_password,
@@ -238,8 +239,10 @@ async def fax_page(
 # --- tokens ---------------------------------------------------------------------------
 
 
-@router.get("/tokens")
-async def tokens_page(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
+async def _tokens(
+    request: Request, principal: Principal, deps: PortalDeps, **extra: Any
+) -> Response:
+    """The tokens page: the user's tokens, and ``extra`` (a token just made)."""
     return render(
         request,
         "tokens.html",
@@ -248,7 +251,13 @@ async def tokens_page(request: Request, principal: CurrentPrincipal, deps: Deps)
         clock=await clock_for(deps.store, principal.user, principal.user.account_id),
         default_days=DEFAULT_TOKEN_DAYS,
         max_days=MAX_TOKEN_DAYS,
+        **extra,
     )
+
+
+@router.get("/tokens")
+async def tokens_page(request: Request, principal: CurrentPrincipal, deps: Deps) -> Response:
+    return await _tokens(request, principal, deps)
 
 
 @router.post("/tokens")
@@ -264,17 +273,7 @@ async def token_create(
         token, secret = await deps.tokens.create(principal.user, name, TokenScope(scope), days)
     except ValueError as exc:
         return back("/tokens", error=f"No token made: {exc}.")
-    return render(
-        request,
-        "tokens.html",
-        principal,
-        tokens=await deps.tokens.list(principal.user),
-        clock=await clock_for(deps.store, principal.user, principal.user.account_id),
-        default_days=DEFAULT_TOKEN_DAYS,
-        max_days=MAX_TOKEN_DAYS,
-        new_secret=secret,
-        new_token=token,
-    )
+    return await _tokens(request, principal, deps, new_secret=secret, new_token=token)
 
 
 @router.post("/tokens/{token_id}/revoke")
