@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any, Literal, Self
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -36,12 +36,14 @@ from faxbox.shared.store.errors import (
     StoreError,
 )
 from faxbox.shared.store.history import HistoryStore
+from faxbox.shared.store.lookup import insert_new, one, set_fields
 from faxbox.shared.store.models import (
     Account,
     AccountNumber,
     Carrier,
     Faxbox,
     NumberAssignment,
+    StoreModel,
     User,
     validate_number_key,
 )
@@ -81,6 +83,26 @@ INDEXES: dict[str, list[IndexModel]] = {
 # fixed, and ``numbers`` mirrors the numbers collection (assign/unassign keep both).
 _FROZEN_FAXBOX_FIELDS = frozenset({"id", "_id", "account_id", "numbers", "created_at"})
 _FROZEN_ACCOUNT_FIELDS = frozenset({"id", "_id", "realm", "created_at"})
+
+
+def _check_changes(
+    kind: str, model: type[StoreModel], frozen: frozenset[str], changes: Mapping[str, Any]
+) -> None:
+    """ValueError for a change of a field that is fixed once made, or of no field."""
+    fixed = frozen.intersection(changes)
+    if fixed:
+        raise ValueError(f"update_{kind} cannot change {', '.join(sorted(fixed))}")
+    unknown = set(changes) - set(model.model_fields)
+    if unknown:
+        raise ValueError(f"unknown {kind} field(s): {', '.join(sorted(unknown))}")
+
+
+def _changed_fields(current: StoreModel, changes: Mapping[str, Any]) -> Doc:
+    """The stored form of the ``changes`` fields, once ``current`` with them validates
+    as a whole (only these are written: see ``update_faxbox``)."""
+    doc = type(current).model_validate({**current.model_dump(), **changes}).to_doc()
+    return {name: doc[name] for name in changes}
+
 
 # One-time data changes, each done once by whoever claims its name first.
 MIGRATIONS = "store_migrations"
@@ -183,28 +205,15 @@ class Store:
     # -- accounts ------------------------------------------------------------------
 
     async def create_account(self, account: Account) -> Account:
-        try:
-            await self.accounts.insert_one(account.to_doc())
-        except DuplicateKeyError:
-            # FerretDB's duplicate-key error does not say which index clashed
-            # (no keyPattern), so look at the data instead.
-            if await self.accounts.find_one({"realm": account.realm}, {"_id": 1}):
-                raise DuplicateRealm(account.realm) from None
-            raise StoreError(f"account id {account.id!r} already exists") from None
-        return account
+        taken = DuplicateRealm(account.realm)
+        return await insert_new(self.accounts, account, "account", {"realm": account.realm}, taken)
 
     async def get_account(self, account_id: str) -> Account:
-        doc = await self.accounts.find_one({"_id": account_id})
-        if doc is None:
-            raise NotFound("account", account_id)
-        return Account.from_doc(doc)
+        return await one(self.accounts, {"_id": account_id}, Account, "account", account_id)
 
     async def get_account_by_realm(self, realm: str) -> Account:
         realm = realm.strip().lower()
-        doc = await self.accounts.find_one({"realm": realm})
-        if doc is None:
-            raise NotFound("account with realm", realm)
-        return Account.from_doc(doc)
+        return await one(self.accounts, {"realm": realm}, Account, "account with realm", realm)
 
     async def list_accounts(self, *, reseller_id: str | None = None) -> list[Account]:
         query: Doc = {} if reseller_id is None else {"reseller_id": reseller_id}
@@ -213,41 +222,20 @@ class Store:
 
     async def update_account(self, account_id: str, **changes: Any) -> Account:
         """Change an account's settings, validated as a whole, writing only those fields."""
-        frozen = _FROZEN_ACCOUNT_FIELDS.intersection(changes)
-        if frozen:
-            raise ValueError(f"update_account cannot change {', '.join(sorted(frozen))}")
-        unknown = set(changes) - set(Account.model_fields)
-        if unknown:
-            raise ValueError(f"unknown account field(s): {', '.join(sorted(unknown))}")
+        _check_changes("account", Account, _FROZEN_ACCOUNT_FIELDS, changes)
         current = await self.get_account(account_id)
-        updated = Account.model_validate({**current.model_dump(), **changes})
-        doc = updated.to_doc()
-        written = await self.accounts.find_one_and_update(
-            {"_id": account_id},
-            {"$set": {name: doc[name] for name in changes}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if written is None:
-            raise NotFound("account", account_id)
-        return Account.from_doc(written)
+        fields = _changed_fields(current, changes)
+        return await set_fields(self.accounts, account_id, fields, Account, "account", account_id)
 
     # -- users ---------------------------------------------------------------------
 
     async def create_user(self, user: User) -> User:
         await self.get_account(user.account_id)  # NotFound rather than an orphan user
-        try:
-            await self.users.insert_one(user.to_doc())
-        except DuplicateKeyError:
-            if await self.users.find_one({"email_lower": user.email_lower}, {"_id": 1}):
-                raise DuplicateEmail(user.email) from None
-            raise StoreError(f"user id {user.id!r} already exists") from None
-        return user
+        taken = DuplicateEmail(user.email)
+        return await insert_new(self.users, user, "user", {"email_lower": user.email_lower}, taken)
 
     async def get_user(self, user_id: str) -> User:
-        doc = await self.users.find_one({"_id": user_id})
-        if doc is None:
-            raise NotFound("user", user_id)
-        return User.from_doc(doc)
+        return await one(self.users, {"_id": user_id}, User, "user", user_id)
 
     async def find_user_by_email(self, email: str) -> User | None:
         """Case-insensitive lookup through the stored lower-cased address."""
@@ -262,38 +250,20 @@ class Store:
         """Set (or clear, with None) where the user's notifications go instead."""
         current = await self.get_user(user_id)
         checked = User.model_validate(current.model_dump() | {"alternate_email": alternate_email})
-        doc = await self.users.find_one_and_update(
-            {"_id": user_id},
-            {"$set": {"alternate_email": checked.alternate_email}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is None:
-            raise NotFound("user", user_id)
-        return User.from_doc(doc)
+        return await self._set_user(user_id, {"alternate_email": checked.alternate_email})
 
     async def set_password_hash(self, user_id: str, password_hash: str | None) -> User:
         """Store (or clear, with None) the user's password hash; hashing is the caller's."""
-        doc = await self.users.find_one_and_update(
-            {"_id": user_id},
-            {"$set": {"password_hash": password_hash}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is None:
-            raise NotFound("user", user_id)
-        return User.from_doc(doc)
+        return await self._set_user(user_id, {"password_hash": password_hash})
 
     async def set_daily_page_limit(self, user_id: str, pages: int | None) -> User:
         """The user's own daily cap: None for the platform's default, 0 for none."""
         current = await self.get_user(user_id)
         checked = User.model_validate(current.model_dump() | {"daily_page_limit": pages})
-        doc = await self.users.find_one_and_update(
-            {"_id": user_id},
-            {"$set": {"daily_page_limit": checked.daily_page_limit}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is None:
-            raise NotFound("user", user_id)
-        return User.from_doc(doc)
+        return await self._set_user(user_id, {"daily_page_limit": checked.daily_page_limit})
+
+    async def _set_user(self, user_id: str, fields: Mapping[str, Any]) -> User:
+        return await set_fields(self.users, user_id, fields, User, "user", user_id)
 
     # -- faxboxes ------------------------------------------------------------------
 
@@ -311,10 +281,7 @@ class Store:
         return faxbox
 
     async def get_faxbox(self, faxbox_id: str) -> Faxbox:
-        doc = await self.faxboxes.find_one({"_id": faxbox_id})
-        if doc is None:
-            raise NotFound("faxbox", faxbox_id)
-        return Faxbox.from_doc(doc)
+        return await one(self.faxboxes, {"_id": faxbox_id}, Faxbox, "faxbox", faxbox_id)
 
     async def list_faxboxes(
         self, *, account_id: str | None = None, owner_user_id: str | None = None
@@ -346,24 +313,12 @@ class Store:
         Only the named fields are ``$set``, so a concurrent assign_number (which
         touches ``numbers``) is never overwritten by a stale copy.
         """
-        frozen = _FROZEN_FAXBOX_FIELDS.intersection(changes)
-        if frozen:
-            raise ValueError(f"update_faxbox cannot change {', '.join(sorted(frozen))}")
-        unknown = set(changes) - set(Faxbox.model_fields)
-        if unknown:
-            raise ValueError(f"unknown faxbox field(s): {', '.join(sorted(unknown))}")
+        _check_changes("faxbox", Faxbox, _FROZEN_FAXBOX_FIELDS, changes)
         current = await self.get_faxbox(faxbox_id)
-        updated = Faxbox.model_validate({**current.model_dump(), **changes})
-        doc = updated.to_doc()
-        return await self._set_faxbox(faxbox_id, {name: doc[name] for name in changes})
+        return await self._set_faxbox(faxbox_id, _changed_fields(current, changes))
 
     async def _set_faxbox(self, faxbox_id: str, fields: Mapping[str, Any]) -> Faxbox:
-        doc = await self.faxboxes.find_one_and_update(
-            {"_id": faxbox_id}, {"$set": dict(fields)}, return_document=ReturnDocument.AFTER
-        )
-        if doc is None:
-            raise NotFound("faxbox", faxbox_id)
-        return Faxbox.from_doc(doc)
+        return await set_fields(self.faxboxes, faxbox_id, fields, Faxbox, "faxbox", faxbox_id)
 
     # -- number inventory ----------------------------------------------------------
 
@@ -543,13 +498,8 @@ class Store:
     # -- carriers ------------------------------------------------------------------
 
     async def add_carrier(self, carrier: Carrier) -> Carrier:
-        try:
-            await self.carriers.insert_one(carrier.to_doc())
-        except DuplicateKeyError:
-            if await self.carriers.find_one({"name": carrier.name}, {"_id": 1}):
-                raise DuplicateCarrier(carrier.name) from None
-            raise StoreError(f"carrier id {carrier.id!r} already exists") from None
-        return carrier
+        taken = DuplicateCarrier(carrier.name)
+        return await insert_new(self.carriers, carrier, "carrier", {"name": carrier.name}, taken)
 
     async def list_carriers(self, *, flag: str | None = None) -> list[Carrier]:
         """Carriers in the order to try them (priority, then name)."""
@@ -558,26 +508,15 @@ class Store:
         return [Carrier.from_doc(doc) async for doc in cursor]
 
     async def get_carrier_by_name(self, name: str) -> Carrier:
-        doc = await self.carriers.find_one({"name": name})
-        if doc is None:
-            raise NotFound("carrier", name)
-        return Carrier.from_doc(doc)
+        return await one(self.carriers, {"name": name}, Carrier, "carrier", name)
 
     async def update_carrier(self, carrier: Carrier, **changes: Any) -> Carrier:
         """Write the named fields of ``carrier`` with ``changes`` applied, validated."""
         unknown = set(changes) - set(Carrier.model_fields) - {"id"}
         if unknown or "id" in changes:
             raise ValueError(f"cannot change carrier field(s): {', '.join(sorted(unknown))}")
-        updated = Carrier.model_validate({**carrier.model_dump(), **changes})
-        doc = updated.to_doc()
-        written = await self.carriers.find_one_and_update(
-            {"_id": carrier.id},
-            {"$set": {name: doc[name] for name in changes}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if written is None:
-            raise NotFound("carrier", carrier.name)
-        return Carrier.from_doc(written)
+        fields = _changed_fields(carrier, changes)
+        return await set_fields(self.carriers, carrier.id, fields, Carrier, "carrier", carrier.name)
 
     async def remove_carrier(self, carrier_id: str) -> None:
         result = await self.carriers.delete_one({"_id": carrier_id})

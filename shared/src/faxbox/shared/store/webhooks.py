@@ -25,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from faxbox.shared.faxview import WEBHOOK_EVENTS
 from faxbox.shared.store.errors import NotFound
+from faxbox.shared.store.lookup import one
 from faxbox.shared.store.models import StoreModel, UtcDatetime, new_id, utc_now
 from faxbox.shared.store.monthly import month_key, parse_month
 from faxbox.shared.urlguard import UrlRefused, checked_syntax
@@ -138,10 +139,7 @@ class WebhookStore:
         return webhook
 
     async def get(self, webhook_id: str) -> Webhook:
-        doc = await self.collection.find_one({"_id": webhook_id})
-        if doc is None:
-            raise NotFound("webhook", webhook_id)
-        return Webhook.from_doc(doc)
+        return await one(self.collection, {"_id": webhook_id}, Webhook, "webhook", webhook_id)
 
     async def of_account(self, account_id: str) -> list[Webhook]:
         cursor = self.collection.find({"account_id": account_id}).sort("_id", ASCENDING)
@@ -175,10 +173,8 @@ class WebhookStore:
         return sorted((n.removeprefix(prefix) for n in names if n.startswith(prefix)), reverse=True)
 
     async def delivery(self, webhook_id: str, month: str, event_id: str) -> WebhookDelivery:
-        doc = await self.log(webhook_id, month).find_one({"_id": event_id})
-        if doc is None:
-            raise NotFound("delivery", event_id)
-        return WebhookDelivery.from_doc(doc)
+        log = self.log(webhook_id, month)
+        return await one(log, {"_id": event_id}, WebhookDelivery, "delivery", event_id)
 
     async def find_delivery(self, webhook_id: str, event_id: str) -> WebhookDelivery:
         """A delivery by event id, whatever month it is in."""
