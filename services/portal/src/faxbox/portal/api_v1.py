@@ -259,17 +259,7 @@ class DeliveryOut(BaseModel):
 
     @classmethod
     def of(cls, delivery: WebhookDelivery) -> DeliveryOut:
-        return cls(
-            event_id=delivery.event_id,
-            event_type=delivery.event_type,
-            fax_id=delivery.fax_id,
-            state=delivery.state,
-            created_at=delivery.created_at,
-            next_attempt_at=delivery.next_attempt_at,
-            delivered_at=delivery.delivered_at,
-            attempts=[AttemptOut.model_validate(a.model_dump()) for a in delivery.attempts],
-            body=delivery.body,
-        )
+        return cls.model_validate(delivery.model_dump())
 
 
 class SigningKeyOut(BaseModel):
