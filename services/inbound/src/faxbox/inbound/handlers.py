@@ -193,24 +193,23 @@ async def _conclude(
     tiff_ref: DocumentRef | None = None
     pdf_ref: DocumentRef | None = None
     if pages > 0 and in_file > 0:
-        meta = {"fax_id": fax_id, "faxbox_id": faxbox.id, "caller": caller}
-        tiff_ref = await deps.documents.put(
-            account.id,
-            month,
-            data,
-            filename=f"fax-{fax_id}.tif",
-            content_type="image/tiff",
-            metadata={**meta, "role": "received_tiff"},
-        )
+
+        async def store(
+            content: bytes, role: str, extension: str, content_type: str
+        ) -> DocumentRef:
+            """One form of the received fax (stored once per fax and ``role``)."""
+            return await deps.documents.put(
+                account.id,
+                month,
+                content,
+                filename=f"fax-{fax_id}.{extension}",
+                content_type=content_type,
+                metadata={"fax_id": fax_id, "faxbox_id": faxbox.id, "caller": caller, "role": role},
+            )
+
+        tiff_ref = await store(data, "received_tiff", "tif", "image/tiff")
         pdf = await asyncio.to_thread(tiff_to_pdf, path, outcome.y_resolution)
-        pdf_ref = await deps.documents.put(
-            account.id,
-            month,
-            pdf,
-            filename=f"fax-{fax_id}.pdf",
-            content_type="application/pdf",
-            metadata={**meta, "role": "received_pdf"},
-        )
+        pdf_ref = await store(pdf, "received_pdf", "pdf", "application/pdf")
         metrics.PAGES_RECEIVED.inc(pages)
     statistics = transfer_statistics(outcome, pages_total=pages, duration_s=duration_s)
     call = _CallFields(
