@@ -37,12 +37,17 @@ KEY_LIFETIME: Final = timedelta(hours=24)
 ABANDONED_AFTER: Final = timedelta(minutes=2)
 
 
-class Submission(BaseModel):
+class _UsersDocument(BaseModel):
+    """What one user of an account handed the portal: its submissions and drafts."""
+
     model_config = ConfigDict(frozen=True)
 
     id: str = Field(alias="_id")
     account_id: str
     user_id: str
+
+
+class Submission(_UsersDocument):
     month: str
     fax_ids: list[str]
     numbers: list[str]
@@ -59,12 +64,7 @@ class Submission(BaseModel):
         return None
 
 
-class Draft(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    id: str = Field(alias="_id")
-    account_id: str
-    user_id: str
+class Draft(_UsersDocument):
     faxbox_id: str
     numbers: list[str]
     document: DocumentRef
