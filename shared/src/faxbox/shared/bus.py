@@ -58,13 +58,14 @@ from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
+    stop_after_attempt,
     stop_after_delay,
     wait_exponential,
 )
 
 from faxbox.shared import notes
 from faxbox.shared.contracts import Message, contract_by_name
-from faxbox.shared.failover import connect_failover
+from faxbox.shared.failover import connect_failover, split_urls
 from faxbox.shared.logs import fax_context
 from faxbox.shared.policy import Ack, Attempts, DeadLetter, Retry, decide, on_ladder
 from faxbox.shared.policy import PermanentError as PermanentError
@@ -169,7 +170,10 @@ class Bus:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((AMQPConnectionError, OSError)),
             wait=wait_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(self.settings.connect_timeout_s),
+            # 0: the caller waits (faxbox.shared.startup); here one try of each node.
+            stop=stop_after_delay(self.settings.connect_timeout_s)
+            if self.settings.connect_timeout_s
+            else stop_after_attempt(len(split_urls(self.settings.amqp_url))),
             reraise=True,
         ):
             with attempt:

@@ -48,7 +48,15 @@ class BrokerSettings(_FaxboxSettings):
         ge=1,
         description="Redeliveries (e.g. consumer crashes) before the broker dead-letters.",
     )
-    connect_timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "How long a service starting while the database or broker is down waits for "
+            "it before it exits with 1; 0: for as long as the outage lasts "
+            "(faxbox.shared.startup)."
+        ),
+    )
     publish_timeout_s: float = Field(default=30.0, gt=0)
 
 

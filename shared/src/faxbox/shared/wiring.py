@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 
+from faxbox.shared import startup
 from faxbox.shared.bus import Bus
 from faxbox.shared.outbox import Outbox
 from faxbox.shared.runner import Runtime
@@ -44,20 +46,49 @@ class Infrastructure:
 async def infrastructure(
     settings: ServiceSettings, runtime: Runtime
 ) -> AsyncIterator[Infrastructure]:
-    """Connect to the database (indexes ensured) and the broker; close both on exit."""
-    store = await Store.connect(settings)
+    """Connect to the database (indexes ensured) and the broker; close both on exit.
+
+    Either being down at start-up is waited out (``faxbox.shared.startup``): readiness
+    says which one is missing meanwhile.
+    """
+    runtime.add_check("database", _not_yet)
+    runtime.add_check("broker", _not_yet)
+    store = await startup.wait_for(
+        "database",
+        startup.without_credentials(settings.mongo_url),
+        partial(_store, settings),
+        timeout_s=settings.connect_timeout_s,
+    )
     try:
-        await store.ensure_indexes()
+        runtime.add_check("database", store.ping)
         bus = Bus(settings)
-        await bus.connect()
+        await startup.wait_for(
+            "broker",
+            startup.without_credentials(settings.amqp_url),
+            bus.connect,
+            timeout_s=settings.connect_timeout_s,
+        )
         try:
             runtime.add_check("broker", lambda: bus.is_connected)
-            runtime.add_check("database", store.ping)
             yield Infrastructure(bus=bus, store=store)
         finally:
             await bus.close()
     finally:
         await store.close()
+
+
+def _not_yet() -> bool:
+    return False
+
+
+async def _store(settings: ServiceSettings) -> Store:
+    store = await Store.connect(settings, timeout_s=startup.DATABASE_TRY_S)
+    try:
+        await store.ensure_indexes()
+    except BaseException:
+        await store.close()
+        raise
+    return store
 
 
 @contextlib.asynccontextmanager
