@@ -59,6 +59,8 @@ __all__ = ["REPO", "Chaos", "ChaosConfig", "Servers"]
 
 CHAOS_SERVICES = tuple(name for name in SERVICES if name != "pstn_sim")
 TERMINAL = {"sent", "failed", "partially_sent", "rejected"}
+# A restarted service that is still alive but not ready waits on the database or broker.
+STARTING_TIMEOUT_S = 1200.0
 
 
 @dataclass
@@ -378,10 +380,12 @@ class Chaos:
             await asyncio.sleep(delay)
 
     async def _start(self, stack: Stack, name: str) -> None:
-        """Start a service again; one that dies while starting (database down) is retried."""
+        """Start a service again; one that dies while starting is started again. One
+        started while the database or broker is down waits for it (faxbox.shared.startup):
+        so long as it lives, it is given the longest outage of the run and then some."""
         for _ in range(400):
             try:
-                await stack.restart(name)
+                await stack.restart(name, timeout_s=STARTING_TIMEOUT_S)
                 return
             except AssertionError as exc:
                 self._event(f"{name}: did not come up ({str(exc).splitlines()[0]}); again")

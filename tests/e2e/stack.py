@@ -398,12 +398,12 @@ class Stack:
         for name in self.processes:
             await self.wait_ready(name)
 
-    async def restart(self, name: str) -> None:
+    async def restart(self, name: str, timeout_s: float = 60) -> None:
         """Start a service again after it was killed; wait until it is ready."""
         starts = self._ready_marks(name) + 1
         self.start(name)
         self.restarts[name] = self.restarts.get(name, 0) + 1
-        await self.wait_ready(name, starts)
+        await self.wait_ready(name, starts, timeout_s)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]
