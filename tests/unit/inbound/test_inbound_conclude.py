@@ -11,11 +11,13 @@ from typing import Any
 import pikepdf
 import pytest
 from PIL import Image
+from pymongo.errors import ServerSelectionTimeoutError
 
 from faxbox.fax.outcome import FailureClass as EngineClass
 from faxbox.fax.outcome import FaxOutcome
-from faxbox.inbound.handlers import Deps, _conclude, _lookup
+from faxbox.inbound.handlers import Deps, _conclude, _lookup, store_pending
 from faxbox.inbound.pdf import tiff_to_pdf
+from faxbox.inbound.pending import Reception
 from faxbox.shared.contracts import (
     DocumentRef,
     FailureClass,
@@ -161,11 +163,23 @@ def parts() -> Parts:
     return deps, documents, faxbox, account
 
 
-async def conclude(parts: Parts, result: FaxOutcome, path: Path) -> Message:
-    deps, _, faxbox, account = parts
-    decided = await _conclude(
-        deps, faxbox, account, "fax_1", "202611", "+12125550100", "+16465550101", result, path, 61.5
+def reception(parts: Parts, result: FaxOutcome, fax_id: str = "fax_1") -> Reception:
+    _, _, faxbox, account = parts
+    return Reception(
+        fax_id=fax_id,
+        account_id=account.id,
+        faxbox_id=faxbox.id,
+        owner_user_id=faxbox.owner_user_id,
+        month="202611",
+        caller="+12125550100",
+        called="+16465550101",
+        duration_s=61.5,
+        outcome=result,
     )
+
+
+async def conclude(parts: Parts, result: FaxOutcome, path: Path) -> Message:
+    decided = await _conclude(parts[0], reception(parts, result), path)
     assert decided.key == "fax_1"
     (event,) = decided.messages
     return event
@@ -210,3 +224,67 @@ async def test_a_call_without_pages_is_reported_without_documents(
     assert isinstance(event, InboundFaxFailed)
     assert (event.pages_received, event.partial_pdf) == (0, None)
     assert not parts[1].files
+
+
+class DatabaseDown:
+    """Documents whose server does not answer for the first ``outage`` puts."""
+
+    def __init__(self, documents: MemoryDocuments, outage: int) -> None:
+        self.documents = documents
+        self.outage = outage
+
+    async def put(self, *args: Any, **kwargs: Any) -> DocumentRef:
+        if self.outage:
+            self.outage -= 1
+            raise ServerSelectionTimeoutError("127.0.0.1:27017: connection refused")
+        return await self.documents.put(*args, **kwargs)
+
+    async def get(self, ref: DocumentRef) -> bytes:
+        return await self.documents.get(ref)
+
+    async def find(self, account_id: str, month: str, fax_id: str, role: str) -> DocumentRef | None:
+        return await self.documents.find(account_id, month, fax_id, role)
+
+
+async def test_a_fax_kept_during_an_outage_is_stored_once_the_database_answers(
+    parts: Parts, tmp_path: Path
+) -> None:
+    deps, documents, _, _ = parts
+    deps = dataclasses.replace(
+        deps, documents=DatabaseDown(documents, outage=1), spool_dir=tmp_path / "spool"
+    )
+    line_file = fax_tiff(tmp_path / "rx.tif", 2)
+    deps.pending.keep(reception(parts, outcome(True, 2)), line_file)
+    assert not line_file.exists()  # moved, not copied: the call's directory goes
+    with pytest.raises(ServerSelectionTimeoutError):
+        await store_pending(deps)
+    assert deps.pending.count() == 1
+    assert not await deps.decisions.get("fax_1")
+
+    (recorded,) = await store_pending(deps)  # the database is back
+    (event,) = recorded.messages
+    assert isinstance(event, InboundFaxReceived)
+    assert event.statistics.pages_transferred == 2
+    assert len(sizes(stored(parts, event.pdf)[1])) == 2
+    assert deps.pending.count() == 0
+    assert await store_pending(deps) == []
+
+
+async def test_a_kept_fax_recorded_before_a_crash_is_not_stored_again(
+    parts: Parts, tmp_path: Path
+) -> None:
+    deps = dataclasses.replace(parts[0], spool_dir=tmp_path / "spool")
+    kept = deps.pending.keep(reception(parts, outcome(True, 2)), fax_tiff(tmp_path / "rx.tif", 2))
+    first = await deps.decisions.record(await _conclude(deps, kept.reception, kept.pages))
+    files = len(parts[1].files)
+    (again,) = await store_pending(deps)  # the entry outlived the record: a crash between
+    assert again.messages == first.messages
+    assert len(parts[1].files) == files
+    assert deps.pending.count() == 0
+
+
+def test_an_entry_being_written_is_not_taken(parts: Parts, tmp_path: Path) -> None:
+    deps = dataclasses.replace(parts[0], spool_dir=tmp_path / "spool")
+    (deps.pending.directory / "fax_half").mkdir(parents=True)
+    (deps.pending.directory / "fax_half" / "received.tif").write_bytes(b"II*\x00")
+    assert deps.pending.all() == []

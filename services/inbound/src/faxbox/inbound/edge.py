@@ -42,6 +42,7 @@ from faxbox.fax.sip.message import SipParseError, SipRequest, SipUri
 from faxbox.fax.sip.resolve import ResolveError, Resolver
 from faxbox.inbound.ports import CarrierSource
 from faxbox.shared.looplag import LoadGauge
+from faxbox.shared.policy import is_infrastructure
 from faxbox.shared.secretbox import SecretBox
 from faxbox.shared.store import Carrier
 
@@ -155,8 +156,17 @@ class CarrierEdge:
         """Every carrier with the networks its calls may come from (cached)."""
         now = self.clock()
         if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
+            try:
+                carriers = await self.carriers.list_carriers()
+            except Exception as exc:
+                if self._loaded_at is None or not is_infrastructure(exc):
+                    raise
+                # The database is down: the carriers we knew still are ours.
+                log.warning("carriers not re-read (%s); using the last list", type(exc).__name__)
+                self._loaded_at = now
+                return self._known
             known = []
-            for carrier in await self.carriers.list_carriers():
+            for carrier in carriers:
                 known.append((carrier, await _networks(carrier, self.resolver)))
             self._known, self._loaded_at = known, now
             if not known:

@@ -11,16 +11,19 @@
   the pages that did arrive as ``partial_pdf``.
 
 The announcement is a decision of the receiver's outbox under the fax id
-(``faxbox.shared.outbox``), recorded within the same retries as storing the pages (a
-call cannot be asked again) and returned; the runtime publishes it, and a sweep does
-if the broker was away.
+(``faxbox.shared.outbox``), recorded right after storing the pages and returned; the
+runtime publishes it, and a sweep does if the broker was away.
+
+The database being down never loses a fax: before a call is answered, a lookup that
+fails for the outage refuses it with 503 and Retry-After (a carrier tries again later
+or elsewhere); once answered, pages that cannot be stored are kept on disk and stored
+when the database answers (``pending``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.tiffcheck import count_pages
 from faxbox.inbound import metrics
 from faxbox.inbound.pdf import tiff_to_pdf
+from faxbox.inbound.pending import Pending, PendingSpool, Reception
 from faxbox.inbound.ports import NumberDirectory
 from faxbox.shared.contracts import (
     DocumentRef,
@@ -51,13 +55,13 @@ from faxbox.shared.contracts import (
 from faxbox.shared.logs import fax_context
 from faxbox.shared.numbers import called_number_keys
 from faxbox.shared.outbox import Decided, DecisionStore, Recorded
+from faxbox.shared.policy import is_infrastructure
 from faxbox.shared.ports import Documents
 from faxbox.shared.store import Account, Faxbox, new_id
 
 log = logging.getLogger(__name__)
 
 CODE_NOTHING_STORED = -5
-CONCLUDE_TRIES = 12  # about eight minutes of backing off
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,15 @@ class Deps:
     max_call_s: float = 1800.0  # call time
     media_silence_s: float = 60.0  # call time without any media before we hang up
     spool_dir: Path | None = None
+    # The database down before we answer: how long to look a number up, then 503 with this.
+    lookup_timeout_s: float = 5.0
+    outage_retry_after_s: int = 30
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     new_fax_id: Callable[[], str] = lambda: new_id("fax")
+
+    @property
+    def pending(self) -> PendingSpool:
+        return PendingSpool(self.spool_dir or Path(tempfile.gettempdir()) / "faxbox-inbound")
 
 
 async def _lookup(deps: Deps, numbers_called: list[str]) -> tuple[str, Faxbox, Account] | None:
@@ -85,7 +96,14 @@ async def _lookup(deps: Deps, numbers_called: list[str]) -> tuple[str, Faxbox, A
 async def handle_call(incoming: IncomingCall, deps: Deps) -> Recorded | None:
     called = incoming.to_number
     caller = incoming.from_number
-    found = await _lookup(deps, incoming.called_numbers)
+    try:
+        async with asyncio.timeout(deps.lookup_timeout_s):
+            found = await _lookup(deps, incoming.called_numbers)
+    except Exception as exc:
+        if not is_infrastructure(exc):
+            raise
+        await refuse_for_outage(incoming, deps.outage_retry_after_s, exc)
+        return None
     if found is None:
         log.info("call from %s to unassigned number %s: 404", caller, called)
         metrics.CALLS_REFUSED.labels("404").inc()
@@ -135,33 +153,62 @@ async def _receive(
             )
             line = LineSettings(silence_s=deps.media_silence_s, max_call_s=deps.max_call_s)
             result = await receive(call, settings, line, name=fax_id)
-            delay = 1.0
-            for attempt in range(1, CONCLUDE_TRIES + 1):
-                try:
-                    decided = await _conclude(
-                        deps,
-                        faxbox,
-                        account,
-                        fax_id,
-                        month,
-                        caller,
-                        called,
-                        result.fax,
-                        path,
-                        result.duration_s,
-                    )
-                    return await deps.decisions.record(decided)
-                except Exception:
-                    # The pages exist only in this file: keep trying to store them.
-                    log.exception("could not store or announce the fax (try %d)", attempt)
-                    if attempt == CONCLUDE_TRIES:
-                        await asyncio.to_thread(_keep_for_operator, path, deps.spool_dir, fax_id)
-                        raise
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 60.0)
+            reception = Reception(
+                fax_id=fax_id,
+                account_id=account.id,
+                faxbox_id=faxbox.id,
+                owner_user_id=faxbox.owner_user_id,
+                month=month,
+                caller=caller,
+                called=called,
+                duration_s=result.duration_s,
+                outcome=result.fax,
+            )
+            try:
+                return await deps.decisions.record(await _conclude(deps, reception, path))
+            except Exception:
+                # The pages exist only in this file, and the call cannot be asked again.
+                log.exception("could not store or announce the fax; keeping it on disk")
+                await asyncio.to_thread(deps.pending.keep, reception, path)
+                metrics.PENDING.inc()
     finally:
         metrics.CALLS_IN_PROGRESS.dec()
     return None
+
+
+async def refuse_for_outage(incoming: IncomingCall, retry_after_s: int, exc: BaseException) -> None:
+    """The database cannot say whether or where to take the call: refuse it so that the
+    carrier tries again later (Retry-After) or elsewhere, rather than answer a fax we
+    might not be able to keep."""
+    log.warning(
+        "call from %s to %s refused with 503 while the database is unavailable: %s",
+        incoming.from_number,
+        incoming.to_number,
+        f"{type(exc).__name__}: {exc}".splitlines()[0][:200],
+    )
+    metrics.CALLS_REFUSED.labels("503").inc()
+    await incoming.reject(503, "Service Unavailable", (("Retry-After", str(retry_after_s)),))
+
+
+async def store_pending(deps: Deps) -> list[Recorded]:
+    """Store and record every fax kept on disk, oldest first; the decisions to publish.
+
+    Stops at the first failure (the database is still down: the caller waits)."""
+    recorded: list[Recorded] = []
+    for pending in await asyncio.to_thread(deps.pending.all):
+        with fax_context(pending.reception.fax_id):
+            recorded.append(await _store_one(deps, pending))
+            await asyncio.to_thread(deps.pending.done, pending.reception.fax_id)
+            log.info("fax kept during the outage is stored and announced")
+    return recorded
+
+
+async def _store_one(deps: Deps, pending: Pending) -> Recorded:
+    # Recorded before a crash that left the entry behind: its documents are stored.
+    earlier = await deps.decisions.get(pending.reception.fax_id)
+    if earlier is not None:
+        return earlier
+    return await deps.decisions.record(await _conclude(deps, pending.reception, pending.pages))
 
 
 class _CallFields(TypedDict):
@@ -176,18 +223,9 @@ class _CallFields(TypedDict):
     called_number: str
 
 
-async def _conclude(
-    deps: Deps,
-    faxbox: Faxbox,
-    account: Account,
-    fax_id: str,
-    month: str,
-    caller: str,
-    called: str,
-    outcome: FaxOutcome,
-    path: Path,
-    duration_s: float,
-) -> Decided:
+async def _conclude(deps: Deps, reception: Reception, path: Path) -> Decided:
+    fax_id, month, outcome = reception.fax_id, reception.month, reception.outcome
+    caller, called, account_id = reception.caller, reception.called, reception.account_id
     pages = outcome.pages_transferred
     data, in_file = await asyncio.to_thread(_read_received, path)
     tiff_ref: DocumentRef | None = None
@@ -199,25 +237,30 @@ async def _conclude(
         ) -> DocumentRef:
             """One form of the received fax (stored once per fax and ``role``)."""
             return await deps.documents.put(
-                account.id,
+                account_id,
                 month,
                 content,
                 filename=f"fax-{fax_id}.{extension}",
                 content_type=content_type,
-                metadata={"fax_id": fax_id, "faxbox_id": faxbox.id, "caller": caller, "role": role},
+                metadata={
+                    "fax_id": fax_id,
+                    "faxbox_id": reception.faxbox_id,
+                    "caller": caller,
+                    "role": role,
+                },
             )
 
         tiff_ref = await store(data, "received_tiff", "tif", "image/tiff")
         pdf = await asyncio.to_thread(tiff_to_pdf, path, outcome.y_resolution)
         pdf_ref = await store(pdf, "received_pdf", "pdf", "application/pdf")
         metrics.PAGES_RECEIVED.inc(pages)
-    statistics = transfer_statistics(outcome, pages_total=pages, duration_s=duration_s)
+    statistics = transfer_statistics(outcome, pages_total=pages, duration_s=reception.duration_s)
     call = _CallFields(
         fax_id=fax_id,
-        account_id=account.id,
+        account_id=account_id,
         month=month,
-        faxbox_id=faxbox.id,
-        user_id=faxbox.owner_user_id,
+        faxbox_id=reception.faxbox_id,
+        user_id=reception.owner_user_id,
         caller_number=caller,
         called_number=called,
     )
@@ -244,16 +287,6 @@ async def _conclude(
         metrics.OUTCOMES.labels("failed", failure.failure_class.value).inc()
         log.info("reception failed after %d page(s): %s", pages, failure.text)
     return Decided(fax_id, (event,))
-
-
-def _keep_for_operator(path: Path, spool_dir: Path | None, fax_id: str) -> None:
-    if not path.exists():
-        return
-    target = (spool_dir or Path(tempfile.gettempdir())) / "unstored"
-    target.mkdir(parents=True, exist_ok=True)
-    kept = target / f"{fax_id}.tif"
-    shutil.copyfile(path, kept)
-    log.critical("received fax kept at %s: it could not be stored", kept)
 
 
 def _read_received(path: Path) -> tuple[bytes, int]:

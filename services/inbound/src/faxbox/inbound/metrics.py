@@ -31,3 +31,7 @@ SIP_REGISTRATION_FAILURES = Counter(
     "REGISTERs the carrier refused or never answered",
     ["carrier"],
 )
+PENDING = Gauge(
+    "faxbox_inbound_faxes_pending_storage",
+    "Received faxes kept on disk because the database could not take them yet",
+)

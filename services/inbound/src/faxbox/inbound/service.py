@@ -20,10 +20,11 @@ from faxbox.fax.sip.incoming import IncomingCall
 from faxbox.fax.sip.settings import SipSettings, start_user_agent
 from faxbox.inbound import metrics
 from faxbox.inbound.edge import Admitted, CarrierEdge
-from faxbox.inbound.handlers import Deps, handle_call
+from faxbox.inbound.handlers import Deps, handle_call, refuse_for_outage, store_pending
 from faxbox.inbound.registrations import Registrations
 from faxbox.shared import runner
-from faxbox.shared.outbox import DecisionStore
+from faxbox.shared.outbox import DecisionStore, Outbox
+from faxbox.shared.policy import is_infrastructure
 from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
@@ -73,6 +74,19 @@ class Settings(ServiceSettings, SecretSettings):
     inbound_instance: str = Field(
         default_factory=_default_instance, description="This replica's name in the dashboard."
     )
+    inbound_outage_retry_after_s: int = Field(
+        default=30,
+        ge=1,
+        description="Retry-After of the 503 a call gets while the database is unavailable.",
+    )
+    inbound_pending_retry_s: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "How often faxes kept on disk during a database outage are offered to it again "
+            "(doubling while it stays down, up to FAXBOX_INFRASTRUCTURE_BACKOFF_MAX_S)."
+        ),
+    )
 
 
 def build_deps(
@@ -87,6 +101,7 @@ def build_deps(
         max_call_s=settings.inbound_max_call_s,  # call time, as the fax line counts
         media_silence_s=settings.inbound_media_silence_s,
         spool_dir=settings.inbound_spool_dir,
+        outage_retry_after_s=settings.inbound_outage_retry_after_s,
     )
     return replace(deps, **overrides) if overrides else deps
 
@@ -135,7 +150,14 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             if task is not None:
                 in_flight.add(task)
             try:
-                if await admitted(incoming, edge):
+                try:
+                    admit = await admitted(incoming, edge)
+                except Exception as exc:  # the carriers could not be read
+                    if not is_infrastructure(exc) or incoming.decided:
+                        raise
+                    await refuse_for_outage(incoming, deps.outage_retry_after_s, exc)
+                    return
+                if admit:
                     recorded = await handle_call(incoming, deps)
                     if recorded is not None:
                         await box.publish_soon(recorded)
@@ -146,15 +168,44 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         ua.listen(on_invite)
         log.info("inbound receiver listening for SIP on %s:%d", ua.host, ua.port)
         await registrations.start()
+        keeper = asyncio.create_task(
+            store_pending_forever(
+                deps,
+                box,
+                settings.inbound_pending_retry_s,
+                settings.infrastructure_backoff_max_s,
+            )
+        )
         try:
             yield
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             ua.listen(_refuse)  # no new calls while the ones in progress finish
             await registrations.stop()  # and none routed to us any more
             pending = {t for t in in_flight if not t.done()}
             if pending:
                 await asyncio.wait(pending, timeout=settings.shutdown_grace_s)
             await ua.close()
+
+
+async def store_pending_forever(deps: Deps, box: Outbox, every_s: float, cap_s: float) -> None:
+    """Faxes kept on disk during a database outage, stored and announced once it answers."""
+    delay = every_s
+    while True:
+        try:
+            for recorded in await store_pending(deps):
+                await box.publish_soon(recorded)
+            delay = every_s
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                log.exception("a fax kept on disk could not be stored; trying again")
+            else:
+                log.warning("faxes kept on disk wait for the database: %s", type(exc).__name__)
+            delay = min(delay * 2, cap_s)
+        metrics.PENDING.set(await asyncio.to_thread(deps.pending.count))
+        await asyncio.sleep(delay)
 
 
 async def admitted(incoming: IncomingCall, edge: CarrierEdge) -> bool:
