@@ -54,10 +54,16 @@ class Receiver:
         default_factory=asyncio.Queue
     )
     count: int = 0
+    # The next this many INVITEs get 503 with Retry-After: 1 (an overload, an outage).
+    unavailable: int = 0
 
     async def handle(self, incoming: IncomingCall) -> None:
         if self.mode == "busy":
             await incoming.reject(486)
+            return
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            await incoming.reject(503, "Service Unavailable", (("Retry-After", "1"),))
             return
         incoming.ring()
         if self.mode == "slow":

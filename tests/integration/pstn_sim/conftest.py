@@ -54,6 +54,7 @@ async def receiver(
 @pytest.fixture
 def fresh_receiver(receiver: Receiver) -> Receiver:
     receiver.mode = "receive"
+    receiver.unavailable = 0
     while not receiver.results.empty():
         receiver.results.get_nowait()
     return receiver

@@ -351,6 +351,45 @@ async def test_originate_to_a_busy_receiver(
     assert (record.sip_status, record.outcome, record.answered_at) == (486, None, None)
     assert record.error is not None
     assert record.error.startswith("486")
+    assert len(record.tries) == 1  # busy is an answer: a carrier does not insist
+
+
+async def test_originate_tries_again_after_a_503_with_retry_after(
+    sim: RunningSimulator, fresh_receiver: Receiver, three_pages: Path
+) -> None:
+    fresh_receiver.unavailable = 2
+    record = sim.originate("+12125550188", FAXBOX, three_pages)
+    await asyncio.wait_for(sim.calls.wait(record.id), 30)
+    assert [t.sip_status for t in record.tries] == [503, 503, 200]
+    assert [t.retry_after_s for t in record.tries] == [1, 1, None]
+    first, second, third = record.tries
+    assert first.ended_at is not None
+    assert second.ended_at is not None
+    assert (second.started_at - first.ended_at).total_seconds() >= 0.9  # Retry-After: 1
+    assert third.pages == 3
+    # The record is the call's, as its last try left it: one fax, received.
+    assert record.outcome is not None
+    assert record.outcome.success
+    assert (record.sip_status, record.error) == (200, None)
+    *_, path = await asyncio.wait_for(fresh_receiver.results.get(), 5)
+    assert_pages_identical(three_pages, path)
+    assert fresh_receiver.results.empty()
+
+
+async def test_originate_gives_up_at_its_bound(
+    sim: RunningSimulator, fresh_receiver: Receiver, three_pages: Path
+) -> None:
+    fresh_receiver.unavailable = 5
+    answer = await asyncio.to_thread(
+        http_json,
+        f"{sim.control_url}/originate",
+        {"from": "+12125550188", "to": FAXBOX, "document": str(three_pages), "tries": 2},
+    )
+    record = await asyncio.wait_for(sim.calls.wait(answer["id"]), 30)
+    assert [t.sip_status for t in record.tries] == [503, 503]
+    assert (record.sip_status, record.answered_at, record.outcome) == (503, None, None)
+    public = await asyncio.to_thread(http_json, f"{sim.control_url}/calls/{answer['id']}")
+    assert [t["sip_status"] for t in public["tries"]] == [503, 503]
 
 
 async def test_originate_refuses_what_is_no_fax(sim: RunningSimulator, tmp_path: Path) -> None:

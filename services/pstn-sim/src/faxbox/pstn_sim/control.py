@@ -4,7 +4,9 @@
 - ``GET /calls`` → list of call records (filters: ``?to=&from=&direction=&behaviour=&media=``)
 - ``GET /calls/{id}``; ``GET /calls/{id}/tiff`` (the pages received)
 - ``POST /originate`` ``{"from", "to", "document", "media": "g711"|"t38", "uri"?,
-  "drop_on_page"?}`` → ``{"id"}``
+  "drop_on_page"?, "tries"?, "window_s"?}`` → ``{"id"}``: the call is tried again
+  while it fails before any page (``redial``; ``tries``/``window_s`` bound it), and its
+  record (``tries``: each try) ends with the last try
 - ``GET /counts`` → ``{number: calls}``: calls to the simulator per dialled number
   (what ``busy_first`` counts)
 - ``POST /reset`` clears the log and the counts
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import urllib.parse
@@ -25,6 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from faxbox.pstn_sim.redial import RedialPolicy
 from faxbox.pstn_sim.scenarios import table_json
 from faxbox.pstn_sim.sim import Simulator
 
@@ -43,11 +47,22 @@ class OriginateRequest(BaseModel):
     media: Literal["g711", "t38"] = "g711"
     uri: str | None = None
     drop_on_page: int | None = Field(default=None, ge=1)
+    # The redial policy's bounds for this call (``redial``); the settings' when absent.
+    tries: int | None = Field(default=None, ge=1)
+    window_s: float | None = Field(default=None, ge=0)
 
 
 Response = tuple[int, str, bytes]
 # GET /calls?to=+16465550123&direction=from_sim ...
 FILTERS = frozenset({"to", "from", "direction", "behaviour", "media"})
+
+
+def _redial(default: RedialPolicy, request: OriginateRequest) -> RedialPolicy:
+    return dataclasses.replace(
+        default,
+        tries=request.tries or default.tries,
+        window_s=default.window_s if request.window_s is None else request.window_s,
+    )
 
 
 def _json(status: int, data: object) -> Response:
@@ -160,6 +175,7 @@ class ControlServer:
                 request.media,
                 request.uri,
                 request.drop_on_page,
+                _redial(self.sim.redial, request),
             )
             return _json(200, {"id": record.id})
         if parts and parts[0] in ("calls", "counts", "reset", "originate", "scenarios"):

@@ -52,6 +52,18 @@ class OutcomeSummary(BaseModel):
         )
 
 
+class Try(BaseModel):
+    """One try of an originated call (``redial``): the call record's fields are its last's."""
+
+    started_at: datetime
+    ended_at: datetime | None = None
+    answered_at: datetime | None = None
+    sip_status: int | None = None
+    retry_after_s: int | None = None
+    pages: int = 0  # confirmed by the receiver
+    error: str | None = None
+
+
 class CallRecord(BaseModel):
     id: str
     direction: Direction
@@ -71,6 +83,8 @@ class CallRecord(BaseModel):
     page_digests: list[str] = []
     # Why the simulator itself could not go on (bad document, unreachable receiver ...).
     error: str | None = None
+    # An originated call: each try, in order (one call, one fax, however many tries).
+    tries: list[Try] = []
 
     def public(self) -> dict[str, object]:
         data = self.model_dump(mode="json")

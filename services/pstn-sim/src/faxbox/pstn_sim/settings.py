@@ -40,6 +40,14 @@ class PstnSettings(BaseSettings):
     # Credentials the simulator gives when the inbound receiver challenges it.
     outbound_username: str | None = None
     outbound_password: str | None = None
+    # An originated call that ends before any page got through is tried again, as a
+    # carrier does (``redial``): at most this many tries, all within this window (real
+    # seconds), a 503's Retry-After or a backoff doubling from backoff_s to backoff_max_s
+    # apart. The window outlasts a 10-minute database outage of the receiver.
+    originate_tries: int = Field(default=30, ge=1)
+    originate_window_s: float = Field(default=1200.0, ge=0)
+    originate_backoff_s: float = Field(default=5.0, gt=0)
+    originate_backoff_max_s: float = Field(default=60.0, gt=0)
     # Seconds (real time) an originated or forwarded call may ring unanswered.
     answer_timeout_s: float = Field(default=60.0, gt=0)
     # Longest fax call (line time) before the simulator hangs up.

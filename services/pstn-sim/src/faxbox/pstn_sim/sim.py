@@ -50,7 +50,8 @@ from faxbox.fax.sip.udptl import UdptlStream
 from faxbox.fax.tiffcheck import TiffRejected, check_tiff, count_pages
 from faxbox.pstn_sim.metrics import CALLS, CALLS_IN_PROGRESS, LOOP_LAG
 from faxbox.pstn_sim.pages import page_digests
-from faxbox.pstn_sim.records import CallLog, CallRecord, Direction, OutcomeSummary, now
+from faxbox.pstn_sim.records import CallLog, CallRecord, Direction, OutcomeSummary, Try, now
+from faxbox.pstn_sim.redial import RedialPolicy, worth_another_try
 from faxbox.pstn_sim.scenarios import Behaviour, Scenario, choose, load_table
 from faxbox.pstn_sim.settings import PstnSettings
 from faxbox.render import render
@@ -449,17 +450,36 @@ class Simulator:
         media: Literal["g711", "t38"] = "g711",
         uri: str | None = None,
         drop_on_page: int | None = None,
+        redial: RedialPolicy | None = None,
     ) -> CallRecord:
         """Start a fax call from a remote machine to ``uri`` (default: the inbound
-        receiver); returns its record at once (``calls.wait(id)`` for the end).
+        receiver); returns its record at once (``calls.wait(id)`` for the end, after the
+        last try: see ``redial``, default from the settings).
         ``drop_on_page``: hang up while sending that page (a partial fax)."""
         record = self.calls.new("from_sim", from_, to, "originate")
         record.media = media
         CALLS_IN_PROGRESS.labels("from_sim").inc()
         self._spawn(
-            self._originate(record, document, media, uri or self.settings.inbound_uri, drop_on_page)
+            self._originate(
+                record,
+                document,
+                media,
+                uri or self.settings.inbound_uri,
+                drop_on_page,
+                redial or self.redial,
+            )
         )
         return record
+
+    @property
+    def redial(self) -> RedialPolicy:
+        s = self.settings
+        return RedialPolicy(
+            tries=s.originate_tries,
+            window_s=s.originate_window_s,
+            backoff_s=s.originate_backoff_s,
+            backoff_max_s=s.originate_backoff_max_s,
+        )
 
     async def _originate(
         self,
@@ -468,26 +488,72 @@ class Simulator:
         media: str,
         uri: str,
         drop_on_page: int | None,
+        redial: RedialPolicy,
     ) -> None:
         try:
-            tiff = await asyncio.to_thread(self._prepare_document, document, record.id)
+            try:
+                tiff = await asyncio.to_thread(self._prepare_document, document, record.id)
+            except Exception as exc:
+                log.warning("originate %s: no fax to send: %s", record.id, exc)
+                record.error = f"{type(exc).__name__}: {exc}"
+                return
+            started = asyncio.get_running_loop().time()
+            while True:
+                attempt = Try(started_at=now())
+                record.tries.append(attempt)
+                failure, answered = await self._originate_once(
+                    record, attempt, tiff, media, uri, drop_on_page
+                )
+                attempt.ended_at = now()
+                if drop_on_page is not None and answered:
+                    return  # a cut call asked for: the partial fax is the point
+                if not worth_another_try(failure, answered, attempt.pages):
+                    return
+                elapsed = asyncio.get_running_loop().time() - started
+                delay = redial.next_delay(len(record.tries), elapsed, attempt.retry_after_s)
+                if delay is None:
+                    log.info("originate %s: giving up after %d tries", record.id, len(record.tries))
+                    return
+                log.info(
+                    "originate %s: try %d ended (%s); again in %.1f s",
+                    record.id,
+                    len(record.tries),
+                    attempt.error or attempt.sip_status,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        finally:
+            self._finish(record, "from_sim")
+
+    async def _originate_once(
+        self,
+        record: CallRecord,
+        attempt: Try,
+        tiff: Path,
+        media: str,
+        uri: str,
+        drop_on_page: int | None,
+    ) -> tuple[CallFailed | None, bool]:
+        """One try; the record's fields say how it went. (Its SIP failure, answered)."""
+        record.answered_at = record.outcome = None
+        record.sip_status = record.error = None
+        try:
             call = await self._ua().dial(
                 uri, record.from_, record.to, answer_timeout=self.settings.answer_timeout_s
             )
         except CallFailed as exc:
-            record.sip_status = exc.status
-            record.error = f"{exc.status} {exc.reason}"
-            self._finish(record, "from_sim")
-            return
+            record.sip_status = attempt.sip_status = exc.status
+            record.error = attempt.error = f"{exc.status} {exc.reason}"
+            attempt.retry_after_s = exc.retry_after
+            return exc, False
         except Exception as exc:
             log.warning("originate %s failed: %s", record.id, exc)
-            record.error = f"{type(exc).__name__}: {exc}"
-            self._finish(record, "from_sim")
-            return
-        record.answered_at = now()
-        record.sip_status = 200
+            record.error = attempt.error = f"{type(exc).__name__}: {exc}"
+            return None, False
+        record.answered_at = attempt.answered_at = now()
+        record.sip_status = attempt.sip_status = 200
+        sessions: list[FaxEngine] = []
         try:
-            sessions: list[FaxEngine] = []
 
             def started(kind: MediaKind, session: FaxEngine) -> None:
                 record.media = "t38" if kind == "t38" else "g711"
@@ -504,20 +570,21 @@ class Simulator:
                     call,
                     self._fax_settings(tiff),
                     settings,
-                    name=f"sim-tx-{record.id}",
+                    name=f"sim-tx-{record.id}-{len(record.tries)}",
                     on_session=started,
                 )
             finally:
                 if dropper is not None:
                     dropper.cancel()
             record.outcome = OutcomeSummary.of(result.fax)
+            attempt.pages = result.fax.pages_transferred
             self._spawn(call.hangup())
         except Exception as exc:
             log.exception("originate %s failed", record.id)
-            record.error = f"{type(exc).__name__}: {exc}"
+            record.error = attempt.error = f"{type(exc).__name__}: {exc}"
+            attempt.pages = max((_pages_done(s) for s in sessions), default=0)
             await call.hangup()
-        finally:
-            self._finish(record, "from_sim")
+        return None, True
 
     def _prepare_document(self, document: Path, call_id: str) -> Path:
         """A fax TIFF for ``document``: checked as is, or rendered from a PDF/other TIFF."""
