@@ -476,6 +476,7 @@ def _brief(call: dict[str, Any]) -> dict[str, Any]:
         "started_at": call["started_at"],
         "ended_at": call["ended_at"],
         "sip_status": call.get("sip_status"),
+        "tries": [t.get("sip_status") for t in call.get("tries") or []],
         "pages_received": call.get("pages_received"),
         "success": outcome.get("success"),
         "result": outcome.get("completion_name") or call.get("error"),

@@ -27,8 +27,11 @@ Outbound, per fax (one per number of an email; a rejected email is one):
 Inbound, per call pstn-sim placed (a caller number of its own): ``inbound_lost``: the
 call completed at pstn-sim's end (every page confirmed) but there is no received record
 with its pages or no "Fax from" mail to the faxbox's owner; ``inbound_duplicated``: more
-than one record or mail for one call. A call that did not complete may have one record
-and mail (a partial fax) or none.
+than one received record or mail for one call, or more records or mails than pstn-sim's
+answered tries of it (pstn-sim redials a call that failed before any page: each try is in
+its record's ``tries``, counted in ``inbound_tries`` / ``inbound_redialled``; an answered
+try that ended without a page may leave a failure record and mail). A call that did not
+complete may have one record and mail (a partial fax) or none.
 """
 
 from __future__ import annotations
@@ -285,9 +288,24 @@ def _inbound(
             tally.bad("inbound_not_placed", f"{what}: pstn-sim has no such call")
             continue
         tally.figures["inbound_placed"] += 1
-        if len(mine) > 1 or len(their_mails) > 1:
+        tries = [t for c in line for t in c.get("tries") or [c]]
+        tally.figures["inbound_tries"] += len(tries)
+        tally.figures["inbound_redialled"] += len(tries) > 1
+        # Each answered try may leave its record and mail (one that ended without a page
+        # is reported as failed, then redialled); only one may say "received".
+        answered = max(1, sum(1 for t in tries if t.get("answered_at")))
+        received_here = [r for r in mine if status_of(r) == "received"]
+        received_mails = [m for m in their_mails if m.header("Subject").startswith("Fax from")]
+        received_mails = [m for m in received_mails if "could not" not in m.header("Subject")]
+        if (
+            len(received_here) > 1
+            or len(received_mails) > 1
+            or len(mine) > answered
+            or len(their_mails) > answered
+        ):
             tally.bad(
-                "inbound_duplicated", f"{what}: {len(mine)} records, {len(their_mails)} mails"
+                "inbound_duplicated",
+                f"{what}: {len(mine)} records, {len(their_mails)} mails, {answered} answered",
             )
             continue
         if not any(completed(c) for c in line):
@@ -375,6 +393,8 @@ COUNTED = (
     "missing_mails",
     "extra_mails",
     "inbound_placed",
+    "inbound_tries",
+    "inbound_redialled",
     "inbound_completed",
     "inbound_not_placed",
     "inbound_lost",

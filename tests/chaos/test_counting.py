@@ -266,3 +266,32 @@ async def test_inbound_lost_and_duplicated(tmp_path: Path) -> None:
     world.mails.append(next(m for m in world.mails if second.caller in m.header("Subject")))
     figures = await world.count()
     assert _failing(figures) == {"inbound_lost": 1, "inbound_duplicated": 1}
+
+
+async def test_a_redialled_inbound_call_is_one_fax(tmp_path: Path) -> None:
+    """Refused during an outage, answered without a page, then received: no duplicate."""
+    world = _world(tmp_path)
+    call = world.inbound[0]
+    (line,) = [c for c in world.calls if c["from"] == call.caller]
+    answered = "2026-12-07T12:00:00Z"
+    line["tries"] = [
+        {"sip_status": 503, "answered_at": None},
+        {"sip_status": 200, "answered_at": answered},
+        {"sip_status": 200, "answered_at": answered},
+    ]
+    world.records.append(
+        {
+            "_id": "in-failed-try",
+            "direction": "inbound",
+            "remote_number": call.caller,
+            "state": {"status": "failed", "pages": 0},
+            "notifications": [{"kind": "inbound_failed"}],
+        }
+    )
+    world.mail(call.owner, f"Fax from {call.caller} could not be received")
+    figures = await world.count()
+    assert _failing(figures) == {}, figures["problems"]
+    assert (figures["inbound_tries"], figures["inbound_redialled"]) == (len(world.inbound) + 2, 1)
+    # A second "received" for it is a duplicate, however many tries there were.
+    world.mail(call.owner, f"Fax from {call.caller} ({call.pages} page{'s' * (call.pages > 1)})")
+    assert _failing(await world.count()) == {"inbound_duplicated": 1}
