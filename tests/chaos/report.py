@@ -40,6 +40,8 @@ SHOWN = (
     "terminal",
     "inbound",
     "inbound_completed",
+    "inbound_redialled",
+    "inbound_tries",
     "pages_resent",
     "faxes_compared",
     "calls",
