@@ -36,7 +36,8 @@ T = TypeVar("T")
 
 START_BACKOFF_S = 0.5
 START_BACKOFF_CAP_S = 10.0
-DATABASE_TRY_S = 5.0
+# Also the client's server selection timeout for the life of the process (as before).
+DATABASE_TRY_S = 10.0
 
 WAITING = Gauge(
     "faxbox_starting_waiting_on_infrastructure",
