@@ -2,11 +2,12 @@
 
     python -m faxbox.pstn_sim                      # serve (FAXBOX_PSTN_* settings)
     python -m faxbox.pstn_sim originate --from +12125550100 --to +16465550123 \\
-        --file doc.pdf [--media t38] [--uri sip:...] [--drop-on-page N] \\
+        --file doc.pdf [--media t38] [--uri sip:...] [--drop-on-page N] [--tries N] \\
         [--control http://127.0.0.1:8070]
 
-``originate`` prints the final call record as JSON; exit status 0 when the fax went
-through, 1 when it failed, 2 on a usage or connection error.
+``originate`` prints the final call record as JSON (after the last try: see ``redial``);
+exit status 0 when the fax went through, 1 when it failed, 2 on a usage or connection
+error.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def originate(args: argparse.Namespace) -> int:
         payload["uri"] = args.uri
     if args.drop_on_page:
         payload["drop_on_page"] = args.drop_on_page
+    if args.tries:
+        payload["tries"] = args.tries
     try:
         call_id = _request(f"{control}/originate", payload)["id"]
         deadline = time.monotonic() + args.timeout
@@ -72,6 +75,9 @@ def main(argv: list[str]) -> int:
     orig.add_argument("--media", choices=("g711", "t38"), default="g711")
     orig.add_argument("--uri", help="SIP URI to call (default: the simulator's inbound_uri)")
     orig.add_argument("--drop-on-page", type=int, metavar="N", help="hang up while sending page N")
+    orig.add_argument(
+        "--tries", type=int, metavar="N", help="at most N tries (default: the simulator's)"
+    )
     orig.add_argument("--control", default="http://127.0.0.1:8070")
     orig.add_argument("--timeout", type=float, default=3600, help="seconds to wait")
     args = parser.parse_args(argv)
