@@ -20,7 +20,8 @@ Every INVITE is judged before anything else is done with it (number lookup, a li
    answer a digest challenge (401) with it and its ``inbound_password``.
 
 Carriers are read from the database every ``refresh_s`` seconds (and their host names
-resolved then), so a carrier added with the CLI is heard within that time. Every
+resolved then), so a carrier added with the CLI is heard within that time; while the
+database does not answer, the last list read stands. Every
 refusal is counted by reason (``faxbox_inbound_invites_refused_total``) and logged.
 """
 
@@ -140,6 +141,7 @@ class CarrierEdge:
     invites_per_s: float = 20.0
     burst: int = 40
     refresh_s: float = 5.0
+    refresh_timeout_s: float = 2.0
     clock: Callable[[], float] = time.monotonic
     load: LoadGauge | None = None
     overload_retry_after_s: int = 10
@@ -157,7 +159,9 @@ class CarrierEdge:
         now = self.clock()
         if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
             try:
-                carriers = await self.carriers.list_carriers()
+                # Bounded: an INVITE waits on this, and a stale list is better than none.
+                async with asyncio.timeout(self.refresh_timeout_s):
+                    carriers = await self.carriers.list_carriers()
             except Exception as exc:
                 if self._loaded_at is None or not is_infrastructure(exc):
                     raise
