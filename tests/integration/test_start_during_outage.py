@@ -1,7 +1,8 @@
 """A service started while its database or broker is down waits for it (faxbox.shared.startup).
 
 Real processes (``python -m faxbox.history``) against a FerretDB of the test's own that
-is not up yet, then started; the shared RabbitMQ in a fresh vhost. No fakes.
+is not up yet, then started; or against the shared RabbitMQ (a fresh vhost) behind a
+link the test opens only later (tests/cuttable.py). No fakes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from faxbox.shared.bus import Bus
 from faxbox.shared.settings import BrokerSettings, MongoSettings
 from faxbox.shared.store import Store
 from tests import children
+from tests.cuttable import CuttableLink
 from tests.ferretdb import PrivateFerretDB
 from tests.integration.history._events import outbound_sent
 from tests.integration.history.test_history_writer import T0, fetch
@@ -124,6 +127,48 @@ async def test_a_service_started_before_its_database_waits_then_works(
     finally:
         children.end(proc.pid, grace_s=5)
         ferret.stop()
+
+
+async def test_a_service_started_before_its_broker_waits_then_works(
+    broker_settings: BrokerSettings, mongo_settings: MongoSettings, tmp_path: Path
+) -> None:
+    real = urllib.parse.urlsplit(broker_settings.amqp_url)
+    link = CuttableLink(real.hostname or "127.0.0.1", real.port or 5672)  # not open yet
+    behind = real._replace(netloc=f"guest:guest@127.0.0.1:{link.port}").geturl()
+    http_port = free_port()
+    env = _env(broker_settings, mongo_settings.mongo_url, mongo_settings.mongo_db, http_port)
+    env["FAXBOX_AMQP_URL"] = behind
+    log = tmp_path / "history.log"
+    proc = _start_history(env, log)
+    try:
+        waiting = "waiting for the broker at amqp://127.0.0.1:"
+        await _until("the wait to be logged", lambda: log.read_text().count(waiting) >= 3, 30)
+        assert proc.poll() is None, log.read_text()
+        status, body = _get(http_port, "/readyz")
+        assert status == 503
+        assert '"broker": false' in body
+        assert '"database": true' in body
+        _, metrics = _get(http_port, "/metrics")
+        assert 'faxbox_starting_waiting_on_infrastructure{dependency="broker"} 1.0' in metrics
+
+        await link.open()
+        await _until("readiness", lambda: _try_get(http_port, "/readyz") == 200, 30)
+        account = f"acc{uuid.uuid4().hex[:6]}"
+        bus = Bus(broker_settings)
+        await bus.connect()
+        store = await Store.connect(mongo_settings)
+        try:
+            await bus.publish(outbound_sent("fax_late_broker", account, T0)[0])
+            deadline = time.monotonic() + 30
+            while await fetch(store, account, "202611", "fax_late_broker") is None:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                await asyncio.sleep(0.3)
+        finally:
+            await bus.close()
+            await store.close()
+    finally:
+        children.end(proc.pid, grace_s=5)
+        await link.cut()
 
 
 async def test_the_wait_has_a_bound_when_one_is_set(
