@@ -140,6 +140,7 @@ class Chaos:
         )
         smtp = SmtpCapture()
         stack = Stack(
+            pace=self.config.pace,
             amqp_url=rabbit.url_for_vhost(vhost),
             prefix=f"c{uuid.uuid4().hex[:8]}",
             mongo_url=settings.mongo_url,

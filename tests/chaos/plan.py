@@ -62,6 +62,11 @@ class ChaosConfig:
     several_share: float = 0.25
     max_pages: int = 3
     bob_share: float = 0.2
+    # The line clock against the wall (the e2e tests' 20 by default). T.30's timers run on
+    # it: at 20 a far end's 3 s wait for a page's confirmation is 150 ms of wall time, which
+    # a stall of this machine under the run's kills and restarts can outlast; the far end
+    # then hangs up on a page it has printed, and the redial prints it again.
+    pace: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ def main() -> int:
         default=None,
         help="also stop every RabbitMQ node for this many seconds",
     )
+    parser.add_argument(
+        "--pace", type=float, default=ChaosConfig.pace, help="line clock against the wall"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/chaos.json")
     args = parser.parse_args()
     config = ChaosConfig(
@@ -66,6 +69,7 @@ def main() -> int:
         database_outage_s=args.database_outage or None,
         replicas=args.replicas,
         broker_outage_s=args.broker_outage,
+        pace=args.pace,
     )
     directory = REPO / "test-artifacts" / "chaos" / time.strftime("%Y%m%d-%H%M%S")
     chaos = Chaos(config, Servers.from_env(), directory)
@@ -78,6 +82,7 @@ def main() -> int:
         "rabbitmq_node_kills": config.rabbitmq_node_kills,
         "replicas": config.replicas,
         "database_outage_s": config.database_outage_s,
+        "pace": config.pace,
         "broker_outage_s": config.broker_outage_s,
     }
     report(figures, args.out)
