@@ -199,9 +199,9 @@ async def ladders_run(
             [sys.executable, "-m", "faxbox.transmitter"],
             {
                 **env,
-                "FAXBOX_LINE_PACE": str(args.pace),
-                "FAXBOX_MAX_CALLS": "2000",
-                "FAXBOX_PREFETCH": "1000",
+                "FAXBOX_TRANSMITTER_LINE_PACE": str(args.pace),
+                "FAXBOX_TRANSMITTER_MAX_CALLS": "2000",
+                "FAXBOX_TRANSMITTER_PREFETCH": "1000",
                 "FAXBOX_TRANSMITTER_REQUEST_T38": "true" if mode == "t38" else "false",
                 "FAXBOX_LOG_LEVEL": "WARNING",
             },
@@ -269,10 +269,10 @@ async def main() -> None:
     sim = spawn(
         [sys.executable, "-m", "faxbox.pstn_sim"],
         {
-            "FAXBOX_PSTN_SIP_PORT": str(sip_port),
-            "FAXBOX_PSTN_HTTP_PORT": str(http_port),
-            "FAXBOX_PSTN_PACE": str(args.pace),
-            "FAXBOX_PSTN_DATA_DIR": str(tmp / "sim"),
+            "FAXBOX_PSTN_SIM_SIP_PORT": str(sip_port),
+            "FAXBOX_PSTN_SIM_HTTP_PORT": str(http_port),
+            "FAXBOX_PSTN_SIM_PACE": str(args.pace),
+            "FAXBOX_PSTN_SIM_DATA_DIR": str(tmp / "sim"),
             "FAXBOX_LOG_LEVEL": "WARNING",
         },
         1,

@@ -133,14 +133,15 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
         pace=args.pace,
         extra_env={
             "FAXBOX_VALIDATOR_RENDER_CONCURRENCY": str(os.cpu_count() or 2),
-            "FAXBOX_MAX_CALLS": "200",
+            "FAXBOX_TRANSMITTER_MAX_CALLS": "200",
+            "FAXBOX_INBOUND_MAX_CALLS": "200",
             "FAXBOX_PREFETCH": "200",
             # The services' default leases: the e2e stack shortens them so that its tests
             # see a killed worker replaced within seconds, which costs renewals per call.
             "FAXBOX_TRANSMITTER_LEASE_S": "60",
-            "FAXBOX_NOTIFICATION_LEASE_S": "120",
-            "FAXBOX_LEASE_TTL_S": "10",
-            "FAXBOX_LEASE_RENEW_S": "3",
+            "FAXBOX_NOTIFIER_LEASE_S": "120",
+            "FAXBOX_MAIL_POLLER_LEASE_TTL_S": "10",
+            "FAXBOX_MAIL_POLLER_LEASE_RENEW_S": "3",
             "FAXBOX_VALIDATOR_AUTHSERV_IDS": f'["{MTA_AUTHSERV_ID}"]',
             # A run sends 130 3-page faxes from one user: past the default daily caps
             # (200 pages a user), which would reject half of them.

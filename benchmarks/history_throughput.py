@@ -181,7 +181,7 @@ async def one_run(events_wanted: int, rabbit: RabbitServer, mongo_url: str) -> d
             "FAXBOX_MONGO_DB": database,
             "FAXBOX_HTTP_PORT": str(port),
             "FAXBOX_LOG_LEVEL": "WARNING",
-            "FAXBOX_RETENTION_INTERVAL_S": "0",
+            "FAXBOX_HISTORY_RETENTION_INTERVAL_S": "0",
         }
         | writer_overrides()
     )

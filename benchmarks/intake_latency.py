@@ -11,7 +11,7 @@ one was moved out of the folder.
 
 Two configurations, alternating run by run, each run with a fresh poller process:
 - ``push`` (what ``deploy/local/run`` runs): the poller idles, and has registered a
-  push URL on its folder (``FAXBOX_IMAP_PUSH_HOST``); Dovecot's
+  push URL on its folder (``FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST``); Dovecot's
   ``deploy/dovecot/faxbox-push.lua`` POSTs to it when the APPEND commits.
   ``p50_s``/``p99_s`` are this configuration's.
 - ``idle_only``: no push URL; the poller is woken by IDLE's EXISTS alone.
@@ -182,10 +182,10 @@ async def one_run(run: int, samples: int, warmup: int, push: bool) -> dict[str, 
                 "FAXBOX_EXCHANGE_PREFIX": broker.exchange_prefix,
                 "FAXBOX_MONGO_URL": MONGO_URL,
                 "FAXBOX_MONGO_DB": db_name,
-                "FAXBOX_MAILBOXES": json.dumps([mailbox]),
+                "FAXBOX_MAIL_POLLER_MAILBOXES": json.dumps([mailbox]),
                 "FAXBOX_LOG_LEVEL": "WARNING",
                 "FAXBOX_HTTP_PORT": "0",
-                "FAXBOX_IMAP_PUSH_HOST": "127.0.0.1" if push else "",
+                "FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST": "127.0.0.1" if push else "",
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

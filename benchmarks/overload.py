@@ -5,7 +5,7 @@ calls (pace 1, one A4 page each) one transmitter process carries with zero failu
 per media (G.711, T.38); this takes those figures from its results file
 (``benchmarks/results/transmitter.json``) or from ``--g711`` / ``--t38``. Per media,
 one fresh transmitter (CPU 0, as many calls allowed as offered: admission control, not
-``max_calls``, is what must hold; its bound of calls at once,
+``transmitter_max_calls``, is what must hold; its bound of calls at once,
 ``FAXBOX_TRANSMITTER_ADMIT_CALLS``, is the capacity unless ``--no-admit-calls``) and
 pstn-sim (CPU 1) then get, in one run:
 
@@ -116,12 +116,12 @@ async def one_media(
         {
             **env,
             "FAXBOX_HTTP_PORT": str(http_port),
-            "FAXBOX_LINE_PACE": "1",
-            "FAXBOX_MAX_CALLS": "5000",
+            "FAXBOX_TRANSMITTER_LINE_PACE": "1",
+            "FAXBOX_TRANSMITTER_MAX_CALLS": "5000",
             **({"FAXBOX_TRANSMITTER_ADMIT_CALLS": str(capacity)} if args.admit_calls else {}),
-            "FAXBOX_PREFETCH": "1000",
+            "FAXBOX_TRANSMITTER_PREFETCH": "1000",
             "FAXBOX_TRANSMITTER_REQUEST_T38": "true" if media == "t38" else "false",
-            "FAXBOX_SHUTDOWN_GRACE_S": str(GRACE_S),
+            "FAXBOX_TRANSMITTER_SHUTDOWN_GRACE_S": str(GRACE_S),
             "FAXBOX_SHUTDOWN_MARGIN_S": str(MARGIN_S),
             "FAXBOX_LOG_LEVEL": args.log_level,
         },
@@ -191,11 +191,11 @@ async def one_run(args: argparse.Namespace, capacities: dict[str, int]) -> dict[
     sim = spawn(
         [sys.executable, "-m", "faxbox.pstn_sim"],
         {
-            "FAXBOX_PSTN_SIP_PORT": str(sip_port),
-            "FAXBOX_PSTN_HTTP_PORT": str(sim_http),
+            "FAXBOX_PSTN_SIM_SIP_PORT": str(sip_port),
+            "FAXBOX_PSTN_SIM_HTTP_PORT": str(sim_http),
             "FAXBOX_HTTP_PORT": str(sim_metrics),
-            "FAXBOX_PSTN_PACE": "1",
-            "FAXBOX_PSTN_DATA_DIR": str(tmp / "sim"),
+            "FAXBOX_PSTN_SIM_PACE": "1",
+            "FAXBOX_PSTN_SIM_DATA_DIR": str(tmp / "sim"),
             "FAXBOX_LOG_LEVEL": args.log_level,
         },
         1,

@@ -89,10 +89,10 @@ async def one_run(
     sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     env = {
         **os.environ,
-        "FAXBOX_PSTN_SIP_PORT": str(sip_port),
-        "FAXBOX_PSTN_HTTP_PORT": str(http_port),
-        "FAXBOX_PSTN_PACE": "1",
-        "FAXBOX_PSTN_DATA_DIR": str(data_dir),
+        "FAXBOX_PSTN_SIM_SIP_PORT": str(sip_port),
+        "FAXBOX_PSTN_SIM_HTTP_PORT": str(http_port),
+        "FAXBOX_PSTN_SIM_PACE": "1",
+        "FAXBOX_PSTN_SIM_DATA_DIR": str(data_dir),
         "FAXBOX_HTTP_PORT": "0",
         "FAXBOX_LOG_LEVEL": "WARNING",
     }

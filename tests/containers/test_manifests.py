@@ -95,10 +95,10 @@ def test_compose_yaml_loads_with_every_service_and_the_published_images(
     env = mail["environment"]
     realm, _, intake = env["MAIL_CATCH_ALL"].partition("=")
     assert realm == "fax.faxbox.test"
-    [mailbox] = json.loads(services["mail-poller"]["environment"]["FAXBOX_MAILBOXES"])
+    [mailbox] = json.loads(services["mail-poller"]["environment"]["FAXBOX_MAIL_POLLER_MAILBOXES"])
     assert (mailbox["host"], mailbox["username"]) == ("mail", intake)
     assert mailbox["password"] == env["MAIL_PASSWORD"] == PASSWORDS["FAXBOX_IMAP_PASSWORD"]
-    assert services["notifier"]["environment"]["FAXBOX_SMTP_HOST"] == "mail"
+    assert services["notifier"]["environment"]["FAXBOX_NOTIFIER_SMTP_HOST"] == "mail"
 
 
 def test_the_mail_routing_can_be_set_from_the_environment(composecheck: Path) -> None:

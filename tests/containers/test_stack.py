@@ -55,7 +55,8 @@ INTAKE = "fax@faxbox.test"  # compose.yaml: the mail-poller's mailbox, the realm
 ALICE, ALICE_NUMBER = "alice@faxbox.test", "+16465550101"
 # pstn-sim forwards +1 646 555 01xx to the stack's inbound receiver.
 BOB, BOB_NUMBER = "bob@faxbox.test", "+16465550102"
-# FAXBOX_LINE_PACE: the fax line at 20 times real time (transmitter, inbound, pstn-sim).
+# FAXBOX_LINE_PACE (compose.yaml sets each service's own pace from it): the fax line at
+# 20 times real time (transmitter, inbound, pstn-sim).
 PACE = "20"
 T = TypeVar("T")
 
@@ -71,8 +72,8 @@ LOCAL = {
 }
 SMTP_PORT = int(LOCAL["mail"]["MAIL_SMTP_PORT"])
 IMAP_PORT = int(LOCAL["mail"]["MAIL_IMAP_PORT"])
-PSTN_CONTROL = f"http://127.0.0.1:{LOCAL['pstn-sim']['FAXBOX_PSTN_HTTP_PORT']}"
-PSTN_SIP_PORT = int(LOCAL["pstn-sim"]["FAXBOX_PSTN_SIP_PORT"])
+PSTN_CONTROL = f"http://127.0.0.1:{LOCAL['pstn-sim']['FAXBOX_PSTN_SIM_HTTP_PORT']}"
+PSTN_SIP_PORT = int(LOCAL["pstn-sim"]["FAXBOX_PSTN_SIM_SIP_PORT"])
 FAXBOX_SERVICES = sorted(
     p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file()
 )
@@ -81,7 +82,7 @@ LISTENING = sorted(
     (int(value.rpartition(":")[2]), "udp" if "SIP_PORT" in key else "tcp")
     for env in LOCAL.values()
     for key, value in env.items()
-    if (key.endswith("_PORT") and key != "FAXBOX_SMTP_PORT") or key.endswith("_ADDR")
+    if (key.endswith("_PORT") and key != "FAXBOX_NOTIFIER_SMTP_PORT") or key.endswith("_ADDR")
 )
 
 

@@ -307,20 +307,20 @@ class Stack:
             "FAXBOX_MONGO_DB": self.mongo_db,
             "FAXBOX_LOG_LEVEL": "INFO",
             "FAXBOX_SHUTDOWN_GRACE_S": "10",
-            "FAXBOX_LINE_PACE": str(self.pace),
             # mail-poller
-            "FAXBOX_MAILBOXES": self.mailbox.settings_json(),
-            "FAXBOX_IMAP_PUSH_HOST": "127.0.0.1",  # as deploy/local/run
-            "FAXBOX_LEASE_TTL_S": "4",
-            "FAXBOX_LEASE_RENEW_S": "1",
+            "FAXBOX_MAIL_POLLER_MAILBOXES": self.mailbox.settings_json(),
+            "FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST": "127.0.0.1",  # as deploy/local/run
+            "FAXBOX_MAIL_POLLER_LEASE_TTL_S": "4",
+            "FAXBOX_MAIL_POLLER_LEASE_RENEW_S": "1",
             # notifier
-            "FAXBOX_SMTP_HOST": "127.0.0.1",
-            "FAXBOX_SMTP_PORT": str(self.smtp_port),
-            "FAXBOX_SMTP_SECURITY": "none",
-            "FAXBOX_NOTIFICATION_LEASE_S": "10",
+            "FAXBOX_NOTIFIER_SMTP_HOST": "127.0.0.1",
+            "FAXBOX_NOTIFIER_SMTP_PORT": str(self.smtp_port),
+            "FAXBOX_NOTIFIER_SMTP_SECURITY": "none",
+            "FAXBOX_NOTIFIER_LEASE_S": "10",
             # history: a killed writer's turn passes on after 4 s, as the leases above
             "FAXBOX_HISTORY_LEASE_TTL_S": "4",
             # transmitter
+            "FAXBOX_TRANSMITTER_LINE_PACE": str(self.pace),
             "FAXBOX_TRANSMITTER_LEASE_S": "4",
             "FAXBOX_TRANSMITTER_BUSY_RETRY_S": "1",
             "FAXBOX_TRANSMITTER_SPOOL_DIR": str(self.directory / "spool-transmitter"),
@@ -334,6 +334,7 @@ class Stack:
             "FAXBOX_PORTAL_PORT": str(self.portal_port),
             "FAXBOX_SESSION_SECRET": "e2e-session-secret",
             # inbound
+            "FAXBOX_INBOUND_LINE_PACE": str(self.pace),
             "FAXBOX_INBOUND_SIP_PORT": str(self.inbound_sip_port),
             "FAXBOX_INBOUND_SPOOL_DIR": str(self.directory / "spool-inbound"),
             # The tests seed the carrier after the services start; its first call comes
@@ -342,12 +343,12 @@ class Stack:
             # every service's outbox sweep (inbound's after a broker outage, the chaos run)
             "FAXBOX_OUTBOX_SWEEP_INTERVAL_S": "2",
             # pstn-sim
-            "FAXBOX_PSTN_SIP_PORT": str(self.pstn_sip_port),
-            "FAXBOX_PSTN_HTTP_PORT": str(self.pstn_http_port),
-            "FAXBOX_PSTN_PACE": str(self.pace),
-            "FAXBOX_PSTN_DATA_DIR": str(self.directory / "pstn-sim"),
-            "FAXBOX_PSTN_INBOUND_URI": f"sip:127.0.0.1:{self.inbound_sip_port}",
-            "FAXBOX_PSTN_ANSWER_TIMEOUT_S": "20",
+            "FAXBOX_PSTN_SIM_SIP_PORT": str(self.pstn_sip_port),
+            "FAXBOX_PSTN_SIM_HTTP_PORT": str(self.pstn_http_port),
+            "FAXBOX_PSTN_SIM_PACE": str(self.pace),
+            "FAXBOX_PSTN_SIM_DATA_DIR": str(self.directory / "pstn-sim"),
+            "FAXBOX_PSTN_SIM_INBOUND_URI": f"sip:127.0.0.1:{self.inbound_sip_port}",
+            "FAXBOX_PSTN_SIM_ANSWER_TIMEOUT_S": "20",
             # validator
             "FAXBOX_VALIDATOR_AUTHSERV_IDS": json.dumps(
                 [self.relay.authserv_id] if self.relay else []

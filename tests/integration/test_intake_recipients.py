@@ -104,7 +104,7 @@ async def intake(
         }
     )
     common = {**broker_settings.model_dump(), **mongo_settings.model_dump()}
-    poller = PollerSettings(**common, mailboxes=(mailbox,), lease_ttl_s=5)
+    poller = PollerSettings(**common, mail_poller_mailboxes=(mailbox,), mail_poller_lease_ttl_s=5)
     validator = ValidatorSettings(
         **common, validator_render_concurrency=1, validator_authserv_ids=(AUTHSERV_ID,)
     )

@@ -73,7 +73,7 @@ def _env(broker: BrokerSettings, mongo_url: str, db: str, http_port: int) -> dic
         "FAXBOX_MONGO_URL": mongo_url,
         "FAXBOX_MONGO_DB": db,
         "FAXBOX_HTTP_PORT": str(http_port),
-        "FAXBOX_RETENTION_INTERVAL_S": "0",
+        "FAXBOX_HISTORY_RETENTION_INTERVAL_S": "0",
         "FAXBOX_SHUTDOWN_GRACE_S": "5",
     }
     return env

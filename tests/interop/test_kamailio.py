@@ -52,11 +52,11 @@ def three_pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 async def sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSimulator]:
     settings = PstnSettings(
-        sip_port=0,
-        http_port=0,
-        pace=PACE,
-        data_dir=tmp_path_factory.mktemp("pstn-sim"),
-        answer_timeout_s=10,
+        pstn_sim_sip_port=0,
+        pstn_sim_http_port=0,
+        pstn_sim_pace=PACE,
+        pstn_sim_data_dir=tmp_path_factory.mktemp("pstn-sim"),
+        pstn_sim_answer_timeout_s=10,
     )
     async with running(settings) as simulator:
         yield simulator

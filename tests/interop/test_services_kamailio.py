@@ -70,11 +70,11 @@ def three_pages(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 async def sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningSimulator]:
     settings = PstnSettings(
-        sip_port=0,
-        http_port=0,
-        pace=PACE,
-        data_dir=tmp_path_factory.mktemp("pstn-sim"),
-        answer_timeout_s=20,
+        pstn_sim_sip_port=0,
+        pstn_sim_http_port=0,
+        pstn_sim_pace=PACE,
+        pstn_sim_data_dir=tmp_path_factory.mktemp("pstn-sim"),
+        pstn_sim_answer_timeout_s=20,
     )
     async with running(settings) as simulator:
         yield simulator
@@ -174,7 +174,7 @@ async def test_inbound_registers_and_receives_on_its_contact(
         inbound_sip_port=0,
         inbound_sip=sip_settings(kamailio),
         inbound_instance="rx-1",
-        line_pace=PACE,
+        inbound_line_pace=PACE,
     )
     async with inbound_service(Runtime("inbound"), settings):
 
@@ -214,8 +214,8 @@ async def transmitter(
     settings = TransmitterSettings(
         **(broker_settings.model_dump() | {"prefetch": 8}),
         **mongo_settings.model_dump(),
-        line_pace=PACE,
-        max_calls=4,
+        transmitter_line_pace=PACE,
+        transmitter_max_calls=4,
         transmitter_answer_timeout_s=20,
         transmitter_lease_s=5,
         transmitter_sip=sip_settings(kamailio),

@@ -203,7 +203,7 @@ def test_the_fax_realm_goes_to_the_mailbox_the_mail_poller_reads() -> None:
     routes = re.fullmatch(r"\$\{FAXBOX_MAIL_CATCH_ALL:-(.+)\}", env["MAIL_CATCH_ALL"])
     assert routes, env["MAIL_CATCH_ALL"]
     intakes = {route.partition("=")[2] for route in routes[1].split()}
-    [mailbox] = json.loads(_environment(services["mail-poller"])["FAXBOX_MAILBOXES"])
+    [mailbox] = json.loads(_environment(services["mail-poller"])["FAXBOX_MAIL_POLLER_MAILBOXES"])
     assert intakes == {mailbox["username"]}
     assert mailbox["host"] == "mail"
     # The image's own ports (compose.yaml does not move them).
@@ -211,7 +211,10 @@ def test_the_fax_realm_goes_to_the_mailbox_the_mail_poller_reads() -> None:
     imap, smtp = (int(re.findall(rf"MAIL_{key}_PORT=(\d+)", text)[0]) for key in ("IMAP", "SMTP"))
     assert mailbox["port"] == imap
     notifier = _environment(services["notifier"])
-    assert (notifier["FAXBOX_SMTP_HOST"], notifier["FAXBOX_SMTP_PORT"]) == ("mail", str(smtp))
+    assert (notifier["FAXBOX_NOTIFIER_SMTP_HOST"], notifier["FAXBOX_NOTIFIER_SMTP_PORT"]) == (
+        "mail",
+        str(smtp),
+    )
     # Every mailbox and SMTP login of the development server takes the one password.
     assert (
         env["MAIL_PASSWORD"]
@@ -308,9 +311,9 @@ def test_services_reach_each_other_by_compose_names() -> None:
     assert "@mongodb:27017" in env["FAXBOX_MONGO_URL"]
     assert env["FAXBOX_HTTP_HOST"] == "0.0.0.0"
     assert env["FAXBOX_HTTP_PORT"] == str(HEALTH_PORT)
-    mailboxes = json.loads(_environment(services["mail-poller"])["FAXBOX_MAILBOXES"])
+    mailboxes = json.loads(_environment(services["mail-poller"])["FAXBOX_MAIL_POLLER_MAILBOXES"])
     assert mailboxes[0]["host"] == "mail"
-    urls = json.loads(_environment(services["portal"])["FAXBOX_SERVICE_HEALTH_URLS"])
+    urls = json.loads(_environment(services["portal"])["FAXBOX_PORTAL_SERVICE_HEALTH_URLS"])
     assert set(urls) == set(SERVICES) - {"portal"}
 
 
@@ -380,7 +383,7 @@ def test_the_shared_config_map_is_read_by_some_service() -> None:
 LOCAL = "compose.local.yaml"
 LOCAL_PORTS = range(17000, 18000)
 # Ports a service connects to rather than listens on.
-CLIENT_PORT_VARIABLES = {"FAXBOX_SMTP_PORT"}
+CLIENT_PORT_VARIABLES = {"FAXBOX_NOTIFIER_SMTP_PORT"}
 LOOPBACK_REFERENCE = re.compile(r"127\.0\.0\.1[:/](\d+)")
 
 
@@ -459,7 +462,7 @@ def test_local_ports_are_unique_and_clear_of_the_development_servers() -> None:
         env = _environment(svc)
         for key in CLIENT_PORT_VARIABLES & set(env):
             assert int(env[key]) in owner, f"{name}: {key}={env[key]} is nobody's port"
-        for mailbox in json.loads(env.get("FAXBOX_MAILBOXES", "[]")):
+        for mailbox in json.loads(env.get("FAXBOX_MAIL_POLLER_MAILBOXES", "[]")):
             assert mailbox["port"] in owner, f"{name}: mailbox port {mailbox['port']}"
 
 
@@ -468,7 +471,9 @@ def test_local_services_have_a_health_port_each() -> None:
         env = _environment(_local_services()[name])
         assert int(env["FAXBOX_HTTP_PORT"]) in LOCAL_PORTS, name
         assert env["FAXBOX_HTTP_HOST"] == "127.0.0.1", name
-    health = json.loads(_environment(_local_services()["portal"])["FAXBOX_SERVICE_HEALTH_URLS"])
+    health = json.loads(
+        _environment(_local_services()["portal"])["FAXBOX_PORTAL_SERVICE_HEALTH_URLS"]
+    )
     for name, url in health.items():
         port = _environment(_local_services()[name])["FAXBOX_HTTP_PORT"]
         assert url == f"http://127.0.0.1:{port}/readyz", name

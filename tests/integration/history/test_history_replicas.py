@@ -50,7 +50,7 @@ async def test_one_writer_at_a_time_and_a_standby_takes_over(
     settings = Settings(
         **broker_settings.model_dump(exclude={"prefetch"}),
         **mongo_settings.model_dump(),
-        retention_interval_s=0,
+        history_retention_interval_s=0,
         history_single_writer="on",
         history_lease_ttl_s=2.0,
     )

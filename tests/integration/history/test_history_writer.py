@@ -258,7 +258,7 @@ async def running_history(
     settings = Settings(
         **broker_settings.model_dump(exclude={"prefetch"}),
         **mongo_settings.model_dump(),
-        retention_interval_s=0,
+        history_retention_interval_s=0,
     )
     runtime = Runtime("history")
     async with service(runtime, settings):

@@ -82,7 +82,7 @@ async def rig(broker_settings: BrokerSettings, tmp_path: Path) -> AsyncIterator[
             **broker_settings.model_dump(exclude={"infrastructure_backoff_max_s"}),
             **mongo.model_dump(),
             inbound_sip_port=sip_port,
-            line_pace=PACE,
+            inbound_line_pace=PACE,
             inbound_spool_dir=spool,
             inbound_outage_retry_after_s=1,
             inbound_pending_retry_s=0.5,
@@ -90,14 +90,14 @@ async def rig(broker_settings: BrokerSettings, tmp_path: Path) -> AsyncIterator[
             outbox_sweep_interval_s=1,
         )
         pstn = PstnSettings(
-            sip_port=0,
-            http_port=0,
-            pace=PACE,
-            data_dir=tmp_path / "pstn-sim",
-            inbound_uri=f"sip:127.0.0.1:{sip_port}",
-            answer_timeout_s=20,
-            originate_backoff_s=1,
-            originate_backoff_max_s=2,
+            pstn_sim_sip_port=0,
+            pstn_sim_http_port=0,
+            pstn_sim_pace=PACE,
+            pstn_sim_data_dir=tmp_path / "pstn-sim",
+            pstn_sim_inbound_uri=f"sip:127.0.0.1:{sip_port}",
+            pstn_sim_answer_timeout_s=20,
+            pstn_sim_originate_backoff_s=1,
+            pstn_sim_originate_backoff_max_s=2,
         )
         async with service(Runtime("inbound"), settings), running(pstn) as sim:
             yield Rig(ferret, store, faxbox, sim, events, spool)

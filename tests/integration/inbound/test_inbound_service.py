@@ -1,7 +1,7 @@
 """The inbound receiver in this process, against real RabbitMQ and FerretDB, over SIP.
 
 The caller is a fax machine made of our own user agent and spandsp engine, on a clock
-PACE times faster than real time (the receiver's ``line_pace`` too).
+PACE times faster than real time (the receiver's ``inbound_line_pace`` too).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ async def inbound(
         **broker_settings.model_dump(),
         **mongo_settings.model_dump(),
         inbound_sip_port=port,
-        line_pace=PACE,
+        inbound_line_pace=PACE,
     )
     try:
         async with service(Runtime("inbound"), settings):
@@ -252,7 +252,7 @@ async def test_readiness_includes_the_sip_socket(
         **broker_settings.model_dump(),
         **mongo_settings.model_dump(),
         inbound_sip_port=_free_udp_port(),
-        line_pace=PACE,
+        inbound_line_pace=PACE,
     )
     async with service(runtime, settings):
         runtime.ready = True

@@ -265,10 +265,10 @@ def poller_env(
         "FAXBOX_EXCHANGE_PREFIX": broker.exchange_prefix,
         "FAXBOX_MONGO_URL": mongo.mongo_url,
         "FAXBOX_MONGO_DB": mongo.mongo_db,
-        "FAXBOX_MAILBOXES": json.dumps(mailboxes),
+        "FAXBOX_MAIL_POLLER_MAILBOXES": json.dumps(mailboxes),
         "FAXBOX_LOG_LEVEL": "INFO",
         "FAXBOX_SHUTDOWN_GRACE_S": "5",
-        "FAXBOX_RECONNECT_CAP_S": "2",
+        "FAXBOX_MAIL_POLLER_RECONNECT_CAP_S": "2",
         **extra,
     }
 

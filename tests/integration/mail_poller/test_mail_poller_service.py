@@ -165,7 +165,7 @@ async def test_dovecot_push_wakes_the_poller_and_is_withdrawn_at_stop(
             imap_server,
             imap,
             folder,
-            FAXBOX_IMAP_PUSH_HOST="127.0.0.1",
+            FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST="127.0.0.1",
         ).start()
         started.append(poller)
         await poller.until_ready()
@@ -409,7 +409,7 @@ async def test_standby_takes_over_within_15_s_of_a_sigkill(
                 imap_server,
                 imap,
                 folder,
-                FAXBOX_REPLICA_ID=name,
+                FAXBOX_MAIL_POLLER_REPLICA_ID=name,
             ).start()
             started.append(replicas[name])
         await eventually(lambda: _holder(store, mailbox), 30, "a lease holder")
@@ -482,7 +482,10 @@ async def test_an_oversize_mail_is_set_aside_unread_and_the_next_flows(
     async with stalling_proxy(imap_server.host, imap_server.port, seen) as port:
         mailbox = mailbox_json(imap_server, imap.user, folder, port=port)
         env = poller_env(
-            broker_settings, mongo_settings, [mailbox], FAXBOX_IMAP_PUSH_HOST="127.0.0.1"
+            broker_settings,
+            mongo_settings,
+            [mailbox],
+            FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST="127.0.0.1",
         )
         with pollers() as started:
             poller = PollerProcess(env, tmp_path / "oversize.log").start()
@@ -535,9 +538,9 @@ async def test_a_uid_that_never_answers_is_set_aside_and_the_next_taken(
             broker_settings,
             mongo_settings,
             [mailbox],
-            FAXBOX_FETCH_ATTEMPTS="3",
-            FAXBOX_FETCH_RETRY_BASE_S="0.2",
-            FAXBOX_RECONNECT_BASE_S="0.1",
+            FAXBOX_MAIL_POLLER_FETCH_ATTEMPTS="3",
+            FAXBOX_MAIL_POLLER_FETCH_RETRY_BASE_S="0.2",
+            FAXBOX_MAIL_POLLER_RECONNECT_BASE_S="0.1",
         )
         with pollers() as started:
             poller = PollerProcess(env, tmp_path / "stalled.log").start()

@@ -293,11 +293,11 @@ async def notifier(
     settings = Settings(
         **broker_settings.model_dump(),
         **mongo_settings.model_dump(),
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        smtp_security="none",
-        message_id_domain="faxbox.test",
-        mail_from="Faxbox <fax@faxbox.test>",
+        notifier_smtp_host="127.0.0.1",
+        notifier_smtp_port=port,
+        notifier_smtp_security="none",
+        notifier_message_id_domain="faxbox.test",
+        notifier_mail_from="Faxbox <fax@faxbox.test>",
     )
     bus = Bus(settings)
     await bus.connect()

@@ -68,13 +68,13 @@ async def sim(
     jitter_prefill: int | None,
 ) -> AsyncIterator[RunningSimulator]:
     settings = PstnSettings(
-        sip_port=0,
-        http_port=0,
-        pace=pace,
-        data_dir=tmp_path_factory.mktemp("pstn-sim"),
-        inbound_uri=receiver.ua.uri,
-        answer_timeout_s=10,
-        jitter_prefill=jitter_prefill,
+        pstn_sim_sip_port=0,
+        pstn_sim_http_port=0,
+        pstn_sim_pace=pace,
+        pstn_sim_data_dir=tmp_path_factory.mktemp("pstn-sim"),
+        pstn_sim_inbound_uri=receiver.ua.uri,
+        pstn_sim_answer_timeout_s=10,
+        pstn_sim_jitter_prefill=jitter_prefill,
     )
     async with running(settings, TABLE) as simulator:
         yield simulator

@@ -403,7 +403,9 @@ async def test_originate_refuses_what_is_no_fax(sim: RunningSimulator, tmp_path:
 
 async def test_answer_after_rings_first(tmp_path: Path) -> None:
     table = (Scenario(pattern="", behaviour=Behaviour.RECEIVE, answer_after_s=20),)
-    settings = PstnSettings(sip_port=0, http_port=0, pace=PACE, data_dir=tmp_path)
+    settings = PstnSettings(
+        pstn_sim_sip_port=0, pstn_sim_http_port=0, pstn_sim_pace=PACE, pstn_sim_data_dir=tmp_path
+    )
     async with running(settings, table) as simulator, await UserAgent.start(pace=PACE) as ua:
         progress: list[int] = []
         call = await ua.dial(
@@ -480,12 +482,12 @@ async def test_digest_authentication_is_required_when_configured(
     three_pages: Path, tmp_path: Path
 ) -> None:
     settings = PstnSettings(
-        sip_port=0,
-        http_port=0,
-        pace=PACE,
-        data_dir=tmp_path,
-        auth_username="trunk",
-        auth_password="s3cret",
+        pstn_sim_sip_port=0,
+        pstn_sim_http_port=0,
+        pstn_sim_pace=PACE,
+        pstn_sim_data_dir=tmp_path,
+        pstn_sim_auth_username="trunk",
+        pstn_sim_auth_password="s3cret",
     )
     async with (
         running(settings) as simulator,
@@ -511,9 +513,9 @@ async def test_digest_authentication_is_required_when_configured(
 async def test_runs_as_a_service_with_health_and_metrics(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        "FAXBOX_PSTN_SIP_PORT": "0",
-        "FAXBOX_PSTN_HTTP_PORT": "0",
-        "FAXBOX_PSTN_DATA_DIR": str(tmp_path),
+        "FAXBOX_PSTN_SIM_SIP_PORT": "0",
+        "FAXBOX_PSTN_SIM_HTTP_PORT": "0",
+        "FAXBOX_PSTN_SIM_DATA_DIR": str(tmp_path),
         "FAXBOX_HTTP_PORT": "0",
         "FAXBOX_LOG_LEVEL": "INFO",
     }

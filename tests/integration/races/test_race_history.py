@@ -45,7 +45,7 @@ async def test_twelve_history_replicas_write_each_fax_once_and_lose_nothing(
     settings = Settings(
         **broker_settings.model_dump(exclude={"prefetch"}),
         **mongo.model_dump(),
-        retention_interval_s=0,
+        history_retention_interval_s=0,
         history_single_writer="on",
         history_lease_ttl_s=1.5,
     )

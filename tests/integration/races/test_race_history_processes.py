@@ -48,7 +48,7 @@ class Writers:
             "FAXBOX_MONGO_DB": mongo.mongo_db,
             "FAXBOX_HISTORY_SINGLE_WRITER": "on",
             "FAXBOX_HISTORY_LEASE_TTL_S": str(TTL_S),
-            "FAXBOX_RETENTION_INTERVAL_S": "0",
+            "FAXBOX_HISTORY_RETENTION_INTERVAL_S": "0",
         }
         self.logs = logs
         self.procs: list[subprocess.Popen[bytes]] = []

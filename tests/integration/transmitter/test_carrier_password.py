@@ -34,12 +34,12 @@ async def test_a_sealed_password_answers_the_trunks_challenge(
 ) -> None:
     document = save_fax_tiff(tmp_path / "one.tif", [text_page(1)])
     sim_settings = PstnSettings(
-        sip_port=0,
-        http_port=0,
-        pace=PACE,
-        data_dir=tmp_path / "pstn",
-        auth_username="trunk",
-        auth_password="trunk-s3cret",
+        pstn_sim_sip_port=0,
+        pstn_sim_http_port=0,
+        pstn_sim_pace=PACE,
+        pstn_sim_data_dir=tmp_path / "pstn",
+        pstn_sim_auth_username="trunk",
+        pstn_sim_auth_password="trunk-s3cret",
     )
     async with running(sim_settings) as sim:
         await store.carriers.delete_many({})
@@ -64,7 +64,7 @@ async def test_a_sealed_password_answers_the_trunks_challenge(
         settings = transmitter_service.Settings(
             **broker_settings.model_dump(),
             **mongo_settings.model_dump(),
-            line_pace=PACE,
+            transmitter_line_pace=PACE,
             secret_key=SecretStr(KEY),
         )
         try:

@@ -126,13 +126,13 @@ def sim(tmp_path_factory: pytest.TempPathFactory, inbound_port: int) -> Iterator
     sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     env = {
         **os.environ,
-        "FAXBOX_PSTN_SIP_PORT": str(sip_port),
-        "FAXBOX_PSTN_HTTP_PORT": str(http_port),
-        "FAXBOX_PSTN_PACE": str(PACE),
-        "FAXBOX_PSTN_SCENARIOS": str(table),
-        "FAXBOX_PSTN_DATA_DIR": str(directory / "data"),
-        "FAXBOX_PSTN_INBOUND_URI": f"sip:127.0.0.1:{inbound_port}",
-        "FAXBOX_PSTN_ANSWER_TIMEOUT_S": "20",
+        "FAXBOX_PSTN_SIM_SIP_PORT": str(sip_port),
+        "FAXBOX_PSTN_SIM_HTTP_PORT": str(http_port),
+        "FAXBOX_PSTN_SIM_PACE": str(PACE),
+        "FAXBOX_PSTN_SIM_SCENARIOS": str(table),
+        "FAXBOX_PSTN_SIM_DATA_DIR": str(directory / "data"),
+        "FAXBOX_PSTN_SIM_INBOUND_URI": f"sip:127.0.0.1:{inbound_port}",
+        "FAXBOX_PSTN_SIM_ANSWER_TIMEOUT_S": "20",
     }
     log = (directory / "pstn-sim.log").open("wb")
     proc = subprocess.Popen(
@@ -209,12 +209,17 @@ async def system(
     common: dict[str, Any] = {
         **(broker_settings.model_dump() | {"prefetch": 16}),
         **mongo_settings.model_dump(),
-        "line_pace": PACE,
     }
     tx_settings = transmitter_service.Settings(
-        **common, max_calls=8, transmitter_answer_timeout_s=60, transmitter_lease_s=5
+        **common,
+        transmitter_line_pace=PACE,
+        transmitter_max_calls=8,
+        transmitter_answer_timeout_s=60,
+        transmitter_lease_s=5,
     )
-    rx_settings = inbound_service.Settings(**common, inbound_sip_port=inbound_port)
+    rx_settings = inbound_service.Settings(
+        **common, inbound_line_pace=PACE, inbound_sip_port=inbound_port
+    )
     try:
         async with (
             transmitter_service.service(Runtime("transmitter"), tx_settings),
@@ -420,8 +425,8 @@ async def one_call_at_once(
     settings = transmitter_service.Settings(
         **(broker_settings.model_dump() | {"prefetch": 16}),
         **mongo_settings.model_dump(),
-        line_pace=PACE,
-        max_calls=8,
+        transmitter_line_pace=PACE,
+        transmitter_max_calls=8,
         transmitter_admit_calls=1,
         overload_retry_after_s=1,
         transmitter_lease_s=5,

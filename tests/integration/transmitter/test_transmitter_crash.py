@@ -92,7 +92,7 @@ class Workers:
             "FAXBOX_RETRY_DELAYS_S": "[1,2]",
             "FAXBOX_MONGO_URL": self.mongo.mongo_url,
             "FAXBOX_MONGO_DB": self.mongo.mongo_db,
-            "FAXBOX_LINE_PACE": str(PACE),
+            "FAXBOX_TRANSMITTER_LINE_PACE": str(PACE),
             "FAXBOX_TRANSMITTER_LEASE_S": str(LEASE_S),
             "FAXBOX_TRANSMITTER_WORKER_ID": worker_id,
             "FAXBOX_LOG_LEVEL": "INFO",

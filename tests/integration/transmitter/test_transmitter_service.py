@@ -1,7 +1,7 @@
 """The transmitter service in this process, against real RabbitMQ and FerretDB, over SIP.
 
 The far end is ``FarEnd``: fax machines made of our own user agent and spandsp engine,
-on a clock PACE times faster than real time (the transmitter's ``line_pace`` too).
+on a clock PACE times faster than real time (the transmitter's ``transmitter_line_pace`` too).
 Redial delays come from each request's retry policy (1-2 s here), carried out by the
 broker's TTL retry queues.
 """
@@ -105,8 +105,8 @@ async def transmitter(
     settings = Settings(
         **(broker_settings.model_dump() | {"prefetch": 16}),
         **mongo_settings.model_dump(),
-        line_pace=PACE,
-        max_calls=8,
+        transmitter_line_pace=PACE,
+        transmitter_max_calls=8,
         transmitter_answer_timeout_s=20,
         transmitter_lease_s=5,
         transmitter_busy_retry_s=1,

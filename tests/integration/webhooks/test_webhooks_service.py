@@ -59,7 +59,7 @@ def settings_for(
         "secret_key": SECRET,
         "webhooks_allowed_networks": ("127.0.0.0/8",),
         "webhooks_retry_schedule_s": (1, 1, 1),
-        "webhooks_timeout_s": 5,
+        "webhooks_http_timeout_s": 5,
         **overrides,
     }
     return Settings(**values)

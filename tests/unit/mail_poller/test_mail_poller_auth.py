@@ -79,13 +79,13 @@ def test_settings_read_mailboxes_from_json_env(monkeypatch: pytest.MonkeyPatch) 
     from faxbox.mail_poller.service import Settings
 
     monkeypatch.setenv(
-        "FAXBOX_MAILBOXES",
+        "FAXBOX_MAIL_POLLER_MAILBOXES",
         json.dumps([{"host": "imap.example.com", "username": "fax@example.com", "password": "pw"}]),
     )
-    monkeypatch.setenv("FAXBOX_LEASE_TTL_S", "8")
+    monkeypatch.setenv("FAXBOX_MAIL_POLLER_LEASE_TTL_S", "8")
     settings = Settings()
-    [mailbox] = settings.mailboxes
+    [mailbox] = settings.mail_poller_mailboxes
     assert mailbox.security == "tls"
     assert mailbox.port == 993
-    assert settings.lease_ttl_s == 8
+    assert settings.mail_poller_lease_ttl_s == 8
     assert settings.test_crash_at is None

@@ -136,20 +136,20 @@ def test_dialled_number() -> None:
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAXBOX_PSTN_SIP_PORT", "5999")
-    monkeypatch.setenv("FAXBOX_PSTN_PACE", "20")
-    monkeypatch.setenv("FAXBOX_PSTN_INBOUND_URI", "sip:10.0.0.1:5080")
+    monkeypatch.setenv("FAXBOX_PSTN_SIM_SIP_PORT", "5999")
+    monkeypatch.setenv("FAXBOX_PSTN_SIM_PACE", "20")
+    monkeypatch.setenv("FAXBOX_PSTN_SIM_INBOUND_URI", "sip:10.0.0.1:5080")
     settings = PstnSettings()
-    assert (settings.sip_port, settings.pace, settings.inbound_uri) == (
+    assert (settings.pstn_sim_sip_port, settings.pstn_sim_pace, settings.pstn_sim_inbound_uri) == (
         5999,
         20.0,
         "sip:10.0.0.1:5080",
     )
-    assert (settings.sip_host, settings.http_port) == ("127.0.0.1", 8070)
+    assert (settings.pstn_sim_sip_host, settings.pstn_sim_http_port) == ("127.0.0.1", 8070)
 
 
 async def test_control_routes(tmp_path: Path) -> None:
-    sim = Simulator(PstnSettings(data_dir=tmp_path))
+    sim = Simulator(PstnSettings(pstn_sim_data_dir=tmp_path))
     control = ControlServer(sim)
     record = sim.calls.new("to_sim", "+12125550100", "+12125550110", "busy")
     record.sip_status = 486

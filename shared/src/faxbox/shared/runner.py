@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from faxbox.shared.logs import configure_logging
 from faxbox.shared.looplag import LoopLag
-from faxbox.shared.settings import RunnerSettings
+from faxbox.shared.settings import RunnerSettings, warn_unread_env
 
 log = logging.getLogger(__name__)
 
@@ -240,4 +240,5 @@ async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory
 
 def run(name: str, settings: RunnerSettings, service: ServiceFactory) -> None:
     configure_logging(name, settings.log_level)
+    warn_unread_env(type(settings), os.environ)
     asyncio.run(run_async(name, settings, service))

@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import Field, SecretStr
 
-from faxbox.shared.settings import _FaxboxSettings
+from faxbox.shared.settings import FaxboxSettings
 
 PREFIX = "sealed:v1:"
 MIN_KEY_LENGTH = 32
@@ -78,7 +78,7 @@ class SecretBox:
         return plain.decode()
 
 
-class SecretSettings(_FaxboxSettings):
+class SecretSettings(FaxboxSettings):
     secret_key: SecretStr = Field(
         default=SecretStr(""),
         description=(

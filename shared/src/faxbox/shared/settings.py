@@ -2,25 +2,81 @@
 
 Each service composes its own ``Settings`` class from these parts, so one variable
 (``FAXBOX_AMQP_URL``, ``FAXBOX_MONGO_URL`` …) means the same thing everywhere.
+
+A service's own settings are fields named after its package (``transmitter_max_calls``:
+``FAXBOX_TRANSMITTER_MAX_CALLS``), so one environment can serve a whole stack without one
+service's value reaching another. Its class names that prefix in ``service_prefix``, which
+also lets ``FAXBOX_<SERVICE>_<SHARED>`` set a shared setting for that service alone
+(``FAXBOX_TRANSMITTER_PREFETCH`` before ``FAXBOX_PREFETCH``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from faxbox.shared import crashpoints
 
 ENV_PREFIX = "FAXBOX_"
 
+log = logging.getLogger(__name__)
 
-class _FaxboxSettings(BaseSettings):
+
+class FaxboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
+    # "<package>_" in a service's class: the start of its own fields' names.
+    service_prefix: ClassVar[str] = ""
 
-class BrokerSettings(_FaxboxSettings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not cls.service_prefix:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        this_service = EnvSettingsSource(
+            settings_cls, env_prefix=ENV_PREFIX + cls.service_prefix.upper()
+        )
+        return init_settings, this_service, env_settings, dotenv_settings, file_secret_settings
+
+
+def unread_env_names(
+    settings_cls: type[FaxboxSettings], environ: Mapping[str, str]
+) -> dict[str, str]:
+    """The ``FAXBOX_*`` names in ``environ`` that this service does not read but would
+    under its prefix (names from before the prefix), each with the name it reads."""
+    prefix = settings_cls.service_prefix
+    unread: dict[str, str] = {}
+    for name in environ:
+        rest = name.upper().removeprefix(ENV_PREFIX)
+        if not prefix or rest == name.upper():
+            continue
+        field = rest.lower().split("__")[0]  # FAXBOX_X__Y sets part of the field x
+        if field not in settings_cls.model_fields and prefix + field in settings_cls.model_fields:
+            unread[name] = ENV_PREFIX + prefix.upper() + rest
+    return unread
+
+
+def warn_unread_env(settings_cls: type[FaxboxSettings], environ: Mapping[str, str]) -> None:
+    for old, new in sorted(unread_env_names(settings_cls, environ).items()):
+        log.warning("%s is not read: a service's own settings are under its prefix, %s", old, new)
+
+
+class BrokerSettings(FaxboxSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     exchange_prefix: str = Field(
         default="faxbox",
@@ -60,12 +116,12 @@ class BrokerSettings(_FaxboxSettings):
     publish_timeout_s: float = Field(default=30.0, gt=0)
 
 
-class MongoSettings(_FaxboxSettings):
+class MongoSettings(FaxboxSettings):
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_db: str = "faxbox"
 
 
-class RunnerSettings(_FaxboxSettings):
+class RunnerSettings(FaxboxSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     log_level: str = "INFO"
@@ -117,7 +173,7 @@ class RunnerSettings(_FaxboxSettings):
         return crashpoints.parse(value)
 
 
-class OutboxSettings(_FaxboxSettings):
+class OutboxSettings(FaxboxSettings):
     outbox_sweep_interval_s: float = Field(
         default=30.0, gt=0, description="How often a replica looks for messages still owed."
     )
@@ -132,7 +188,7 @@ class ServiceSettings(BrokerSettings, MongoSettings, RunnerSettings, OutboxSetti
     """The parts most workers need: broker, database, the runner and the outbox sweep."""
 
 
-class OwnershipSettings(_FaxboxSettings):
+class OwnershipSettings(FaxboxSettings):
     """What a faxbox may present as its own: read by everything that sets or uses it."""
 
     caller_id_scope: Literal["faxbox", "account"] = Field(
@@ -144,7 +200,7 @@ class OwnershipSettings(_FaxboxSettings):
     )
 
 
-class WebhookTargetSettings(_FaxboxSettings):
+class WebhookTargetSettings(FaxboxSettings):
     webhooks_allowed_networks: tuple[str, ...] = Field(
         default=(),
         description=(

@@ -10,6 +10,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -40,6 +41,8 @@ SERVICE = "history"
 
 
 class Settings(ServiceSettings):
+    service_prefix: ClassVar[str] = "history_"
+
     # Batching only pays if many deliveries are in hand at once. Large batches merge
     # more events of one fax and write each day key document once per batch: on FerretDB
     # (10,000 shuffled events written directly) 1,000 per batch gave 1,430 events/s
@@ -55,7 +58,7 @@ class Settings(ServiceSettings):
     history_batch_delay_ms: float = Field(
         default=20.0, ge=0, description="Longest wait for a batch to fill."
     )
-    retention_interval_s: float = Field(
+    history_retention_interval_s: float = Field(
         default=3600.0, ge=0, description="How often months_to_keep is applied; 0 = never."
     )
     history_single_writer: SingleWriter = Field(
@@ -130,9 +133,9 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         else:
             turn = always_writing(start, partial(stop, settings.shutdown_grace_s))
         retention: asyncio.Task[None] | None = None
-        if settings.retention_interval_s > 0:
+        if settings.history_retention_interval_s > 0:
             retention = asyncio.create_task(
-                retention_loop(infra.store, settings.retention_interval_s)
+                retention_loop(infra.store, settings.history_retention_interval_s)
             )
         try:
             async with turn:

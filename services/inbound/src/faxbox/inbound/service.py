@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -43,15 +43,17 @@ def _default_instance() -> str:
 
 
 class Settings(ServiceSettings, SecretSettings):
+    service_prefix: ClassVar[str] = "inbound_"
+
     # FAXBOX_INBOUND_SIP__ADVERTISED_ADDRESS ... (nested SipSettings)
     model_config = SettingsConfigDict(env_nested_delimiter="__")  # merged with the parent's
 
     inbound_sip_host: str = "127.0.0.1"
     inbound_sip_port: int = Field(default=5080, ge=0, le=65535, description="0: any free port.")
-    line_pace: float = Field(
+    inbound_line_pace: float = Field(
         default=1.0, ge=0, description="Media clock: 1 real time, N times faster (tests)."
     )
-    max_calls: int = Field(default=100, ge=1, description="Concurrent calls; more get 486.")
+    inbound_max_calls: int = Field(default=100, ge=1, description="Concurrent calls; more get 486.")
     inbound_max_call_s: float = Field(default=1800.0, gt=0, description="In call time.")
     inbound_accept_t38: bool = True
     inbound_media_silence_s: float = Field(
@@ -97,7 +99,7 @@ def build_deps(
         directory=infra.store,
         documents=GridFsDocuments(infra.store.documents),
         decisions=decisions,
-        calls=asyncio.Semaphore(settings.max_calls),
+        calls=asyncio.Semaphore(settings.inbound_max_calls),
         max_call_s=settings.inbound_max_call_s,  # call time, as the fax line counts
         media_silence_s=settings.inbound_media_silence_s,
         spool_dir=settings.inbound_spool_dir,
@@ -117,9 +119,9 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             settings.inbound_sip_host,
             settings.inbound_sip_port,
             settings.inbound_sip,
-            pace=settings.line_pace,
+            pace=settings.inbound_line_pace,
             user="faxbox-inbound",
-            accept_t38=settings.inbound_accept_t38 and settings.line_pace > 0,
+            accept_t38=settings.inbound_accept_t38 and settings.inbound_line_pace > 0,
         )
         runtime.add_check("sip", lambda: ua.is_open)
         registrations = Registrations(
@@ -141,7 +143,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             refresh_s=settings.inbound_carriers_refresh_s,
             load=runtime.loop_lag,
             overload_retry_after_s=settings.overload_retry_after_s,
-            overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.line_pace),
+            overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.inbound_line_pace),
         )
         await edge.known()  # says at once when no carrier is configured
 

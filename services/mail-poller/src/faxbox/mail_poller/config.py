@@ -54,7 +54,8 @@ class MailboxConfig(BaseModel):
     use_idle: bool = Field(default=True, description="Use IDLE when the server advertises it.")
     push: bool = Field(
         default=True,
-        description="Register for the server's push when the service has FAXBOX_IMAP_PUSH_HOST.",
+        description="Register for the server's push when the service has "
+        "FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST.",
     )
     poll_interval_s: float = Field(default=30.0, gt=0)
     idle_refresh_s: float = Field(

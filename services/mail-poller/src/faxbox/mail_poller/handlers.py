@@ -8,8 +8,8 @@ and which mail it is, so running ``take_message`` again on the same UID after a 
 at any point (publish, move, a crash) continues without fetching it again: it publishes
 what is still owed, with the same message id and fax id, and moves the copy.
 
-The size (RFC822.SIZE) is read first. A mail over ``max_mail_bytes`` is never fetched
-whole: its header block (at most ``max_header_bytes``) is stored and published with
+The size (RFC822.SIZE) is read first. A mail over ``mail_poller_max_mail_bytes`` is never fetched
+whole: its header block (at most ``mail_poller_max_header_bytes``) is stored and published with
 ``MailReceived.oversize`` (its size and the cap), so the validator can tell a known
 sender, and the mail is moved to the oversize folder instead of the processed one.
 Reading a message from the server fails with ``FetchFailed``: the watcher counts that

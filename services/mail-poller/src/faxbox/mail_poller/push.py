@@ -5,7 +5,7 @@ Dovecot tells an idling client about new mail only half a second after it sees i
 loaded, Dovecot instead POSTs to a URL stored as metadata of the folder the moment a
 mail is delivered or appended there. The active session registers that URL (RFC 5464
 SETMETADATA on its folder) when the service knows the address the server can reach it
-at (``FAXBOX_IMAP_PUSH_HOST``) and the server offers METADATA.
+at (``FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST``) and the server offers METADATA.
 
 A push is only a wake-up: the session then looks at the folder over IMAP as after an
 IDLE EXISTS. A lost push leaves the mail to IDLE; a forged one costs a SEARCH. Each

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from pydantic import Field
 
@@ -42,34 +42,36 @@ def _default_replica_id() -> str:
 
 
 class Settings(ServiceSettings):
-    mailboxes: tuple[MailboxConfig, ...] = Field(
-        default=(), description="FAXBOX_MAILBOXES: a JSON list of mailbox objects."
+    service_prefix: ClassVar[str] = "mail_poller_"
+
+    mail_poller_mailboxes: tuple[MailboxConfig, ...] = Field(
+        default=(), description="FAXBOX_MAIL_POLLER_MAILBOXES: a JSON list of mailbox objects."
     )
-    lease_ttl_s: float = Field(default=10.0, gt=0)
-    lease_renew_s: float = Field(default=3.0, gt=0)
-    lease_retry_s: float = Field(default=1.0, gt=0)
-    reconnect_base_s: float = Field(default=0.5, gt=0)
-    reconnect_cap_s: float = Field(default=30.0, gt=0)
-    max_mail_bytes: int = Field(
+    mail_poller_lease_ttl_s: float = Field(default=10.0, gt=0)
+    mail_poller_lease_renew_s: float = Field(default=3.0, gt=0)
+    mail_poller_lease_retry_s: float = Field(default=1.0, gt=0)
+    mail_poller_reconnect_base_s: float = Field(default=0.5, gt=0)
+    mail_poller_reconnect_cap_s: float = Field(default=30.0, gt=0)
+    mail_poller_max_mail_bytes: int = Field(
         default=DEFAULT_MAX_MAIL_BYTES,
         ge=1024,
-        description="FAXBOX_MAX_MAIL_BYTES: a mail over this (RFC822.SIZE) is never fetched "
-        "whole; its headers are taken and it is moved to the oversize folder.",
+        description="A mail over this (RFC822.SIZE) is never fetched whole; its headers "
+        "are taken and it is moved to the oversize folder.",
     )
-    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1024)
-    fetch_attempts: int = Field(
+    mail_poller_max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1024)
+    mail_poller_fetch_attempts: int = Field(
         default=5,
         ge=1,
-        description="FAXBOX_FETCH_ATTEMPTS: reads of one message before it is set aside "
-        "to the failed folder and dead-lettered.",
+        description="Reads of one message before it is set aside to the failed folder and "
+        "dead-lettered.",
     )
-    fetch_retry_base_s: float = Field(default=1.0, gt=0)
-    fetch_retry_cap_s: float = Field(default=60.0, gt=0)
-    replica_id: str = Field(default_factory=_default_replica_id)
-    imap_push_host: str | None = Field(
+    mail_poller_fetch_retry_base_s: float = Field(default=1.0, gt=0)
+    mail_poller_fetch_retry_cap_s: float = Field(default=60.0, gt=0)
+    mail_poller_replica_id: str = Field(default_factory=_default_replica_id)
+    mail_poller_imap_push_host: str | None = Field(
         default=None,
         description=(
-            "FAXBOX_IMAP_PUSH_HOST: the address the IMAP server reaches this process's "
+            "FAXBOX_MAIL_POLLER_IMAP_PUSH_HOST: the address the IMAP server reaches this process's "
             "HTTP port at. Set, each session registers a push URL on its folder (needs "
             "METADATA and deploy/dovecot/faxbox-push.lua in Dovecot) and wakes on its "
             "POST instead of IDLE's half-second delay; unset, IDLE alone."
@@ -97,8 +99,8 @@ def build_deps(
         raw_store=GridFsRawStore(infra.store.documents),
         outbox=outbox,
         is_realm=StoreRealms(infra.store).is_realm,
-        max_mail_bytes=settings.max_mail_bytes,
-        max_header_bytes=settings.max_header_bytes,
+        max_mail_bytes=settings.mail_poller_max_mail_bytes,
+        max_header_bytes=settings.mail_poller_max_header_bytes,
         after_publish=(
             _crash_after_publish
             if crashpoints.armed(settings.test_crash_at, SERVICE, "after_publish")
@@ -110,9 +112,9 @@ def build_deps(
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
-    if not settings.mailboxes:
-        raise ValueError("no mailbox configured: set FAXBOX_MAILBOXES to a JSON list")
-    names = [m.name for m in settings.mailboxes]
+    if not settings.mail_poller_mailboxes:
+        raise ValueError("no mailbox configured: set FAXBOX_MAIL_POLLER_MAILBOXES to a JSON list")
+    names = [m.name for m in settings.mail_poller_mailboxes]
     if len(set(names)) != len(names):
         raise ValueError(f"mailbox names must be unique: {names}")
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
@@ -123,18 +125,21 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         timing = Timing(**settings.model_dump(include=_TIMING_FIELDS))
         dead_letters = BusDeadLetters(infra.bus, SERVICE)
         hub: PushHub | None = None
-        if settings.imap_push_host:
-            host = settings.imap_push_host
+        if settings.mail_poller_imap_push_host:
+            host = settings.mail_poller_imap_push_host
             hub = PushHub(f"http://{f'[{host}]' if ':' in host else host}:{runtime.http_port}")
             runtime.add_route(ROUTE, hub.handle)
         watchers: list[MailboxWatcher] = []
-        for config in settings.mailboxes:
+        for config in settings.mail_poller_mailboxes:
             tokens = TokenSource(config) if config.auth == "xoauth2" else None
             push = hub.target(config.name) if hub is not None and config.push else None
             watcher = MailboxWatcher(
                 config,
                 MailboxLease(
-                    infra.store.db, config.name, settings.replica_id, settings.lease_ttl_s
+                    infra.store.db,
+                    config.name,
+                    settings.mail_poller_replica_id,
+                    settings.mail_poller_lease_ttl_s,
                 ),
                 deps,
                 partial(ImapSession, config, tokens, push),
@@ -145,7 +150,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             watchers.append(watcher)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(w.run(stop), name=f"watch {w.name}") for w in watchers]
-        log.info("watching", extra={"mailboxes": names, "replica": settings.replica_id})
+        log.info("watching", extra={"mailboxes": names, "replica": settings.mail_poller_replica_id})
         try:
             yield
         finally:

@@ -9,8 +9,8 @@ TTL) interrupts the session before the next publish or move.
 A message the server does not hand over (``FetchFailed``: a timeout, an error, the
 connection dropped while reading it) never holds up the ones after it: its UID is
 skipped until its own backoff has passed, the others are taken meanwhile, and after
-``fetch_attempts`` tries it is set aside: a dead-letter record (confirmed), then a move to
-the failed folder, and an error in the log. The count lives here, so it survives
+``mail_poller_fetch_attempts`` tries it is set aside: a dead-letter record (confirmed),
+then a move to the failed folder, and an error in the log. The count lives here, so it survives
 reconnects (a timeout ends the session).
 """
 

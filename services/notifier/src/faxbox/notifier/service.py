@@ -7,7 +7,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
@@ -30,20 +30,22 @@ SERVICE = "notifier"
 
 
 class Settings(ServiceSettings):
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_security: Literal["starttls", "tls", "none"] = Field(
+    service_prefix: ClassVar[str] = "notifier_"
+
+    notifier_smtp_host: str = "127.0.0.1"
+    notifier_smtp_port: int = Field(default=587, ge=1, le=65535)
+    notifier_smtp_security: Literal["starttls", "tls", "none"] = Field(
         default="starttls", description="STARTTLS, implicit TLS (port 465), or plain (tests)."
     )
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_timeout_s: float = Field(default=30.0, gt=0)
-    smtp_ca_file: str | None = Field(
+    notifier_smtp_username: str | None = None
+    notifier_smtp_password: SecretStr | None = None
+    notifier_smtp_timeout_s: float = Field(default=30.0, gt=0)
+    notifier_smtp_ca_file: str | None = Field(
         default=None, description="CA bundle to verify the SMTP server with (default: system)."
     )
-    mail_from: str = "Faxbox <fax@faxbox.test>"
-    message_id_domain: str = "faxbox.test"
-    notification_lease_s: float = Field(
+    notifier_mail_from: str = "Faxbox <fax@faxbox.test>"
+    notifier_message_id_domain: str = "faxbox.test"
+    notifier_lease_s: float = Field(
         default=120.0,
         gt=0,
         description="How long a claimed mail stays with its worker before another may send it.",
@@ -57,25 +59,27 @@ def build_deps(
     deps = Deps(
         directory=StoreDirectory(infra.store),
         documents=GridFsDocuments(infra.store.documents),
-        claims=MongoSendClaims(infra.store.db[COLLECTION], settings.notification_lease_s),
+        claims=MongoSendClaims(infra.store.db[COLLECTION], settings.notifier_lease_s),
         decisions=decisions,
         mailer=SmtpMailer(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            security=settings.smtp_security,
-            username=settings.smtp_username,
+            host=settings.notifier_smtp_host,
+            port=settings.notifier_smtp_port,
+            security=settings.notifier_smtp_security,
+            username=settings.notifier_smtp_username,
             password=(
-                settings.smtp_password.get_secret_value() if settings.smtp_password else None
+                settings.notifier_smtp_password.get_secret_value()
+                if settings.notifier_smtp_password
+                else None
             ),
-            timeout_s=settings.smtp_timeout_s,
+            timeout_s=settings.notifier_smtp_timeout_s,
             tls_context=(
-                ssl.create_default_context(cafile=settings.smtp_ca_file)
-                if settings.smtp_ca_file
+                ssl.create_default_context(cafile=settings.notifier_smtp_ca_file)
+                if settings.notifier_smtp_ca_file
                 else None
             ),
         ),
-        sender=settings.mail_from,
-        message_id_domain=settings.message_id_domain,
+        sender=settings.notifier_mail_from,
+        message_id_domain=settings.notifier_message_id_domain,
     )
     return replace(deps, **overrides) if overrides else deps
 

@@ -87,15 +87,15 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
     ):
         tokens = TokenStore(infra.store.db)
         await tokens.ensure_indexes()
-        sessions = SessionStore(infra.store.db, settings.session_max_age_s)
+        sessions = SessionStore(infra.store.db, settings.portal_session_max_age_s)
         await sessions.ensure_indexes()
         signin = SignInThrottle(
             infra.store.db,
             SignInLimits(
-                per_email_and_address=settings.signin_failures_per_email_and_address,
-                per_address=settings.signin_failures_per_address,
-                per_email=settings.signin_failures_per_email,
-                window_s=settings.signin_window_s,
+                per_email_and_address=settings.portal_signin_failures_per_email_and_address,
+                per_address=settings.portal_signin_failures_per_address,
+                per_email=settings.portal_signin_failures_per_email,
+                window_s=settings.portal_signin_window_s,
             ),
         )
         await signin.ensure_indexes()
@@ -109,19 +109,21 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             sessions=sessions,
             queues=RabbitManagement(
                 http,
-                settings.rabbitmq_api_url,
+                settings.portal_rabbitmq_api_url,
                 vhost_of(settings.amqp_url),
-                settings.rabbitmq_api_user,
-                settings.rabbitmq_api_password.get_secret_value(),
+                settings.portal_rabbitmq_api_user,
+                settings.portal_rabbitmq_api_password.get_secret_value(),
             ),
             probe=HttpHealthProbe(http),
             redriver=infra.bus,
             topology=infra.bus.topology,
-            cookie_secure=settings.cookie_secure,
+            cookie_secure=settings.portal_cookie_secure,
             proxies=TrustedProxies.parse(settings.portal_trusted_proxies),
             caller_id_scope=settings.caller_id_scope,
-            health_urls=dict(settings.service_health_urls),
-            links=Links(rabbitmq_ui=settings.rabbitmq_ui_url, grafana=settings.grafana_url),
+            health_urls=dict(settings.portal_service_health_urls),
+            links=Links(
+                rabbitmq_ui=settings.portal_rabbitmq_ui_url, grafana=settings.portal_grafana_url
+            ),
             signin=signin,
             outbox=box,
             signing_keys=SigningKeys(infra.store.db, secrets) if secrets else None,

@@ -1,6 +1,6 @@
 """Command line: run the simulator, or originate a fax through a running one.
 
-    python -m faxbox.pstn_sim                      # serve (FAXBOX_PSTN_* settings)
+    python -m faxbox.pstn_sim                      # serve (FAXBOX_PSTN_SIM_* settings)
     python -m faxbox.pstn_sim originate --from +12125550100 --to +16465550123 \\
         --file doc.pdf [--media t38] [--uri sip:...] [--drop-on-page N] [--tries N] \\
         [--control http://127.0.0.1:8070]

@@ -2,7 +2,8 @@
 
 In-process (tests)::
 
-    async with running(PstnSettings(sip_port=0, http_port=0, pace=20)) as sim:
+    settings = PstnSettings(pstn_sim_sip_port=0, pstn_sim_http_port=0, pstn_sim_pace=20)
+    async with running(settings) as sim:
         sim.sip_uri, sim.control_url, sim.calls ...
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from faxbox.pstn_sim.control import ControlServer
@@ -18,7 +20,7 @@ from faxbox.pstn_sim.settings import PstnSettings
 from faxbox.pstn_sim.sim import Simulator
 from faxbox.shared import runner
 from faxbox.shared.runner import Runtime
-from faxbox.shared.settings import RunnerSettings
+from faxbox.shared.settings import RunnerSettings, warn_unread_env
 
 SERVICE = "pstn-sim"
 
@@ -41,7 +43,7 @@ async def running(
     sim = RunningSimulator(settings, table)
     await sim.start()
     try:
-        sim.control = ControlServer(sim, "127.0.0.1", settings.http_port)
+        sim.control = ControlServer(sim, "127.0.0.1", settings.pstn_sim_http_port)
         await sim.control.start()
         log.info("control API on %s", sim.control.url)
         try:
@@ -54,6 +56,7 @@ async def running(
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: PstnSettings) -> AsyncIterator[None]:
+    warn_unread_env(type(settings), os.environ)
     async with running(settings) as sim:
         runtime.add_check("sip", lambda: sim.ua is not None)
         yield

@@ -1,11 +1,11 @@
 """The simulated phone network: one SIP user agent, remote fax machines behind it.
 
 Calls *to* the simulator (``to_sim``) are handled by the scenario the dialled number
-matches (see ``scenarios``). Calls *from* the simulator (``from_sim``) are originated on
+matches (see ``pstn_sim_scenarios``). Calls *from* the simulator (``from_sim``) are originated on
 request: a remote fax machine sends a document to our inbound receiver.
 
 ``forward`` is a back-to-back user agent: the A leg (caller → simulator) and the B leg
-(simulator → ``inbound_uri``) are separate SIP calls. G.711 audio is copied block by
+(simulator → ``pstn_sim_inbound_uri``) are separate SIP calls. G.711 audio is copied block by
 block both ways (each leg keeps its own jitter buffer and clock, so this adds about two
 jitter buffers of delay; fax modems do not mind). When either leg switches to T.38 the
 other leg is re-INVITEd to T.38 and IFP packets are relayed as they arrive (UDPTL is
@@ -13,7 +13,7 @@ decoded and re-encoded per leg, so each leg has its own redundancy). If the othe
 refuses T.38, the leg that switched is re-INVITEd back to audio. Limits: no
 transcoding between an audio leg and a T.38 leg (a real T.38 gateway would), IFPs sent
 while the other leg is being re-INVITEd are delivered late, when the caller gives up
-while the B leg rings the B leg is only CANCELled at ``answer_timeout_s`` (or hung up
+while the B leg rings the B leg is only CANCELled at ``pstn_sim_answer_timeout_s`` (or hung up
 as soon as it answers), and the caller's SIP identity is passed on as the number only.
 """
 
@@ -77,7 +77,7 @@ def dialled_number(user: str) -> str:
 
 
 class Simulator:
-    """A running phone network on ``settings.sip_host:sip_port``.
+    """A running phone network on ``settings.pstn_sim_sip_host:pstn_sim_sip_port``.
 
     ``start()`` opens the SIP socket; ``close()`` hangs up and stops. ``calls`` is the
     call log. ``originate`` places a fax call to our inbound receiver.
@@ -85,17 +85,19 @@ class Simulator:
 
     def __init__(self, settings: PstnSettings, table: tuple[Scenario, ...] | None = None) -> None:
         self.settings = settings
-        self.table = table if table is not None else load_table(settings.scenarios)
+        self.table = table if table is not None else load_table(settings.pstn_sim_scenarios)
         self.calls = CallLog()
         self.ua: UserAgent | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._nonces: dict[str, None] = {}
         self._rng = random.Random()
-        self.data_dir = settings.data_dir
+        self.data_dir = settings.pstn_sim_data_dir
         # The simulator records how a call ended before its BYE is answered (a caller
         # that vanished would hold the record open for 64·T1), so it hangs up itself.
         self.line_settings = LineSettings(
-            silence_s=settings.media_timeout_s, max_call_s=settings.max_call_s, hang_up=False
+            silence_s=settings.pstn_sim_media_timeout_s,
+            max_call_s=settings.pstn_sim_max_call_s,
+            hang_up=False,
         )
 
     # --- life -----------------------------------------------------------------------
@@ -104,20 +106,20 @@ class Simulator:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         outbound = None
         s = self.settings
-        if s.outbound_username is not None and s.outbound_password is not None:
-            outbound = Credentials(s.outbound_username, s.outbound_password)
+        if s.pstn_sim_outbound_username is not None and s.pstn_sim_outbound_password is not None:
+            outbound = Credentials(s.pstn_sim_outbound_username, s.pstn_sim_outbound_password)
         self.ua = await UserAgent.start(
-            s.sip_host,
-            s.sip_port,
-            pace=s.pace,
-            jitter_prefill=s.jitter_prefill,
+            s.pstn_sim_sip_host,
+            s.pstn_sim_sip_port,
+            pace=s.pstn_sim_pace,
+            jitter_prefill=s.pstn_sim_jitter_prefill,
             credentials=outbound,
             user="pstn-sim",
             user_agent="Faxbox pstn-sim",
         )
         self.ua.listen(self._on_invite)
         self._spawn(self._watch_loop_lag())
-        log.info("pstn-sim listening on %s (pace %s)", self.sip_uri, s.pace)
+        log.info("pstn-sim listening on %s (pace %s)", self.sip_uri, s.pstn_sim_pace)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -154,7 +156,7 @@ class Simulator:
 
     def _line_s(self, seconds: float) -> float:
         """Real seconds for ``seconds`` of line time."""
-        return real_seconds(seconds, self.settings.pace)
+        return real_seconds(seconds, self.settings.pstn_sim_pace)
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -260,7 +262,7 @@ class Simulator:
 
     def _authorized(self, incoming: IncomingCall) -> bool:
         s = self.settings
-        if s.auth_username is None or s.auth_password is None:
+        if s.pstn_sim_auth_username is None or s.pstn_sim_auth_password is None:
             return True
         request = incoming.request
         header = request.headers.get("Authorization")
@@ -271,7 +273,7 @@ class Simulator:
         while len(self._nonces) > 1000:
             self._nonces.pop(next(iter(self._nonces)))
         response = incoming.tx.response(401, to_tag=incoming.local_tag)
-        response.headers.add("WWW-Authenticate", digest_challenge(s.auth_realm, nonce))
+        response.headers.add("WWW-Authenticate", digest_challenge(s.pstn_sim_auth_realm, nonce))
         incoming.decided = True
         incoming.tx.respond(response)
         if header is not None:  # wrong credentials: worth a line in the log
@@ -288,11 +290,11 @@ class Simulator:
 
     def _valid_digest(self, request: SipRequest, header: str) -> bool:
         s = self.settings
-        if s.auth_username is None or s.auth_password is None:
+        if s.pstn_sim_auth_username is None or s.pstn_sim_auth_password is None:
             return True
-        credentials = Credentials(s.auth_username, s.auth_password)
+        credentials = Credentials(s.pstn_sim_auth_username, s.pstn_sim_auth_password)
         return authorization_matches(
-            header, credentials, request.method, realm=s.auth_realm, nonces=self._nonces
+            header, credentials, request.method, realm=s.pstn_sim_auth_realm, nonces=self._nonces
         )
 
     # --- a fax machine that receives ------------------------------------------------
@@ -332,7 +334,7 @@ class Simulator:
         self._spawn(call.hangup())
 
     def _fax_settings(self, file: Path) -> CallSettings:
-        return CallSettings(file=file, local_identity=self.settings.station_id)
+        return CallSettings(file=file, local_identity=self.settings.pstn_sim_station_id)
 
     def _record_outcome(self, record: CallRecord, outcome: FaxOutcome, path: Path) -> None:
         record.outcome = OutcomeSummary.of(outcome)
@@ -406,10 +408,10 @@ class Simulator:
         ua = self._ua()
         dial = asyncio.create_task(
             ua.dial(
-                self.settings.inbound_uri,
+                self.settings.pstn_sim_inbound_uri,
                 record.from_,
                 record.to,
-                answer_timeout=self.settings.answer_timeout_s,
+                answer_timeout=self.settings.pstn_sim_answer_timeout_s,
                 on_progress=lambda status, _reason: incoming.ring(status),
             )
         )
@@ -464,7 +466,7 @@ class Simulator:
                 record,
                 document,
                 media,
-                uri or self.settings.inbound_uri,
+                uri or self.settings.pstn_sim_inbound_uri,
                 drop_on_page,
                 redial or self.redial,
             )
@@ -475,10 +477,10 @@ class Simulator:
     def redial(self) -> RedialPolicy:
         s = self.settings
         return RedialPolicy(
-            tries=s.originate_tries,
-            window_s=s.originate_window_s,
-            backoff_s=s.originate_backoff_s,
-            backoff_max_s=s.originate_backoff_max_s,
+            tries=s.pstn_sim_originate_tries,
+            window_s=s.pstn_sim_originate_window_s,
+            backoff_s=s.pstn_sim_originate_backoff_s,
+            backoff_max_s=s.pstn_sim_originate_backoff_max_s,
         )
 
     async def _originate(
@@ -539,7 +541,7 @@ class Simulator:
         record.sip_status = record.error = None
         try:
             call = await self._ua().dial(
-                uri, record.from_, record.to, answer_timeout=self.settings.answer_timeout_s
+                uri, record.from_, record.to, answer_timeout=self.settings.pstn_sim_answer_timeout_s
             )
         except CallFailed as exc:
             record.sip_status = attempt.sip_status = exc.status

@@ -9,7 +9,7 @@ run by the runner); while it reports overload the request goes back to the broke
 (the settling policy's scheduled retries use up no budget), and it comes back after
 ``overload_retry_s``, to this replica or another one.
 
-The bound is in call time: with the line clock at N times real time (``line_pace``),
+The bound is in call time: with the line clock at N times real time (``transmitter_line_pace``),
 a loop 20 ms late costs a call what 200 ms cost at real time, so the service divides
 the configured bound by the pace.
 
@@ -17,7 +17,7 @@ Loop lag is a late signal: a burst of requests is admitted in the instant before
 calls it starts make the loop late, and G.711 calls fail (far end hanging up in phase B,
 calls cut off) at lags well below the bound. So a process may also have a bound on the
 calls it runs at once (``admit_calls``, the capacity ``benchmarks/concurrent_calls.py``
-measured): a request beyond it goes back the same way, unclaimed. Unlike ``max_calls``
+measured): a request beyond it goes back the same way, unclaimed. Unlike ``transmitter_max_calls``
 (a request waits in the process, holding its delivery), it is free for another replica.
 """
 

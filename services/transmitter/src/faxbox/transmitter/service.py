@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -51,6 +51,8 @@ def _default_worker_id() -> str:
 
 
 class Settings(ServiceSettings, SecretSettings):
+    service_prefix: ClassVar[str] = "transmitter_"
+
     # FAXBOX_TRANSMITTER_SIP__ADVERTISED_ADDRESS ... (nested SipSettings)
     model_config = SettingsConfigDict(env_nested_delimiter="__")  # merged with the parent's
 
@@ -60,7 +62,9 @@ class Settings(ServiceSettings, SecretSettings):
     # SIGTERM lets the calls on the line finish (a fax takes minutes); what is still
     # unfinished after this is hung up and redelivered to another worker.
     shutdown_grace_s: float = 900.0
-    max_calls: int = Field(default=50, ge=1, description="Concurrent fax calls per process.")
+    transmitter_max_calls: int = Field(
+        default=50, ge=1, description="Concurrent fax calls per process."
+    )
     transmitter_admit_calls: int | None = Field(
         default=None,
         ge=1,
@@ -68,7 +72,7 @@ class Settings(ServiceSettings, SecretSettings):
         "(no attempt counted) for overload_retry_after_s: the process's measured capacity "
         "(benchmarks/concurrent_calls.py). None: no bound but max_calls.",
     )
-    line_pace: float = Field(
+    transmitter_line_pace: float = Field(
         default=1.0, ge=0, description="Media clock: 1 real time, N times faster (tests)."
     )
     transmitter_sip_host: str = "127.0.0.1"
@@ -134,7 +138,7 @@ def build_deps(
         outbox=outbox,
         cancellations=Cancellations(infra.store.db),
         worker_id=settings.transmitter_worker_id,
-        calls=asyncio.Semaphore(settings.max_calls),
+        calls=asyncio.Semaphore(settings.transmitter_max_calls),
         lease_s=settings.transmitter_lease_s,
         cancel_poll_s=settings.transmitter_cancel_poll_s,
         busy_retry_s=settings.transmitter_busy_retry_s,
@@ -142,7 +146,7 @@ def build_deps(
         max_carrier_tries=settings.transmitter_max_carrier_tries,
         spool_dir=settings.transmitter_spool_dir,
         overload_retry_s=settings.overload_retry_after_s,
-        overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.line_pace),
+        overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.transmitter_line_pace),
         admit_calls=settings.transmitter_admit_calls,
         crash_at=settings.test_crash_at,
     )
@@ -163,9 +167,9 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             settings.transmitter_sip_host,
             settings.transmitter_sip_port,
             settings.transmitter_sip,
-            pace=settings.line_pace,
+            pace=settings.transmitter_line_pace,
             user="faxbox-transmitter",
-            accept_t38=settings.line_pace > 0,
+            accept_t38=settings.transmitter_line_pace > 0,
         )
         runtime.add_check("sip", lambda: ua.is_open)
         line = SipFaxLine(
@@ -185,8 +189,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             settings.transmitter_worker_id,
             ua.host,
             ua.port,
-            settings.line_pace,
-            settings.max_calls,
+            settings.transmitter_line_pace,
+            settings.transmitter_max_calls,
         )
         consumer = infra.bus.consumer(
             SERVICE,

@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -44,6 +44,8 @@ _CAPS = Caps()
 
 
 class Settings(ServiceSettings, OwnershipSettings):
+    service_prefix: ClassVar[str] = "validator_"
+
     # Each message in hand may hold a rendering worker; more than the cores just queues.
     prefetch: int = Field(default=4, ge=1, le=1000)
     validator_max_attachment_bytes: int = Field(default=DEFAULT_MAX_ATTACHMENT_BYTES, ge=1)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import Field, field_validator
@@ -51,13 +51,15 @@ def _default_worker_id() -> str:
 
 
 class Settings(ServiceSettings, SecretSettings, WebhookTargetSettings):
+    service_prefix: ClassVar[str] = "webhooks_"
+
     prefetch: int = Field(default=32, ge=1, le=1000)
     webhooks_retry_schedule_s: tuple[int, ...] = Field(
         default=RETRY_SCHEDULE_S,
         description="Waits before each retry after the first attempt (JSON list, seconds).",
     )
-    webhooks_timeout_s: float = Field(default=10.0, gt=0, description="Whole request.")
-    webhooks_connect_timeout_s: float = Field(default=5.0, gt=0)
+    webhooks_http_timeout_s: float = Field(default=10.0, gt=0, description="Whole request.")
+    webhooks_http_connect_timeout_s: float = Field(default=5.0, gt=0)
     webhooks_busy_retry_s: int = Field(
         default=2, ge=1, description="Wait when every request slot of a URL is taken."
     )
@@ -80,7 +82,7 @@ def build_deps(
     """The handlers' dependencies, real; ``overrides`` replaces any of them by name."""
     store = infra.store
     webhooks = WebhookStore(store.db)
-    lease = timedelta(seconds=2 * settings.webhooks_timeout_s + 5)
+    lease = timedelta(seconds=2 * settings.webhooks_http_timeout_s + 5)
     deps = Deps(
         webhooks=StoreWebhooks(webhooks),
         log=StoreDeliveryLog(webhooks),
@@ -134,7 +136,7 @@ async def _retention(store: Store, keep_months: int) -> None:
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
     settings.required_box(_SIGNING)  # refuse to start without the key
     timeout = httpx.Timeout(
-        settings.webhooks_timeout_s, connect=settings.webhooks_connect_timeout_s
+        settings.webhooks_http_timeout_s, connect=settings.webhooks_http_connect_timeout_s
     )
     async with (
         infrastructure(settings, runtime) as infra,
