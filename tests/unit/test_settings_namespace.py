@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from faxbox.inbound.service import Settings as InboundSettings
+from faxbox.mail_poller.service import Settings as MailPollerSettings
+from faxbox.mail_poller.service import timing_of
 from faxbox.shared.settings import FaxboxSettings, unread_env_names, warn_unread_env
 from faxbox.transmitter.service import Settings as TransmitterSettings
 
@@ -110,3 +112,9 @@ def test_a_name_from_before_the_prefix_is_reported_with_the_one_read(
         "FAXBOX_SIP__ADVERTISED_ADDRESS is not read: a service's own settings are under its "
         "prefix, FAXBOX_TRANSMITTER_SIP__ADVERTISED_ADDRESS",
     ]
+
+
+def test_the_mail_pollers_timing_comes_from_its_prefixed_settings() -> None:
+    settings = MailPollerSettings(mail_poller_fetch_attempts=3, mail_poller_lease_retry_s=0.5)
+    timing = timing_of(settings)
+    assert (timing.fetch_attempts, timing.lease_retry_s) == (3, 0.5)

@@ -86,6 +86,13 @@ def _crash_after_publish() -> None:
 _TIMING_FIELDS: Final = {f.name for f in dataclasses.fields(Timing)}
 
 
+def timing_of(settings: Settings) -> Timing:
+    """Every field of Timing is a setting of the same name under the service's prefix."""
+    return Timing(
+        **{name: getattr(settings, settings.service_prefix + name) for name in _TIMING_FIELDS}
+    )
+
+
 def _noop() -> None:
     return None
 
@@ -121,8 +128,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
         ledger = MongoLedger(infra.store.db)
         await ledger.ensure_indexes()
         deps = build_deps(infra, settings, ledger=ledger, outbox=box)
-        # Every field of Timing is a setting of the same name.
-        timing = Timing(**settings.model_dump(include=_TIMING_FIELDS))
+        timing = timing_of(settings)
         dead_letters = BusDeadLetters(infra.bus, SERVICE)
         hub: PushHub | None = None
         if settings.mail_poller_imap_push_host:
