@@ -136,6 +136,7 @@ class RabbitServer:
     def from_env(cls) -> RabbitServer:
         amqp_url = os.environ.get("FAXBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
         parts = urllib.parse.urlsplit(split_urls(amqp_url)[0])
+        # The management API var/env gives the local portal (deploy/local/up).
         api_url = os.environ.get("FAXBOX_PORTAL_RABBITMQ_API_URL", "http://127.0.0.1:15672")
         return cls(
             amqp_url=amqp_url,
