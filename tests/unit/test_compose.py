@@ -340,6 +340,9 @@ def _settings_variables(service: str) -> set[str] | None:
     for cls in classes:
         prefix = str(cls.model_config.get("env_prefix", ""))
         names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+        # FAXBOX_<SERVICE>_<SHARED>: a shared setting for this service alone.
+        own = str(getattr(cls, "service_prefix", ""))
+        names |= {f"{prefix}{own}{field}".upper() for field in cls.model_fields if own}
     return names
 
 
