@@ -116,7 +116,7 @@ async def seed(store: Store, faxes: int, now: datetime) -> tuple[str, str]:
 
     tokens = TokenStore(store.db)
     await tokens.ensure_indexes()
-    _, secret = await tokens.create(admin.id, "benchmark")
+    _, secret = await tokens.create(admin, "benchmark")
 
     span = timedelta(days=365)
     step = span / faxes
@@ -145,7 +145,7 @@ async def serve(mongo_url: str, db: str, port: int) -> None:
     from faxbox.portal.adapters import HttpHealthProbe, RabbitManagement
     from faxbox.portal.app import create_app
     from faxbox.portal.deps import PortalDeps
-    from faxbox.portal.security import SessionSigner, TokenStore
+    from faxbox.portal.security import SessionStore, TokenStore
     from faxbox.shared.routing import Topology
 
     class NoRedrive:
@@ -157,7 +157,7 @@ async def serve(mongo_url: str, db: str, port: int) -> None:
         deps = PortalDeps(
             store=store,
             tokens=TokenStore(store.db),
-            signer=SessionSigner(secrets.token_urlsafe(16), 3600),
+            sessions=SessionStore(store.db, 3600),
             queues=RabbitManagement(http, "http://127.0.0.1:9", "/", "guest", "guest"),
             probe=HttpHealthProbe(http),
             redriver=NoRedrive(),
