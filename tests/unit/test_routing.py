@@ -19,7 +19,7 @@ def test_names_derive_from_prefix_and_service() -> None:
     assert t.dead_letter_exchange == "faxbox.dead-letter"
     assert t.queue("validator") == "faxbox.validator"
     assert t.dead_letter_queue("validator") == "faxbox.validator.dlq"
-    assert t.retry_queue("transmitter", 120) == "faxbox.transmitter.retry.120s"
+    assert t.retry_queue("transmitter", 120) == "faxbox.transmitter.retry.120s.held"
     assert t.bindings("validator") == ("mail.received", "fax.outbound.submitted")
 
 

@@ -8,9 +8,10 @@ Topology (all declared idempotently, names from ``faxbox.shared.routing``):
   consumer ends up in the dead-letter queue instead of looping forever);
 - a direct dead-letter exchange and per service a dead-letter queue (a service that
   consumes nothing, such as the mail-poller, puts records of what it set aside there);
-- per service TTL retry queues, one per delay, that dead-letter back to the service's
-  queue through the default exchange (the broker holds the message for the delay,
-  never a sleep in the process).
+- per service held retry queues, one per step of the retry ladder, whose copies carry
+  the moment they are due; the service's own consumers move them home when due
+  (``faxbox.shared.delays``: not the broker's TTL dead-lettering, which RabbitMQ 3.10
+  can strand after leader changes).
 
 Settling, after the handler returns or raises:
 
@@ -63,7 +64,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from faxbox.shared import notes
+from faxbox.shared import delays, notes
 from faxbox.shared.contracts import Message, contract_by_name
 from faxbox.shared.failover import connect_failover, split_urls
 from faxbox.shared.logs import fax_context
@@ -219,7 +220,7 @@ class Bus:
         }
 
     async def declare_service(self, service: str) -> None:
-        """Declare the service's queue, bindings, dead-letter queue and retry queues."""
+        """Declare the service's queue, bindings, dead-letter queue and held queues."""
         channel = self._channel()
         queue = await channel.declare_queue(
             self.topology.queue(service), durable=True, arguments=self._queue_arguments(service)
@@ -228,7 +229,7 @@ class Bus:
             await queue.bind(self.topology.events_exchange, routing_key=key)
         await self._declare_dead_letter_queue(service)
         for delay in self.settings.retry_delays_s:
-            await self._declare_retry_queue(service, on_ladder(delay))
+            await self.declare_held_queue(service, delays.held_step(on_ladder(delay)))
 
     async def _declare_dead_letter_queue(self, service: str) -> None:
         name = self.topology.dead_letter_queue(service)
@@ -240,23 +241,14 @@ class Bus:
         await dlq.bind(self.topology.dead_letter_exchange, routing_key=self.topology.queue(service))
         self._declared_dead_letter_queues.add(name)
 
-    async def _declare_retry_queue(self, service: str, delay_s: int) -> str:
-        name = self.topology.retry_queue(service, delay_s)
+    async def declare_held_queue(self, service: str, step: int) -> str:
+        """A held queue of the retry ladder (``faxbox.shared.delays``): a plain quorum
+        queue; its copies go home when a releaser finds them due."""
+        name = self.topology.retry_queue(service, step)
         if name in self._declared_retry_queues:
             return name
         await self._channel().declare_queue(
-            name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-message-ttl": delay_s * 1000,
-                # The default exchange routes by queue name: expiry sends it home.
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self.topology.queue(service),
-                # At-least-once dead-lettering so an expiring retry can't be lost.
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            },
+            name, durable=True, arguments={"x-queue-type": "quorum"}
         )
         self._declared_retry_queues.add(name)
         return name
@@ -346,15 +338,26 @@ class Bus:
         delay_s: int,
         attempts: Attempts,
         carry: Mapping[str, str] | None = None,
-    ) -> None:
-        """Park a copy in the retry queue of that delay; it comes back with ``attempts``
-        and the notes it carried, ``carry`` added (see :mod:`faxbox.shared.notes`)."""
-        name = await self._declare_retry_queue(service, on_ladder(delay_s))
+    ) -> int:
+        """Park a copy, due in ``delay_s`` (rounded up to the ladder), in the held queue it
+        waits in; it comes back with ``attempts`` and the notes it carried, ``carry``
+        added (see :mod:`faxbox.shared.notes`). Returns the held queue's step."""
+        wait = on_ladder(delay_s)
+        step = delays.held_step(wait)
+        name = await self.declare_held_queue(service, step)
         headers = dict(incoming.headers or {})
         headers[ATTEMPT_HEADER] = attempts.transient
         headers[WAITS_HEADER] = attempts.waits
         headers.update(notes.to_headers(carry or {}))
+        headers.update(delays.due_header(wait))
         await self._publish_raw(self._channel().default_exchange, _copy(incoming, headers), name)
+        return step
+
+    async def move(
+        self, incoming: AbstractIncomingMessage, queue: str, headers: dict[str, Any]
+    ) -> None:
+        """A copy of ``incoming`` with ``headers`` into ``queue``, confirmed."""
+        await self._publish_raw(self._channel().default_exchange, _copy(incoming, headers), queue)
 
     async def redrive(self, service: str, limit: int | None = None) -> int:
         """Move up to ``limit`` dead-lettered messages back to the service's queue.
@@ -447,9 +450,11 @@ class Consumer:
         # Per underlying channel: a reconnect brings a new channel with its own tags,
         # while handlers of the old one may still finish (and fail to settle there).
         self._settlements: dict[SettlingChannel, Settlements] = {}
+        self._releaser = delays.Releaser(bus, service)
 
     async def start(self) -> None:
         await self.bus.declare_service(self.service)
+        await self._releaser.start()
         self._channel = await self.bus.connection.channel()
         await self._channel.set_qos(prefetch_count=self.bus.settings.prefetch)
         self._queue = await self._channel.get_queue(self.queue_name)
@@ -482,6 +487,7 @@ class Consumer:
                 task.cancel()
             if unfinished:
                 await asyncio.wait(unfinished, timeout=5)
+        await self._releaser.stop()
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
@@ -586,6 +592,17 @@ class Consumer:
             await self._to_dead_letter(incoming, decision.reason, decision.kind)
             waiting.set(0)
             return "dead_lettered"
+        try:
+            step = await self.bus.retry(
+                incoming, self.service, decision.delay_s, decision.next, decision.notes
+            )
+        except Exception:
+            log.exception("could not park the message for retry; requeueing it")
+            await self._requeue(incoming)
+            return "requeued"
+        await self._ack(incoming)
+        # Said once the copy is parked and the delivery acked: from here on, the copy is
+        # the message.
         if decision.kind == "infrastructure":
             INFRASTRUCTURE_WAITS.labels(self.queue_name).inc()
             waiting.set(1)
@@ -605,14 +622,9 @@ class Consumer:
                 decision.reason,
             )
         try:
-            await self.bus.retry(
-                incoming, self.service, decision.delay_s, decision.next, decision.notes
-            )
-        except Exception:
-            log.exception("could not park the message for retry; requeueing it")
-            await self._requeue(incoming)
-            return "requeued"
-        await self._ack(incoming)
+            await self._releaser.watch(step)
+        except Exception as exc:  # the releasers' probe finds the queue later
+            log.warning("could not watch the held queue of %ds: %r", step, exc)
         return "retried"
 
     async def _to_dead_letter(

@@ -21,8 +21,9 @@ One rule for every consumer, decided by :func:`decide` and carried out by the bu
   all, then :class:`DeadLetter` with kind ``exhausted``: a message that fails for a
   reason nobody foresaw must not loop forever.
 
-Every delay is one of :data:`RETRY_LADDER_S`. Each delay is a durable retry queue on the
-broker (``<prefix>.<service>.retry.<N>s``), so a fixed ladder keeps their number
+Every delay is one of :data:`RETRY_LADDER_S`. A delay waits in a durable held queue on the
+broker (``<prefix>.<service>.retry.<N>s.held``, see :mod:`faxbox.shared.delays`), so a fixed
+ladder keeps their number
 bounded whatever delays faxboxes configure for their redials.
 """
 

@@ -112,9 +112,10 @@ class Topology:
         return f"{self.queue(service)}.dlq"
 
     def retry_queue(self, service: str, delay_s: int) -> str:
+        """The held queue of one step of the retry ladder (``faxbox.shared.delays``)."""
         if delay_s < 1:
             raise ValueError("retry delay must be at least one second")
-        return f"{self.queue(service)}.retry.{delay_s}s"
+        return f"{self.queue(service)}.retry.{delay_s}s.held"
 
     def bindings(self, service: str) -> tuple[str, ...]:
         return tuple(routing_key(contract) for contract in subscriptions(service))
