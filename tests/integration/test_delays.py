@@ -5,26 +5,17 @@ another (which finds the held queue by itself)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from faxbox.shared import delays
 from faxbox.shared.bus import Bus, encode
-from faxbox.shared.settings import BrokerSettings
-from tests.integration.test_bus import get_one, queue_depth
+from tests.integration.test_bus import bus, get_one, queue_depth
 from tests.support import sample_mail_received as mail
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-async def bus(broker_settings: BrokerSettings) -> AsyncIterator[Bus]:
-    b = Bus(broker_settings)
-    await b.connect()
-    await b.declare_service("validator")
-    yield b
-    await b.close()
+__all__ = ["bus"]  # the fixture: a bus with the validator's queues, as test_bus's tests get
 
 
 async def hold(bus: Bus, step: int, due_in_s: float, uid: int) -> None:
