@@ -13,8 +13,8 @@ Outbound, per fax (one per number of an email; a rejected email is one):
   ended it with every page confirmed (or, cut by a pstn-sim restart, holds every page on
   its disk). ``sent_without_call``: marked sent with no completed call;
   ``completed_not_sent``: a completed call for a fax not marked sent;
-  ``duplicates_on_line``: faxes the far end holds complete more than once (a call
-  carrying every page, twice; see ``complete_copies``); ``pages_not_equal``: the
+  ``duplicates_on_line``: faxes the far end holds complete more than once, counting
+  only pages their sender knew were confirmed (see ``complete_copies``); ``pages_not_equal``: the
   completed call's pages are not the rendered document's, pixel for pixel below the
   header line; ``pages_resent``: pages the far end received more than once without a
   second completion (cut calls sent again); ``calls_for_rejected``: calls to numbers of
@@ -128,15 +128,29 @@ def _history_gaps(p: Planned, r: Recipient, record: dict[str, Any]) -> list[str]
 
 
 def complete_copies(calls: list[dict[str, Any]], pages: int) -> int:
-    """How many times the far end holds the whole document from these calls to its number.
+    """How many times the far end holds the whole document, as its sender knew it.
+
+    What a call leaves that its sender knew was confirmed: every page of a completed
+    call; of a cut call, every page but its last. spandsp writes a page to disk before
+    it sends the page's confirmation (MCF), and a call cut then (the far end killed, or
+    the sender killed while the MCF was on its way) leaves a page on paper that no
+    sender could know arrived; sending it again is a resent page. The earlier pages of
+    a cut call were confirmed: the sender only goes on to a page after the last one's
+    MCF. (What this cannot see: a sender killed in the milliseconds between an MCF
+    and its write to the job; tests/integration/test_transmitter_crash.py kills one
+    right after the write.)
 
     A redial carries only the pages not yet confirmed (a suffix of the document), so
-    only a call that holds all ``pages`` is a copy by itself; the pieces of cut and
-    resumed calls add up to one more copy at most (a page the far end got but whose
-    confirmation was lost, or sat on its disk when it was killed, is sent again: a
-    resent page, not a second fax)."""
-    whole = sum(1 for c in calls if pages_on_paper(c) >= pages)
-    pieces = sum(pages_on_paper(c) for c in calls if pages_on_paper(c) < pages)
+    only a call that leaves all ``pages`` is a copy by itself; the pieces of cut and
+    resumed calls add up to one more copy at most.
+    """
+
+    def known(call: dict[str, Any]) -> int:
+        on_paper = pages_on_paper(call)
+        return on_paper if completed(call) else max(0, on_paper - 1)
+
+    whole = sum(1 for c in calls if known(c) >= pages)
+    pieces = sum(known(c) for c in calls if known(c) < pages)
     return whole + (1 if pieces >= pages else 0)
 
 

@@ -218,6 +218,30 @@ async def test_a_complete_fax_whose_last_page_is_sent_again_is_pages_resent(
     assert figures["pages_resent"] == 1
 
 
+async def test_a_one_page_fax_cut_with_its_page_unconfirmed_and_sent_again_is_one_fax(
+    tmp_path: Path,
+) -> None:
+    # The far end wrote the page and was cut before its MCF reached the sender: the
+    # sender could not know, and sends the page again.
+    world = _world(tmp_path)
+    p, number, record = next(
+        (p, r.number, x)
+        for p in world.planned
+        for r in p.recipients
+        if r.kind == "receive" and p.pages == 1
+        for x in world.records
+        if x.get("source_message_id") == p.message_id and x["remote_number"] == r.number
+    )
+    world.call("to_sim", "+16465550101", number, success=False, pages=1, fax=record["_id"])
+    figures = await world.count()
+    assert _failing(figures) == {}, figures["problems"]
+    assert figures["pages_resent"] == 1
+    # Two calls the far end completed are two faxes, one page or many.
+    world.call("to_sim", "+16465550101", number, success=True, pages=p.pages, fax=record["_id"])
+    figures = await world.count()
+    assert _failing(figures) == {"duplicates_on_line": 1}
+
+
 async def test_pages_that_differ_from_the_rendered_document_fail(tmp_path: Path) -> None:
     world = _world(tmp_path)
     p, number, _record = world.sent()

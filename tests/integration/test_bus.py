@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import pytest
@@ -428,6 +429,40 @@ async def test_notes_travel_with_a_retried_message_and_stay_with_it(bus: Bus) ->
     await consumer.stop()
     assert seen == [{}, {"pages": "3"}, {"pages": "3"}, {"pages": "4", "by": "w2"}]
     assert notes.carried() == {}
+
+
+async def test_notes_are_not_dropped_when_parking_their_copy_fails_for_a_while(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node going away: the first two parkings fail. Requeued, the delivery would come
+    # back without its notes; the copy with them is parked once the broker takes it.
+    real_retry = bus.retry
+    failures = 2
+
+    async def flaky_retry(*args: Any, **kwargs: Any) -> int:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionResetError("the held queue's leader went away")
+        return await real_retry(*args, **kwargs)
+
+    monkeypatch.setattr(bus, "retry", flaky_retry)
+    seen: list[dict[str, str]] = []
+    done = asyncio.Event()
+
+    async def handle(message: MailReceived) -> None:
+        seen.append(dict(notes.carried()))
+        if len(seen) == 1:
+            raise RetryLater("the database is away", delay_s=1, notes={"pages": "3"})
+        done.set()
+
+    consumer = bus.consumer("validator", {MailReceived: handle})
+    await consumer.start()
+    await bus.publish(mail(14))
+    await asyncio.wait_for(done.wait(), 30)
+    await consumer.stop()
+    assert failures == 0
+    assert seen == [{}, {"pages": "3"}]
 
 
 async def test_a_handler_in_hand_runs_to_its_end_when_the_broker_drops_the_connection(

@@ -69,8 +69,10 @@ class Imap:
             for uid in uids:
                 status, fetched = conn.uid("FETCH", uid, "(BODY.PEEK[])")
                 item = fetched[0]
-                assert isinstance(item, tuple)
-                out.append(item[1])
+                # A poller moving the message away between the SEARCH and this FETCH
+                # leaves nothing to fetch: it is in its next folder now, not lost.
+                if status == "OK" and isinstance(item, tuple):
+                    out.append(item[1])
             return out
 
     def _move_matching(self, source: str, header: str, value: str, target: str) -> int:

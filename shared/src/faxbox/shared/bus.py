@@ -91,6 +91,9 @@ ORIGIN_QUEUE_HEADER: Final = "x-faxbox-origin-queue"
 ORIGIN_ROUTING_KEY_HEADER: Final = "x-faxbox-origin-routing-key"
 DEAD_LETTERED_AT_HEADER: Final = "x-faxbox-dead-lettered-at"
 SCHEMA_VERSION_HEADER: Final = "x-faxbox-schema-version"
+# How long a retry carrying notes keeps trying to park its copy (see ``Consumer._park``).
+PARK_PATIENCE_S: Final = 60.0
+PARK_RETRY_S: Final = 1.0
 
 CONSUMED = Counter(
     "faxbox_messages_consumed_total",
@@ -592,12 +595,8 @@ class Consumer:
             await self._to_dead_letter(incoming, decision.reason, decision.kind)
             waiting.set(0)
             return "dead_lettered"
-        try:
-            step = await self.bus.retry(
-                incoming, self.service, decision.delay_s, decision.next, decision.notes
-            )
-        except Exception:
-            log.exception("could not park the message for retry; requeueing it")
+        step = await self._park(incoming, decision)
+        if step is None:
             await self._requeue(incoming)
             return "requeued"
         await self._ack(incoming)
@@ -626,6 +625,37 @@ class Consumer:
         except Exception as exc:  # the releasers' probe finds the queue later
             log.warning("could not watch the held queue of %ds: %r", step, exc)
         return "retried"
+
+    async def _park(self, incoming: AbstractIncomingMessage, decision: Retry) -> int | None:
+        """The copy parked for the retry; its held queue's step, None when it could not be.
+
+        A plain retry that cannot be parked is requeued: the delivery itself is the same
+        message. A retry with notes is not: they exist nowhere but in the copy, and the
+        delivery requeued without them would be handled as if they had never been
+        written (a transmitter would dial the pages they say were confirmed again). So
+        it is tried again for ``PARK_PATIENCE_S``: a node going away takes the held
+        queue's leader or our connection with it for a few seconds. Parked after our
+        delivery came back to the broker, the copy is a second delivery of the message,
+        which every handler takes as a redelivery; the one with the notes says more.
+        """
+        patience = PARK_PATIENCE_S if decision.notes else 0.0
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return await self.bus.retry(
+                    incoming, self.service, decision.delay_s, decision.next, decision.notes
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if time.monotonic() >= deadline:
+                    log.exception("could not park the message for retry; requeueing it")
+                    return None
+                log.warning(
+                    "could not park the message and its notes for retry; trying again",
+                    exc_info=True,
+                )
+                await asyncio.sleep(PARK_RETRY_S)
 
     async def _to_dead_letter(
         self, incoming: AbstractIncomingMessage, reason: str, kind: str
