@@ -169,6 +169,7 @@ def _seconds_until(moment: datetime | None, now: datetime) -> int:
 
 
 FINISH_TRIES = 25  # about ten minutes of backing off
+CANCEL_AGAIN_S = 1.0  # a task that goes on after a cancel is cancelled again (``_cancel``)
 
 
 def attempt_key(fax_id: str, attempt: int) -> str:
@@ -611,7 +612,7 @@ async def _call_with_lease(
     to be handed back at once)."""
     metrics.CALLS_IN_PROGRESS.inc()
     task = asyncio.create_task(_transmit(deps.line, dial))
-    keeper = asyncio.create_task(_keep_the_call(dial, job, slot, deps, job_writes))
+    keeper = asyncio.create_task(_keep_the_call(task, dial, job, slot, deps, job_writes))
     try:
         await asyncio.wait({task, keeper}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
@@ -627,10 +628,16 @@ async def _call_with_lease(
 
 
 async def _keep_the_call(
-    dial: Dial, job: Job, slot: Slot, deps: Deps, job_writes: asyncio.Lock
+    call: asyncio.Task[CallReport],
+    dial: Dial,
+    job: Job,
+    slot: Slot,
+    deps: Deps,
+    job_writes: asyncio.Lock,
 ) -> None:
-    """Renew the leases and look for a cancel while the call runs; returns when the job
-    is no longer ours, raises ``RetryLater`` after a whole lease without the ledger."""
+    """Renew the leases and look for a cancel while ``call`` runs; returns when the job
+    is no longer ours or the call is over (also when a cancellation was swallowed, see
+    ``_cancel``), raises ``RetryLater`` after a whole lease without the ledger."""
     interval = max(0.2, deps.lease_s / 3)
     wake = min(interval, deps.cancel_poll_s)
     loop = asyncio.get_running_loop()
@@ -638,6 +645,8 @@ async def _keep_the_call(
     good_until = deps.clock() + timedelta(seconds=deps.lease_s)
     while True:
         await asyncio.sleep(wake)
+        if call.done():
+            return
         if not dial.stop.is_set():
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(wake):
@@ -716,10 +725,20 @@ async def _end_attempt(
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
-    if not task.done():
+    """Cancel ``task`` and wait for its end, cancelling it again while it goes on.
+
+    A cancellation can be swallowed: on Python 3.11 an ``asyncio.timeout`` expiring at
+    the moment of the cancel turns it into a ``TimeoutError``, which a caller suppressing
+    ``Exception`` then drops. A lease keeper that ate its cancellation once kept renewing
+    the lease of a call that was over, and the fax never ended (benchmarks/overload.py,
+    1 call of 400)."""
+    if task.done():
+        return
+    while not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_S)
+    if not task.cancelled():
+        task.result()  # what it raised instead of ending cancelled
 
 
 async def _transmit(line: FaxLine, dial: Dial) -> CallReport:
