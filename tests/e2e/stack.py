@@ -51,9 +51,10 @@ SERVICES: tuple[str, ...] = (
     "validator",
     "mail_poller",
 )
-# Services that may run as several replicas here (inbound has one SIP port, pstn-sim is
-# the carrier).
-REPLICABLE = frozenset(SERVICES) - {"inbound", "pstn_sim"}
+# Services that may run as several replicas here (pstn-sim is the carrier; inbound
+# replicas each listen on a SIP port of their own, and pstn-sim is given the routes to
+# all of them, as a carrier is given an operator's SBCs).
+REPLICABLE = frozenset(SERVICES) - {"pstn_sim"}
 # The portal runs where a test sends through the API (Stack(services=WITH_PORTAL)).
 WITH_PORTAL: tuple[str, ...] = (*SERVICES, "portal")
 SECRET_KEY = "e2e-secret-key-for-webhook-signing"
@@ -279,6 +280,11 @@ class Stack:
         many = {name for name, n in self.replicas.items() if n > 1}
         if many - REPLICABLE:
             raise ValueError(f"only {sorted(REPLICABLE)} run as replicas here")
+        # The first inbound replica's port is ``inbound_sip_port``; the others', new ones.
+        self.inbound_sip_ports: tuple[int, ...] = (
+            self.inbound_sip_port,
+            *(free_port(socket.SOCK_DGRAM) for _ in range(self.replicas.get("inbound", 1) - 1)),
+        )
 
     @property
     def processes(self) -> tuple[str, ...]:
@@ -347,7 +353,9 @@ class Stack:
             "FAXBOX_PSTN_SIM_HTTP_PORT": str(self.pstn_http_port),
             "FAXBOX_PSTN_SIM_PACE": str(self.pace),
             "FAXBOX_PSTN_SIM_DATA_DIR": str(self.directory / "pstn-sim"),
-            "FAXBOX_PSTN_SIM_INBOUND_URI": f"sip:127.0.0.1:{self.inbound_sip_port}",
+            "FAXBOX_PSTN_SIM_INBOUND_URI": ",".join(
+                f"sip:127.0.0.1:{port}" for port in self.inbound_sip_ports
+            ),
             "FAXBOX_PSTN_SIM_ANSWER_TIMEOUT_S": "20",
             # validator
             "FAXBOX_VALIDATOR_AUTHSERV_IDS": json.dumps(
@@ -355,9 +363,12 @@ class Stack:
             ),
         }
         env.update(self.extra_env)
-        if name != service_of(name):  # a second replica: its own spool
+        if name != service_of(name):  # a second replica: its own spool and SIP port
+            replica = name.partition(".")[2]
             for key in ("FAXBOX_TRANSMITTER_SPOOL_DIR", "FAXBOX_INBOUND_SPOOL_DIR"):
-                env[key] = f"{env[key]}.{name.partition('.')[2]}"
+                env[key] = f"{env[key]}.{replica}"
+            if service_of(name) == "inbound":
+                env["FAXBOX_INBOUND_SIP_PORT"] = str(self.inbound_sip_ports[int(replica) - 1])
         return env
 
     def log_path(self, name: str) -> Path:

@@ -56,6 +56,7 @@ class Try(BaseModel):
     """One try of an originated call (``redial``): the call record's fields are its last's."""
 
     started_at: datetime
+    uri: str | None = None  # the route this try went to
     ended_at: datetime | None = None
     answered_at: datetime | None = None
     sip_status: int | None = None

@@ -35,7 +35,10 @@ class PstnSettings(FaxboxSettings):
         default=Path("var/pstn-sim"), description="Received pages (TIFF)."
     )
     pstn_sim_inbound_uri: str = Field(
-        default="sip:127.0.0.1:5080", description="Our inbound receiver, for forward/originate."
+        default="sip:127.0.0.1:5080",
+        description="Our inbound receiver, for forward/originate: one SIP URI, or the "
+        "routes to its replicas comma-separated (each call starts at the next route; a "
+        "refusal or no answer goes on to the others at once).",
     )
     # When set, callers must answer a digest challenge (401) with these, as on a trunk.
     pstn_sim_auth_username: str | None = None
@@ -45,7 +48,8 @@ class PstnSettings(FaxboxSettings):
     pstn_sim_outbound_username: str | None = None
     pstn_sim_outbound_password: str | None = None
     # An originated call that ends before any page got through is tried again, as a
-    # carrier does (``redial``): at most this many tries, all within this window (real
+    # carrier does (``redial``): at most this many rounds (a round tries the routes in
+    # turn until one takes the call), all within this window (real
     # seconds), a 503's Retry-After or a backoff doubling from backoff_s to backoff_max_s
     # apart. The window outlasts a 10-minute database outage of the receiver.
     pstn_sim_originate_tries: int = Field(default=30, ge=1)

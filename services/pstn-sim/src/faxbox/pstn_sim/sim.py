@@ -51,7 +51,7 @@ from faxbox.fax.tiffcheck import TiffRejected, check_tiff, count_pages
 from faxbox.pstn_sim.metrics import CALLS, CALLS_IN_PROGRESS, LOOP_LAG
 from faxbox.pstn_sim.pages import page_digests
 from faxbox.pstn_sim.records import CallLog, CallRecord, Direction, OutcomeSummary, Try, now
-from faxbox.pstn_sim.redial import RedialPolicy, worth_another_try
+from faxbox.pstn_sim.redial import RedialPolicy, Routes, parse_routes, worth_another_try
 from faxbox.pstn_sim.scenarios import Behaviour, Scenario, choose, load_table
 from faxbox.pstn_sim.settings import PstnSettings
 from faxbox.render import render
@@ -92,6 +92,7 @@ class Simulator:
         self._nonces: dict[str, None] = {}
         self._rng = random.Random()
         self.data_dir = settings.pstn_sim_data_dir
+        self.routes = Routes(parse_routes(settings.pstn_sim_inbound_uri))
         # The simulator records how a call ended before its BYE is answered (a caller
         # that vanished would hold the record open for 64·T1), so it hangs up itself.
         self.line_settings = LineSettings(
@@ -405,16 +406,7 @@ class Simulator:
     # --- forward: a back-to-back user agent ------------------------------------------
 
     async def _forward(self, incoming: IncomingCall, record: CallRecord) -> None:
-        ua = self._ua()
-        dial = asyncio.create_task(
-            ua.dial(
-                self.settings.pstn_sim_inbound_uri,
-                record.from_,
-                record.to,
-                answer_timeout=self.settings.pstn_sim_answer_timeout_s,
-                on_progress=lambda status, _reason: incoming.ring(status),
-            )
-        )
+        dial = asyncio.create_task(self._dial_b_leg(self.routes.for_a_call(), incoming, record))
         cancelled = asyncio.create_task(incoming.cancelled.wait())
         await asyncio.wait([dial, cancelled], return_when=asyncio.FIRST_COMPLETED)
         cancelled.cancel()
@@ -442,6 +434,28 @@ class Simulator:
         record.sip_status = 200
         await Bridge(a_leg, b_leg, record).run()
 
+    async def _dial_b_leg(
+        self, routes: tuple[str, ...], incoming: IncomingCall, record: CallRecord
+    ) -> Call:
+        """The forward's B leg, on the first route that takes it; a route's "not now" or
+        silence goes on to the next (the last one's failure stands)."""
+        last: CallFailed | None = None
+        for route in routes:
+            try:
+                return await self._ua().dial(
+                    route,
+                    record.from_,
+                    record.to,
+                    answer_timeout=self.settings.pstn_sim_answer_timeout_s,
+                    on_progress=lambda status, _reason: incoming.ring(status),
+                )
+            except CallFailed as exc:
+                if not worth_another_try(exc, answered=False, pages=0):
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
     # --- calls from the network -----------------------------------------------------
 
     def originate(
@@ -455,8 +469,8 @@ class Simulator:
         redial: RedialPolicy | None = None,
     ) -> CallRecord:
         """Start a fax call from a remote machine to ``uri`` (default: the inbound
-        receiver); returns its record at once (``calls.wait(id)`` for the end, after the
-        last try: see ``redial``, default from the settings).
+        receiver's routes); returns its record at once (``calls.wait(id)`` for the end,
+        after the last try: see ``redial``, default from the settings).
         ``drop_on_page``: hang up while sending that page (a partial fax)."""
         record = self.calls.new("from_sim", from_, to, "originate")
         record.media = media
@@ -466,7 +480,7 @@ class Simulator:
                 record,
                 document,
                 media,
-                uri or self.settings.pstn_sim_inbound_uri,
+                (uri,) if uri else self.routes.for_a_call(),
                 drop_on_page,
                 redial or self.redial,
             )
@@ -488,7 +502,7 @@ class Simulator:
         record: CallRecord,
         document: Path,
         media: str,
-        uri: str,
+        routes: tuple[str, ...],
         drop_on_page: int | None,
         redial: RedialPolicy,
     ) -> None:
@@ -500,19 +514,27 @@ class Simulator:
                 record.error = f"{type(exc).__name__}: {exc}"
                 return
             started = asyncio.get_running_loop().time()
+            rounds = 0
             while True:
-                attempt = Try(started_at=now())
-                record.tries.append(attempt)
-                failure, answered = await self._originate_once(
-                    record, attempt, tiff, media, uri, drop_on_page
-                )
-                attempt.ended_at = now()
-                if drop_on_page is not None and answered:
-                    return  # a cut call asked for: the partial fax is the point
-                if not worth_another_try(failure, answered, attempt.pages):
-                    return
+                rounds += 1
+                retry_after: list[int] = []
+                for route in routes:
+                    attempt = Try(started_at=now(), uri=route)
+                    record.tries.append(attempt)
+                    failure, answered = await self._originate_once(
+                        record, attempt, tiff, media, route, drop_on_page
+                    )
+                    attempt.ended_at = now()
+                    if drop_on_page is not None and answered:
+                        return  # a cut call asked for: the partial fax is the point
+                    if not worth_another_try(failure, answered, attempt.pages):
+                        return
+                    if answered:
+                        break  # no page got through: the machine redials after its pause
+                    if attempt.retry_after_s is not None:
+                        retry_after.append(attempt.retry_after_s)
                 elapsed = asyncio.get_running_loop().time() - started
-                delay = redial.next_delay(len(record.tries), elapsed, attempt.retry_after_s)
+                delay = redial.next_delay(rounds, elapsed, min(retry_after, default=None))
                 if delay is None:
                     log.info("originate %s: giving up after %d tries", record.id, len(record.tries))
                     return
