@@ -1,8 +1,9 @@
 """Process life of a service: logging, signals, the health and metrics endpoint.
 
-A service's ``__main__`` builds its settings and calls ``run(name, settings, service)``
-where ``service`` is an async context manager factory: entering it connects and starts
-consuming, leaving it stops gracefully. SIGTERM or SIGINT ends the wait in between.
+A service's ``main`` calls ``main(name, Settings, service)``: the settings from the
+environment, then ``run(name, settings, service)`` where ``service(runtime, settings)``
+is an async context manager: entering it connects and starts consuming, leaving it
+stops gracefully. SIGTERM or SIGINT ends the wait in between.
 
 The HTTP endpoint (``FAXBOX_HTTP_PORT``) answers:
 - ``GET /healthz``: 200 while the process runs (liveness);
@@ -31,6 +32,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -86,6 +88,7 @@ class Runtime:
 
 
 ServiceFactory = Callable[[Runtime], AbstractAsyncContextManager[None]]
+_S = TypeVar("_S", bound=RunnerSettings)
 
 
 async def serve_http(runtime: Runtime, host: str, port: int) -> asyncio.Server:
@@ -242,3 +245,13 @@ def run(name: str, settings: RunnerSettings, service: ServiceFactory) -> None:
     configure_logging(name, settings.log_level)
     warn_unread_env(type(settings), os.environ)
     asyncio.run(run_async(name, settings, service))
+
+
+def main(
+    name: str,
+    settings_type: Callable[[], _S],
+    service: Callable[[Runtime, _S], AbstractAsyncContextManager[None]],
+) -> None:
+    """A service's ``main``: its settings from the environment, then :func:`run`."""
+    settings = settings_type()
+    run(name, settings, lambda runtime: service(runtime, settings))

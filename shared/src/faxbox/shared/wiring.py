@@ -12,8 +12,8 @@ A service's wiring module does::
             finally:
                 await consumer.stop(settings.shutdown_grace_s)
 
-    def run(settings: Settings) -> None:
-        runner.run("notifier", settings, partial(service, settings=settings))
+    def main() -> None:
+        runner.main("notifier", Settings, service)
 
 A service that decides messages wraps its handlers with the outbox of
 :func:`outbox` (``box.consuming(handler)``), which also sweeps for what stayed owed.

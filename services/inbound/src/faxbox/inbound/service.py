@@ -9,7 +9,6 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -234,10 +233,6 @@ async def _refuse(incoming: IncomingCall) -> None:
     await incoming.reject(503)
 
 
-def run(settings: Settings) -> None:
-    runner.run(SERVICE, settings, partial(service, settings=settings))
-
-
 def main() -> None:
     """``python -m faxbox.inbound``: the settings from the environment, then run."""
-    run(Settings())
+    runner.main(SERVICE, Settings, service)

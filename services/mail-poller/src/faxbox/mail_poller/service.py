@@ -167,10 +167,6 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def run(settings: Settings) -> None:
-    runner.run(SERVICE, settings, partial(service, settings=settings))
-
-
 def main() -> None:
     """``python -m faxbox.mail_poller``: the settings from the environment, then run."""
-    run(Settings())
+    runner.main(SERVICE, Settings, service)

@@ -95,10 +95,6 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             yield
 
 
-def run(settings: Settings) -> None:
-    runner.run(SERVICE, settings, partial(service, settings=settings))
-
-
 def main() -> None:
     """``python -m faxbox.notifier``: the settings from the environment, then run."""
-    run(Settings())
+    runner.main(SERVICE, Settings, service)

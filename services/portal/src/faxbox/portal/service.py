@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
 
 import httpx
 import uvicorn
@@ -144,10 +143,6 @@ async def service(runtime: Runtime, settings: PortalSettings) -> AsyncIterator[N
             yield
 
 
-def run(settings: PortalSettings) -> None:
-    runner.run(SERVICE, settings, partial(service, settings=settings))
-
-
 def main() -> None:
     """``python -m faxbox.portal``: the settings from the environment, then run."""
-    run(PortalSettings())
+    runner.main(SERVICE, PortalSettings, service)

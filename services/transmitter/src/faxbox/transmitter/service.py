@@ -206,10 +206,6 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             await ua.close()
 
 
-def run(settings: Settings) -> None:
-    runner.run(SERVICE, settings, partial(service, settings=settings))
-
-
 def main() -> None:
     """``python -m faxbox.transmitter``: the settings from the environment, then run."""
-    run(Settings())
+    runner.main(SERVICE, Settings, service)

@@ -161,10 +161,6 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             retention.cancel()
 
 
-def run(settings: Settings) -> None:
-    runner.run(SERVICE, settings, partial(service, settings=settings))
-
-
 def main() -> None:
     """``python -m faxbox.webhooks``: the settings from the environment, then run."""
-    run(Settings())
+    runner.main(SERVICE, Settings, service)
