@@ -172,6 +172,11 @@ class RunnerSettings(FaxboxSettings):
     def _known_crash_point(cls, value: str | None) -> str | None:
         return crashpoints.parse(value)
 
+    def loop_lag_bound_at(self, line_pace: float) -> float:
+        """The lag bound (ms) of a process whose line clock runs ``line_pace`` times real
+        time: its calls' timers are that much tighter, so its loop must keep closer time."""
+        return self.loop_lag_bound_ms / max(1.0, line_pace)
+
 
 class OutboxSettings(FaxboxSettings):
     outbox_sweep_interval_s: float = Field(

@@ -142,7 +142,7 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
             refresh_s=settings.inbound_carriers_refresh_s,
             load=runtime.loop_lag,
             overload_retry_after_s=settings.overload_retry_after_s,
-            overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.inbound_line_pace),
+            overload_bound_ms=settings.loop_lag_bound_at(settings.inbound_line_pace),
         )
         await edge.known()  # says at once when no carrier is configured
 

@@ -146,7 +146,7 @@ def build_deps(
         max_carrier_tries=settings.transmitter_max_carrier_tries,
         spool_dir=settings.transmitter_spool_dir,
         overload_retry_s=settings.overload_retry_after_s,
-        overload_bound_ms=settings.loop_lag_bound_ms / max(1.0, settings.transmitter_line_pace),
+        overload_bound_ms=settings.loop_lag_bound_at(settings.transmitter_line_pace),
         admit_calls=settings.transmitter_admit_calls,
         crash_at=settings.test_crash_at,
     )
