@@ -232,6 +232,9 @@ class _Session(Closing):
         # Sending: told the pages the far end has confirmed so far, at each MCF (RTP, PIP),
         # from inside spandsp's callback: it must be quick and must not raise.
         self.on_page_confirmed: Callable[[int], None] | None = None
+        # Receiving: told each page's report and the sender's identity as the page ends
+        # (written to the file, its confirmation not yet sent); same rules.
+        self.on_page_received: Callable[[PageStats, str], None] | None = None
 
     @property
     def _log_enabled(self) -> bool:
@@ -314,6 +317,8 @@ class _Session(Closing):
         log.debug("%s phase D %s page %d at %d bit/s", self.name, result, page, stats.bit_rate)
         if self.role is Role.SEND and result in _PAGE_ACCEPTED and self.on_page_confirmed:
             self.on_page_confirmed(stats.pages_tx)
+        if self.role is Role.RECEIVE and self.on_page_received:
+            self.on_page_received(self.pages[-1], self.remote_id)
 
     def _on_phase_e(self, code: int) -> None:
         t30 = self._t30()

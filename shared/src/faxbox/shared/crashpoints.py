@@ -13,7 +13,10 @@ ignored. The points are:
     a ``FaxSent`` is confirmed by the broker, the request not yet acknowledged (status 75);
 ``transmitter.after_last_confirmation``
     the far end's confirmation of the fax's last page is written to the job, the call
-    not yet ended nor its outcome recorded (status 137, as a SIGKILL would leave it).
+    not yet ended nor its outcome recorded (status 137, as a SIGKILL would leave it);
+``inbound.after_last_page``
+    the last page of a received fax (the sender's end of document) is on disk and
+    noted, its confirmation not yet sent, nothing stored (status 137).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ EXIT_STATUS: Final[Mapping[str, int]] = {
     "mail-poller.after_publish": 137,
     "transmitter.before_ack": 75,
     "transmitter.after_last_confirmation": 137,
+    "inbound.after_last_page": 137,
 }
 
 

@@ -30,7 +30,7 @@ from typing import TypedDict, Unpack
 from faxbox.fax.line.pace import call_seconds, has_clock, real_seconds
 from faxbox.fax.line.pump import run_fax_over_call
 from faxbox.fax.line.watchdog import hang_up_when_silent
-from faxbox.fax.outcome import FaxOutcome
+from faxbox.fax.outcome import FaxOutcome, PageStats
 from faxbox.fax.session import CallSettings, FaxEngine, FaxSession, Role, T38Session
 from faxbox.fax.sip.dialog import Call, CallEnded
 from faxbox.fax.sip.sdp import MediaKind
@@ -40,6 +40,8 @@ SessionHook = Callable[[MediaKind, FaxEngine], None]
 # Sending: told the pages the far end has confirmed, as each is confirmed (inside
 # spandsp's callback: quick, never raising).
 PageHook = Callable[[int], None]
+# Receiving: told each page's report and the sender's identity as the page ends (same).
+ReceivedHook = Callable[[PageStats, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,13 @@ class CallOptions(TypedDict, total=False):
     """Per call: ``name`` names its sessions in the logs (default: the Call-ID);
     ``on_session`` is told each session as it starts; ``stop``, once set, ends the fax
     where it is and hangs up (a cancelled fax: the result says what was confirmed);
-    ``on_page_confirmed`` is told the session's confirmed pages at each confirmation."""
+    ``on_page_confirmed`` is told the session's confirmed pages at each confirmation;
+    ``on_page_received`` each received page's report as the page ends."""
 
     name: str
     on_session: SessionHook
     on_page_confirmed: PageHook | None
+    on_page_received: ReceivedHook | None
     stop: asyncio.Event
 
 
@@ -102,6 +106,7 @@ async def _run(
     name: str = "",
     on_session: SessionHook | None = None,
     on_page_confirmed: PageHook | None = None,
+    on_page_received: ReceivedHook | None = None,
     stop: asyncio.Event | None = None,
 ) -> LineResult:
     loop = asyncio.get_running_loop()
@@ -115,6 +120,7 @@ async def _run(
         else:
             engine = FaxSession(role, fax, name=f"fax-{label}")
         engine.on_page_confirmed = on_page_confirmed
+        engine.on_page_received = on_page_received
         if on_session is not None:
             on_session(kind, engine)
         return engine

@@ -28,12 +28,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TypedDict
 
 from faxbox.fax.line import LineSettings, receive
 from faxbox.fax.line.contract import fax_failure, page_report, transfer_statistics
-from faxbox.fax.outcome import FaxOutcome
+from faxbox.fax.outcome import FaxOutcome, PageStats
 from faxbox.fax.session import CallSettings
 from faxbox.fax.sip.dialog import CallEnded
 from faxbox.fax.sip.incoming import IncomingCall
@@ -42,6 +43,8 @@ from faxbox.inbound import metrics
 from faxbox.inbound.pdf import tiff_to_pdf
 from faxbox.inbound.pending import Pending, PendingSpool, Reception
 from faxbox.inbound.ports import NumberDirectory
+from faxbox.inbound.receiving import DOCUMENT_END, AnsweredCall, Receiving, ReceivingSpool
+from faxbox.shared import crashpoints
 from faxbox.shared.contracts import (
     DocumentRef,
     FailureClass,
@@ -78,10 +81,19 @@ class Deps:
     outage_retry_after_s: int = 30
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     new_fax_id: Callable[[], str] = lambda: new_id("fax")
+    crash_at: str | None = None  # TEST HOOK: FAXBOX_TEST_CRASH_AT (faxbox.shared.crashpoints)
+
+    @property
+    def spool(self) -> Path:
+        return self.spool_dir or Path(tempfile.gettempdir()) / "faxbox-inbound"
 
     @property
     def pending(self) -> PendingSpool:
-        return PendingSpool(self.spool_dir or Path(tempfile.gettempdir()) / "faxbox-inbound")
+        return PendingSpool(self.spool)
+
+    @property
+    def receiving(self) -> ReceivingSpool:
+        return ReceivingSpool(self.spool)
 
 
 async def _lookup(deps: Deps, numbers_called: list[str]) -> tuple[str, Faxbox, Account] | None:
@@ -143,37 +155,50 @@ async def _receive(
         return None
     log.info("answered %s → %s for faxbox %s", caller, called, faxbox.id)
     metrics.CALLS_IN_PROGRESS.inc()
+    answered = AnsweredCall(
+        fax_id=fax_id,
+        account_id=account.id,
+        faxbox_id=faxbox.id,
+        owner_user_id=faxbox.owner_user_id,
+        month=month,
+        caller=caller,
+        called=called,
+        answered_at=deps.clock(),
+    )
+    # On disk from here on: a process that dies mid-call leaves what it was told
+    # (``receiving``), and the next one stores it.
+    receiving = await asyncio.to_thread(deps.receiving.start, answered)
     try:
-        with tempfile.TemporaryDirectory(prefix="faxbox-rx-", dir=deps.spool_dir) as tmp:
-            path = Path(tmp) / "received.tif"
-            settings = CallSettings(
-                file=path,
-                local_identity=(faxbox.identity or called)[:20],
-                ecm=True,
-            )
-            line = LineSettings(silence_s=deps.media_silence_s, max_call_s=deps.max_call_s)
-            result = await receive(call, settings, line, name=fax_id)
-            reception = Reception(
-                fax_id=fax_id,
-                account_id=account.id,
-                faxbox_id=faxbox.id,
-                owner_user_id=faxbox.owner_user_id,
-                month=month,
-                caller=caller,
-                called=called,
-                duration_s=result.duration_s,
-                outcome=result.fax,
-            )
-            try:
-                return await deps.decisions.record(await _conclude(deps, reception, path))
-            except Exception:
-                # The pages exist only in this file, and the call cannot be asked again.
-                log.exception("could not store or announce the fax; keeping it on disk")
-                await asyncio.to_thread(deps.pending.keep, reception, path)
-                metrics.PENDING.inc()
+        settings = CallSettings(
+            file=receiving.pages,
+            local_identity=(faxbox.identity or called)[:20],
+            ecm=True,
+        )
+        line = LineSettings(silence_s=deps.media_silence_s, max_call_s=deps.max_call_s)
+        result = await receive(
+            call, settings, line, name=fax_id, on_page_received=partial(_noted, receiving, deps)
+        )
+        reception = receiving.reception(result.duration_s, result.fax)
+        try:
+            return await deps.decisions.record(await _conclude(deps, reception, receiving.pages))
+        except Exception:
+            # The pages exist only in this file, and the call cannot be asked again.
+            log.exception("could not store or announce the fax; keeping it on disk")
+            await asyncio.to_thread(deps.pending.keep, reception, receiving.pages)
+            metrics.PENDING.inc()
     finally:
+        await asyncio.to_thread(receiving.close)
         metrics.CALLS_IN_PROGRESS.dec()
     return None
+
+
+def _noted(receiving: Receiving, deps: Deps, page: PageStats, remote_id: str) -> None:
+    """A page ended: noted on disk before its confirmation goes to the sender."""
+    receiving.page_received(page, remote_id)
+    if page.result in DOCUMENT_END and crashpoints.armed(
+        deps.crash_at, "inbound", "after_last_page"
+    ):
+        crashpoints.crash("inbound", "after_last_page")
 
 
 async def refuse_for_outage(incoming: IncomingCall, retry_after_s: int, exc: BaseException) -> None:

@@ -103,6 +103,7 @@ def build_deps(
         media_silence_s=settings.inbound_media_silence_s,
         spool_dir=settings.inbound_spool_dir,
         outage_retry_after_s=settings.inbound_outage_retry_after_s,
+        crash_at=settings.test_crash_at,
     )
     return replace(deps, **overrides) if overrides else deps
 
@@ -166,6 +167,8 @@ async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
                 if task is not None:
                     in_flight.discard(task)
 
+        # Before the first call: what a dead process of this replica was receiving.
+        await asyncio.to_thread(deps.receiving.recover, deps.pending, deps.clock())
         ua.listen(on_invite)
         log.info("inbound receiver listening for SIP on %s:%d", ua.host, ua.port)
         await registrations.start()
