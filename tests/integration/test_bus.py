@@ -408,25 +408,38 @@ async def test_retry_later_does_not_use_up_the_transient_budget(bus: Bus) -> Non
     assert await queue_depth(bus, bus.topology.dead_letter_queue("validator")) == 0
 
 
-async def test_notes_travel_with_a_retried_message_and_stay_with_it(bus: Bus) -> None:
+async def notes_seen(bus: Bus, number: int, failures: list[Exception]) -> list[dict[str, str]]:
+    """The notes each delivery of one mail carried, its handler raising ``failures`` in
+    turn, then returning."""
     seen: list[dict[str, str]] = []
     done = asyncio.Event()
 
     async def handle(message: MailReceived) -> None:
         seen.append(dict(notes.carried()))
-        if len(seen) == 1:
-            raise RetryLater("the database is away", delay_s=1, notes={"pages": "3"})
-        if len(seen) == 2:
-            raise TransientError("a blip") from ConnectionResetError()  # waited out
-        if len(seen) == 3:
-            raise RetryLater("again", delay_s=1, notes={"pages": "4", "by": "w2"})
+        if len(seen) <= len(failures):
+            raise failures[len(seen) - 1]
         done.set()
 
     consumer = bus.consumer("validator", {MailReceived: handle})
     await consumer.start()
-    await bus.publish(mail(13))
+    await bus.publish(mail(number))
     await asyncio.wait_for(done.wait(), 30)
     await consumer.stop()
+    return seen
+
+
+async def test_notes_travel_with_a_retried_message_and_stay_with_it(bus: Bus) -> None:
+    blip = TransientError("a blip")  # waited out
+    blip.__cause__ = ConnectionResetError()
+    seen = await notes_seen(
+        bus,
+        13,
+        [
+            RetryLater("the database is away", delay_s=1, notes={"pages": "3"}),
+            blip,
+            RetryLater("again", delay_s=1, notes={"pages": "4", "by": "w2"}),
+        ],
+    )
     assert seen == [{}, {"pages": "3"}, {"pages": "3"}, {"pages": "4", "by": "w2"}]
     assert notes.carried() == {}
 
@@ -447,22 +460,9 @@ async def test_notes_are_not_dropped_when_parking_their_copy_fails_for_a_while(
         return await real_retry(*args, **kwargs)
 
     monkeypatch.setattr(bus, "retry", flaky_retry)
-    seen: list[dict[str, str]] = []
-    done = asyncio.Event()
-
-    async def handle(message: MailReceived) -> None:
-        seen.append(dict(notes.carried()))
-        if len(seen) == 1:
-            raise RetryLater("the database is away", delay_s=1, notes={"pages": "3"})
-        done.set()
-
-    consumer = bus.consumer("validator", {MailReceived: handle})
-    await consumer.start()
-    await bus.publish(mail(14))
-    await asyncio.wait_for(done.wait(), 30)
-    await consumer.stop()
+    away = RetryLater("the database is away", delay_s=1, notes={"pages": "3"})
+    assert await notes_seen(bus, 14, [away]) == [{}, {"pages": "3"}]
     assert failures == 0
-    assert seen == [{}, {"pages": "3"}]
 
 
 async def test_a_handler_in_hand_runs_to_its_end_when_the_broker_drops_the_connection(

@@ -31,8 +31,8 @@ RECEPTION = "reception.json"
 PAGES = "received.tif"
 
 
-class Reception(BaseModel):
-    """One answered call, as the announcement needs it (besides its pages)."""
+class CallFacts(BaseModel):
+    """What is known of an answered call from its answer on."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,6 +43,11 @@ class Reception(BaseModel):
     month: str
     caller: str
     called: str
+
+
+class Reception(CallFacts):
+    """One answered call, as the announcement needs it (besides its pages)."""
+
     duration_s: float
     outcome: FaxOutcome
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from faxbox.fax import spandsp
 from faxbox.fax.outcome import T30_ERR_CALLDROPPED, FailureClass, FaxOutcome, PageStats, describe
 from faxbox.fax.tiffcheck import count_pages
-from faxbox.inbound.pending import PAGES, PendingSpool, Reception
+from faxbox.inbound.pending import PAGES, CallFacts, PendingSpool, Reception
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,9 @@ DOCUMENT_END = frozenset({"EOP", "PRI-EOP", "PPS-EOP", "PPS-PRI-EOP"})
 CUT_BY_US = "Our fax receiver stopped during the call; the pages that had arrived are attached."
 
 
-class AnsweredCall(BaseModel):
-    """What is known of a call from its answer on (a ``Reception`` but its ending)."""
+class AnsweredCall(CallFacts):
+    """A call being received: a ``Reception`` but its ending."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    fax_id: str
-    account_id: str
-    faxbox_id: str
-    owner_user_id: str
-    month: str
-    caller: str
-    called: str
     answered_at: datetime
 
 
