@@ -353,7 +353,7 @@ class Bus:
         headers[WAITS_HEADER] = attempts.waits
         headers.update(notes.to_headers(carry or {}))
         headers.update(delays.due_header(wait))
-        await self._publish_raw(self._channel().default_exchange, _copy(incoming, headers), name)
+        await self.move(incoming, name, headers)
         return step
 
     async def move(

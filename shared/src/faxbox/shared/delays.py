@@ -1,7 +1,7 @@
 """Retries that wait, moved home by the service itself when they are due.
 
 A retry is a copy of the delivery in one of the service's held queues (a durable quorum
-queue per step of the retry ladder, ``<prefix>.<service>.retry.<N>s``) with the moment
+queue per step of the retry ladder, ``<prefix>.<service>.retry.<N>s.held``) with the moment
 it is due in a header. Every consumer process of the service runs a :class:`Releaser`:
 it holds the head of each held queue (prefetch 1; a queue fills in order of due time, as
 every copy in it waits the same step), waits until it is due, publishes it (confirmed)

@@ -52,6 +52,13 @@ class Reception(CallFacts):
     outcome: FaxOutcome
 
 
+def write_whole(path: Path, content: str) -> None:
+    """``content`` in ``path`` through a rename: a reader finds it whole or not at all."""
+    partial = path.with_name(f"{path.name}.part")
+    partial.write_text(content)
+    partial.replace(path)
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     reception: Reception
@@ -71,9 +78,7 @@ class PendingSpool:
         kept = entry / PAGES
         if pages.exists():
             shutil.move(pages, kept)
-        partial = entry / f"{RECEPTION}.part"
-        partial.write_text(reception.model_dump_json())
-        partial.replace(entry / RECEPTION)
+        write_whole(entry / RECEPTION, reception.model_dump_json())
         log.warning("fax %s kept in %s until the database takes it", reception.fax_id, entry)
         return Pending(reception, kept)
 

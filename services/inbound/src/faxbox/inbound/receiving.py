@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from faxbox.fax import spandsp
 from faxbox.fax.outcome import T30_ERR_CALLDROPPED, FailureClass, FaxOutcome, PageStats, describe
 from faxbox.fax.tiffcheck import count_pages
-from faxbox.inbound.pending import PAGES, CallFacts, PendingSpool, Reception
+from faxbox.inbound.pending import PAGES, CallFacts, PendingSpool, Reception, write_whole
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,6 @@ class Progress(BaseModel):
     pages: list[PageStats] = []
 
 
-def _write(path: Path, content: str) -> None:
-    partial = path.with_name(f"{path.name}.part")
-    partial.write_text(content)
-    partial.replace(path)
-
-
 class Receiving:
     """One call's entry: its pages file is ``pages``."""
 
@@ -73,7 +67,7 @@ class Receiving:
         """The line's hook, inside spandsp's callback: a small write, never raising."""
         self._progress = Progress(remote_id=remote_id, pages=[*self._progress.pages, page])
         try:
-            _write(self.entry / PROGRESS, self._progress.model_dump_json())
+            write_whole(self.entry / PROGRESS, self._progress.model_dump_json())
         except OSError:
             log.exception("could not note the received page in %s", self.entry)
 
@@ -94,7 +88,7 @@ class ReceivingSpool:
     def start(self, call: AnsweredCall) -> Receiving:
         entry = self.directory / call.fax_id
         entry.mkdir(parents=True, exist_ok=True)
-        _write(entry / CALL, call.model_dump_json())
+        write_whole(entry / CALL, call.model_dump_json())
         return Receiving(entry, call)
 
     def recover(self, pending: PendingSpool, now: datetime) -> list[str]:

@@ -39,19 +39,19 @@ class RedialPolicy:
     backoff_s: float = 5.0
     backoff_max_s: float = 60.0
 
-    def delay_s(self, tries_done: int, retry_after_s: int | None) -> float:
-        """The wait before round ``tries_done + 1``."""
+    def delay_s(self, rounds_done: int, retry_after_s: int | None) -> float:
+        """The wait before round ``rounds_done + 1``."""
         if retry_after_s is not None:
             return float(min(max(retry_after_s, 0), self.backoff_max_s))
-        return min(self.backoff_s * 2.0 ** max(tries_done - 1, 0), self.backoff_max_s)
+        return min(self.backoff_s * 2.0 ** max(rounds_done - 1, 0), self.backoff_max_s)
 
     def next_delay(
-        self, tries_done: int, elapsed_s: float, retry_after_s: int | None
+        self, rounds_done: int, elapsed_s: float, retry_after_s: int | None
     ) -> float | None:
         """The wait before the next round, or None when this was the last one."""
-        if tries_done >= self.tries:
+        if rounds_done >= self.tries:
             return None
-        delay = self.delay_s(tries_done, retry_after_s)
+        delay = self.delay_s(rounds_done, retry_after_s)
         return delay if elapsed_s + delay <= self.window_s else None
 
 
