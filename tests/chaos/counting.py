@@ -43,7 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.line import Page, completed, decode_pages, pages_equal, pages_on_paper
+from tests.chaos.line import (
+    Page,
+    completed,
+    decode_pages,
+    pages_equal,
+    pages_held,
+    pages_on_paper,
+)
 from tests.chaos.plan import BUSY_ATTEMPTS, InboundCall, Planned, Recipient, mid
 from tests.e2e.stack import CapturedMail
 
@@ -182,7 +189,7 @@ async def _line(
             copies = complete_copies(mine, p.pages)
             if copies > 1:
                 tally.bad("duplicates_on_line", f"{what}: received complete {copies} times")
-            if sent and not done:
+            if sent and not done and not await _on_paper(record, mine, documents, rendered):
                 tally.bad("sent_without_call", f"{what}: marked sent, no completed call")
             if done and not sent and record is not None:
                 tally.bad("completed_not_sent", f"{what}: completed, marked {status_of(record)}")
@@ -212,6 +219,33 @@ async def _line(
     for call in to_sim:
         if call["to"] in rejected:
             tally.bad("calls_for_rejected", f"call {call['id']} to {call['to']}")
+
+
+async def _on_paper(
+    record: dict[str, Any] | None,
+    calls: list[dict[str, Any]],
+    documents: Documents,
+    rendered: dict[str, list[Page]],
+) -> bool:
+    """Whether the far end holds every page of the fax, from calls none of which it
+    completed: a sender killed right after the last page's confirmation (MCF) knows the
+    fax was sent, and its restart says so without a call, while the far end, never told
+    the call is over (no DCN, no BYE), ends it as failed with every page on its disk. A
+    redial carries only the pages after the confirmed ones, so the pages may be spread
+    over several calls: each received page is matched to the document's, pixel for pixel.
+    """
+    ref = ((record or {}).get("documents") or {}).get("fax_tiff")
+    kept = [c for c in calls if c.get("received_tiff") and pages_on_paper(c)]
+    if not ref or not kept:
+        return False
+    key = str(ref.get("file_id"))
+    if key not in rendered:
+        rendered[key] = decode_pages(await documents(ref))
+    document = rendered[key]
+    held: set[int] = set()
+    for call in kept:
+        held |= pages_held(decode_pages(Path(call["received_tiff"])), document)
+    return len(held) == len(document)
 
 
 async def _compare(

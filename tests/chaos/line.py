@@ -112,3 +112,14 @@ def pages_equal(received: list[Page], document: list[Page]) -> str | None:
             changed = int(np.count_nonzero(got[header_rows:] != original))
             return f"page {offset + 1}: {changed} pixels differ"
     return None
+
+
+def pages_held(received: list[Page], document: list[Page]) -> set[int]:
+    """Which pages of the document (0-based) one call's received pages are: a run of
+    consecutive pages (a call carries a suffix of the document, and a cut call the start
+    of it), found where every received page equals the document's below the header line."""
+    count = len(received)
+    for start in range(len(document) - count, -1, -1):
+        if pages_equal(received, document[: start + count]) is None:
+            return set(range(start, start + count))
+    return set()

@@ -263,6 +263,34 @@ async def test_sent_without_a_complete_call_fails(tmp_path: Path) -> None:
     assert _failing(figures) == {"sent_without_call": 1}
 
 
+async def test_sent_by_a_sender_killed_after_the_last_confirmation_is_on_paper(
+    tmp_path: Path,
+) -> None:
+    # The far end confirmed every page and was never told the call was over: it ended
+    # the call as failed, every page on its disk; the restarted sender said "sent".
+    world = _world(tmp_path)
+    p, number, record = world.sent()
+    (call,) = [c for c in world.calls if c["to"] == number]
+    call["outcome"] = {"success": False}
+    figures = await world.count()
+    assert _failing(figures) == {}, figures["problems"]
+    # The same with the pages spread over two calls, neither completed: the first cut
+    # after page 1, the redial carrying the rest.
+    world.calls.remove(call)
+    first = world.call("to_sim", "+16465550101", number, success=False, pages=1, fax=record["_id"])
+    rest = world.call("to_sim", "+16465550101", number, success=False, pages=0)
+    pages = [_with_header(_page(n)) for n in range(1, p.pages)]
+    rest["received_tiff"] = str(_tiff(tmp_path / "rest.tif", pages))
+    rest["pages_received"] = len(pages)
+    figures = await world.count()
+    assert _failing(figures) == {}, figures["problems"]
+    # Without the last page anywhere, "sent" has no call behind it.
+    _tiff(Path(rest["received_tiff"]), pages[:-1] or [_with_header(_page(99))])
+    assert first["received_tiff"]
+    figures = await world.count()
+    assert _failing(figures) == {"sent_without_call": 1}
+
+
 async def test_dials_to_a_busy_number_beyond_the_policy_fail(tmp_path: Path) -> None:
     world = _world(tmp_path)
     busy = next(r.number for p in world.planned for r in p.recipients if r.kind == "busy")
