@@ -23,7 +23,7 @@ from enum import StrEnum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Self, TypeVar
+from typing import Annotated, Self, TypedDict, TypeVar, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -95,6 +95,10 @@ def _printable_ascii(value: str) -> str:
     return value
 
 
+# The page header's and the T.30 ident fields' text; each field adds its length limit,
+# then the ASCII check (a folded value too long is reported as too long).
+_FoldedText = Annotated[str, BeforeValidator(_fold_ascii)]
+
 _POSIX_TZ = re.compile(r"^[A-Za-z]{3,}[+-]?\d")
 _ANGLE_NAME = re.compile(r"<[^>]*>")
 
@@ -162,15 +166,11 @@ class CallSettings(BaseModel):
 
     # TSI/CSI: the number shown on the other machine's display and report.
     local_identity: Annotated[
-        str,
-        BeforeValidator(_fold_ascii),
-        Field(max_length=spandsp.T30_MAX_IDENT_LEN),
-        AfterValidator(_printable_ascii),
+        _FoldedText, Field(max_length=spandsp.T30_MAX_IDENT_LEN), AfterValidator(_printable_ascii)
     ] = ""
     # Printed at the top of every page we send, next to the date and page number.
     header_name: Annotated[
-        str,
-        BeforeValidator(_fold_ascii),
+        _FoldedText,
         Field(max_length=spandsp.T30_MAX_PAGE_HEADER_INFO),
         AfterValidator(_printable_ascii),
     ] = ""
@@ -211,11 +211,24 @@ _PAGE_ACCEPTED = frozenset({"MCF", "RTP", "PIP"})
 _O = TypeVar("_O", spandsp.AudioFax, spandsp.T38Terminal)
 
 
+class SessionOptions(TypedDict, total=False):
+    """What either engine takes besides role and settings: ``calling`` (see ``FaxSession``)
+    and ``name``, the session's name in the logs (default: kind and role)."""
+
+    calling: bool | None
+    name: str | None
+
+
 class _Session(Closing):
     kind = "fax"
 
     def __init__(
-        self, role: Role | str, settings: CallSettings, name: str | None, calling: bool | None
+        self,
+        role: Role | str,
+        settings: CallSettings,
+        *,
+        calling: bool | None = None,
+        name: str | None = None,
     ) -> None:
         self.role = Role(role)
         self.settings = settings
@@ -398,14 +411,9 @@ class FaxSession(_Session):
     kind = "fax"
 
     def __init__(
-        self,
-        role: Role | str,
-        settings: CallSettings,
-        *,
-        calling: bool | None = None,
-        name: str | None = None,
+        self, role: Role | str, settings: CallSettings, **options: Unpack[SessionOptions]
     ) -> None:
-        super().__init__(role, settings, name, calling)
+        super().__init__(role, settings, **options)
         self._fax = self._own(spandsp.AudioFax(self._calling, self.name, self._log_enabled))
         self._fax_rx = spandsp.lib.fax_rx
         self._fax_tx = spandsp.lib.fax_tx
@@ -456,11 +464,10 @@ class T38Session(_Session):
         role: Role | str,
         settings: CallSettings,
         *,
-        calling: bool | None = None,
-        name: str | None = None,
         paced: bool = True,
+        **options: Unpack[SessionOptions],
     ) -> None:
-        super().__init__(role, settings, name, calling)
+        super().__init__(role, settings, **options)
         self._out: list[T38Packet] = []
         self._tx_seq = 0
         self._term = self._own(
