@@ -27,7 +27,7 @@ import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from faxbox.fax.sip.dialog import ALLOW, SUPPORTED, Call, DialogHost
 from faxbox.fax.sip.digest import Credentials, answer_challenge
@@ -45,6 +45,8 @@ from faxbox.fax.sip.resolve import ResolveError
 from faxbox.fax.sip.routing import RouteSet
 from faxbox.fax.sip.rtp import RtpStream
 from faxbox.fax.sip.sdp import (
+    PCMA,
+    PCMU,
     MediaDescription,
     SessionDescription,
     T38Params,
@@ -140,7 +142,7 @@ class Dialling:
 
     answer_timeout: float = 60.0
     credentials: Credentials | None = None
-    codecs: tuple[int, ...] = (0, 8)
+    codecs: tuple[int, ...] = (PCMU, PCMA)
     display_name: str = ""
     on_progress: Callable[[int, str], None] | None = None
     proxy: str | None = None
@@ -148,6 +150,21 @@ class Dialling:
     max_redirects: int = 3
     from_domain: str | None = None  # the From URI's host (a registrar's domain); ours if None
     tcp_over_mtu: bool = True  # a large INVITE over UDP may go by TCP (§18.1.1)
+
+
+class DialOptions(TypedDict, total=False):
+    """``Dialling``'s fields as keywords (``UserAgent.dial``); its defaults apply."""
+
+    answer_timeout: float
+    credentials: Credentials | None
+    codecs: tuple[int, ...]
+    display_name: str
+    on_progress: Callable[[int, str], None] | None
+    proxy: str | None
+    offer_t38: bool
+    max_redirects: int
+    from_domain: str | None
+    tcp_over_mtu: bool
 
 
 class _Redirected(Exception):

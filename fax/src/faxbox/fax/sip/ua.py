@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 from faxbox.fax.sip.dialog import ALLOW, Call
 from faxbox.fax.sip.digest import Credentials
@@ -38,11 +39,11 @@ from faxbox.fax.sip.message import (
     parse_message,
 )
 from faxbox.fax.sip.outgoing import CallFailed as CallFailed
-from faxbox.fax.sip.outgoing import Dialling, place_call
+from faxbox.fax.sip.outgoing import Dialling, DialOptions, place_call
 from faxbox.fax.sip.outgoing import FailureKind as FailureKind
 from faxbox.fax.sip.ports import PortRange
 from faxbox.fax.sip.resolve import ResolveError, Resolver
-from faxbox.fax.sip.sdp import PCMA, PCMU, T38Params
+from faxbox.fax.sip.sdp import T38Params
 from faxbox.fax.sip.session_timer import SessionTimerSettings
 from faxbox.fax.sip.stream import StreamTransport, TlsSettings
 from faxbox.fax.sip.transaction import T1, T2, ClientTransaction, TransactionLayer
@@ -356,21 +357,7 @@ class UserAgent:
             call.on_2xx_retransmission(response)
 
     async def dial(
-        self,
-        uri: str,
-        from_number: str,
-        to_number: str,
-        *,
-        answer_timeout: float = 60.0,
-        credentials: Credentials | None = None,
-        codecs: tuple[int, ...] = (PCMU, PCMA),
-        display_name: str = "",
-        on_progress: Callable[[int, str], None] | None = None,
-        proxy: str | None = None,
-        offer_t38: bool = False,
-        max_redirects: int = 3,
-        from_domain: str | None = None,
-        tcp_over_mtu: bool = True,
+        self, uri: str, from_number: str, to_number: str, **options: Unpack[DialOptions]
     ) -> Call:
         """Call ``to_number`` through the server at ``uri`` (``sip:host:port``, with
         ``;transport=tcp|tls`` or ``sips:``, or a domain to look up: RFC 3263).
@@ -384,18 +371,8 @@ class UserAgent:
         domain when it authenticates us); ``tcp_over_mtu`` False keeps a large INVITE on
         UDP for a carrier without TCP.
         """
-        how = Dialling(
-            answer_timeout=answer_timeout,
-            credentials=credentials or self.credentials,
-            codecs=codecs,
-            display_name=display_name,
-            on_progress=on_progress,
-            proxy=proxy,
-            offer_t38=offer_t38,
-            max_redirects=max_redirects,
-            from_domain=from_domain,
-            tcp_over_mtu=tcp_over_mtu,
-        )
+        how = Dialling(**options)
+        how = replace(how, credentials=how.credentials or self.credentials)
         return await place_call(self, uri, from_number, to_number, how)
 
     # --- server side ------------------------------------------------------------------
