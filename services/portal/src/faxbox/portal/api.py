@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from faxbox.portal import admin, faxes
+from faxbox.portal import admin, faxes, sessions
 from faxbox.portal.access import visible_accounts
 from faxbox.portal.dashboard import (
     HealthRow,
@@ -29,16 +29,8 @@ from faxbox.portal.deps import (
     submitted_csrf,
 )
 from faxbox.portal.security import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, TokenScope
-from faxbox.portal.sessions import (
-    change_password,
-    end_session,
-    prelogin_ok,
-    prelogin_token,
-    start_session,
-    throttled_sign_in,
-)
 from faxbox.portal.views import failure_text, range_note
-from faxbox.shared.store import Account, Faxbox, NotFound, User
+from faxbox.shared.store import NotFound
 from faxbox.shared.store.records import HistoryRecord
 
 router = APIRouter(prefix="/api")
@@ -47,25 +39,23 @@ router = APIRouter(prefix="/api")
 # --- models ---------------------------------------------------------------------------
 
 
-class UserOut(BaseModel):
+class _Projection(BaseModel):
+    """An answer that is some of a stored document's fields, as they are stored."""
+
+    @classmethod
+    def of(cls, stored: BaseModel) -> Self:
+        return cls.model_validate(stored.model_dump(include=set(cls.model_fields)))
+
+
+class UserOut(_Projection):
     id: str
     account_id: str
     email: str
     role: str
     alternate_email: str | None
 
-    @classmethod
-    def of(cls, user: User) -> UserOut:
-        return cls(
-            id=user.id,
-            account_id=user.account_id,
-            email=user.email,
-            role=user.role.value,
-            alternate_email=user.alternate_email,
-        )
 
-
-class FaxboxOut(BaseModel):
+class FaxboxOut(_Projection):
     id: str
     account_id: str
     owner_user_id: str
@@ -79,10 +69,6 @@ class FaxboxOut(BaseModel):
     permission_list: list[str]
     sender_auth: str = Field(description="required: only mail a trusted server proved; off.")
     success_notifications: bool
-
-    @classmethod
-    def of(cls, box: Faxbox) -> FaxboxOut:
-        return cls.model_validate(box.model_dump(include=set(cls.model_fields)))
 
 
 class UserWithFaxbox(BaseModel):
@@ -177,7 +163,7 @@ class FaxPageOut(BaseModel):
     note: str
 
 
-class AccountOut(BaseModel):
+class AccountOut(_Projection):
     id: str
     name: str
     realm: str
@@ -185,10 +171,6 @@ class AccountOut(BaseModel):
     country: str
     allowed_countries: list[str] = Field(description="ISO codes, or ['*'] for every country.")
     daily_page_limit: int | None = Field(description="None: the platform's; 0: no cap.")
-
-    @classmethod
-    def of(cls, account: Account) -> AccountOut:
-        return cls.model_validate(account.model_dump(include=set(cls.model_fields)))
 
 
 class InventoryOut(BaseModel):
@@ -262,7 +244,7 @@ class RedriveOut(BaseModel):
 @router.get("/session/csrf", response_model=CsrfOut, tags=["session"])
 async def sign_in_token(request: Request, response: Response, deps: Deps) -> CsrfOut:
     """The double-submit token for POST /api/session (also set as a cookie)."""
-    return CsrfOut(csrf_token=prelogin_token(request, response, deps))
+    return CsrfOut(csrf_token=sessions.prelogin_token(request, response, deps))
 
 
 @router.post(
@@ -273,26 +255,26 @@ async def sign_in_token(request: Request, response: Response, deps: Deps) -> Csr
 )
 async def sign_in(body: SignIn, request: Request, response: Response, deps: Deps) -> Me:
     """Sign in; needs X-CSRF-Token from GET /api/session/csrf (double submit)."""
-    if not prelogin_ok(request, await submitted_csrf(request)):
+    if not sessions.prelogin_ok(request, await submitted_csrf(request)):
         raise CsrfFailed()
-    user = await throttled_sign_in(request, deps, body.email, body.password)
+    user = await sessions.throttled_sign_in(request, deps, body.email, body.password)
     if user is None:
         raise HTTPException(401, "wrong e-mail address or password")
-    csrf = await start_session(response, deps, user)
+    csrf = await sessions.start_session(response, deps, user)
     return Me(user=UserOut.of(user), csrf_token=csrf)
 
 
 @router.delete("/session", status_code=204, tags=["session"])
 async def sign_out(principal: CheckedPrincipal, response: Response, deps: Deps) -> None:
     """End this session on the server (a copy of the cookie stops working too)."""
-    await end_session(response, deps, principal.session_id)
+    await sessions.end_session(response, deps, principal.session_id)
 
 
 @router.delete("/sessions", status_code=204, tags=["session"])
 async def sign_out_everywhere(principal: CheckedPrincipal, response: Response, deps: Deps) -> None:
     """End every session of this user, on every device."""
     await deps.sessions.end_all(principal.user.id)
-    await end_session(response, deps, None)
+    await sessions.end_session(response, deps, None)
 
 
 @router.post("/me/password", response_model=Me, tags=["session"])
@@ -302,12 +284,16 @@ async def new_password(
     """Change your password: every session and API token of yours ends; this browser
     gets a new session."""
     try:
-        user = await change_password(deps, principal.user, body.current_password, body.new_password)
+        user = await sessions.change_password(
+            deps, principal.user, body.current_password, body.new_password
+        )
     except ValueError as exc:
         raise admin.InvalidInput(str(exc)) from None
     if user is None:
         raise admin.InvalidInput("the current password is wrong")
-    csrf = await start_session(response, deps, user) if principal.token_id is None else None
+    csrf = (
+        await sessions.start_session(response, deps, user) if principal.token_id is None else None
+    )
     return Me(user=UserOut.of(user), csrf_token=csrf)
 
 

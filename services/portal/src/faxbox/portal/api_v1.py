@@ -24,6 +24,26 @@ router = APIRouter(prefix="/api/v1")
 
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 
+
+def _page_example(page: int, image_bytes: int, ecm_retries: int) -> dict[str, Any]:
+    return {
+        "page": page,
+        "confirmed": True,
+        "result": "MCF",
+        "bit_rate": 14400,
+        "ecm": True,
+        "x_resolution": 8031,
+        "y_resolution": 7700,
+        "encoding": "T.6",
+        "length": 2292,
+        "image_bytes": image_bytes,
+        "bad_rows": 0,
+        "longest_bad_row_run": 0,
+        "ecm_retries": ecm_retries,
+        "transmissions": 1,
+    }
+
+
 _FAX_EXAMPLE: Final[dict[str, Any]] = {
     "id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
     "account_id": "acc_01jq7kzq4m2n8p6r4t2v0x8z6b",
@@ -41,38 +61,8 @@ _FAX_EXAMPLE: Final[dict[str, Any]] = {
     "retryable": True,
     "rejection_reasons": [],
     "page_report": [
-        {
-            "page": 1,
-            "confirmed": True,
-            "result": "MCF",
-            "bit_rate": 14400,
-            "ecm": True,
-            "x_resolution": 8031,
-            "y_resolution": 7700,
-            "encoding": "T.6",
-            "length": 2292,
-            "image_bytes": 48211,
-            "bad_rows": 0,
-            "longest_bad_row_run": 0,
-            "ecm_retries": 0,
-            "transmissions": 1,
-        },
-        {
-            "page": 2,
-            "confirmed": True,
-            "result": "MCF",
-            "bit_rate": 14400,
-            "ecm": True,
-            "x_resolution": 8031,
-            "y_resolution": 7700,
-            "encoding": "T.6",
-            "length": 2292,
-            "image_bytes": 51377,
-            "bad_rows": 0,
-            "longest_bad_row_run": 0,
-            "ecm_retries": 2,
-            "transmissions": 1,
-        },
+        _page_example(1, image_bytes=48211, ecm_retries=0),
+        _page_example(2, image_bytes=51377, ecm_retries=2),
     ],
     "created_at": "2026-03-02T14:05:11.203Z",
     "updated_at": "2026-03-02T14:19:40.877Z",
@@ -126,11 +116,16 @@ _DELIVERY_EXAMPLE: Final[dict[str, Any]] = {
 }
 
 
-def _example(value: Any, description: str = "") -> dict[int | str, dict[str, Any]]:
-    answer: dict[str, Any] = {"content": {"application/json": {"example": value}}}
+def _answer(
+    example: Any, description: str = "", model: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """One answer in the OpenAPI document, with an example of its JSON body."""
+    answer: dict[str, Any] = {"content": {"application/json": {"example": example}}}
+    if model is not None:
+        answer["model"] = model
     if description:
         answer["description"] = description
-    return {200: answer}
+    return answer
 
 
 class FaxCreated(BaseModel):
@@ -288,19 +283,15 @@ _SEND_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
         "description": "The submission could not be recorded (code unavailable): nothing "
         "was queued; try again with the same Idempotency-Key.",
     },
-    422: {
-        "model": ErrorOut,
-        "description": "A number the account may not fax, too many numbers, no faxbox...",
-        "content": {
-            "application/json": {
-                "example": {
-                    "detail": "These numbers cannot be faxed: 555: a number needs its area "
-                    "code (10 digits in North America) or + and a country code.",
-                    "code": "invalid_number",
-                }
-            }
+    422: _answer(
+        {
+            "detail": "These numbers cannot be faxed: 555: a number needs its area "
+            "code (10 digits in North America) or + and a country code.",
+            "code": "invalid_number",
         },
-    },
+        "A number the account may not fax, too many numbers, no faxbox...",
+        ErrorOut,
+    ),
 }
 
 
@@ -313,31 +304,27 @@ _SEND_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     response_model=SubmissionOut,
     tags=["sending"],
     responses={
-        202: {
-            "description": "Accepted: one fax per number, recorded and queued for the "
-            "validator (for good, even if the broker confirms it only later).",
-            "content": {
-                "application/json": {
-                    "example": {
-                        "submission_id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
-                        "faxes": [
-                            {
-                                "id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
-                                "to": "+12125550123",
-                                "status": "queued",
-                                "url": "/api/v1/faxes/fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
-                            },
-                            {
-                                "id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f-2",
-                                "to": "+442079460958",
-                                "status": "queued",
-                                "url": "/api/v1/faxes/fax_01jq7m2x0k3v9d8s6a5b4c3e2f-2",
-                            },
-                        ],
-                    }
-                }
+        202: _answer(
+            {
+                "submission_id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
+                "faxes": [
+                    {
+                        "id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
+                        "to": "+12125550123",
+                        "status": "queued",
+                        "url": "/api/v1/faxes/fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
+                    },
+                    {
+                        "id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f-2",
+                        "to": "+442079460958",
+                        "status": "queued",
+                        "url": "/api/v1/faxes/fax_01jq7m2x0k3v9d8s6a5b4c3e2f-2",
+                    },
+                ],
             },
-        },
+            "Accepted: one fax per number, recorded and queued for the "
+            "validator (for good, even if the broker confirms it only later).",
+        ),
         **_SEND_ERRORS,
     },
 )
@@ -395,7 +382,7 @@ async def send_fax(
     response_model=FaxOut,
     response_model_by_alias=True,
     tags=["sending"],
-    responses={**_example(_FAX_EXAMPLE), **_ERRORS},
+    responses={200: _answer(_FAX_EXAMPLE), **_ERRORS},
 )
 async def get_fax(fax_id: str, principal: CurrentPrincipal, deps: Deps) -> FaxOut:
     """A fax by its id: status, failure_reason, retryable, pages and the per-page report."""
@@ -409,30 +396,15 @@ async def get_fax(fax_id: str, principal: CurrentPrincipal, deps: Deps) -> FaxOu
     response_model=CancelOut,
     tags=["sending"],
     responses={
-        202: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f",
-                        "status": "sending",
-                        "cancel_requested": True,
-                    }
-                }
-            }
-        },
+        202: _answer(
+            {"id": "fax_01jq7m2x0k3v9d8s6a5b4c3e2f", "status": "sending", "cancel_requested": True}
+        ),
         **_ERRORS,
-        409: {
-            "model": ErrorOut,
-            "description": "Delivered, failed or cancelled already.",
-            "content": {
-                "application/json": {
-                    "example": {
-                        "detail": "The fax is delivered already.",
-                        "code": "already_finished",
-                    }
-                }
-            },
-        },
+        409: _answer(
+            {"detail": "The fax is delivered already.", "code": "already_finished"},
+            "Delivered, failed or cancelled already.",
+            ErrorOut,
+        ),
     },
 )
 async def cancel_fax(fax_id: str, principal: SendingPrincipal, deps: Deps) -> CancelOut:
@@ -471,7 +443,7 @@ async def resend_fax(
     "/accounts/{account_id}/webhooks",
     response_model=list[WebhookOut],
     tags=["webhooks"],
-    responses=_example([_WEBHOOK_EXAMPLE]),
+    responses={200: _answer([_WEBHOOK_EXAMPLE])},
 )
 async def list_webhooks(
     account_id: str, principal: CurrentPrincipal, deps: Deps
@@ -488,20 +460,16 @@ async def list_webhooks(
     response_model=WebhookOut,
     tags=["webhooks"],
     responses={
-        201: {"content": {"application/json": {"example": _WEBHOOK_EXAMPLE}}},
-        422: {
-            "model": ErrorOut,
-            "description": "A URL refused (not public, not https...).",
-            "content": {
-                "application/json": {
-                    "example": {
-                        "detail": "'http://10.0.0.5/hook' points at 10.0.0.5, a private "
-                        "address; only public addresses can receive webhooks (the platform "
-                        "operator can allow a network with FAXBOX_WEBHOOKS_ALLOWED_NETWORKS)"
-                    }
-                }
+        201: _answer(_WEBHOOK_EXAMPLE),
+        422: _answer(
+            {
+                "detail": "'http://10.0.0.5/hook' points at 10.0.0.5, a private "
+                "address; only public addresses can receive webhooks (the platform "
+                "operator can allow a network with FAXBOX_WEBHOOKS_ALLOWED_NETWORKS)"
             },
-        },
+            "A URL refused (not public, not https...).",
+            ErrorOut,
+        ),
     },
 )
 async def add_webhook(
@@ -528,7 +496,7 @@ async def add_webhook(
     "/webhooks/{webhook_id}",
     response_model=WebhookOut,
     tags=["webhooks"],
-    responses=_example(_WEBHOOK_EXAMPLE),
+    responses={200: _answer(_WEBHOOK_EXAMPLE)},
 )
 async def get_webhook(webhook_id: str, principal: CurrentPrincipal, deps: Deps) -> WebhookOut:
     return WebhookOut.of(await webhook_admin.webhook_in_scope(deps.hooks, principal, webhook_id))
@@ -538,7 +506,7 @@ async def get_webhook(webhook_id: str, principal: CurrentPrincipal, deps: Deps) 
     "/webhooks/{webhook_id}",
     response_model=WebhookOut,
     tags=["webhooks"],
-    responses=_example({**_WEBHOOK_EXAMPLE, "enabled": False}),
+    responses={200: _answer({**_WEBHOOK_EXAMPLE, "enabled": False})},
 )
 async def change_webhook(
     webhook_id: str, body: WebhookChange, principal: CheckedPrincipal, deps: Deps
@@ -558,7 +526,7 @@ async def delete_webhook(webhook_id: str, principal: CheckedPrincipal, deps: Dep
     "/webhooks/{webhook_id}/deliveries",
     response_model=list[DeliveryOut],
     tags=["webhooks"],
-    responses=_example([_DELIVERY_EXAMPLE]),
+    responses={200: _answer([_DELIVERY_EXAMPLE])},
 )
 async def webhook_deliveries(
     webhook_id: str, principal: CurrentPrincipal, deps: Deps
@@ -574,7 +542,7 @@ async def webhook_deliveries(
     status_code=202,
     response_model=DeliveryOut,
     tags=["webhooks"],
-    responses={202: {"content": {"application/json": {"example": _DELIVERY_EXAMPLE}}}},
+    responses={202: _answer(_DELIVERY_EXAMPLE)},
 )
 async def replay_delivery(
     webhook_id: str, event_id: str, principal: CheckedPrincipal, deps: Deps
@@ -588,19 +556,15 @@ async def replay_delivery(
     response_model=SigningKeyOut,
     tags=["webhooks"],
     responses={
-        200: {
-            "content": {
-                "application/json": {
-                    "example": {
-                        "account_id": "acc_01jq7kzq4m2n8p6r4t2v0x8z6b",
-                        "algorithm": "ed25519",
-                        "public_key": "kgZ3Ywq2t1dP0lL6oQ3xkZbEoMp6r5b2v7n9s1c4e8U=",
-                        "pem": "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n",
-                        "created_at": "2026-03-01T09:00:00Z",
-                    }
-                }
+        200: _answer(
+            {
+                "account_id": "acc_01jq7kzq4m2n8p6r4t2v0x8z6b",
+                "algorithm": "ed25519",
+                "public_key": "kgZ3Ywq2t1dP0lL6oQ3xkZbEoMp6r5b2v7n9s1c4e8U=",
+                "pem": "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n",
+                "created_at": "2026-03-01T09:00:00Z",
             }
-        }
+        )
     },
 )
 async def signing_key(account_id: str, principal: CurrentPrincipal, deps: Deps) -> SigningKeyOut:

@@ -20,7 +20,7 @@ from faxbox.portal.deps import CsrfFailed, NotSignedIn, PortalDeps
 from faxbox.portal.headers import STATIC_PREFIX, install_security_headers
 from faxbox.portal.outbound import SendRefused
 from faxbox.portal.throttle import SignInThrottle, TooManyFailures
-from faxbox.portal.views import TEMPLATES
+from faxbox.portal.views import TEMPLATES, number_refusal
 from faxbox.portal.webhook_admin import NotConfigured
 from faxbox.shared.store import (
     InvalidCursor,
@@ -71,18 +71,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: Exception) -> Response:
         return _error(request, 422, str(exc))
 
-    async def conflict(request: Request, exc: Exception) -> Response:
-        # Not str(exc): it names the other faxbox, which may be another tenant's.
-        number = getattr(exc, "number", "the number")
-        return _error(request, 409, f"{number} is already assigned to another faxbox")
-
-    async def held_elsewhere(request: Request, exc: Exception) -> Response:
-        number = getattr(exc, "number", "the number")
-        return _error(request, 409, f"{number} belongs to another account")
-
-    async def in_use(request: Request, exc: Exception) -> Response:
-        number = getattr(exc, "number", "the number")
-        return _error(request, 409, f"{number} is assigned to a faxbox; unassign it first")
+    async def number_refused(
+        request: Request, exc: NumberAlreadyAssigned | NumberHeldByAnotherAccount | NumberInUse
+    ) -> Response:
+        return _error(request, 409, number_refusal(exc))
 
     async def bad_cursor(request: Request, exc: Exception) -> Response:
         return _error(request, 400, str(exc))
@@ -104,9 +96,9 @@ def install_error_handlers(app: FastAPI) -> None:
         Forbidden: forbidden,
         CsrfFailed: csrf_failed,
         InvalidInput: invalid,
-        NumberAlreadyAssigned: conflict,
-        NumberHeldByAnotherAccount: held_elsewhere,
-        NumberInUse: in_use,
+        NumberAlreadyAssigned: number_refused,
+        NumberHeldByAnotherAccount: number_refused,
+        NumberInUse: number_refused,
         InvalidCursor: bad_cursor,
         TooManyFailures: too_many,
         SendRefused: send_refused,

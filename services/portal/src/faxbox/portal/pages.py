@@ -4,8 +4,9 @@ download links point at the API itself (cookies authenticate there too)."""
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -35,7 +36,7 @@ from faxbox.portal.sessions import (
     throttled_sign_in,
 )
 from faxbox.portal.throttle import TooManyFailures
-from faxbox.portal.views import range_note, render
+from faxbox.portal.views import back, number_refusal, range_note, render
 from faxbox.shared import numbers
 from faxbox.shared.faxview import from_record
 from faxbox.shared.store import (
@@ -47,11 +48,6 @@ from faxbox.shared.store import (
 from faxbox.shared.store.models import SenderAuth
 
 router = APIRouter(include_in_schema=False)
-
-
-def back(url: str, **params: str) -> RedirectResponse:
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
-    return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
 
 
 # --- sign-in --------------------------------------------------------------------------
@@ -321,34 +317,47 @@ async def admin_account_page(
     )
 
 
+T = TypeVar("T")
+
+
 def _account_url(account_id: str) -> str:
     return f"/admin/accounts/{account_id}"
+
+
+async def _changed(
+    url: str, change: Awaitable[T], done: str | Callable[[T], str]
+) -> RedirectResponse:
+    """Make an administrator's change, then go back to ``url`` saying it is done, or why
+    it was refused."""
+    try:
+        result = await change
+    except admin.InvalidInput as exc:
+        return back(url, error=str(exc))
+    except (NumberAlreadyAssigned, NumberHeldByAnotherAccount, NumberInUse) as exc:
+        return back(url, error=f"{number_refusal(exc)}.")
+    return back(url, msg=done(result) if callable(done) else done)
 
 
 @router.post("/admin/accounts/{account_id}/numbers")
 async def admin_add_number(
     account_id: str, principal: CheckedPrincipal, deps: Deps, number: Annotated[str, Form()]
 ) -> Response:
-    url = _account_url(account_id)
-    try:
-        entry = await admin.add_number(deps.store, principal, account_id, number)
-    except admin.InvalidInput as exc:
-        return back(url, error=str(exc))
-    except NumberHeldByAnotherAccount as exc:
-        return back(url, error=f"{exc.number} belongs to another account.")
-    return back(url, msg=f"Number {entry.number} added to the account.")
+    return await _changed(
+        _account_url(account_id),
+        admin.add_number(deps.store, principal, account_id, number),
+        lambda entry: f"Number {entry.number} added to the account.",
+    )
 
 
 @router.post("/admin/accounts/{account_id}/numbers/remove")
 async def admin_remove_number(
     account_id: str, principal: CheckedPrincipal, deps: Deps, number: Annotated[str, Form()]
 ) -> Response:
-    url = _account_url(account_id)
-    try:
-        await admin.remove_number(deps.store, principal, account_id, number)
-    except NumberInUse as exc:
-        return back(url, error=f"{exc.number} is assigned to a faxbox; unassign it first.")
-    return back(url, msg=f"Number {number} released from the account.")
+    return await _changed(
+        _account_url(account_id),
+        admin.remove_number(deps.store, principal, account_id, number),
+        f"Number {number} released from the account.",
+    )
 
 
 @router.post("/admin/accounts/{account_id}/policy")
@@ -367,10 +376,13 @@ async def admin_account_policy(
             daily_page_limit=int(limit) if limit else None,
             clear_daily_page_limit=not limit,
         )
-        await admin.update_account_policy(deps.store, principal, account_id, policy)
-    except (admin.InvalidInput, ValueError) as exc:
+    except ValueError as exc:
         return back(url, error=str(exc))
-    return back(url, msg="Destinations and page cap saved.")
+    return await _changed(
+        url,
+        admin.update_account_policy(deps.store, principal, account_id, policy),
+        "Destinations and page cap saved.",
+    )
 
 
 def _user_url(account_id: str, user_id: str) -> str:
@@ -424,13 +436,13 @@ async def admin_faxbox_settings(
         )
     except ValueError:
         return back(url, error=f"sender check {sender_auth!r}: choose required or off")
-    try:
-        await admin.update_faxbox(
+    return await _changed(
+        url,
+        admin.update_faxbox(
             deps.store, principal, account_id, user_id, changes, deps.caller_id_scope
-        )
-    except admin.InvalidInput as exc:
-        return back(url, error=str(exc))
-    return back(url, msg="Settings saved.")
+        ),
+        "Settings saved.",
+    )
 
 
 @router.post("/admin/accounts/{account_id}/users/{user_id}/faxbox/enabled")
@@ -457,15 +469,11 @@ async def admin_assign(
     deps: Deps,
     number: Annotated[str, Form()],
 ) -> Response:
-    url = _user_url(account_id, user_id)
-    try:
-        await admin.assign_number(deps.store, principal, account_id, user_id, number)
-    except admin.InvalidInput as exc:
-        return back(url, error=str(exc))
-    except NumberAlreadyAssigned as exc:
-        # Not str(exc): it names the other faxbox, which may be another tenant's.
-        return back(url, error=f"{exc.number} is already assigned to another faxbox.")
-    return back(url, msg=f"Number {numbers.assignable(number)} assigned.")
+    return await _changed(
+        _user_url(account_id, user_id),
+        admin.assign_number(deps.store, principal, account_id, user_id, number),
+        lambda _: f"Number {numbers.assignable(number)} assigned.",
+    )
 
 
 @router.post("/admin/accounts/{account_id}/users/{user_id}/numbers/remove")
@@ -488,12 +496,11 @@ async def admin_alternate(
     deps: Deps,
     alternate_email: Annotated[str, Form()] = "",
 ) -> Response:
-    url = _user_url(account_id, user_id)
-    try:
-        await admin.set_alternate_email(deps.store, principal, account_id, user_id, alternate_email)
-    except admin.InvalidInput as exc:
-        return back(url, error=str(exc))
-    return back(url, msg="Alternate notification address saved.")
+    return await _changed(
+        _user_url(account_id, user_id),
+        admin.set_alternate_email(deps.store, principal, account_id, user_id, alternate_email),
+        "Alternate notification address saved.",
+    )
 
 
 # --- dashboard ------------------------------------------------------------------------

@@ -9,7 +9,6 @@ at ``/fax/{id}``, which shows it as queued until the validator has decided it.
 
 from __future__ import annotations
 
-import urllib.parse
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -24,7 +23,7 @@ from faxbox.portal.outbound import SendRefused
 from faxbox.portal.preview import preview
 from faxbox.portal.security import Principal
 from faxbox.portal.submissions import Draft
-from faxbox.portal.views import render
+from faxbox.portal.views import back, render
 from faxbox.render import RenderRefused
 from faxbox.shared.contracts import month_of
 from faxbox.shared.faxview import TERMINAL_STATUSES, api_status
@@ -198,4 +197,4 @@ def fax_actions(record: HistoryRecord) -> dict[str, bool]:
 
 
 def _back(fax_id: str, **params: str) -> RedirectResponse:
-    return RedirectResponse(f"/fax/{fax_id}?{urllib.parse.urlencode(params)}", status_code=303)
+    return back(f"/fax/{fax_id}", **params)

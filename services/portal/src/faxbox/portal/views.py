@@ -3,15 +3,17 @@ pages and the JSON API both use."""
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from faxbox.portal import faxes
 from faxbox.portal.security import Principal
+from faxbox.shared.store import NumberAlreadyAssigned, NumberHeldByAnotherAccount, NumberInUse
 from faxbox.shared.store.records import HistoryRecord
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -33,6 +35,22 @@ def render(
         "failure_text": failure_text,
     }
     return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def back(url: str, **params: str) -> RedirectResponse:
+    """Back to a page after its form was sent, with the ``msg`` or ``error`` it shows."""
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
+    return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
+
+
+def number_refusal(exc: NumberAlreadyAssigned | NumberHeldByAnotherAccount | NumberInUse) -> str:
+    """Why a number could not be added, assigned or released."""
+    if isinstance(exc, NumberAlreadyAssigned):
+        # Not str(exc): it names the other faxbox, which may be another tenant's.
+        return f"{exc.number} is already assigned to another faxbox"
+    if isinstance(exc, NumberHeldByAnotherAccount):
+        return f"{exc.number} belongs to another account"
+    return f"{exc.number} is assigned to a faxbox; unassign it first"
 
 
 def failure_text(record: HistoryRecord) -> str | None:

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from faxbox.portal import webhook_admin
 from faxbox.portal.access import admin_account
 from faxbox.portal.admin import InvalidInput
 from faxbox.portal.deps import CheckedPrincipal, CurrentPrincipal, Deps
 from faxbox.portal.localtime import clock_for
-from faxbox.portal.views import render
+from faxbox.portal.views import back, render
 from faxbox.portal.webhook_admin import NotConfigured, WebhookIn
 from faxbox.shared.faxview import WEBHOOK_EVENTS
 from faxbox.shared.store.signing_keys import AccountKey
 
 router = APIRouter(include_in_schema=False)
-
-
-def _go(url: str, **params: str) -> RedirectResponse:
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
-    return RedirectResponse(f"{url}?{query}" if query else url, status_code=303)
 
 
 def _list_url(account_id: str) -> str:
@@ -78,15 +72,15 @@ async def webhook_add(
     try:
         hook = await webhook_admin.add_webhook(deps.hooks, principal, account_id, given)
     except InvalidInput as exc:
-        return _go(_list_url(account_id), error=str(exc))
-    return _go(_list_url(account_id), msg=f"Webhook {hook.url} added.")
+        return back(_list_url(account_id), error=str(exc))
+    return back(_list_url(account_id), msg=f"Webhook {hook.url} added.")
 
 
 @router.post("/webhooks/{webhook_id}/remove")
 async def webhook_remove(webhook_id: str, principal: CheckedPrincipal, deps: Deps) -> Response:
     hook = await webhook_admin.webhook_in_scope(deps.hooks, principal, webhook_id)
     await webhook_admin.remove_webhook(deps.hooks, principal, webhook_id)
-    return _go(_list_url(hook.account_id), msg=f"Webhook {hook.url} removed.")
+    return back(_list_url(hook.account_id), msg=f"Webhook {hook.url} removed.")
 
 
 @router.post("/webhooks/{webhook_id}/enabled")
@@ -94,7 +88,7 @@ async def webhook_enabled(
     webhook_id: str, principal: CheckedPrincipal, deps: Deps, enabled: Annotated[str, Form()]
 ) -> Response:
     hook = await webhook_admin.set_enabled(deps.hooks, principal, webhook_id, enabled == "yes")
-    return _go(f"/webhooks/{hook.id}", msg="Enabled." if hook.enabled else "Disabled.")
+    return back(f"/webhooks/{hook.id}", msg="Enabled." if hook.enabled else "Disabled.")
 
 
 @router.get("/webhooks/{webhook_id}")
@@ -117,4 +111,4 @@ async def delivery_replay(
     webhook_id: str, event_id: str, principal: CheckedPrincipal, deps: Deps
 ) -> Response:
     await webhook_admin.replay(deps.hooks, principal, webhook_id, event_id)
-    return _go(f"/webhooks/{webhook_id}", msg=f"Replaying {event_id}: it is sent once more.")
+    return back(f"/webhooks/{webhook_id}", msg=f"Replaying {event_id}: it is sent once more.")
