@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.cpu import infra_cpu_s, machine_busy_s  # noqa: E402
+from benchmarks.udp import receive_buffer_drops  # noqa: E402
 from faxbox.demo.document import demo_pdf  # noqa: E402
 from faxbox.shared.bus import Bus, EventTap  # noqa: E402
 from faxbox.shared.contracts import FaxFailed, FaxSent, OutboundFaxRequested  # noqa: E402
@@ -181,6 +182,7 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
             harness_before = time.process_time()
             busy_before, idle_before = machine_busy_s()
             infra_before = infra_cpu_s()
+            drops_before = receive_buffer_drops()
             first_sent_index = len(outcomes.done)
             t0 = time.time()
             messages = [mail_to(number(args.latency_faxes + i), pdf) for i in range(args.faxes)]
@@ -215,6 +217,9 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
                 # Calls beyond one a fax: attempts that failed on the line (the machine
                 # saturated, T.30's timers at 10x) and were dialled again.
                 "redials": len(burst_calls) - len({c["to"] for c in burst_calls}),
+                # Media datagrams the kernel dropped meanwhile (machine-wide): a reader
+                # that fell behind its sockets, whose calls then fail on T.30's timers.
+                "udp_receive_buffer_drops": receive_buffer_drops() - drops_before,
             }
             faxes_per_min = args.faxes / (t_last - t0) * 60
             failed = sum(1 for _, ok in burst if not ok)
@@ -238,6 +243,7 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
             # Anchor: the same faxes again, straight to the transmitter.
             rendered = list(outcomes.requested.values())[: args.faxes]
             before = len(outcomes.done)
+            anchor_drops_before = receive_buffer_drops()
             t1 = time.time()
             for i, request in enumerate(rendered):
                 await bus.publish(
@@ -252,6 +258,13 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
             await outcomes.wait(before + len(rendered), 600)
             anchor_done = sorted(outcomes.done.values())[before:]
             anchor_per_min = len(rendered) / (max(t for t, _ in anchor_done) - t1) * 60
+            anchor_numbers = {number(1000 + i) for i in range(len(rendered))}
+            anchor_calls = [c for c in stack.calls() if c["to"] in anchor_numbers]
+            anchor = {
+                "redials": len(anchor_calls) - len({c["to"] for c in anchor_calls}),
+                "failed": sum(1 for _, ok in anchor_done if not ok),
+                "udp_receive_buffer_drops": receive_buffer_drops() - anchor_drops_before,
+            }
             pump.cancel()
     finally:
         await bus.close()
@@ -266,6 +279,7 @@ async def one_run(args: argparse.Namespace, rabbit: RabbitServer, mongo_url: str
         "faxes_per_min": round(faxes_per_min, 1),
         "failed": failed,
         "anchor_line_faxes_per_min": round(anchor_per_min, 1),
+        "anchor": anchor,
         "burst_timeline": burst_timeline,
         "dial_samples": len(dial),
         "dial_p50_s": round(statistics.median(dial), 3),
