@@ -36,6 +36,7 @@ from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from faxbox.shared import gcpause
 from faxbox.shared.logs import configure_logging
 from faxbox.shared.looplag import LoopLag
 from faxbox.shared.settings import RunnerSettings, warn_unread_env
@@ -227,6 +228,7 @@ async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory
     try:
         async with runtime.loop_lag.running(), service(runtime):
             tune_gc(settings.gc_young_threshold)
+            gcpause.watch()
             runtime.ready = True
             log.info("service ready")
             await runtime.stopping.wait()

@@ -1,0 +1,53 @@
+"""The collector's pauses are timed, counted by generation, and the long ones logged."""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import pytest
+
+from faxbox.shared import gcpause
+
+
+def _count(generation: str) -> float:
+    for metric in gcpause.PAUSES.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count") and sample.labels == {"generation": generation}:
+                return sample.value
+    return 0.0
+
+
+def test_a_full_collection_is_counted_and_a_long_one_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch = gcpause.PauseWatch(warn_ms=-1)  # every pause is "long"
+    gc.callbacks.append(watch)
+    try:
+        before = _count("2")
+        with caplog.at_level(logging.WARNING, logger=gcpause.__name__):
+            gc.collect()
+    finally:
+        gc.callbacks.remove(watch)
+    assert _count("2") == before + 1
+    assert "garbage collection (generation 2) stopped the process for" in caplog.text
+
+
+def test_a_short_pause_is_counted_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    watch = gcpause.PauseWatch(warn_ms=60_000)
+    gc.callbacks.append(watch)
+    try:
+        with caplog.at_level(logging.WARNING, logger=gcpause.__name__):
+            gc.collect()
+    finally:
+        gc.callbacks.remove(watch)
+    assert "garbage collection" not in caplog.text
+
+
+def test_watching_twice_installs_one_callback() -> None:
+    first = gcpause.watch()
+    try:
+        assert gcpause.watch() is first
+        assert sum(isinstance(c, gcpause.PauseWatch) for c in gc.callbacks) == 1
+    finally:
+        gc.callbacks.remove(first)
