@@ -144,6 +144,7 @@ class ControlServer:
             return 200, "application/json", table_json(self.sim.table).encode()
         if parts == ["calls"] and method == "GET":
             wanted = {k: v for k, v in query.items() if k in FILTERS}
+            await self.sim.digest_pages(self.sim.calls.all())
             records = [r.public() for r in self.sim.calls.all()]
             return _json(200, [r for r in records if all(r[k] == v for k, v in wanted.items())])
         if len(parts) in (2, 3) and parts[0] == "calls" and method == "GET":
@@ -151,6 +152,7 @@ class ControlServer:
             if record is None:
                 return _json(404, {"error": "no such call"})
             if len(parts) == 2:
+                await self.sim.digest_pages([record])
                 return _json(200, record.public())
             if parts[2] == "tiff" and record.received_tiff:
                 data = await asyncio.to_thread(Path(record.received_tiff).read_bytes)

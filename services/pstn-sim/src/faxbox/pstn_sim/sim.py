@@ -27,6 +27,7 @@ import math
 import random
 import secrets
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,6 +92,7 @@ class Simulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._nonces: dict[str, None] = {}
         self._rng = random.Random()
+        self._digested: set[str] = set()  # calls whose page digests are filled in
         self.data_dir = settings.pstn_sim_data_dir
         self.routes = Routes(parse_routes(settings.pstn_sim_inbound_uri))
         # The simulator records how a call ended before its BYE is answered (a caller
@@ -327,12 +329,35 @@ class Simulator:
             if dropper is not None:
                 dropper.cancel()
         self._record_outcome(record, result.fax, path)
-        if record.received_tiff is not None:
-            with contextlib.suppress(OSError, ValueError):
-                record.page_digests = await asyncio.to_thread(page_digests, path, below_header=True)
         # The record is complete now; a BYE to a caller that vanished (no answer for
         # 64·T1) must not hold it open.
         self._spawn(call.hangup())
+
+    async def digest_pages(self, records: Iterable[CallRecord]) -> None:
+        """Fill in ``page_digests`` of the calls that kept pages, once each, when asked.
+
+        Not at each call's end: hashing every page's pixels costs more CPU than the
+        call's own media did, and done for each call of a burst (in threads, which hold
+        the interpreter lock in turns with the event loop) it slowed the loop carrying
+        the other calls' media past T.30's timers (e2e at pace 10: a third of the far
+        end's CPU, and clusters of calls failed at once). Whoever reads the records pays.
+        """
+        pending = [r for r in records if r.received_tiff and r.id not in self._digested]
+        if not pending:
+            return
+        self._digested.update(r.id for r in pending)
+
+        def digest_all() -> list[list[str]]:
+            digests: list[list[str]] = []
+            for record in pending:
+                try:
+                    digests.append(page_digests(Path(str(record.received_tiff)), below_header=True))
+                except (OSError, ValueError):
+                    digests.append([])
+            return digests
+
+        for record, digests in zip(pending, await asyncio.to_thread(digest_all), strict=True):
+            record.page_digests = digests
 
     def _fax_settings(self, file: Path) -> CallSettings:
         return CallSettings(file=file, local_identity=self.settings.pstn_sim_station_id)
