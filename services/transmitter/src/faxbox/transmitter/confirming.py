@@ -33,6 +33,7 @@ RETRY_S = 0.5
 # How long the end of a call waits for the last count to be written before it takes the
 # database for away (a write takes milliseconds when it answers).
 FLUSH_S = 2.0
+CANCEL_AGAIN_S = 0.5
 NOTE = "pages-confirmed"
 
 
@@ -86,6 +87,7 @@ class PageConfirmations:
         self._latest = 0
         self._written = 0
         self._failing = False  # the last write raised
+        self._closing = False  # the call is over: the writer stops, never retries
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Held for each write to the job, ours and the lease renewals': FerretDB writes
@@ -103,10 +105,14 @@ class PageConfirmations:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        self._closing = True
+        if self._task is not None and not await _stopped(self._task, FLUSH_S):
+            # A write the database driver would not let go of (it turned our cancel into
+            # its own timeout error, seconds later): leave it to end by itself, and treat
+            # the count as unwritten, so the job is handed back with it now. (Waiting
+            # instead held the job, its count in memory only, until the process was
+            # killed minutes later, and the fax was dialled again: long chaos, seed 868123.)
+            self._failing = True
         await self.flush()
 
     @property
@@ -133,7 +139,7 @@ class PageConfirmations:
             log.warning("could not write the confirmed pages at the end of the call", exc_info=True)
 
     async def _writing(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             try:
@@ -141,6 +147,8 @@ class PageConfirmations:
                 self._failing = False
             except Exception:
                 self._failing = True
+                if self._closing:
+                    return
                 log.warning("could not write the confirmed pages; retrying", exc_info=True)
                 self._wake.set()
                 await asyncio.sleep(RETRY_S)
@@ -159,3 +167,21 @@ class PageConfirmations:
         self._written = pages
         if self.on_written is not None:
             self.on_written(total)
+
+
+async def _stopped(task: asyncio.Task[None], within_s: float) -> bool:
+    """Cancel ``task``, again every ``CANCEL_AGAIN_S`` while it goes on (a cancellation
+    can be swallowed: Python 3.11's ``asyncio.timeout``, a driver's own retry loop);
+    whether it ended within ``within_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(CANCEL_AGAIN_S, left))
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()  # retrieved: it was logged where it was raised
+    return True
