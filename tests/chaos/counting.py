@@ -16,8 +16,9 @@ Outbound, per fax (one per number of an email; a rejected email is one):
   ``duplicates_on_line``: faxes the far end holds complete more than once, counting
   only pages their sender knew were confirmed (see ``complete_copies``); ``pages_not_equal``: the
   completed call's pages are not the rendered document's, pixel for pixel below the
-  header line; ``pages_resent``: pages the far end received more than once without a
-  second completion (cut calls sent again); ``calls_for_rejected``: calls to numbers of
+  header line (calls with error correction; ``faxes_without_ecm`` counts the others);
+  ``pages_resent``: pages the far end received more than once without a second
+  completion (cut calls sent again); ``calls_for_rejected``: calls to numbers of
   rejected mails; ``busy_calls_over_policy``: dials to always-busy numbers beyond 3 per
   fax;
 - ``missing_mails`` / ``extra_mails``: each fax must get exactly one mail, to its sender,
@@ -197,7 +198,12 @@ async def _line(
             resent = received - p.pages * max(1, copies)
             if resent > 0:
                 tally.figures["pages_resent"] += resent
-            if sent and done and record is not None:
+            if sent and done and record is not None and not _with_ecm(done[0]):
+                # Without error correction (the redial after a protocol failure turns it
+                # off), a line error changes or drops rows of a page the far end still
+                # accepts: no fax system can promise its pixels.
+                tally.figures["faxes_without_ecm"] += 1
+            elif sent and done and record is not None:
                 tally.figures["faxes_compared"] += 1
                 problem = await _compare(record, done[0], documents, rendered)
                 if problem:
@@ -219,6 +225,12 @@ async def _line(
     for call in to_sim:
         if call["to"] in rejected:
             tally.bad("calls_for_rejected", f"call {call['id']} to {call['to']}")
+
+
+def _with_ecm(call: dict[str, Any]) -> bool:
+    """Whether the call ran with error correction (a call cut by a restart: unknown, so
+    taken as with)."""
+    return (call.get("outcome") or {}).get("ecm") is not False
 
 
 async def _on_paper(
@@ -433,6 +445,7 @@ COUNTED = (
     "completed_not_sent",
     "pages_not_equal",
     "faxes_compared",
+    "faxes_without_ecm",
     "pages_resent",
     "calls_completed",
     "calls_cut",

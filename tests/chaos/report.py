@@ -44,6 +44,7 @@ SHOWN = (
     "inbound_tries",
     "pages_resent",
     "faxes_compared",
+    "faxes_without_ecm",
     "calls",
     "calls_completed",
     "calls_cut",

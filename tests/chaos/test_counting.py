@@ -347,3 +347,23 @@ async def test_a_redialled_inbound_call_is_one_fax(tmp_path: Path) -> None:
     # A second "received" for it is a duplicate, however many tries there were.
     world.mail(call.owner, f"Fax from {call.caller} ({call.pages} page{'s' * (call.pages > 1)})")
     assert _failing(await world.count()) == {"inbound_duplicated": 1}
+
+
+async def test_pages_of_a_call_without_error_correction_are_not_held_to_pixels(
+    tmp_path: Path,
+) -> None:
+    world = _world(tmp_path)
+    p, number, _record = world.sent()
+    (call,) = [c for c in world.calls if c["to"] == number]
+    # A line error took rows off the first page: a call without ECM cannot help it.
+    _tiff(
+        Path(call["received_tiff"]),
+        [_with_header(_page(0)).crop((0, 0, 1728, 180))]
+        + [_with_header(_page(n)) for n in range(1, p.pages)],
+    )
+    call["outcome"] = {"success": True, "ecm": False}
+    figures = await world.count()
+    assert _failing(figures) == {}, figures["problems"]
+    assert figures["faxes_without_ecm"] == 1
+    call["outcome"] = {"success": True, "ecm": True}
+    assert _failing(await world.count()) == {"pages_not_equal": 1}
