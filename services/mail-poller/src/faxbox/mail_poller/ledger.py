@@ -15,7 +15,7 @@ the copy left the folder. Every write is by ``_id``.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -54,24 +54,10 @@ class LedgerEntry:
     moved_at: datetime | None = None
 
     def to_doc(self) -> Doc:
-        return {
-            "_id": self.id,
-            "mailbox": self.mailbox,
-            "uid_validity": self.uid_validity,
-            "uid": self.uid,
-            "message_key": self.message_key,
-            "rfc822_message_id": self.rfc822_message_id,
-            "received_at": self.received_at,
-            "created_at": self.created_at,
-            "fax_id": self.fax_id,
-            "message_id": self.message_id,
-            "raw": None if self.raw is None else self.raw.model_dump(),
-            "duplicate_of": self.duplicate_of,
-            "recipient": self.recipient,
-            "size": self.size,
-            "oversize_limit": self.oversize_limit,
-            "moved_at": self.moved_at,
-        }
+        fields = asdict(self)
+        del fields["id"]
+        fields["raw"] = None if self.raw is None else self.raw.model_dump()
+        return {"_id": self.id, **fields}
 
     @classmethod
     def from_doc(cls, doc: Doc) -> LedgerEntry:

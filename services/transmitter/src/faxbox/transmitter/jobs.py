@@ -43,7 +43,7 @@ cancel that arrives while the request waits in a retry queue can end the fax at 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -101,12 +101,7 @@ class ConfirmingCall:
     stamped_at: datetime
 
     def doc(self) -> Doc:
-        return {
-            "attempt": self.attempt,
-            "carrier_id": self.carrier_id,
-            "first_page": self.first_page,
-            "stamped_at": self.stamped_at,
-        }
+        return asdict(self)
 
     @classmethod
     def from_doc(cls, doc: Doc | None) -> ConfirmingCall | None:
