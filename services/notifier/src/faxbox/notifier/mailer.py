@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Literal
 
@@ -14,25 +15,15 @@ from faxbox.notifier.ports import MailDeferred, MailRefused
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SmtpMailer:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        security: Literal["starttls", "tls", "none"] = "starttls",
-        username: str | None = None,
-        password: str | None = None,
-        timeout_s: float = 30.0,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.security = security
-        self.username = username
-        self.password = password
-        self.timeout_s = timeout_s
-        self.tls_context = tls_context
+    host: str
+    port: int
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_s: float = 30.0
+    tls_context: ssl.SSLContext | None = None
 
     async def send(self, message: EmailMessage, recipients: list[str]) -> None:
         try:
