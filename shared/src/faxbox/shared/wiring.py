@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from faxbox.shared import startup
 from faxbox.shared.bus import Bus
@@ -34,6 +36,13 @@ from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store import Store
 from faxbox.shared.store.decisions import MongoDecisionStore
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    Deps = TypeVar("Deps", bound=DataclassInstance)
+else:
+    Deps = TypeVar("Deps")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +117,15 @@ async def outbox(
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+
+
+def overridden(deps: Deps, overrides: dict[str, Any]) -> Deps:
+    """A service's real dependencies with any of them replaced by name: how tests and
+    ``build_deps(infra, settings, **overrides)`` swap one part and keep the rest."""
+    return replace(deps, **overrides) if overrides else deps
+
+
+def prepare_spool(spool_dir: Path | None) -> None:
+    """A configured spool that does not exist yet (a fresh volume) is ours to make."""
+    if spool_dir is not None:
+        spool_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,7 +29,7 @@ from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
 from faxbox.shared.store.registrations import COLLECTION as REGISTRATIONS
 from faxbox.shared.store.registrations import SipRegistrations
-from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox, overridden, prepare_spool
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +104,12 @@ def build_deps(
         outage_retry_after_s=settings.inbound_outage_retry_after_s,
         crash_at=settings.test_crash_at,
     )
-    return replace(deps, **overrides) if overrides else deps
+    return overridden(deps, overrides)
 
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
-    if settings.inbound_spool_dir is not None:
-        # A configured spool that does not exist yet (a fresh volume) is ours to make.
-        settings.inbound_spool_dir.mkdir(parents=True, exist_ok=True)
+    prepare_spool(settings.inbound_spool_dir)
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         deps = build_deps(infra, settings, decisions=box.store)
         ua = await start_user_agent(

@@ -10,7 +10,6 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar, Final
 
@@ -30,7 +29,7 @@ from faxbox.shared import crashpoints, runner
 from faxbox.shared.outbox import Outbox
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
-from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox, overridden
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ def build_deps(
             else _noop
         ),
     )
-    return replace(deps, **overrides) if overrides else deps
+    return overridden(deps, overrides)
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar, Literal
 
@@ -24,7 +23,7 @@ from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
-from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox, overridden
 
 SERVICE = "notifier"
 
@@ -81,7 +80,7 @@ def build_deps(
         sender=settings.notifier_mail_from,
         message_id_domain=settings.notifier_message_id_domain,
     )
-    return replace(deps, **overrides) if overrides else deps
+    return overridden(deps, overrides)
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,6 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +30,7 @@ from faxbox.shared.runner import Runtime
 from faxbox.shared.secretbox import SecretSettings
 from faxbox.shared.settings import ServiceSettings
 from faxbox.shared.store.cancellations import Cancellations
-from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox, overridden, prepare_spool
 from faxbox.transmitter import carriers, jobs
 from faxbox.transmitter.adapters import GridFsDocuments, MongoCarrierSlots, SipFaxLine
 from faxbox.transmitter.cancelling import handle_cancel
@@ -150,14 +149,12 @@ def build_deps(
         admit_calls=settings.transmitter_admit_calls,
         crash_at=settings.test_crash_at,
     )
-    return replace(deps, **overrides) if overrides else deps
+    return overridden(deps, overrides)
 
 
 @contextlib.asynccontextmanager
 async def service(runtime: Runtime, settings: Settings) -> AsyncIterator[None]:
-    if settings.transmitter_spool_dir is not None:
-        # A configured spool that does not exist yet (a fresh volume) is ours to make.
-        settings.transmitter_spool_dir.mkdir(parents=True, exist_ok=True)
+    prepare_spool(settings.transmitter_spool_dir)
     async with infrastructure(settings, runtime) as infra, outbox(infra, settings, SERVICE) as box:
         if crashpoints.armed(settings.test_crash_at, SERVICE, "before_ack"):
             box = Outbox(box.store, CrashAfterSent(box.publisher), name=SERVICE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -19,7 +18,7 @@ from faxbox.shared.outbox import DecisionStore
 from faxbox.shared.runner import Runtime
 from faxbox.shared.settings import OwnershipSettings, ServiceSettings
 from faxbox.shared.store.gridfs_documents import GridFsDocuments
-from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox, overridden
 from faxbox.validator.adapters import (
     MongoClaims,
     MongoDirectory,
@@ -129,7 +128,7 @@ def build_deps(
         limits=settings.limits(),
         claims=MongoClaims(store),
     )
-    return replace(deps, **overrides) if overrides else deps
+    return overridden(deps, overrides)
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,6 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, ClassVar
@@ -29,7 +28,7 @@ from faxbox.shared.store.monthly import month_key
 from faxbox.shared.store.signing_keys import SigningKeys
 from faxbox.shared.store.webhooks import LOG_PREFIX, WebhookStore
 from faxbox.shared.urlguard import parse_networks
-from faxbox.shared.wiring import Infrastructure, infrastructure, outbox
+from faxbox.shared.wiring import Infrastructure, infrastructure, outbox, overridden
 from faxbox.webhooks.adapters import (
     SLOTS_COLLECTION,
     HttpSender,
@@ -93,7 +92,7 @@ def build_deps(
         schedule_s=settings.webhooks_retry_schedule_s,
         busy_retry_s=settings.webhooks_busy_retry_s,
     )
-    return replace(deps, **overrides) if overrides else deps
+    return overridden(deps, overrides)
 
 
 async def _delivered(command: WebhookDeliveryRequested, deps: Deps) -> None:
