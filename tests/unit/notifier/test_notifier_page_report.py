@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from faxbox.notifier.compose import failed_mail, sent_mail
-from faxbox.shared.contracts import FailureClass, FailureReason, FaxFailure, PageReport
+from faxbox.shared.contracts import (
+    FailureClass,
+    FailureReason,
+    FaxFailed,
+    FaxFailure,
+    FaxSent,
+    PageReport,
+    TransferStatistics,
+)
+from tests.unit.notifier.notifier_fakes import ref
 
 AT = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
 
@@ -37,20 +46,49 @@ DROPPED = FaxFailure(
 )
 
 
+def failed(pages_sent: int, source_message_id: str | None, *reports: PageReport) -> FaxFailed:
+    return FaxFailed(
+        fax_id="fax_1",
+        account_id="acc1",
+        month="202603",
+        occurred_at=AT,
+        user_id="usr_1",
+        faxbox_id="fbx_1",
+        destination="+12125550123",
+        failure=DROPPED,
+        attempts=3,
+        pages_sent=pages_sent,
+        pages_total=3,
+        source_message_id=source_message_id,
+        page_report=reports,
+    )
+
+
 def test_the_sent_mail_lists_every_page_as_the_far_end_answered() -> None:
-    mail = sent_mail(
-        number="+12125550123",
-        pages=2,
-        pages_total=2,
-        seconds=41,
-        remote_station_id="FAR",
+    sent = FaxSent(
+        fax_id="fax_1",
+        account_id="acc1",
+        month="202603",
+        occurred_at=AT,
+        user_id="usr_1",
+        faxbox_id="fbx_1",
+        destination="+12125550123",
         attempts=1,
-        at=AT,
-        timezone="America/New_York",
-        thumbnail=None,
-        in_reply_to=None,
+        carrier_id="c",
+        statistics=TransferStatistics(
+            pages_transferred=2,
+            pages_total=2,
+            bit_rate=14400,
+            ecm=True,
+            x_resolution=8031,
+            y_resolution=7700,
+            remote_station_id="FAR",
+            duration_s=41,
+        ),
+        transmitted_tiff=ref("tiff1"),
         page_report=(page(1, True), page(2, True, retries=3)),
     )
+    mail = sent_mail(sent, timezone="America/New_York", thumbnail=None)
     lines = [line for line in mail.text.splitlines() if line[:1].isdigit()]
     assert len(lines) == 2
     assert lines[1].split()[:4] == ["2", "yes", "MCF", "14400"]
@@ -60,15 +98,8 @@ def test_the_sent_mail_lists_every_page_as_the_far_end_answered() -> None:
 
 def test_a_fax_with_some_pages_confirmed_is_partly_sent() -> None:
     mail = failed_mail(
-        number="+12125550123",
-        failure=DROPPED,
-        attempts=3,
-        pages_sent=1,
-        pages_total=3,
-        at=AT,
+        failed(1, "<orig@example.com>", page(1, True), page(2, False, bad_rows=12)),
         timezone="UTC",
-        in_reply_to="<orig@example.com>",
-        page_report=(page(1, True), page(2, False, bad_rows=12)),
     )
     assert mail.subject == "Fax to +12125550123 partly sent (1 of 3 pages)"
     assert "confirmed 1 of its 3 pages" in mail.text
@@ -77,16 +108,7 @@ def test_a_fax_with_some_pages_confirmed_is_partly_sent() -> None:
 
 
 def test_a_fax_with_no_page_confirmed_failed() -> None:
-    mail = failed_mail(
-        number="+12125550123",
-        failure=DROPPED,
-        attempts=3,
-        pages_sent=0,
-        pages_total=3,
-        at=AT,
-        timezone="UTC",
-        in_reply_to=None,
-    )
+    mail = failed_mail(failed(0, None), timezone="UTC")
     assert mail.subject == "Fax to +12125550123 failed"
     assert "could not be sent" in mail.text
     assert "Page by page" not in mail.text

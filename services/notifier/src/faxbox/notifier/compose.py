@@ -21,7 +21,11 @@ from faxbox.render import page_png
 from faxbox.shared import numbers
 from faxbox.shared.contracts import (
     FailureClass,
+    FaxFailed,
     FaxFailure,
+    FaxSent,
+    InboundFaxFailed,
+    InboundFaxReceived,
     PageReport,
     RejectionCode,
     RejectionReason,
@@ -245,39 +249,27 @@ def thumbnail_png(tiff: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
     return page_png(tiff, width)
 
 
-def sent_mail(
-    *,
-    number: str,
-    pages: int,
-    pages_total: int,
-    seconds: float,
-    remote_station_id: str,
-    attempts: int,
-    calls: int = 1,
-    at: datetime,
-    timezone: str,
-    thumbnail: bytes | None,
-    in_reply_to: str | None,
-    page_report: tuple[PageReport, ...] = (),
-) -> Mail:
+def sent_mail(event: FaxSent, *, timezone: str, thumbnail: bytes | None) -> Mail:
+    """The mail telling the sender their fax went through; ``thumbnail``: page 1."""
+    stats = event.statistics
     cid = "page1@faxbox" if thumbnail else None
     context = dict(
-        pages_report=page_rows(page_report),
-        number=number,
-        pages=pages,
-        pages_total=pages_total,
-        duration=duration(seconds),
-        remote_station_id=remote_station_id.strip(),
-        attempts=attempts,
-        calls=calls,
-        sent_at=_shown(at, timezone),
+        pages_report=page_rows(event.page_report),
+        number=event.destination,
+        pages=stats.pages_transferred,
+        pages_total=stats.pages_total,
+        duration=duration(stats.duration_s),
+        remote_station_id=stats.remote_station_id.strip(),
+        attempts=event.attempts,
+        calls=event.calls,
+        sent_at=_shown(event.occurred_at, timezone),
         thumbnail=cid,
     )
     return _mail(
         "sent",
-        f"Fax to {number} sent ({_pages(pages)})",
+        f"Fax to {event.destination} sent ({_pages(stats.pages_transferred)})",
         context,
-        in_reply_to=in_reply_to,
+        in_reply_to=event.source_message_id,
         inline_png=(cid, thumbnail) if cid and thumbnail else None,
     )
 
@@ -292,39 +284,29 @@ def failure_words(failure: FaxFailure, *, receiving: bool = False) -> tuple[str,
     return failure.text, None, "Try again later. If it keeps happening, contact support."
 
 
-def failed_mail(
-    *,
-    number: str,
-    failure: FaxFailure,
-    attempts: int,
-    pages_sent: int,
-    pages_total: int,
-    at: datetime,
-    timezone: str,
-    in_reply_to: str | None,
-    page_report: tuple[PageReport, ...] = (),
-) -> Mail:
-    reason, code_name, hint = failure_words(failure)
-    partial = 0 < pages_sent < pages_total
+def failed_mail(event: FaxFailed, *, timezone: str) -> Mail:
+    """The mail telling the sender their fax failed for good, or was only partly sent."""
+    reason, code_name, hint = failure_words(event.failure)
+    number = event.destination
     context = dict(
-        partial=partial,
-        pages_report=page_rows(page_report),
+        partial=event.partial,
+        pages_report=page_rows(event.page_report),
         number=number,
         reason=reason,
-        code=failure.code,
+        code=event.failure.code,
         code_name=code_name,
-        attempts=attempts,
-        pages_sent=pages_sent,
-        pages_total=pages_total,
-        failed_at=_shown(at, timezone),
+        attempts=event.attempts,
+        pages_sent=event.pages_sent,
+        pages_total=event.pages_total,
+        failed_at=_shown(event.occurred_at, timezone),
         hint=hint,
     )
     subject = (
-        f"Fax to {number} partly sent ({pages_sent} of {pages_total} pages)"
-        if partial
+        f"Fax to {number} partly sent ({event.pages_sent} of {event.pages_total} pages)"
+        if event.partial
         else f"Fax to {number} failed"
     )
-    return _mail("failed", subject, context, in_reply_to=in_reply_to)
+    return _mail("failed", subject, context, in_reply_to=event.source_message_id)
 
 
 def example_address(destination_raw: str, realm: str) -> str:
@@ -358,23 +340,16 @@ def fax_filename(caller: str, at: datetime, timezone: str, suffix: str = "") -> 
     return f"{who}_{when}{suffix}.pdf"
 
 
-def received_mail(
-    *,
-    caller: str,
-    called: str,
-    remote_station_id: str,
-    pages: int,
-    at: datetime,
-    timezone: str,
-    pdf: bytes,
-) -> Mail:
-    filename = fax_filename(caller, at, timezone)
+def received_mail(event: InboundFaxReceived, *, timezone: str, pdf: bytes) -> Mail:
+    """The mail bringing a received fax to its faxbox's owner, ``pdf`` attached."""
+    caller, pages = event.caller_number, event.statistics.pages_transferred
+    filename = fax_filename(caller, event.occurred_at, timezone)
     context = dict(
         caller=caller or "unknown caller",
-        called=called,
-        remote_station_id=remote_station_id.strip(),
+        called=event.called_number,
+        remote_station_id=event.statistics.remote_station_id.strip(),
         pages=pages,
-        received_at=_shown(at, timezone),
+        received_at=_shown(event.occurred_at, timezone),
         filename=filename,
     )
     subject = f"Fax from {caller or 'unknown caller'} ({_pages(pages)})"
@@ -382,22 +357,17 @@ def received_mail(
 
 
 def inbound_failed_mail(
-    *,
-    caller: str,
-    called: str,
-    failure: FaxFailure,
-    pages: int,
-    at: datetime,
-    timezone: str,
-    partial_pdf: bytes | None,
+    event: InboundFaxFailed, *, timezone: str, partial_pdf: bytes | None
 ) -> Mail:
-    reason, _name, hint = failure_words(failure, receiving=True)
+    """The mail telling a faxbox's owner a fax to them failed, with any pages it had."""
+    reason, _name, hint = failure_words(event.failure, receiving=True)
+    caller, at = event.caller_number, event.occurred_at
     filename = fax_filename(caller, at, timezone, "_partial") if partial_pdf else None
     context = dict(
         caller=caller or "unknown caller",
-        called=called,
+        called=event.called_number,
         reason=reason,
-        pages=pages,
+        pages=event.pages_received,
         received_at=_shown(at, timezone),
         filename=filename,
         hint=hint,

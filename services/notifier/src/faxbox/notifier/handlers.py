@@ -80,21 +80,7 @@ async def on_sent(event: FaxSent, deps: Deps) -> Decided | None:
         thumbnail = thumbnail_png(await deps.documents.get(event.transmitted_tiff))
     except (NotFound, DocumentCorrupt, UnidentifiedImageError, OSError, ValueError) as exc:
         log.warning("no preview of the transmitted page, sending without it: %s", exc)
-    stats = event.statistics
-    mail = sent_mail(
-        number=event.destination,
-        pages=stats.pages_transferred,
-        pages_total=stats.pages_total,
-        seconds=stats.duration_s,
-        remote_station_id=stats.remote_station_id,
-        attempts=event.attempts,
-        calls=event.calls,
-        at=event.occurred_at,
-        timezone=faxbox.timezone,
-        thumbnail=thumbnail,
-        in_reply_to=event.source_message_id,
-        page_report=event.page_report,
-    )
+    mail = sent_mail(event, timezone=faxbox.timezone, thumbnail=thumbnail)
     return await deliver(deps, event, NotificationKind.sent, recipients, mail)
 
 
@@ -104,17 +90,7 @@ async def on_failed(event: FaxFailed, deps: Deps) -> Decided | None:
         return None
     faxbox = await _faxbox(deps, event.faxbox_id)
     recipients = await _user_recipients(deps, event.user_id, faxbox)
-    mail = failed_mail(
-        number=event.destination,
-        failure=event.failure,
-        attempts=event.attempts,
-        pages_sent=event.pages_sent,
-        pages_total=event.pages_total,
-        at=event.occurred_at,
-        timezone=faxbox.timezone,
-        in_reply_to=event.source_message_id,
-        page_report=event.page_report,
-    )
+    mail = failed_mail(event, timezone=faxbox.timezone)
     return await deliver(deps, event, NotificationKind.failed, recipients, mail)
 
 
@@ -141,15 +117,7 @@ async def on_received(event: InboundFaxReceived, deps: Deps) -> Decided | None:
         pdf = await deps.documents.get(event.pdf)
     except (NotFound, DocumentCorrupt) as exc:
         raise PermanentError(f"the received fax's PDF cannot be read: {exc}") from None
-    mail = received_mail(
-        caller=event.caller_number,
-        called=event.called_number,
-        remote_station_id=event.statistics.remote_station_id,
-        pages=event.statistics.pages_transferred,
-        at=event.occurred_at,
-        timezone=faxbox.timezone,
-        pdf=pdf,
-    )
+    mail = received_mail(event, timezone=faxbox.timezone, pdf=pdf)
     return await deliver(deps, event, NotificationKind.received, recipients, mail)
 
 
@@ -162,15 +130,7 @@ async def on_inbound_failed(event: InboundFaxFailed, deps: Deps) -> Decided | No
             partial = await deps.documents.get(event.partial_pdf)
         except (NotFound, DocumentCorrupt) as exc:
             log.warning("the partial pages cannot be read, reporting without them: %s", exc)
-    mail = inbound_failed_mail(
-        caller=event.caller_number,
-        called=event.called_number,
-        failure=event.failure,
-        pages=event.pages_received,
-        at=event.occurred_at,
-        timezone=faxbox.timezone,
-        partial_pdf=partial,
-    )
+    mail = inbound_failed_mail(event, timezone=faxbox.timezone, partial_pdf=partial)
     return await deliver(deps, event, NotificationKind.inbound_failed, recipients, mail)
 
 
