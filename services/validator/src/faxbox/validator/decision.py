@@ -162,6 +162,20 @@ def _reason(code: RejectionCode, message: str) -> RejectionReason:
     return RejectionReason(code=code, message=message)
 
 
+def switched_off(faxbox: Faxbox, *, again: str) -> list[RejectionReason]:
+    """Why a switched-off faxbox sends nothing (none if it is on); ``again``: how the
+    sender sends once more, in words of the way they sent."""
+    if faxbox.enabled:
+        return []
+    return [
+        _reason(
+            RejectionCode.faxbox_disabled,
+            "The faxbox is switched off, so it cannot send faxes. Ask your administrator "
+            f"to enable it, then {again}.",
+        )
+    ]
+
+
 # --- the destination ------------------------------------------------------------------------
 
 
@@ -678,15 +692,7 @@ async def evaluate(
             reason = _unproven_reason(mail.sender or "", proof, limits)
             return dataclasses.replace(rejected, reasons=(reason,))
 
-    reasons: list[RejectionReason] = []
-    if not faxbox.enabled:
-        reasons.append(
-            _reason(
-                RejectionCode.faxbox_disabled,
-                "Your faxbox is switched off, so it cannot send faxes. Ask your "
-                "administrator to enable it, then send the email again.",
-            )
-        )
+    reasons = switched_off(faxbox, again="send the email again")
 
     recipient_reasons, recipients = _check_recipients(addressed, faxbox)
     reasons.extend(recipient_reasons)

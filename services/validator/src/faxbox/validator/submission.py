@@ -35,6 +35,7 @@ from faxbox.validator.decision import (
     number_refusal_code,
     recipient_fax_id,
     render_all,
+    switched_off,
 )
 from faxbox.validator.mime import DocumentKind, Part, PartRole
 from faxbox.validator.ports import PageCounters, Renderer, SubmissionDirectory
@@ -156,15 +157,7 @@ async def evaluate_submission(
         owner=owner,
         destination_raw=", ".join(submitted.numbers),
     )
-    reasons: list[RejectionReason] = []
-    if not box.enabled:
-        reasons.append(
-            _reason(
-                RejectionCode.faxbox_disabled,
-                "The faxbox is switched off, so it cannot send faxes. Ask your administrator "
-                "to enable it, then send again.",
-            )
-        )
+    reasons = switched_off(box, again="send again")
     number_reasons, recipients = _numbers(submitted, account, box)
     reasons.extend(number_reasons)
     document_reasons, part = _document(submitted, data, limits)
