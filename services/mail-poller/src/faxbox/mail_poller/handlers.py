@@ -79,6 +79,9 @@ async def _no_realm(domain: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class IntakeDeps:
+    """What intake uses: where copies are recorded, where raw mails are kept, the outbox
+    that publishes what was decided, and the caps a mail must fit."""
+
     ledger: Ledger
     raw_store: RawStore
     outbox: Outbox

@@ -65,6 +65,8 @@ class CarrierCooldown:
 
 @dataclass(frozen=True, slots=True)
 class Slot:
+    """One channel of ``carrier`` (``key``: ``<carrier_id>:<n>``), held by ``holder``."""
+
     carrier: Carrier
     key: str
     holder: str
