@@ -44,10 +44,15 @@ def test_a_short_pause_is_counted_not_logged(caplog: pytest.LogCaptureFixture) -
     assert "garbage collection" not in caplog.text
 
 
-def test_watching_twice_installs_one_callback() -> None:
-    first = gcpause.watch()
-    try:
-        assert gcpause.watch() is first
-        assert sum(isinstance(c, gcpause.PauseWatch) for c in gc.callbacks) == 1
-    finally:
-        gc.callbacks.remove(first)
+def _watches() -> int:
+    return sum(isinstance(c, gcpause.PauseWatch) for c in gc.callbacks)
+
+
+def test_watching_twice_installs_one_callback_and_the_first_block_removes_it() -> None:
+    assert _watches() == 0
+    with gcpause.watching() as first:
+        with gcpause.watching() as second:
+            assert second is first
+            assert _watches() == 1
+        assert _watches() == 1
+    assert _watches() == 0

@@ -10,9 +10,11 @@ what it collected, so a stall in the loop-lag figures can be told apart from wor
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import Histogram
@@ -54,11 +56,18 @@ class PauseWatch:
             )
 
 
-def watch(warn_ms: float = 50.0) -> PauseWatch:
-    """Time every collection from now on (once per process)."""
+@contextlib.contextmanager
+def watching(warn_ms: float = 50.0) -> Iterator[PauseWatch]:
+    """Time every collection while the block runs (one watch per process: a block
+    entered while another watches shares it, and only the first one removes it)."""
     for callback in gc.callbacks:
         if isinstance(callback, PauseWatch):
-            return callback
+            yield callback
+            return
     pause_watch = PauseWatch(warn_ms)
     gc.callbacks.append(pause_watch)
-    return pause_watch
+    try:
+        yield pause_watch
+    finally:
+        # A service run inside a test process must not time that process's collections.
+        gc.callbacks.remove(pause_watch)

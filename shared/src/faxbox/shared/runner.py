@@ -228,12 +228,12 @@ async def run_async(name: str, settings: RunnerSettings, service: ServiceFactory
     try:
         async with runtime.loop_lag.running(), service(runtime):
             tune_gc(settings.gc_young_threshold)
-            gcpause.watch()
-            runtime.ready = True
-            log.info("service ready")
-            await runtime.stopping.wait()
-            runtime.ready = False
-            log.info("service stopping")
+            with gcpause.watching():
+                runtime.ready = True
+                log.info("service ready")
+                await runtime.stopping.wait()
+                runtime.ready = False
+                log.info("service stopping")
     finally:
         server.close()
         await server.wait_closed()
