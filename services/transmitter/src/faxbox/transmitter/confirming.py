@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from faxbox.transmitter import stopping
 from faxbox.transmitter.jobs import ConfirmingCall, JobLedger
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ RETRY_S = 0.5
 # How long the end of a call waits for the last count to be written before it takes the
 # database for away (a write takes milliseconds when it answers).
 FLUSH_S = 2.0
-CANCEL_AGAIN_S = 0.5
 NOTE = "pages-confirmed"
 
 
@@ -106,7 +106,7 @@ class PageConfirmations:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._closing = True
-        if self._task is not None and not await _stopped(self._task, FLUSH_S):
+        if self._task is not None and not await _stopped(self._task):
             # A write the database driver would not let go of (it turned our cancel into
             # its own timeout error, seconds later): leave it to end by itself, and treat
             # the count as unwritten, so the job is handed back with it now. (Waiting
@@ -169,19 +169,11 @@ class PageConfirmations:
             self.on_written(total)
 
 
-async def _stopped(task: asyncio.Task[None], within_s: float) -> bool:
-    """Cancel ``task``, again every ``CANCEL_AGAIN_S`` while it goes on (a cancellation
-    can be swallowed: Python 3.11's ``asyncio.timeout``, a driver's own retry loop);
-    whether it ended within ``within_s``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not task.done():
-        left = deadline - loop.time()
-        if left <= 0:
-            return False
-        task.cancel()
-        await asyncio.wait({task}, timeout=min(CANCEL_AGAIN_S, left))
-    if not task.cancelled():
+async def _stopped(writer: asyncio.Task[None]) -> bool:
+    """Whether the writer ended within ``FLUSH_S`` of being told to."""
+    if not await stopping.stop(writer, within_s=FLUSH_S):
+        return False
+    if not writer.cancelled():
         with contextlib.suppress(Exception):
-            task.result()  # retrieved: it was logged where it was raised
+            writer.result()  # retrieved: it was logged where it was raised
     return True

@@ -83,7 +83,7 @@ from faxbox.shared.looplag import LoadGauge
 from faxbox.shared.outbox import Decided, DecisionStore, Outbox, Recorded
 from faxbox.shared.policy import RetryLater, is_infrastructure
 from faxbox.shared.store import Carrier, NotFound
-from faxbox.transmitter import metrics
+from faxbox.transmitter import metrics, stopping
 from faxbox.transmitter.admission import CallsAdmitted, admit
 from faxbox.transmitter.carriers import CarrierCooldown, Slot, eligible_carriers
 from faxbox.transmitter.confirming import PageConfirmations, carried_pages
@@ -169,7 +169,6 @@ def _seconds_until(moment: datetime | None, now: datetime) -> int:
 
 
 FINISH_TRIES = 25  # about ten minutes of backing off
-CANCEL_AGAIN_S = 1.0  # a task that goes on after a cancel is cancelled again (``_cancel``)
 
 
 def attempt_key(fax_id: str, attempt: int) -> str:
@@ -725,18 +724,10 @@ async def _end_attempt(
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for its end, cancelling it again while it goes on.
-
-    A cancellation can be swallowed: on Python 3.11 an ``asyncio.timeout`` expiring at
-    the moment of the cancel turns it into a ``TimeoutError``, which a caller suppressing
-    ``Exception`` then drops. A lease keeper that ate its cancellation once kept renewing
-    the lease of a call that was over, and the fax never ended (benchmarks/overload.py,
-    1 call of 400)."""
+    """Cancel ``task`` and wait for its end (``stopping.stop``); raise what it raised."""
     if task.done():
         return
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_AGAIN_S)
+    await stopping.stop(task)
     if not task.cancelled():
         task.result()  # what it raised instead of ending cancelled
 
