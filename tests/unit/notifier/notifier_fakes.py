@@ -11,7 +11,14 @@ from email.message import EmailMessage
 from PIL import Image
 
 from faxbox.notifier.ports import Claim, ClaimBusy
-from faxbox.shared.contracts import DocumentRef
+from faxbox.shared.contracts import (
+    DocumentRef,
+    FailureClass,
+    FaxFailed,
+    FaxFailure,
+    FaxSent,
+    TransferStatistics,
+)
 from faxbox.shared.store import Account, Faxbox, NotFound, User
 
 AT = datetime(2026, 11, 10, 9, 30, tzinfo=UTC)
@@ -97,4 +104,49 @@ def ref(file_id: str) -> DocumentRef:
         content_type="image/tiff",
         length=1,
         sha256=hashlib.sha256().hexdigest(),
+    )
+
+
+def sent_event(faxbox_id: str = "fbx_1", tiff: str = "tiff1") -> FaxSent:
+    return FaxSent(
+        fax_id="fax_1",
+        account_id="acc1",
+        month="202611",
+        occurred_at=AT,
+        user_id="usr_1",
+        faxbox_id=faxbox_id,
+        destination="+14155550123",
+        attempts=1,
+        carrier_id="c",
+        statistics=TransferStatistics(
+            pages_transferred=1,
+            pages_total=1,
+            bit_rate=9600,
+            ecm=False,
+            x_resolution=8031,
+            y_resolution=3850,
+            remote_station_id=" FAX ",
+            duration_s=20,
+        ),
+        transmitted_tiff=ref(tiff),
+    )
+
+
+def failed_event() -> FaxFailed:
+    return FaxFailed(
+        fax_id="fax_2",
+        account_id="acc1",
+        month="202611",
+        occurred_at=AT,
+        user_id="usr_1",
+        faxbox_id="fbx_1",
+        destination="+14155550123",
+        attempts=3,
+        failure=FaxFailure(
+            failure_class=FailureClass.resources,
+            code=-1,
+            text="No carrier line is available for this number.",
+        ),
+        pages_sent=0,
+        pages_total=2,
     )

@@ -25,14 +25,11 @@ from faxbox.notifier.ports import MailDeferred, MailRefused
 from faxbox.shared.bus import PermanentError, RetryLater, TransientError
 from faxbox.shared.contracts import (
     FailureClass,
-    FaxFailed,
     FaxFailure,
     FaxMessage,
-    FaxSent,
     NotificationSent,
     RejectionCode,
     RejectionReason,
-    TransferStatistics,
 )
 from faxbox.shared.outbox import Decided, Outbox
 from faxbox.shared.store import Account, Faxbox, User
@@ -42,7 +39,9 @@ from tests.unit.notifier.notifier_fakes import (
     FakeClaims,
     FakeDirectory,
     FakeMailer,
+    failed_event,
     ref,
+    sent_event,
     tiff_page,
 )
 
@@ -95,51 +94,6 @@ def world() -> World:
         message_id_domain="faxbox.test",
     )
     return World(deps, claims, mailer, documents, decisions, publisher)
-
-
-def sent_event(faxbox_id: str = "fbx_1", tiff: str = "tiff1") -> FaxSent:
-    return FaxSent(
-        fax_id="fax_1",
-        account_id="acc1",
-        month="202611",
-        occurred_at=AT,
-        user_id="usr_1",
-        faxbox_id=faxbox_id,
-        destination="+14155550123",
-        attempts=1,
-        carrier_id="c",
-        statistics=TransferStatistics(
-            pages_transferred=1,
-            pages_total=1,
-            bit_rate=9600,
-            ecm=False,
-            x_resolution=8031,
-            y_resolution=3850,
-            remote_station_id=" FAX ",
-            duration_s=20,
-        ),
-        transmitted_tiff=ref(tiff),
-    )
-
-
-def failed_event() -> FaxFailed:
-    return FaxFailed(
-        fax_id="fax_2",
-        account_id="acc1",
-        month="202611",
-        occurred_at=AT,
-        user_id="usr_1",
-        faxbox_id="fbx_1",
-        destination="+14155550123",
-        attempts=3,
-        failure=FaxFailure(
-            failure_class=FailureClass.resources,
-            code=-1,
-            text="No carrier line is available for this number.",
-        ),
-        pages_sent=0,
-        pages_total=2,
-    )
 
 
 # --- handlers --------------------------------------------------------------------------------

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from faxbox.notifier.compose import failed_mail, sent_mail
 from faxbox.shared.contracts import (
     FailureClass,
     FailureReason,
     FaxFailed,
     FaxFailure,
-    FaxSent,
     PageReport,
-    TransferStatistics,
 )
-from tests.unit.notifier.notifier_fakes import ref
-
-AT = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
+from tests.unit.notifier.notifier_fakes import failed_event, sent_event
 
 
 def page(number: int, confirmed: bool, *, retries: int = 0, bad_rows: int = 0) -> PageReport:
@@ -47,46 +41,21 @@ DROPPED = FaxFailure(
 
 
 def failed(pages_sent: int, source_message_id: str | None, *reports: PageReport) -> FaxFailed:
-    return FaxFailed(
-        fax_id="fax_1",
-        account_id="acc1",
-        month="202603",
-        occurred_at=AT,
-        user_id="usr_1",
-        faxbox_id="fbx_1",
-        destination="+12125550123",
-        failure=DROPPED,
-        attempts=3,
-        pages_sent=pages_sent,
-        pages_total=3,
-        source_message_id=source_message_id,
-        page_report=reports,
+    return failed_event().model_copy(
+        update={
+            "destination": "+12125550123",
+            "failure": DROPPED,
+            "pages_sent": pages_sent,
+            "pages_total": 3,
+            "source_message_id": source_message_id,
+            "page_report": reports,
+        }
     )
 
 
 def test_the_sent_mail_lists_every_page_as_the_far_end_answered() -> None:
-    sent = FaxSent(
-        fax_id="fax_1",
-        account_id="acc1",
-        month="202603",
-        occurred_at=AT,
-        user_id="usr_1",
-        faxbox_id="fbx_1",
-        destination="+12125550123",
-        attempts=1,
-        carrier_id="c",
-        statistics=TransferStatistics(
-            pages_transferred=2,
-            pages_total=2,
-            bit_rate=14400,
-            ecm=True,
-            x_resolution=8031,
-            y_resolution=7700,
-            remote_station_id="FAR",
-            duration_s=41,
-        ),
-        transmitted_tiff=ref("tiff1"),
-        page_report=(page(1, True), page(2, True, retries=3)),
+    sent = sent_event().model_copy(
+        update={"page_report": (page(1, True), page(2, True, retries=3))}
     )
     mail = sent_mail(sent, timezone="America/New_York", thumbnail=None)
     lines = [line for line in mail.text.splitlines() if line[:1].isdigit()]
