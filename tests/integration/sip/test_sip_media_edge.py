@@ -112,6 +112,51 @@ async def test_udptl_latches_and_its_queue_stays_bounded(
         await stream.recv_ifp()
 
 
+async def test_udptl_learns_a_port_only_from_a_stream_at_its_start(
+    sockets: dict[str, socket.socket],
+) -> None:
+    """The SDP's address sends nothing yet; a dead call's T.38, mid-way through its fax
+    (the relay's address, another port), reaches the port a restart gave us again."""
+    stream = UdptlStream(pace=0)
+    await stream.bind("127.0.0.1")
+    fresh = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fresh.bind(("127.0.0.1", 0))
+    try:
+        ours = ("127.0.0.1", stream.local_port)
+        stream.connect(sockets["announced"].getsockname())
+        for datagram in encode_packets([(n, b"old page") for n in range(700, 720)]):
+            sockets["real"].sendto(datagram, ours)
+        await settle()
+        assert stream.packets_received == 0
+        assert stream.remote == sockets["announced"].getsockname()
+        assert stream.latch.dropped == 20
+        # The peer's own stream, from its first datagram (from a port of its NAT): latched.
+        for datagram in encode_packets([(n, b"DIS") for n in range(3)]):
+            fresh.sendto(datagram, ours)
+        await settle()
+        assert stream.packets_received == 3
+        assert stream.remote == fresh.getsockname()
+        assert [ifp for _, ifp in stream.take_ifps()] == [b"DIS"] * 3
+    finally:
+        fresh.close()
+        stream.close()
+
+
+async def test_udptl_hears_its_announced_address_whatever_the_numbering(
+    sockets: dict[str, socket.socket],
+) -> None:
+    stream = UdptlStream(pace=0)
+    await stream.bind("127.0.0.1")
+    try:
+        stream.connect(sockets["announced"].getsockname())
+        for datagram in encode_packets([(n, b"x") for n in range(5000, 5004)]):
+            sockets["announced"].sendto(datagram, ("127.0.0.1", stream.local_port))
+        await settle()
+        assert stream.packets_received == 4
+    finally:
+        stream.close()
+
+
 async def test_a_call_hears_only_its_peer() -> None:
     """Two user agents in a call; a third party sending to the callee's RTP port."""
     caller = await UserAgent.start(pace=10)

@@ -31,6 +31,9 @@ log = logging.getLogger("faxbox.fax.sip.udptl")
 
 # IFPs received and not yet read: seconds of T.38 at any pace the fax line runs.
 DEFAULT_MAX_QUEUED = 1024
+# A datagram numbered past this cannot be among a stream's first (ours numbers from 0):
+# from a port the SDP did not announce, it is not latched (``faxbox.fax.sip.latch``).
+FRESH_SEQ = 128
 
 
 class UdptlParseError(ValueError):
@@ -160,6 +163,12 @@ class UdptlDecoder:
         return out
 
 
+def _begins_a_stream(data: bytes) -> bool:
+    """Whether a datagram can be among a UDPTL stream's first: numbered below
+    ``FRESH_SEQ``. A peer numbering from elsewhere is still heard at its announced port."""
+    return len(data) >= 2 and ((data[0] << 8) | data[1]) < FRESH_SEQ
+
+
 class UdptlStream(DatagramEndpoint):
     """One call's T.38 transport: ``send_ifp`` out, ``recv_ifp`` in (in order, once each)."""
 
@@ -214,7 +223,7 @@ class UdptlStream(DatagramEndpoint):
             self.encoder.redundancy = redundancy
 
     def datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        if not self.latch.admit(addr):
+        if not self.latch.admit(addr, fresh=_begins_a_stream(data)):
             return  # not the peer the SDP named
         try:
             ifps = self.decoder.decode(data)
